@@ -1,0 +1,35 @@
+"""attune_actors: Attune-style YAML workflows executed as actors on asyncio."""
+
+from attune_actors.engine.engine import Engine, WorkflowInfo
+from attune_actors.engine.execution import Execution, Status, TaskRunInfo
+from attune_actors.errors import (
+    ActionError,
+    AttuneError,
+    ConfigError,
+    InquiryResponseError,
+    NotFoundError,
+    ParameterError,
+    StoreError,
+    TemplateError,
+    TransportError,
+    ValidationError,
+)
+
+__all__ = [
+    "ActionError",
+    "Engine",
+    "Execution",
+    "Status",
+    "TaskRunInfo",
+    "WorkflowInfo",
+    "AttuneError",
+    "ConfigError",
+    "InquiryResponseError",
+    "NotFoundError",
+    "ParameterError",
+    "StoreError",
+    "TemplateError",
+    "TransportError",
+    "ValidationError",
+]
+__version__ = "0.1.0"

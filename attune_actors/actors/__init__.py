@@ -1,0 +1,28 @@
+"""The actor layer: pykka actors on asyncio, supervised parent/child trees, a pool for blocking code.
+
+Public API (everything else in this package may change):
+
+- `AsyncioActor`: a `pykka.Actor` whose inbox, message loop and futures live on the running loop;
+  `spawn()` children, supervise them with `supervisor_strategy` / `on_child_failure()`.
+- `AsyncioFuture`: the future `ask()` returns; `await` it on a loop, `get()` it from a thread.
+- `Directive`: `RESTART`, `STOP`, `ESCALATE`, what a parent does with a failed child.
+- `BlockingPool`: a bounded thread pool awaited from the loop (`await pool.run(fn, *args)`).
+- `running_actors()`, `stop_all_actors()`, `wait_all_stopped()`: population helpers for tests and
+  shutdown.
+"""
+
+from attune_actors.actors._actor import AsyncioActor
+from attune_actors.actors._future import AsyncioFuture
+from attune_actors.actors._pool import BlockingPool
+from attune_actors.actors._supervision import Directive
+from attune_actors.actors._testing import running_actors, stop_all_actors, wait_all_stopped
+
+__all__ = [
+    "AsyncioActor",
+    "AsyncioFuture",
+    "BlockingPool",
+    "Directive",
+    "running_actors",
+    "stop_all_actors",
+    "wait_all_stopped",
+]

@@ -1,0 +1,499 @@
+"""AsyncioActor: a pykka actor whose inbox, message loop and futures live on a running asyncio loop.
+
+Each actor handles the messages of its own inbox, one at a time, in its own asyncio task, and touches
+only its own state. A parent also owns the table of the children it spawned; children report to it by
+messages (see `_supervision`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import threading
+import uuid
+from types import CoroutineType
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
+
+from pykka import Actor, ActorDeadError, ActorRef, ActorRegistry
+from pykka.messages import ProxyCall, ProxyGetAttr, ProxySetAttr, _ActorStop
+
+from attune_actors.actors._future import AsyncioFuture
+from attune_actors.actors._inbox import AsyncioInbox, reject
+from attune_actors.actors._ref import AsyncioActorRef
+from attune_actors.actors._supervision import (
+    ChildFailed,
+    ChildSpec,
+    ChildStopped,
+    Directive,
+    Escalation,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+    from types import TracebackType
+
+    from pykka import Future
+    from pykka._types import OptExcInfo
+
+__all__ = ["AsyncioActor"]
+
+logger = logging.getLogger("attune_actors.actors")
+
+C = TypeVar("C", bound="AsyncioActor")
+
+# Running actors, by strong reference. asyncio keeps only weak references to tasks, so this is what
+# keeps an actor (and through `_task`, its task) alive while nobody else holds it; it is also how
+# `stop_all_actors()` finds actors that are not in pykka's ActorRegistry.
+_live: set[AsyncioActor] = set()
+
+# Message types handled by the loop itself (control) or by pykka's `_handle_receive` (proxy calls);
+# every other message goes straight to `on_receive`, as `_handle_receive` would send it.
+_CONTROL = frozenset({_ActorStop, ChildStopped, ChildFailed})
+_SPECIAL = _CONTROL | {ProxyCall, ProxyGetAttr, ProxySetAttr}
+
+
+class _StopFlag(threading.Event):
+    """`actor_stopped` for asyncio actors: a plain flag, with a real Event only if a thread waits.
+
+    pykka only calls `is_set()` and `set()`; a `threading.Event` costs a Condition, a lock and a deque
+    (about 1 KiB) per actor.
+    """
+
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._event: threading.Event | None = None
+
+    def __repr__(self) -> str:
+        return f"<_StopFlag set={self._flag}>"
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    isSet = is_set  # noqa: N815 - threading.Event's legacy alias
+
+    def set(self) -> None:
+        self._flag = True
+        event = self._event
+        if event is not None:
+            event.set()
+
+    def clear(self) -> None:
+        self._flag = False
+        event = self._event
+        if event is not None:
+            event.clear()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._flag:
+            return True
+        with self._lock:
+            if self._event is None:
+                self._event = threading.Event()
+        if self._flag:  # set() may have run before the event existed
+            return True
+        return self._event.wait(timeout)
+
+
+def _task_is_cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _is_failure(exc: BaseException) -> bool:
+    """Whether an exception from a handler is the handler's failure (not the task being cancelled,
+    nor the interpreter being interrupted or exiting)."""
+    if isinstance(exc, Exception):
+        return True
+    return isinstance(exc, asyncio.CancelledError) and not _task_is_cancelling()
+
+
+class AsyncioActor(Actor):
+    """An actor whose message loop is an asyncio task on the loop that started it.
+
+    Start it from a coroutine (or callback) on the running loop: `ref = MyActor.start(*args)`, or
+    `self.spawn(MyActor, *args)` from another actor to make it a supervised child. Then:
+
+    - `ref.tell(msg)` queues `msg` for `on_receive` and returns at once; `ref.ask(msg, block=False)`
+      returns an `AsyncioFuture` to `await` for `on_receive`'s return value (or its exception);
+      `await ref.proxy().method(...)` calls a method in the actor's task. From other threads the
+      same calls are safe: messages are handed to the loop with `call_soon_threadsafe`, and a
+      blocking `ref.ask(msg)` waits in that thread.
+    - Messages are handled one at a time, in arrival order (per sender). Handlers and the hooks
+      (`on_start`, `on_stop`, `on_failure`, `on_child_*`) may be `async def`; while one is awaiting,
+      the actor handles nothing else, so its state needs no locks. Blocking code belongs in a
+      `BlockingPool`, not in a handler.
+    - An exception in a handler of an `ask` is returned to the asker and the actor carries on. An
+      exception in a handler of a `tell` (or in `on_start`, or a `proxy.method.defer()`) is a
+      failure: the actor refuses new messages, fails the queued asks with `ActorDeadError`, stops
+      its children, runs `on_failure` and ends its task; its parent, if any, then decides what to do
+      (`on_child_failure`).
+    - `ref.stop()` (or `self.stop()`) is queued like any message. When it is handled the actor
+      refuses new messages, answers the queued asks with `ActorDeadError`, stops its children (all
+      at once, each of them children first), runs `on_stop`, tells its parent and ends its task;
+      the stop future resolves after the task has ended.
+    - If the task itself is cancelled (e.g. `asyncio.run()` returning with actors still running),
+      or a handler raises `KeyboardInterrupt`/`SystemExit`, the actor stops abruptly: no `on_stop`,
+      the asker of the current message and the queued asks get `ActorDeadError`, children are told
+      to stop, and the exception propagates.
+
+    Class attributes to declare per actor class:
+    """
+
+    use_actor_registry: ClassVar[bool] = True
+    """Register started actors in `pykka.ActorRegistry` (read at `start()`/`spawn()`).
+
+    pykka's registry is one global list: unregistering is a linear scan, so stopping an actor costs
+    O(number of registered actors) (about 1 ms each with 100,000 registered). Classes started at high
+    rates (one per task run) should set this to `False`; they stay reachable through their refs and
+    their parent, and `stop_all_actors()` still finds them."""
+
+    supervisor_strategy: ClassVar[Directive] = Directive.STOP
+    """What `on_child_failure` returns unless overridden: the directive for a failed child."""
+
+    max_restarts: ClassVar[int] = 3
+    """Restarts allowed per child within `restart_window` seconds; one more escalates instead."""
+
+    restart_window: ClassVar[float] = 60.0
+    """See `max_restarts`."""
+
+    actor_inbox: AsyncioInbox  # type: ignore[assignment]
+    _parent: ActorRef[Any] | None = None
+    _children: dict[ActorRef[Any], ChildSpec] | None = None
+    _registered: bool = False
+    _task: asyncio.Task[None] | None = None
+
+    def __init__(self, *_args: Any, **_kwargs: Any) -> None:
+        """Create the actor's identity: URN, inbox on the running loop, stop flag and ref.
+
+        Call it from your own `__init__` (`super().__init__()`). It must run on the loop thread,
+        with the loop running; `RuntimeError` otherwise. pykka's `Actor.__init__` is not called: it
+        would build a `threading.Event` and a plain `ActorRef`; this sets the same four attributes.
+        """
+        self.actor_urn = uuid.uuid4().urn
+        self.actor_inbox = self._create_actor_inbox()
+        self.actor_inbox._owner = self.actor_urn
+        self.actor_stopped = _StopFlag()
+        self._actor_ref = AsyncioActorRef(self)
+
+    # -- pykka's extension points for new actor types -------------------------------------------
+
+    @staticmethod
+    def _create_actor_inbox() -> AsyncioInbox:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            msg = "AsyncioActor must be created on a running asyncio event loop (from a coroutine)"
+            raise RuntimeError(msg) from None
+        return AsyncioInbox(loop)
+
+    @staticmethod
+    def _create_future() -> AsyncioFuture[Any]:
+        return AsyncioFuture()
+
+    def _start_actor_loop(self) -> None:
+        _live.add(self)
+        self._task = self.actor_inbox.loop.create_task(self._actor_loop_async())
+
+    # -- starting --------------------------------------------------------------------------------
+
+    @classmethod
+    def start(cls, *args: Any, **kwargs: Any) -> ActorRef[Self]:
+        """Create the actor with `cls(*args, **kwargs)`, register it (unless `use_actor_registry` is
+        false) and start its task on the running loop. `on_start` runs in that task, first."""
+        return cls._launch(None, args, kwargs)
+
+    @classmethod
+    def _launch(
+        cls, parent: ActorRef[Any] | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> ActorRef[Self]:
+        # pykka's Actor.start(), plus the parent and the registry opt-out.
+        actor = cls(*args, **kwargs)
+        if getattr(actor, "_actor_ref", None) is None:
+            msg = f"{cls.__name__}.__init__() must call super().__init__()"
+            raise TypeError(msg)
+        if parent is not None:
+            actor._parent = parent
+        if cls.use_actor_registry:
+            ActorRegistry.register(actor.actor_ref)
+            actor._registered = True
+        actor._start_actor_loop()
+        return actor.actor_ref
+
+    def spawn(self, actor_class: type[C], /, *args: Any, **kwargs: Any) -> ActorRef[C]:
+        """Start `actor_class(*args, **kwargs)` as a child of this actor and return its ref.
+
+        Call it from this actor's own handlers or hooks. The child runs on the same loop; its
+        failures come to `on_child_failure`, its normal stops to `on_child_stopped`, and it is
+        stopped before this actor stops. Raises `ActorDeadError` once this actor is stopping.
+        """
+        if not (isinstance(actor_class, type) and issubclass(actor_class, AsyncioActor)):
+            msg = f"children must be AsyncioActor subclasses, not {actor_class!r}"
+            raise TypeError(msg)
+        if self.actor_stopped.is_set():
+            msg = f"{self} is stopping and cannot spawn children"
+            raise ActorDeadError(msg)
+        spec = ChildSpec(actor_class, args, kwargs)
+        return self._spawn_spec(spec)
+
+    def _spawn_spec(self, spec: ChildSpec) -> ActorRef[Any]:
+        ref = spec.actor_class._launch(self.actor_ref, spec.args, spec.kwargs)
+        children = self._children
+        if children is None:
+            children = self._children = {}
+        children[ref] = spec
+        return ref
+
+    @property
+    def parent(self) -> ActorRef[Any] | None:
+        """The ref of the actor that spawned this one, or `None` for a root actor."""
+        return self._parent
+
+    @property
+    def children(self) -> list[ActorRef[Any]]:
+        """Refs of the running children this actor spawned (or restarted), oldest first."""
+        return list(self._children or ())
+
+    # -- hooks (all may be `async def`) ----------------------------------------------------------
+
+    def on_start(self) -> Awaitable[None] | None:  # type: ignore[override]
+        """Run in the actor's task before the first message. Raising is a failure."""
+        return None
+
+    def on_stop(self) -> Awaitable[None] | None:  # type: ignore[override]
+        """Run in the actor's task after its children stopped, when it stops normally."""
+        return None
+
+    def on_failure(  # type: ignore[override]
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> Awaitable[None] | None:
+        """Run in the actor's task after its children stopped, when it stops because of a failure."""
+        return None
+
+    def on_child_failure(
+        self, child: ActorRef[Any], error: BaseException
+    ) -> Directive | Awaitable[Directive]:
+        """Decide what to do about a child that failed with `error` (it has already stopped).
+
+        Runs in this actor's task, like a message handler. The default returns the class's
+        `supervisor_strategy`. Raising here is this actor's own failure.
+        """
+        return self.supervisor_strategy
+
+    def on_child_restarted(
+        self, old: ActorRef[Any], new: ActorRef[Any]
+    ) -> Awaitable[None] | None:
+        """Learn the ref of a restarted child (after `Directive.RESTART`)."""
+        return None
+
+    def on_child_stopped(self, child: ActorRef[Any]) -> Awaitable[None] | None:
+        """Learn that a child stopped normally. Not called for children this actor stops itself
+        while stopping (it is no longer handling messages then)."""
+        return None
+
+    # -- the message loop ------------------------------------------------------------------------
+
+    async def _actor_loop_async(self) -> None:
+        """The actor's task: `on_start`, then messages one at a time until stopped or failed."""
+        inbox = self.actor_inbox
+        try:
+            try:
+                started = self.on_start()
+                if isinstance(started, CoroutineType):
+                    await started
+            except BaseException as exc:
+                if not _is_failure(exc):
+                    raise
+                await self._fail(exc)
+                return
+            handle = self._handle_receive
+            on_receive = self.on_receive
+            while True:
+                items = inbox.take()
+                if not items:
+                    await inbox.park()
+                    continue
+                for index, envelope in enumerate(items):
+                    message = envelope.message
+                    reply_to = envelope.reply_to
+                    try:
+                        kind = type(message)
+                        if kind not in _SPECIAL:
+                            result = on_receive(message)
+                        elif kind is _ActorStop:
+                            inbox.unshift(items[index + 1 :])  # for _detach() to answer
+                            await self._shutdown(reply_to)
+                            return
+                        elif kind in _CONTROL:
+                            await self._handle_notice(message)
+                            if reply_to is not None:
+                                reply_to.set(None)
+                            continue
+                        else:
+                            result = handle(message)
+                        if isinstance(result, CoroutineType):
+                            result = await result
+                    except BaseException as exc:
+                        if not _is_failure(exc):
+                            inbox.unshift(items[index + 1 :])
+                            if reply_to is not None:
+                                reply_to.set_exception(self._dead_exc_info())
+                            raise
+                        if reply_to is not None:
+                            logger.info(
+                                "Exception returned from %s to caller:", self, exc_info=exc
+                            )
+                            reply_to.set_exception((type(exc), exc, exc.__traceback__))
+                            continue
+                        inbox.unshift(items[index + 1 :])
+                        await self._fail(exc)
+                        return
+                    if reply_to is not None:
+                        reply_to.set(result)
+        except BaseException:
+            self._abort()
+            raise
+
+    async def _handle_notice(self, notice: ChildStopped | ChildFailed) -> None:
+        if type(notice) is ChildStopped:
+            await self._child_stopped(notice.child)
+        else:
+            await self._child_failed(notice.child, notice.error)
+
+    async def _child_stopped(self, child: ActorRef[Any]) -> None:
+        children = self._children
+        if children is None or children.pop(child, None) is None:
+            return
+        result = self.on_child_stopped(child)
+        if isinstance(result, CoroutineType):
+            await result
+
+    async def _child_failed(self, child: ActorRef[Any], error: BaseException) -> None:
+        children = self._children
+        spec = children.pop(child, None) if children is not None else None
+        if spec is None:  # not (or no longer) our child
+            return
+        decided = self.on_child_failure(child, error)
+        directive = await decided if isinstance(decided, CoroutineType) else decided
+        if directive is Directive.RESTART:
+            now = self.actor_inbox.loop.time()
+            if spec.allow_restart(self.max_restarts, self.restart_window, now):
+                new = self._spawn_spec(spec)
+                logger.info("%s restarted failed child %s as %s", self, child, new)
+                result = self.on_child_restarted(child, new)
+                if isinstance(result, CoroutineType):
+                    await result
+                return
+            logger.error(
+                "%s: child %s failed more than %d times in %g s; escalating",
+                self,
+                child,
+                self.max_restarts,
+                self.restart_window,
+            )
+            directive = Directive.ESCALATE
+        if directive is Directive.ESCALATE:
+            raise Escalation(child, error)
+        if directive is not Directive.STOP:
+            msg = f"{type(self).__name__}.on_child_failure() returned {directive!r}, not a Directive"
+            raise TypeError(msg)
+
+    # -- stopping --------------------------------------------------------------------------------
+
+    def _dead_exc_info(self) -> OptExcInfo:
+        error = ActorDeadError(f"{self.actor_ref} stopped before handling the message")
+        return (ActorDeadError, error, None)
+
+    def _detach(self) -> None:
+        """Refuse new messages, leave the registry and answer everything still queued."""
+        self.actor_stopped.set()
+        if self._registered:
+            self._registered = False
+            ActorRegistry.unregister(self.actor_ref)
+        for envelope in self.actor_inbox.close():
+            reject(envelope, self.actor_ref)
+
+    async def _stop_children(self) -> None:
+        children = self._children
+        if not children:
+            return
+        self._children = None
+        stopping = [child.stop(block=False) for child in children]
+        for future in stopping:
+            await future
+
+    def _finish(self, notice: ChildStopped | ChildFailed) -> None:
+        parent = self._parent
+        if parent is not None and parent.is_alive():
+            try:
+                parent.tell(notice)
+            except ActorDeadError:
+                pass
+        _live.discard(self)
+
+    async def _shutdown(self, reply_to: Future[Any] | None) -> None:
+        self._detach()
+        await self._stop_children()
+        try:
+            result = self.on_stop()
+            if isinstance(result, CoroutineType):
+                await result
+        except Exception:
+            logger.exception("Unhandled exception in %s.on_stop():", self)
+        logger.debug("Stopped %s", self)
+        self._finish(ChildStopped(self.actor_ref))
+        if reply_to is not None:
+            reply_to.set(None)
+
+    async def _fail(self, exc: BaseException) -> None:
+        if isinstance(exc, Escalation):
+            logger.error("%s failed: its child %s failed with %r", self, exc.child, exc.error)
+            exc = exc.error
+        else:
+            logger.error("Unhandled exception in %s:", self, exc_info=exc)
+        self._detach()
+        await self._stop_children()
+        try:
+            result = self.on_failure(type(exc), exc, exc.__traceback__)
+            if isinstance(result, CoroutineType):
+                await result
+        except Exception:
+            logger.exception("Unhandled exception in %s.on_failure():", self)
+        self._finish(ChildFailed(self.actor_ref, exc))
+
+    def _abort(self) -> None:
+        """Stop at once, without awaiting anything: the task is cancelled or the process exits."""
+        self._detach()
+        children, self._children = self._children, None
+        for child in children or ():
+            if child.is_alive():
+                try:
+                    child.tell(_ActorStop())
+                except ActorDeadError:
+                    pass
+        logger.debug("Aborted %s", self)
+        self._finish(ChildStopped(self.actor_ref))
+
+    # pykka's thread-style loop pieces are not used by this actor type.
+    def _actor_loop(self) -> None:
+        msg = "AsyncioActor runs its loop as an asyncio task"
+        raise NotImplementedError(msg)
+
+    def _stop(self) -> None:
+        msg = "AsyncioActor stops through its message loop; use stop()"
+        raise NotImplementedError(msg)
+
+    def _handle_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        msg = "AsyncioActor handles failures in its message loop"
+        raise NotImplementedError(msg)
+

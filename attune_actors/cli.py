@@ -1,0 +1,182 @@
+"""`attune-actors`: run and validate workflows, manage the KV datastore.
+
+Every user error ends as one line on stderr and exit status 2 (no traceback); a workflow that ran
+but did not succeed exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from attune_actors.config import load_settings
+from attune_actors.errors import AttuneError, Location, ParameterError, ValidationError
+from attune_actors.kv import command as kv_command
+from attune_actors.spec.yamlsrc import load_yaml, plain
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help(sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        code: int = args.func(args)
+    except ValidationError as exc:
+        for err in exc.errors:
+            print(_located(err), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except AttuneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="attune-actors", description=__doc__)
+    parser.add_argument("--config", help="settings file (default: $ATTUNE_CONFIG, else built-in defaults)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+    sub = parser.add_subparsers(title="commands")
+
+    run = sub.add_parser("run", help="run one workflow in an embedded engine and wait for it")
+    run.add_argument("ref", help="workflow ref, e.g. examples.deploy")
+    run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                     help="a parameter, converted to its declared type (JSON for arrays/objects)")
+    run.add_argument("--params-file", help="JSON or YAML file of parameters (-p wins)")
+    run.add_argument("--packs", action="append", metavar="DIR", help="folder of pack folders (repeatable)")
+    run.add_argument("--data-dir", help="data directory (default .attune)")
+    run.add_argument("--json", action="store_true", help="print the execution document as JSON on stdout")
+    run.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
+    run.set_defaults(func=_run)
+
+    val = sub.add_parser("validate", help="check packs, workflows and actions")
+    val.add_argument("paths", nargs="+", help="pack folders, folders of packs, or workflow/action files")
+    val.set_defaults(func=_validate)
+
+    kv_command.register(sub)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------- run
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config, overrides={"packs": args.packs, "data_dir": args.data_dir,
+                                                     "logging": {"level": args.log_level}})
+    logging.basicConfig(level=settings.logging.level.upper(), format=settings.logging.format,
+                        stream=sys.stderr)
+    return asyncio.run(_run_async(args, settings))
+
+
+async def _run_async(args: argparse.Namespace, settings: Any) -> int:
+    from attune_actors.engine.engine import Engine
+    from attune_actors.progress import Progress
+
+    async with Engine(settings=settings) as engine:
+        action = engine.catalog.action(args.ref)
+        params = _parameters(args, {p.name: p for p in action.parameters})
+        execution = await engine.execute(args.ref, params)
+        progress = Progress()
+        wait = asyncio.ensure_future(engine.wait(execution.id, timeout=args.timeout))
+        while not wait.done():
+            progress.update(await engine.get(execution.id))
+            await asyncio.wait({wait}, timeout=0.1)
+        final = wait.result()
+        progress.done(final)
+    if args.json:
+        json.dump(final.to_dict(), sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    return EXIT_OK if final.status == "succeeded" else EXIT_FAILED
+
+
+def _parameters(args: argparse.Namespace, declared: dict[str, Any]) -> dict[str, Any]:
+    from attune_actors.spec.params import coerce_cli_value
+
+    params: dict[str, Any] = {}
+    if args.params_file:
+        path = Path(args.params_file)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ParameterError(f"cannot read params file {path}: {exc.strerror}") from None
+        value, problems = load_yaml(text, str(path))  # YAML is a superset of JSON
+        if problems:
+            raise ParameterError(str(problems[0]))
+        if not isinstance(value, dict):
+            raise ParameterError(f"{path}: the params file must hold a mapping")
+        params.update(plain(value))
+    for item in args.param:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ParameterError(f"-p {item!r}: expected KEY=VALUE")
+        params[key] = coerce_cli_value(key, declared.get(key), text)
+    return params
+
+
+# ----------------------------------------------------------------------------------- validate
+
+
+def _validate(args: argparse.Namespace) -> int:
+    problems = validate_paths(args.paths)
+    for err in problems:
+        print(_located(err), file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s) found", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print("valid", file=sys.stderr)
+    return EXIT_OK
+
+
+def validate_paths(paths: list[str]) -> list[AttuneError]:
+    """Every problem in the named packs, folders of packs and files (files: their pack is loaded)."""
+    from attune_actors.spec.packs import load_packs
+    from attune_actors.spec.validate import validate_catalog
+    from attune_actors.templates import Renderer
+
+    roots: list[Path] = []
+    files: set[Path] = set()
+    problems: list[AttuneError] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_file():
+            pack = next((p for p in path.resolve().parents if (p / "pack.yaml").is_file()), None)
+            if pack is None:
+                problems.append(AttuneError("not inside a pack (no pack.yaml above it)",
+                                            location=Location(str(path), 1, 1)))
+                continue
+            roots.append(pack)
+            files.add(path.resolve())
+        elif path.exists():
+            roots.append(path)
+        else:
+            problems.append(AttuneError("no such file or folder", location=Location(str(path), 1, 1)))
+    if roots:
+        catalog, found = load_packs(roots)
+        found.extend(validate_catalog(catalog, Renderer()))
+        if files and len(files) == len(roots):
+            found = [e for e in found if e.location is None or Path(e.location.file).resolve() in files]
+        problems.extend(found)
+    return problems
+
+
+def _located(err: AttuneError) -> str:
+    """`FILE:LINE:COLUMN: message`, with 1:1 when only the file is known."""
+    loc = err.location
+    if loc is None:
+        return f"error: {err.message}"
+    return f"{loc.file}:{max(loc.line, 1)}:{max(loc.column, 1)}: {err.message}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

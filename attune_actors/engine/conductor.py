@@ -1,0 +1,825 @@
+"""The conductor: the pure state machine of one workflow execution (SPEC section 3).
+
+It consumes events (an action attempt ended, a timer fired, a nested workflow finished, pause,
+resume, cancel, an inquiry was answered) and answers with `commands` for its supervisor actor to carry
+out. It performs no I/O and reads no clock: every event carries `now` (epoch seconds), so its tests
+feed events and assert the commands, and a supervisor can be rebuilt from its records after a crash.
+
+Vocabulary: a *run* is one run of one task (`TaskRun`); an *attempt* is one try of a run (or of one
+item of a with_items run); retries are further attempts of the same run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from attune_actors.engine.commands import (
+    CloseInquiry,
+    Command,
+    ControlChild,
+    Dispatch,
+    Finished,
+    OpenInquiry,
+    RunEnded,
+    SetTimer,
+    StartChild,
+    StopRun,
+)
+from attune_actors.engine.graph import TaskGraph
+from attune_actors.engine.state import (
+    ACTIVE_RUN,
+    CANCELED,
+    CANCELING,
+    DELAYED,
+    FAILED,
+    PAUSED,
+    PAUSING,
+    PENDING,
+    REQUESTED,
+    RUNNING,
+    SCHEDULED,
+    SUCCEEDED,
+    TERMINAL,
+    TIMEOUT,
+    ItemRun,
+    TaskRun,
+    iso,
+)
+from attune_actors.errors import AttuneError, TemplateError
+from attune_actors.spec.model import ActionSpec, RetryPolicy, TaskSpec, Transition, WorkflowSpec
+from attune_actors.templates import Renderer
+
+log = logging.getLogger("attune_actors.engine")
+
+# Staged work, dispatched on resume: (kind, run_id, item index or None).
+_BEGIN, _ITEMS, _RETRY = "begin", "items", "retry"
+_COMMAND_RETRY_COUNT = 3  # `do: retry` without a retry policy (SPEC section 3)
+
+
+class Conductor:
+    """State and rules of one workflow execution. Not thread-safe: its supervisor owns it."""
+
+    def __init__(
+        self,
+        *,
+        execution_id: str,
+        spec: WorkflowSpec,
+        graph: TaskGraph,
+        actions: Callable[[str], ActionSpec],
+        renderer: Renderer,
+        parameters: dict[str, Any],
+        pack_config: Mapping[str, Any],
+        system: dict[str, Any],
+        kv: Any = None,
+        parent_id: str | None = None,
+    ) -> None:
+        self.id = execution_id
+        self.spec = spec
+        self.graph = graph
+        self._actions = actions
+        self._renderer = renderer
+        self.parameters = parameters
+        self.parent_id = parent_id
+        self.status = REQUESTED
+        self.vars: dict[str, Any] = {}
+        self.output: Any = None
+        self.error: dict[str, Any] | None = None
+        self.started_at: float | None = None
+        self.ended_at: float | None = None
+        self.runs: dict[str, TaskRun] = {}  # every run, in the order created (= seq order)
+        self.latest: dict[str, TaskRun] = {}  # task name -> its latest run (`task.<name>`)
+        self.active: set[str] = set()  # runs not terminal
+        self.in_flight = 0  # attempts dispatched (actions, nested workflows) and not ended
+        self.barriers: dict[str, tuple[set[str], bool]] = {}  # join task -> (arrived sources, fired)
+        self.timers: dict[tuple[Any, ...], float] = {}
+        self.staged: list[tuple[str, str, int | None]] = []
+        self.failing = False  # an unhandled failure or `fail`: nothing new starts
+        self.ending: str | None = None  # CANCELED or TIMEOUT once a cancel or the workflow timeout began
+        self.seq = 0
+        self.now = 0.0
+        self._out: list[Command] = []
+        self._dirty_runs: set[str] = set()
+        self._dirty_items: set[tuple[str, int]] = set()
+        self._current: Any = None  # the run or item whose attempt just ended (for succeeded() etc.)
+        self.system = system
+        self._ctx: dict[str, Any] = {
+            "task": self.latest,
+            "vars": self.vars,
+            "parameters": parameters,
+            "pack": {"config": pack_config},
+            "system": system,
+            "kv": kv,
+            "succeeded": lambda: getattr(self._current, "status", None) == SUCCEEDED,
+            "failed": lambda: getattr(self._current, "status", None) in (FAILED, TIMEOUT),
+            "timed_out": lambda: getattr(self._current, "status", None) == TIMEOUT,
+            "result": lambda: getattr(self._current, "result", None),
+            "error": lambda: getattr(self._current, "error", None),
+        }
+
+    # ------------------------------------------------------------------ events (public)
+
+    def start(self, now: float) -> list[Command]:
+        """Begin the execution: render `vars`, arm the workflow timeout, launch the start tasks."""
+        self._step(now)
+        if self.started_at is not None or self.status in TERMINAL or self.ending is not None:
+            return self._flush()
+        if self.status == REQUESTED:
+            self.status = RUNNING  # paused before it started: it starts paused, all staged
+        self.started_at = now
+        try:
+            self.vars.update(self._render(self.spec.vars, "vars"))
+        except TemplateError as exc:
+            self._fail(str(exc), None)
+        if self.spec.timeout is not None:
+            self._set_timer(("timeout",), now + self.spec.timeout)
+        if not self.failing:
+            for name in self.graph.start:
+                self._new_run(name)
+        self._progress()
+        return self._flush()
+
+    def on_attempt_ended(
+        self, run_id: str, item: int | None, attempt: int, status: str, result: Any,
+        error: str | None, now: float,
+    ) -> list[Command]:
+        """An action attempt, nested workflow or inquiry ended. Stale or duplicate reports are ignored."""
+        self._step(now)
+        run = self.runs.get(run_id)
+        if run is None or run.terminal:
+            return self._flush()
+        target: TaskRun | ItemRun
+        if item is None:
+            target = run
+        elif run.items is not None and 0 <= item < len(run.items):
+            target = run.items[item]
+        else:
+            return self._flush()
+        if target.attempts != attempt or target.status not in (RUNNING, PENDING):
+            return self._flush()
+        if target.status == RUNNING:
+            self.in_flight -= 1
+        self._attempt_ended(run, item, target, status, result, error)
+        self._progress()
+        return self._flush()
+
+    def on_timer(self, key: tuple[Any, ...], now: float) -> list[Command]:
+        """A timer set by a SetTimer command fired; timers that became moot are ignored."""
+        self._step(now)
+        if self.timers.pop(key, None) is None or self.status in TERMINAL:
+            return self._flush()
+        kind = key[0]
+        if kind == "timeout":
+            self._end_with(TIMEOUT, stop_running=True)
+        elif kind == "delay":
+            run = self.runs.get(key[1])
+            if run is not None and run.status == DELAYED:
+                self._gated(run, None, _BEGIN)
+        elif kind == "retry":
+            run = self.runs.get(key[1])
+            idx = key[2]
+            if run is not None and not run.terminal:
+                target = run if idx is None else run.items[idx] if run.items else None
+                if target is not None and target.status == DELAYED:
+                    self._gated(run, idx, _RETRY)
+        elif kind == "inquiry":
+            run = self.runs.get(key[1])
+            if run is not None and run.status == PENDING and run.inquiry_id == key[2]:
+                self._out.append(CloseInquiry(run.inquiry_id, TIMEOUT))
+                self._attempt_ended(run, None, run, TIMEOUT, None, "the inquiry expired unanswered")
+        self._progress()
+        return self._flush()
+
+    def answer_inquiry(self, run_id: str, inquiry_id: str, response: Any, now: float) -> list[Command]:
+        """A validated response arrived: it becomes the run's result."""
+        self._step(now)
+        run = self.runs.get(run_id)
+        if run is not None and run.status == PENDING and run.inquiry_id == inquiry_id:
+            self.timers.pop(("inquiry", run_id, inquiry_id), None)
+            self._attempt_ended(run, None, run, SUCCEEDED, response, None)
+        self._progress()
+        return self._flush()
+
+    def pause(self, now: float) -> list[Command]:
+        """Stop dispatching; `paused` once in-flight attempts end. Idempotent."""
+        self._step(now)
+        if self.status in (RUNNING, REQUESTED) and self.ending is None:
+            self.status = PAUSING
+            for child in self._children():
+                self._out.append(ControlChild(child, "pause"))
+        self._progress()
+        return self._flush()
+
+    def resume(self, now: float) -> list[Command]:
+        """Dispatch what was staged while paused. Idempotent."""
+        self._step(now)
+        if self.status in (PAUSING, PAUSED):
+            self.status = RUNNING if self.started_at is not None else REQUESTED
+            for child in self._children():
+                self._out.append(ControlChild(child, "resume"))
+            staged, self.staged = self.staged, []
+            for kind, run_id, idx in staged:
+                run = self.runs.get(run_id)
+                if run is not None and not run.terminal:
+                    self._gated(run, idx, kind)
+        self._progress()
+        return self._flush()
+
+    def cancel(self, now: float, *, force: bool = False) -> list[Command]:
+        """Cancel: nothing new starts; under `cancel_running` (or `force`) running runs are stopped."""
+        self._step(now)
+        if self.status not in TERMINAL and self.ending is None:
+            stop = force or self.spec.cancellation_policy == "cancel_running"
+            self._end_with(CANCELED, stop_running=stop, force=force)
+        self._progress()
+        return self._flush()
+
+    # ------------------------------------------------------------------ snapshot support
+
+    def take_dirty(self) -> tuple[list[TaskRun], list[tuple[str, int, ItemRun]]]:
+        """Runs and items changed since the last call (the snapshot delta besides the header)."""
+        runs = [self.runs[r] for r in self._dirty_runs]
+        items = []
+        for run_id, idx in self._dirty_items:
+            run = self.runs[run_id]
+            if run.items is not None:
+                items.append((run_id, idx, run.items[idx]))
+        self._dirty_runs.clear()
+        self._dirty_items.clear()
+        return runs, items
+
+    def header(self) -> dict[str, Any]:
+        """The execution-level record: everything but runs and items."""
+        return {
+            "id": self.id, "ref": self.spec.ref, "status": self.status, "vars": self.vars,
+            "output": self.output, "error": self.error, "started_at": self.started_at,
+            "ended_at": self.ended_at, "parent_id": self.parent_id, "seq": self.seq,
+            "inflight": self.in_flight, "failing": self.failing, "ending": self.ending,
+            "barriers": {k: [sorted(v[0]), v[1]] for k, v in self.barriers.items()},
+            "timers": [[list(k), at] for k, at in self.timers.items()],
+            "staged": [list(s) for s in self.staged],
+        }
+
+    def restore(self, header: dict[str, Any], runs: list[dict[str, Any]],
+                items: list[tuple[str, int, list[Any]]]) -> None:
+        """Rebuild state from snapshot records (the inverse of header/take_dirty)."""
+        self.status = header["status"]
+        self.vars.update(header["vars"])
+        self.output, self.error = header["output"], header["error"]
+        self.started_at, self.ended_at = header["started_at"], header["ended_at"]
+        self.seq, self.in_flight = header["seq"], header["inflight"]
+        self.failing, self.ending = header["failing"], header["ending"]
+        self.barriers = {k: (set(v[0]), v[1]) for k, v in header["barriers"].items()}
+        self.timers = {tuple(k): at for k, at in header["timers"]}
+        self.staged = [(s[0], s[1], s[2]) for s in header["staged"]]
+        for rec in sorted(runs, key=lambda r: r["seq"]):
+            run = TaskRun.from_record(rec)
+            self.runs[run.id] = run
+            self.latest[run.task] = run
+            if not run.terminal:
+                self.active.add(run.id)
+        for run_id, idx, rec in items:
+            run = self.runs[run_id]
+            if run.items is not None:
+                run.items[idx] = ItemRun.from_record(rec)
+
+    def recovery_commands(self, now: float) -> list[Command]:
+        """After `restore`: re-arm timers and re-dispatch attempts whose result was not recorded.
+
+        The same run id and attempt go out again, so actions and workers can deduplicate; an attempt
+        whose result was recorded is terminal in the records and is never dispatched again.
+        """
+        self._step(now)
+        for key, at in self.timers.items():
+            self._out.append(SetTimer(key, at))
+        for run_id in sorted(self.active, key=lambda r: self.runs[r].seq):
+            run = self.runs[run_id]
+            if run.items is not None:
+                for idx, item in enumerate(run.items):
+                    if item.status == RUNNING and item.input is not None:
+                        self._redispatch(run, idx, item.attempts, item.input)
+            elif run.status == RUNNING and run.input is not None and not self.graph.tasks.get(
+                run.task, TaskSpec(name="")).is_parallel:
+                if run.child_id is not None:
+                    continue  # the child execution is recovered on its own and reports back
+                self._redispatch(run, None, run.attempts, run.input)
+        self._progress()
+        return self._flush()
+
+    def _redispatch(self, run: TaskRun, idx: int | None, attempt: int, inp: dict[str, Any]) -> None:
+        task = self._task_spec(run.task)
+        assert task.action is not None
+        self._out.append(Dispatch(run.id, run.task, idx, attempt, self._actions(task.action), inp,
+                                  run.deadline))
+
+    # ------------------------------------------------------------------ documents
+
+    def document(self, mask: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+        """The execution document (SPEC section 6) as it is now."""
+        doc = {
+            "id": self.id, "ref": self.spec.ref, "status": self.status,
+            "parameters": self.parameters, "output": self.output, "error": self.error,
+            "started_at": iso(self.started_at), "ended_at": iso(self.ended_at),
+            "parent_id": self.parent_id,
+            "tasks": [run.document() for run in self.runs.values()],
+        }
+        return mask(doc) if mask is not None else doc
+
+    # ------------------------------------------------------------------ internals
+
+    def _step(self, now: float) -> None:
+        self.now = now
+        self.system["timestamp"] = iso(now)
+
+    def _flush(self) -> list[Command]:
+        out, self._out = self._out, []
+        return out
+
+    def _children(self) -> list[str]:
+        return [r.child_id for r in (self.runs[i] for i in self.active)
+                if r.child_id is not None and r.status == RUNNING]
+
+    def _task_spec(self, name: str) -> TaskSpec:
+        spec = self.graph.tasks.get(name) or self.spec.task(name)
+        assert spec is not None, name
+        return spec
+
+    def _render(self, value: Any, where: str, *, item: Any = None, index: int | None = None) -> Any:
+        if index is not None:
+            self._ctx["item"] = item
+            self._ctx["index"] = index
+        try:
+            return self._renderer.render(value, self._ctx, where=f"{self.spec.ref} {where}")
+        finally:
+            if index is not None:
+                del self._ctx["item"], self._ctx["index"]
+
+    def _truthy(self, source: str | None, where: str) -> bool:
+        if source is None:
+            return True
+        return self._renderer.truthy(source, self._ctx, where=f"{self.spec.ref} {where}")
+
+    def _gate(self) -> str:
+        """'open': dispatch now; 'stage': hold until resume; 'closed': nothing new will start."""
+        if self.failing or self.ending is not None:
+            return "closed"
+        if self.status in (PAUSING, PAUSED, REQUESTED):
+            return "stage"
+        return "open"
+
+    def _set_timer(self, key: tuple[Any, ...], at: float) -> None:
+        self.timers[key] = at
+        self._out.append(SetTimer(key, at))
+
+    def _touch(self, run: TaskRun, idx: int | None = None) -> None:
+        self._dirty_runs.add(run.id)
+        if idx is not None:
+            self._dirty_items.add((run.id, idx))
+
+    # -- creating and starting runs ------------------------------------------------------------
+
+    def _new_run(self, name: str, group: str | None = None) -> TaskRun:
+        self.seq += 1
+        run = TaskRun(f"{self.id}.{self.seq}", name, self.seq, group)
+        self.runs[run.id] = run
+        self.latest[name] = run
+        self.active.add(run.id)
+        self._touch(run)
+        task = self._task_spec(name)
+        if task.delay:
+            run.status = DELAYED
+            self._set_timer(("delay", run.id), self.now + task.delay)
+        else:
+            self._gated(run, None, _BEGIN)
+        return run
+
+    def _gated(self, run: TaskRun, idx: int | None, kind: str) -> None:
+        """Do `kind` for the run now, stage it for resume, or drop it, as the gate says."""
+        gate = self._gate()
+        if gate == "stage":
+            if (kind, run.id, idx) not in self.staged:
+                self.staged.append((kind, run.id, idx))
+            return
+        if gate == "closed":
+            self._abort(run, idx, kind)
+            return
+        if kind == _BEGIN:
+            self._begin(run)
+        elif kind == _ITEMS:
+            self._fill_items(run)
+        else:
+            self._attempt(run, idx)
+
+    def _abort(self, run: TaskRun, idx: int | None, kind: str) -> None:
+        """Work that will never start: a run that never began ends canceled; a retry ends as it failed."""
+        if kind == _BEGIN:
+            self._close_run(run, CANCELED if run.started_at is None else FAILED)
+        elif kind == _RETRY:
+            target = run if idx is None else run.items[idx]  # type: ignore[index]
+            last = FAILED
+            self._attempt_ended(run, idx, target, last, target.result, target.error, retry=False)
+        else:
+            self._maybe_finish_items(run)
+
+    def _begin(self, run: TaskRun) -> None:
+        task = self._task_spec(run.task)
+        run.status = RUNNING
+        run.started_at = self.now
+        self._touch(run)
+        if task.is_parallel:
+            run.pending_subs = len(task.tasks)
+            for sub in task.tasks:
+                self._new_run(sub.name, group=run.id)
+            return
+        if task.with_items is not None:
+            try:
+                items = self._render(task.with_items, f"task {task.name} with_items")
+            except TemplateError as exc:
+                self._template_failure(run, exc)
+                return
+            if isinstance(items, (str, bytes)) or not isinstance(items, (list, tuple)):
+                self._template_failure(run, TemplateError(
+                    f"{self.spec.ref} task {task.name} with_items must render to a list, "
+                    f"got {type(items).__name__}"))
+                return
+            run.items = [ItemRun() for _ in items]
+            run.input = {"items": list(items)}  # kept until the run ends, to render items after a crash
+            if not items:
+                self._close_run(run, SUCCEEDED, result=[])
+                return
+            self._fill_items(run)
+            return
+        self._attempt(run, None)
+
+    def _fill_items(self, run: TaskRun) -> None:
+        task = self._task_spec(run.task)
+        assert run.items is not None
+        limit = task.batch_size or len(run.items)
+        while run.next_item < len(run.items) and run.inflight < limit:
+            gate = self._gate()
+            if gate != "open":
+                if gate == "stage" and (_ITEMS, run.id, None) not in self.staged:
+                    self.staged.append((_ITEMS, run.id, None))
+                break
+            idx = run.next_item
+            run.next_item += 1
+            run.inflight += 1
+            self._attempt(run, idx)
+            if run.terminal:
+                return
+        self._maybe_finish_items(run)
+
+    def _attempt(self, run: TaskRun, idx: int | None) -> None:
+        """Dispatch the next attempt of the run (or of one of its items)."""
+        task = self._task_spec(run.task)
+        assert task.action is not None
+        target: TaskRun | ItemRun = run if idx is None else run.items[idx]  # type: ignore[index]
+        try:
+            action = self._actions(task.action)
+        except AttuneError as exc:
+            self._template_failure(run, exc)
+            return
+        try:
+            if idx is None:
+                inp = self._render(task.input, f"task {task.name} input")
+            else:
+                assert run.input is not None
+                inp = self._render(task.input, f"task {task.name} input", item=run.input["items"][idx],
+                                   index=idx)
+        except TemplateError as exc:
+            if idx is None:
+                self._template_failure(run, exc)
+            else:
+                self._item_failure(run, idx, exc)
+            return
+        target.attempts += 1
+        target.status = RUNNING
+        if target.started_at is None:
+            target.started_at = self.now
+        target.input = inp
+        self._touch(run, idx)
+        if action.runner_type == "workflow":
+            run.child_id = f"{run.id}-{run.attempts}"
+            self.in_flight += 1
+            self._out.append(StartChild(run.id, run.task, run.attempts, run.child_id, action, inp))
+        elif action.runner_type == "inquiry" and idx is None:
+            run.status = PENDING
+            run.inquiry_id = f"{run.id}-q{run.attempts}"
+            timeout = inp.get("timeout")
+            expires = self.now + float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else None
+            if expires is not None:
+                self._set_timer(("inquiry", run.id, run.inquiry_id), expires)
+            self._out.append(OpenInquiry(run.id, run.task, run.inquiry_id, inp, expires))
+        else:
+            timeout = task.timeout if task.timeout is not None else action.timeout
+            deadline = self.now + timeout if timeout else None
+            run.deadline = deadline
+            self.in_flight += 1
+            self._out.append(Dispatch(run.id, run.task, idx, target.attempts, action, inp, deadline))
+
+    def _template_failure(self, run: TaskRun, exc: AttuneError) -> None:
+        """A template (or action lookup) failed: the run fails and so does the workflow."""
+        self._fail(exc.message, run.task)
+        run.error = exc.message
+        self._close_run(run, FAILED, result=None, keep_error=True)
+
+    def _item_failure(self, run: TaskRun, idx: int, exc: AttuneError) -> None:
+        """An item's input failed to render: the item fails before dispatch, and the workflow fails."""
+        assert run.items is not None
+        self._fail(exc.message, run.task)
+        item = run.items[idx]
+        item.status, item.error, item.ended_at = FAILED, exc.message, self.now
+        run.inflight -= 1
+        if run.error is None:
+            run.error = f"item {idx}: {exc.message}"
+        run.next_item = len(run.items)
+        self._touch(run, idx)
+        self._maybe_finish_items(run)
+
+    # -- ending attempts and runs --------------------------------------------------------------
+
+    def _attempt_ended(
+        self, run: TaskRun, idx: int | None, target: TaskRun | ItemRun, status: str, result: Any,
+        error: str | None, *, retry: bool = True,
+    ) -> None:
+        target.result = result
+        target.error = error
+        self._current = target
+        if retry and status in (FAILED, TIMEOUT) and self._should_retry(run, target):
+            task = self._task_spec(run.task)
+            policy = task.retry or RetryPolicy(count=_COMMAND_RETRY_COUNT)
+            delay = policy.delay_before(target.attempts)
+            target.status = DELAYED
+            self._touch(run, idx)
+            if delay > 0:
+                self._set_timer(("retry", run.id, idx), self.now + delay)
+            else:
+                self._gated(run, idx, _RETRY)
+            return
+        target.status = status
+        target.ended_at = self.now
+        target.input = None
+        self._touch(run, idx)
+        if idx is None:
+            self._run_ended(run)
+        else:
+            run.inflight -= 1
+            if status != SUCCEEDED and run.error is None:
+                run.error = f"item {idx}: {error or status}"
+                run.next_item = len(run.items or ())  # no new item starts after a failure
+            self._fill_items(run)
+
+    def _should_retry(self, run: TaskRun, target: TaskRun | ItemRun) -> bool:
+        task = self._task_spec(run.task)
+        policy = task.retry
+        if policy is None or self.failing or self.ending is not None:
+            return False
+        if target.attempts > policy.count:
+            return False
+        if policy.when is not None:
+            try:
+                return self._truthy(policy.when, f"task {task.name} retry.when")
+            except TemplateError as exc:
+                self._fail(str(exc), task.name)
+                return False
+        return True
+
+    def _maybe_finish_items(self, run: TaskRun) -> None:
+        if run.terminal or run.items is None or run.inflight > 0:
+            return
+        remaining = run.next_item < len(run.items)
+        if remaining and run.error is None and not self.failing and self.ending is None:
+            return  # staged: more items run on resume
+        for idx, item in enumerate(run.items):
+            if item.status == SCHEDULED:  # never started: its result stays null
+                item.status = CANCELED
+                self._touch(run, idx)
+        failed = next((it for it in run.items if it.status not in (SUCCEEDED, CANCELED)), None)
+        if failed is None and remaining:
+            status = CANCELED
+        else:
+            status = SUCCEEDED if failed is None else FAILED
+        self._close_run(run, status, result=[it.result for it in run.items], keep_error=True)
+
+    def _close_run(self, run: TaskRun, status: str, *, result: Any = None, keep_error: bool = False) -> None:
+        run.status = status
+        run.result = result
+        if not keep_error:
+            run.error = None
+        run.ended_at = self.now
+        self._touch(run)
+        self._run_ended(run)
+
+    def _run_ended(self, run: TaskRun) -> None:
+        self.active.discard(run.id)
+        run.input = None
+        self._out.append(RunEnded(run.id))
+        if run.group is not None:
+            group = self.runs[run.group]
+            group.pending_subs -= 1
+            self._touch(group)
+            if group.pending_subs == 0 and not group.terminal:
+                subs = [self.latest[s.name] for s in self._task_spec(group.task).tasks]
+                bad = next((s for s in subs if s.status != SUCCEEDED), None)
+                group.status = SUCCEEDED if bad is None else FAILED
+                group.result = {s.task: s.result for s in subs}
+                group.error = None if bad is None else f"{bad.task} {bad.status}: {bad.error}"
+                group.ended_at = self.now
+                self._run_ended(group)
+            return
+        if self.ending is None:
+            self._transitions(run)
+
+    def _transitions(self, run: TaskRun) -> None:
+        """Publish and follow the run's `next` entries (SPEC section 3)."""
+        task = self._task_spec(run.task)
+        self._current = run
+        where = f"task {task.name}"
+        fired: list[Transition] = []
+        try:
+            if run.status == SUCCEEDED:
+                self._publish(task.publish, f"{where} publish")
+            # In order: each entry's `when` sees what the entries before it published.
+            for i, tr in enumerate(task.next):
+                if not self._truthy(tr.when, f"{where} next[{i}].when"):
+                    continue
+                if "retry" in tr.do and run.status != SUCCEEDED and run.items is None:
+                    limit = task.retry.count if task.retry else _COMMAND_RETRY_COUNT
+                    if run.attempts <= limit and not self.failing:
+                        self._reopen(run)
+                        return
+                self._publish(tr.publish, f"{where} next[{i}].publish")
+                fired.append(tr)
+        except TemplateError as exc:
+            self._fail(exc.message, task.name)
+            return
+        for tr in fired:
+            for target in tr.do:
+                if target == "fail":
+                    self._fail(f"task '{task.name}' ran the fail command", task.name)
+                elif target not in ("noop", "retry"):
+                    self._arrive(task.name, target)
+        if run.status != SUCCEEDED and not fired:
+            self._fail(f"task '{task.name}' {run.status}: {run.error or 'no error message'}", task.name)
+
+    def _reopen(self, run: TaskRun) -> None:
+        """`do: retry`: the ended run becomes active again for another attempt."""
+        task = self._task_spec(run.task)
+        policy = task.retry or RetryPolicy(count=_COMMAND_RETRY_COUNT)
+        self.active.add(run.id)
+        run.status = DELAYED
+        run.ended_at = None
+        self._touch(run)
+        delay = policy.delay_before(run.attempts)
+        if delay > 0:
+            self._set_timer(("retry", run.id, None), self.now + delay)
+        else:
+            self._gated(run, None, _RETRY)
+
+    def _publish(self, pairs: tuple[tuple[str, Any], ...], where: str) -> None:
+        for name, value in pairs:
+            self.vars[name] = self._render(value, f"{where}.{name}")
+
+    def _arrive(self, source: str, target: str) -> None:
+        """A transition from `source` to `target` fired: start it, or count it at its join."""
+        if self.failing or self.ending is not None:
+            return
+        need = self.graph.barrier.get(target)
+        if need is None:
+            self._new_run(target)
+            return
+        arrived, fired = self.barriers.get(target, (set(), False))
+        arrived.add(source)
+        if not fired and len(arrived) >= need:
+            fired = True
+            self._new_run(target)
+        if fired and len(arrived) >= len(self.graph.inbound[target]):
+            arrived, fired = set(), False  # every inbound branch arrived: a loop may join again
+        self.barriers[target] = (arrived, fired)
+
+    def _fail(self, message: str, task: str | None) -> None:
+        """An unhandled failure: remember the first, stop starting anything new."""
+        if self.error is None:
+            self.error = {"message": message, "task": task}
+        if not self.failing:
+            self.failing = True
+            log.info("execution %s failing: %s", self.id, message)
+            self._drop_staged()
+
+    def _drop_staged(self) -> None:
+        staged, self.staged = self.staged, []
+        for kind, run_id, idx in staged:
+            run = self.runs.get(run_id)
+            if run is not None and not run.terminal:
+                self._abort(run, idx, kind)
+        for run_id in list(self.active):
+            run = self.runs[run_id]
+            if run.status == DELAYED and run.started_at is None:
+                self._close_run(run, CANCELED)
+
+    def _end_with(self, status: str, *, stop_running: bool, force: bool = False) -> None:
+        """Cancel or workflow timeout: nothing new starts; running attempts stop when asked to."""
+        self.ending = status
+        if status == CANCELED:
+            self.status = CANCELING
+        self._drop_staged()
+        for run_id in sorted(self.active, key=lambda r: self.runs[r].seq):
+            run = self.runs[run_id]
+            if run.terminal or run.group is not None and stop_running:
+                continue  # sub-task runs are stopped with their group below
+            if run.status == PENDING and run.inquiry_id is not None:
+                self._out.append(CloseInquiry(run.inquiry_id, CANCELED))
+                self._attempt_ended(run, None, run, CANCELED, None, "canceled", retry=False)
+            elif run.child_id is not None and run.status == RUNNING:
+                # The child is canceled with the same policy and reports back when it ends.
+                self._out.append(ControlChild(run.child_id, "cancel", force=stop_running or force))
+            elif stop_running:
+                self._stop_run(run)
+            else:
+                self._drop_waits(run)
+
+    def _drop_waits(self, run: TaskRun) -> None:
+        """Attempts waiting for a retry will not get it: they end as their last attempt did."""
+        if run.items is not None:
+            for idx, item in enumerate(run.items):
+                if item.status == DELAYED:
+                    self._attempt_ended(run, idx, item, FAILED, item.result, item.error, retry=False)
+            self._maybe_finish_items(run)
+        elif run.status == DELAYED:
+            self._abort(run, None, _RETRY if run.started_at is not None else _BEGIN)
+
+    def _stop_run(self, run: TaskRun) -> None:
+        task = self._task_spec(run.task)
+        if task.is_parallel:
+            for sub in [r for r in self.runs.values() if r.group == run.id and not r.terminal]:
+                if sub.child_id is not None and sub.status == RUNNING:
+                    self._out.append(ControlChild(sub.child_id, "cancel", force=True))
+                else:
+                    self._stop_run(sub)
+            return
+        if run.items is not None:
+            for idx, item in enumerate(run.items):
+                if item.status == RUNNING:
+                    self.in_flight -= 1
+                    self._out.append(StopRun(run.id, idx, item.attempts))
+                    self._attempt_ended(run, idx, item, CANCELED, None, "canceled", retry=False)
+                elif item.status == DELAYED:
+                    self._attempt_ended(run, idx, item, CANCELED, item.result, item.error, retry=False)
+            self._maybe_finish_items(run)
+        elif run.status == RUNNING:
+            self.in_flight -= 1
+            self._out.append(StopRun(run.id, None, run.attempts))
+            self._attempt_ended(run, None, run, CANCELED, None, "canceled", retry=False)
+        elif run.status == DELAYED:
+            self._abort(run, None, _RETRY if run.started_at is not None else _BEGIN)
+        elif run.status == SCHEDULED:
+            self._close_run(run, CANCELED)
+
+    def _progress(self) -> None:
+        """Settle the workflow status after an event: paused, finished, or still going."""
+        if self.status in TERMINAL or self.status == REQUESTED:
+            return
+        if self.status == PAUSING and self.in_flight <= 0:
+            self.status = PAUSED
+        if self.active:
+            self._check_joins()
+            if self.active:
+                return
+        if self.status == PAUSED and self.staged:
+            return
+        self._finish()
+
+    def _check_joins(self) -> None:
+        """Fail on a join that is partly satisfied and that no active run can still reach."""
+        if not self.barriers or self.failing or self.ending is not None:
+            return
+        for target, (arrived, fired) in self.barriers.items():
+            if fired or not arrived:
+                continue
+            missing = self.graph.inbound[target] - arrived
+            active_tasks = {self.runs[r].task for r in self.active}
+            active_tasks |= {self.runs[self.runs[r].group].task for r in self.active  # type: ignore[index]
+                             if self.runs[r].group is not None}
+            if not any(self.graph.can_reach(a, m) for a in active_tasks for m in missing):
+                self._fail(f"unreachable join: task '{target}' waits for {', '.join(sorted(missing))}, "
+                           "which can no longer run", target)
+
+    def _finish(self) -> None:
+        status = self.ending or (FAILED if self.failing else SUCCEEDED)
+        self._current = None
+        if self.spec.output_map is not None:
+            try:
+                self.output = self._render(self.spec.output_map, "output_map")
+            except TemplateError as exc:
+                if self.error is None:
+                    self.error = {"message": exc.message, "task": None}
+                if status == SUCCEEDED:
+                    status = FAILED
+        self.status = status
+        self.ended_at = self.now
+        self.timers.clear()
+        self._out.append(Finished(status))
+
+
+__all__ = ["ACTIVE_RUN", "Conductor"]

@@ -1,0 +1,322 @@
+"""Engine: the single door every front end (Python API, CLI, NATS service) goes through.
+
+`async with Engine(packs=["packs"], data_dir=".attune") as engine:` loads and validates packs,
+starts the store and transport, and from then on runs executions as supervisor actors on the
+running event loop. Its methods are coroutines; they never block the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+import dataclasses
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from pykka import ActorDeadError
+
+from attune_actors.actors import wait_all_stopped
+from attune_actors.config import Settings, load_settings
+from attune_actors.engine.execution import Execution
+from attune_actors.engine.messages import Control, GetDocument, Start
+from attune_actors.engine.runtime import Runtime
+from attune_actors.engine.supervisor import WorkflowSupervisor
+from attune_actors.errors import (
+    EngineClosedError,
+    NotFoundError,
+    ValidationError,
+)
+from attune_actors.kv import KVScope, KVStore, Masker
+from attune_actors.runners import RunnerSet
+from attune_actors.spec.model import ParamSpec
+from attune_actors.spec.packs import Catalog, load_packs, load_workflow_text, workflow_action
+from attune_actors.spec.validate import validate_catalog, validate_workflow
+from attune_actors.store.base import MemoryStore, Store
+from attune_actors.templates import Renderer
+from attune_actors.transport.base import Transport
+from attune_actors.transport.inprocess import InProcessTransport
+
+log = logging.getLogger("attune_actors.engine")
+
+
+@dataclass(frozen=True)
+class WorkflowInfo:
+    """A workflow definition as the engine knows it."""
+
+    ref: str
+    pack: str
+    label: str
+    description: str
+    version: str
+    parameters: tuple[ParamSpec, ...]
+    source: str
+    file: str
+    runtime_defined: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ref": self.ref, "pack": self.pack, "label": self.label, "description": self.description,
+            "version": self.version, "file": self.file, "runtime_defined": self.runtime_defined,
+            "parameters": {p.name: {"type": p.type, "required": p.required,
+                                    "default": None if not p.has_default else p.default,
+                                    "enum": list(p.enum) if p.enum is not None else None,
+                                    "description": p.description, "secret": p.secret}
+                           for p in self.parameters},
+            "source": self.source,
+        }
+
+
+class Engine:
+    """Runs workflow executions; embedded by default (in-process workers, local data dir)."""
+
+    def __init__(
+        self,
+        packs: Sequence[str | Path] | None = None,
+        data_dir: str | Path | None = None,
+        *,
+        settings: Settings | None = None,
+        store: Store | None = None,
+        transport: Transport | None = None,
+    ) -> None:
+        overrides: dict[str, Any] = {}
+        if packs is not None:
+            overrides["packs"] = [str(p) for p in packs]
+        if data_dir is not None:
+            overrides["data_dir"] = str(data_dir)
+        if settings is None:
+            settings = load_settings(overrides=overrides)
+        elif overrides:
+            settings = load_settings(overrides={**_as_dict(settings), **overrides}, environ={})
+        self.settings = settings
+        self._store_override = store
+        self._transport_override = transport
+        self._rt: Runtime | None = None
+        self._kv: KVStore | None = None
+        self.catalog = Catalog()
+        self.renderer = Renderer()
+        self.masker = Masker()
+        self._runtime_refs: set[str] = set()
+        self._executor: ThreadPoolExecutor | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Engine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Load and validate packs, open the store, start the transport. Raises ValidationError."""
+        if self._rt is not None:
+            return
+        catalog, problems = load_packs(self.settings.packs)
+        problems.extend(validate_catalog(catalog, self.renderer))
+        if problems:
+            raise ValidationError(problems)
+        self.catalog = catalog
+        store = self._store_override or MemoryStore()
+        await store.open()
+        for ref, pack, source in store.definitions():
+            self._load_runtime_definition(ref, pack, source)
+        data = self.settings.data_path
+        data.mkdir(parents=True, exist_ok=True)
+        self._kv = KVStore(data / "attune.db", secret_key=self.settings.secret_key)
+        if self._transport_override is None:
+            # Sync Python actions run on this bounded pool, never on the event loop.
+            self._executor = ThreadPoolExecutor(self.settings.limits.python_workers,
+                                                thread_name_prefix="attune-action")
+        transport = self._transport_override or InProcessTransport(
+            self.catalog.action,
+            RunnerSet(executor=self._executor, kill_grace=self.settings.limits.kill_grace),
+            max_inflight=self.settings.limits.max_inflight_runs,
+        )
+        await transport.start()
+        self._rt = Runtime(catalog=self.catalog, renderer=self.renderer, transport=transport,
+                           store=store, masker=self.masker, kv=KVScope(self._kv, self.masker))
+
+    async def close(self) -> None:
+        """Stop every execution's actors, the transport and the store."""
+        rt, self._rt = self._rt, None
+        if rt is None:
+            return
+        for ref in list(rt.supervisors.values()):
+            try:
+                ref.stop(block=False)
+            except ActorDeadError:
+                pass
+        try:
+            await wait_all_stopped(timeout=10)
+        except TimeoutError:
+            log.warning("some actors did not stop within 10 s")
+        await rt.transport.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        await rt.store.close()
+        if self._kv is not None:
+            self._kv.close()
+        for futs in rt.waiters.values():
+            for fut in futs:
+                if not fut.done():
+                    fut.cancel()
+
+    def _runtime(self) -> Runtime:
+        if self._rt is None:
+            raise EngineClosedError("the engine is not started (use `async with Engine(...)`)")
+        return self._rt
+
+    # ------------------------------------------------------------------ executions
+
+    async def execute(self, ref: str, parameters: dict[str, Any] | None = None,
+                      identity: str | None = None) -> Execution:
+        """Start an execution of workflow `ref`; parameters are validated before anything runs."""
+        rt = self._runtime()
+        action = self.catalog.action(ref)
+        conductor = rt.new_conductor(action, parameters, identity=identity)
+        ref_ = WorkflowSupervisor.start(rt, conductor)
+        rt.register(conductor.id, ref_)
+        doc = conductor.document(self.masker.mask)
+        ref_.tell(Start())
+        return Execution.from_dict(doc)
+
+    async def get(self, execution_id: str) -> Execution:
+        """The execution as it is now, whatever its status."""
+        return Execution.from_dict(await self._document(execution_id))
+
+    async def wait(self, execution_id: str, timeout: float | None = None) -> Execution:
+        """Wait until the execution is terminal; TimeoutError after `timeout` seconds."""
+        rt = self._runtime()
+        if execution_id in rt.supervisors:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            rt.waiters.setdefault(execution_id, []).append(fut)
+            try:
+                await asyncio.wait_for(asyncio.shield(fut), timeout)
+            except TimeoutError:
+                raise TimeoutError(f"execution {execution_id} did not end within {timeout} s") from None
+        return await self.get(execution_id)
+
+    async def list(self, status: str | None = None, limit: int | None = None) -> list[Execution]:
+        """Executions started from the API (not nested ones), newest first."""
+        rt = self._runtime()
+        headers = rt.store.headers(status=status, limit=limit, roots_only=True)
+        return [await self.get(h["id"]) for h in headers]
+
+    async def tasks(self, execution_id: str) -> list[Any]:
+        """The task runs of an execution, in the order they started."""
+        return list((await self.get(execution_id)).tasks)
+
+    async def pause(self, execution_id: str) -> Execution:
+        return await self._control(execution_id, Control("pause"))
+
+    async def resume(self, execution_id: str) -> Execution:
+        return await self._control(execution_id, Control("resume"))
+
+    async def cancel(self, execution_id: str, *, force: bool = False) -> Execution:
+        return await self._control(execution_id, Control("cancel", force))
+
+    async def _control(self, execution_id: str, message: Control) -> Execution:
+        rt = self._runtime()
+        ref = rt.supervisors.get(execution_id)
+        if ref is not None:
+            try:
+                ref.tell(message)
+            except ActorDeadError:
+                pass
+        elif rt.store.load(execution_id) is None:
+            raise NotFoundError(f"no execution '{execution_id}'")
+        return await self.get(execution_id)
+
+    async def _document(self, execution_id: str) -> dict[str, Any]:
+        rt = self._runtime()
+        ref = rt.supervisors.get(execution_id)
+        doc: dict[str, Any] | None = None
+        if ref is not None:
+            try:
+                doc = await ref.ask(GetDocument(), block=False)
+            except ActorDeadError:
+                doc = None
+        if doc is None:
+            doc = rt.document_from_store(execution_id)
+        if doc is None:
+            raise NotFoundError(f"no execution '{execution_id}'")
+        masked: dict[str, Any] = self.masker.mask(doc)
+        return masked
+
+    # ------------------------------------------------------------------ workflow definitions
+
+    async def put_workflow(self, pack: str, yaml_text: str) -> str:
+        """Create or update a workflow of `pack` from YAML; validated first. Returns its ref."""
+        rt = self._runtime()
+        if pack not in self.catalog.packs:
+            raise NotFoundError(f"no pack '{pack}'")
+        problems: list[Any] = []
+        spec = load_workflow_text(yaml_text, pack=pack, file=f"<{pack} workflow>",
+                                  default_ref=f"{pack}.", problems=problems)
+        if spec is not None and spec.ref == f"{pack}.":
+            problems.append(ValidationError("a workflow put at run time needs a 'ref' key").errors[0])
+        if spec is not None and not problems:
+            existing = self.catalog.actions.get(spec.ref)
+            if existing is not None and spec.ref not in self._runtime_refs:
+                problems.append(ValidationError(
+                    f"'{spec.ref}' is defined by a pack file; change that file instead").errors[0])
+        if spec is not None and not problems:
+            old = self.catalog.actions.get(spec.ref)
+            self.catalog.put(workflow_action(spec, self.catalog.packs[pack].path))
+            found = validate_workflow(spec, self.catalog, self.renderer)
+            if found:
+                if old is not None:
+                    self.catalog.put(old)
+                else:
+                    self.catalog.remove(spec.ref)
+                problems.extend(found)
+        if problems or spec is None:
+            raise ValidationError(problems)
+        rt.store.put_definition(spec.ref, pack, yaml_text)
+        self._runtime_refs.add(spec.ref)
+        return spec.ref
+
+    async def get_workflow(self, ref: str) -> WorkflowInfo:
+        action = self.catalog.action(ref)
+        spec = action.workflow
+        if spec is None:
+            raise NotFoundError(f"'{ref}' is an action, not a workflow")
+        return WorkflowInfo(ref=spec.ref, pack=spec.pack, label=spec.label,
+                            description=spec.description, version=spec.version,
+                            parameters=spec.parameters, source=spec.source, file=spec.file,
+                            runtime_defined=ref in self._runtime_refs)
+
+    async def list_workflows(self, pack: str | None = None) -> list[WorkflowInfo]:
+        return [await self.get_workflow(a.ref) for a in self.catalog.workflows(pack)]
+
+    async def delete_workflow(self, ref: str) -> None:
+        rt = self._runtime()
+        if ref not in self._runtime_refs:
+            if ref in self.catalog.actions:
+                raise ValidationError(f"'{ref}' is defined by a pack file; remove that file instead")
+            raise NotFoundError(f"no workflow '{ref}'")
+        rt.store.delete_definition(ref)
+        self.catalog.remove(ref)
+        self._runtime_refs.discard(ref)
+
+    def _load_runtime_definition(self, ref: str, pack: str, source: str) -> None:
+        problems: list[Any] = []
+        spec = load_workflow_text(source, pack=pack, file=f"<{pack} workflow>", default_ref=ref,
+                                  problems=problems)
+        if spec is None or problems or pack not in self.catalog.packs:
+            log.error("stored workflow %s no longer loads: %s", ref, problems[0] if problems else "no pack")
+            return
+        self.catalog.put(workflow_action(spec, self.catalog.packs[pack].path))
+        self._runtime_refs.add(ref)
+
+
+def _as_dict(settings: Settings) -> dict[str, Any]:
+    return dataclasses.asdict(settings)
+
+
+__all__ = ["Engine", "WorkflowInfo"]

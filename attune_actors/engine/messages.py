@@ -1,0 +1,73 @@
+"""The messages actors of the engine send each other: small typed classes, one per intent.
+
+To a WorkflowSupervisor: `Start`, `AttemptEnded`, `TimerFired`, `Control`, `AnswerInquiry`,
+`GetDocument`. To a TaskActor: `DispatchAttempts`, `CancelAttempt` (and the transport's
+`RunOutcome`, which it relays to its supervisor as `AttemptEnded`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from attune_actors.transport.base import ActionRun
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Begin the execution (or, after a restart, resume it from its snapshot)."""
+
+    recovered: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptEnded:
+    """An attempt of a task run (action, item, nested workflow) ended."""
+
+    run_id: str
+    item: int | None
+    attempt: int
+    status: str
+    result: Any = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    key: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """pause | resume | cancel (with `force`: stop running runs whatever the policy)."""
+
+    op: str
+    force: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerInquiry:
+    run_id: str
+    inquiry_id: str
+    response: Any
+
+
+@dataclass(frozen=True, slots=True)
+class GetDocument:
+    """Ask: the execution document as it is now."""
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchAttempts:
+    """Submit these attempts of the task actor's run to the transport."""
+
+    runs: tuple[ActionRun, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CancelAttempt:
+    """Stop one attempt (cancel_running, workflow timeout)."""
+
+    run_id: str
+    item: int | None
+    attempt: int

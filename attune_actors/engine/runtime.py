@@ -1,0 +1,194 @@
+"""Runtime: the services every supervisor of one engine shares, and the index of executions.
+
+Supervisors call it to build conductors, save snapshot steps, find each other (nested workflows,
+control messages), open inquiries and report their end. It holds no per-execution state beyond the
+index of live supervisors and the waiters on each execution's end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pykka import ActorDeadError, ActorRef
+
+from attune_actors.engine.commands import OpenInquiry
+from attune_actors.engine.conductor import Conductor
+from attune_actors.engine.graph import TaskGraph
+from attune_actors.engine.state import TERMINAL, ItemRun, TaskRun, iso
+from attune_actors.errors import NotFoundError
+from attune_actors.kv import Masker
+from attune_actors.spec.model import ActionSpec, WorkflowSpec
+from attune_actors.spec.packs import Catalog
+from attune_actors.spec.params import apply_params
+from attune_actors.store.base import Snapshot, Store
+from attune_actors.templates import Renderer
+from attune_actors.transport.base import Transport
+
+if TYPE_CHECKING:
+    from attune_actors.engine.messages import Control
+
+log = logging.getLogger("attune_actors.engine")
+
+
+@dataclass
+class InquiryRecord:
+    """A pending (or answered) inquiry: what to ask, who may answer, where the answer goes."""
+
+    id: str
+    execution_id: str
+    run_id: str
+    task: str
+    prompt: str
+    schema: dict[str, Any]
+    users: list[str]
+    roles: list[str]
+    expires_at: float | None
+    status: str = "pending"
+    response: Any = None
+    supervisor: ActorRef[Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "execution_id": self.execution_id, "task": self.task,
+                "prompt": self.prompt, "schema": self.schema, "users": self.users, "roles": self.roles,
+                "expires_at": iso(self.expires_at), "status": self.status, "response": self.response}
+
+
+class Runtime:
+    """Shared services of one engine's supervisors."""
+
+    def __init__(self, *, catalog: Catalog, renderer: Renderer, transport: Transport, store: Store,
+                 masker: Masker, kv: Any, on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.catalog = catalog
+        self.renderer = renderer
+        self.transport = transport
+        self.store = store
+        self.masker = masker
+        self.kv = kv
+        self._on_event = on_event
+        self._graphs: dict[int, tuple[WorkflowSpec, TaskGraph]] = {}
+        self.supervisors: dict[str, ActorRef[Any]] = {}
+        self.waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self.inquiries: dict[str, InquiryRecord] = {}
+
+    # -- building executions -------------------------------------------------------------------
+
+    def graph(self, spec: WorkflowSpec) -> TaskGraph:
+        """The graph of a definition, built once per definition object."""
+        cached = self._graphs.get(id(spec))
+        if cached is None or cached[0] is not spec:
+            cached = (spec, TaskGraph.build(spec))
+            self._graphs[id(spec)] = cached
+        return cached[1]
+
+    def new_conductor(self, action: ActionSpec, parameters: dict[str, Any] | None, *,
+                      execution_id: str | None = None, parent_id: str | None = None,
+                      identity: Any = None) -> Conductor:
+        """Validate parameters and build the conductor of a new execution of a workflow action."""
+        spec = action.workflow
+        if spec is None:
+            raise NotFoundError(f"'{action.ref}' is an action, not a workflow")
+        params = apply_params(spec.parameters, parameters, owner=spec.ref)
+        for p in spec.parameters:
+            if p.secret and params.get(p.name) is not None:
+                self.masker.add(params[p.name])
+        execution_id = execution_id or uuid.uuid4().hex
+        pack = self.catalog.packs.get(spec.pack)
+        login = identity.get("login") if isinstance(identity, dict) else identity
+        system = {
+            "execution_id": execution_id,
+            "workflow_execution_id": execution_id,
+            "parent_execution_id": parent_id,
+            "timestamp": None,
+            "workflow_ref": spec.ref,
+            "pack": spec.pack,
+            "identity": {"login": login},
+        }
+        return Conductor(
+            execution_id=execution_id, spec=spec, graph=self.graph(spec), actions=self.catalog.action,
+            renderer=self.renderer, parameters=params,
+            pack_config=pack.config if pack is not None else {}, system=system, kv=self.kv,
+            parent_id=parent_id,
+        )
+
+    # -- the index of live executions ------------------------------------------------------------
+
+    def register(self, execution_id: str, ref: ActorRef[Any]) -> None:
+        self.supervisors[execution_id] = ref
+
+    def control_child(self, execution_id: str, message: Control) -> None:
+        ref = self.supervisors.get(execution_id)
+        if ref is not None:
+            try:
+                ref.tell(message)
+            except ActorDeadError:
+                pass
+
+    # -- steps and ends --------------------------------------------------------------------------
+
+    def record_step(self, conductor: Conductor, previous_status: str) -> None:
+        """Save the step's snapshot delta and publish its status changes."""
+        runs, items = conductor.take_dirty()
+        header = conductor.header()
+        header["parameters"] = conductor.parameters
+        self.store.save(conductor.id, header, [r.to_record() for r in runs],
+                        [(run_id, idx, it.to_record()) for run_id, idx, it in items])
+        if self._on_event is not None:
+            if conductor.status != previous_status:
+                self._on_event({"type": "execution", "execution_id": conductor.id,
+                                "status": conductor.status, "ref": conductor.spec.ref})
+            for run in runs:
+                self._on_event({"type": "task", "execution_id": conductor.id, "id": run.id,
+                                "name": run.task, "status": run.status})
+
+    def finished(self, conductor: Conductor) -> None:
+        self.supervisors.pop(conductor.id, None)
+        for fut in self.waiters.pop(conductor.id, ()):
+            if not fut.done():
+                fut.set_result(None)
+
+    # -- inquiries -------------------------------------------------------------------------------
+
+    def open_inquiry(self, conductor: Conductor, cmd: OpenInquiry, supervisor: ActorRef[Any]) -> None:
+        inp = cmd.input
+        self.inquiries[cmd.inquiry_id] = InquiryRecord(
+            id=cmd.inquiry_id, execution_id=conductor.id, run_id=cmd.run_id, task=cmd.task,
+            prompt=str(inp.get("prompt") or ""), schema=inp.get("schema") or {},
+            users=list(inp.get("users") or ()), roles=list(inp.get("roles") or ()),
+            expires_at=cmd.expires_at, supervisor=supervisor,
+        )
+
+    def close_inquiry(self, inquiry_id: str, status: str) -> None:
+        record = self.inquiries.get(inquiry_id)
+        if record is not None and record.status == "pending":
+            record.status = status
+            record.supervisor = None
+
+    # -- documents -------------------------------------------------------------------------------
+
+    def document_from_store(self, execution_id: str) -> dict[str, Any] | None:
+        snap = self.store.load(execution_id)
+        return None if snap is None else document_from_snapshot(snap)
+
+
+def document_from_snapshot(snap: Snapshot) -> dict[str, Any]:
+    """The execution document from stored records (the same shape `Conductor.document` gives)."""
+    h = snap.header
+    runs = {rid: TaskRun.from_record(rec) for rid, rec in snap.runs.items()}
+    for (rid, idx), rec in snap.items.items():
+        run = runs.get(rid)
+        if run is not None and run.items is not None and idx < len(run.items):
+            run.items[idx] = ItemRun.from_record(rec)
+    return {
+        "id": h["id"], "ref": h["ref"], "status": h["status"], "parameters": h.get("parameters") or {},
+        "output": h["output"], "error": h["error"], "started_at": iso(h["started_at"]),
+        "ended_at": iso(h["ended_at"]), "parent_id": h["parent_id"],
+        "tasks": [r.document() for r in sorted(runs.values(), key=lambda r: r.seq)],
+    }
+
+
+__all__ = ["TERMINAL", "InquiryRecord", "Runtime", "document_from_snapshot"]

@@ -1,0 +1,149 @@
+"""The state of one execution's task runs, as the conductor keeps it and snapshots store it.
+
+Plain slotted records, cheap in memory (10,000 parked executions must fit in a few MiB) and cheap to
+turn into snapshot records. A `TaskRun` is also the read-only mapping templates see as
+`task.<name>` (status, result, error, attempts, started_at, ended_at), so no copy is made per render.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+# Statuses (SPEC section 5).
+REQUESTED = "requested"
+SCHEDULED = "scheduled"
+DELAYED = "delayed"
+RUNNING = "running"
+PENDING = "pending"
+PAUSING = "pausing"
+PAUSED = "paused"
+CANCELING = "canceling"
+CANCELED = "canceled"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+TIMEOUT = "timeout"
+ABANDONED = "abandoned"
+TERMINAL = frozenset((SUCCEEDED, FAILED, TIMEOUT, CANCELED, ABANDONED))
+ACTIVE_RUN = frozenset((SCHEDULED, DELAYED, RUNNING, PENDING))
+
+_VIEW_KEYS = ("status", "result", "error", "attempts", "started_at", "ended_at")
+
+
+def iso(ts: float | None) -> str | None:
+    """Epoch seconds -> ISO 8601 UTC with milliseconds, as documents show times."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class ItemRun:
+    """One item of a with_items task run: its own attempts, result and times."""
+
+    __slots__ = ("attempts", "ended_at", "error", "input", "result", "started_at", "status")
+
+    def __init__(self) -> None:
+        self.status: str = SCHEDULED
+        self.result: Any = None
+        self.error: str | None = None
+        self.attempts: int = 0
+        self.started_at: float | None = None
+        self.ended_at: float | None = None
+        self.input: dict[str, Any] | None = None  # kept while in flight, to re-dispatch after a crash
+
+    def to_record(self) -> list[Any]:
+        return [self.status, self.result, self.error, self.attempts, self.started_at, self.ended_at,
+                self.input]
+
+    @classmethod
+    def from_record(cls, rec: list[Any]) -> ItemRun:
+        item = cls()
+        (item.status, item.result, item.error, item.attempts, item.started_at, item.ended_at,
+         item.input) = rec
+        return item
+
+    def document(self, index: int) -> dict[str, Any]:
+        return {"index": index, "status": self.status, "result": self.result, "error": self.error,
+                "attempts": self.attempts, "started_at": iso(self.started_at),
+                "ended_at": iso(self.ended_at)}
+
+
+class TaskRun(Mapping[str, Any]):
+    """One run of one task (a retry is another attempt of the same run, not a new run)."""
+
+    __slots__ = (
+        "attempts", "child_id", "deadline", "ended_at", "error", "group", "id", "inflight",
+        "input", "inquiry_id", "items", "next_item", "pending_subs", "result", "seq", "started_at",
+        "status", "task",
+    )
+
+    def __init__(self, run_id: str, task: str, seq: int, group: str | None = None) -> None:
+        self.id = run_id
+        self.task = task
+        self.seq = seq
+        self.status: str = SCHEDULED
+        self.result: Any = None
+        self.error: str | None = None
+        self.attempts: int = 0
+        self.started_at: float | None = None
+        self.ended_at: float | None = None
+        self.group = group  # id of the parallel group run this sub-task run belongs to
+        self.input: dict[str, Any] | None = None  # rendered input of the current attempt
+        self.deadline: float | None = None  # per-attempt deadline (epoch seconds), kept across restarts
+        self.inquiry_id: str | None = None
+        self.child_id: str | None = None  # nested workflow execution of the current attempt
+        self.items: list[ItemRun] | None = None  # with_items runs only
+        self.next_item = 0  # index of the next item to dispatch
+        self.inflight = 0  # items dispatched and not ended
+        self.pending_subs = 0  # parallel groups: sub-task runs not ended
+
+    # Mapping interface: what `task.<name>` shows to templates.
+    def __getitem__(self, key: str) -> Any:
+        if key in _VIEW_KEYS:
+            value = getattr(self, key)
+            return iso(value) if key in ("started_at", "ended_at") else value
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_VIEW_KEYS)
+
+    def __len__(self) -> int:
+        return len(_VIEW_KEYS)
+
+    def __repr__(self) -> str:
+        return f"TaskRun({self.id} {self.task} {self.status})"
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "task": self.task, "seq": self.seq, "status": self.status,
+            "result": self.result, "error": self.error, "attempts": self.attempts,
+            "started_at": self.started_at, "ended_at": self.ended_at, "group": self.group,
+            "input": None if self.terminal else self.input, "deadline": self.deadline,
+            "inquiry_id": self.inquiry_id, "child_id": self.child_id,
+            "item_count": None if self.items is None else len(self.items),
+            "next_item": self.next_item, "pending_subs": self.pending_subs,
+        }
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> TaskRun:
+        run = cls(rec["id"], rec["task"], rec["seq"], rec["group"])
+        for key in ("status", "result", "error", "attempts", "started_at", "ended_at", "input",
+                    "deadline", "inquiry_id", "child_id", "next_item", "pending_subs"):
+            setattr(run, key, rec[key])
+        if rec["item_count"] is not None:
+            run.items = [ItemRun() for _ in range(rec["item_count"])]
+        return run
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "name": self.task, "status": self.status, "result": self.result,
+            "error": self.error, "attempts": self.attempts, "started_at": iso(self.started_at),
+            "ended_at": iso(self.ended_at),
+            "items": None if self.items is None else [it.document(i) for i, it in enumerate(self.items)],
+            "inquiry_id": self.inquiry_id,
+        }

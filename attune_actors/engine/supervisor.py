@@ -1,0 +1,214 @@
+"""WorkflowSupervisor: the actor that owns one execution, its conductor and its child actors.
+
+It handles `Start`, `AttemptEnded`, `TimerFired`, `Control`, `AnswerInquiry` and `GetDocument`. Each
+message becomes one conductor event; the conductor's commands are carried out here (task actors for
+dispatch, timers on the loop, child supervisors for nested workflows), then the step's changes are
+saved as a snapshot and published as events. Nothing else touches the conductor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from pykka import ActorDeadError, ActorRef
+
+from attune_actors.actors import AsyncioActor, Directive
+from attune_actors.engine.commands import (
+    CloseInquiry,
+    Command,
+    ControlChild,
+    Dispatch,
+    Finished,
+    OpenInquiry,
+    RunEnded,
+    SetTimer,
+    StartChild,
+    StopRun,
+)
+from attune_actors.engine.conductor import Conductor
+from attune_actors.engine.messages import (
+    AnswerInquiry,
+    AttemptEnded,
+    CancelAttempt,
+    Control,
+    DispatchAttempts,
+    GetDocument,
+    Start,
+    TimerFired,
+)
+from attune_actors.engine.state import FAILED
+from attune_actors.engine.task import TaskActor
+from attune_actors.transport.base import ActionRun
+
+if TYPE_CHECKING:
+    from attune_actors.engine.runtime import Runtime
+
+log = logging.getLogger("attune_actors.engine")
+
+
+class ParentLink:
+    """Where a nested execution reports its end: the parent supervisor and the run it serves."""
+
+    __slots__ = ("attempt", "ref", "run_id")
+
+    def __init__(self, ref: ActorRef[Any], run_id: str, attempt: int) -> None:
+        self.ref = ref
+        self.run_id = run_id
+        self.attempt = attempt
+
+
+class WorkflowSupervisor(AsyncioActor):
+    """One execution: the conductor's I/O around it. Children: task actors and nested supervisors."""
+
+    use_actor_registry = False  # the engine keeps its own index by execution id
+    supervisor_strategy = Directive.STOP
+
+    def __init__(self, runtime: Runtime, conductor: Conductor, parent: ParentLink | None = None) -> None:
+        super().__init__()
+        self._rt = runtime
+        self._c = conductor
+        self._link = parent
+        self._tasks: dict[str, ActorRef[Any]] = {}  # run id -> task actor
+        self._timers: dict[tuple[Any, ...], asyncio.TimerHandle] = {}
+        self._last_status = conductor.status
+        self._done = False
+
+    @property
+    def execution_id(self) -> str:
+        return self._c.id
+
+    # ------------------------------------------------------------------ messages
+
+    def on_receive(self, message: Any) -> Any:
+        if self._done:
+            return self._c.document() if isinstance(message, GetDocument) else None
+        now = time.time()
+        c = self._c
+        if isinstance(message, AttemptEnded):
+            cmds = c.on_attempt_ended(message.run_id, message.item, message.attempt, message.status,
+                                      message.result, message.error, now)
+        elif isinstance(message, TimerFired):
+            self._timers.pop(message.key, None)
+            cmds = c.on_timer(message.key, now)
+        elif isinstance(message, GetDocument):
+            return c.document()
+        elif isinstance(message, Control):
+            if message.op == "pause":
+                cmds = c.pause(now)
+            elif message.op == "resume":
+                cmds = c.resume(now)
+            else:
+                cmds = c.cancel(now, force=message.force)
+        elif isinstance(message, AnswerInquiry):
+            cmds = c.answer_inquiry(message.run_id, message.inquiry_id, message.response, now)
+        elif isinstance(message, Start):
+            cmds = c.recovery_commands(now) if message.recovered else c.start(now)
+        else:
+            return super().on_receive(message)
+        self._carry_out(cmds)
+        return None
+
+    def on_child_failure(self, child: ActorRef[Any], error: BaseException) -> Directive:
+        # A task actor crashed (a bug, not an action failure): its attempts will never report,
+        # so the execution fails rather than waiting forever.
+        for run_id, ref in list(self._tasks.items()):
+            if ref is child:
+                del self._tasks[run_id]
+                log.error("execution %s: task actor for run %s crashed: %r", self._c.id, run_id, error)
+                run = self._c.runs.get(run_id)
+                if run is not None and not run.terminal:
+                    self._carry_out(self._c.on_attempt_ended(
+                        run_id, None, run.attempts, FAILED, None, f"internal error: {error!r}", time.time()))
+        return Directive.STOP
+
+    def on_stop(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+
+    # ------------------------------------------------------------------ commands
+
+    def _carry_out(self, cmds: list[Command]) -> None:
+        batches: dict[str, list[ActionRun]] = {}
+        finished: Finished | None = None
+        for cmd in cmds:
+            if isinstance(cmd, Dispatch):
+                batches.setdefault(cmd.run_id, []).append(ActionRun(
+                    self._c.id, cmd.run_id, cmd.item, cmd.attempt, cmd.task, cmd.action.ref,
+                    cmd.input, cmd.deadline))
+            elif isinstance(cmd, SetTimer):
+                self._set_timer(cmd.key, cmd.at)
+            elif isinstance(cmd, RunEnded):
+                self._end_task_actor(cmd.run_id, batches)
+            elif isinstance(cmd, StopRun):
+                ref = self._tasks.get(cmd.run_id)
+                if ref is not None:
+                    ref.tell(CancelAttempt(cmd.run_id, cmd.item, cmd.attempt))
+            elif isinstance(cmd, StartChild):
+                self._start_child(cmd)
+            elif isinstance(cmd, ControlChild):
+                self._rt.control_child(cmd.child_id, Control(cmd.op, cmd.force))
+            elif isinstance(cmd, OpenInquiry):
+                self._rt.open_inquiry(self._c, cmd, self.actor_ref)
+            elif isinstance(cmd, CloseInquiry):
+                self._rt.close_inquiry(cmd.inquiry_id, cmd.status)
+            elif isinstance(cmd, Finished):
+                finished = cmd
+        for run_id, runs in batches.items():
+            ref = self._tasks.get(run_id)
+            if ref is None:
+                ref = self._tasks[run_id] = self.spawn(TaskActor, self.actor_ref, self._rt.transport)
+            ref.tell(DispatchAttempts(tuple(runs)))
+        self._rt.record_step(self._c, self._last_status)
+        self._last_status = self._c.status
+        if finished is not None:
+            self._report_end()
+
+    def _end_task_actor(self, run_id: str, pending: dict[str, list[ActionRun]]) -> None:
+        if run_id in pending:
+            return  # ended and re-dispatched in one step cannot happen; keep the actor if it does
+        ref = self._tasks.pop(run_id, None)
+        if ref is not None:
+            ref.stop(block=False)
+
+    def _set_timer(self, key: tuple[Any, ...], at: float) -> None:
+        old = self._timers.pop(key, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        self._timers[key] = loop.call_later(max(0.0, at - time.time()), self._fire, key)
+
+    def _fire(self, key: tuple[Any, ...]) -> None:
+        try:
+            self.actor_ref.tell(TimerFired(key))
+        except ActorDeadError:
+            pass
+
+    def _start_child(self, cmd: StartChild) -> None:
+        link = ParentLink(self.actor_ref, cmd.run_id, cmd.attempt)
+        try:
+            conductor = self._rt.new_conductor(cmd.action, cmd.input, execution_id=cmd.child_id,
+                                               parent_id=self._c.id, identity=self._c.system.get("identity"))
+        except Exception as exc:  # bad parameters for the nested workflow fail the task run
+            message = getattr(exc, "message", str(exc))
+            self.actor_ref.tell(AttemptEnded(cmd.run_id, None, cmd.attempt, FAILED, None, message))
+            return
+        ref = self.spawn(WorkflowSupervisor, self._rt, conductor, link)
+        self._rt.register(conductor.id, ref)
+        ref.tell(Start())
+
+    def _report_end(self) -> None:
+        self._done = True
+        c = self._c
+        self._rt.finished(c)
+        if self._link is not None:
+            message = (c.error or {}).get("message") if c.error else None
+            try:
+                self._link.ref.tell(AttemptEnded(self._link.run_id, None, self._link.attempt,
+                                                   c.status, c.output, message))
+            except ActorDeadError:
+                pass
+        self.actor_ref.stop(block=False)

@@ -1,0 +1,67 @@
+"""TaskActor: one per task run; submits the run's attempts to the transport and relays outcomes.
+
+It handles `DispatchAttempts` (submit each attempt), `CancelAttempt` (ask the transport to stop one)
+and the transport's `RunOutcome` (forwarded to its supervisor as `AttemptEnded`). Its only state is
+the attempts it has in flight. A with_items run's items all go through their run's one task actor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pykka import ActorDeadError, ActorRef
+
+from attune_actors.actors import AsyncioActor
+from attune_actors.engine.messages import AttemptEnded, CancelAttempt, DispatchAttempts
+from attune_actors.transport.base import ActionRun, RunOutcome, Transport
+
+
+class TaskActor(AsyncioActor):
+    """Child of a WorkflowSupervisor; lives as long as its task run."""
+
+    # Short-lived and numerous: registering each in pykka's global registry would cost a lock and
+    # an O(n) removal per task run, and nothing looks task actors up.
+    use_actor_registry = False
+
+    def __init__(self, supervisor: ActorRef[Any], transport: Transport) -> None:
+        super().__init__()
+        self._supervisor = supervisor
+        self._transport = transport
+        self._inflight: dict[tuple[int | None, int], ActionRun] = {}
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, RunOutcome):
+            self._outcome(message)
+        elif isinstance(message, DispatchAttempts):
+            for run in message.runs:
+                self._inflight[(run.item, run.attempt)] = run
+                self._transport.submit(run, self._deliver)
+        elif isinstance(message, CancelAttempt):
+            run = self._inflight.pop((message.item, message.attempt), None)
+            if run is not None:
+                self._transport.cancel(run)
+        else:
+            return super().on_receive(message)
+        return None
+
+    def _deliver(self, outcome: RunOutcome) -> None:
+        """Transport callback: the outcome enters this actor's inbox like any message."""
+        try:
+            self.actor_ref.tell(outcome)
+        except ActorDeadError:
+            pass  # the run ended meanwhile (canceled, timed out): nothing waits for this outcome
+
+    def _outcome(self, outcome: RunOutcome) -> None:
+        if self._inflight.pop((outcome.item, outcome.attempt), None) is None:
+            return  # canceled or duplicate: the supervisor already moved on
+        try:
+            self._supervisor.tell(AttemptEnded(outcome.run_id, outcome.item, outcome.attempt,
+                                               outcome.status, outcome.result, outcome.error))
+        except ActorDeadError:
+            pass  # the execution ended meanwhile (canceled, timed out); nothing waits for this
+
+    def on_stop(self) -> None:
+        # A run that ends while attempts are still out (cancel, workflow timeout) stops them.
+        for run in self._inflight.values():
+            self._transport.cancel(run)
+        self._inflight.clear()

@@ -1,0 +1,108 @@
+"""One exception hierarchy for everything attune_actors raises on purpose.
+
+Callers catch what they mean: `AttuneError` for any of ours, a subclass for one kind. Every error
+renders as one line (`str(err)`) that says what and where, which is what the CLI prints; user errors
+never need a traceback to be understood.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """A place in a source file, 1-based, as editors and `FILE:LINE:COLUMN` tools expect."""
+
+    file: str
+    line: int = 0
+    column: int = 0
+
+    def __str__(self) -> str:
+        if self.line <= 0:
+            return self.file
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+class AttuneError(Exception):
+    """Base class of every error attune_actors raises deliberately."""
+
+    def __init__(self, message: str, *, location: Location | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.location = location
+
+    def __str__(self) -> str:
+        if self.location is not None:
+            return f"{self.location}: {self.message}"
+        return self.message
+
+
+class ConfigError(AttuneError):
+    """The settings (file, environment or flags) are invalid."""
+
+
+class ValidationError(AttuneError):
+    """A pack, action or workflow definition is invalid.
+
+    `errors` holds every problem found (each a located `AttuneError`), so a user fixes them all in one
+    pass; `str()` lists them one per line.
+    """
+
+    def __init__(self, errors: list[AttuneError] | AttuneError | str) -> None:
+        if isinstance(errors, str):
+            errors = [AttuneError(errors)]
+        elif isinstance(errors, AttuneError):
+            errors = [errors]
+        self.errors: list[AttuneError] = list(errors)
+        first = self.errors[0] if self.errors else AttuneError("invalid definition")
+        super().__init__(first.message, location=first.location)
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
+
+
+class NotFoundError(AttuneError):
+    """A workflow, action, execution or inquiry that does not exist was named."""
+
+
+class ParameterError(AttuneError):
+    """Input parameters are missing, of the wrong type or outside their enum."""
+
+
+class TemplateError(AttuneError):
+    """A template failed to compile or render (syntax error, undefined name, sandbox refusal)."""
+
+
+class InquiryResponseError(AttuneError):
+    """A response to an inquiry was refused (schema violation, identity not allowed, not pending)."""
+
+
+class ActionError(AttuneError):
+    """An action run failed; the message is what the action reported.
+
+    Runners raise it with the partial `result` (a command's stdout and exit code, an HTTP response)
+    so the task run keeps what the action produced even when it failed.
+    """
+
+    def __init__(
+        self, message: str, *, result: object = None, location: Location | None = None
+    ) -> None:
+        super().__init__(message, location=location)
+        self.result = result
+
+
+class StoreError(AttuneError):
+    """The data directory or store cannot be used (corrupt, newer schema, locked)."""
+
+
+class TransportError(AttuneError):
+    """A transport (in-process or NATS) cannot deliver a message."""
+
+
+class AuthError(AttuneError):
+    """Credentials are missing or do not allow the requested operation."""
+
+
+class EngineClosedError(AttuneError):
+    """The engine was used before `start()` or after `close()`."""

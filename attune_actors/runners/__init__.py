@@ -1,0 +1,35 @@
+"""Runners: execute one action run in-process, by `runner_type`, and hand back its JSON result.
+
+The worker picks the runner for an action's `runner_type` from a `RunnerSet` and awaits
+`runner.run(action, parameters, context)`. A run returns its result or raises `ActionError` (with
+the partial result); exceptions from action code become `ActionError("<ExcType>: <message> (raised
+at FILE:LINE)")`. Timeouts and cancellation belong to the caller (`asyncio.wait_for`,
+`task.cancel()`): every runner releases what it holds and re-raises `asyncio.CancelledError`.
+
+Implementing a new runner: any object with `async def run(action, parameters, context) -> Any`
+(the `Runner` protocol) and, if it holds resources, `async def aclose()`. Put it in a `RunnerSet`
+under its `runner_type`. `inquiry` and `workflow` actions are carried out by the engine itself.
+"""
+
+from attune_actors.runners._base import Closeable, RunContext, Runner, json_result
+from attune_actors.runners._builtin import EchoRunner, NoopRunner, SleepRunner
+from attune_actors.runners._http import HttpRunner
+from attune_actors.runners._local import LocalRunner
+from attune_actors.runners._python import PythonRunner
+from attune_actors.runners._set import ENGINE_RUNNER_TYPES, RunnerSet, default_runners
+
+__all__ = [
+    "ENGINE_RUNNER_TYPES",
+    "Closeable",
+    "EchoRunner",
+    "HttpRunner",
+    "LocalRunner",
+    "NoopRunner",
+    "PythonRunner",
+    "RunContext",
+    "Runner",
+    "RunnerSet",
+    "SleepRunner",
+    "default_runners",
+    "json_result",
+]

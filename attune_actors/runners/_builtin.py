@@ -1,0 +1,52 @@
+"""The runners that need nothing outside the event loop: `noop`, `echo` and `sleep`."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+from attune_actors.errors import ActionError
+from attune_actors.runners._base import RunContext
+from attune_actors.spec.model import ActionSpec
+
+__all__ = ["EchoRunner", "NoopRunner", "SleepRunner"]
+
+
+class NoopRunner:
+    """Does nothing; the result is None."""
+
+    async def run(
+        self, action: ActionSpec, parameters: dict[str, Any], context: RunContext
+    ) -> Any:
+        return None
+
+
+class EchoRunner:
+    """Returns its parameters (a shallow copy) as the result."""
+
+    async def run(
+        self, action: ActionSpec, parameters: dict[str, Any], context: RunContext
+    ) -> Any:
+        return dict(parameters)
+
+
+class SleepRunner:
+    """Waits `seconds` (a number >= 0) on the event loop; the result is None.
+
+    A parked run costs one timer handle and the caller's task: no thread, no process.
+    """
+
+    async def run(
+        self, action: ActionSpec, parameters: dict[str, Any], context: RunContext
+    ) -> Any:
+        seconds = parameters.get("seconds")
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not math.isfinite(seconds)
+            or seconds < 0
+        ):
+            raise ActionError(f"parameter 'seconds' must be a number >= 0, not {seconds!r}")
+        await asyncio.sleep(seconds)
+        return None

@@ -1,0 +1,129 @@
+"""The `http` runner: one HTTP request per run, through a client shared by all runs.
+
+Parameters: `url` (required), `method` (default GET), `headers`, `params` (query string), `json` (a
+JSON body), `body` (a text body), `timeout` (seconds for the request, default the runner's), and
+`verify_ssl` (default true). Redirects are followed.
+
+Result: `{"status_code", "headers", "body"}`; header names are lower-case (repeated headers joined
+with ", "), and the body is parsed JSON when the response's content type is JSON, else text. A
+status of 400 or more fails the run and keeps the result; a transport error fails it without one.
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+from typing import Any
+
+import httpx
+
+from attune_actors.errors import ActionError
+from attune_actors.runners._base import RunContext
+from attune_actors.spec.model import ActionSpec
+
+__all__ = ["HttpRunner"]
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+
+
+class HttpRunner:
+    """Sends HTTP requests; `aclose()` closes the shared connection pools."""
+
+    def __init__(self, *, timeout: float = 30.0) -> None:
+        self.timeout = timeout
+        # httpx verifies certificates per client, so there is one client per `verify_ssl` value,
+        # each created on first use.
+        self._clients: dict[bool, httpx.AsyncClient] = {}
+        self._closed = False
+
+    def _client(self, verify: bool) -> httpx.AsyncClient:
+        client = self._clients.get(verify)
+        if client is None:
+            client = httpx.AsyncClient(verify=verify, follow_redirects=True)
+            self._clients[verify] = client
+        return client
+
+    async def run(
+        self, action: ActionSpec, parameters: dict[str, Any], context: RunContext
+    ) -> Any:
+        if self._closed:
+            raise ActionError("the http runner is closed")
+        url = parameters.get("url")
+        if not isinstance(url, str) or not url:
+            raise ActionError("parameter 'url' is required and must be a string")
+        method = parameters.get("method") or "GET"
+        if not isinstance(method, str) or method.upper() not in METHODS:
+            raise ActionError(f"parameter 'method' must be one of {', '.join(METHODS)}")
+        method = method.upper()
+        # An optional parameter that was not given may arrive as None: it means "the default".
+        verify = parameters.get("verify_ssl")
+        if verify is None:
+            verify = True
+        if not isinstance(verify, bool):
+            raise ActionError("parameter 'verify_ssl' must be a boolean")
+        timeout = parameters.get("timeout")
+        if timeout is None:
+            timeout = self.timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise ActionError("parameter 'timeout' must be a positive number")
+
+        request: dict[str, Any] = {"timeout": httpx.Timeout(float(timeout))}
+        headers = parameters.get("headers")
+        if headers is not None:
+            if not isinstance(headers, dict):
+                raise ActionError("parameter 'headers' must be an object")
+            request["headers"] = {
+                str(k): v if isinstance(v, str) else jsonlib.dumps(v) for k, v in headers.items()
+            }
+        query = parameters.get("params")
+        if query is not None:
+            if not isinstance(query, dict):
+                raise ActionError("parameter 'params' must be an object")
+            request["params"] = query
+        body = parameters.get("body")
+        if "json" in parameters and parameters["json"] is not None:
+            if body is not None:
+                raise ActionError("parameters 'json' and 'body' cannot both be given")
+            request["json"] = parameters["json"]
+        elif body is not None:
+            if not isinstance(body, str):
+                raise ActionError("parameter 'body' must be a string (use 'json' for data)")
+            request["content"] = body.encode("utf-8")
+
+        try:
+            response = await self._client(verify).request(method, url, **request)
+        except httpx.HTTPError as exc:
+            raise ActionError(f"{method} {url} failed: {type(exc).__name__}: {exc}") from None
+
+        result = {
+            "status_code": response.status_code,
+            "headers": dict(response.headers.items()),
+            "body": _body(response),
+        }
+        if response.status_code >= 400:
+            reason = response.reason_phrase or "error"
+            raise ActionError(
+                f"{method} {url} returned HTTP {response.status_code} {reason}", result=result
+            )
+        return result
+
+    async def aclose(self) -> None:
+        """Close the clients; runs started afterwards fail."""
+        self._closed = True
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+
+def _body(response: httpx.Response) -> Any:
+    content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    is_json = content_type == "application/json" or content_type.endswith("+json")
+    if is_json and response.content:
+        try:
+            return jsonlib.loads(response.content, parse_constant=_not_json)
+        except ValueError:
+            pass  # announced as JSON but is not: hand back the text
+    return response.text
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")

@@ -1,0 +1,292 @@
+"""Pack directories -> a `Catalog` of packs and actions (workflows included).
+
+A path given to the loader is either a pack (a folder with `pack.yaml`) or a folder of packs. The
+built-in `core` pack ships inside the package and is always loaded. Loading never stops at the first
+problem: the catalog holds everything that loaded, and the problems list says what did not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from attune_actors.errors import AttuneError, Location, NotFoundError
+from attune_actors.spec.model import BUILTIN_RUNNERS, ActionSpec, PackSpec, WorkflowSpec
+from attune_actors.spec.params import parse_params
+from attune_actors.spec.suggest import closest, unknown_key
+from attune_actors.spec.workflow import parse_workflow
+from attune_actors.spec.yamlsrc import YMap, load_yaml, plain
+
+CORE_PACK_PATH = Path(__file__).resolve().parent.parent / "packs" / "core"
+PACK_KEYS = ("ref", "name", "label", "description", "version", "author", "email", "config_schema",
+             "keywords", "dependencies")
+ACTION_KEYS = ("name", "description", "runner_type", "entry_point", "parameters", "timeout",
+               "additional_parameters", "enabled")
+
+
+@dataclass
+class Catalog:
+    """Every loaded pack and action, by ref. Workflows put at run time are added here too."""
+
+    packs: dict[str, PackSpec] = field(default_factory=dict)
+    actions: dict[str, ActionSpec] = field(default_factory=dict)
+
+    def action(self, ref: str) -> ActionSpec:
+        """The action called `ref`; NotFoundError names the closest known ref."""
+        found = self.actions.get(ref)
+        if found is None:
+            guess = closest(ref, self.actions)
+            hint = f" (did you mean '{guess}'?)" if guess else ""
+            raise NotFoundError(f"unknown action or workflow '{ref}'{hint}")
+        return found
+
+    def workflows(self, pack: str | None = None) -> list[ActionSpec]:
+        return sorted(
+            (a for a in self.actions.values() if a.is_workflow and (pack is None or a.pack == pack)),
+            key=lambda a: a.ref,
+        )
+
+    def put(self, action: ActionSpec) -> None:
+        self.actions[action.ref] = action
+
+    def remove(self, ref: str) -> None:
+        self.actions.pop(ref, None)
+
+
+def pack_dirs(paths: Iterable[str | Path]) -> tuple[list[Path], list[AttuneError]]:
+    """Expand each path to the pack folders it names (itself, or its sub-folders with pack.yaml)."""
+    found: list[Path] = []
+    problems: list[AttuneError] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_dir():
+            problems.append(AttuneError("no such pack folder", location=Location(str(path))))
+        elif (path / "pack.yaml").is_file():
+            found.append(path)
+        else:
+            subs = sorted(p for p in path.iterdir() if (p / "pack.yaml").is_file())
+            if not subs:
+                problems.append(AttuneError("no pack here (no pack.yaml in it or its sub-folders)",
+                                            location=Location(str(path))))
+            found.extend(subs)
+    return found, problems
+
+
+def load_packs(paths: Iterable[str | Path], *, include_core: bool = True) -> tuple[Catalog, list[AttuneError]]:
+    """Load packs from `paths` (plus `core`); returns the catalog and every problem found."""
+    dirs, problems = pack_dirs(paths)
+    if include_core:
+        dirs.insert(0, CORE_PACK_PATH)
+    catalog = Catalog()
+    seen: dict[str, Path] = {}
+    for d in dirs:
+        resolved = d.resolve()
+        if resolved in seen.values():
+            continue  # the same pack named twice (e.g. packs/core is a link to the built-in one)
+        pack, pack_problems = load_pack(d)
+        problems.extend(pack_problems)
+        if pack is None:
+            continue
+        if pack.ref in catalog.packs:
+            problems.append(AttuneError(f"duplicate pack '{pack.ref}' (also at {seen[pack.ref]})",
+                                        location=Location(str(d / "pack.yaml"))))
+            continue
+        seen[pack.ref] = resolved
+        catalog.packs[pack.ref] = pack
+        catalog.actions.update(pack.actions)
+    return catalog, problems
+
+
+def _read(path: Path, problems: list[AttuneError]) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(AttuneError(f"cannot read: {exc}", location=Location(str(path))))
+        return None
+    value, found = load_yaml(text, str(path))
+    problems.extend(found)
+    return value
+
+
+def load_pack(path: Path) -> tuple[PackSpec | None, list[AttuneError]]:
+    """Load one pack folder."""
+    problems: list[AttuneError] = []
+    meta_file = path / "pack.yaml"
+    meta = _read(meta_file, problems)
+    if not isinstance(meta, dict):
+        if not problems:
+            problems.append(AttuneError("pack.yaml must be a mapping", location=Location(str(meta_file))))
+        return None, problems
+    top = Location(str(meta_file), 1, 1)
+    for key in meta:
+        if key not in PACK_KEYS:
+            problems.append(AttuneError(unknown_key(key, PACK_KEYS, "pack.yaml"), location=_at(meta, key, top)))
+    ref = meta.get("ref") or meta.get("name") or path.name
+    if not isinstance(ref, str) or not ref.replace("_", "").replace("-", "").isalnum():
+        problems.append(AttuneError(f"pack ref {ref!r} must be a name", location=_at(meta, "ref", top)))
+        return None, problems
+    schema = meta.get("config_schema")
+    if schema is not None and not isinstance(schema, dict):
+        problems.append(AttuneError("'config_schema' must be a JSON Schema mapping",
+                                    location=_at(meta, "config_schema", top)))
+        schema = None
+    config = _load_config(path, plain(schema) if schema else None, problems)
+
+    actions: dict[str, ActionSpec] = {}
+    for file in sorted((path / "actions").glob("*.yaml")):
+        action = _load_action(file, ref, path, problems)
+        if action is not None:
+            actions[action.ref] = action
+    for file in sorted((path / "workflows").glob("*.yaml")):
+        workflow = load_workflow_file(file, ref, problems)
+        if workflow is None:
+            continue
+        if workflow.ref in actions:
+            problems.append(AttuneError(f"workflow ref '{workflow.ref}' is already an action",
+                                        location=Location(str(file), 1, 1)))
+            continue
+        actions[workflow.ref] = workflow_action(workflow, path)
+    rules = tuple(_load_plain(f, problems) for f in sorted((path / "rules").glob("*.yaml")))
+    sensors = tuple(_load_plain(f, problems) for f in sorted((path / "sensors").glob("*.yaml")))
+    return PackSpec(
+        ref=ref,
+        path=str(path),
+        label=str(meta.get("label") or ""),
+        description=str(meta.get("description") or ""),
+        version=str(meta.get("version") or ""),
+        config=config,
+        config_schema=plain(schema) if schema else None,
+        actions=actions,
+        rules=tuple(r for r in rules if r is not None),
+        sensors=tuple(s for s in sensors if s is not None),
+    ), problems
+
+
+def _load_plain(file: Path, problems: list[AttuneError]) -> dict[str, Any] | None:
+    value = _read(file, problems)
+    if not isinstance(value, dict):
+        problems.append(AttuneError("must be a mapping", location=Location(str(file), 1, 1)))
+        return None
+    return {**plain(value), "file": str(file)}
+
+
+def _load_config(path: Path, schema: dict[str, Any] | None, problems: list[AttuneError]) -> dict[str, Any]:
+    file = path / "config.yaml"
+    config: dict[str, Any] = {}
+    if file.is_file():
+        value = _read(file, problems)
+        if value is not None and not isinstance(value, dict):
+            problems.append(AttuneError("config.yaml must be a mapping", location=Location(str(file), 1, 1)))
+        elif value is not None:
+            config = plain(value)
+    if schema is None:
+        return config
+    # Defaults declared in the schema fill what config.yaml leaves out.
+    for key, prop in (schema.get("properties") or {}).items():
+        if isinstance(prop, dict) and "default" in prop and key not in config:
+            config[key] = prop["default"]
+    try:
+        validator_cls = jsonschema.validators.validator_for(schema)
+        validator_cls.check_schema(schema)
+        for err in sorted(validator_cls(schema).iter_errors(config), key=lambda e: list(e.path)):
+            where = "/".join(str(p) for p in err.path) or "(root)"
+            problems.append(AttuneError(f"pack config {where}: {err.message}",
+                                        location=Location(str(file if file.is_file() else path / "pack.yaml"))))
+    except jsonschema.SchemaError as exc:
+        problems.append(AttuneError(f"invalid config_schema: {exc.message}",
+                                    location=Location(str(path / "pack.yaml"))))
+    return config
+
+
+def _load_action(file: Path, pack: str, pack_path: Path, problems: list[AttuneError]) -> ActionSpec | None:
+    data = _read(file, problems)
+    top = Location(str(file), 1, 1)
+    if not isinstance(data, dict):
+        if data is not None or not problems:
+            problems.append(AttuneError("action metadata must be a mapping", location=top))
+        return None
+    for key in data:
+        if key not in ACTION_KEYS:
+            problems.append(AttuneError(unknown_key(key, ACTION_KEYS, "action"), location=_at(data, key, top)))
+    name = data.get("name", file.stem)
+    if not isinstance(name, str) or not name.isidentifier():
+        problems.append(AttuneError(f"action name {name!r} must be an identifier", location=_at(data, "name", top)))
+        return None
+    runner = data.get("runner_type")
+    if runner not in BUILTIN_RUNNERS or runner == "workflow":
+        valid = tuple(r for r in BUILTIN_RUNNERS if r != "workflow")
+        problems.append(AttuneError(f"action '{pack}.{name}': unknown runner_type {runner!r} "
+                                    f"(one of {', '.join(valid)})", location=_at(data, "runner_type", top)))
+        return None
+    entry = data.get("entry_point")
+    if runner == "python":
+        if not isinstance(entry, str) or not entry:
+            problems.append(AttuneError(f"action '{pack}.{name}': python actions need 'entry_point'",
+                                        location=top))
+        elif not (pack_path / "actions" / entry).is_file():
+            problems.append(AttuneError(f"action '{pack}.{name}': entry point '{entry}' not found in "
+                                        f"{pack_path / 'actions'}", location=_at(data, "entry_point", top)))
+    timeout = data.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or timeout < 0):
+        problems.append(AttuneError(f"action '{pack}.{name}': 'timeout' must be a number of seconds",
+                                    location=_at(data, "timeout", top)))
+        timeout = None
+    return ActionSpec(
+        ref=f"{pack}.{name}",
+        pack=pack,
+        name=name,
+        runner_type=runner,
+        entry_point=entry if isinstance(entry, str) else None,
+        parameters=parse_params(data.get("parameters"), _at(data, "parameters", top), problems),
+        additional_parameters=data.get("additional_parameters") is True,
+        timeout=timeout,
+        description=str(data.get("description") or ""),
+        pack_path=str(pack_path),
+        location=top,
+    )
+
+
+def load_workflow_file(file: Path, pack: str, problems: list[AttuneError]) -> WorkflowSpec | None:
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(AttuneError(f"cannot read: {exc}", location=Location(str(file))))
+        return None
+    return load_workflow_text(text, pack=pack, file=str(file), default_ref=f"{pack}.{file.stem}",
+                              problems=problems)
+
+
+def load_workflow_text(text: str, *, pack: str, file: str, default_ref: str,
+                       problems: list[AttuneError]) -> WorkflowSpec | None:
+    data, found = load_yaml(text, file)
+    problems.extend(found)
+    if data is None and found:
+        return None
+    spec, found = parse_workflow(data, file=file, pack=pack, default_ref=default_ref, source=text)
+    problems.extend(found)
+    return spec
+
+
+def workflow_action(spec: WorkflowSpec, pack_path: Path | str) -> ActionSpec:
+    """The action face of a workflow: `<pack>.<name>`, its parameters, runner 'workflow'."""
+    return ActionSpec(
+        ref=spec.ref,
+        pack=spec.pack,
+        name=spec.ref.split(".", 1)[1],
+        runner_type="workflow",
+        parameters=spec.parameters,
+        timeout=spec.timeout,
+        description=spec.description,
+        pack_path=str(pack_path),
+        workflow=spec,
+        location=Location(spec.file, 1, 1),
+    )
+
+
+def _at(data: Any, key: str, fallback: Location) -> Location:
+    return data.loc(key) if isinstance(data, YMap) and key in data else fallback

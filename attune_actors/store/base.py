@@ -1,0 +1,115 @@
+"""The store: where supervisors' snapshots, finished executions and run-time definitions live.
+
+A snapshot is a set of records per execution: one header (status, vars, timers, joins, ...), one
+record per task run and one per with_items item. Supervisors `save` only what changed in a step, so
+the cost of a snapshot does not grow with the length of the workflow; implementations may buffer
+and group-commit, and `flush` makes everything saved so far durable.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+ItemRecord = tuple[str, int, list[Any]]  # (run_id, item index, ItemRun record)
+
+
+@dataclass
+class Snapshot:
+    """Everything stored about one execution."""
+
+    header: dict[str, Any]
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    items: dict[tuple[str, int], list[Any]] = field(default_factory=dict)
+
+    def item_records(self) -> list[ItemRecord]:
+        return [(run_id, idx, rec) for (run_id, idx), rec in self.items.items()]
+
+
+class Store(abc.ABC):
+    """Storage of execution snapshots and workflow definitions."""
+
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Create or migrate what the store needs."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Flush and release resources."""
+
+    @abc.abstractmethod
+    def save(self, execution_id: str, header: dict[str, Any], runs: list[dict[str, Any]],
+             items: list[ItemRecord]) -> None:
+        """Record a step's changes. May be buffered until `flush`."""
+
+    async def flush(self) -> None:  # noqa: B027 - optional hook
+        """Make everything saved so far durable."""
+
+    @abc.abstractmethod
+    def load(self, execution_id: str) -> Snapshot | None:
+        """The stored snapshot of one execution, or None."""
+
+    @abc.abstractmethod
+    def headers(self, *, status: str | None = None, limit: int | None = None,
+                parent_id: str | None = None, roots_only: bool = False) -> list[dict[str, Any]]:
+        """Execution headers, newest first, optionally filtered."""
+
+    @abc.abstractmethod
+    def unfinished(self) -> list[str]:
+        """Ids of executions whose snapshot is not terminal (to resume after a restart)."""
+
+    # Workflow definitions put at run time.
+    @abc.abstractmethod
+    def put_definition(self, ref: str, pack: str, source: str) -> None: ...
+
+    @abc.abstractmethod
+    def delete_definition(self, ref: str) -> bool: ...
+
+    @abc.abstractmethod
+    def definitions(self) -> list[tuple[str, str, str]]:
+        """Every stored (ref, pack, source)."""
+
+
+class MemoryStore(Store):
+    """Keeps everything in dicts: fast, and gone when the process ends."""
+
+    def __init__(self) -> None:
+        self._snapshots: dict[str, Snapshot] = {}
+        self._definitions: dict[str, tuple[str, str]] = {}
+
+    def save(self, execution_id: str, header: dict[str, Any], runs: list[dict[str, Any]],
+             items: list[ItemRecord]) -> None:
+        snap = self._snapshots.get(execution_id)
+        if snap is None:
+            snap = self._snapshots[execution_id] = Snapshot(header)
+        else:
+            snap.header = header
+        for rec in runs:
+            snap.runs[rec["id"]] = rec
+        for run_id, idx, rec in items:
+            snap.items[(run_id, idx)] = rec
+
+    def load(self, execution_id: str) -> Snapshot | None:
+        return self._snapshots.get(execution_id)
+
+    def headers(self, *, status: str | None = None, limit: int | None = None,
+                parent_id: str | None = None, roots_only: bool = False) -> list[dict[str, Any]]:
+        found = [s.header for s in self._snapshots.values()
+                 if (status is None or s.header["status"] == status)
+                 and (parent_id is None or s.header["parent_id"] == parent_id)
+                 and (not roots_only or s.header["parent_id"] is None)]
+        found.sort(key=lambda h: h.get("created_at") or 0, reverse=True)
+        return found[:limit] if limit is not None else found
+
+    def unfinished(self) -> list[str]:
+        from attune_actors.engine.state import TERMINAL
+
+        return [k for k, s in self._snapshots.items() if s.header["status"] not in TERMINAL]
+
+    def put_definition(self, ref: str, pack: str, source: str) -> None:
+        self._definitions[ref] = (pack, source)
+
+    def delete_definition(self, ref: str) -> bool:
+        return self._definitions.pop(ref, None) is not None
+
+    def definitions(self) -> list[tuple[str, str, str]]:
+        return [(ref, pack, source) for ref, (pack, source) in sorted(self._definitions.items())]

@@ -1,0 +1,49 @@
+"""Workflow templates: Jinja2 in a sandbox, native values, Tera extras (SPEC sections 4 and 7).
+
+Example::
+
+    from attune_actors.templates import Renderer, build_context, run_functions
+    renderer = Renderer()
+    ctx = build_context(parameters={"app_name": "shop"}, vars={"n": 3})
+    renderer.render("{{ parameters.app_name | upper }}", ctx)   # -> "SHOP"
+    renderer.render("{{ vars.n }}", ctx)                        # -> 3 (native value)
+    renderer.truthy("{{ vars.n > 2 ? true : false }}", ctx)     # -> True
+"""
+
+from attune_actors.templates.filters import (
+    MAX_INT_BITS,
+    MAX_RANGE,
+    MAX_SIZE,
+    MAX_WIDTH,
+    ResourceLimitError,
+)
+from attune_actors.templates.renderer import Renderer, is_template
+from attune_actors.templates.sandbox import RenderContext, TemplateEnvironment
+from attune_actors.templates.scope import (
+    FAILED_STATUSES,
+    KeyValueStore,
+    KVView,
+    Scope,
+    build_context,
+    run_functions,
+)
+from attune_actors.templates.ternary import rewrite_ternary
+
+__all__ = [
+    "FAILED_STATUSES",
+    "MAX_INT_BITS",
+    "MAX_RANGE",
+    "MAX_SIZE",
+    "MAX_WIDTH",
+    "KVView",
+    "KeyValueStore",
+    "RenderContext",
+    "Renderer",
+    "ResourceLimitError",
+    "Scope",
+    "TemplateEnvironment",
+    "build_context",
+    "is_template",
+    "rewrite_ternary",
+    "run_functions",
+]

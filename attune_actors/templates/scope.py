@@ -1,0 +1,189 @@
+"""Context objects for the template scopes of SPEC section 4, built cheaply from live engine state.
+
+The engine builds one context per render batch without copying its state:
+
+    ctx = build_context(task=task_views, vars=variables, parameters=params,
+                        pack={"config": pack_config}, system=system_info,
+                        kv=KVView.of(datastore), **run_functions(status, result, error))
+
+`Scope` is a read-only view over a mapping (no copy; later changes to the mapping show through).
+In templates, attribute access on any mapping (a `Scope` or a plain dict inside one) returns the
+key first: `parameters.items`, `vars.keys`, `task.get` and `result.items` name data, never the dict
+methods; that rule lives in the environment's `getattr`, so nested plain dicts follow it too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol
+
+__all__ = [
+    "FAILED_STATUSES",
+    "KVView",
+    "KeyValueStore",
+    "Scope",
+    "build_context",
+    "run_functions",
+]
+
+#: Statuses for which `failed()` is true (SPEC 2: `failed()` is true for `failed` and `timeout`).
+FAILED_STATUSES = frozenset(("failed", "timeout"))
+
+
+class Scope(Mapping[str, Any]):
+    """A read-only, no-copy view over a mapping; in templates its keys win over its methods.
+
+    In Python, methods keep their meaning (`scope.items()` is the Mapping method) and other
+    attribute names fall back to the keys (`scope.app_name`).
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, Any] | None = None) -> None:
+        self._data: Mapping[str, Any] = {} if data is None else data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._data.get(key, default)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._data[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __repr__(self) -> str:
+        return f"Scope({self._data!r})"
+
+    def __str__(self) -> str:
+        return str(dict(self._data))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A shallow copy as a plain dict (what a template gets for `{{ vars }}`)."""
+        return dict(self._data)
+
+
+class KeyValueStore(Protocol):
+    """What `kv` offers templates: `kv.get(key, default=None)` and `kv.get_secret(key)`."""
+
+    def get(self, key: str, default: Any = None) -> Any: ...
+
+    def get_secret(self, key: str) -> Any: ...
+
+
+class KVView:
+    """`kv` for templates: exposes exactly `get` and `get_secret`, nothing else of the store.
+
+    The store's other attributes stay out of reach (the sandbox refuses `_`-prefixed names), so a
+    template cannot walk from `kv` to the datastore object, its keys or its cipher.
+    Do not pass a Mapping as `kv`: on mappings, keys win over methods, so `kv.get` would be a key.
+    """
+
+    __slots__ = ("_get", "_get_secret")
+
+    def __init__(self, get: Callable[..., Any], get_secret: Callable[[str], Any]) -> None:
+        self._get = get
+        self._get_secret = get_secret
+
+    @classmethod
+    def of(cls, store: KeyValueStore) -> KVView:
+        return cls(store.get, store.get_secret)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._get(key, default)
+
+    def get_secret(self, key: str) -> Any:
+        return self._get_secret(key)
+
+    def __repr__(self) -> str:
+        return "<kv>"
+
+
+class _RunOutcome:
+    """The `succeeded()`/`failed()`/... functions for the run that just ended."""
+
+    __slots__ = ("_error", "_result", "_status")
+
+    def __init__(self, status: str, result: Any, error: Any) -> None:
+        self._status = status
+        self._result = result
+        self._error = error
+
+    def succeeded(self) -> bool:
+        return self._status == "succeeded"
+
+    def failed(self) -> bool:
+        return self._status in FAILED_STATUSES
+
+    def timed_out(self) -> bool:
+        return self._status == "timeout"
+
+    def result(self) -> Any:
+        return self._result
+
+    def error(self) -> Any:
+        return self._error
+
+
+def run_functions(status: str, result: Any = None, error: Any = None) -> dict[str, Any]:
+    """`succeeded()`, `failed()`, `timed_out()`, `result()`, `error()` of one ended run.
+
+    `status` is the run's status string (`Execution.status` values compare equal to them);
+    `failed()` is true for `failed` and `timeout`, `timed_out()` only for `timeout`.
+    """
+    outcome = _RunOutcome(str(status), result, error)
+    return {
+        "succeeded": outcome.succeeded,
+        "failed": outcome.failed,
+        "timed_out": outcome.timed_out,
+        "result": outcome.result,
+        "error": outcome.error,
+    }
+
+
+def _scope(value: Mapping[str, Any] | None) -> Scope:
+    if type(value) is Scope:
+        return value
+    return Scope(value)
+
+
+def build_context(
+    *,
+    task: Mapping[str, Any] | None = None,
+    vars: Mapping[str, Any] | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    pack: Mapping[str, Any] | None = None,
+    system: Mapping[str, Any] | None = None,
+    kv: Any = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One render context: each scope wrapped in a `Scope` (no copy), plus `extra` names as given.
+
+    `extra` carries `item`/`index` inside with_items and the `run_functions(...)` in `when` and
+    `publish`. `kv` is left out when None, so `kv.get(...)` is then an undefined-name error.
+    """
+    ctx: dict[str, Any] = {
+        "task": _scope(task),
+        "vars": _scope(vars),
+        "parameters": _scope(parameters),
+        "pack": _scope(pack),
+        "system": _scope(system),
+    }
+    if kv is not None:
+        ctx["kv"] = kv
+    if extra:
+        ctx.update(extra)
+    return ctx

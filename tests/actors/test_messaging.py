@@ -1,0 +1,163 @@
+"""tell, ask, proxies and futures of AsyncioActors, on the actor's own loop."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pykka
+import pytest
+
+from attune_actors.actors import AsyncioActor, AsyncioFuture
+
+
+class Counter(AsyncioActor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+        self.seen: list[Any] = []
+
+    def on_receive(self, message: Any) -> Any:
+        self.seen.append(message)
+        if message == "fail":
+            raise ValueError("bad message")
+        return message
+
+    def add(self, n: int = 1) -> int:
+        self.count += n
+        return self.count
+
+    async def add_later(self, n: int) -> int:
+        await asyncio.sleep(0)
+        self.count += n
+        return self.count
+
+    async def explode(self) -> None:
+        await asyncio.sleep(0)
+        raise KeyError("inside")
+
+
+async def test_ask_returns_the_handler_result() -> None:
+    ref = Counter.start()
+    future = ref.ask("hello", block=False)
+    assert isinstance(future, AsyncioFuture)
+    assert await future == "hello"
+
+
+async def test_tells_are_handled_in_order() -> None:
+    ref = Counter.start()
+    for i in range(100):
+        ref.tell(i)
+    assert await ref.proxy().seen == list(range(100))
+
+
+async def test_proxy_method_calls_are_awaitable() -> None:
+    proxy = Counter.start().proxy()
+    assert await proxy.add() == 1
+    assert await proxy.add(n=5) == 6
+    assert await proxy.count == 6
+
+
+async def test_async_proxy_methods_run_to_completion_one_at_a_time() -> None:
+    proxy = Counter.start().proxy()
+    results = await asyncio.gather(*(proxy.add_later(1) for _ in range(50)))
+    assert results == list(range(1, 51))  # no interleaving: each call saw the previous one's state
+
+
+async def test_proxy_defer_is_a_tell() -> None:
+    proxy = Counter.start().proxy()
+    proxy.add.defer(3)
+    assert await proxy.count == 3
+
+
+async def test_exceptions_reach_the_asker_with_their_type() -> None:
+    ref = Counter.start()
+    with pytest.raises(ValueError, match="bad message"):
+        await ref.ask("fail", block=False)
+    with pytest.raises(KeyError, match="inside"):
+        await ref.proxy().explode()
+    assert await ref.ask("alive", block=False) == "alive"
+
+
+async def test_a_future_can_be_awaited_many_times_and_by_many_tasks() -> None:
+    ref = Counter.start()
+    future = ref.ask("x", block=False)
+    assert await asyncio.gather(future, future, future) == ["x", "x", "x"]
+    assert await future == "x"
+    failing = ref.ask("fail", block=False)
+    for _ in range(2):
+        with pytest.raises(ValueError, match="bad message"):
+            await failing
+
+
+async def test_get_on_the_loop_thread_refuses_to_block() -> None:
+    ref = Counter.start()
+    future = ref.ask("x", block=False)
+    with pytest.raises(RuntimeError, match="await future"):
+        future.get()
+    assert await future == "x"
+    assert future.get() == "x"  # once set, get() does not need to wait
+
+
+async def test_futures_work_with_asyncio_wait_for_and_gather() -> None:
+    ref = Counter.start()
+    assert await asyncio.wait_for(ref.ask(1, block=False), timeout=5) == 1
+    assert await asyncio.gather(*(ref.ask(i, block=False) for i in range(10))) == list(range(10))
+
+
+async def test_waiting_for_a_future_can_be_cancelled() -> None:
+    future: AsyncioFuture[int] = AsyncioFuture()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(future, timeout=0.01)
+    future.set(3)  # the cancelled waiter is not woken twice
+    assert await future == 3
+
+
+async def test_combinators_are_awaitable() -> None:
+    ref = Counter.start()
+    doubled = ref.ask(21, block=False).map(lambda v: v * 2)
+    assert await doubled == 42
+    evens = ref.ask([1, 2, 3, 4], block=False).filter(lambda v: v % 2 == 0)
+    assert list(await evens) == [2, 4]
+    joined = ref.ask("a", block=False).join(ref.ask("b", block=False), ref.ask("c", block=False))
+    assert list(await joined) == ["a", "b", "c"]
+    total = ref.ask([1, 2, 3], block=False).reduce(lambda a, b: a + b, 10)
+    assert await total == 16
+    failed = ref.ask("ok", block=False).join(ref.ask("fail", block=False))
+    with pytest.raises(ValueError, match="bad message"):
+        await failed
+
+
+async def test_get_hook_futures_are_awaited_without_blocking_the_loop() -> None:
+    future: AsyncioFuture[int] = AsyncioFuture()
+    future.set_get_hook(lambda timeout: 5)
+    assert await future == 5
+    assert future.get() == 5
+
+
+async def test_future_set_twice_is_refused() -> None:
+    import queue
+
+    future: AsyncioFuture[int] = AsyncioFuture()
+    future.set(1)
+    with pytest.raises(queue.Full):
+        future.set(2)
+    with pytest.raises(queue.Full):
+        future.set_exception((ValueError, ValueError(), None))
+
+
+async def test_unknown_messages_reach_default_on_receive(caplog: pytest.LogCaptureFixture) -> None:
+    class Silent(AsyncioActor):
+        pass
+
+    ref = Silent.start()
+    with caplog.at_level("WARNING", logger="pykka"):
+        assert await ref.ask("unexpected", block=False) is None
+    assert "Unexpected message received" in caplog.text
+
+
+async def test_proxy_to_a_stopped_actor_is_refused() -> None:
+    ref = Counter.start()
+    await ref.stop(block=False)
+    with pytest.raises(pykka.ActorDeadError):
+        ref.proxy()

@@ -1,0 +1,191 @@
+"""The local (shell command) runner: output, failures, environment, and cancellation that kills."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from attune_actors.errors import ActionError
+from attune_actors.runners import LocalRunner, RunContext
+from attune_actors.spec.model import ActionSpec
+
+CTX = RunContext(execution_id="ex", run_id="r", attempt=1, task="t", item_index=None,
+                 action="core.local")
+LOCAL = ActionSpec(ref="core.local", pack="core", name="local", runner_type="local")
+
+
+async def wait_until(predicate: Callable[[], bool], within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        await asyncio.sleep(0.01)
+
+
+def running(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie (an orphan waiting for its reaper)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def reaped(pid: int) -> bool:
+    """True when `pid` is entirely gone: it ended and its parent reaped it (no zombie)."""
+    return not Path(f"/proc/{pid}").exists()
+
+
+def real(path: Path) -> str:
+    return str(path.resolve())
+
+
+def read_pids(path: Path) -> list[int] | None:
+    """The pids a command wrote to `path` once the line is complete."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    if not text.endswith("\n"):
+        return None
+    return [int(p) for p in text.split()]
+
+
+async def test_stdout_and_return_code() -> None:
+    result = await LocalRunner().run(LOCAL, {"cmd": "echo hello; echo world"}, CTX)
+    assert result == {"stdout": "hello\nworld", "stderr": "", "return_code": 0}
+
+
+async def test_failure_keeps_the_result_and_the_last_stderr_line() -> None:
+    cmd = "echo partial; echo first >&2; echo 'disk full' >&2; exit 3"
+    with pytest.raises(ActionError) as info:
+        await LocalRunner().run(LOCAL, {"cmd": cmd}, CTX)
+    assert info.value.message == "command exited with code 3: disk full"
+    assert info.value.result == {"stdout": "partial", "stderr": "first\ndisk full",
+                                 "return_code": 3}
+
+
+async def test_failure_without_stderr_and_death_by_signal() -> None:
+    with pytest.raises(ActionError, match=r"^command exited with code 1$"):
+        await LocalRunner().run(LOCAL, {"cmd": "false"}, CTX)
+    with pytest.raises(ActionError, match=r"^command killed by SIGKILL$") as info:
+        await LocalRunner().run(LOCAL, {"cmd": "kill -9 $$"}, CTX)
+    assert isinstance(info.value.result, dict)
+    assert info.value.result["return_code"] == -9
+
+
+async def test_env_and_cwd(tmp_path: Path) -> None:
+    result = await LocalRunner().run(
+        LOCAL,
+        {"cmd": 'echo "$GREETING $COUNT $FLAG"; pwd; test -n "$PATH"',
+         "env": {"GREETING": "hi there", "COUNT": 3, "FLAG": True}, "cwd": str(tmp_path)},
+        CTX,
+    )
+    assert result["stdout"].splitlines() == ["hi there 3 true", real(tmp_path)]
+
+
+async def test_without_a_shell(tmp_path: Path) -> None:
+    runner = LocalRunner()
+    result = await runner.run(LOCAL, {"cmd": ["printf", "%s|", "a b", "$HOME"], "shell": False},
+                              CTX)
+    assert result["stdout"] == "a b|$HOME|"
+    result = await runner.run(LOCAL, {"cmd": "printf '%s|' 'a b' c", "shell": False}, CTX)
+    assert result["stdout"] == "a b|c|"
+
+
+async def test_bad_parameters_and_start_failures(tmp_path: Path) -> None:
+    runner = LocalRunner()
+    with pytest.raises(ActionError, match="'cmd' is required"):
+        await runner.run(LOCAL, {}, CTX)
+    with pytest.raises(ActionError, match="'env' must be an object"):
+        await runner.run(LOCAL, {"cmd": "true", "env": ["A=1"]}, CTX)
+    with pytest.raises(ActionError, match="cannot start command"):
+        await runner.run(LOCAL, {"cmd": "true", "cwd": str(tmp_path / "missing")}, CTX)
+    with pytest.raises(ActionError, match="cannot start command"):
+        await runner.run(LOCAL, {"cmd": ["/no/such/program"], "shell": False}, CTX)
+
+
+async def test_entry_point_is_the_default_command() -> None:
+    act = ActionSpec(ref="p.hello", pack="p", name="hello", runner_type="local",
+                     entry_point="echo from entry point")
+    assert (await LocalRunner().run(act, {}, CTX))["stdout"] == "from entry point"
+
+
+async def test_cancel_kills_the_process_group(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    runner = LocalRunner(kill_grace=5)
+    task = asyncio.create_task(
+        runner.run(LOCAL, {"cmd": f"sleep 30 & echo $$ $! > {pids}; wait"}, CTX)
+    )
+    await wait_until(lambda: read_pids(pids) is not None)
+    shell, child = read_pids(pids) or []
+    assert running(shell)
+    assert running(child)
+    started = time.monotonic()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert time.monotonic() - started < 4  # SIGTERM was enough, no wait for the grace period
+    assert reaped(shell)  # ended and reaped: no zombie of ours
+    await wait_until(lambda: not running(child))
+
+
+async def test_sigterm_ignored_gets_sigkill_after_grace(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    grace = 0.3
+    runner = LocalRunner(kill_grace=grace)
+    cmd = f"trap '' TERM; sleep 30 & echo $$ $! > {pids}; wait"
+    task = asyncio.create_task(runner.run(LOCAL, {"cmd": cmd}, CTX))
+    await wait_until(lambda: read_pids(pids) is not None)
+    shell, child = read_pids(pids) or []
+    started = time.monotonic()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert time.monotonic() - started >= grace
+    assert reaped(shell)
+    await wait_until(lambda: not running(child))
+
+
+async def test_second_cancel_during_cleanup_still_kills(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    runner = LocalRunner(kill_grace=0.5)
+    cmd = f"trap '' TERM; echo $$ > {pids}; while :; do sleep 0.05; done"
+    task = asyncio.create_task(runner.run(LOCAL, {"cmd": cmd}, CTX))
+    await wait_until(lambda: read_pids(pids) is not None)
+    (shell,) = read_pids(pids) or []
+    task.cancel()
+    await asyncio.sleep(0)  # let the first cancellation reach the runner
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await runner.aclose()  # waits for the cleanup that the second cancel left running
+    assert reaped(shell)
+
+
+async def test_timeout_by_the_caller_kills_the_command(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    runner = LocalRunner(kill_grace=1)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(
+            runner.run(LOCAL, {"cmd": f"echo $$ > {pids}; exec sleep 30"}, CTX), 0.5
+        )
+    (pid,) = read_pids(pids) or []
+    assert reaped(pid)
+
+
+async def test_concurrent_commands() -> None:
+    runner = LocalRunner()
+    results = await asyncio.gather(
+        *(runner.run(LOCAL, {"cmd": f"echo {i}"}, CTX) for i in range(20))
+    )
+    assert [r["stdout"] for r in results] == [str(i) for i in range(20)]
+
+
+async def test_absent_optional_parameters_may_be_null() -> None:
+    params = {"cmd": "echo $0 | grep -c sh", "cwd": None, "env": None, "shell": None}
+    assert (await LocalRunner().run(LOCAL, params, CTX))["stdout"] == "1"
