@@ -18,10 +18,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import jinja2  # noqa: E402
-from jinja2.sandbox import ImmutableSandboxedEnvironment  # noqa: E402
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from attune_actors.templates import Renderer, build_context, run_functions  # noqa: E402
+from attune_actors.templates import Renderer, build_context, run_functions
 
 NATIVE = "{{ parameters.x }}"
 STRING = "deploy {{ parameters.app_name }} v{{ parameters.version }} to {{ vars.region | upper }}"

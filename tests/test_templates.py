@@ -150,8 +150,11 @@ def test_markup_results_become_plain_str(renderer: Renderer, ctx: dict[str, Any]
         ("{% if vars.success %}yes{% else %}no{% endif %}", "yes"),
         ("{% raw %}{{ not rendered }}{% endraw %}", "{{ not rendered }}"),
         ("{% set total = parameters.n + 1 %}{{ total }}", "8"),
-        ("{% set ns = namespace(c=0) %}{% for r in parameters.regions %}"
-         "{% set ns.c = ns.c + 1 %}{% endfor %}{{ ns.c }}", "3"),
+        (
+            "{% set ns = namespace(c=0) %}{% for r in parameters.regions %}"
+            "{% set ns.c = ns.c + 1 %}{% endfor %}{{ ns.c }}",
+            "3",
+        ),
     ],
 )
 def test_other_templates_render_to_strings(
@@ -168,6 +171,18 @@ def test_values_that_are_not_templates_pass_through(
     renderer: Renderer, ctx: dict[str, Any], value: Any
 ) -> None:
     assert render(renderer, value, ctx) is value
+
+
+class Text(str):
+    """A str subclass, as some YAML loaders produce."""
+
+
+def test_str_subclasses_render_like_str(renderer: Renderer, ctx: dict[str, Any]) -> None:
+    assert render(renderer, Text("{{ parameters.n }}"), ctx) == 7
+    assert render(renderer, {"a": [Text("n={{ parameters.n }}")]}, ctx) == {"a": ["n=7"]}
+    plain = render(renderer, Text("no template"), ctx)
+    assert plain == "no template"
+    assert type(plain) is str
 
 
 def test_dicts_and_lists_render_recursively_with_literal_keys(
@@ -190,9 +205,7 @@ def test_dicts_and_lists_render_recursively_with_literal_keys(
     assert rendered["nested"] is not value["nested"]
 
 
-def test_parameter_values_are_data_never_rendered(
-    renderer: Renderer, ctx: dict[str, Any]
-) -> None:
+def test_parameter_values_are_data_never_rendered(renderer: Renderer, ctx: dict[str, Any]) -> None:
     payload = "{{ 7*7 }}"
     assert render(renderer, "{{ parameters.payload }}", ctx) == payload
     assert render(renderer, "got {{ parameters.payload }}!", ctx) == f"got {payload}!"
@@ -373,9 +386,7 @@ def test_undefined_hint_describes_the_parent(renderer: Renderer, ctx: dict[str, 
         render(renderer, "{{ parameters.regions[7] }}", ctx)
 
 
-def test_undefined_in_a_loop_variable_still_errors(
-    renderer: Renderer, ctx: dict[str, Any]
-) -> None:
+def test_undefined_in_a_loop_variable_still_errors(renderer: Renderer, ctx: dict[str, Any]) -> None:
     with pytest.raises(TemplateError, match="has no attribute 'nope'"):
         render(renderer, "{% for r in parameters.regions %}{{ r.nope }}{% endfor %}", ctx)
 
@@ -470,12 +481,12 @@ def test_scope_is_a_live_read_only_view() -> None:
     assert len(scope) == 3
     assert "b" in scope
     assert scope.get("zzz", 0) == 0
-    assert scope.a == 1  # Python attribute access falls back to keys
-    assert list(scope.items()) == [("a", 1), ("items", 2), ("b", 3)]  # methods keep meaning
-    with pytest.raises(AttributeError):
-        _ = scope.zzz
+    assert scope["items"] == 2
+    assert list(scope.items()) == [("a", 1), ("items", 2), ("b", 3)]  # in Python, a Mapping
     with pytest.raises(TypeError):
         scope["a"] = 5  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        scope.a  # type: ignore[attr-defined]  # noqa: B018
     assert scope.to_dict() == data
     assert scope.to_dict() is not data
     assert str(scope) == str(data)
@@ -579,9 +590,19 @@ def test_truthy(renderer: Renderer, ctx: dict[str, Any]) -> None:
     assert renderer.truthy("succeeded()", local) is False
     assert renderer.truthy("parameters.n == 7", local) is True
     # string results: false-like words are false
-    for text, expected in [("false", False), (" False ", False), ("0", False), ("no", False),
-                           ("off", False), ("none", False), ("null", False), ("", False),
-                           ("true", True), ("yes", True), ("anything", True)]:
+    for text, expected in [
+        ("false", False),
+        (" False ", False),
+        ("0", False),
+        ("no", False),
+        ("off", False),
+        ("none", False),
+        ("null", False),
+        ("", False),
+        ("true", True),
+        ("yes", True),
+        ("anything", True),
+    ]:
         assert renderer.truthy("{{ vars.s }}", build_context(vars={"s": text})) is expected
     assert renderer.truthy("value: {{ parameters.flag }}", local) is True
     with pytest.raises(TemplateError, match=r"^wf: vars\.nope is undefined"):

@@ -1,4 +1,5 @@
-"""The actor layer: pykka actors on asyncio, supervised parent/child trees, a pool for blocking code.
+"""The actor layer: pykka actors on asyncio, supervised parent/child trees, a pool for blocking
+code.
 
 Public API (everything else in this package may change):
 

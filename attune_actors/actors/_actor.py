@@ -1,15 +1,15 @@
 """AsyncioActor: a pykka actor whose inbox, message loop and futures live on a running asyncio loop.
 
-Each actor handles the messages of its own inbox, one at a time, in its own asyncio task, and touches
-only its own state. A parent also owns the table of the children it spawned; children report to it by
-messages (see `_supervision`).
+Each actor handles the messages of its own inbox, one at a time, in its own asyncio task, and
+touches only its own state. A parent also owns the table of the children it spawned; children
+report to it by messages (see `_supervision`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import sys
 import threading
 import uuid
 from types import CoroutineType
@@ -56,8 +56,8 @@ _SPECIAL = _CONTROL | {ProxyCall, ProxyGetAttr, ProxySetAttr}
 class _StopFlag(threading.Event):
     """`actor_stopped` for asyncio actors: a plain flag, with a real Event only if a thread waits.
 
-    pykka only calls `is_set()` and `set()`; a `threading.Event` costs a Condition, a lock and a deque
-    (about 1 KiB) per actor.
+    pykka only calls `is_set()` and `set()`; a `threading.Event` costs a Condition, a lock and a
+    deque (about 1 KiB) per actor.
     """
 
     _lock = threading.Lock()
@@ -72,7 +72,7 @@ class _StopFlag(threading.Event):
     def is_set(self) -> bool:
         return self._flag
 
-    isSet = is_set  # noqa: N815 - threading.Event's legacy alias
+    isSet = is_set  # threading.Event's legacy alias
 
     def set(self) -> None:
         self._flag = True
@@ -146,9 +146,9 @@ class AsyncioActor(Actor):
     """Register started actors in `pykka.ActorRegistry` (read at `start()`/`spawn()`).
 
     pykka's registry is one global list: unregistering is a linear scan, so stopping an actor costs
-    O(number of registered actors) (about 1 ms each with 100,000 registered). Classes started at high
-    rates (one per task run) should set this to `False`; they stay reachable through their refs and
-    their parent, and `stop_all_actors()` still finds them."""
+    O(number of registered actors) (about 1 ms each with 100,000 registered). Classes started at
+    high rates (one per task run) should set this to `False`; they stay reachable through their
+    refs and their parent, and `stop_all_actors()` still finds them."""
 
     supervisor_strategy: ClassVar[Directive] = Directive.STOP
     """What `on_child_failure` returns unless overridden: the directive for a failed child."""
@@ -159,7 +159,7 @@ class AsyncioActor(Actor):
     restart_window: ClassVar[float] = 60.0
     """See `max_restarts`."""
 
-    actor_inbox: AsyncioInbox  # type: ignore[assignment]
+    actor_inbox: AsyncioInbox
     _parent: ActorRef[Any] | None = None
     _children: dict[ActorRef[Any], ChildSpec] | None = None
     _registered: bool = False
@@ -239,7 +239,7 @@ class AsyncioActor(Actor):
         return self._spawn_spec(spec)
 
     def _spawn_spec(self, spec: ChildSpec) -> ActorRef[Any]:
-        ref = spec.actor_class._launch(self.actor_ref, spec.args, spec.kwargs)
+        ref: ActorRef[Any] = spec.actor_class._launch(self.actor_ref, spec.args, spec.kwargs)
         children = self._children
         if children is None:
             children = self._children = {}
@@ -272,7 +272,7 @@ class AsyncioActor(Actor):
         exception_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> Awaitable[None] | None:
-        """Run in the actor's task after its children stopped, when it stops because of a failure."""
+        """Run in the actor's task after its children stopped, when it stops after a failure."""
         return None
 
     def on_child_failure(
@@ -285,9 +285,7 @@ class AsyncioActor(Actor):
         """
         return self.supervisor_strategy
 
-    def on_child_restarted(
-        self, old: ActorRef[Any], new: ActorRef[Any]
-    ) -> Awaitable[None] | None:
+    def on_child_restarted(self, old: ActorRef[Any], new: ActorRef[Any]) -> Awaitable[None] | None:
         """Learn the ref of a restarted child (after `Directive.RESTART`)."""
         return None
 
@@ -345,9 +343,7 @@ class AsyncioActor(Actor):
                                 reply_to.set_exception(self._dead_exc_info())
                             raise
                         if reply_to is not None:
-                            logger.info(
-                                "Exception returned from %s to caller:", self, exc_info=exc
-                            )
+                            logger.info("Exception returned from %s to caller:", self, exc_info=exc)
                             reply_to.set_exception((type(exc), exc, exc.__traceback__))
                             continue
                         inbox.unshift(items[index + 1 :])
@@ -360,7 +356,7 @@ class AsyncioActor(Actor):
             raise
 
     async def _handle_notice(self, notice: ChildStopped | ChildFailed) -> None:
-        if type(notice) is ChildStopped:
+        if isinstance(notice, ChildStopped):
             await self._child_stopped(notice.child)
         else:
             await self._child_failed(notice.child, notice.error)
@@ -400,7 +396,8 @@ class AsyncioActor(Actor):
         if directive is Directive.ESCALATE:
             raise Escalation(child, error)
         if directive is not Directive.STOP:
-            msg = f"{type(self).__name__}.on_child_failure() returned {directive!r}, not a Directive"
+            name = type(self).__name__
+            msg = f"{name}.on_child_failure() returned {directive!r}, not a Directive"
             raise TypeError(msg)
 
     # -- stopping --------------------------------------------------------------------------------
@@ -430,10 +427,8 @@ class AsyncioActor(Actor):
     def _finish(self, notice: ChildStopped | ChildFailed) -> None:
         parent = self._parent
         if parent is not None and parent.is_alive():
-            try:
+            with contextlib.suppress(ActorDeadError):  # the parent began stopping meanwhile
                 parent.tell(notice)
-            except ActorDeadError:
-                pass
         _live.discard(self)
 
     async def _shutdown(self, reply_to: Future[Any] | None) -> None:
@@ -472,10 +467,8 @@ class AsyncioActor(Actor):
         children, self._children = self._children, None
         for child in children or ():
             if child.is_alive():
-                try:
+                with contextlib.suppress(ActorDeadError):
                     child.tell(_ActorStop())
-                except ActorDeadError:
-                    pass
         logger.debug("Aborted %s", self)
         self._finish(ChildStopped(self.actor_ref))
 
@@ -496,4 +489,3 @@ class AsyncioActor(Actor):
     ) -> None:
         msg = "AsyncioActor handles failures in its message loop"
         raise NotImplementedError(msg)
-

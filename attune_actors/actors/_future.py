@@ -1,13 +1,14 @@
 """AsyncioFuture: the reply to one `ask`, awaitable on an event loop and waitable from a thread.
 
-An actor sets it (on its loop thread, or from any thread); the asker either `await`s it on an event loop,
-which parks only the awaiting task, or calls `get()` from a thread that runs no event loop, which blocks
-that thread. Nothing here ever blocks an event loop.
+An actor sets it (on its loop thread, or from any thread); the asker either `await`s it on an event
+loop, which parks only the awaiting task, or calls `get()` from a thread that runs no event loop,
+which blocks that thread. Nothing here ever blocks an event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import sys
@@ -32,7 +33,8 @@ R = TypeVar("R")
 
 _get_running_loop = asyncio._get_running_loop  # C-accelerated; None when this thread runs no loop
 
-# Guards only the slow paths (a thread blocking in get(), done callbacks); set() takes it only when a
+# Guards only the slow paths (a thread blocking in get(), done callbacks); set() takes it only when
+# a
 # callback is registered. Creating a lock per future would cost more than it saves.
 _slow_lock = threading.Lock()
 
@@ -51,19 +53,17 @@ class _ThreadsafeWake:
         self.waiter = waiter
 
     def __call__(self, _future: object) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # RuntimeError: that loop is closed
             self.waiter.get_loop().call_soon_threadsafe(_wake_waiter, self.waiter)
-        except RuntimeError:  # that loop is closed
-            pass
 
 
 class AsyncioFuture(Future[T]):
     """A pykka `Future` for `AsyncioActor`: `await` it on a loop, or `get()` it from another thread.
 
-    - `await future` parks only the awaiting task (never the loop) and returns the value or raises the
-      exception the actor set. It may be awaited from any loop, any number of times.
-    - `get(timeout=...)` blocks the calling thread until the value is set; called on a thread that is
-      running an event loop while the value is not there yet, it raises `RuntimeError` instead of
+    - `await future` parks only the awaiting task (never the loop) and returns the value or raises
+      the exception the actor set. It may be awaited from any loop, any number of times.
+    - `get(timeout=...)` blocks the calling thread until the value is set; called on a thread that
+      is running an event loop while the value is not there yet, it raises `RuntimeError` instead of
       blocking the loop (the reply would usually have to come from that very loop).
     - `set()` / `set_exception()` may be called from any thread, once.
     - `map()`, `filter()`, `join()` and `reduce()` return futures that are resolved as soon as their
@@ -83,7 +83,8 @@ class AsyncioFuture(Future[T]):
     _callbacks: list[Callable[[AsyncioFuture[T]], None]] | None = None
 
     def __init__(self) -> None:
-        # pykka's Future.__init__ only stores the get-hook state, which lives in class defaults here.
+        # pykka's Future.__init__ only stores the get-hook state, which lives in class defaults
+        # here.
         pass
 
     def __repr__(self) -> str:
@@ -94,15 +95,16 @@ class AsyncioFuture(Future[T]):
         """Whether a value or an exception has been set (never blocks)."""
         return self._done
 
-    # -- setting -------------------------------------------------------------------------------------
+    # -- setting ---------------------------------------------------------------------------------
 
     def set(self, value: T | None = None) -> None:
-        """Set the value and wake every waiter; raises `queue.Full` if already set (as pykka does)."""
+        """Set the value and wake every waiter; `queue.Full` if already set (as in pykka)."""
         if self._done or self._get_hook is not None:
             raise queue.Full
         self._value = value
         self._done = True
-        # Written `_done` before reading the waiter slots: a waiter registering concurrently in another
+        # Written `_done` before reading the waiter slots: a waiter registering concurrently in
+        # another
         # thread writes its slot before re-reading `_done`, so one side always sees the other.
         if self._waiter is not None or self._event is not None or self._callbacks is not None:
             self._wake()
@@ -119,7 +121,7 @@ class AsyncioFuture(Future[T]):
             self._wake()
 
     def set_get_hook(self, func: GetHookFunc[T]) -> None:
-        """Make `get()` return `func(timeout)` (computed once); raises `queue.Full` if already set."""
+        """Make `get()` return `func(timeout)` (computed once); `queue.Full` if already set."""
         if self._done:
             raise queue.Full
         self._get_hook = func
@@ -132,10 +134,8 @@ class AsyncioFuture(Future[T]):
             if _get_running_loop() is waiter_loop:
                 _wake_waiter(waiter)
             else:
-                try:
+                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody to wake
                     waiter_loop.call_soon_threadsafe(_wake_waiter, waiter)
-                except RuntimeError:  # that loop is closed: nobody is left to wake
-                    pass
         event = self._event
         if event is not None:
             event.set()
@@ -152,8 +152,8 @@ class AsyncioFuture(Future[T]):
             logger.exception("Exception in a done callback of %r", self)
 
     def add_done_callback(self, callback: Callable[[AsyncioFuture[T]], None]) -> None:
-        """Call `callback(self)` once the future is done: right away if it is, else in the thread that
-        sets it. Keep callbacks short; their exceptions are logged, not raised."""
+        """Call `callback(self)` once the future is done: right away if it is, else in the thread
+        that sets it. Keep callbacks short; their exceptions are logged, not raised."""
         with _slow_lock:
             registered = not self._done
             if registered:
@@ -170,7 +170,7 @@ class AsyncioFuture(Future[T]):
             for pending in callbacks or ():
                 self._run_callback(pending)
 
-    # -- getting -------------------------------------------------------------------------------------
+    # -- getting ---------------------------------------------------------------------------------
 
     def _outcome(self) -> T:
         exc_info = self._exc_info
@@ -187,8 +187,8 @@ class AsyncioFuture(Future[T]):
     def get(self, *, timeout: float | None = None) -> T:
         """Return the value (or raise the exception), blocking this thread until it is set.
 
-        Raises `pykka.Timeout` after `timeout` seconds, and `RuntimeError` if the value is not set yet
-        and this thread is running an event loop (use `await future` there).
+        Raises `pykka.Timeout` after `timeout` seconds, and `RuntimeError` if the value is not set
+        yet and this thread is running an event loop (use `await future` there).
         """
         if not self._done:
             if self._get_hook is not None:

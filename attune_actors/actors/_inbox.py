@@ -1,8 +1,9 @@
 """AsyncioInbox: where messages for one AsyncioActor wait, and how senders on other threads get in.
 
-Senders call `put()` (through pykka's `ActorRef.tell/ask`) from any thread; the actor's own task is the
-only reader. All inbox state is touched on the actor's loop thread only: a sender on another thread
-hands its envelope over with `loop.call_soon_threadsafe`, which keeps each sender's messages in order.
+Senders call `put()` (through pykka's `ActorRef.tell/ask`) from any thread; the actor's own task is
+the only reader. All inbox state is touched on the actor's loop thread only: a sender on another
+thread hands its envelope over with `loop.call_soon_threadsafe`, which keeps each sender's messages
+in order.
 """
 
 from __future__ import annotations
@@ -38,10 +39,10 @@ def reject(envelope: Envelope[Any], owner: object) -> None:
 class AsyncioInbox:
     """An asyncio queue of pykka envelopes for one actor (implements pykka's `ActorInbox` protocol).
 
-    Unbounded; `put()` never blocks. The reader (the actor's task) takes all queued envelopes at once
-    with `take()` and, when there are none, awaits `park()`, a future the next `put()` resolves.
-    After `close()` every new envelope is rejected at once: asks get `ActorDeadError`, tells from the
-    loop thread raise it, tells that arrive from other threads are dropped.
+    Unbounded; `put()` never blocks. The reader (the actor's task) takes all queued envelopes at
+    once with `take()` and, when there are none, awaits `park()`, a future the next `put()`
+    resolves. After `close()` every new envelope is rejected at once: asks get `ActorDeadError`,
+    tells from the loop thread raise it, tells that arrive from other threads are dropped.
     """
 
     __slots__ = ("_closed", "_items", "_loop", "_owner", "_waiter")
@@ -73,9 +74,9 @@ class AsyncioInbox:
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
-            try:
+            try:  # noqa: SIM105 - hot path: try is free, suppress() is a context manager per wake
                 waiter.set_result(None)
-            except asyncio.InvalidStateError:  # the reader was cancelled while parked; it is stopping
+            except asyncio.InvalidStateError:  # the reader was cancelled while parked: stopping
                 pass
 
     def _deliver(self, envelope: Envelope[Any]) -> None:
@@ -97,7 +98,8 @@ class AsyncioInbox:
         reject(envelope, self._owner)
 
     def get(self) -> Envelope[Any]:
-        """Remove and return the oldest envelope (pykka protocol; never blocks, `IndexError` if empty)."""
+        """Remove and return the oldest envelope (pykka protocol; never blocks; `IndexError`
+        if empty)."""
         return self._items.pop(0)
 
     def empty(self) -> bool:
@@ -107,7 +109,7 @@ class AsyncioInbox:
     def __len__(self) -> int:
         return len(self._items)
 
-    # -- reader side (the actor's task, on the loop thread) ------------------------------------------
+    # -- reader side (the actor's task, on the loop thread) --------------------------------------
 
     def take(self) -> list[Envelope[Any]]:
         """Remove and return every queued envelope, oldest first."""
@@ -122,7 +124,7 @@ class AsyncioInbox:
             self._items[:0] = envelopes
 
     def park(self) -> asyncio.Future[None]:
-        """A future the next `put()` resolves; the reader awaits it when `take()` returned nothing."""
+        """A future the next `put()` resolves; the reader awaits it when `take()` found nothing."""
         waiter = self._waiter = self._loop.create_future()
         return waiter
 

@@ -12,7 +12,7 @@ import contextvars
 import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, Self, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -50,7 +50,7 @@ class BlockingPool:
         return f"<BlockingPool max_workers={self.max_workers}>"
 
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Call `fn(*args, **kwargs)` on a pool thread and return its result (or raise its error)."""
+        """Call `fn(*args, **kwargs)` on a pool thread; return its result or raise its error."""
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()
         call = functools.partial(context.run, fn, *args, **kwargs)
@@ -58,12 +58,13 @@ class BlockingPool:
 
     def shutdown(self, *, wait: bool = True, cancel_pending: bool = False) -> None:
         """Refuse new calls; with `wait`, block this thread until running calls end (from the loop,
-        use `await aclose()`); with `cancel_pending`, drop queued calls (their awaiters are cancelled).
+        use `await aclose()`); with `cancel_pending`, drop queued calls (their awaiters are
+        cancelled).
         """
         self._executor.shutdown(wait=wait, cancel_futures=cancel_pending)
 
     async def aclose(self, *, cancel_pending: bool = False) -> None:
-        """`shutdown(wait=True)` without blocking the loop: the waiting happens on a helper thread."""
+        """`shutdown(wait=True)` without blocking the loop: a helper thread does the waiting."""
         self._executor.shutdown(wait=False, cancel_futures=cancel_pending)
         await asyncio.to_thread(self._executor.shutdown, wait=True)
 

@@ -1,8 +1,8 @@
 """AsyncioActorRef: pykka's `ActorRef`, with a `stop()` whose future can be awaited.
 
 `tell()`, `ask()`, `proxy()` and `is_alive()` are pykka's own. Only `stop()` changes: pykka converts
-the stop reply with a blocking get hook, which an event loop cannot wait on; here the conversion is a
-done callback, so `await ref.stop(block=False)` parks only the awaiting task.
+the stop reply with a blocking get hook, which an event loop cannot wait on; here the conversion is
+a done callback, so `await ref.stop(block=False)` parks only the awaiting task.
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ class AsyncioActorRef(ActorRef[A]):
 
         The result is `True` if the actor stopped (or was stopping), `False` if it was already dead.
         On the loop thread use `await ref.stop(block=False)`; the default `block=True` is for other
-        threads (on a loop thread it raises `RuntimeError` rather than block the loop). The actor stops
-        its children first, then runs `on_stop`; the future resolves once its task has ended.
+        threads (on a loop thread it raises `RuntimeError` rather than block the loop). The actor
+        stops its children first, then runs `on_stop`; the future resolves once its task has ended.
         """
         asked = cast("AsyncioFuture[Any]", self.ask(_ActorStop(), block=False))
         result: AsyncioFuture[bool] = AsyncioFuture()

@@ -1,8 +1,9 @@
 """Supervision vocabulary: the directives a parent returns for a failed child, and the notices
 a child sends its parent when it stops or fails.
 
-Notices are ordinary tells to the parent's inbox, so the parent learns about its children one message
-at a time, in its own task, like anything else; only the parent touches its table of children.
+Notices are ordinary tells to the parent's inbox, so the parent learns about its children one
+message at a time, in its own task, like anything else; only the parent touches its table of
+children.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ __all__ = ["Directive"]
 class Directive(enum.Enum):
     """What a parent does when a child fails (see `AsyncioActor.on_child_failure`).
 
-    The failed child has already stopped (children first, then `on_failure`) when the parent decides.
+    The failed child has already stopped (children first, then `on_failure`) when the parent
+    decides.
     """
 
     RESTART = "restart"
     """Start a new instance of the child's class with the arguments it was spawned with. The new
-    child has a new `ActorRef`; the parent's `on_child_restarted(old, new)` hook learns it. More than
-    `max_restarts` restarts of one child within `restart_window` seconds escalate instead."""
+    child has a new `ActorRef`; the parent's `on_child_restarted(old, new)` hook learns it. More
+    than `max_restarts` restarts of one child within `restart_window` seconds escalate instead."""
 
     STOP = "stop"
     """Leave the child stopped; the parent carries on."""
@@ -62,14 +64,16 @@ class ChildSpec:
 
     __slots__ = ("actor_class", "args", "kwargs", "restarts")
 
-    def __init__(self, actor_class: type[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def __init__(
+        self, actor_class: type[Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
         self.actor_class = actor_class
         self.args = args
         self.kwargs = kwargs
         self.restarts: list[float] | None = None
 
     def allow_restart(self, max_restarts: int, window: float, now: float) -> bool:
-        """Record a restart at `now` unless `max_restarts` happened within the last `window` seconds."""
+        """Record a restart at `now`, unless `max_restarts` happened in the last `window` s."""
         recent = [t for t in self.restarts or () if now - t < window]
         if len(recent) >= max_restarts:
             self.restarts = recent

@@ -1,7 +1,9 @@
 """Whole-population helpers: list, stop and wait for the AsyncioActors of the running loop.
 
 Meant for tests and for shutting an engine down; they look at every running AsyncioActor, registered
-in pykka's ActorRegistry or not, and touch no actor's state (they only send stop requests).
+in pykka's ActorRegistry or not, and touch no actor's state (they only send stop requests). They take
+a `timeout` (rather than leave it to `asyncio.timeout()`) so that the error can name the actors that
+are still running.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def running_actors() -> list[ActorRef[Any]]:
     return [actor.actor_ref for actor in _running_on(asyncio.get_running_loop())]
 
 
-async def stop_all_actors(*, timeout: float | None = 10.0) -> int:
+async def stop_all_actors(*, timeout: float | None = 10.0) -> int:  # noqa: ASYNC109
     """Stop every AsyncioActor of the current loop and wait until their tasks have ended.
 
     Root actors (no running parent) are asked to stop, all at once; each stops its children first.
@@ -48,7 +50,7 @@ async def stop_all_actors(*, timeout: float | None = 10.0) -> int:
     return len(actors)
 
 
-async def wait_all_stopped(*, timeout: float | None = 5.0) -> None:
+async def wait_all_stopped(*, timeout: float | None = 5.0) -> None:  # noqa: ASYNC109
     """Wait until no AsyncioActor runs on the current loop (their tasks have ended).
 
     Polls with a short, growing interval; raises `TimeoutError` naming the actors still running.

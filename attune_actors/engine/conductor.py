@@ -47,7 +47,8 @@ from attune_actors.engine.state import (
     TaskRun,
     iso,
 )
-from attune_actors.errors import AttuneError, TemplateError
+from attune_actors.errors import AttuneError, ParameterError, TemplateError
+from attune_actors.spec.params import apply_params
 from attune_actors.spec.model import ActionSpec, RetryPolicy, TaskSpec, Transition, WorkflowSpec
 from attune_actors.templates import Renderer
 
@@ -92,6 +93,7 @@ class Conductor:
         self.latest: dict[str, TaskRun] = {}  # task name -> its latest run (`task.<name>`)
         self.active: set[str] = set()  # runs not terminal
         self.in_flight = 0  # attempts dispatched (actions, nested workflows) and not ended
+        self.paused_children: set[str] = set()  # runs whose nested workflow is paused
         self.barriers: dict[str, tuple[set[str], bool]] = {}  # join task -> (arrived sources, fired)
         self.timers: dict[tuple[Any, ...], float] = {}
         self.staged: list[tuple[str, str, int | None]] = []
@@ -160,6 +162,7 @@ class Conductor:
             return self._flush()
         if target.status == RUNNING:
             self.in_flight -= 1
+        self.paused_children.discard(run_id)
         self._attempt_ended(run, item, target, status, result, error)
         self._progress()
         return self._flush()
@@ -191,6 +194,18 @@ class Conductor:
         self._progress()
         return self._flush()
 
+    def on_child_status(self, run_id: str, attempt: int, status: str, now: float) -> list[Command]:
+        """A nested workflow paused or resumed: a paused child no longer keeps its parent `pausing`."""
+        self._step(now)
+        run = self.runs.get(run_id)
+        if run is not None and run.attempts == attempt and not run.terminal:
+            if status == PAUSED:
+                self.paused_children.add(run_id)
+            else:
+                self.paused_children.discard(run_id)
+        self._progress()
+        return self._flush()
+
     def answer_inquiry(self, run_id: str, inquiry_id: str, response: Any, now: float) -> list[Command]:
         """A validated response arrived: it becomes the run's result."""
         self._step(now)
@@ -216,6 +231,7 @@ class Conductor:
         self._step(now)
         if self.status in (PAUSING, PAUSED):
             self.status = RUNNING if self.started_at is not None else REQUESTED
+            self.paused_children.clear()
             for child in self._children():
                 self._out.append(ControlChild(child, "resume"))
             staged, self.staged = self.staged, []
@@ -255,7 +271,8 @@ class Conductor:
             "id": self.id, "ref": self.spec.ref, "status": self.status, "vars": self.vars,
             "output": self.output, "error": self.error, "started_at": self.started_at,
             "ended_at": self.ended_at, "parent_id": self.parent_id, "seq": self.seq,
-            "inflight": self.in_flight, "failing": self.failing, "ending": self.ending,
+            "inflight": self.in_flight, "paused_children": sorted(self.paused_children),
+            "failing": self.failing, "ending": self.ending,
             "barriers": {k: [sorted(v[0]), v[1]] for k, v in self.barriers.items()},
             "timers": [[list(k), at] for k, at in self.timers.items()],
             "staged": [list(s) for s in self.staged],
@@ -269,6 +286,7 @@ class Conductor:
         self.output, self.error = header["output"], header["error"]
         self.started_at, self.ended_at = header["started_at"], header["ended_at"]
         self.seq, self.in_flight = header["seq"], header["inflight"]
+        self.paused_children = set(header["paused_children"])
         self.failing, self.ending = header["failing"], header["ending"]
         self.barriers = {k: (set(v[0]), v[1]) for k, v in header["barriers"].items()}
         self.timers = {tuple(k): at for k, at in header["timers"]}
@@ -497,8 +515,16 @@ class Conductor:
         target.status = RUNNING
         if target.started_at is None:
             target.started_at = self.now
-        target.input = inp
         self._touch(run, idx)
+        if action.runner_type != "workflow":
+            # The action's own declarations: defaults filled in, types and enums checked.
+            try:
+                inp = apply_params(action.parameters, inp, owner=f"task '{task.name}' (action {action.ref})",
+                                   allow_extra=action.additional_parameters)
+            except ParameterError as exc:
+                self._attempt_ended(run, idx, target, FAILED, None, exc.message, retry=False)
+                return
+        target.input = inp
         if action.runner_type == "workflow":
             run.child_id = f"{run.id}-{run.attempts}"
             self.in_flight += 1
@@ -780,7 +806,7 @@ class Conductor:
         """Settle the workflow status after an event: paused, finished, or still going."""
         if self.status in TERMINAL or self.status == REQUESTED:
             return
-        if self.status == PAUSING and self.in_flight <= 0:
+        if self.status == PAUSING and self.in_flight - len(self.paused_children) <= 0:
             self.status = PAUSED
         if self.active:
             self._check_joins()

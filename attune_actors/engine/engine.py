@@ -22,11 +22,14 @@ from pykka import ActorDeadError
 from attune_actors.actors import wait_all_stopped
 from attune_actors.config import Settings, load_settings
 from attune_actors.engine.execution import Execution
-from attune_actors.engine.messages import Control, GetDocument, Start
+from attune_actors.engine.events import EventBus, Subscription
+from attune_actors.engine.inquiry import check_response
+from attune_actors.engine.messages import AnswerInquiry, Control, GetDocument, Start
 from attune_actors.engine.runtime import Runtime
 from attune_actors.engine.supervisor import WorkflowSupervisor
 from attune_actors.errors import (
     EngineClosedError,
+    InquiryResponseError,
     NotFoundError,
     ValidationError,
 )
@@ -101,6 +104,7 @@ class Engine:
         self.masker = Masker()
         self._runtime_refs: set[str] = set()
         self._executor: ThreadPoolExecutor | None = None
+        self._events = EventBus(self.settings.limits.event_buffer)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -139,7 +143,8 @@ class Engine:
         )
         await transport.start()
         self._rt = Runtime(catalog=self.catalog, renderer=self.renderer, transport=transport,
-                           store=store, masker=self.masker, kv=KVScope(self._kv, self.masker))
+                           store=store, masker=self.masker, kv=KVScope(self._kv, self.masker),
+                           events=self._events)
 
     async def close(self) -> None:
         """Stop every execution's actors, the transport and the store."""
@@ -155,6 +160,7 @@ class Engine:
             await wait_all_stopped(timeout=10)
         except TimeoutError:
             log.warning("some actors did not stop within 10 s")
+        self._events.close()
         await rt.transport.close()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -247,6 +253,55 @@ class Engine:
             raise NotFoundError(f"no execution '{execution_id}'")
         masked: dict[str, Any] = self.masker.mask(doc)
         return masked
+
+    # ------------------------------------------------------------------ inquiries and events
+
+    async def inquiries(self, status: str | None = "pending",
+                        execution_id: str | None = None) -> list[dict[str, Any]]:
+        """Inquiries (default: the pending ones), optionally of one execution and its nested ones."""
+        rt = self._runtime()
+        return [self.masker.mask(r.to_dict()) for r in rt.inquiries.values()
+                if (status is None or r.status == status)
+                and (execution_id is None or execution_id in (r.execution_id, rt.root_of(r.execution_id)))]
+
+    async def respond(self, inquiry_id: str, response: Any, identity: str | None = None) -> dict[str, Any]:
+        """Answer a pending inquiry; the response must validate against its schema.
+
+        Raises InquiryResponseError (schema violation, identity not allowed, not pending) and
+        leaves the inquiry pending; NotFoundError for an unknown id.
+        """
+        rt = self._runtime()
+        record = rt.inquiries.get(inquiry_id)
+        if record is None:
+            raise NotFoundError(f"no inquiry '{inquiry_id}'")
+        if record.status != "pending" or record.supervisor is None:
+            raise InquiryResponseError(f"inquiry '{inquiry_id}' is not pending (it is {record.status})")
+        if record.users or record.roles:
+            if identity is None or identity not in record.users and identity not in record.roles:
+                allowed = ", ".join([*record.users, *(f"role {r}" for r in record.roles)])
+                raise InquiryResponseError(
+                    f"inquiry '{inquiry_id}' may only be answered by {allowed}, not {identity or 'anonymous'}")
+        check_response(record.schema, response, inquiry_id)
+        supervisor = record.supervisor
+        record.status, record.response, record.supervisor = "succeeded", response, None
+        try:
+            supervisor.tell(AnswerInquiry(record.run_id, record.id, response))
+        except ActorDeadError:
+            record.status = "canceled"
+            raise InquiryResponseError(f"inquiry '{inquiry_id}' is no longer pending") from None
+        rt._inquiry_event(record)
+        return self.masker.mask(record.to_dict())  # type: ignore[no-any-return]
+
+    def events(self, execution_id: str | None = None) -> Subscription:
+        """Status changes of executions, task runs and inquiries, as an async iterator of dicts.
+
+        With `execution_id`, only that execution's events (nested executions included). The
+        buffer is bounded (`limits.event_buffer`): a consumer that falls behind receives a
+        `{"type": "gap", "missed": N}` marker instead of making the engine hold everything.
+        Call `.close()` on the subscription when done.
+        """
+        self._runtime()
+        return self._events.subscribe(execution_id)
 
     # ------------------------------------------------------------------ workflow definitions
 

@@ -1,6 +1,7 @@
 """The messages actors of the engine send each other: small typed classes, one per intent.
 
-To a WorkflowSupervisor: `Start`, `AttemptEnded`, `TimerFired`, `Control`, `AnswerInquiry`,
+To a WorkflowSupervisor: `Start`, `AttemptEnded`, `TimerFired`, `Control`, `ChildStatus`,
+`AnswerInquiry`,
 `GetDocument`. To a TaskActor: `DispatchAttempts`, `CancelAttempt` (and the transport's
 `RunOutcome`, which it relays to its supervisor as `AttemptEnded`).
 """
@@ -43,6 +44,15 @@ class Control:
 
     op: str
     force: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ChildStatus:
+    """A nested execution paused or resumed (its parent may now be `paused`)."""
+
+    run_id: str
+    attempt: int
+    status: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +17,7 @@ from pykka import ActorDeadError, ActorRef
 
 from attune_actors.engine.commands import OpenInquiry
 from attune_actors.engine.conductor import Conductor
+from attune_actors.engine.events import EventBus
 from attune_actors.engine.graph import TaskGraph
 from attune_actors.engine.state import TERMINAL, ItemRun, TaskRun, iso
 from attune_actors.errors import NotFoundError
@@ -62,18 +62,19 @@ class Runtime:
     """Shared services of one engine's supervisors."""
 
     def __init__(self, *, catalog: Catalog, renderer: Renderer, transport: Transport, store: Store,
-                 masker: Masker, kv: Any, on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 masker: Masker, kv: Any, events: EventBus) -> None:
         self.catalog = catalog
         self.renderer = renderer
         self.transport = transport
         self.store = store
         self.masker = masker
         self.kv = kv
-        self._on_event = on_event
+        self.events = events
         self._graphs: dict[int, tuple[WorkflowSpec, TaskGraph]] = {}
         self.supervisors: dict[str, ActorRef[Any]] = {}
         self.waiters: dict[str, list[asyncio.Future[None]]] = {}
         self.inquiries: dict[str, InquiryRecord] = {}
+        self.roots: dict[str, str] = {}  # nested execution id -> top-level execution id
 
     # -- building executions -------------------------------------------------------------------
 
@@ -130,23 +131,21 @@ class Runtime:
 
     # -- steps and ends --------------------------------------------------------------------------
 
-    def record_step(self, conductor: Conductor, previous_status: str) -> None:
-        """Save the step's snapshot delta and publish its status changes."""
-        runs, items = conductor.take_dirty()
+    def save_step(self, conductor: Conductor, runs: list[TaskRun],
+                  items: list[tuple[str, int, ItemRun]]) -> None:
+        """Save a step's snapshot delta: the header and the runs and items that changed."""
         header = conductor.header()
         header["parameters"] = conductor.parameters
         self.store.save(conductor.id, header, [r.to_record() for r in runs],
                         [(run_id, idx, it.to_record()) for run_id, idx, it in items])
-        if self._on_event is not None:
-            if conductor.status != previous_status:
-                self._on_event({"type": "execution", "execution_id": conductor.id,
-                                "status": conductor.status, "ref": conductor.spec.ref})
-            for run in runs:
-                self._on_event({"type": "task", "execution_id": conductor.id, "id": run.id,
-                                "name": run.task, "status": run.status})
+
+    def publish(self, event: dict[str, Any]) -> None:
+        """Hand an event to subscribers, with secrets masked."""
+        self.events.publish(self.masker.mask(event))
 
     def finished(self, conductor: Conductor) -> None:
         self.supervisors.pop(conductor.id, None)
+        self.roots.pop(conductor.id, None)
         for fut in self.waiters.pop(conductor.id, ()):
             if not fut.done():
                 fut.set_result(None)
@@ -161,12 +160,23 @@ class Runtime:
             users=list(inp.get("users") or ()), roles=list(inp.get("roles") or ()),
             expires_at=cmd.expires_at, supervisor=supervisor,
         )
+        self._inquiry_event(self.inquiries[cmd.inquiry_id])
 
     def close_inquiry(self, inquiry_id: str, status: str) -> None:
         record = self.inquiries.get(inquiry_id)
         if record is not None and record.status == "pending":
             record.status = status
             record.supervisor = None
+            self._inquiry_event(record)
+
+    def _inquiry_event(self, record: InquiryRecord) -> None:
+        if self.events.active:
+            self.publish({"type": "inquiry", "execution_id": record.execution_id,
+                          "root_id": self.root_of(record.execution_id), **record.to_dict()})
+
+    def root_of(self, execution_id: str) -> str:
+        """The top-level execution an execution (maybe nested) belongs to."""
+        return self.roots.get(execution_id, execution_id)
 
     # -- documents -------------------------------------------------------------------------------
 

@@ -33,13 +33,14 @@ from attune_actors.engine.messages import (
     AnswerInquiry,
     AttemptEnded,
     CancelAttempt,
+    ChildStatus,
     Control,
     DispatchAttempts,
     GetDocument,
     Start,
     TimerFired,
 )
-from attune_actors.engine.state import FAILED
+from attune_actors.engine.state import FAILED, PAUSED, RUNNING, TERMINAL, iso
 from attune_actors.engine.task import TaskActor
 from attune_actors.transport.base import ActionRun
 
@@ -74,6 +75,7 @@ class WorkflowSupervisor(AsyncioActor):
         self._tasks: dict[str, ActorRef[Any]] = {}  # run id -> task actor
         self._timers: dict[tuple[Any, ...], asyncio.TimerHandle] = {}
         self._last_status = conductor.status
+        self._emitted: dict[str, tuple[str, int]] = {}  # run id -> (status, attempts) last published
         self._done = False
 
     @property
@@ -102,6 +104,8 @@ class WorkflowSupervisor(AsyncioActor):
                 cmds = c.resume(now)
             else:
                 cmds = c.cancel(now, force=message.force)
+        elif isinstance(message, ChildStatus):
+            cmds = c.on_child_status(message.run_id, message.attempt, message.status, now)
         elif isinstance(message, AnswerInquiry):
             cmds = c.answer_inquiry(message.run_id, message.inquiry_id, message.response, now)
         elif isinstance(message, Start):
@@ -162,10 +166,40 @@ class WorkflowSupervisor(AsyncioActor):
             if ref is None:
                 ref = self._tasks[run_id] = self.spawn(TaskActor, self.actor_ref, self._rt.transport)
             ref.tell(DispatchAttempts(tuple(runs)))
-        self._rt.record_step(self._c, self._last_status)
-        self._last_status = self._c.status
+        self._after_step()
         if finished is not None:
             self._report_end()
+
+    def _after_step(self) -> None:
+        """Snapshot the step, publish its status changes, tell a parent we paused or resumed."""
+        c = self._c
+        runs, items = c.take_dirty()
+        self._rt.save_step(c, runs, items)
+        changed = c.status != self._last_status
+        if self._rt.events.active:
+            root = self._rt.root_of(c.id)
+            for run in runs:
+                key = (run.status, run.attempts)
+                if self._emitted.get(run.id) != key:
+                    self._emitted[run.id] = key
+                    doc = run.document()
+                    doc.pop("items")
+                    if run.items is not None:
+                        doc["items_done"] = sum(1 for it in run.items if it.status in TERMINAL)
+                        doc["items_total"] = len(run.items)
+                    self._rt.publish({"type": "task", "execution_id": c.id, "root_id": root, **doc})
+            if changed:
+                self._rt.publish({"type": "execution", "execution_id": c.id, "root_id": root,
+                                  "id": c.id, "ref": c.spec.ref, "status": c.status,
+                                  "started_at": iso(c.started_at), "ended_at": iso(c.ended_at),
+                                  "parent_id": c.parent_id, "output": c.output, "error": c.error})
+        if changed:
+            self._last_status = c.status
+            if self._link is not None and c.status in (PAUSED, RUNNING):
+                try:
+                    self._link.ref.tell(ChildStatus(self._link.run_id, self._link.attempt, c.status))
+                except ActorDeadError:
+                    pass
 
     def _end_task_actor(self, run_id: str, pending: dict[str, list[ActionRun]]) -> None:
         if run_id in pending:
@@ -198,6 +232,7 @@ class WorkflowSupervisor(AsyncioActor):
             return
         ref = self.spawn(WorkflowSupervisor, self._rt, conductor, link)
         self._rt.register(conductor.id, ref)
+        self._rt.roots[conductor.id] = self._rt.root_of(self._c.id)
         ref.tell(Start())
 
     def _report_end(self) -> None:

@@ -60,7 +60,8 @@ def validate_workflow(spec: WorkflowSpec, catalog: Catalog, renderer: Renderer) 
             else:
                 problems.extend(_check_inputs(task, action, where))
         for label, source in _templates_of(task):
-            problems.extend(_check_template(renderer, source, names, f"task '{task.name}' {label}", where))
+            problems.extend(_check_template(renderer, source, names, f"task '{task.name}' {label}", where,
+                                            condition=label.endswith("when")))
     for label, source in _walk(spec.vars, "vars"):
         problems.extend(_check_template(renderer, source, names, label, top))
     for label, source in _walk(spec.output_map, "output_map"):
@@ -103,12 +104,12 @@ def _walk(value: Any, label: str) -> Iterator[tuple[str, str]]:
 
 
 def _check_template(renderer: Renderer, source: str, names: set[str], label: str,
-                    where: Location) -> list[AttuneError]:
-    err = renderer.check(source, where=label)
+                    where: Location, *, condition: bool = False) -> list[AttuneError]:
+    err = renderer.check(source, condition=condition)
     if err is not None:
         return [AttuneError(f"{label}: {err.message}", location=where)]
     problems = []
-    for ref in sorted(renderer.task_references(source) - names):
+    for ref in sorted(renderer.task_references(source, condition=condition) - names):
         guess = closest(ref, names)
         hint = f" (did you mean '{guess}'?)" if guess else ""
         problems.append(AttuneError(f"{label}: reference to undefined task 'task.{ref}'{hint}",

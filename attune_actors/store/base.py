@@ -12,6 +12,8 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any
 
+from attune_actors.codec import decode, encode
+
 ItemRecord = tuple[str, int, list[Any]]  # (run_id, item index, ItemRun record)
 
 
@@ -57,6 +59,14 @@ class Store(abc.ABC):
     def unfinished(self) -> list[str]:
         """Ids of executions whose snapshot is not terminal (to resume after a restart)."""
 
+    # The definition each execution started with (kept by content digest, shared by executions).
+    @abc.abstractmethod
+    def put_source(self, digest: str, pack: str, source: str) -> None: ...
+
+    @abc.abstractmethod
+    def get_source(self, digest: str) -> tuple[str, str] | None:
+        """(pack, source) stored under `digest`."""
+
     # Workflow definitions put at run time.
     @abc.abstractmethod
     def put_definition(self, ref: str, pack: str, source: str) -> None: ...
@@ -69,41 +79,70 @@ class Store(abc.ABC):
         """Every stored (ref, pack, source)."""
 
 
-class MemoryStore(Store):
-    """Keeps everything in dicts: fast, and gone when the process ends."""
+class _Encoded:
+    """One execution's records, encoded (bytes are invisible to the garbage collector)."""
+
+    __slots__ = ("header", "items", "parent_id", "runs", "started_at", "status")
 
     def __init__(self) -> None:
-        self._snapshots: dict[str, Snapshot] = {}
+        self.header = b""
+        self.status = ""
+        self.parent_id: str | None = None
+        self.started_at: float = 0.0
+        self.runs: dict[str, bytes] = {}
+        self.items: dict[tuple[str, int], bytes] = {}
+
+
+class MemoryStore(Store):
+    """Keeps encoded snapshots in dicts: fast, and gone when the process ends."""
+
+    def __init__(self) -> None:
+        self._snapshots: dict[str, _Encoded] = {}
         self._definitions: dict[str, tuple[str, str]] = {}
+        self._sources: dict[str, tuple[str, str]] = {}
+
+    def put_source(self, digest: str, pack: str, source: str) -> None:
+        self._sources[digest] = (pack, source)
+
+    def get_source(self, digest: str) -> tuple[str, str] | None:
+        return self._sources.get(digest)
 
     def save(self, execution_id: str, header: dict[str, Any], runs: list[dict[str, Any]],
              items: list[ItemRecord]) -> None:
         snap = self._snapshots.get(execution_id)
         if snap is None:
-            snap = self._snapshots[execution_id] = Snapshot(header)
-        else:
-            snap.header = header
+            snap = self._snapshots[execution_id] = _Encoded()
+        snap.header = encode(header)
+        snap.status = header["status"]
+        snap.parent_id = header["parent_id"]
+        snap.started_at = header["started_at"] or 0.0
         for rec in runs:
-            snap.runs[rec["id"]] = rec
+            snap.runs[rec["id"]] = encode(rec)
         for run_id, idx, rec in items:
-            snap.items[(run_id, idx)] = rec
+            snap.items[(run_id, idx)] = encode(rec)
 
     def load(self, execution_id: str) -> Snapshot | None:
-        return self._snapshots.get(execution_id)
+        snap = self._snapshots.get(execution_id)
+        if snap is None:
+            return None
+        return Snapshot(decode(snap.header), {k: decode(v) for k, v in snap.runs.items()},
+                        {k: decode(v) for k, v in snap.items.items()})
 
     def headers(self, *, status: str | None = None, limit: int | None = None,
                 parent_id: str | None = None, roots_only: bool = False) -> list[dict[str, Any]]:
-        found = [s.header for s in self._snapshots.values()
-                 if (status is None or s.header["status"] == status)
-                 and (parent_id is None or s.header["parent_id"] == parent_id)
-                 and (not roots_only or s.header["parent_id"] is None)]
-        found.sort(key=lambda h: h.get("created_at") or 0, reverse=True)
-        return found[:limit] if limit is not None else found
+        found = [s for s in self._snapshots.values()
+                 if (status is None or s.status == status)
+                 and (parent_id is None or s.parent_id == parent_id)
+                 and (not roots_only or s.parent_id is None)]
+        found.sort(key=lambda s: s.started_at, reverse=True)
+        if limit is not None:
+            found = found[:limit]
+        return [decode(s.header) for s in found]
 
     def unfinished(self) -> list[str]:
         from attune_actors.engine.state import TERMINAL
 
-        return [k for k, s in self._snapshots.items() if s.header["status"] not in TERMINAL]
+        return [k for k, s in self._snapshots.items() if s.status not in TERMINAL]
 
     def put_definition(self, ref: str, pack: str, source: str) -> None:
         self._definitions[ref] = (pack, source)

@@ -352,6 +352,8 @@ class Renderer:
                 return self._render_nested(value, context)
             except _Failure as failure:
                 raise failure.to_error(where) from failure.__cause__
+        if isinstance(value, str):  # a str subclass: render it as the plain str it holds
+            return self.render(str(value), context, where=where)
         return value
 
     def compile(self, source: str, *, where: str = "") -> Callable[[Mapping[str, Any]], Any]:
@@ -472,6 +474,8 @@ class Renderer:
             return value
         if isinstance(value, dict | list):
             return self._render_nested(value, context)
+        if isinstance(value, str):
+            return self._render_item(str(value), context)
         return value
 
     def _build(self, source: str) -> _Compiled:
@@ -481,8 +485,9 @@ class Renderer:
             for node_type, tag in _REFUSED_TAGS.items():
                 refused = ast.find(node_type)
                 if refused is not None:
-                    raise TemplateSyntaxError(
-                        f"'{{% {tag} %}}' is not allowed in workflow templates", refused.lineno
+                    raise TemplateAssertionError(
+                        f"'{{% {tag} %}}' is not allowed in workflow templates",
+                        refused.lineno,
                     )
             expr = _single_expression(ast)
             if expr is None:

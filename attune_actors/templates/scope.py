@@ -33,8 +33,10 @@ FAILED_STATUSES = frozenset(("failed", "timeout"))
 class Scope(Mapping[str, Any]):
     """A read-only, no-copy view over a mapping; in templates its keys win over its methods.
 
-    In Python, methods keep their meaning (`scope.items()` is the Mapping method) and other
-    attribute names fall back to the keys (`scope.app_name`).
+    Keys first is a template rule (`{{ vars.items }}` is the variable `items`), applied by the
+    environment's `getattr`. In Python a Scope is a plain `Mapping`: `scope["items"]` is the key,
+    `scope.items()` the method, and there is no attribute access to keys (so type checkers still
+    catch typos).
     """
 
     __slots__ = ("_data",)
@@ -56,14 +58,6 @@ class Scope(Mapping[str, Any]):
 
     def get(self, key: str, default: Any = None) -> Any:
         return self._data.get(key, default)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        try:
-            return self._data[name]
-        except KeyError:
-            raise AttributeError(name) from None
 
     def __repr__(self) -> str:
         return f"Scope({self._data!r})"

@@ -171,11 +171,11 @@ async def test_exception_in_an_asked_handler_goes_to_the_asker_and_the_actor_goe
 
 
 async def test_cancelling_the_task_stops_the_actor_abruptly() -> None:
-    log: list[str] = []
+    waiting = asyncio.Event()
 
     class Blocked(AsyncioActor):
         async def on_receive(self, message: Any) -> Any:
-            log.append("waiting")
+            waiting.set()
             await asyncio.Event().wait()
 
     ref = Blocked.start()
@@ -183,8 +183,7 @@ async def test_cancelling_the_task_stops_the_actor_abruptly() -> None:
     queued = ref.ask("queued", block=False)
     task = ref._actor_weakref()._task  # type: ignore[union-attr]
     assert task is not None
-    while log != ["waiting"]:
-        await asyncio.sleep(0)
+    await waiting.wait()
     task.cancel()
     with pytest.raises(pykka.ActorDeadError):
         await pending

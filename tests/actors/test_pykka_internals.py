@@ -1,4 +1,5 @@
-"""One test per pykka internal the actor layer relies on, so a pykka upgrade that changes one fails here.
+"""One test per pykka internal the actor layer relies on, so a pykka upgrade that changes one fails
+here.
 
 pyproject.toml pins pykka to >=4.5,<4.6; widening the pin means re-reading these and pykka's source.
 """
@@ -93,7 +94,8 @@ def test_actor_start_constructs_registers_then_starts_the_loop(
 ) -> None:
     # AsyncioActor.start() replaces pykka's with the same three steps (plus the registry opt-out).
     events: list[str] = []
-    monkeypatch.setattr(ActorRegistry, "register", classmethod(lambda cls, ref: events.append("reg")))
+    register = classmethod(lambda cls, ref: events.append("reg"))
+    monkeypatch.setattr(ActorRegistry, "register", register)
     monkeypatch.setattr(Probe, "_start_actor_loop", lambda self: events.append("loop"))
     original_init = Probe.__init__
     monkeypatch.setattr(
@@ -212,7 +214,16 @@ def test_inbox_protocol_is_put_get_empty() -> None:
 def test_every_public_future_method_is_overridden_by_asyncio_future() -> None:
     # pykka's own implementations block in get(); a method added upstream would too.
     public = {name for name in vars(pykka.Future) if not name.startswith("_")}
-    assert public == {"get", "set", "set_exception", "set_get_hook", "filter", "join", "map", "reduce"}
+    assert public == {
+        "get",
+        "set",
+        "set_exception",
+        "set_get_hook",
+        "filter",
+        "join",
+        "map",
+        "reduce",
+    }
     for name in public | {"__await__", "__iter__", "__init__"}:
         assert name in vars(AsyncioFuture), name
 

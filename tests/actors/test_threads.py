@@ -33,7 +33,6 @@ class Collector(AsyncioActor):
         return None
 
 
-
 async def test_tells_from_many_threads_all_arrive_in_per_sender_order() -> None:
     senders, per_sender = 4, 500
     ref = Collector.start(senders * per_sender)

@@ -1,0 +1,503 @@
+"""Actor layer benchmark: AsyncioActor, a bare asyncio-queue actor (the floor) and pykka's ThreadingActor.
+
+One run measures, side by side:
+
+- tell throughput: N tells from a coroutine (a thread for ThreadingActor), until the last is handled;
+- ask round trips: sequential `await ref.ask(msg, block=False)` (a blocking `ask` for ThreadingActor);
+- start rate and RSS per idle actor at each size (default 10,000 and 100,000 actors), each measured
+  in a fresh subprocess so the figures are not polluted by earlier measurements;
+- for AsyncioActor, a few extra rows: `await proxy.method()`, tells from another thread, and the cost
+  of pykka's ActorRegistry for short-lived actors while N idle actors are registered.
+
+Throughput figures are medians of `--repeat` runs; idle figures medians of `--idle-repeat`
+subprocesses. Ratios compare with the bare floor measured in the same run. Default run: about a
+minute on 2 cores.
+
+    .venv/bin/python bench/actors.py             # the recorded run
+    .venv/bin/python bench/actors.py --quick     # a smoke run, a few seconds
+    .venv/bin/python bench/actors.py --markdown  # same, tables as Markdown
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from importlib.metadata import version
+from typing import Any
+
+import pykka
+
+from attune_actors.actors import AsyncioActor
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+KINDS = ("floor", "asyncio", "threading")
+TITLES = {"floor": "bare asyncio (floor)", "asyncio": "AsyncioActor", "threading": "ThreadingActor"}
+
+
+# -- the three actors ----------------------------------------------------------------------------
+
+
+class BareActor:
+    """The floor: an asyncio.Queue, a task that calls a handler, a loop future per ask."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[tuple[Any, asyncio.Future[Any] | None]] = asyncio.Queue()
+        self.task = self.loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        queue = self.queue
+        while True:
+            message, reply = await queue.get()
+            result = self.on_receive(message)
+            if reply is not None:
+                reply.set_result(result)
+
+    def on_receive(self, message: Any) -> Any:
+        return message
+
+    def tell(self, message: Any) -> None:
+        self.queue.put_nowait((message, None))
+
+    def ask(self, message: Any) -> asyncio.Future[Any]:
+        future = self.loop.create_future()
+        self.queue.put_nowait((message, future))
+        return future
+
+    def stop(self) -> None:
+        self.task.cancel()
+
+
+class Echo(AsyncioActor):
+    def on_receive(self, message: Any) -> Any:
+        return message
+
+    def echo(self, value: Any) -> Any:
+        return value
+
+
+class ShortLived(Echo):
+    """A task-actor stand-in: registered in pykka's ActorRegistry (the default)."""
+
+
+class ShortLivedUnregistered(Echo):
+    use_actor_registry = False
+
+
+class ThreadEcho(pykka.ThreadingActor):
+    use_daemon_thread = True
+
+    def on_receive(self, message: Any) -> Any:
+        return message
+
+
+class Countdown(AsyncioActor):
+    """Resolves `done` when it has handled `n` messages (tells from another thread)."""
+
+    use_actor_registry = False
+
+    def __init__(self, n: int, done: asyncio.Future[None]) -> None:
+        super().__init__()
+        self.left = n
+        self.done = done
+
+    def on_receive(self, message: Any) -> None:
+        self.left -= 1
+        if self.left == 0:
+            self.done.set_result(None)
+
+
+# -- throughput (in this process) ----------------------------------------------------------------
+
+
+def rate(n: int, seconds: float) -> float:
+    return n / seconds if seconds > 0 else float("inf")
+
+
+async def floor_tells(n: int) -> float:
+    actor = BareActor()
+    await actor.ask(None)
+    start = time.perf_counter()
+    for i in range(n):
+        actor.tell(i)
+    await actor.ask(None)
+    elapsed = time.perf_counter() - start
+    actor.stop()
+    return rate(n, elapsed)
+
+
+async def floor_asks(n: int) -> float:
+    actor = BareActor()
+    await actor.ask(None)
+    start = time.perf_counter()
+    for i in range(n):
+        await actor.ask(i)
+    elapsed = time.perf_counter() - start
+    actor.stop()
+    return rate(n, elapsed)
+
+
+async def asyncio_tells(n: int) -> float:
+    ref = Echo.start()
+    await ref.ask(None, block=False)
+    start = time.perf_counter()
+    for i in range(n):
+        ref.tell(i)
+    await ref.ask(None, block=False)
+    elapsed = time.perf_counter() - start
+    await ref.stop(block=False)
+    return rate(n, elapsed)
+
+
+async def asyncio_asks(n: int) -> float:
+    ref = Echo.start()
+    await ref.ask(None, block=False)
+    start = time.perf_counter()
+    for i in range(n):
+        await ref.ask(i, block=False)
+    elapsed = time.perf_counter() - start
+    await ref.stop(block=False)
+    return rate(n, elapsed)
+
+
+async def asyncio_proxy_calls(n: int) -> float:
+    ref = Echo.start()
+    proxy = ref.proxy()
+    await proxy.echo(None)
+    start = time.perf_counter()
+    for i in range(n):
+        await proxy.echo(i)
+    elapsed = time.perf_counter() - start
+    await ref.stop(block=False)
+    return rate(n, elapsed)
+
+
+async def asyncio_thread_tells(n: int) -> float:
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    ref = Countdown.start(n, done)
+    await ref.ask(None, block=False)
+
+    def send() -> None:
+        for i in range(n):
+            ref.tell(i)
+
+    sender = threading.Thread(target=send)
+    start = time.perf_counter()
+    sender.start()
+    await done
+    elapsed = time.perf_counter() - start
+    sender.join()
+    await ref.stop(block=False)
+    return rate(n, elapsed)
+
+
+def threading_tells(n: int) -> float:
+    ref = ThreadEcho.start()
+    ref.ask(None)
+    start = time.perf_counter()
+    for i in range(n):
+        ref.tell(i)
+    ref.ask(None)
+    elapsed = time.perf_counter() - start
+    ref.stop()
+    return rate(n, elapsed)
+
+
+def threading_asks(n: int) -> float:
+    ref = ThreadEcho.start()
+    ref.ask(None)
+    start = time.perf_counter()
+    for i in range(n):
+        ref.ask(i)
+    elapsed = time.perf_counter() - start
+    ref.stop()
+    return rate(n, elapsed)
+
+
+def median_of(repeat: int, measure: Callable[[], float]) -> float:
+    return statistics.median(measure() for _ in range(repeat))
+
+
+def throughput(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    async def on_loop(
+        fn: Callable[[int], Any], n: int
+    ) -> float:  # one loop for all repeats of a figure
+        results = [await fn(n) for _ in range(args.repeat)]
+        return statistics.median(results)
+
+    out: dict[str, dict[str, float]] = {"tell": {}, "ask": {}}
+    out["tell"]["floor"] = asyncio.run(on_loop(floor_tells, args.tells))
+    out["tell"]["asyncio"] = asyncio.run(on_loop(asyncio_tells, args.tells))
+    out["tell"]["threading"] = median_of(args.repeat, lambda: threading_tells(args.thread_tells))
+    out["ask"]["floor"] = asyncio.run(on_loop(floor_asks, args.asks))
+    out["ask"]["asyncio"] = asyncio.run(on_loop(asyncio_asks, args.asks))
+    out["ask"]["threading"] = median_of(args.repeat, lambda: threading_asks(args.thread_asks))
+    out["proxy"] = {"asyncio": asyncio.run(on_loop(asyncio_proxy_calls, args.asks))}
+    out["thread_tell"] = {"asyncio": asyncio.run(on_loop(asyncio_thread_tells, args.tells))}
+    return out
+
+
+# -- idle actors (one subprocess per measurement) -------------------------------------------------
+
+
+def rss_and_vms() -> tuple[int, int]:
+    with open("/proc/self/statm") as statm:
+        size, resident = (int(field) for field in statm.read().split()[:2])
+    return resident * PAGE, size * PAGE
+
+
+async def idle_async(kind: str, n: int, churn: int) -> dict[str, Any]:
+    if kind == "floor":
+        for actor in [BareActor() for _ in range(10)]:  # warm up the code paths
+            await actor.ask(None)
+            actor.stop()
+    else:
+        for ref in [Echo.start() for _ in range(10)]:
+            await ref.ask(None, block=False)
+            await ref.stop(block=False)
+    await asyncio.sleep(0)
+    gc.collect()
+    rss0, vms0 = rss_and_vms()
+    start = time.perf_counter()
+    if kind == "floor":
+        floor = [BareActor() for _ in range(n)]
+        await asyncio.sleep(0)  # every task has run its first step and parked
+        elapsed = time.perf_counter() - start
+        for actor in floor:  # each actor handles one message, like a parked execution
+            await actor.ask(None)
+    else:
+        refs = [Echo.start() for _ in range(n)]
+        await asyncio.sleep(0)  # every actor has run on_start and parked
+        elapsed = time.perf_counter() - start
+        for ref in refs:
+            await ref.ask(None, block=False)
+    gc.collect()
+    rss1, vms1 = rss_and_vms()
+    result: dict[str, Any] = {
+        "start_rate": rate(n, elapsed),
+        "rss_per_actor": (rss1 - rss0) / n,
+        "vms_per_actor": (vms1 - vms0) / n,
+    }
+    if kind == "asyncio" and churn:
+        # Short-lived actors (start, one ask, stop) while the n idle actors are registered.
+        for cls, key in ((ShortLived, "churn_registered"), (ShortLivedUnregistered, "churn_opted_out")):
+            start = time.perf_counter()
+            for _ in range(churn):
+                ref = cls.start()
+                await ref.ask(None, block=False)
+                await ref.stop(block=False)
+            result[key] = rate(churn, time.perf_counter() - start)
+    return result
+
+
+def idle_threading(n: int) -> dict[str, Any]:
+    for ref in [ThreadEcho.start() for _ in range(10)]:
+        ref.ask(None)
+        ref.stop()
+    gc.collect()
+    rss0, vms0 = rss_and_vms()
+    start = time.perf_counter()
+    refs = [ThreadEcho.start() for _ in range(n)]
+    elapsed = time.perf_counter() - start
+    for ref in refs:
+        ref.ask(None)
+    gc.collect()
+    rss1, vms1 = rss_and_vms()
+    return {
+        "start_rate": rate(n, elapsed),
+        "rss_per_actor": (rss1 - rss0) / n,
+        "vms_per_actor": (vms1 - vms0) / n,
+    }
+
+
+def child_main(kind: str, n: int, churn: int) -> None:
+    if kind == "threading":
+        result = idle_threading(n)
+    else:
+        result = asyncio.run(idle_async(kind, n, churn))
+    print(json.dumps(result), flush=True)
+    os._exit(0)  # skip stopping n actors (and joining n threads): the figures are taken
+
+
+def thread_limit() -> int | None:
+    """How many threads this process can have at most (each needs two memory maps)."""
+    try:
+        with open("/proc/sys/vm/max_map_count") as f:
+            return int(f.read()) // 2
+    except OSError:
+        return None
+
+
+def idle(args: argparse.Namespace) -> dict[str, dict[int, dict[str, Any] | str]]:
+    out: dict[str, dict[int, dict[str, Any] | str]] = {kind: {} for kind in KINDS}
+    limit = thread_limit()
+    for n in args.sizes:
+        for kind in KINDS:
+            if kind == "threading" and limit is not None and n > limit * 0.9:
+                out[kind][n] = f"not run: ~{limit} threads max (vm.max_map_count)"
+                continue
+            runs = []
+            for _ in range(args.idle_repeat):
+                command = [sys.executable, __file__, "--child", kind, "--n", str(n)]
+                command += ["--churn", str(args.churn if kind == "asyncio" else 0)]
+                done = subprocess.run(command, capture_output=True, text=True, check=False)
+                if done.returncode != 0:
+                    raise SystemExit(f"{kind} at {n}: {done.stderr.strip()[-2000:]}")
+                runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            out[kind][n] = {
+                key: statistics.median(run[key] for run in runs) for key in runs[0]
+            }
+    return out
+
+
+# -- report ---------------------------------------------------------------------------------------
+
+
+def fmt_rate(value: float) -> str:
+    return f"{value / 1000:,.1f}k/s" if value < 1e6 else f"{value / 1e6:,.2f}M/s"
+
+
+def report(args: argparse.Namespace, thr: dict[str, dict[str, float]], idl: dict[str, Any]) -> str:
+    md = args.markdown
+    rows: list[list[str]] = []
+    header = ["", *(TITLES[k] for k in KINDS), "Asyncio / floor", "Asyncio / Threading"]
+
+    def add(label: str, values: dict[str, float | str], fmt: Callable[[float], str]) -> None:
+        cells = [label]
+        for kind in KINDS:
+            value = values.get(kind)
+            cells.append(fmt(value) if isinstance(value, float | int) else (value or "-"))
+        ours, floor, thread = values.get("asyncio"), values.get("floor"), values.get("threading")
+        cells.append(f"{ours / floor:.2f}x" if _num(ours) and _num(floor) else "")
+        cells.append(f"{ours / thread:.1f}x" if _num(ours) and _num(thread) else "")
+        rows.append(cells)
+
+    add("tell throughput", dict(thr["tell"]), fmt_rate)
+    add("ask round trips", dict(thr["ask"]), fmt_rate)
+    add("await proxy.method()", {"asyncio": thr["proxy"]["asyncio"]}, fmt_rate)
+    add("tell from another thread", {"asyncio": thr["thread_tell"]["asyncio"]}, fmt_rate)
+    for n in args.sizes:
+        add(f"start rate, {n:,} actors", _pick(idl, n, "start_rate"), fmt_rate)
+    for n in args.sizes:
+        add(f"RSS per idle actor, {n:,}", _pick(idl, n, "rss_per_actor"), _kib)
+    for n in args.sizes:
+        add(f"virtual memory per idle actor, {n:,}", _pick(idl, n, "vms_per_actor"), _kib)
+
+    lines = [_table(header, rows, md)]
+    churn_rows = []
+    for n in args.sizes:
+        ours = idl["asyncio"].get(n)
+        if isinstance(ours, dict) and "churn_registered" in ours:
+            reg, opt = ours["churn_registered"], ours["churn_opted_out"]
+            churn_rows.append(
+                [f"{n:,} idle actors registered", fmt_rate(reg), fmt_rate(opt), f"{opt / reg:.1f}x"]
+            )
+    if churn_rows:
+        lines.append("")
+        lines.append(
+            f"Short-lived actors (start, one ask, stop; {args.churn:,} of them) next to N idle "
+            "registered actors:"
+        )
+        lines.append("")
+        head = ["", "registered (default)", "use_actor_registry = False", "gain"]
+        lines.append(_table(head, churn_rows, md))
+
+    tell_ratio = thr["tell"]["asyncio"] / thr["tell"]["floor"]
+    ask_ratio = thr["ask"]["asyncio"] / thr["ask"]["floor"]
+    vs_threads = thr["ask"]["asyncio"] / thr["ask"]["threading"]
+    worst_rss = max(
+        v["rss_per_actor"] for v in idl["asyncio"].values() if isinstance(v, dict)
+    )
+    goals = [
+        ("tell >= 0.6x floor", f"{tell_ratio:.2f}x", tell_ratio >= 0.6),
+        ("ask >= 0.6x floor", f"{ask_ratio:.2f}x", ask_ratio >= 0.6),
+        ("<= 8 KiB RSS per idle actor", _kib(worst_rss), worst_rss <= 8 * 1024),
+        ("ask >= 5x ThreadingActor", f"{vs_threads:.1f}x", vs_threads >= 5),
+    ]
+    lines.append("")
+    lines.append("Goals:")
+    lines.append("")
+    lines.append(
+        _table(["goal", "measured", ""], [[g, m, "met" if ok else "MISSED"] for g, m, ok in goals], md)
+    )
+    return "\n".join(lines)
+
+
+def _num(value: object) -> bool:
+    return isinstance(value, float | int) and value > 0
+
+
+def _kib(value: float) -> str:
+    return f"{value / 1024:,.1f} KiB" if value < 1024 * 1024 else f"{value / 1024 / 1024:,.1f} MiB"
+
+
+def _pick(idl: dict[str, Any], n: int, key: str) -> dict[str, float | str]:
+    picked: dict[str, float | str] = {}
+    for kind in KINDS:
+        entry = idl[kind].get(n)
+        picked[kind] = entry[key] if isinstance(entry, dict) else (entry or "-")
+    return picked
+
+
+def _table(header: list[str], rows: list[list[str]], markdown: bool) -> str:
+    if markdown:
+        out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        out += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(out)
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    return "\n".join(fmt.format(*row) for row in [header, *rows])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10000,100000", help="idle actor counts")
+    parser.add_argument("--tells", type=int, default=200_000)
+    parser.add_argument("--asks", type=int, default=50_000)
+    parser.add_argument("--thread-tells", type=int, default=100_000)
+    parser.add_argument("--thread-asks", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=5, help="runs per throughput figure")
+    parser.add_argument("--idle-repeat", type=int, default=3, help="subprocesses per idle figure")
+    parser.add_argument("--churn", type=int, default=1000, help="short-lived actors per churn run")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    parser.add_argument("--json", metavar="FILE", help="also write the raw figures to FILE")
+    parser.add_argument("--child", choices=KINDS, help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child_main(args.child, args.n, args.churn)
+        return
+    if args.quick:
+        args.sizes, args.tells, args.asks = "2000", 20_000, 5_000
+        args.thread_tells, args.thread_asks, args.repeat, args.idle_repeat = 10_000, 2_000, 1, 1
+        args.churn = 100
+    args.sizes = [int(size) for size in args.sizes.split(",")]
+
+    began = time.perf_counter()
+    thr = throughput(args)
+    idl = idle(args)
+    print(
+        f"Python {platform.python_version()}, pykka {version('pykka')}, "
+        f"{os.cpu_count()} CPUs, {platform.machine()}; medians of {args.repeat} runs "
+        f"(idle: {args.idle_repeat} subprocesses); {time.perf_counter() - began:.0f} s"
+    )
+    print()
+    print(report(args, thr, idl))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"throughput": thr, "idle": idl}, f, indent=2, default=str)
+
+
+if __name__ == "__main__":
+    main()
