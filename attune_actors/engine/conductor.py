@@ -255,7 +255,7 @@ class Conductor:
 
     def take_dirty(self) -> tuple[list[TaskRun], list[tuple[str, int, ItemRun]]]:
         """Runs and items changed since the last call (the snapshot delta besides the header)."""
-        runs = [self.runs[r] for r in self._dirty_runs]
+        runs = sorted((self.runs[r] for r in self._dirty_runs), key=lambda r: r.seq)
         items = []
         for run_id, idx in self._dirty_items:
             run = self.runs[run_id]

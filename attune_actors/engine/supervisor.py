@@ -178,6 +178,9 @@ class WorkflowSupervisor(AsyncioActor):
         changed = c.status != self._last_status
         if self._rt.events.active:
             root = self._rt.root_of(c.id)
+            # A workflow's own change frames its tasks': `running` before them, an end after them.
+            if changed and c.status not in TERMINAL:
+                self._publish_status(root)
             for run in runs:
                 key = (run.status, run.attempts)
                 if self._emitted.get(run.id) != key:
@@ -188,11 +191,8 @@ class WorkflowSupervisor(AsyncioActor):
                         doc["items_done"] = sum(1 for it in run.items if it.status in TERMINAL)
                         doc["items_total"] = len(run.items)
                     self._rt.publish({"type": "task", "execution_id": c.id, "root_id": root, **doc})
-            if changed:
-                self._rt.publish({"type": "execution", "execution_id": c.id, "root_id": root,
-                                  "id": c.id, "ref": c.spec.ref, "status": c.status,
-                                  "started_at": iso(c.started_at), "ended_at": iso(c.ended_at),
-                                  "parent_id": c.parent_id, "output": c.output, "error": c.error})
+            if changed and c.status in TERMINAL:
+                self._publish_status(root)
         if changed:
             self._last_status = c.status
             if self._link is not None and c.status in (PAUSED, RUNNING):
@@ -200,6 +200,13 @@ class WorkflowSupervisor(AsyncioActor):
                     self._link.ref.tell(ChildStatus(self._link.run_id, self._link.attempt, c.status))
                 except ActorDeadError:
                     pass
+
+    def _publish_status(self, root: str) -> None:
+        c = self._c
+        self._rt.publish({"type": "execution", "execution_id": c.id, "root_id": root, "id": c.id,
+                          "ref": c.spec.ref, "status": c.status, "started_at": iso(c.started_at),
+                          "ended_at": iso(c.ended_at), "parent_id": c.parent_id, "output": c.output,
+                          "error": c.error})
 
     def _end_task_actor(self, run_id: str, pending: dict[str, list[ActionRun]]) -> None:
         if run_id in pending:

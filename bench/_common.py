@@ -1,0 +1,157 @@
+"""Helpers shared by the benchmarks: event loops, CPU pinning, RSS, child processes, tables.
+
+Nothing here imports attune_actors, so any benchmark can use it before choosing what to import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+LOOPS = ("asyncio", "uvloop")
+
+
+# -- event loops ---------------------------------------------------------------------------------
+
+
+def loop_available(name: str) -> bool:
+    if name == "asyncio":
+        return True
+    try:
+        __import__(name)
+    except ImportError:
+        return False
+    return True
+
+
+def run_on_loop(name: str, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run `main()` on a fresh event loop of the named kind ("asyncio" or "uvloop")."""
+    if name == "uvloop":
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(main())
+    if name != "asyncio":
+        raise ValueError(f"unknown loop {name!r}")
+    with asyncio.Runner() as runner:
+        return runner.run(main())
+
+
+# -- process ---------------------------------------------------------------------------------------
+
+
+def pin_to_cpu(cpu: int | None) -> int | None:
+    """Pin this process (and the threads it starts later) to one CPU; returns it, or None if not pinned."""
+    if cpu is None or not hasattr(os, "sched_setaffinity"):
+        return None
+    os.sched_setaffinity(0, {cpu})
+    return cpu
+
+
+def default_cpu() -> int | None:
+    """The CPU children are pinned to by default: the last one this process may run on."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    return max(os.sched_getaffinity(0))
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process now (from /proc/self/statm)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * PAGE
+
+
+def run_child(command: Sequence[str], *, timeout: float | None = None) -> dict[str, Any]:
+    """Run a benchmark child; it prints one JSON document as its last stdout line. stderr passes through."""
+    try:
+        done = subprocess.run(list(command), stdout=subprocess.PIPE, text=True, check=False,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"child timed out after {timeout:.0f} s"}
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        return {"error": f"child exited with status {done.returncode}"}
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def emit(result: dict[str, Any]) -> None:
+    """A child's answer: one JSON line on stdout."""
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# -- figures ---------------------------------------------------------------------------------------
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def timed(start: float) -> float:
+    return time.perf_counter() - start
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    versions = {}
+    for dist in ("attune-actors", "pykka", "uvloop", "msgpack", "jinja2"):
+        try:
+            versions[dist] = version(dist)
+        except PackageNotFoundError:
+            versions[dist] = None
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "versions": versions,
+    }
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, markdown: bool = False,
+          right: Sequence[bool] | None = None) -> str:
+    """A plain-text (aligned) or Markdown table."""
+    right = list(right) if right is not None else [False] * len(headers)
+    if markdown:
+        out = ["| " + " | ".join(headers) + " |",
+               "|" + "|".join("---:" if r else "---" for r in right) + "|"]
+        out += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(out)
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if r else c.ljust(w)
+                         for c, w, r in zip(cells, widths, right, strict=True)).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
