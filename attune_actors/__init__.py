@@ -17,19 +17,19 @@ from attune_actors.errors import (
 
 __all__ = [
     "ActionError",
-    "Engine",
-    "Execution",
-    "Status",
-    "TaskRunInfo",
-    "WorkflowInfo",
     "AttuneError",
     "ConfigError",
+    "Engine",
+    "Execution",
     "InquiryResponseError",
     "NotFoundError",
     "ParameterError",
+    "Status",
     "StoreError",
+    "TaskRunInfo",
     "TemplateError",
     "TransportError",
     "ValidationError",
+    "WorkflowInfo",
 ]
 __version__ = "0.1.0"

@@ -51,8 +51,14 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run one workflow in an embedded engine and wait for it")
     run.add_argument("ref", help="workflow ref, e.g. examples.deploy")
-    run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                     help="a parameter, converted to its declared type (JSON for arrays/objects)")
+    run.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a parameter, converted to its declared type (JSON for arrays/objects)",
+    )
     run.add_argument("--params-file", help="JSON or YAML file of parameters (-p wins)")
     run.add_argument("--packs", action="append", metavar="DIR", help="folder of pack folders (repeatable)")
     run.add_argument("--data-dir", help="data directory (default .attune)")
@@ -72,10 +78,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config, overrides={"packs": args.packs, "data_dir": args.data_dir,
-                                                     "logging": {"level": args.log_level}})
-    logging.basicConfig(level=settings.logging.level.upper(), format=settings.logging.format,
-                        stream=sys.stderr)
+    settings = load_settings(
+        args.config,
+        overrides={
+            "packs": args.packs,
+            "data_dir": args.data_dir,
+            "logging": {"level": args.log_level},
+        },
+    )
+    logging.basicConfig(
+        level=settings.logging.level.upper(), format=settings.logging.format, stream=sys.stderr
+    )
     return asyncio.run(_run_async(args, settings))
 
 
@@ -152,8 +165,12 @@ def validate_paths(paths: list[str]) -> list[AttuneError]:
         if path.is_file():
             pack = next((p for p in path.resolve().parents if (p / "pack.yaml").is_file()), None)
             if pack is None:
-                problems.append(AttuneError("not inside a pack (no pack.yaml above it)",
-                                            location=Location(str(path), 1, 1)))
+                problems.append(
+                    AttuneError(
+                        "not inside a pack (no pack.yaml above it)",
+                        location=Location(str(path), 1, 1),
+                    )
+                )
                 continue
             roots.append(pack)
             files.add(path.resolve())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]
 
 from attune_actors.errors import StoreError
 
@@ -19,7 +19,8 @@ _packer = msgpack.Packer(use_bin_type=True, datetime=False)
 def encode(value: Any) -> bytes:
     """Plain data -> bytes. Tuples become lists; anything not JSON-like is an error."""
     try:
-        return _packer.pack(value)
+        packed: bytes = _packer.pack(value)
+        return packed
     except (TypeError, ValueError, OverflowError) as exc:
         raise StoreError(f"cannot encode value: {exc}") from None
 
@@ -28,5 +29,11 @@ def decode(data: bytes) -> Any:
     """bytes -> plain data (lists, never tuples; str keys)."""
     try:
         return msgpack.unpackb(data, raw=False, strict_map_key=False)
-    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+    except (
+        ValueError,
+        TypeError,
+        msgpack.ExtraData,
+        msgpack.FormatError,
+        msgpack.StackError,
+    ) as exc:
         raise StoreError(f"cannot decode stored value: {exc}") from None

@@ -97,7 +97,8 @@ def load_settings(
         merged = _read_file(Path(path))
     _merge(merged, _from_env(environ))
     _merge(merged, _drop_none(overrides or {}))
-    return _build(Settings, merged, "")
+    settings: Settings = _build(Settings, merged, "")
+    return settings
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -120,7 +121,7 @@ def _from_env(environ: typing.Mapping[str, str]) -> dict[str, Any]:
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}CONFIG":
             continue
-        path = name[len(ENV_PREFIX):].lower().split("__")
+        path = name[len(ENV_PREFIX) :].lower().split("__")
         node = result
         for part in path[:-1]:
             node = node.setdefault(part, {})

@@ -85,9 +85,7 @@ class ActionError(AttuneError):
     so the task run keeps what the action produced even when it failed.
     """
 
-    def __init__(
-        self, message: str, *, result: object = None, location: Location | None = None
-    ) -> None:
+    def __init__(self, message: str, *, result: object = None, location: Location | None = None) -> None:
         super().__init__(message, location=location)
         self.result = result
 

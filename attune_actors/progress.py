@@ -12,8 +12,16 @@ from typing import TextIO
 from attune_actors.engine.execution import Execution, TaskRunInfo
 
 _SYMBOL = {
-    "succeeded": "✔", "failed": "✘", "timeout": "⏱", "canceled": "⊘", "abandoned": "✘",
-    "running": "▶", "pending": "?", "delayed": "…", "scheduled": "·", "paused": "‖",
+    "succeeded": "✔",
+    "failed": "✘",
+    "timeout": "⏱",
+    "canceled": "⊘",
+    "abandoned": "✘",
+    "running": "▶",
+    "pending": "?",
+    "delayed": "…",
+    "scheduled": "·",
+    "paused": "‖",
 }
 
 
@@ -23,8 +31,11 @@ def _duration(run: TaskRunInfo) -> str:
     if run.started_at is None:
         return ""
     start = datetime.fromisoformat(run.started_at.replace("Z", "+00:00")).timestamp()
-    end = (datetime.fromisoformat(run.ended_at.replace("Z", "+00:00")).timestamp()
-           if run.ended_at else time.time())
+    end = (
+        datetime.fromisoformat(run.ended_at.replace("Z", "+00:00")).timestamp()
+        if run.ended_at
+        else time.time()
+    )
     return f"{end - start:6.2f}s"
 
 
@@ -63,7 +74,9 @@ class Progress:
             key = (run.status.value, run.attempts)
             if self._seen.get(run.id) != key:
                 self._seen[run.id] = key
-                self.stream.write(f"  {run.name:<24} {run.status.value:<10} {_duration(run)}{_describe(run)}\n")
+                self.stream.write(
+                    f"  {run.name:<24} {run.status.value:<10} {_duration(run)}{_describe(run)}\n"
+                )
         self.stream.flush()
 
     def _redraw(self, execution: Execution) -> None:

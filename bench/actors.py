@@ -324,7 +324,9 @@ def child_main(kind: str, n: int, churn: int) -> None:
     if kind == "threading":
         result = idle_threading(n)
     else:
-        result = asyncio.run(idle_async(kind, n, churn))
+        # Not asyncio.run(): on exit it would cancel the n actor tasks one by one, and each
+        # cancelled AsyncioActor leaves pykka's registry by a linear scan (O(n^2) in all).
+        result = asyncio.new_event_loop().run_until_complete(idle_async(kind, n, churn))
     print(json.dumps(result), flush=True)
     os._exit(0)  # skip stopping n actors (and joining n threads): the figures are taken
 

@@ -79,6 +79,7 @@ class AsyncioFuture(Future[T]):
     _value: Any = None
     _exc_info: OptExcInfo | None = None
     _waiter: asyncio.Future[None] | None = None  # parks the awaiting task(s) of one loop
+    _waiter_thread: int = 0  # the thread running that loop
     _event: threading.Event | None = None  # created only when a thread blocks in get()
     _callbacks: list[Callable[[AsyncioFuture[T]], None]] | None = None
 
@@ -130,12 +131,11 @@ class AsyncioFuture(Future[T]):
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
-            waiter_loop = waiter.get_loop()
-            if _get_running_loop() is waiter_loop:
+            if threading.get_ident() == self._waiter_thread:
                 _wake_waiter(waiter)
             else:
                 with contextlib.suppress(RuntimeError):  # that loop is closed: nobody to wake
-                    waiter_loop.call_soon_threadsafe(_wake_waiter, waiter)
+                    waiter.get_loop().call_soon_threadsafe(_wake_waiter, waiter)
         event = self._event
         if event is not None:
             event.set()
@@ -233,6 +233,7 @@ class AsyncioFuture(Future[T]):
                 return (yield from loop.run_in_executor(None, self._await_get_hook).__await__())
             waiter = self._waiter
             if waiter is None or waiter.done():
+                self._waiter_thread = threading.get_ident()
                 waiter = self._waiter = loop.create_future()
             elif waiter.get_loop() is not loop:  # another loop is already waiting for this future
                 waiter = loop.create_future()

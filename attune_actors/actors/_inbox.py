@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from typing import Any
 
 from pykka import ActorDeadError
@@ -20,7 +21,9 @@ __all__ = ["AsyncioInbox"]
 
 logger = logging.getLogger("attune_actors.actors")
 
-_get_running_loop = asyncio._get_running_loop
+# `asyncio._get_running_loop()` costs a getpid() system call on Python 3.11; the thread id is enough,
+# since the actor's loop runs on the thread that created the actor.
+_get_ident = threading.get_ident
 
 
 def reject(envelope: Envelope[Any], owner: object) -> None:
@@ -45,10 +48,11 @@ class AsyncioInbox:
     tells from the loop thread raise it, tells that arrive from other threads are dropped.
     """
 
-    __slots__ = ("_closed", "_items", "_loop", "_owner", "_waiter")
+    __slots__ = ("_closed", "_items", "_loop", "_owner", "_thread_id", "_waiter")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, owner: object = "actor") -> None:
         self._loop = loop
+        self._thread_id = _get_ident()  # created on the loop's thread (it runs the loop)
         self._items: list[Envelope[Any]] = []
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
@@ -61,7 +65,7 @@ class AsyncioInbox:
 
     def put(self, envelope: Envelope[Any], /) -> None:
         """Queue an envelope from any thread; never blocks."""
-        if _get_running_loop() is not self._loop:
+        if _get_ident() != self._thread_id:
             try:
                 self._loop.call_soon_threadsafe(self._deliver, envelope)
             except RuntimeError:  # the loop is closed: the actor is gone with it

@@ -97,4 +97,14 @@ class Finished:
     status: str
 
 
-Command = Dispatch | StartChild | OpenInquiry | CloseInquiry | SetTimer | StopRun | ControlChild | RunEnded | Finished
+Command = (
+    Dispatch
+    | StartChild
+    | OpenInquiry
+    | CloseInquiry
+    | SetTimer
+    | StopRun
+    | ControlChild
+    | RunEnded
+    | Finished
+)

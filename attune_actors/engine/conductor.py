@@ -48,8 +48,8 @@ from attune_actors.engine.state import (
     iso,
 )
 from attune_actors.errors import AttuneError, ParameterError, TemplateError
-from attune_actors.spec.params import apply_params
 from attune_actors.spec.model import ActionSpec, RetryPolicy, TaskSpec, Transition, WorkflowSpec
+from attune_actors.spec.params import apply_params
 from attune_actors.templates import Renderer
 
 log = logging.getLogger("attune_actors.engine")
@@ -143,8 +143,14 @@ class Conductor:
         return self._flush()
 
     def on_attempt_ended(
-        self, run_id: str, item: int | None, attempt: int, status: str, result: Any,
-        error: str | None, now: float,
+        self,
+        run_id: str,
+        item: int | None,
+        attempt: int,
+        status: str,
+        result: Any,
+        error: str | None,
+        now: float,
     ) -> list[Command]:
         """An action attempt, nested workflow or inquiry ended. Stale or duplicate reports are ignored."""
         self._step(now)
@@ -154,8 +160,8 @@ class Conductor:
         target: TaskRun | ItemRun
         if item is None:
             target = run
-        elif run.items is not None and 0 <= item < len(run.items):
-            target = run.items[item]
+        elif run.item_runs is not None and 0 <= item < len(run.item_runs):
+            target = run.item_runs[item]
         else:
             return self._flush()
         if target.attempts != attempt or target.status not in (RUNNING, PENDING):
@@ -183,13 +189,13 @@ class Conductor:
             run = self.runs.get(key[1])
             idx = key[2]
             if run is not None and not run.terminal:
-                target = run if idx is None else run.items[idx] if run.items else None
+                target = run if idx is None else run.item_runs[idx] if run.item_runs else None
                 if target is not None and target.status == DELAYED:
                     self._gated(run, idx, _RETRY)
         elif kind == "inquiry":
             run = self.runs.get(key[1])
             if run is not None and run.status == PENDING and run.inquiry_id == key[2]:
-                self._out.append(CloseInquiry(run.inquiry_id, TIMEOUT))
+                self._out.append(CloseInquiry(key[2], TIMEOUT))
                 self._attempt_ended(run, None, run, TIMEOUT, None, "the inquiry expired unanswered")
         self._progress()
         return self._flush()
@@ -259,8 +265,8 @@ class Conductor:
         items = []
         for run_id, idx in self._dirty_items:
             run = self.runs[run_id]
-            if run.items is not None:
-                items.append((run_id, idx, run.items[idx]))
+            if run.item_runs is not None:
+                items.append((run_id, idx, run.item_runs[idx]))
         self._dirty_runs.clear()
         self._dirty_items.clear()
         return runs, items
@@ -268,18 +274,31 @@ class Conductor:
     def header(self) -> dict[str, Any]:
         """The execution-level record: everything but runs and items."""
         return {
-            "id": self.id, "ref": self.spec.ref, "status": self.status, "vars": self.vars,
-            "output": self.output, "error": self.error, "started_at": self.started_at,
-            "ended_at": self.ended_at, "parent_id": self.parent_id, "seq": self.seq,
-            "inflight": self.in_flight, "paused_children": sorted(self.paused_children),
-            "failing": self.failing, "ending": self.ending,
+            "id": self.id,
+            "ref": self.spec.ref,
+            "status": self.status,
+            "vars": self.vars,
+            "output": self.output,
+            "error": self.error,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "parent_id": self.parent_id,
+            "seq": self.seq,
+            "inflight": self.in_flight,
+            "paused_children": sorted(self.paused_children),
+            "failing": self.failing,
+            "ending": self.ending,
             "barriers": {k: [sorted(v[0]), v[1]] for k, v in self.barriers.items()},
             "timers": [[list(k), at] for k, at in self.timers.items()],
             "staged": [list(s) for s in self.staged],
         }
 
-    def restore(self, header: dict[str, Any], runs: list[dict[str, Any]],
-                items: list[tuple[str, int, list[Any]]]) -> None:
+    def restore(
+        self,
+        header: dict[str, Any],
+        runs: list[dict[str, Any]],
+        items: list[tuple[str, int, list[Any]]],
+    ) -> None:
         """Rebuild state from snapshot records (the inverse of header/take_dirty)."""
         self.status = header["status"]
         self.vars.update(header["vars"])
@@ -297,10 +316,10 @@ class Conductor:
             self.latest[run.task] = run
             if not run.terminal:
                 self.active.add(run.id)
-        for run_id, idx, rec in items:
-            run = self.runs[run_id]
-            if run.items is not None:
-                run.items[idx] = ItemRun.from_record(rec)
+        for run_id, idx, item in items:
+            owner = self.runs[run_id]
+            if owner.item_runs is not None:
+                owner.item_runs[idx] = ItemRun.from_record(item)
 
     def recovery_commands(self, now: float) -> list[Command]:
         """After `restore`: re-arm timers and re-dispatch attempts whose result was not recorded.
@@ -313,12 +332,15 @@ class Conductor:
             self._out.append(SetTimer(key, at))
         for run_id in sorted(self.active, key=lambda r: self.runs[r].seq):
             run = self.runs[run_id]
-            if run.items is not None:
-                for idx, item in enumerate(run.items):
+            if run.item_runs is not None:
+                for idx, item in enumerate(run.item_runs):
                     if item.status == RUNNING and item.input is not None:
                         self._redispatch(run, idx, item.attempts, item.input)
-            elif run.status == RUNNING and run.input is not None and not self.graph.tasks.get(
-                run.task, TaskSpec(name="")).is_parallel:
+            elif (
+                run.status == RUNNING
+                and run.input is not None
+                and not self.graph.tasks.get(run.task, TaskSpec(name="")).is_parallel
+            ):
                 if run.child_id is not None:
                     continue  # the child execution is recovered on its own and reports back
                 self._redispatch(run, None, run.attempts, run.input)
@@ -328,17 +350,23 @@ class Conductor:
     def _redispatch(self, run: TaskRun, idx: int | None, attempt: int, inp: dict[str, Any]) -> None:
         task = self._task_spec(run.task)
         assert task.action is not None
-        self._out.append(Dispatch(run.id, run.task, idx, attempt, self._actions(task.action), inp,
-                                  run.deadline))
+        self._out.append(
+            Dispatch(run.id, run.task, idx, attempt, self._actions(task.action), inp, run.deadline)
+        )
 
     # ------------------------------------------------------------------ documents
 
     def document(self, mask: Callable[[Any], Any] | None = None) -> dict[str, Any]:
         """The execution document (SPEC section 6) as it is now."""
         doc = {
-            "id": self.id, "ref": self.spec.ref, "status": self.status,
-            "parameters": self.parameters, "output": self.output, "error": self.error,
-            "started_at": iso(self.started_at), "ended_at": iso(self.ended_at),
+            "id": self.id,
+            "ref": self.spec.ref,
+            "status": self.status,
+            "parameters": self.parameters,
+            "output": self.output,
+            "error": self.error,
+            "started_at": iso(self.started_at),
+            "ended_at": iso(self.ended_at),
             "parent_id": self.parent_id,
             "tasks": [run.document() for run in self.runs.values()],
         }
@@ -355,8 +383,11 @@ class Conductor:
         return out
 
     def _children(self) -> list[str]:
-        return [r.child_id for r in (self.runs[i] for i in self.active)
-                if r.child_id is not None and r.status == RUNNING]
+        return [
+            r.child_id
+            for r in (self.runs[i] for i in self.active)
+            if r.child_id is not None and r.status == RUNNING
+        ]
 
     def _task_spec(self, name: str) -> TaskSpec:
         spec = self.graph.tasks.get(name) or self.spec.task(name)
@@ -434,7 +465,7 @@ class Conductor:
         if kind == _BEGIN:
             self._close_run(run, CANCELED if run.started_at is None else FAILED)
         elif kind == _RETRY:
-            target = run if idx is None else run.items[idx]  # type: ignore[index]
+            target = run if idx is None else run.item_runs[idx]  # type: ignore[index]
             last = FAILED
             self._attempt_ended(run, idx, target, last, target.result, target.error, retry=False)
         else:
@@ -457,11 +488,15 @@ class Conductor:
                 self._template_failure(run, exc)
                 return
             if isinstance(items, (str, bytes)) or not isinstance(items, (list, tuple)):
-                self._template_failure(run, TemplateError(
-                    f"{self.spec.ref} task {task.name} with_items must render to a list, "
-                    f"got {type(items).__name__}"))
+                self._template_failure(
+                    run,
+                    TemplateError(
+                        f"{self.spec.ref} task {task.name} with_items must render to a list, "
+                        f"got {type(items).__name__}"
+                    ),
+                )
                 return
-            run.items = [ItemRun() for _ in items]
+            run.item_runs = [ItemRun() for _ in items]
             run.input = {"items": list(items)}  # kept until the run ends, to render items after a crash
             if not items:
                 self._close_run(run, SUCCEEDED, result=[])
@@ -472,9 +507,9 @@ class Conductor:
 
     def _fill_items(self, run: TaskRun) -> None:
         task = self._task_spec(run.task)
-        assert run.items is not None
-        limit = task.batch_size or len(run.items)
-        while run.next_item < len(run.items) and run.inflight < limit:
+        assert run.item_runs is not None
+        limit = task.batch_size or len(run.item_runs)
+        while run.next_item < len(run.item_runs) and run.inflight < limit:
             gate = self._gate()
             if gate != "open":
                 if gate == "stage" and (_ITEMS, run.id, None) not in self.staged:
@@ -492,7 +527,7 @@ class Conductor:
         """Dispatch the next attempt of the run (or of one of its items)."""
         task = self._task_spec(run.task)
         assert task.action is not None
-        target: TaskRun | ItemRun = run if idx is None else run.items[idx]  # type: ignore[index]
+        target: TaskRun | ItemRun = run if idx is None else run.item_runs[idx]  # type: ignore[index]
         try:
             action = self._actions(task.action)
         except AttuneError as exc:
@@ -503,8 +538,9 @@ class Conductor:
                 inp = self._render(task.input, f"task {task.name} input")
             else:
                 assert run.input is not None
-                inp = self._render(task.input, f"task {task.name} input", item=run.input["items"][idx],
-                                   index=idx)
+                inp = self._render(
+                    task.input, f"task {task.name} input", item=run.input["items"][idx], index=idx
+                )
         except TemplateError as exc:
             if idx is None:
                 self._template_failure(run, exc)
@@ -519,8 +555,12 @@ class Conductor:
         if action.runner_type != "workflow":
             # The action's own declarations: defaults filled in, types and enums checked.
             try:
-                inp = apply_params(action.parameters, inp, owner=f"task '{task.name}' (action {action.ref})",
-                                   allow_extra=action.additional_parameters)
+                inp = apply_params(
+                    action.parameters,
+                    inp,
+                    owner=f"task '{task.name}' (action {action.ref})",
+                    allow_extra=action.additional_parameters,
+                )
             except ParameterError as exc:
                 self._attempt_ended(run, idx, target, FAILED, None, exc.message, retry=False)
                 return
@@ -552,22 +592,29 @@ class Conductor:
 
     def _item_failure(self, run: TaskRun, idx: int, exc: AttuneError) -> None:
         """An item's input failed to render: the item fails before dispatch, and the workflow fails."""
-        assert run.items is not None
+        assert run.item_runs is not None
         self._fail(exc.message, run.task)
-        item = run.items[idx]
+        item = run.item_runs[idx]
         item.status, item.error, item.ended_at = FAILED, exc.message, self.now
         run.inflight -= 1
         if run.error is None:
             run.error = f"item {idx}: {exc.message}"
-        run.next_item = len(run.items)
+        run.next_item = len(run.item_runs)
         self._touch(run, idx)
         self._maybe_finish_items(run)
 
     # -- ending attempts and runs --------------------------------------------------------------
 
     def _attempt_ended(
-        self, run: TaskRun, idx: int | None, target: TaskRun | ItemRun, status: str, result: Any,
-        error: str | None, *, retry: bool = True,
+        self,
+        run: TaskRun,
+        idx: int | None,
+        target: TaskRun | ItemRun,
+        status: str,
+        result: Any,
+        error: str | None,
+        *,
+        retry: bool = True,
     ) -> None:
         target.result = result
         target.error = error
@@ -593,7 +640,7 @@ class Conductor:
             run.inflight -= 1
             if status != SUCCEEDED and run.error is None:
                 run.error = f"item {idx}: {error or status}"
-                run.next_item = len(run.items or ())  # no new item starts after a failure
+                run.next_item = len(run.item_runs or ())  # no new item starts after a failure
             self._fill_items(run)
 
     def _should_retry(self, run: TaskRun, target: TaskRun | ItemRun) -> bool:
@@ -612,21 +659,19 @@ class Conductor:
         return True
 
     def _maybe_finish_items(self, run: TaskRun) -> None:
-        if run.terminal or run.items is None or run.inflight > 0:
+        if run.terminal or run.item_runs is None or run.inflight > 0:
             return
-        remaining = run.next_item < len(run.items)
+        remaining = run.next_item < len(run.item_runs)
         if remaining and run.error is None and not self.failing and self.ending is None:
             return  # staged: more items run on resume
-        for idx, item in enumerate(run.items):
+        for idx, item in enumerate(run.item_runs):
             if item.status == SCHEDULED:  # never started: its result stays null
                 item.status = CANCELED
                 self._touch(run, idx)
-        failed = next((it for it in run.items if it.status not in (SUCCEEDED, CANCELED)), None)
-        if failed is None and remaining:
-            status = CANCELED
-        else:
-            status = SUCCEEDED if failed is None else FAILED
-        self._close_run(run, status, result=[it.result for it in run.items], keep_error=True)
+        failed = next((it for it in run.item_runs if it.status not in (SUCCEEDED, CANCELED)), None)
+        # Items left unrun without a failure: the run was canceled (cancel or workflow timeout).
+        status = FAILED if failed is not None else CANCELED if remaining else SUCCEEDED
+        self._close_run(run, status, result=[it.result for it in run.item_runs], keep_error=True)
 
     def _close_run(self, run: TaskRun, status: str, *, result: Any = None, keep_error: bool = False) -> None:
         run.status = status
@@ -670,7 +715,7 @@ class Conductor:
             for i, tr in enumerate(task.next):
                 if not self._truthy(tr.when, f"{where} next[{i}].when"):
                     continue
-                if "retry" in tr.do and run.status != SUCCEEDED and run.items is None:
+                if "retry" in tr.do and run.status != SUCCEEDED and run.item_runs is None:
                     limit = task.retry.count if task.retry else _COMMAND_RETRY_COUNT
                     if run.attempts <= limit and not self.failing:
                         self._reopen(run)
@@ -752,7 +797,7 @@ class Conductor:
         self._drop_staged()
         for run_id in sorted(self.active, key=lambda r: self.runs[r].seq):
             run = self.runs[run_id]
-            if run.terminal or run.group is not None and stop_running:
+            if run.terminal or (run.group is not None and stop_running):
                 continue  # sub-task runs are stopped with their group below
             if run.status == PENDING and run.inquiry_id is not None:
                 self._out.append(CloseInquiry(run.inquiry_id, CANCELED))
@@ -767,8 +812,8 @@ class Conductor:
 
     def _drop_waits(self, run: TaskRun) -> None:
         """Attempts waiting for a retry will not get it: they end as their last attempt did."""
-        if run.items is not None:
-            for idx, item in enumerate(run.items):
+        if run.item_runs is not None:
+            for idx, item in enumerate(run.item_runs):
                 if item.status == DELAYED:
                     self._attempt_ended(run, idx, item, FAILED, item.result, item.error, retry=False)
             self._maybe_finish_items(run)
@@ -784,8 +829,8 @@ class Conductor:
                 else:
                     self._stop_run(sub)
             return
-        if run.items is not None:
-            for idx, item in enumerate(run.items):
+        if run.item_runs is not None:
+            for idx, item in enumerate(run.item_runs):
                 if item.status == RUNNING:
                     self.in_flight -= 1
                     self._out.append(StopRun(run.id, idx, item.attempts))
@@ -824,12 +869,17 @@ class Conductor:
             if fired or not arrived:
                 continue
             missing = self.graph.inbound[target] - arrived
-            active_tasks = {self.runs[r].task for r in self.active}
-            active_tasks |= {self.runs[self.runs[r].group].task for r in self.active  # type: ignore[index]
-                             if self.runs[r].group is not None}
+            # A sub-task run counts as its group: the group's transitions are what reach on.
+            active_tasks = {self._top_task(self.runs[r]) for r in self.active}
             if not any(self.graph.can_reach(a, m) for a in active_tasks for m in missing):
-                self._fail(f"unreachable join: task '{target}' waits for {', '.join(sorted(missing))}, "
-                           "which can no longer run", target)
+                self._fail(
+                    f"unreachable join: task '{target}' waits for {', '.join(sorted(missing))}, "
+                    "which can no longer run",
+                    target,
+                )
+
+    def _top_task(self, run: TaskRun) -> str:
+        return self.runs[run.group].task if run.group is not None else run.task
 
     def _finish(self) -> None:
         status = self.ending or (FAILED if self.failing else SUCCEEDED)

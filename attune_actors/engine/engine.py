@@ -8,10 +8,11 @@ running event loop. Its methods are coroutines; they never block the loop.
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
+import builtins
 import dataclasses
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -21,8 +22,8 @@ from pykka import ActorDeadError
 
 from attune_actors.actors import wait_all_stopped
 from attune_actors.config import Settings, load_settings
-from attune_actors.engine.execution import Execution
 from attune_actors.engine.events import EventBus, Subscription
+from attune_actors.engine.execution import Execution
 from attune_actors.engine.inquiry import check_response
 from attune_actors.engine.messages import AnswerInquiry, Control, GetDocument, Start
 from attune_actors.engine.runtime import Runtime
@@ -62,13 +63,24 @@ class WorkflowInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "ref": self.ref, "pack": self.pack, "label": self.label, "description": self.description,
-            "version": self.version, "file": self.file, "runtime_defined": self.runtime_defined,
-            "parameters": {p.name: {"type": p.type, "required": p.required,
-                                    "default": None if not p.has_default else p.default,
-                                    "enum": list(p.enum) if p.enum is not None else None,
-                                    "description": p.description, "secret": p.secret}
-                           for p in self.parameters},
+            "ref": self.ref,
+            "pack": self.pack,
+            "label": self.label,
+            "description": self.description,
+            "version": self.version,
+            "file": self.file,
+            "runtime_defined": self.runtime_defined,
+            "parameters": {
+                p.name: {
+                    "type": p.type,
+                    "required": p.required,
+                    "default": None if not p.has_default else p.default,
+                    "enum": list(p.enum) if p.enum is not None else None,
+                    "description": p.description,
+                    "secret": p.secret,
+                }
+                for p in self.parameters
+            },
             "source": self.source,
         }
 
@@ -112,8 +124,12 @@ class Engine:
         await self.start()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.close()
 
     async def start(self) -> None:
@@ -134,17 +150,24 @@ class Engine:
         self._kv = KVStore(data / "attune.db", secret_key=self.settings.secret_key)
         if self._transport_override is None:
             # Sync Python actions run on this bounded pool, never on the event loop.
-            self._executor = ThreadPoolExecutor(self.settings.limits.python_workers,
-                                                thread_name_prefix="attune-action")
+            self._executor = ThreadPoolExecutor(
+                self.settings.limits.python_workers, thread_name_prefix="attune-action"
+            )
         transport = self._transport_override or InProcessTransport(
             self.catalog.action,
             RunnerSet(executor=self._executor, kill_grace=self.settings.limits.kill_grace),
             max_inflight=self.settings.limits.max_inflight_runs,
         )
         await transport.start()
-        self._rt = Runtime(catalog=self.catalog, renderer=self.renderer, transport=transport,
-                           store=store, masker=self.masker, kv=KVScope(self._kv, self.masker),
-                           events=self._events)
+        self._rt = Runtime(
+            catalog=self.catalog,
+            renderer=self.renderer,
+            transport=transport,
+            store=store,
+            masker=self.masker,
+            kv=KVScope(self._kv, self.masker),
+            events=self._events,
+        )
 
     async def close(self) -> None:
         """Stop every execution's actors, the transport and the store."""
@@ -179,8 +202,9 @@ class Engine:
 
     # ------------------------------------------------------------------ executions
 
-    async def execute(self, ref: str, parameters: dict[str, Any] | None = None,
-                      identity: str | None = None) -> Execution:
+    async def execute(
+        self, ref: str, parameters: dict[str, Any] | None = None, identity: str | None = None
+    ) -> Execution:
         """Start an execution of workflow `ref`; parameters are validated before anything runs."""
         rt = self._runtime()
         action = self.catalog.action(ref)
@@ -207,13 +231,13 @@ class Engine:
                 raise TimeoutError(f"execution {execution_id} did not end within {timeout} s") from None
         return await self.get(execution_id)
 
-    async def list(self, status: str | None = None, limit: int | None = None) -> list[Execution]:
+    async def list(self, status: str | None = None, limit: int | None = None) -> builtins.list[Execution]:
         """Executions started from the API (not nested ones), newest first."""
         rt = self._runtime()
         headers = rt.store.headers(status=status, limit=limit, roots_only=True)
         return [await self.get(h["id"]) for h in headers]
 
-    async def tasks(self, execution_id: str) -> list[Any]:
+    async def tasks(self, execution_id: str) -> builtins.list[Any]:
         """The task runs of an execution, in the order they started."""
         return list((await self.get(execution_id)).tasks)
 
@@ -256,13 +280,17 @@ class Engine:
 
     # ------------------------------------------------------------------ inquiries and events
 
-    async def inquiries(self, status: str | None = "pending",
-                        execution_id: str | None = None) -> list[dict[str, Any]]:
+    async def inquiries(
+        self, status: str | None = "pending", execution_id: str | None = None
+    ) -> builtins.list[dict[str, Any]]:
         """Inquiries (default: the pending ones), optionally of one execution and its nested ones."""
         rt = self._runtime()
-        return [self.masker.mask(r.to_dict()) for r in rt.inquiries.values()
-                if (status is None or r.status == status)
-                and (execution_id is None or execution_id in (r.execution_id, rt.root_of(r.execution_id)))]
+        return [
+            self.masker.mask(r.to_dict())
+            for r in rt.inquiries.values()
+            if (status is None or r.status == status)
+            and (execution_id is None or execution_id in (r.execution_id, rt.root_of(r.execution_id)))
+        ]
 
     async def respond(self, inquiry_id: str, response: Any, identity: str | None = None) -> dict[str, Any]:
         """Answer a pending inquiry; the response must validate against its schema.
@@ -276,11 +304,12 @@ class Engine:
             raise NotFoundError(f"no inquiry '{inquiry_id}'")
         if record.status != "pending" or record.supervisor is None:
             raise InquiryResponseError(f"inquiry '{inquiry_id}' is not pending (it is {record.status})")
-        if record.users or record.roles:
-            if identity is None or identity not in record.users and identity not in record.roles:
-                allowed = ", ".join([*record.users, *(f"role {r}" for r in record.roles)])
-                raise InquiryResponseError(
-                    f"inquiry '{inquiry_id}' may only be answered by {allowed}, not {identity or 'anonymous'}")
+        allowed_ids = (*record.users, *record.roles)
+        if allowed_ids and identity not in allowed_ids:
+            allowed = ", ".join([*record.users, *(f"role {r}" for r in record.roles)])
+            raise InquiryResponseError(
+                f"inquiry '{inquiry_id}' may only be answered by {allowed}, not {identity or 'anonymous'}"
+            )
         check_response(record.schema, response, inquiry_id)
         supervisor = record.supervisor
         record.status, record.response, record.supervisor = "succeeded", response, None
@@ -311,15 +340,23 @@ class Engine:
         if pack not in self.catalog.packs:
             raise NotFoundError(f"no pack '{pack}'")
         problems: list[Any] = []
-        spec = load_workflow_text(yaml_text, pack=pack, file=f"<{pack} workflow>",
-                                  default_ref=f"{pack}.", problems=problems)
+        spec = load_workflow_text(
+            yaml_text,
+            pack=pack,
+            file=f"<{pack} workflow>",
+            default_ref=f"{pack}.",
+            problems=problems,
+        )
         if spec is not None and spec.ref == f"{pack}.":
             problems.append(ValidationError("a workflow put at run time needs a 'ref' key").errors[0])
         if spec is not None and not problems:
             existing = self.catalog.actions.get(spec.ref)
             if existing is not None and spec.ref not in self._runtime_refs:
-                problems.append(ValidationError(
-                    f"'{spec.ref}' is defined by a pack file; change that file instead").errors[0])
+                problems.append(
+                    ValidationError(
+                        f"'{spec.ref}' is defined by a pack file; change that file instead"
+                    ).errors[0]
+                )
         if spec is not None and not problems:
             old = self.catalog.actions.get(spec.ref)
             self.catalog.put(workflow_action(spec, self.catalog.packs[pack].path))
@@ -341,12 +378,19 @@ class Engine:
         spec = action.workflow
         if spec is None:
             raise NotFoundError(f"'{ref}' is an action, not a workflow")
-        return WorkflowInfo(ref=spec.ref, pack=spec.pack, label=spec.label,
-                            description=spec.description, version=spec.version,
-                            parameters=spec.parameters, source=spec.source, file=spec.file,
-                            runtime_defined=ref in self._runtime_refs)
+        return WorkflowInfo(
+            ref=spec.ref,
+            pack=spec.pack,
+            label=spec.label,
+            description=spec.description,
+            version=spec.version,
+            parameters=spec.parameters,
+            source=spec.source,
+            file=spec.file,
+            runtime_defined=ref in self._runtime_refs,
+        )
 
-    async def list_workflows(self, pack: str | None = None) -> list[WorkflowInfo]:
+    async def list_workflows(self, pack: str | None = None) -> builtins.list[WorkflowInfo]:
         return [await self.get_workflow(a.ref) for a in self.catalog.workflows(pack)]
 
     async def delete_workflow(self, ref: str) -> None:
@@ -361,10 +405,15 @@ class Engine:
 
     def _load_runtime_definition(self, ref: str, pack: str, source: str) -> None:
         problems: list[Any] = []
-        spec = load_workflow_text(source, pack=pack, file=f"<{pack} workflow>", default_ref=ref,
-                                  problems=problems)
+        spec = load_workflow_text(
+            source, pack=pack, file=f"<{pack} workflow>", default_ref=ref, problems=problems
+        )
         if spec is None or problems or pack not in self.catalog.packs:
-            log.error("stored workflow %s no longer loads: %s", ref, problems[0] if problems else "no pack")
+            log.error(
+                "stored workflow %s no longer loads: %s",
+                ref,
+                problems[0] if problems else "no pack",
+            )
             return
         self.catalog.put(workflow_action(spec, self.catalog.packs[pack].path))
         self._runtime_refs.add(ref)

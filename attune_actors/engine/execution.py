@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     """Workflow and task statuses (SPEC section 5); each compares equal to its string value."""
 
     REQUESTED = "requested"
@@ -27,9 +27,6 @@ class Status(str, enum.Enum):
     FAILED = "failed"
     TIMEOUT = "timeout"
     ABANDONED = "abandoned"
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def terminal(self) -> bool:
@@ -57,16 +54,30 @@ class TaskRunInfo:
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> TaskRunInfo:
         return cls(
-            id=doc["id"], name=doc["name"], status=Status(doc["status"]), result=doc.get("result"),
-            error=doc.get("error"), attempts=doc.get("attempts", 0), started_at=doc.get("started_at"),
-            ended_at=doc.get("ended_at"), items=doc.get("items"), inquiry_id=doc.get("inquiry_id"),
+            id=doc["id"],
+            name=doc["name"],
+            status=Status(doc["status"]),
+            result=doc.get("result"),
+            error=doc.get("error"),
+            attempts=doc.get("attempts", 0),
+            started_at=doc.get("started_at"),
+            ended_at=doc.get("ended_at"),
+            items=doc.get("items"),
+            inquiry_id=doc.get("inquiry_id"),
         )
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "name": self.name, "status": self.status.value, "result": self.result,
-            "error": self.error, "attempts": self.attempts, "started_at": self.started_at,
-            "ended_at": self.ended_at, "items": self.items, "inquiry_id": self.inquiry_id,
+            "id": self.id,
+            "name": self.name,
+            "status": self.status.value,
+            "result": self.result,
+            "error": self.error,
+            "attempts": self.attempts,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "items": self.items,
+            "inquiry_id": self.inquiry_id,
         }
 
 
@@ -88,9 +99,14 @@ class Execution:
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Execution:
         return cls(
-            id=doc["id"], ref=doc["ref"], status=Status(doc["status"]),
-            parameters=doc.get("parameters") or {}, output=doc.get("output"), error=doc.get("error"),
-            started_at=doc.get("started_at"), ended_at=doc.get("ended_at"),
+            id=doc["id"],
+            ref=doc["ref"],
+            status=Status(doc["status"]),
+            parameters=doc.get("parameters") or {},
+            output=doc.get("output"),
+            error=doc.get("error"),
+            started_at=doc.get("started_at"),
+            ended_at=doc.get("ended_at"),
             parent_id=doc.get("parent_id"),
             tasks=[TaskRunInfo.from_dict(t) for t in doc.get("tasks") or ()],
         )
@@ -98,9 +114,15 @@ class Execution:
     def to_dict(self) -> dict[str, Any]:
         """The execution document (SPEC section 6), ready for `json.dumps`."""
         return {
-            "id": self.id, "ref": self.ref, "status": self.status.value, "parameters": self.parameters,
-            "output": self.output, "error": self.error, "started_at": self.started_at,
-            "ended_at": self.ended_at, "parent_id": self.parent_id,
+            "id": self.id,
+            "ref": self.ref,
+            "status": self.status.value,
+            "parameters": self.parameters,
+            "output": self.output,
+            "error": self.error,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "parent_id": self.parent_id,
             "tasks": [t.to_dict() for t in self.tasks],
         }
 

@@ -22,5 +22,6 @@ def check_response(schema: dict[str, Any], response: Any, inquiry_id: str) -> No
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path)
         at = f" at '{where}'" if where else ""
-        raise InquiryResponseError(f"response to inquiry '{inquiry_id}' does not match its schema{at}: "
-                                   f"{error.message}")
+        raise InquiryResponseError(
+            f"response to inquiry '{inquiry_id}' does not match its schema{at}: {error.message}"
+        )

@@ -53,16 +53,34 @@ class InquiryRecord:
     supervisor: ActorRef[Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "execution_id": self.execution_id, "task": self.task,
-                "prompt": self.prompt, "schema": self.schema, "users": self.users, "roles": self.roles,
-                "expires_at": iso(self.expires_at), "status": self.status, "response": self.response}
+        return {
+            "id": self.id,
+            "execution_id": self.execution_id,
+            "task": self.task,
+            "prompt": self.prompt,
+            "schema": self.schema,
+            "users": self.users,
+            "roles": self.roles,
+            "expires_at": iso(self.expires_at),
+            "status": self.status,
+            "response": self.response,
+        }
 
 
 class Runtime:
     """Shared services of one engine's supervisors."""
 
-    def __init__(self, *, catalog: Catalog, renderer: Renderer, transport: Transport, store: Store,
-                 masker: Masker, kv: Any, events: EventBus) -> None:
+    def __init__(
+        self,
+        *,
+        catalog: Catalog,
+        renderer: Renderer,
+        transport: Transport,
+        store: Store,
+        masker: Masker,
+        kv: Any,
+        events: EventBus,
+    ) -> None:
         self.catalog = catalog
         self.renderer = renderer
         self.transport = transport
@@ -86,9 +104,15 @@ class Runtime:
             self._graphs[id(spec)] = cached
         return cached[1]
 
-    def new_conductor(self, action: ActionSpec, parameters: dict[str, Any] | None, *,
-                      execution_id: str | None = None, parent_id: str | None = None,
-                      identity: Any = None) -> Conductor:
+    def new_conductor(
+        self,
+        action: ActionSpec,
+        parameters: dict[str, Any] | None,
+        *,
+        execution_id: str | None = None,
+        parent_id: str | None = None,
+        identity: Any = None,
+    ) -> Conductor:
         """Validate parameters and build the conductor of a new execution of a workflow action."""
         spec = action.workflow
         if spec is None:
@@ -110,9 +134,15 @@ class Runtime:
             "identity": {"login": login},
         }
         return Conductor(
-            execution_id=execution_id, spec=spec, graph=self.graph(spec), actions=self.catalog.action,
-            renderer=self.renderer, parameters=params,
-            pack_config=pack.config if pack is not None else {}, system=system, kv=self.kv,
+            execution_id=execution_id,
+            spec=spec,
+            graph=self.graph(spec),
+            actions=self.catalog.action,
+            renderer=self.renderer,
+            parameters=params,
+            pack_config=pack.config if pack is not None else {},
+            system=system,
+            kv=self.kv,
             parent_id=parent_id,
         )
 
@@ -131,13 +161,18 @@ class Runtime:
 
     # -- steps and ends --------------------------------------------------------------------------
 
-    def save_step(self, conductor: Conductor, runs: list[TaskRun],
-                  items: list[tuple[str, int, ItemRun]]) -> None:
+    def save_step(
+        self, conductor: Conductor, runs: list[TaskRun], items: list[tuple[str, int, ItemRun]]
+    ) -> None:
         """Save a step's snapshot delta: the header and the runs and items that changed."""
         header = conductor.header()
         header["parameters"] = conductor.parameters
-        self.store.save(conductor.id, header, [r.to_record() for r in runs],
-                        [(run_id, idx, it.to_record()) for run_id, idx, it in items])
+        self.store.save(
+            conductor.id,
+            header,
+            [r.to_record() for r in runs],
+            [(run_id, idx, it.to_record()) for run_id, idx, it in items],
+        )
 
     def publish(self, event: dict[str, Any]) -> None:
         """Hand an event to subscribers, with secrets masked."""
@@ -155,10 +190,16 @@ class Runtime:
     def open_inquiry(self, conductor: Conductor, cmd: OpenInquiry, supervisor: ActorRef[Any]) -> None:
         inp = cmd.input
         self.inquiries[cmd.inquiry_id] = InquiryRecord(
-            id=cmd.inquiry_id, execution_id=conductor.id, run_id=cmd.run_id, task=cmd.task,
-            prompt=str(inp.get("prompt") or ""), schema=inp.get("schema") or {},
-            users=list(inp.get("users") or ()), roles=list(inp.get("roles") or ()),
-            expires_at=cmd.expires_at, supervisor=supervisor,
+            id=cmd.inquiry_id,
+            execution_id=conductor.id,
+            run_id=cmd.run_id,
+            task=cmd.task,
+            prompt=str(inp.get("prompt") or ""),
+            schema=inp.get("schema") or {},
+            users=list(inp.get("users") or ()),
+            roles=list(inp.get("roles") or ()),
+            expires_at=cmd.expires_at,
+            supervisor=supervisor,
         )
         self._inquiry_event(self.inquiries[cmd.inquiry_id])
 
@@ -171,8 +212,14 @@ class Runtime:
 
     def _inquiry_event(self, record: InquiryRecord) -> None:
         if self.events.active:
-            self.publish({"type": "inquiry", "execution_id": record.execution_id,
-                          "root_id": self.root_of(record.execution_id), **record.to_dict()})
+            self.publish(
+                {
+                    "type": "inquiry",
+                    "execution_id": record.execution_id,
+                    "root_id": self.root_of(record.execution_id),
+                    **record.to_dict(),
+                }
+            )
 
     def root_of(self, execution_id: str) -> str:
         """The top-level execution an execution (maybe nested) belongs to."""
@@ -191,12 +238,18 @@ def document_from_snapshot(snap: Snapshot) -> dict[str, Any]:
     runs = {rid: TaskRun.from_record(rec) for rid, rec in snap.runs.items()}
     for (rid, idx), rec in snap.items.items():
         run = runs.get(rid)
-        if run is not None and run.items is not None and idx < len(run.items):
-            run.items[idx] = ItemRun.from_record(rec)
+        if run is not None and run.item_runs is not None and idx < len(run.item_runs):
+            run.item_runs[idx] = ItemRun.from_record(rec)
     return {
-        "id": h["id"], "ref": h["ref"], "status": h["status"], "parameters": h.get("parameters") or {},
-        "output": h["output"], "error": h["error"], "started_at": iso(h["started_at"]),
-        "ended_at": iso(h["ended_at"]), "parent_id": h["parent_id"],
+        "id": h["id"],
+        "ref": h["ref"],
+        "status": h["status"],
+        "parameters": h.get("parameters") or {},
+        "output": h["output"],
+        "error": h["error"],
+        "started_at": iso(h["started_at"]),
+        "ended_at": iso(h["ended_at"]),
+        "parent_id": h["parent_id"],
         "tasks": [r.document() for r in sorted(runs.values(), key=lambda r: r.seq)],
     }
 

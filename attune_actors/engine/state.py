@@ -53,29 +53,64 @@ class ItemRun:
         self.input: dict[str, Any] | None = None  # kept while in flight, to re-dispatch after a crash
 
     def to_record(self) -> list[Any]:
-        return [self.status, self.result, self.error, self.attempts, self.started_at, self.ended_at,
-                self.input]
+        return [
+            self.status,
+            self.result,
+            self.error,
+            self.attempts,
+            self.started_at,
+            self.ended_at,
+            self.input,
+        ]
 
     @classmethod
     def from_record(cls, rec: list[Any]) -> ItemRun:
         item = cls()
-        (item.status, item.result, item.error, item.attempts, item.started_at, item.ended_at,
-         item.input) = rec
+        (
+            item.status,
+            item.result,
+            item.error,
+            item.attempts,
+            item.started_at,
+            item.ended_at,
+            item.input,
+        ) = rec
         return item
 
     def document(self, index: int) -> dict[str, Any]:
-        return {"index": index, "status": self.status, "result": self.result, "error": self.error,
-                "attempts": self.attempts, "started_at": iso(self.started_at),
-                "ended_at": iso(self.ended_at)}
+        return {
+            "index": index,
+            "status": self.status,
+            "result": self.result,
+            "error": self.error,
+            "attempts": self.attempts,
+            "started_at": iso(self.started_at),
+            "ended_at": iso(self.ended_at),
+        }
 
 
 class TaskRun(Mapping[str, Any]):
     """One run of one task (a retry is another attempt of the same run, not a new run)."""
 
     __slots__ = (
-        "attempts", "child_id", "deadline", "ended_at", "error", "group", "id", "inflight",
-        "input", "inquiry_id", "items", "next_item", "pending_subs", "result", "seq", "started_at",
-        "status", "task",
+        "attempts",
+        "child_id",
+        "deadline",
+        "ended_at",
+        "error",
+        "group",
+        "id",
+        "inflight",
+        "input",
+        "inquiry_id",
+        "item_runs",
+        "next_item",
+        "pending_subs",
+        "result",
+        "seq",
+        "started_at",
+        "status",
+        "task",
     )
 
     def __init__(self, run_id: str, task: str, seq: int, group: str | None = None) -> None:
@@ -93,7 +128,7 @@ class TaskRun(Mapping[str, Any]):
         self.deadline: float | None = None  # per-attempt deadline (epoch seconds), kept across restarts
         self.inquiry_id: str | None = None
         self.child_id: str | None = None  # nested workflow execution of the current attempt
-        self.items: list[ItemRun] | None = None  # with_items runs only
+        self.item_runs: list[ItemRun] | None = None  # with_items runs only
         self.next_item = 0  # index of the next item to dispatch
         self.inflight = 0  # items dispatched and not ended
         self.pending_subs = 0  # parallel groups: sub-task runs not ended
@@ -120,30 +155,57 @@ class TaskRun(Mapping[str, Any]):
 
     def to_record(self) -> dict[str, Any]:
         return {
-            "id": self.id, "task": self.task, "seq": self.seq, "status": self.status,
-            "result": self.result, "error": self.error, "attempts": self.attempts,
-            "started_at": self.started_at, "ended_at": self.ended_at, "group": self.group,
-            "input": None if self.terminal else self.input, "deadline": self.deadline,
-            "inquiry_id": self.inquiry_id, "child_id": self.child_id,
-            "item_count": None if self.items is None else len(self.items),
-            "next_item": self.next_item, "pending_subs": self.pending_subs,
+            "id": self.id,
+            "task": self.task,
+            "seq": self.seq,
+            "status": self.status,
+            "result": self.result,
+            "error": self.error,
+            "attempts": self.attempts,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "group": self.group,
+            "input": None if self.terminal else self.input,
+            "deadline": self.deadline,
+            "inquiry_id": self.inquiry_id,
+            "child_id": self.child_id,
+            "item_count": None if self.item_runs is None else len(self.item_runs),
+            "next_item": self.next_item,
+            "pending_subs": self.pending_subs,
         }
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> TaskRun:
         run = cls(rec["id"], rec["task"], rec["seq"], rec["group"])
-        for key in ("status", "result", "error", "attempts", "started_at", "ended_at", "input",
-                    "deadline", "inquiry_id", "child_id", "next_item", "pending_subs"):
+        for key in (
+            "status",
+            "result",
+            "error",
+            "attempts",
+            "started_at",
+            "ended_at",
+            "input",
+            "deadline",
+            "inquiry_id",
+            "child_id",
+            "next_item",
+            "pending_subs",
+        ):
             setattr(run, key, rec[key])
         if rec["item_count"] is not None:
-            run.items = [ItemRun() for _ in range(rec["item_count"])]
+            run.item_runs = [ItemRun() for _ in range(rec["item_count"])]
         return run
 
     def document(self) -> dict[str, Any]:
         return {
-            "id": self.id, "name": self.task, "status": self.status, "result": self.result,
-            "error": self.error, "attempts": self.attempts, "started_at": iso(self.started_at),
+            "id": self.id,
+            "name": self.task,
+            "status": self.status,
+            "result": self.result,
+            "error": self.error,
+            "attempts": self.attempts,
+            "started_at": iso(self.started_at),
             "ended_at": iso(self.ended_at),
-            "items": None if self.items is None else [it.document(i) for i, it in enumerate(self.items)],
+            "items": None if self.item_runs is None else [it.document(i) for i, it in enumerate(self.item_runs)],
             "inquiry_id": self.inquiry_id,
         }

@@ -90,8 +90,15 @@ class WorkflowSupervisor(AsyncioActor):
         now = time.time()
         c = self._c
         if isinstance(message, AttemptEnded):
-            cmds = c.on_attempt_ended(message.run_id, message.item, message.attempt, message.status,
-                                      message.result, message.error, now)
+            cmds = c.on_attempt_ended(
+                message.run_id,
+                message.item,
+                message.attempt,
+                message.status,
+                message.result,
+                message.error,
+                now,
+            )
         elif isinstance(message, TimerFired):
             self._timers.pop(message.key, None)
             cmds = c.on_timer(message.key, now)
@@ -124,8 +131,17 @@ class WorkflowSupervisor(AsyncioActor):
                 log.error("execution %s: task actor for run %s crashed: %r", self._c.id, run_id, error)
                 run = self._c.runs.get(run_id)
                 if run is not None and not run.terminal:
-                    self._carry_out(self._c.on_attempt_ended(
-                        run_id, None, run.attempts, FAILED, None, f"internal error: {error!r}", time.time()))
+                    self._carry_out(
+                        self._c.on_attempt_ended(
+                            run_id,
+                            None,
+                            run.attempts,
+                            FAILED,
+                            None,
+                            f"internal error: {error!r}",
+                            time.time(),
+                        )
+                    )
         return Directive.STOP
 
     def on_stop(self) -> None:
@@ -140,9 +156,18 @@ class WorkflowSupervisor(AsyncioActor):
         finished: Finished | None = None
         for cmd in cmds:
             if isinstance(cmd, Dispatch):
-                batches.setdefault(cmd.run_id, []).append(ActionRun(
-                    self._c.id, cmd.run_id, cmd.item, cmd.attempt, cmd.task, cmd.action.ref,
-                    cmd.input, cmd.deadline))
+                batches.setdefault(cmd.run_id, []).append(
+                    ActionRun(
+                        self._c.id,
+                        cmd.run_id,
+                        cmd.item,
+                        cmd.attempt,
+                        cmd.task,
+                        cmd.action.ref,
+                        cmd.input,
+                        cmd.deadline,
+                    )
+                )
             elif isinstance(cmd, SetTimer):
                 self._set_timer(cmd.key, cmd.at)
             elif isinstance(cmd, RunEnded):
@@ -187,9 +212,9 @@ class WorkflowSupervisor(AsyncioActor):
                     self._emitted[run.id] = key
                     doc = run.document()
                     doc.pop("items")
-                    if run.items is not None:
-                        doc["items_done"] = sum(1 for it in run.items if it.status in TERMINAL)
-                        doc["items_total"] = len(run.items)
+                    if run.item_runs is not None:
+                        doc["items_done"] = sum(1 for it in run.item_runs if it.status in TERMINAL)
+                        doc["items_total"] = len(run.item_runs)
                     self._rt.publish({"type": "task", "execution_id": c.id, "root_id": root, **doc})
             if changed and c.status in TERMINAL:
                 self._publish_status(root)
@@ -203,10 +228,21 @@ class WorkflowSupervisor(AsyncioActor):
 
     def _publish_status(self, root: str) -> None:
         c = self._c
-        self._rt.publish({"type": "execution", "execution_id": c.id, "root_id": root, "id": c.id,
-                          "ref": c.spec.ref, "status": c.status, "started_at": iso(c.started_at),
-                          "ended_at": iso(c.ended_at), "parent_id": c.parent_id, "output": c.output,
-                          "error": c.error})
+        self._rt.publish(
+            {
+                "type": "execution",
+                "execution_id": c.id,
+                "root_id": root,
+                "id": c.id,
+                "ref": c.spec.ref,
+                "status": c.status,
+                "started_at": iso(c.started_at),
+                "ended_at": iso(c.ended_at),
+                "parent_id": c.parent_id,
+                "output": c.output,
+                "error": c.error,
+            }
+        )
 
     def _end_task_actor(self, run_id: str, pending: dict[str, list[ActionRun]]) -> None:
         if run_id in pending:
@@ -231,8 +267,13 @@ class WorkflowSupervisor(AsyncioActor):
     def _start_child(self, cmd: StartChild) -> None:
         link = ParentLink(self.actor_ref, cmd.run_id, cmd.attempt)
         try:
-            conductor = self._rt.new_conductor(cmd.action, cmd.input, execution_id=cmd.child_id,
-                                               parent_id=self._c.id, identity=self._c.system.get("identity"))
+            conductor = self._rt.new_conductor(
+                cmd.action,
+                cmd.input,
+                execution_id=cmd.child_id,
+                parent_id=self._c.id,
+                identity=self._c.system.get("identity"),
+            )
         except Exception as exc:  # bad parameters for the nested workflow fail the task run
             message = getattr(exc, "message", str(exc))
             self.actor_ref.tell(AttemptEnded(cmd.run_id, None, cmd.attempt, FAILED, None, message))
@@ -249,8 +290,9 @@ class WorkflowSupervisor(AsyncioActor):
         if self._link is not None:
             message = (c.error or {}).get("message") if c.error else None
             try:
-                self._link.ref.tell(AttemptEnded(self._link.run_id, None, self._link.attempt,
-                                                   c.status, c.output, message))
+                self._link.ref.tell(
+                    AttemptEnded(self._link.run_id, None, self._link.attempt, c.status, c.output, message)
+                )
             except ActorDeadError:
                 pass
         self.actor_ref.stop(block=False)

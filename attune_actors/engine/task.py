@@ -33,9 +33,9 @@ class TaskActor(AsyncioActor):
         if isinstance(message, RunOutcome):
             self._outcome(message)
         elif isinstance(message, DispatchAttempts):
-            for run in message.runs:
-                self._inflight[(run.item, run.attempt)] = run
-                self._transport.submit(run, self._deliver)
+            for attempt in message.runs:
+                self._inflight[(attempt.item, attempt.attempt)] = attempt
+                self._transport.submit(attempt, self._deliver)
         elif isinstance(message, CancelAttempt):
             run = self._inflight.pop((message.item, message.attempt), None)
             if run is not None:
@@ -55,8 +55,16 @@ class TaskActor(AsyncioActor):
         if self._inflight.pop((outcome.item, outcome.attempt), None) is None:
             return  # canceled or duplicate: the supervisor already moved on
         try:
-            self._supervisor.tell(AttemptEnded(outcome.run_id, outcome.item, outcome.attempt,
-                                               outcome.status, outcome.result, outcome.error))
+            self._supervisor.tell(
+                AttemptEnded(
+                    outcome.run_id,
+                    outcome.item,
+                    outcome.attempt,
+                    outcome.status,
+                    outcome.result,
+                    outcome.error,
+                )
+            )
         except ActorDeadError:
             pass  # the execution ended meanwhile (canceled, timed out); nothing waits for this
 

@@ -18,8 +18,18 @@ CANCELLATION_POLICIES = ("allow_finish", "cancel_running")
 # Engine commands may appear in a transition's `do` list in place of a task name.
 ENGINE_COMMANDS = ("noop", "fail", "retry")
 RESERVED_NAMES = frozenset(
-    ("task", "vars", "parameters", "pack", "system", "kv", "item", "index", *ENGINE_COMMANDS,
-     "continue")
+    (
+        "task",
+        "vars",
+        "parameters",
+        "pack",
+        "system",
+        "kv",
+        "item",
+        "index",
+        *ENGINE_COMMANDS,
+        "continue",
+    )
 )
 BUILTIN_RUNNERS = ("python", "local", "http", "noop", "echo", "sleep", "inquiry", "workflow")
 

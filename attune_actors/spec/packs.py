@@ -22,10 +22,28 @@ from attune_actors.spec.workflow import parse_workflow
 from attune_actors.spec.yamlsrc import YMap, load_yaml, plain
 
 CORE_PACK_PATH = Path(__file__).resolve().parent.parent / "packs" / "core"
-PACK_KEYS = ("ref", "name", "label", "description", "version", "author", "email", "config_schema",
-             "keywords", "dependencies")
-ACTION_KEYS = ("name", "description", "runner_type", "entry_point", "parameters", "timeout",
-               "additional_parameters", "enabled")
+PACK_KEYS = (
+    "ref",
+    "name",
+    "label",
+    "description",
+    "version",
+    "author",
+    "email",
+    "config_schema",
+    "keywords",
+    "dependencies",
+)
+ACTION_KEYS = (
+    "name",
+    "description",
+    "runner_type",
+    "entry_point",
+    "parameters",
+    "timeout",
+    "additional_parameters",
+    "enabled",
+)
 
 
 @dataclass
@@ -70,13 +88,19 @@ def pack_dirs(paths: Iterable[str | Path]) -> tuple[list[Path], list[AttuneError
         else:
             subs = sorted(p for p in path.iterdir() if (p / "pack.yaml").is_file())
             if not subs:
-                problems.append(AttuneError("no pack here (no pack.yaml in it or its sub-folders)",
-                                            location=Location(str(path))))
+                problems.append(
+                    AttuneError(
+                        "no pack here (no pack.yaml in it or its sub-folders)",
+                        location=Location(str(path)),
+                    )
+                )
             found.extend(subs)
     return found, problems
 
 
-def load_packs(paths: Iterable[str | Path], *, include_core: bool = True) -> tuple[Catalog, list[AttuneError]]:
+def load_packs(
+    paths: Iterable[str | Path], *, include_core: bool = True
+) -> tuple[Catalog, list[AttuneError]]:
     """Load packs from `paths` (plus `core`); returns the catalog and every problem found."""
     dirs, problems = pack_dirs(paths)
     if include_core:
@@ -92,8 +116,12 @@ def load_packs(paths: Iterable[str | Path], *, include_core: bool = True) -> tup
         if pack is None:
             continue
         if pack.ref in catalog.packs:
-            problems.append(AttuneError(f"duplicate pack '{pack.ref}' (also at {seen[pack.ref]})",
-                                        location=Location(str(d / "pack.yaml"))))
+            problems.append(
+                AttuneError(
+                    f"duplicate pack '{pack.ref}' (also at {seen[pack.ref]})",
+                    location=Location(str(d / "pack.yaml")),
+                )
+            )
             continue
         seen[pack.ref] = resolved
         catalog.packs[pack.ref] = pack
@@ -124,15 +152,21 @@ def load_pack(path: Path) -> tuple[PackSpec | None, list[AttuneError]]:
     top = Location(str(meta_file), 1, 1)
     for key in meta:
         if key not in PACK_KEYS:
-            problems.append(AttuneError(unknown_key(key, PACK_KEYS, "pack.yaml"), location=_at(meta, key, top)))
+            problems.append(
+                AttuneError(unknown_key(key, PACK_KEYS, "pack.yaml"), location=_at(meta, key, top))
+            )
     ref = meta.get("ref") or meta.get("name") or path.name
     if not isinstance(ref, str) or not ref.replace("_", "").replace("-", "").isalnum():
         problems.append(AttuneError(f"pack ref {ref!r} must be a name", location=_at(meta, "ref", top)))
         return None, problems
     schema = meta.get("config_schema")
     if schema is not None and not isinstance(schema, dict):
-        problems.append(AttuneError("'config_schema' must be a JSON Schema mapping",
-                                    location=_at(meta, "config_schema", top)))
+        problems.append(
+            AttuneError(
+                "'config_schema' must be a JSON Schema mapping",
+                location=_at(meta, "config_schema", top),
+            )
+        )
         schema = None
     config = _load_config(path, plain(schema) if schema else None, problems)
 
@@ -146,8 +180,12 @@ def load_pack(path: Path) -> tuple[PackSpec | None, list[AttuneError]]:
         if workflow is None:
             continue
         if workflow.ref in actions:
-            problems.append(AttuneError(f"workflow ref '{workflow.ref}' is already an action",
-                                        location=Location(str(file), 1, 1)))
+            problems.append(
+                AttuneError(
+                    f"workflow ref '{workflow.ref}' is already an action",
+                    location=Location(str(file), 1, 1),
+                )
+            )
             continue
         actions[workflow.ref] = workflow_action(workflow, path)
     rules = tuple(_load_plain(f, problems) for f in sorted((path / "rules").glob("*.yaml")))
@@ -194,11 +232,16 @@ def _load_config(path: Path, schema: dict[str, Any] | None, problems: list[Attun
         validator_cls.check_schema(schema)
         for err in sorted(validator_cls(schema).iter_errors(config), key=lambda e: list(e.path)):
             where = "/".join(str(p) for p in err.path) or "(root)"
-            problems.append(AttuneError(f"pack config {where}: {err.message}",
-                                        location=Location(str(file if file.is_file() else path / "pack.yaml"))))
+            problems.append(
+                AttuneError(
+                    f"pack config {where}: {err.message}",
+                    location=Location(str(file if file.is_file() else path / "pack.yaml")),
+                )
+            )
     except jsonschema.SchemaError as exc:
-        problems.append(AttuneError(f"invalid config_schema: {exc.message}",
-                                    location=Location(str(path / "pack.yaml"))))
+        problems.append(
+            AttuneError(f"invalid config_schema: {exc.message}", location=Location(str(path / "pack.yaml")))
+        )
     return config
 
 
@@ -211,30 +254,48 @@ def _load_action(file: Path, pack: str, pack_path: Path, problems: list[AttuneEr
         return None
     for key in data:
         if key not in ACTION_KEYS:
-            problems.append(AttuneError(unknown_key(key, ACTION_KEYS, "action"), location=_at(data, key, top)))
+            problems.append(
+                AttuneError(unknown_key(key, ACTION_KEYS, "action"), location=_at(data, key, top))
+            )
     name = data.get("name", file.stem)
     if not isinstance(name, str) or not name.isidentifier():
-        problems.append(AttuneError(f"action name {name!r} must be an identifier", location=_at(data, "name", top)))
+        problems.append(
+            AttuneError(f"action name {name!r} must be an identifier", location=_at(data, "name", top))
+        )
         return None
     runner = data.get("runner_type")
     if runner not in BUILTIN_RUNNERS or runner == "workflow":
         valid = tuple(r for r in BUILTIN_RUNNERS if r != "workflow")
-        problems.append(AttuneError(f"action '{pack}.{name}': unknown runner_type {runner!r} "
-                                    f"(one of {', '.join(valid)})", location=_at(data, "runner_type", top)))
+        problems.append(
+            AttuneError(
+                f"action '{pack}.{name}': unknown runner_type {runner!r} (one of {', '.join(valid)})",
+                location=_at(data, "runner_type", top),
+            )
+        )
         return None
     entry = data.get("entry_point")
     if runner == "python":
         if not isinstance(entry, str) or not entry:
-            problems.append(AttuneError(f"action '{pack}.{name}': python actions need 'entry_point'",
-                                        location=top))
+            problems.append(
+                AttuneError(f"action '{pack}.{name}': python actions need 'entry_point'", location=top)
+            )
         elif not (pack_path / "actions" / entry).is_file():
-            problems.append(AttuneError(f"action '{pack}.{name}': entry point '{entry}' not found in "
-                                        f"{pack_path / 'actions'}", location=_at(data, "entry_point", top)))
+            problems.append(
+                AttuneError(
+                    f"action '{pack}.{name}': entry point '{entry}' not found in {pack_path / 'actions'}",
+                    location=_at(data, "entry_point", top),
+                )
+            )
     timeout = data.get("timeout")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                                or timeout < 0):
-        problems.append(AttuneError(f"action '{pack}.{name}': 'timeout' must be a number of seconds",
-                                    location=_at(data, "timeout", top)))
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
+    ):
+        problems.append(
+            AttuneError(
+                f"action '{pack}.{name}': 'timeout' must be a number of seconds",
+                location=_at(data, "timeout", top),
+            )
+        )
         timeout = None
     return ActionSpec(
         ref=f"{pack}.{name}",
@@ -257,12 +318,14 @@ def load_workflow_file(file: Path, pack: str, problems: list[AttuneError]) -> Wo
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(AttuneError(f"cannot read: {exc}", location=Location(str(file))))
         return None
-    return load_workflow_text(text, pack=pack, file=str(file), default_ref=f"{pack}.{file.stem}",
-                              problems=problems)
+    return load_workflow_text(
+        text, pack=pack, file=str(file), default_ref=f"{pack}.{file.stem}", problems=problems
+    )
 
 
-def load_workflow_text(text: str, *, pack: str, file: str, default_ref: str,
-                       problems: list[AttuneError]) -> WorkflowSpec | None:
+def load_workflow_text(
+    text: str, *, pack: str, file: str, default_ref: str, problems: list[AttuneError]
+) -> WorkflowSpec | None:
     data, found = load_yaml(text, file)
     problems.extend(found)
     if data is None and found:

@@ -13,8 +13,8 @@ from typing import Any
 
 from attune_actors.errors import AttuneError, Location, ParameterError
 from attune_actors.spec.model import MISSING, PARAMETER_TYPES, ParamSpec
-from attune_actors.spec.yamlsrc import YMap, plain
 from attune_actors.spec.suggest import closest, unknown_key
+from attune_actors.spec.yamlsrc import YMap, plain
 
 PARAM_KEYS = ("type", "required", "default", "enum", "description", "secret")
 
@@ -61,9 +61,7 @@ def describe(value: Any) -> str:
     return type(value).__name__
 
 
-def parse_params(
-    data: Any, where: Location, problems: list[AttuneError]
-) -> tuple[ParamSpec, ...]:
+def parse_params(data: Any, where: Location, problems: list[AttuneError]) -> tuple[ParamSpec, ...]:
     """Parse a `parameters:` mapping (name -> declaration); problems are appended, never raised."""
     if data is None:
         return ()
@@ -84,12 +82,17 @@ def parse_params(
         for key in decl:
             if key not in PARAM_KEYS:
                 kloc = decl.loc(key) if isinstance(decl, YMap) else loc
-                problems.append(AttuneError(unknown_key(key, PARAM_KEYS, f"parameter '{name}'"), location=kloc))
+                problems.append(
+                    AttuneError(unknown_key(key, PARAM_KEYS, f"parameter '{name}'"), location=kloc)
+                )
         type_name = decl.get("type")
         if type_name is not None and type_name not in PARAMETER_TYPES:
-            problems.append(AttuneError(
-                f"parameter '{name}': unknown type '{type_name}' (one of {', '.join(PARAMETER_TYPES)})",
-                location=loc))
+            problems.append(
+                AttuneError(
+                    f"parameter '{name}': unknown type '{type_name}' (one of {', '.join(PARAMETER_TYPES)})",
+                    location=loc,
+                )
+            )
             type_name = None
         enum = decl.get("enum")
         if enum is not None and not isinstance(enum, list):
@@ -97,7 +100,9 @@ def parse_params(
             enum = None
         for flag in ("required", "secret"):
             if flag in decl and not isinstance(decl[flag], bool):
-                problems.append(AttuneError(f"parameter '{name}': '{flag}' must be true or false", location=loc))
+                problems.append(
+                    AttuneError(f"parameter '{name}': '{flag}' must be true or false", location=loc)
+                )
         spec = ParamSpec(
             name=name,
             type=type_name,

@@ -40,12 +40,17 @@ def validate_workflow(spec: WorkflowSpec, catalog: Catalog, renderer: Renderer) 
         inbound = len(graph.inbound[name])
         where = task.location or top
         if inbound == 0:
-            problems.append(AttuneError(f"task '{name}': 'join' on a task that no transition targets",
-                                        location=where))
+            problems.append(
+                AttuneError(f"task '{name}': 'join' on a task that no transition targets", location=where)
+            )
         elif needed > inbound:
-            problems.append(AttuneError(
-                f"task '{name}': join {needed} can never be satisfied: only {inbound} task(s) "
-                f"transition to it ({', '.join(sorted(graph.inbound[name]))})", location=where))
+            problems.append(
+                AttuneError(
+                    f"task '{name}': join {needed} can never be satisfied: only {inbound} task(s) "
+                    f"transition to it ({', '.join(sorted(graph.inbound[name]))})",
+                    location=where,
+                )
+            )
 
     names = {t.name for t in _all_tasks(spec)}
     for task in _all_tasks(spec):
@@ -55,13 +60,22 @@ def validate_workflow(spec: WorkflowSpec, catalog: Catalog, renderer: Renderer) 
             if action is None:
                 guess = closest(task.action, catalog.actions)
                 hint = f" (did you mean '{guess}'?)" if guess else ""
-                problems.append(AttuneError(f"task '{task.name}': unknown action '{task.action}'{hint}",
-                                            location=where))
+                problems.append(
+                    AttuneError(f"task '{task.name}': unknown action '{task.action}'{hint}", location=where)
+                )
             else:
                 problems.extend(_check_inputs(task, action, where))
         for label, source in _templates_of(task):
-            problems.extend(_check_template(renderer, source, names, f"task '{task.name}' {label}", where,
-                                            condition=label.endswith("when")))
+            problems.extend(
+                _check_template(
+                    renderer,
+                    source,
+                    names,
+                    f"task '{task.name}' {label}",
+                    where,
+                    condition=label.endswith("when"),
+                )
+            )
     for label, source in _walk(spec.vars, "vars"):
         problems.extend(_check_template(renderer, source, names, label, top))
     for label, source in _walk(spec.output_map, "output_map"):
@@ -103,8 +117,15 @@ def _walk(value: Any, label: str) -> Iterator[tuple[str, str]]:
             yield from _walk(v, f"{label}[{i}]")
 
 
-def _check_template(renderer: Renderer, source: str, names: set[str], label: str,
-                    where: Location, *, condition: bool = False) -> list[AttuneError]:
+def _check_template(
+    renderer: Renderer,
+    source: str,
+    names: set[str],
+    label: str,
+    where: Location,
+    *,
+    condition: bool = False,
+) -> list[AttuneError]:
     err = renderer.check(source, condition=condition)
     if err is not None:
         return [AttuneError(f"{label}: {err.message}", location=where)]
@@ -112,8 +133,9 @@ def _check_template(renderer: Renderer, source: str, names: set[str], label: str
     for ref in sorted(renderer.task_references(source, condition=condition) - names):
         guess = closest(ref, names)
         hint = f" (did you mean '{guess}'?)" if guess else ""
-        problems.append(AttuneError(f"{label}: reference to undefined task 'task.{ref}'{hint}",
-                                    location=where))
+        problems.append(
+            AttuneError(f"{label}: reference to undefined task 'task.{ref}'{hint}", location=where)
+        )
     return problems
 
 
@@ -151,7 +173,7 @@ def _check_nesting(spec: WorkflowSpec, catalog: Catalog) -> list[AttuneError]:
 
     def visit(ref: str) -> list[str] | None:
         if ref in path:
-            return [*path[path.index(ref):], ref]
+            return [*path[path.index(ref) :], ref]
         action = catalog.actions.get(ref)
         if action is None or action.workflow is None:
             return None
@@ -164,5 +186,7 @@ def _check_nesting(spec: WorkflowSpec, catalog: Catalog) -> list[AttuneError]:
 
     cycle = visit(spec.ref)
     if cycle is not None and cycle[0] == spec.ref:
-        return [AttuneError(f"workflow calls itself: {' -> '.join(cycle)}", location=Location(spec.file, 1, 1))]
+        return [
+            AttuneError(f"workflow calls itself: {' -> '.join(cycle)}", location=Location(spec.file, 1, 1))
+        ]
     return []

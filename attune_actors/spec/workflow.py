@@ -26,13 +26,35 @@ from attune_actors.spec.suggest import closest, unknown_key
 from attune_actors.spec.yamlsrc import YList, YMap, location_of, plain
 
 WORKFLOW_KEYS = (
-    "ref", "label", "description", "version", "parameters", "vars", "tasks", "output_map",
-    "timeout", "cancellation_policy",
+    "ref",
+    "label",
+    "description",
+    "version",
+    "parameters",
+    "vars",
+    "tasks",
+    "output_map",
+    "timeout",
+    "cancellation_policy",
 )
 SUGAR_KEYS = ("on_success", "on_failure", "on_complete", "on_timeout", "decision")
 TASK_KEYS = (
-    "name", "description", "action", "input", "type", "tasks", "with_items", "batch_size",
-    "concurrency", "retry", "timeout", "delay", "join", "publish", "next", *SUGAR_KEYS,
+    "name",
+    "description",
+    "action",
+    "input",
+    "type",
+    "tasks",
+    "with_items",
+    "batch_size",
+    "concurrency",
+    "retry",
+    "timeout",
+    "delay",
+    "join",
+    "publish",
+    "next",
+    *SUGAR_KEYS,
 )
 TRANSITION_KEYS = ("when", "publish", "do")
 RETRY_KEYS = ("count", "delay", "backoff", "max_delay", "when")
@@ -64,19 +86,28 @@ class _Parser:
 
     # -- numbers -------------------------------------------------------------------------------
 
-    def number(self, data: dict[str, Any], key: str, what: str, *, integer: bool = False,
-               minimum: float = 0) -> Any:
+    def number(
+        self,
+        data: dict[str, Any],
+        key: str,
+        what: str,
+        *,
+        integer: bool = False,
+        minimum: float = 0,
+    ) -> Any:
         if key not in data or data[key] is None:
             return None
         value = data[key]
         where = data.loc(key) if isinstance(data, YMap) else Location(self.file)
         kind = "an integer" if integer else "a number"
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-            integer and not isinstance(value, int)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (integer and not isinstance(value, int))
         ):
             self.error(f"{what}: '{key}' must be {kind}, got {value!r}", where)
             return None
-        if value < minimum or value != value:  # noqa: PLR0124 - NaN check
+        if value < minimum or value != value:
             bound = "at least 1" if minimum == 1 else "zero or more"
             self.error(f"{what}: '{key}' must be {bound}, got {value!r}", where)
             return None
@@ -92,8 +123,10 @@ class _Parser:
         self.check_keys(data, WORKFLOW_KEYS, "workflow")
         ref = data.get("ref", default_ref)
         if not isinstance(ref, str) or not ref.startswith(f"{pack}.") or ref == f"{pack}.":
-            self.error(f"workflow ref '{ref}' must be '<pack>.<name>' in pack '{pack}'",
-                       _loc(data, "ref", top))
+            self.error(
+                f"workflow ref '{ref}' must be '<pack>.<name>' in pack '{pack}'",
+                _loc(data, "ref", top),
+            )
             ref = default_ref
         parameters = parse_params(data.get("parameters"), _loc(data, "parameters", top), self.problems)
         variables = data.get("vars") or {}
@@ -106,8 +139,10 @@ class _Parser:
             output_map = None
         policy = data.get("cancellation_policy", "allow_finish")
         if policy not in CANCELLATION_POLICIES:
-            self.error(f"'cancellation_policy' must be one of {', '.join(CANCELLATION_POLICIES)}",
-                       _loc(data, "cancellation_policy", top))
+            self.error(
+                f"'cancellation_policy' must be one of {', '.join(CANCELLATION_POLICIES)}",
+                _loc(data, "cancellation_policy", top),
+            )
             policy = "allow_finish"
         for key in ("label", "description", "version"):
             if key in data and data[key] is not None and not isinstance(data[key], (str, int, float)):
@@ -116,8 +151,11 @@ class _Parser:
         if not isinstance(tasks_data, list) or not tasks_data:
             self.error("a workflow needs a non-empty 'tasks' list", _loc(data, "tasks", top))
             tasks_data = []
-        tasks = tuple(t for t in (self.task(item, i, tasks_data, group=None)
-                                  for i, item in enumerate(tasks_data)) if t is not None)
+        tasks = tuple(
+            t
+            for t in (self.task(item, i, tasks_data, group=None) for i, item in enumerate(tasks_data))
+            if t is not None
+        )
         return WorkflowSpec(
             ref=ref,
             pack=pack,
@@ -144,8 +182,10 @@ class _Parser:
         where = location_of(data, where)
         name = data.get("name")
         if not isinstance(name, str) or not _NAME.match(name):
-            self.error(f"task #{index + 1}: 'name' must be a name (letters, digits, _ and -), "
-                       f"got {name!r}", _loc(data, "name", where))
+            self.error(
+                f"task #{index + 1}: 'name' must be a name (letters, digits, _ and -), got {name!r}",
+                _loc(data, "name", where),
+            )
             return None
         what = f"task '{name}'"
         self.check_keys(data, TASK_KEYS, what)
@@ -163,26 +203,46 @@ class _Parser:
         if task_type == "parallel":
             if group is not None:
                 self.error(f"{what}: parallel groups cannot be nested", _loc(data, "type", where))
-            for key in ("action", "input", "with_items", "batch_size", "concurrency", "retry", "timeout"):
+            for key in (
+                "action",
+                "input",
+                "with_items",
+                "batch_size",
+                "concurrency",
+                "retry",
+                "timeout",
+            ):
                 if key in data:
-                    self.error(f"{what}: '{key}' is not allowed on a parallel group", _loc(data, key, where))
+                    self.error(
+                        f"{what}: '{key}' is not allowed on a parallel group",
+                        _loc(data, key, where),
+                    )
             sub = data.get("tasks")
             if not isinstance(sub, list) or not sub:
-                self.error(f"{what}: a parallel group needs a non-empty 'tasks' list", _loc(data, "tasks", where))
+                self.error(
+                    f"{what}: a parallel group needs a non-empty 'tasks' list",
+                    _loc(data, "tasks", where),
+                )
                 sub = []
-            subtasks = tuple(t for t in (self.task(s, i, sub, group=name) for i, s in enumerate(sub))
-                             if t is not None)
+            subtasks = tuple(
+                t for t in (self.task(s, i, sub, group=name) for i, s in enumerate(sub)) if t is not None
+            )
             action = None
         elif not isinstance(action, str) or "." not in action:
-            self.error(f"{what}: 'action' must be '<pack>.<action>', got {action!r}",
-                       _loc(data, "action", where))
+            self.error(
+                f"{what}: 'action' must be '<pack>.<action>', got {action!r}",
+                _loc(data, "action", where),
+            )
             action = None
 
         if group is not None:
             for key in ("next", "join", *SUGAR_KEYS):
                 if key in data:
-                    self.error(f"{what}: sub-tasks of parallel group '{group}' may not have '{key}' "
-                               "(put transitions on the group)", _loc(data, key, where))
+                    self.error(
+                        f"{what}: sub-tasks of parallel group '{group}' may not have '{key}' "
+                        "(put transitions on the group)",
+                        _loc(data, key, where),
+                    )
 
         task_input = data.get("input") or {}
         if not isinstance(task_input, dict):
@@ -191,22 +251,31 @@ class _Parser:
 
         with_items = data.get("with_items")
         if with_items is not None and not isinstance(with_items, (str, list)):
-            self.error(f"{what}: 'with_items' must be a template or a list", _loc(data, "with_items", where))
+            self.error(
+                f"{what}: 'with_items' must be a template or a list",
+                _loc(data, "with_items", where),
+            )
             with_items = None
         batch_key = "batch_size" if "batch_size" in data else "concurrency"
         if "batch_size" in data and "concurrency" in data:
-            self.error(f"{what}: use 'batch_size' or its alias 'concurrency', not both",
-                       _loc(data, "concurrency", where))
+            self.error(
+                f"{what}: use 'batch_size' or its alias 'concurrency', not both",
+                _loc(data, "concurrency", where),
+            )
         batch_size = self.number(data, batch_key, what, integer=True, minimum=1)
         if batch_size is not None and with_items is None:
             self.error(f"{what}: '{batch_key}' needs 'with_items'", _loc(data, batch_key, where))
 
         join = data.get("join")
-        if join is not None and join != "all" and (
-            isinstance(join, bool) or not isinstance(join, int) or join < 1
+        if (
+            join is not None
+            and join != "all"
+            and (isinstance(join, bool) or not isinstance(join, int) or join < 1)
         ):
-            self.error(f"{what}: 'join' must be 'all' or a whole number of at least 1, got {join!r}",
-                       _loc(data, "join", where))
+            self.error(
+                f"{what}: 'join' must be 'all' or a whole number of at least 1, got {join!r}",
+                _loc(data, "join", where),
+            )
             join = None
 
         return TaskSpec(
@@ -234,13 +303,18 @@ class _Parser:
         if isinstance(spec, int) and not isinstance(spec, bool):
             spec = {"count": spec}
         if not isinstance(spec, dict):
-            self.error(f"{what}: 'retry' must be a mapping (count, delay, backoff, max_delay, when)", rwhere)
+            self.error(
+                f"{what}: 'retry' must be a mapping (count, delay, backoff, max_delay, when)",
+                rwhere,
+            )
             return None
         self.check_keys(spec, RETRY_KEYS, f"{what} retry")
         backoff = spec.get("backoff", "constant")
         if backoff not in BACKOFFS:
-            self.error(f"{what}: retry 'backoff' must be one of {', '.join(BACKOFFS)}, got {backoff!r}",
-                       _loc(spec, "backoff", rwhere))
+            self.error(
+                f"{what}: retry 'backoff' must be one of {', '.join(BACKOFFS)}, got {backoff!r}",
+                _loc(spec, "backoff", rwhere),
+            )
             backoff = "constant"
         when = spec.get("when")
         if when is not None and not isinstance(when, str):
@@ -265,13 +339,17 @@ class _Parser:
             return ()
         for entry in entries:
             if not isinstance(entry, dict):
-                self.error(f"{what}: each 'publish' entry must be a mapping of name to template",
-                           location_of(entry, where))
+                self.error(
+                    f"{what}: each 'publish' entry must be a mapping of name to template",
+                    location_of(entry, where),
+                )
                 continue
             for name, value in entry.items():
                 if not isinstance(name, str) or not name.isidentifier():
-                    self.error(f"{what}: published name {name!r} must be an identifier",
-                               entry.loc(name) if isinstance(entry, YMap) else where)
+                    self.error(
+                        f"{what}: published name {name!r} must be an identifier",
+                        entry.loc(name) if isinstance(entry, YMap) else where,
+                    )
                     continue
                 pairs.append((name, plain(value)))
         return tuple(pairs)
@@ -303,20 +381,27 @@ class _Parser:
                 when = entry.get("when")
                 if when is not None and not isinstance(when, str):
                     when = "{{ true }}" if when else "{{ false }}"
-                result.append(Transition(
-                    when=when,
-                    publish=self.publish(entry.get("publish"), what, _loc(entry, "publish", ewhere)),
-                    do=self.targets(entry.get("do"), what, _loc(entry, "do", ewhere)),
-                    location=ewhere,
-                ))
+                result.append(
+                    Transition(
+                        when=when,
+                        publish=self.publish(entry.get("publish"), what, _loc(entry, "publish", ewhere)),
+                        do=self.targets(entry.get("do"), what, _loc(entry, "do", ewhere)),
+                        location=ewhere,
+                    )
+                )
         # Sugar, in the order SPEC section 2 fixes.
         if "decision" in data:
             result.extend(self.decision(data["decision"], what, _loc(data, "decision", where)))
         for key in ("on_success", "on_failure", "on_timeout", "on_complete"):
             if key in data:
                 kwhere = _loc(data, key, where)
-                result.append(Transition(when=_SUGAR_WHEN[key], do=self.targets(data[key], what, kwhere),
-                                         location=kwhere))
+                result.append(
+                    Transition(
+                        when=_SUGAR_WHEN[key],
+                        do=self.targets(data[key], what, kwhere),
+                        location=kwhere,
+                    )
+                )
         return tuple(result)
 
     def decision(self, data: Any, what: str, where: Location) -> list[Transition]:
@@ -346,8 +431,10 @@ class _Parser:
             elif isinstance(cond, str) and (m := _SINGLE_EXPR.match(cond)) and "{{" not in m["expr"]:
                 expr = m["expr"].strip()
             else:
-                self.error(f"{what}: a decision 'when' must be one {{{{ expression }}}}, got {cond!r}",
-                           _loc(entry, "when", ewhere))
+                self.error(
+                    f"{what}: a decision 'when' must be one {{{{ expression }}}}, got {cond!r}",
+                    _loc(entry, "when", ewhere),
+                )
                 continue
             if "next" not in entry:
                 self.error(f"{what}: decision entry needs 'next'", ewhere)
@@ -356,13 +443,15 @@ class _Parser:
         earlier: list[str] = []
         for expr, targets, ewhere in branches:
             guard = "".join(f" and not ({e})" for e in earlier)
-            transitions.append(Transition(when=f"{{{{ succeeded() and ({expr}){guard} }}}}",
-                                          do=targets, location=ewhere))
+            transitions.append(
+                Transition(when=f"{{{{ succeeded() and ({expr}){guard} }}}}", do=targets, location=ewhere)
+            )
             earlier.append(expr)
         if default is not None:
             guard = "".join(f" and not ({e})" for e in earlier)
-            transitions.append(Transition(when=f"{{{{ succeeded(){guard} }}}}", do=default[0],
-                                          location=default[1]))
+            transitions.append(
+                Transition(when=f"{{{{ succeeded(){guard} }}}}", do=default[0], location=default[1])
+            )
         return transitions
 
 
@@ -388,8 +477,10 @@ def _check_names(spec: WorkflowSpec, parser: _Parser) -> None:
     for task in spec.tasks:
         for t in (task, *task.tasks):
             if t.name in seen:
-                parser.error(f"duplicate task name '{t.name}' (first at {seen[t.name]})",
-                             t.location or Location(parser.file))
+                parser.error(
+                    f"duplicate task name '{t.name}' (first at {seen[t.name]})",
+                    t.location or Location(parser.file),
+                )
             else:
                 seen[t.name] = t.location
     for task in spec.tasks:
@@ -400,8 +491,13 @@ def _check_names(spec: WorkflowSpec, parser: _Parser) -> None:
                 if target not in seen:
                     guess = closest(target, seen)
                     hint = f" (did you mean '{guess}'?)" if guess else ""
-                    parser.error(f"task '{task.name}': transition to unknown task '{target}'{hint}",
-                                 tr.location or Location(parser.file))
+                    parser.error(
+                        f"task '{task.name}': transition to unknown task '{target}'{hint}",
+                        tr.location or Location(parser.file),
+                    )
                 elif spec.task(target) is not None and not any(t.name == target for t in spec.tasks):
-                    parser.error(f"task '{task.name}': cannot transition to '{target}', a sub-task of a "
-                                 "parallel group", tr.location or Location(parser.file))
+                    parser.error(
+                        f"task '{task.name}': cannot transition to '{target}', a sub-task of a "
+                        "parallel group",
+                        tr.location or Location(parser.file),
+                    )

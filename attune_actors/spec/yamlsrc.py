@@ -60,7 +60,7 @@ def _construct_map(loader: _Loader, node: yaml.MappingNode) -> YMap:
     result.location = _mark(loader.file_name, node.start_mark)
     result.key_locations = {}
     for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=True)
         where = _mark(loader.file_name, key_node.start_mark)
         if isinstance(key, (dict, list)):
             loader.problems.append(AttuneError("a mapping key must be a scalar", location=where))
@@ -70,7 +70,7 @@ def _construct_map(loader: _Loader, node: yaml.MappingNode) -> YMap:
         if key in result:
             loader.problems.append(AttuneError(f"duplicate key '{key}'", location=where))
             continue
-        result[key] = loader.construct_object(value_node, deep=True)  # type: ignore[no-untyped-call]
+        result[key] = loader.construct_object(value_node, deep=True)
         result.key_locations[key] = where
     return result
 
@@ -80,7 +80,7 @@ def _construct_seq(loader: _Loader, node: yaml.SequenceNode) -> YList:
     result.location = _mark(loader.file_name, node.start_mark)
     result.item_locations = []
     for child in node.value:
-        result.append(loader.construct_object(child, deep=True))  # type: ignore[no-untyped-call]
+        result.append(loader.construct_object(child, deep=True))
         result.item_locations.append(_mark(loader.file_name, child.start_mark))
     return result
 
@@ -90,8 +90,8 @@ def _construct_text(loader: _Loader, node: yaml.ScalarNode) -> str:
     return str(loader.construct_scalar(node))
 
 
-_Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_text)  # type: ignore[arg-type]
-_Loader.add_constructor("tag:yaml.org,2002:binary", _construct_text)  # type: ignore[arg-type]
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_text)
+_Loader.add_constructor("tag:yaml.org,2002:binary", _construct_text)
 
 
 def _construct_unsupported(loader: _Loader, node: yaml.Node) -> None:
@@ -102,9 +102,9 @@ def _construct_unsupported(loader: _Loader, node: yaml.Node) -> None:
 
 
 for _tag in ("set", "omap", "pairs"):
-    _Loader.add_constructor(f"tag:yaml.org,2002:{_tag}", _construct_unsupported)  # type: ignore[arg-type]
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)  # type: ignore[arg-type]
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_seq)  # type: ignore[arg-type]
+    _Loader.add_constructor(f"tag:yaml.org,2002:{_tag}", _construct_unsupported)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_seq)
 
 
 def load_yaml(text: str, file: str) -> tuple[Any, list[AttuneError]]:

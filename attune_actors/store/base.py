@@ -39,8 +39,13 @@ class Store(abc.ABC):
         """Flush and release resources."""
 
     @abc.abstractmethod
-    def save(self, execution_id: str, header: dict[str, Any], runs: list[dict[str, Any]],
-             items: list[ItemRecord]) -> None:
+    def save(
+        self,
+        execution_id: str,
+        header: dict[str, Any],
+        runs: list[dict[str, Any]],
+        items: list[ItemRecord],
+    ) -> None:
         """Record a step's changes. May be buffered until `flush`."""
 
     async def flush(self) -> None:  # noqa: B027 - optional hook
@@ -51,8 +56,14 @@ class Store(abc.ABC):
         """The stored snapshot of one execution, or None."""
 
     @abc.abstractmethod
-    def headers(self, *, status: str | None = None, limit: int | None = None,
-                parent_id: str | None = None, roots_only: bool = False) -> list[dict[str, Any]]:
+    def headers(
+        self,
+        *,
+        status: str | None = None,
+        limit: int | None = None,
+        parent_id: str | None = None,
+        roots_only: bool = False,
+    ) -> list[dict[str, Any]]:
         """Execution headers, newest first, optionally filtered."""
 
     @abc.abstractmethod
@@ -107,8 +118,13 @@ class MemoryStore(Store):
     def get_source(self, digest: str) -> tuple[str, str] | None:
         return self._sources.get(digest)
 
-    def save(self, execution_id: str, header: dict[str, Any], runs: list[dict[str, Any]],
-             items: list[ItemRecord]) -> None:
+    def save(
+        self,
+        execution_id: str,
+        header: dict[str, Any],
+        runs: list[dict[str, Any]],
+        items: list[ItemRecord],
+    ) -> None:
         snap = self._snapshots.get(execution_id)
         if snap is None:
             snap = self._snapshots[execution_id] = _Encoded()
@@ -118,22 +134,34 @@ class MemoryStore(Store):
         snap.started_at = header["started_at"] or 0.0
         for rec in runs:
             snap.runs[rec["id"]] = encode(rec)
-        for run_id, idx, rec in items:
-            snap.items[(run_id, idx)] = encode(rec)
+        for run_id, idx, item in items:
+            snap.items[(run_id, idx)] = encode(item)
 
     def load(self, execution_id: str) -> Snapshot | None:
         snap = self._snapshots.get(execution_id)
         if snap is None:
             return None
-        return Snapshot(decode(snap.header), {k: decode(v) for k, v in snap.runs.items()},
-                        {k: decode(v) for k, v in snap.items.items()})
+        return Snapshot(
+            decode(snap.header),
+            {k: decode(v) for k, v in snap.runs.items()},
+            {k: decode(v) for k, v in snap.items.items()},
+        )
 
-    def headers(self, *, status: str | None = None, limit: int | None = None,
-                parent_id: str | None = None, roots_only: bool = False) -> list[dict[str, Any]]:
-        found = [s for s in self._snapshots.values()
-                 if (status is None or s.status == status)
-                 and (parent_id is None or s.parent_id == parent_id)
-                 and (not roots_only or s.parent_id is None)]
+    def headers(
+        self,
+        *,
+        status: str | None = None,
+        limit: int | None = None,
+        parent_id: str | None = None,
+        roots_only: bool = False,
+    ) -> list[dict[str, Any]]:
+        found = [
+            s
+            for s in self._snapshots.values()
+            if (status is None or s.status == status)
+            and (parent_id is None or s.parent_id == parent_id)
+            and (not roots_only or s.parent_id is None)
+        ]
         found.sort(key=lambda s: s.started_at, reverse=True)
         if limit is not None:
             found = found[:limit]

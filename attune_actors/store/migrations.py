@@ -21,8 +21,16 @@ from pathlib import Path
 
 from attune_actors.errors import StoreError
 
-__all__ = ["COMPONENT", "MIGRATIONS", "SCHEMA_VERSION", "TABLES", "Migration", "check", "migrate",
-           "stored_version"]
+__all__ = [
+    "COMPONENT",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "TABLES",
+    "Migration",
+    "check",
+    "migrate",
+    "stored_version",
+]
 
 COMPONENT = "store"  # our row in schema_version
 
@@ -109,8 +117,13 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "executions, task runs, items, definitions", _V1),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
-TABLES = ("workflow_definition", "workflow_definition_version", "workflow_execution",
-          "workflow_task_execution", "workflow_task_item")
+TABLES = (
+    "workflow_definition",
+    "workflow_definition_version",
+    "workflow_execution",
+    "workflow_task_execution",
+    "workflow_task_item",
+)
 
 
 def stored_version(conn: sqlite3.Connection, path: Path) -> int:
@@ -120,22 +133,28 @@ def stored_version(conn: sqlite3.Connection, path: Path) -> int:
     version (not written by attune_actors, or damaged).
     """
     try:
-        names = {row[0] for row in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        names = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
         if "schema_version" in names:
-            row = conn.execute("SELECT version FROM schema_version WHERE component = ?",
-                               (COMPONENT,)).fetchone()
+            row = conn.execute(
+                "SELECT version FROM schema_version WHERE component = ?", (COMPONENT,)
+            ).fetchone()
             if row is not None:
                 version = row[0]
                 if not isinstance(version, int) or version < 1:
                     raise StoreError(f"the store {path} has an invalid schema version {version!r}")
                 return version
     except sqlite3.Error as e:
-        raise StoreError(f"cannot read the store {path}: {e} (is it an attune data file?)") from None
+        raise StoreError(
+            f"cannot read the store {path}: {e} (is it an attune data file?)"
+        ) from None
     ours = sorted(names.intersection(TABLES))
     if ours:
-        raise StoreError(f"the store {path} has tables {', '.join(ours)} but no schema version: "
-                         "it was not written by attune_actors, or it is damaged")
+        raise StoreError(
+            f"the store {path} has tables {', '.join(ours)} but no schema version: "
+            "it was not written by attune_actors, or it is damaged"
+        )
     return 0
 
 
@@ -150,8 +169,9 @@ def check(conn: sqlite3.Connection, path: Path, target: int = SCHEMA_VERSION) ->
     return version
 
 
-def migrate(conn: sqlite3.Connection, path: Path,
-            migrations: Sequence[Migration] = MIGRATIONS) -> int:
+def migrate(
+    conn: sqlite3.Connection, path: Path, migrations: Sequence[Migration] = MIGRATIONS
+) -> int:
     """Bring the database to the last version of `migrations` in one transaction; that version.
 
     `conn` must be in autocommit mode (isolation_level=None). Raises `StoreError` when the file was
@@ -178,7 +198,8 @@ def migrate(conn: sqlite3.Connection, path: Path,
                     "INSERT INTO schema_version (component, version, updated_at) VALUES (?, ?, ?) "
                     "ON CONFLICT (component) DO UPDATE SET version = excluded.version, "
                     "updated_at = excluded.updated_at",
-                    (COMPONENT, m.version, datetime.now(UTC).isoformat()))
+                    (COMPONENT, m.version, datetime.now(UTC).isoformat()),
+                )
                 version = m.version
             conn.execute("COMMIT")
         except BaseException:
@@ -186,7 +207,9 @@ def migrate(conn: sqlite3.Connection, path: Path,
                 conn.execute("ROLLBACK")
             raise
     except sqlite3.Error as e:
-        raise StoreError(f"cannot migrate the store {path} to schema version {target}: {e}") from None
+        raise StoreError(
+            f"cannot migrate the store {path} to schema version {target}: {e}"
+        ) from None
     return version
 
 
@@ -194,4 +217,5 @@ def _check_not_newer(version: int, target: int, path: Path) -> None:
     if version > target:
         raise StoreError(
             f"the store {path} has schema version {version}, newer than this attune_actors "
-            f"understands ({target}): upgrade attune_actors, or use another data directory")
+            f"understands ({target}): upgrade attune_actors, or use another data directory"
+        )

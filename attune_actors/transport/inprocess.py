@@ -24,8 +24,9 @@ log = logging.getLogger("attune_actors.transport")
 class InProcessTransport(Transport):
     """Runs attempts as tasks on the running loop, at most `max_inflight` at once."""
 
-    def __init__(self, actions: Callable[[str], ActionSpec], runners: RunnerSet, *,
-                 max_inflight: int = 10000) -> None:
+    def __init__(
+        self, actions: Callable[[str], ActionSpec], runners: RunnerSet, *, max_inflight: int = 10000
+    ) -> None:
         self._actions = actions
         self._runners = runners
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -55,8 +56,7 @@ class InProcessTransport(Transport):
             loop.call_soon(on_outcome, _outcome(run, "succeeded", result=dict(run.parameters)))
             return
         key = run.key
-        self._running[key] = loop.create_task(self._execute(run, action, on_outcome),
-                                              name=f"run {key}")
+        self._running[key] = loop.create_task(self._execute(run, action, on_outcome), name=f"run {key}")
 
     def cancel(self, run: ActionRun) -> None:
         task = self._running.get(run.key)
@@ -72,8 +72,9 @@ class InProcessTransport(Transport):
                 if timeout is not None and timeout <= 0:
                     raise TimeoutError
                 runner = self._runners.get(action.runner_type)
-                context = RunContext(run.execution_id, run.run_id, run.attempt, run.task, run.item,
-                                     action.ref)
+                context = RunContext(
+                    run.execution_id, run.run_id, run.attempt, run.task, run.item, action.ref
+                )
                 async with asyncio.timeout(timeout):
                     result = await runner.run(action, run.parameters, context)
             outcome = _outcome(run, "succeeded", result=result)

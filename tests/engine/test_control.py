@@ -36,8 +36,11 @@ def is_task(name: str, status: str) -> Predicate:
 
 
 def is_execution(status: str, execution_id: str | None = None) -> Predicate:
-    return lambda e: (e["type"] == "execution" and e["status"] == status
-                      and (execution_id is None or e["id"] == execution_id))
+    return lambda e: (
+        e["type"] == "execution"
+        and e["status"] == status
+        and (execution_id is None or e["id"] == execution_id)
+    )
 
 
 async def poll(check: Callable[[], bool], timeout: float = 10) -> None:
@@ -61,13 +64,16 @@ def ts(iso: str | None) -> float:
 
 
 async def test_pause_around_a_join(workflow, engine_factory) -> None:
-    ref = workflow("pjoin", """
+    ref = workflow(
+        "pjoin",
+        """
         tasks:
           - {name: start, action: core.noop, on_success: [left, right]}
           - {name: left, action: testpack.wait, input: {seconds: 0.1}, on_success: merge}
           - {name: right, action: testpack.wait, input: {seconds: 0.2}, on_success: merge}
           - {name: merge, action: core.noop, join: all}
-    """)
+    """,
+    )
     engine: Engine = await engine_factory()
     execution = await engine.execute(ref)
     events = engine.events(execution.id)
@@ -78,8 +84,12 @@ async def test_pause_around_a_join(workflow, engine_factory) -> None:
     now = await engine.get(execution.id)
     assert now.status == "paused"
     # Both branches ended before `paused`; the join is staged, not dispatched.
-    assert {t.name: t.status for t in now.tasks} == {"start": "succeeded", "left": "succeeded",
-                                                     "right": "succeeded", "merge": "scheduled"}
+    assert {t.name: t.status for t in now.tasks} == {
+        "start": "succeeded",
+        "left": "succeeded",
+        "right": "succeeded",
+        "merge": "scheduled",
+    }
     assert now.task("merge").started_at is None
     resumed_at = now_ms()
     await engine.resume(execution.id)
@@ -91,14 +101,17 @@ async def test_pause_around_a_join(workflow, engine_factory) -> None:
 
 
 async def test_no_new_item_while_paused(workflow, engine_factory) -> None:
-    ref = workflow("pitems", """
+    ref = workflow(
+        "pitems",
+        """
         tasks:
           - name: waits
             action: testpack.wait
             with_items: "{{ range(6) | list }}"
             batch_size: 2
             input: {seconds: 0.05, value: "{{ item }}"}
-    """)
+    """,
+    )
     engine: Engine = await engine_factory()
     execution = await engine.execute(ref)
     events = engine.events(execution.id)
@@ -108,7 +121,8 @@ async def test_no_new_item_while_paused(workflow, engine_factory) -> None:
     paused_at = now_ms()
     at_pause = (await engine.get(execution.id)).task("waits")
     started = [it for it in at_pause.items if it["started_at"] is not None]
-    assert 1 <= len(started) <= 2 and all(it["status"] == "succeeded" for it in started)
+    assert 1 <= len(started) <= 2
+    assert all(it["status"] == "succeeded" for it in started)
     # Nothing is dispatched while paused, however long we look.
     await engine.get(execution.id)
     resumed_at = now_ms()
@@ -118,16 +132,19 @@ async def test_no_new_item_while_paused(workflow, engine_factory) -> None:
     assert final.status == "succeeded"
     items = final.task("waits").items
     assert [it["result"] for it in items] == [0, 1, 2, 3, 4, 5]
-    for it in items[len(started):]:
+    for it in items[len(started) :]:
         assert ts(it["started_at"]) >= resumed_at >= paused_at
 
 
 async def test_pause_and_resume_are_idempotent_and_accepted_before_start(workflow, engine_factory) -> None:
-    ref = workflow("pidem", """
+    ref = workflow(
+        "pidem",
+        """
         tasks:
           - {name: a, action: core.noop, on_success: b}
           - {name: b, action: core.noop}
-    """)
+    """,
+    )
     engine: Engine = await engine_factory()
     events = engine.events()
     execution = await engine.execute(ref)
@@ -146,11 +163,14 @@ async def test_pause_and_resume_are_idempotent_and_accepted_before_start(workflo
 
 
 async def test_cancel_allow_finish_lets_running_runs_end(workflow, engine_factory) -> None:
-    ref = workflow("callow", """
+    ref = workflow(
+        "callow",
+        """
         tasks:
           - {name: slow, action: testpack.wait, input: {seconds: 0.2, value: done}, on_success: next}
           - {name: next, action: core.noop}
-    """)
+    """,
+    )
     engine: Engine = await engine_factory()
     execution = await engine.execute(ref)
     events = engine.events(execution.id)
@@ -165,17 +185,21 @@ async def test_cancel_allow_finish_lets_running_runs_end(workflow, engine_factor
 
 
 @pytest.mark.parametrize("how", ["policy", "force"])
-async def test_cancel_running_kills_the_subprocess(how: str, workflow, engine_factory,
-                                                   tmp_path: Path) -> None:
+async def test_cancel_running_kills_the_subprocess(
+    how: str, workflow, engine_factory, tmp_path: Path
+) -> None:
     pidfile = tmp_path / "pid"
     policy = "cancel_running" if how == "policy" else "allow_finish"
-    ref = workflow(f"ckill{how}", f"""
+    ref = workflow(
+        f"ckill{how}",
+        f"""
         cancellation_policy: {policy}
         tasks:
           - name: long
             action: core.local
             input: {{cmd: "echo $$ > {pidfile}; exec sleep 30"}}
-    """)
+    """,
+    )
     engine: Engine = await engine_factory()
     execution = await engine.execute(ref)
     await poll(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
@@ -196,10 +220,13 @@ async def test_cancel_running_kills_the_subprocess(how: str, workflow, engine_fa
 
 
 async def test_cancel_right_after_execute_does_not_hang(workflow, engine_factory) -> None:
-    ref = workflow("cfast", """
+    ref = workflow(
+        "cfast",
+        """
         tasks:
           - {name: a, action: testpack.wait, input: {seconds: 5}}
-    """)
+    """,
+    )
     engine: Engine = await engine_factory()
     execution = await engine.execute(ref)
     await engine.cancel(execution.id)
@@ -213,23 +240,31 @@ async def test_cancel_right_after_execute_does_not_hang(workflow, engine_factory
 
 
 async def test_pause_resume_cancel_cascade_into_nested_workflows(workflow, engine_factory) -> None:
-    workflow("slowchild", """
+    workflow(
+        "slowchild",
+        """
         tasks:
           - {name: step1, action: testpack.wait, input: {seconds: 0.1}, on_success: step2}
           - {name: step2, action: testpack.wait, input: {seconds: 0.1}}
-    """)
-    ref = workflow("cascade", """
+    """,
+    )
+    ref = workflow(
+        "cascade",
+        """
         tasks:
           - {name: call, action: testpack.slowchild, on_success: after}
           - {name: after, action: core.noop}
-    """)
+    """,
+    )
     engine: Engine = await engine_factory()
     execution = await engine.execute(ref)
     events = engine.events(execution.id)
     await next_event(events, is_task("step1", "running"))
     await engine.pause(execution.id)
-    child_paused = await next_event(events, lambda e: e["type"] == "execution" and e["status"] == "paused"
-                                    and e["parent_id"] == execution.id)
+    child_paused = await next_event(
+        events,
+        lambda e: e["type"] == "execution" and e["status"] == "paused" and e["parent_id"] == execution.id,
+    )
     await next_event(events, is_execution("paused", execution.id))
     child = await engine.get(child_paused["id"])
     assert child.status == "paused"
@@ -294,12 +329,15 @@ async def test_invalid_inquiry_response_is_refused_and_stays_pending(workflow, e
 
 
 async def test_inquiry_checks_the_identity_when_users_are_set(workflow, engine_factory) -> None:
-    ref = workflow("inqusers", """
+    ref = workflow(
+        "inqusers",
+        """
         tasks:
           - name: ask
             action: core.inquiry
             input: {prompt: "ok?", schema: {type: boolean}, users: [alice]}
-    """)
+    """,
+    )
     engine: Engine = await engine_factory()
     execution = await engine.execute(ref)
     await poll(lambda: True)
@@ -315,7 +353,9 @@ async def test_inquiry_checks_the_identity_when_users_are_set(workflow, engine_f
 
 
 async def test_two_parallel_inquiries_each_resume_the_workflow(workflow, engine_factory) -> None:
-    ref = workflow("inq2", """
+    ref = workflow(
+        "inq2",
+        """
         tasks:
           - name: approvals
             type: parallel
@@ -324,7 +364,8 @@ async def test_two_parallel_inquiries_each_resume_the_workflow(workflow, engine_
               - {name: finance, action: core.inquiry, input: {prompt: "fin?", schema: {type: string}}}
             on_success: ship
           - {name: ship, action: core.echo, input: {all: "{{ task.approvals.result }}"}}
-    """)
+    """,
+    )
     engine: Engine = await engine_factory()
     execution = await engine.execute(ref)
     events = engine.events(execution.id)
@@ -357,12 +398,15 @@ async def test_cancel_closes_pending_inquiries(workflow, engine_factory) -> None
 
 
 async def test_events_arrive_in_order_per_execution(workflow, engine_factory) -> None:
-    ref = workflow("evorder", """
+    ref = workflow(
+        "evorder",
+        """
         tasks:
           - {name: a, action: core.noop, on_success: b}
           - {name: b, action: testpack.wait, input: {seconds: 0.01}, on_success: c}
           - {name: c, action: core.noop}
-    """)
+    """,
+    )
     engine: Engine = await engine_factory()
     events = engine.events()
     execution = await engine.execute(ref)
@@ -377,23 +421,38 @@ async def test_events_arrive_in_order_per_execution(workflow, engine_factory) ->
     assert seen[0] == ("workflow", "running")
     assert seen[-1] == ("workflow", "succeeded")
     order = [s for s in seen if s[0] != "workflow"]
-    assert order == [("a", "running"), ("a", "succeeded"), ("b", "running"), ("b", "succeeded"),
-                     ("c", "running"), ("c", "succeeded")] or order == [
-        ("a", "succeeded"), ("b", "running"), ("b", "succeeded"), ("c", "succeeded")]
+    assert order == [
+        ("a", "running"),
+        ("a", "succeeded"),
+        ("b", "running"),
+        ("b", "succeeded"),
+        ("c", "running"),
+        ("c", "succeeded"),
+    ] or order == [("a", "succeeded"), ("b", "running"), ("b", "succeeded"), ("c", "succeeded")]
 
 
-async def test_a_stalled_consumer_gets_a_gap_marker_not_unbounded_memory(workflow, packs_dir,
-                                                                         tmp_path) -> None:
-    ref = workflow("evmany", """
+async def test_a_stalled_consumer_gets_a_gap_marker_not_unbounded_memory(
+    workflow, packs_dir, tmp_path
+) -> None:
+    ref = workflow(
+        "evmany",
+        """
         tasks:
           - name: many
             action: core.noop
             with_items: "{{ range(50) | list }}"
             on_success: after
           - {name: after, action: core.noop}
-    """)
-    settings = load_settings(overrides={"packs": [str(packs_dir)], "data_dir": str(tmp_path / "d"),
-                                        "limits": {"event_buffer": 5}}, environ={})
+    """,
+    )
+    settings = load_settings(
+        overrides={
+            "packs": [str(packs_dir)],
+            "data_dir": str(tmp_path / "d"),
+            "limits": {"event_buffer": 5},
+        },
+        environ={},
+    )
     async with Engine(settings=settings) as engine:
         stalled = engine.events()
         for _ in range(20):
@@ -411,5 +470,8 @@ async def test_a_stalled_consumer_gets_a_gap_marker_not_unbounded_memory(workflo
 
 async def _gap_after(received: list[dict[str, Any]], sub: Subscription) -> dict[str, Any]:
     """The gap marker the subscription owes after its buffered events."""
-    return await sub.__anext__() if not any(e["type"] == "gap" for e in received) else next(
-        e for e in received if e["type"] == "gap")
+    return (
+        await sub.__anext__()
+        if not any(e["type"] == "gap" for e in received)
+        else next(e for e in received if e["type"] == "gap")
+    )

@@ -66,7 +66,7 @@ async def test_example(case: dict[str, Any], data_dir: Path) -> None:
     runs = [t.name for t in final.tasks]
     position = 0
     for wave in case["waves"]:
-        assert set(runs[position:position + len(wave)]) == set(wave), runs
+        assert set(runs[position : position + len(wave)]) == set(wave), runs
         position += len(wave)
     assert position == len(runs), runs
     for name, status in case.get("task_status", {}).items():

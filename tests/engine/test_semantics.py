@@ -26,7 +26,9 @@ async def run(engine: Engine, ref: str, params: dict[str, Any] | None = None) ->
 
 
 async def test_sequential_chain_runs_in_order_and_passes_results(workflow, engine_factory) -> None:
-    ref = workflow("seq", """
+    ref = workflow(
+        "seq",
+        """
         parameters:
           n: {type: integer, default: 3}
         tasks:
@@ -43,7 +45,8 @@ async def test_sequential_chain_runs_in_order_and_passes_results(workflow, engin
             input: {value: "{{ task.b.result + 1 }}"}
         output_map:
           final: "{{ task.c.result.value }}"
-    """)
+    """,
+    )
     engine = await engine_factory()
     final = await run(engine, ref)
     assert final.status == "succeeded"
@@ -54,12 +57,15 @@ async def test_sequential_chain_runs_in_order_and_passes_results(workflow, engin
 
 
 async def test_start_tasks_run_together_then_their_successors(workflow, engine_factory) -> None:
-    ref = workflow("starts", """
+    ref = workflow(
+        "starts",
+        """
         tasks:
           - {name: a, action: core.noop, on_success: c}
           - {name: b, action: core.noop}
           - {name: c, action: core.noop}
-    """)
+    """,
+    )
     final = await run(await engine_factory(), ref)
     assert final.status == "succeeded"
     assert set(names(final)[:2]) == {"a", "b"}
@@ -67,7 +73,9 @@ async def test_start_tasks_run_together_then_their_successors(workflow, engine_f
 
 
 async def test_handled_failure_takes_the_failure_branch_and_succeeds(workflow, engine_factory) -> None:
-    ref = workflow("handled", """
+    ref = workflow(
+        "handled",
+        """
         tasks:
           - name: risky
             action: testpack.fail
@@ -78,7 +86,8 @@ async def test_handled_failure_takes_the_failure_branch_and_succeeds(workflow, e
           - name: cleanup
             action: core.echo
             input: {why: "{{ task.risky.error }}"}
-    """)
+    """,
+    )
     final = await run(await engine_factory(), ref)
     assert final.status == "succeeded"
     assert names(final) == ["risky", "cleanup"]
@@ -88,13 +97,16 @@ async def test_handled_failure_takes_the_failure_branch_and_succeeds(workflow, e
 
 
 async def test_unhandled_failure_fails_fast(workflow, engine_factory) -> None:
-    ref = workflow("failfast", """
+    ref = workflow(
+        "failfast",
+        """
         tasks:
           - {name: bad, action: testpack.fail, on_success: after_bad}
           - {name: slow, action: testpack.wait, input: {seconds: 0.2}, on_success: after_slow}
           - {name: after_bad, action: core.noop}
           - {name: after_slow, action: core.noop}
-    """)
+    """,
+    )
     final = await run(await engine_factory(), ref)
     assert final.status == "failed"
     assert final.error["task"] == "bad"
@@ -105,18 +117,23 @@ async def test_unhandled_failure_fails_fast(workflow, engine_factory) -> None:
 
 
 async def test_on_complete_fires_on_failure_and_handles_it(workflow, engine_factory) -> None:
-    ref = workflow("complete", """
+    ref = workflow(
+        "complete",
+        """
         tasks:
           - {name: bad, action: testpack.fail, on_complete: report}
           - {name: report, action: core.echo, input: {status: "{{ task.bad.status }}"}}
-    """)
+    """,
+    )
     final = await run(await engine_factory(), ref)
     assert final.status == "succeeded"
     assert final.task("report").result == {"status": "failed"}
 
 
 async def test_task_timeout_ends_the_attempt_timeout_and_fires_on_timeout(workflow, engine_factory) -> None:
-    ref = workflow("tmo", """
+    ref = workflow(
+        "tmo",
+        """
         tasks:
           - name: slow
             action: testpack.wait
@@ -126,7 +143,8 @@ async def test_task_timeout_ends_the_attempt_timeout_and_fires_on_timeout(workfl
             on_failure: also_failure
           - {name: late, action: core.noop}
           - {name: also_failure, action: core.noop}
-    """)
+    """,
+    )
     final = await run(await engine_factory(), ref)
     assert final.status == "succeeded"
     assert final.task("slow").status == "timeout"
@@ -135,7 +153,9 @@ async def test_task_timeout_ends_the_attempt_timeout_and_fires_on_timeout(workfl
 
 
 async def test_decision_first_match_wins_and_default(workflow, engine_factory) -> None:
-    ref = workflow("decide", """
+    ref = workflow(
+        "decide",
+        """
         parameters:
           environment: {type: string, enum: [dev, staging, production]}
         tasks:
@@ -150,7 +170,8 @@ async def test_decision_first_match_wins_and_default(workflow, engine_factory) -
           - {name: approve, action: core.noop}
           - {name: tests, action: core.noop}
           - {name: direct, action: core.noop}
-    """)
+    """,
+    )
     engine = await engine_factory()
     assert names(await run(engine, ref, {"environment": "production"})) == ["check", "approve"]
     assert names(await run(engine, ref, {"environment": "staging"})) == ["check", "tests"]
@@ -158,7 +179,9 @@ async def test_decision_first_match_wins_and_default(workflow, engine_factory) -
 
 
 async def test_publish_sets_vars_in_order_and_only_on_success(workflow, engine_factory) -> None:
-    ref = workflow("pub", """
+    ref = workflow(
+        "pub",
+        """
         vars:
           count: 0
           label: "{{ parameters.prefix }}-x"
@@ -186,21 +209,25 @@ async def test_publish_sets_vars_in_order_and_only_on_success(workflow, engine_f
           count: "{{ vars.count }}"
           label: "{{ vars.label }}"
           never: "{{ vars.never | default('unset') }}"
-    """)
+    """,
+    )
     final = await run(await engine_factory(), ref)
     assert final.status == "succeeded"
     assert final.output == {"made": 42, "doubled": 84, "count": 1, "label": "p-x", "never": "unset"}
 
 
 async def test_fail_command_fails_the_workflow(workflow, engine_factory) -> None:
-    ref = workflow("failcmd", """
+    ref = workflow(
+        "failcmd",
+        """
         tasks:
           - name: check
             action: core.noop
             next:
               - when: "{{ succeeded() }}"
                 do: [fail]
-    """)
+    """,
+    )
     final = await run(await engine_factory(), ref)
     assert final.status == "failed"
     assert final.error["task"] == "check"
@@ -208,10 +235,13 @@ async def test_fail_command_fails_the_workflow(workflow, engine_factory) -> None
 
 
 async def test_noop_command_handles_a_failure(workflow, engine_factory) -> None:
-    ref = workflow("noopcmd", """
+    ref = workflow(
+        "noopcmd",
+        """
         tasks:
           - {name: bad, action: testpack.fail, on_failure: noop}
-    """)
+    """,
+    )
     final = await run(await engine_factory(), ref)
     assert final.status == "succeeded"
     assert names(final) == ["bad"]
@@ -219,7 +249,9 @@ async def test_noop_command_handles_a_failure(workflow, engine_factory) -> None:
 
 async def test_retry_command_retries_the_same_run(workflow, engine_factory, tmp_path: Path) -> None:
     log = tmp_path / "attempts.log"
-    ref = workflow("retrycmd", f"""
+    ref = workflow(
+        "retrycmd",
+        f"""
         tasks:
           - name: flaky
             action: testpack.flaky
@@ -227,7 +259,8 @@ async def test_retry_command_retries_the_same_run(workflow, engine_factory, tmp_
             next:
               - when: "{{{{ failed() }}}}"
                 do: retry
-    """)
+    """,
+    )
     final = await run(await engine_factory(), ref)
     assert final.status == "succeeded"
     assert len(final.tasks) == 1
@@ -238,13 +271,16 @@ async def test_retry_command_retries_the_same_run(workflow, engine_factory, tmp_
 
 
 async def test_join_all_waits_for_every_branch_and_runs_once(workflow, engine_factory) -> None:
-    ref = workflow("joinall", """
+    ref = workflow(
+        "joinall",
+        """
         tasks:
           - {name: start, action: core.noop, on_success: [fast, slow]}
           - {name: fast, action: core.noop, on_success: merge}
           - {name: slow, action: testpack.wait, input: {seconds: 0.1}, on_success: merge}
           - {name: merge, action: core.noop, join: all}
-    """)
+    """,
+    )
     final = await run(await engine_factory(), ref)
     assert final.status == "succeeded"
     assert names(final).count("merge") == 1
@@ -253,13 +289,16 @@ async def test_join_all_waits_for_every_branch_and_runs_once(workflow, engine_fa
 
 
 async def test_join_n_runs_once_on_the_nth_arrival(workflow, engine_factory) -> None:
-    ref = workflow("join1", """
+    ref = workflow(
+        "join1",
+        """
         tasks:
           - {name: start, action: core.noop, on_success: [fast, slow]}
           - {name: fast, action: core.noop, on_success: first}
           - {name: slow, action: testpack.wait, input: {seconds: 0.1}, on_success: first}
           - {name: first, action: core.noop, join: 1}
-    """)
+    """,
+    )
     final = await run(await engine_factory(), ref)
     assert final.status == "succeeded"
     assert names(final).count("first") == 1
@@ -267,19 +306,24 @@ async def test_join_n_runs_once_on_the_nth_arrival(workflow, engine_factory) -> 
 
 
 async def test_without_join_each_transition_starts_its_own_run(workflow, engine_factory) -> None:
-    ref = workflow("nojoin", """
+    ref = workflow(
+        "nojoin",
+        """
         tasks:
           - {name: start, action: core.noop, on_success: [a, b]}
           - {name: a, action: core.noop, on_success: after}
           - {name: b, action: core.noop, on_success: after}
           - {name: after, action: core.noop}
-    """)
+    """,
+    )
     final = await run(await engine_factory(), ref)
     assert names(final).count("after") == 2
 
 
 async def test_unreachable_join_fails_the_workflow(workflow, engine_factory) -> None:
-    ref = workflow("unreach", """
+    ref = workflow(
+        "unreach",
+        """
         tasks:
           - {name: start, action: core.noop, on_success: [good, bad]}
           - {name: good, action: core.noop, on_success: merge}
@@ -289,7 +333,8 @@ async def test_unreachable_join_fails_the_workflow(workflow, engine_factory) -> 
             on_failure: recover
           - {name: recover, action: core.noop}
           - {name: merge, action: core.noop, join: all}
-    """)
+    """,
+    )
     final = await run(await engine_factory(), ref)
     assert final.status == "failed"
     assert "unreachable join" in final.error["message"]
@@ -298,20 +343,25 @@ async def test_unreachable_join_fails_the_workflow(workflow, engine_factory) -> 
 
 
 async def test_join_none_of_whose_edges_fired_is_simply_not_run(workflow, engine_factory) -> None:
-    ref = workflow("joinnone", """
+    ref = workflow(
+        "joinnone",
+        """
         tasks:
           - {name: start, action: core.noop, on_success: [a, b]}
           - {name: a, action: core.noop, on_failure: merge}
           - {name: b, action: core.noop, on_failure: merge}
           - {name: merge, action: core.noop, join: all}
-    """)
+    """,
+    )
     final = await run(await engine_factory(), ref)
     assert final.status == "succeeded"
     assert "merge" not in names(final)
 
 
 async def test_loops_run_until_their_condition_changes(workflow, engine_factory) -> None:
-    ref = workflow("loop", """
+    ref = workflow(
+        "loop",
+        """
         vars: {i: 0}
         tasks:
           - {name: init, action: core.noop, on_success: step}
@@ -323,7 +373,8 @@ async def test_loops_run_until_their_condition_changes(workflow, engine_factory)
               - when: "{{ vars.i < 4 }}"
                 do: step
         output_map: {i: "{{ vars.i }}"}
-    """)
+    """,
+    )
     final = await run(await engine_factory(), ref)
     assert final.status == "succeeded"
     assert names(final) == ["init"] + ["step"] * 4
@@ -331,7 +382,9 @@ async def test_loops_run_until_their_condition_changes(workflow, engine_factory)
 
 
 async def test_parallel_group_runs_subtasks_together_and_collects_results(workflow, engine_factory) -> None:
-    ref = workflow("par", """
+    ref = workflow(
+        "par",
+        """
         tasks:
           - name: checks
             type: parallel
@@ -342,7 +395,8 @@ async def test_parallel_group_runs_subtasks_together_and_collects_results(workfl
           - name: deploy
             action: core.echo
             input: {checks: "{{ task.checks.result }}"}
-    """)
+    """,
+    )
     final = await run(await engine_factory(), ref)
     assert final.status == "succeeded"
     assert names(final)[0] == "checks"
@@ -352,7 +406,9 @@ async def test_parallel_group_runs_subtasks_together_and_collects_results(workfl
 
 
 async def test_parallel_group_fails_after_the_others_end(workflow, engine_factory) -> None:
-    ref = workflow("parfail", """
+    ref = workflow(
+        "parfail",
+        """
         tasks:
           - name: checks
             type: parallel
@@ -361,7 +417,8 @@ async def test_parallel_group_fails_after_the_others_end(workflow, engine_factor
               - {name: slow, action: testpack.wait, input: {seconds: 0.1, value: done}}
             on_failure: handle
           - {name: handle, action: core.noop}
-    """)
+    """,
+    )
     final = await run(await engine_factory(), ref)
     assert final.status == "succeeded"
     group = final.task("checks")
@@ -373,7 +430,9 @@ async def test_parallel_group_fails_after_the_others_end(workflow, engine_factor
 
 
 async def test_with_items_results_in_item_order(workflow, engine_factory) -> None:
-    ref = workflow("items", """
+    ref = workflow(
+        "items",
+        """
         parameters:
           numbers: {type: array}
         tasks:
@@ -383,7 +442,8 @@ async def test_with_items_results_in_item_order(workflow, engine_factory) -> Non
             input: {n: "{{ item }}"}
         output_map:
           squares: "{{ task.squares.result }}"
-    """)
+    """,
+    )
     final = await run(await engine_factory(), ref, {"numbers": [3, 1, 2]})
     assert final.status == "succeeded"
     assert final.output == {"squares": [9, 1, 4]}
@@ -391,20 +451,25 @@ async def test_with_items_results_in_item_order(workflow, engine_factory) -> Non
 
 
 async def test_with_items_batch_size_bounds_items_in_flight(workflow, engine_factory) -> None:
-    ref = workflow("batch", """
+    ref = workflow(
+        "batch",
+        """
         tasks:
           - name: waits
             action: testpack.wait
             with_items: "{{ range(6) | list }}"
             batch_size: 2
             input: {seconds: 0.03, value: "{{ index }}"}
-    """)
+    """,
+    )
     final = await run(await engine_factory(), ref)
     assert final.status == "succeeded"
     items = final.task("waits").items
     assert [it["result"] for it in items] == [0, 1, 2, 3, 4, 5]
-    events = sorted([(it["started_at"], 1) for it in items] + [(it["ended_at"], -1) for it in items],
-                    key=lambda e: (e[0], e[1]))
+    events = sorted(
+        [(it["started_at"], 1) for it in items] + [(it["ended_at"], -1) for it in items],
+        key=lambda e: (e[0], e[1]),
+    )
     in_flight = peak = 0
     for _, delta in events:
         in_flight += delta
@@ -413,14 +478,17 @@ async def test_with_items_batch_size_bounds_items_in_flight(workflow, engine_fac
 
 
 async def test_with_items_failure_stops_new_items(workflow, engine_factory) -> None:
-    ref = workflow("itemfail", """
+    ref = workflow(
+        "itemfail",
+        """
         tasks:
           - name: squares
             action: testpack.square
             with_items: [1, -1, 2, 3]
             batch_size: 1
             input: {n: "{{ item }}"}
-    """)
+    """,
+    )
     final = await run(await engine_factory(), ref)
     assert final.status == "failed"
     run_ = final.task("squares")
@@ -431,11 +499,14 @@ async def test_with_items_failure_stops_new_items(workflow, engine_factory) -> N
 
 
 async def test_with_items_over_an_empty_list_succeeds(workflow, engine_factory) -> None:
-    ref = workflow("noitems", """
+    ref = workflow(
+        "noitems",
+        """
         tasks:
           - {name: none, action: core.noop, with_items: [], on_success: after}
           - {name: after, action: core.noop}
-    """)
+    """,
+    )
     final = await run(await engine_factory(), ref)
     assert final.status == "succeeded"
     assert final.task("none").result == []
@@ -444,13 +515,16 @@ async def test_with_items_over_an_empty_list_succeeds(workflow, engine_factory) 
 
 async def test_retry_policy_counts_attempts_on_one_run(workflow, engine_factory, tmp_path: Path) -> None:
     log = tmp_path / "attempts.log"
-    ref = workflow("retry", f"""
+    ref = workflow(
+        "retry",
+        f"""
         tasks:
           - name: flaky
             action: testpack.flaky
             input: {{succeed_on: 3, log_file: "{log}"}}
             retry: {{count: 5, delay: 0.01, backoff: exponential, max_delay: 0.02}}
-    """)
+    """,
+    )
     final = await run(await engine_factory(), ref)
     assert final.status == "succeeded"
     assert len(final.tasks) == 1
@@ -459,7 +533,9 @@ async def test_retry_policy_counts_attempts_on_one_run(workflow, engine_factory,
 
 
 async def test_retry_gives_up_after_count_and_when_decides(workflow, engine_factory) -> None:
-    ref = workflow("retrylimit", """
+    ref = workflow(
+        "retrylimit",
+        """
         tasks:
           - name: exhausted
             action: testpack.flaky
@@ -473,7 +549,8 @@ async def test_retry_gives_up_after_count_and_when_decides(workflow, engine_fact
               count: 5
               when: "{{ 'transient' in error() }}"
             on_failure: noop
-    """)
+    """,
+    )
     final = await run(await engine_factory(), ref)
     assert final.status == "succeeded"
     assert final.task("exhausted").attempts == 3
@@ -482,11 +559,14 @@ async def test_retry_gives_up_after_count_and_when_decides(workflow, engine_fact
 
 
 async def test_task_delay_postpones_the_first_dispatch(workflow, engine_factory) -> None:
-    ref = workflow("delay", """
+    ref = workflow(
+        "delay",
+        """
         tasks:
           - {name: first, action: core.noop, on_success: later}
           - {name: later, action: core.noop, delay: 0.2}
-    """)
+    """,
+    )
     final = await run(await engine_factory(), ref)
     from datetime import datetime
 
@@ -498,13 +578,16 @@ async def test_task_delay_postpones_the_first_dispatch(workflow, engine_factory)
 
 
 async def test_workflow_timeout_stops_running_runs(workflow, engine_factory) -> None:
-    ref = workflow("wftimeout", """
+    ref = workflow(
+        "wftimeout",
+        """
         timeout: 0.2
         tasks:
           - {name: forever, action: testpack.wait, input: {seconds: 30}, on_success: never}
           - {name: never, action: core.noop}
         output_map: {status: "{{ task.forever.status }}"}
-    """)
+    """,
+    )
     final = await run(await engine_factory(), ref)
     assert final.status == "timeout"
     assert final.task("forever").status == "canceled"
@@ -512,16 +595,22 @@ async def test_workflow_timeout_stops_running_runs(workflow, engine_factory) -> 
 
 
 async def test_output_map_renders_on_failure_and_its_error_fails_success(workflow, engine_factory) -> None:
-    failing = workflow("outfail", """
+    failing = workflow(
+        "outfail",
+        """
         tasks:
           - {name: bad, action: testpack.fail}
         output_map: {bad_status: "{{ task.bad.status }}"}
-    """)
-    broken = workflow("outbroken", """
+    """,
+    )
+    broken = workflow(
+        "outbroken",
+        """
         tasks:
           - {name: ok, action: core.noop}
         output_map: {x: "{{ vars.missing }}"}
-    """)
+    """,
+    )
     engine = await engine_factory()
     final = await run(engine, failing)
     assert final.status == "failed"
@@ -532,36 +621,48 @@ async def test_output_map_renders_on_failure_and_its_error_fails_success(workflo
 
 
 async def test_nested_workflow_result_is_the_child_output(workflow, engine_factory) -> None:
-    workflow("child", """
+    workflow(
+        "child",
+        """
         parameters:
           x: {type: integer, required: true}
         tasks:
           - {name: sq, action: testpack.square, input: {n: "{{ parameters.x }}"}}
         output_map: {squared: "{{ task.sq.result }}"}
-    """)
-    ref = workflow("parent", """
+    """,
+    )
+    ref = workflow(
+        "parent",
+        """
         tasks:
           - name: call
             action: testpack.child
             input: {x: 7}
             on_success: use
           - {name: use, action: core.echo, input: {got: "{{ task.call.result.squared }}"}}
-    """)
+    """,
+    )
     final = await run(await engine_factory(), ref)
     assert final.status == "succeeded"
     assert final.task("use").result == {"got": 49}
 
 
 async def test_nested_workflow_failure_is_the_task_failure(workflow, engine_factory) -> None:
-    workflow("badchild", """
+    workflow(
+        "badchild",
+        """
         tasks:
           - {name: boom, action: testpack.fail, input: {message: child broke}}
-    """)
-    ref = workflow("badparent", """
+    """,
+    )
+    ref = workflow(
+        "badparent",
+        """
         tasks:
           - {name: call, action: testpack.badchild, on_failure: handle}
           - {name: handle, action: core.echo, input: {e: "{{ task.call.error }}"}}
-    """)
+    """,
+    )
     final = await run(await engine_factory(), ref)
     assert final.status == "succeeded"
     assert final.task("call").status == "failed"
@@ -569,10 +670,13 @@ async def test_nested_workflow_failure_is_the_task_failure(workflow, engine_fact
 
 
 async def test_template_error_fails_the_workflow_naming_task_and_variable(workflow, engine_factory) -> None:
-    ref = workflow("tplerr", """
+    ref = workflow(
+        "tplerr",
+        """
         tasks:
           - {name: use, action: core.echo, input: {v: "{{ vars.nope }}"}}
-    """)
+    """,
+    )
     final = await run(await engine_factory(), ref)
     assert final.status == "failed"
     assert final.error["task"] == "use"
@@ -581,14 +685,19 @@ async def test_template_error_fails_the_workflow_naming_task_and_variable(workfl
 
 
 async def test_parameters_are_validated_before_anything_runs(workflow, engine_factory) -> None:
-    ref = workflow("params", """
+    ref = workflow(
+        "params",
+        """
         parameters:
           name: {type: string, required: true}
           size: {type: integer, default: 3}
           env: {type: string, enum: [dev, prod], default: dev}
         tasks:
-          - {name: t, action: core.echo, input: {name: "{{ parameters.name }}", size: "{{ parameters.size }}"}}
-    """)
+          - name: t
+            action: core.echo
+            input: {name: "{{ parameters.name }}", size: "{{ parameters.size }}"}
+    """,
+    )
     engine = await engine_factory()
     with pytest.raises(ParameterError, match="missing required parameter 'name'"):
         await engine.execute(ref, {})
@@ -596,7 +705,7 @@ async def test_parameters_are_validated_before_anything_runs(workflow, engine_fa
         await engine.execute(ref, {"name": "x", "size": "big"})
     with pytest.raises(ParameterError, match="'env' must be one of"):
         await engine.execute(ref, {"name": "x", "env": "qa"})
-    with pytest.raises(ParameterError, match="unknown parameter 'nmae'.*did you mean 'name'"):
+    with pytest.raises(ParameterError, match=r"unknown parameter 'nmae'.*did you mean 'name'"):
         await engine.execute(ref, {"nmae": "x"})
     assert await engine.list() == []
     final = await run(engine, ref, {"name": "x"})
@@ -605,19 +714,26 @@ async def test_parameters_are_validated_before_anything_runs(workflow, engine_fa
 
 
 async def test_parameter_values_are_data_never_templates(workflow, engine_factory) -> None:
-    ref = workflow("data", """
+    ref = workflow(
+        "data",
+        """
         parameters:
           text: {type: string}
           code: {type: string}
         tasks:
-          - {name: t, action: core.echo, input: {text: "{{ parameters.text }}", code: "{{ parameters.code }}"}}
-    """)
+          - name: t
+            action: core.echo
+            input: {text: "{{ parameters.text }}", code: "{{ parameters.code }}"}
+    """,
+    )
     final = await run(await engine_factory(), ref, {"text": "{{ 7*7 }}", "code": "12345"})
     assert final.task("t").result == {"text": "{{ 7*7 }}", "code": "12345"}
 
 
 async def test_context_scopes_system_pack_config_and_kv(workflow, engine_factory, tmp_path: Path) -> None:
-    ref = workflow("scopes", """
+    ref = workflow(
+        "scopes",
+        """
         tasks:
           - name: t
             action: core.echo
@@ -628,7 +744,8 @@ async def test_context_scopes_system_pack_config_and_kv(workflow, engine_factory
               greeting: "{{ pack.config.greeting }}"
               flag: "{{ kv.get('flags.new', default=false) }}"
               missing: "{{ kv.get('nothing') }}"
-    """)
+    """,
+    )
     engine = await engine_factory()
     from attune_actors.kv import KVStore
 
@@ -637,23 +754,53 @@ async def test_context_scopes_system_pack_config_and_kv(workflow, engine_factory
     store.close()
     execution = await engine.execute(ref, {}, identity="alice")
     final = await engine.wait(execution.id, timeout=30)
-    assert final.task("t").result == {"id": execution.id, "ref": ref, "who": "alice", "greeting": "hi",
-                                      "flag": True, "missing": None}
+    assert final.task("t").result == {
+        "id": execution.id,
+        "ref": ref,
+        "who": "alice",
+        "greeting": "hi",
+        "flag": True,
+        "missing": None,
+    }
 
 
 async def test_execution_document_has_the_spec_shape(workflow, engine_factory) -> None:
-    ref = workflow("doc", """
+    ref = workflow(
+        "doc",
+        """
         tasks:
           - {name: t, action: core.echo, input: {a: 1}}
         output_map: {a: "{{ task.t.result.a }}"}
-    """)
+    """,
+    )
     engine = await engine_factory()
     final = await run(engine, ref)
     doc = json.loads(json.dumps(final.to_dict()))
-    assert set(doc) == {"id", "ref", "status", "parameters", "output", "error", "started_at",
-                        "ended_at", "parent_id", "tasks"}
-    assert set(doc["tasks"][0]) == {"id", "name", "status", "result", "error", "attempts",
-                                    "started_at", "ended_at", "items", "inquiry_id"}
-    assert doc["status"] == "succeeded" and doc["parent_id"] is None
+    assert set(doc) == {
+        "id",
+        "ref",
+        "status",
+        "parameters",
+        "output",
+        "error",
+        "started_at",
+        "ended_at",
+        "parent_id",
+        "tasks",
+    }
+    assert set(doc["tasks"][0]) == {
+        "id",
+        "name",
+        "status",
+        "result",
+        "error",
+        "attempts",
+        "started_at",
+        "ended_at",
+        "items",
+        "inquiry_id",
+    }
+    assert doc["status"] == "succeeded"
+    assert doc["parent_id"] is None
     assert (await engine.get(final.id)).to_dict() == final.to_dict()
     assert [e.id for e in await engine.list()] == [final.id]

@@ -1,0 +1,745 @@
+"""The durable store: snapshots and definitions in SQLite, group-committed by one writer thread.
+
+`SQLiteStore` keeps what `Store` describes in the data directory's `attune.db` (WAL mode; the
+key-value datastore keeps its `kv` table in the same file). Threads and what they touch:
+
+- The caller's thread (the event loop's, normally) calls `save`, `put_*` and `delete_definition`.
+  They only encode the records and put them in the *open batch*, an in-memory buffer where a later
+  save of the same row (execution header, task run, with_items item, definition) replaces an earlier
+  one. The first write of a loop turn schedules a callback for the end of the turn that asks for a
+  commit; without a running loop, each write asks for one at once.
+- One writer thread, owned by the store, commits: when asked, it takes the whole open batch (a fresh
+  one opens for the next writes) and writes it in one transaction. While it waits for the disk, the
+  loop goes on filling the next batch, so a commit carries every turn since the previous one and
+  the number of fsyncs per second, not of saves, is what the disk bounds.
+- Reads (`load`, `headers`, `unfinished`, `definitions`, `get_source`) run on the caller's thread:
+  first the batch being committed and the open batch, then SQLite through a reader connection of
+  their own (WAL lets it read while the writer writes). A batch leaves memory only once committed,
+  so a read never goes back in time.
+
+Durability: what `flush()` returned for is committed (with `synchronous="FULL"`, on disk; with
+`"NORMAL"`, safe from a process crash but the last commits may be lost to a power cut). A crash
+loses the saves not yet committed, typically those of the last few milliseconds; the database itself
+stays valid, since each batch is one SQLite transaction (whole, or absent).
+
+Failures: when a commit fails (disk full, I/O error, locked for longer than `BUSY_TIMEOUT`), it is
+rolled back, logged, and its records go back in front of the open batch, so nothing is dropped and
+reads still see them; every later `save` and `flush` raises `StoreError` until a retry (with
+backoff, or at once on `flush`) succeeds. A file that is not a database, or that a newer schema
+wrote, is refused when the store opens, with a `StoreError` naming it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from attune_actors.codec import decode, encode
+from attune_actors.errors import StoreError
+from attune_actors.store import migrations
+from attune_actors.store.base import ItemRecord, Snapshot, Store
+
+__all__ = ["BUSY_TIMEOUT", "SYNCHRONOUS_MODES", "SQLiteStore", "StoreStats"]
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT = 10.0  # seconds a statement waits for another connection's write lock
+SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+_RETRY_FIRST = 0.05  # seconds before retrying a failed commit; doubled each failure...
+_RETRY_MAX = 2.0  # ...up to this
+
+_T = TypeVar("_T")
+
+RunRow = tuple[str, int, str, str, bytes]  # run_id, seq, task, status, encoded record
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """Counters since the store opened: what callers asked for and what reached the file."""
+
+    saves: int  # save() calls
+    commits: int  # transactions committed by the writer
+    rows_written: int  # rows upserted or deleted by those commits (after coalescing)
+    failed_commits: int  # transactions that failed and were rolled back (their rows kept)
+
+
+class _Exec:
+    """One execution's pending rows: the latest header and the latest record of each run/item."""
+
+    __slots__ = ("ended_at", "header", "items", "parent_id", "ref", "runs", "started_at", "status")
+
+    def __init__(self) -> None:
+        self.header = b""
+        self.ref: str | None = None
+        self.status = ""
+        self.parent_id: str | None = None
+        self.started_at: float | None = None
+        self.ended_at: float | None = None
+        self.runs: dict[str, RunRow] = {}
+        self.items: dict[tuple[str, int], bytes] = {}
+
+    def under(self, newer: _Exec) -> _Exec:
+        """`newer` with the runs and items only this older one has (newer rows win)."""
+        merged = _Exec()
+        for name in ("header", "ref", "status", "parent_id", "started_at", "ended_at"):
+            setattr(merged, name, getattr(newer, name))
+        merged.runs = {**self.runs, **newer.runs}
+        merged.items = {**self.items, **newer.items}
+        return merged
+
+
+class _Batch:
+    """The rows written since the previous commit (the open batch), or in one commit."""
+
+    __slots__ = ("definitions", "execs", "gen", "sources")
+
+    def __init__(self, gen: int) -> None:
+        self.gen = gen  # batches are numbered in commit order
+        self.execs: dict[str, _Exec] = {}
+        self.definitions: dict[str, tuple[str, str] | None] = {}  # None: deleted
+        self.sources: dict[str, tuple[str, str]] = {}
+
+    def empty(self) -> bool:
+        return not (self.execs or self.definitions or self.sources)
+
+    def rows(self) -> int:
+        return (
+            len(self.definitions)
+            + len(self.sources)
+            + sum(1 + len(e.runs) + len(e.items) for e in self.execs.values())
+        )
+
+    def under(self, newer: _Batch) -> _Batch:
+        """One batch holding this (older, failed) batch's rows overwritten by `newer`'s."""
+        merged = _Batch(newer.gen)
+        merged.execs = dict(self.execs)
+        for eid, e in newer.execs.items():
+            old = merged.execs.get(eid)
+            merged.execs[eid] = e if old is None else old.under(e)
+        merged.definitions = {**self.definitions, **newer.definitions}
+        merged.sources = {**self.sources, **newer.sources}
+        return merged
+
+
+_UPSERT_EXECUTION = """
+INSERT INTO workflow_execution (id, ref, status, parent_id, started_at, ended_at, header)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET ref = excluded.ref, status = excluded.status,
+    parent_id = excluded.parent_id, started_at = excluded.started_at,
+    ended_at = excluded.ended_at, header = excluded.header
+"""
+_UPSERT_RUN = """
+INSERT INTO workflow_task_execution (execution_id, run_id, seq, task, status, record)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (execution_id, run_id) DO UPDATE SET seq = excluded.seq, task = excluded.task,
+    status = excluded.status, record = excluded.record
+"""
+_UPSERT_ITEM = """
+INSERT INTO workflow_task_item (execution_id, run_id, idx, record) VALUES (?, ?, ?, ?)
+ON CONFLICT (execution_id, run_id, idx) DO UPDATE SET record = excluded.record
+"""
+_UPSERT_DEFINITION = """
+INSERT INTO workflow_definition (ref, pack, source, updated_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (ref) DO UPDATE SET pack = excluded.pack, source = excluded.source,
+    updated_at = excluded.updated_at
+"""
+_UPSERT_SOURCE = """
+INSERT INTO workflow_definition_version (digest, pack, source) VALUES (?, ?, ?)
+ON CONFLICT (digest) DO UPDATE SET pack = excluded.pack, source = excluded.source
+"""
+_IDS = "(SELECT value FROM json_each(?))"  # a JSON array of ids as a set, whatever its size
+
+
+class SQLiteStore(Store):
+    """Snapshots and definitions in the SQLite file `path`, group-committed; see the module doc.
+
+    The file (and its folder) is created and migrated to the current schema when the store is
+    built; `StoreError` is raised, naming the file, when it is not a database, is unreadable, or was
+    written by a newer schema. `synchronous` is SQLite's `PRAGMA synchronous` for commits: `FULL`
+    (default: a committed batch survives a power cut) or `NORMAL` (it survives a process crash).
+
+    `save` and the other writes may be called from any thread, and are cheap (encode, then a dict
+    update under a lock); reads may be called from any thread too. Call `close()` (or at least
+    `flush()`) before the process exits: the writer is a daemon thread, and what it has not
+    committed is lost with the process.
+    """
+
+    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+        mode = synchronous.upper()
+        if mode not in SYNCHRONOUS_MODES:
+            raise ValueError(
+                f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, not {synchronous!r}"
+            )
+        from attune_actors.engine.state import TERMINAL
+
+        self.path = Path(path)
+        self.synchronous = mode
+        self._terminal = tuple(sorted(TERMINAL))
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        # Under _lock: the buffers and the writer's state.
+        self._open = _Batch(1)
+        self._inflight: _Batch | None = None  # being committed by the writer
+        self._requested = False  # a commit was asked for
+        self._force = False  # flush(): commit now, even during a retry backoff
+        self._turn_loop: asyncio.AbstractEventLoop | None = None  # end-of-turn callback pending
+        self._failure: StoreError | None = None  # the last commit failed; cleared by a success
+        self._retry_at = 0.0
+        self._retry_delay = _RETRY_FIRST
+        self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._closing = False
+        self._final_attempted = False
+        self._closed = False
+        self._saves = self._commits = self._rows_written = self._failed_commits = 0
+
+        self._read_lock = threading.Lock()
+        self._wconn = _connect(self.path, mode)
+        try:
+            self._rconn = _connect(self.path, mode, reader=True)
+        except BaseException:
+            self._wconn.close()
+            raise
+        self._writer = threading.Thread(
+            target=self._writer_main, daemon=True, name=f"attune-store-writer:{self.path.name}"
+        )
+        self._writer.start()
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r}, synchronous={self.synchronous!r})"
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Nothing to do: the file is opened and migrated by the constructor."""
+        if self._closed:
+            raise StoreError(f"the store {self.path} is closed")
+
+    async def flush(self) -> None:
+        """Return once everything saved before the call is committed.
+
+        Commits at once (skipping a retry backoff); raises `StoreError` when that commit fails.
+        """
+        loop = asyncio.get_running_loop()
+        with self._cond:
+            if self._closed:
+                raise StoreError(f"the store {self.path} is closed")
+            if not self._open.empty():
+                target = self._open.gen
+            elif self._inflight is not None:
+                target = self._inflight.gen
+            else:
+                return
+            fut: asyncio.Future[None] = loop.create_future()
+            self._waiters.append((target, loop, fut))
+            self._requested = self._force = True
+            self._cond.notify()
+        await fut
+
+    async def close(self) -> None:
+        """Commit what is pending, stop the writer and close the file. Closing twice is harmless.
+
+        Raises `StoreError` when pending changes could not be written (they are lost then).
+        """
+        if self._closed:
+            return
+        try:
+            await self.flush()
+        except StoreError:
+            pass  # the writer makes one last attempt below; its outcome is what we report
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
+        with self._cond:
+            self._closed = True
+            lost = self._open.rows()
+            failure = self._failure
+        with self._read_lock:
+            self._rconn.close()
+        if lost and failure is not None:
+            raise StoreError(
+                f"closing the store {self.path}: {lost} pending rows could not be "
+                f"written and are lost: {failure.message}"
+            )
+
+    def stats(self) -> StoreStats:
+        """Counters since the store opened."""
+        with self._lock:
+            return StoreStats(self._saves, self._commits, self._rows_written, self._failed_commits)
+
+    # -- writes: buffered ------------------------------------------------------------------------
+
+    def save(
+        self,
+        execution_id: str,
+        header: dict[str, Any],
+        runs: list[dict[str, Any]],
+        items: list[ItemRecord],
+    ) -> None:
+        """Buffer a step's records (latest wins per row); committed by the end of the loop turn.
+
+        Raises `StoreError` when the store is closed, or when commits are failing: the records are
+        buffered all the same (and retried), the error says durability is not keeping up.
+        """
+        blob = encode(header)
+        status, parent_id, started_at = header["status"], header["parent_id"], header["started_at"]
+        ref, ended_at = header.get("ref"), header.get("ended_at")
+        run_rows = [
+            (rec["id"], rec.get("seq", 0), rec.get("task", ""), rec.get("status", ""), encode(rec))
+            for rec in runs
+        ]
+        item_rows = [((run_id, idx), encode(rec)) for run_id, idx, rec in items]
+        with self._lock:
+            if self._closing:
+                raise StoreError(f"the store {self.path} is closed")
+            e = self._open.execs.get(execution_id)
+            if e is None:
+                e = self._open.execs[execution_id] = _Exec()
+            e.header, e.ref, e.status = blob, ref, status
+            e.parent_id, e.started_at, e.ended_at = parent_id, started_at, ended_at
+            for row in run_rows:
+                e.runs[row[0]] = row
+            if item_rows:
+                e.items.update(item_rows)
+            self._saves += 1
+            self._ask_commit_locked()
+            failure = self._failure
+        if failure is not None:
+            raise StoreError(f"{failure.message} (the changes are kept in memory and retried)")
+
+    def put_source(self, digest: str, pack: str, source: str) -> None:
+        self._write(lambda b: b.sources.__setitem__(digest, (pack, source)))
+
+    def put_definition(self, ref: str, pack: str, source: str) -> None:
+        self._write(lambda b: b.definitions.__setitem__(ref, (pack, source)))
+
+    def delete_definition(self, ref: str) -> bool:
+        with self._lock:
+            found = self._pending_definition_locked(ref)
+        if found is None:
+            existed = bool(
+                self._read(
+                    lambda c: c.execute(
+                        "SELECT 1 FROM workflow_definition WHERE ref = ?", (ref,)
+                    ).fetchall()
+                )
+            )
+        else:
+            existed = found[0] is not None
+        if existed:
+            self._write(lambda b: b.definitions.__setitem__(ref, None))
+        return existed
+
+    def _write(self, change: Callable[[_Batch], None]) -> None:
+        with self._lock:
+            if self._closing:
+                raise StoreError(f"the store {self.path} is closed")
+            change(self._open)
+            self._ask_commit_locked()
+            failure = self._failure
+        if failure is not None:
+            raise StoreError(f"{failure.message} (the changes are kept in memory and retried)")
+
+    def _ask_commit_locked(self) -> None:
+        """Ask for a commit at the end of this loop turn (at once when no loop runs here)."""
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None:
+            self._requested = True
+            self._cond.notify()
+        elif self._turn_loop is not loop:
+            self._turn_loop = loop
+            loop.call_soon(self._end_of_turn)
+
+    def _end_of_turn(self) -> None:
+        with self._cond:
+            self._turn_loop = None
+            self._requested = True
+            self._cond.notify()
+
+    # -- the writer thread -----------------------------------------------------------------------
+
+    def _writer_main(self) -> None:
+        try:
+            while self._commit_next():
+                pass
+        except BaseException:  # a bug: do not leave flush() waiting forever
+            log.exception("the writer of the store %s stopped", self.path)
+            with self._cond:
+                self._failure = StoreError(f"the writer of the store {self.path} stopped")
+                self._resolve_locked(None, self._failure)
+            raise
+        finally:
+            self._wconn.close()
+
+    def _commit_next(self) -> bool:
+        """Wait for a commit to do and do it; False when the store closes."""
+        with self._cond:
+            while True:
+                pending = not self._open.empty()
+                if self._closing:
+                    if not pending or self._final_attempted:
+                        return False
+                    self._final_attempted = True
+                    break
+                if not pending:
+                    self._requested = False  # a write after this asks again
+                    self._cond.wait()
+                elif self._requested or self._failure is not None:
+                    if self._failure is None or self._force:
+                        break
+                    wait = self._retry_at - time.monotonic()
+                    if wait <= 0:
+                        break
+                    self._cond.wait(wait)
+                else:
+                    self._cond.wait()
+            batch, self._open = self._open, _Batch(self._open.gen + 1)
+            self._inflight = batch
+            self._requested = self._force = False
+        error = self._commit(batch)
+        with self._cond:
+            self._inflight = None
+            if error is None:
+                self._commits += 1
+                self._rows_written += batch.rows()
+                if self._failure is not None:
+                    log.warning("the store %s writes again", self.path)
+                self._failure = None
+                self._retry_delay = _RETRY_FIRST
+                self._resolve_locked(batch.gen, None)
+            else:
+                self._failed_commits += 1
+                if self._failure is None or self._failure.message != error.message:
+                    log.error("%s; the changes are kept in memory and retried", error.message)
+                self._failure = error
+                self._open = batch.under(self._open)
+                self._retry_at = time.monotonic() + self._retry_delay
+                self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX)
+                self._resolve_locked(None, error)
+        return True
+
+    def _resolve_locked(self, gen: int | None, error: StoreError | None) -> None:
+        """Wake the flush() calls waiting for batch `gen` or older (all when `gen` is None)."""
+        keep = []
+        for waiter in self._waiters:
+            target, loop, fut = waiter
+            if gen is not None and target > gen:
+                keep.append(waiter)
+                continue
+            try:
+                loop.call_soon_threadsafe(_settle, fut, error)
+            except RuntimeError:  # that loop is closed: nobody waits any more
+                pass
+        self._waiters = keep
+
+    def _commit(self, batch: _Batch) -> StoreError | None:
+        """Write `batch` in one transaction; the error, rolled back, if it failed."""
+        conn = self._wconn
+        now = time.time()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            if batch.sources:
+                conn.executemany(
+                    _UPSERT_SOURCE, ((d, p, s) for d, (p, s) in batch.sources.items())
+                )
+            if batch.definitions:
+                conn.executemany(
+                    _UPSERT_DEFINITION,
+                    (
+                        (ref, v[0], v[1], now)
+                        for ref, v in batch.definitions.items()
+                        if v is not None
+                    ),
+                )
+                conn.executemany(
+                    "DELETE FROM workflow_definition WHERE ref = ?",
+                    ((ref,) for ref, v in batch.definitions.items() if v is None),
+                )
+            execs = batch.execs
+            conn.executemany(
+                _UPSERT_EXECUTION,
+                (
+                    (eid, e.ref, e.status, e.parent_id, e.started_at, e.ended_at, e.header)
+                    for eid, e in execs.items()
+                ),
+            )
+            conn.executemany(
+                _UPSERT_RUN,
+                (
+                    (eid, rid, seq, task, status, rec)
+                    for eid, e in execs.items()
+                    for rid, seq, task, status, rec in e.runs.values()
+                ),
+            )
+            conn.executemany(
+                _UPSERT_ITEM,
+                (
+                    (eid, rid, idx, rec)
+                    for eid, e in execs.items()
+                    for (rid, idx), rec in e.items.items()
+                ),
+            )
+            conn.execute("COMMIT")
+        except Exception as e:  # sqlite3.Error, OSError, a bad value: all mean "not written"
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the next BEGIN will say what is wrong
+            return StoreError(f"cannot write to the store {self.path}: {e}")
+        return None
+
+    # -- reads: pending batches, then the file ---------------------------------------------------
+
+    def _layers_locked(self) -> list[_Batch]:
+        """The batches not committed yet, oldest first."""
+        if self._closed:
+            raise StoreError(f"the store {self.path} is closed")
+        return [self._open] if self._inflight is None else [self._inflight, self._open]
+
+    def _pending_execs_locked(self) -> dict[str, tuple[str, str | None, float | None, bytes]]:
+        """id -> (status, parent_id, started_at, header) of each pending execution, by first save."""
+        found: dict[str, tuple[str, str | None, float | None, bytes]] = {}
+        for batch in self._layers_locked():
+            for eid, e in batch.execs.items():
+                found[eid] = (e.status, e.parent_id, e.started_at, e.header)
+        return found
+
+    def _pending_definition_locked(self, ref: str) -> tuple[tuple[str, str] | None] | None:
+        """(the pending value of `ref`, None when deleted), or None when nothing is pending."""
+        for batch in reversed(self._layers_locked()):
+            if ref in batch.definitions:
+                return (batch.definitions[ref],)
+        return None
+
+    def _read(self, query: Callable[[sqlite3.Connection], _T]) -> _T:
+        """`query` run in one read transaction of the reader connection."""
+        with self._read_lock:
+            if self._closed:
+                raise StoreError(f"the store {self.path} is closed")
+            conn = self._rconn
+            try:
+                conn.execute("BEGIN")
+                try:
+                    return query(conn)
+                finally:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                raise StoreError(f"cannot read the store {self.path}: {e}") from None
+
+    def load(self, execution_id: str) -> Snapshot | None:
+        with self._lock:
+            header: bytes | None = None
+            runs: dict[str, bytes] = {}
+            items: dict[tuple[str, int], bytes] = {}
+            for batch in self._layers_locked():
+                e = batch.execs.get(execution_id)
+                if e is not None:
+                    header = e.header
+                    runs.update((rid, row[4]) for rid, row in e.runs.items())
+                    items.update(e.items)
+
+        def query(c: sqlite3.Connection) -> tuple[Any, list[Any], list[Any]]:
+            row = c.execute(
+                "SELECT header FROM workflow_execution WHERE id = ?", (execution_id,)
+            ).fetchone()
+            if row is None:
+                return None, [], []
+            return (
+                row[0],
+                c.execute(
+                    "SELECT run_id, record FROM workflow_task_execution "
+                    "WHERE execution_id = ? ORDER BY seq",
+                    (execution_id,),
+                ).fetchall(),
+                c.execute(
+                    "SELECT run_id, idx, record FROM workflow_task_item "
+                    "WHERE execution_id = ? ORDER BY run_id, idx",
+                    (execution_id,),
+                ).fetchall(),
+            )
+
+        stored_header, stored_runs, stored_items = self._read(query)
+        if header is None:
+            if stored_header is None:
+                return None
+            header = stored_header
+        all_runs = {rid: rec for rid, rec in stored_runs}
+        all_runs.update(runs)
+        all_items = {(rid, idx): rec for rid, idx, rec in stored_items}
+        all_items.update(items)
+        return Snapshot(
+            decode(header),
+            {k: decode(v) for k, v in all_runs.items()},
+            {k: decode(v) for k, v in all_items.items()},
+        )
+
+    def headers(
+        self,
+        *,
+        status: str | None = None,
+        limit: int | None = None,
+        parent_id: str | None = None,
+        roots_only: bool = False,
+    ) -> list[dict[str, Any]]:
+        with self._lock:
+            pending = self._pending_execs_locked()
+        hits = [
+            (eid, started_at, blob)
+            for eid, (st, parent, started_at, blob) in pending.items()
+            if (status is None or st == status)
+            and (parent_id is None or parent == parent_id)
+            and (not roots_only or parent is None)
+        ]
+        where, params = ["1"], []
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if parent_id is not None:
+            where.append("parent_id = ?")
+            params.append(parent_id)
+        if roots_only:
+            where.append("parent_id IS NULL")
+        if pending:
+            where.append(f"id NOT IN {_IDS}")
+            params.append(json.dumps(list(pending)))
+        sql = (
+            f"SELECT num, started_at, header FROM workflow_execution WHERE {' AND '.join(where)}"
+            " ORDER BY started_at DESC, num LIMIT ?"
+        )
+
+        def query(c: sqlite3.Connection) -> tuple[list[Any], dict[str, int]]:
+            rows = c.execute(sql, (*params, -1 if limit is None else limit)).fetchall()
+            return rows, _nums(c, [h[0] for h in hits])
+
+        rows, nums = self._read(query)
+        if hits:
+            first_new = 1 << 62  # executions not in the file yet come last among equals
+            rows.extend(
+                (nums.get(eid, first_new + i), started_at, blob)
+                for i, (eid, started_at, blob) in enumerate(hits)
+            )
+            rows.sort(key=_newest_first)
+            if limit is not None:
+                del rows[limit:]
+        return [decode(blob) for _, _, blob in rows]
+
+    def unfinished(self) -> list[str]:
+        with self._lock:
+            pending = self._pending_execs_locked()
+        live = [eid for eid, (st, _, _, _) in pending.items() if st not in self._terminal]
+        marks = ", ".join("?" * len(self._terminal))
+        sql = f"SELECT num, id FROM workflow_execution WHERE status NOT IN ({marks})"
+        params: list[Any] = list(self._terminal)
+        if pending:
+            sql += f" AND id NOT IN {_IDS}"
+            params.append(json.dumps(list(pending)))
+
+        def query(c: sqlite3.Connection) -> tuple[list[Any], dict[str, int]]:
+            return c.execute(sql + " ORDER BY num", params).fetchall(), _nums(c, live)
+
+        rows, nums = self._read(query)
+        if live:
+            first_new = 1 << 62
+            rows.extend((nums.get(eid, first_new + i), eid) for i, eid in enumerate(live))
+            rows.sort()
+        return [eid for _, eid in rows]
+
+    def get_source(self, digest: str) -> tuple[str, str] | None:
+        with self._lock:
+            for batch in reversed(self._layers_locked()):
+                found = batch.sources.get(digest)
+                if found is not None:
+                    return found
+        row = self._read(
+            lambda c: c.execute(
+                "SELECT pack, source FROM workflow_definition_version WHERE digest = ?", (digest,)
+            ).fetchone()
+        )
+        return None if row is None else (row[0], row[1])
+
+    def definitions(self) -> list[tuple[str, str, str]]:
+        with self._lock:
+            changes: dict[str, tuple[str, str] | None] = {}
+            for batch in self._layers_locked():
+                changes.update(batch.definitions)
+        rows = self._read(
+            lambda c: c.execute("SELECT ref, pack, source FROM workflow_definition").fetchall()
+        )
+        found: dict[str, tuple[str, str]] = {ref: (pack, source) for ref, pack, source in rows}
+        for ref, value in changes.items():
+            if value is None:
+                found.pop(ref, None)
+            else:
+                found[ref] = value
+        return [(ref, pack, source) for ref, (pack, source) in sorted(found.items())]
+
+
+def _settle(fut: asyncio.Future[None], error: StoreError | None) -> None:
+    if fut.done():
+        return
+    if error is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(StoreError(error.message))
+
+
+def _newest_first(row: tuple[int, float | None, bytes]) -> tuple[bool, float, int]:
+    """Sort key matching `ORDER BY started_at DESC, num` (NULL, not started, last)."""
+    num, started_at, _ = row
+    return (started_at is None, -(started_at or 0.0), num)
+
+
+def _nums(conn: sqlite3.Connection, ids: Iterable[str]) -> dict[str, int]:
+    """The insertion number of each of `ids` that is in the file."""
+    wanted = list(ids)
+    if not wanted:
+        return {}
+    rows = conn.execute(
+        f"SELECT id, num FROM workflow_execution WHERE id IN {_IDS}", (json.dumps(wanted),)
+    )
+    return {eid: num for eid, num in rows}
+
+
+def _connect(path: Path, synchronous: str, *, reader: bool = False) -> sqlite3.Connection:
+    """A connection to the store at `path`, migrated (by the writer's) to the current schema."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+        )
+    except (OSError, sqlite3.Error) as e:
+        raise StoreError(f"cannot open the store {path}: {e}") from None
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+        if reader:
+            conn.execute("PRAGMA query_only = ON")
+            migrations.check(conn, path)
+            return conn
+        migrations.check(conn, path)  # refuse a newer or foreign file before writing anything
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(
+                f"cannot open the store {path}: WAL mode refused (journal mode "
+                f"{mode!r}); is the folder on a network file system?"
+            )
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+        migrations.migrate(conn, path)
+    except sqlite3.Error as e:
+        conn.close()
+        raise StoreError(f"cannot open the store {path}: {e}") from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn
