@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/attune-actors validate packs
+	$(BIN)/attune-actors run examples.deploy -p app_name=shop -p latency=0.3 --data-dir .attune
 
 test: $(STAMP)
 	$(BIN)/pytest -q

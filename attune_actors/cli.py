@@ -64,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", help="data directory (default .attune)")
     run.add_argument("--json", action="store_true", help="print the execution document as JSON on stdout")
     run.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
+    run.add_argument("--answer", action="append", default=[], metavar="INQUIRY=JSON",
+                     help="answer the inquiry with this id (or of this task) when it is pending; "
+                     "without it, pending inquiries are asked for on a terminal")
     run.set_defaults(func=_run)
 
     val = sub.add_parser("validate", help="check packs, workflows and actions")
@@ -96,14 +99,18 @@ async def _run_async(args: argparse.Namespace, settings: Any) -> int:
     from attune_actors.engine.engine import Engine
     from attune_actors.progress import Progress
 
+    answers = _answers(args.answer)
     async with Engine(settings=settings) as engine:
         action = engine.catalog.action(args.ref)
         params = _parameters(args, {p.name: p for p in action.parameters})
         execution = await engine.execute(args.ref, params)
         progress = Progress()
         wait = asyncio.ensure_future(engine.wait(execution.id, timeout=args.timeout))
+        asked: set[str] = set()
         while not wait.done():
             progress.update(await engine.get(execution.id))
+            for inquiry in await engine.inquiries(execution_id=execution.id):
+                await _handle_inquiry(engine, inquiry, answers, asked, progress)
             await asyncio.wait({wait}, timeout=0.1)
         final = wait.result()
         progress.done(final)
@@ -111,6 +118,54 @@ async def _run_async(args: argparse.Namespace, settings: Any) -> int:
         json.dump(final.to_dict(), sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
     return EXIT_OK if final.status == "succeeded" else EXIT_FAILED
+
+
+def _answers(items: list[str]) -> dict[str, Any]:
+    answers: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ParameterError(f"--answer {item!r}: expected INQUIRY=JSON")
+        try:
+            answers[key] = json.loads(text)
+        except ValueError as exc:
+            raise ParameterError(f"--answer {key}: not JSON: {exc}") from None
+    return answers
+
+
+async def _handle_inquiry(engine: Any, inquiry: dict[str, Any], answers: dict[str, Any], asked: set[str],
+                          progress: Any) -> None:
+    """Answer a pending inquiry from --answer, or ask on the terminal; otherwise say how to answer."""
+    from attune_actors.errors import InquiryResponseError
+
+    key = next((k for k in (inquiry["id"], inquiry["task"]) if k in answers), None)
+    if key is not None:
+        try:
+            await engine.respond(inquiry["id"], answers.pop(key))
+        except InquiryResponseError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+        return
+    if inquiry["id"] in asked:
+        return
+    asked.add(inquiry["id"])
+    schema = json.dumps(inquiry["schema"])
+    if not sys.stdin.isatty():
+        print(f"inquiry {inquiry['id']} ({inquiry['task']}): {inquiry['prompt']} schema {schema}; "
+              f"answer with --answer {inquiry['task']}=JSON", file=sys.stderr)
+        return
+    progress.pause()
+    loop = asyncio.get_running_loop()
+    while True:
+        prompt = f"{inquiry['task']}: {inquiry['prompt']} (JSON matching {schema}) > "
+        text = await loop.run_in_executor(None, input, prompt)
+        try:
+            await engine.respond(inquiry["id"], json.loads(text))
+            break
+        except ValueError as exc:
+            print(f"not JSON: {exc}", file=sys.stderr)
+        except InquiryResponseError as exc:
+            print(f"refused: {exc.message}", file=sys.stderr)
+    progress.resume()
 
 
 def _parameters(args: argparse.Namespace, declared: dict[str, Any]) -> dict[str, Any]:

@@ -79,6 +79,14 @@ class Progress:
                 )
         self.stream.flush()
 
+    def pause(self) -> None:
+        """Stop redrawing in place (someone else writes to the terminal now)."""
+        self._drawn = 0
+
+    def resume(self) -> None:
+        """Redraw below whatever was written meanwhile."""
+        self._drawn = 0
+
     def _redraw(self, execution: Execution) -> None:
         lines = [f"{execution.ref} {execution.id[:12]}  {execution.status.value}"]
         for run in execution.tasks:

@@ -229,9 +229,7 @@ def median_of(repeat: int, measure: Callable[[], float]) -> float:
 
 
 def throughput(args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    async def on_loop(
-        fn: Callable[[int], Any], n: int
-    ) -> float:  # one loop for all repeats of a figure
+    async def on_loop(fn: Callable[[int], Any], n: int) -> float:  # one loop for all repeats of a figure
         results = [await fn(n) for _ in range(args.repeat)]
         return statistics.median(results)
 
@@ -356,9 +354,7 @@ def idle(args: argparse.Namespace) -> dict[str, dict[int, dict[str, Any] | str]]
                 if done.returncode != 0:
                     raise SystemExit(f"{kind} at {n}: {done.stderr.strip()[-2000:]}")
                 runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            out[kind][n] = {
-                key: statistics.median(run[key] for run in runs) for key in runs[0]
-            }
+            out[kind][n] = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
     return out
 
 
@@ -417,9 +413,7 @@ def report(args: argparse.Namespace, thr: dict[str, dict[str, float]], idl: dict
     tell_ratio = thr["tell"]["asyncio"] / thr["tell"]["floor"]
     ask_ratio = thr["ask"]["asyncio"] / thr["ask"]["floor"]
     vs_threads = thr["ask"]["asyncio"] / thr["ask"]["threading"]
-    worst_rss = max(
-        v["rss_per_actor"] for v in idl["asyncio"].values() if isinstance(v, dict)
-    )
+    worst_rss = max(v["rss_per_actor"] for v in idl["asyncio"].values() if isinstance(v, dict))
     goals = [
         ("tell >= 0.6x floor", f"{tell_ratio:.2f}x", tell_ratio >= 0.6),
         ("ask >= 0.6x floor", f"{ask_ratio:.2f}x", ask_ratio >= 0.6),

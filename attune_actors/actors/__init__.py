@@ -16,7 +16,7 @@ from attune_actors.actors._actor import AsyncioActor
 from attune_actors.actors._future import AsyncioFuture
 from attune_actors.actors._pool import BlockingPool
 from attune_actors.actors._supervision import Directive
-from attune_actors.actors._testing import running_actors, stop_all_actors, wait_all_stopped
+from attune_actors.actors._population import running_actors, stop_all_actors, wait_all_stopped
 
 __all__ = [
     "AsyncioActor",

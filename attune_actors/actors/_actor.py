@@ -114,30 +114,36 @@ class AsyncioActor(Actor):
     """An actor whose message loop is an asyncio task on the loop that started it.
 
     Start it from a coroutine (or callback) on the running loop: `ref = MyActor.start(*args)`, or
-    `self.spawn(MyActor, *args)` from another actor to make it a supervised child. Then:
+    `self.spawn(MyActor, *args)` from another actor to make it a supervised child. The loop must keep
+    running on the thread that started the actor. Then:
 
     - `ref.tell(msg)` queues `msg` for `on_receive` and returns at once; `ref.ask(msg, block=False)`
       returns an `AsyncioFuture` to `await` for `on_receive`'s return value (or its exception);
       `await ref.proxy().method(...)` calls a method in the actor's task. From other threads the
-      same calls are safe: messages are handed to the loop with `call_soon_threadsafe`, and a
-      blocking `ref.ask(msg)` waits in that thread.
-    - Messages are handled one at a time, in arrival order (per sender). Handlers and the hooks
-      (`on_start`, `on_stop`, `on_failure`, `on_child_*`) may be `async def`; while one is awaiting,
-      the actor handles nothing else, so its state needs no locks. Blocking code belongs in a
-      `BlockingPool`, not in a handler.
+      same calls are safe: messages are handed to the loop with `call_soon_threadsafe` (each
+      sender's order is kept), and a blocking `ref.ask(msg)` waits in that thread. Blocking calls
+      (`ref.ask(msg)` with the default `block=True`, `future.get()`, `ref.stop()`, assigning a proxy
+      attribute) raise `RuntimeError` on a thread running an event loop instead of blocking it.
+    - Messages are handled one at a time, in arrival order. Handlers and the hooks (`on_start`,
+      `on_stop`, `on_failure`, `on_child_*`) may be `async def`; while one is awaiting, the actor
+      handles nothing else, so its state needs no locks (and an actor that awaits an ask to itself
+      waits forever). Blocking code belongs in a `BlockingPool`, not in a handler.
     - An exception in a handler of an `ask` is returned to the asker and the actor carries on. An
-      exception in a handler of a `tell` (or in `on_start`, or a `proxy.method.defer()`) is a
+      exception in a handler of a `tell` (or a `proxy.method.defer()`) or in `on_start` is a
       failure: the actor refuses new messages, fails the queued asks with `ActorDeadError`, stops
-      its children, runs `on_failure` and ends its task; its parent, if any, then decides what to do
+      its children, runs `on_failure` (unlike pykka's ThreadingActor, also after a failed
+      `on_start`) and ends its task; its parent, if any, then decides what to do
       (`on_child_failure`).
     - `ref.stop()` (or `self.stop()`) is queued like any message. When it is handled the actor
       refuses new messages, answers the queued asks with `ActorDeadError`, stops its children (all
       at once, each of them children first), runs `on_stop`, tells its parent and ends its task;
-      the stop future resolves after the task has ended.
+      the stop future resolves after the task has ended. Exceptions in `on_stop`/`on_failure` are
+      logged.
     - If the task itself is cancelled (e.g. `asyncio.run()` returning with actors still running),
       or a handler raises `KeyboardInterrupt`/`SystemExit`, the actor stops abruptly: no `on_stop`,
       the asker of the current message and the queued asks get `ActorDeadError`, children are told
-      to stop, and the exception propagates.
+      to stop, the parent is told it stopped, and the exception propagates. Stop actors before the
+      loop ends: cancelling many registered actors costs a registry scan each.
 
     Class attributes to declare per actor class:
     """

@@ -278,9 +278,7 @@ class AsyncioFuture(Future[T]):
 
     def filter(self: AsyncioFuture[Iterable[J]], func: Callable[[J], bool]) -> Future[Iterable[J]]:
         """A future for the list of items of this future's value for which `func` is true."""
-        return cast(
-            "Future[Iterable[J]]", self._derive([self], lambda: list(filter(func, self._outcome())))
-        )
+        return cast("Future[Iterable[J]]", self._derive([self], lambda: list(filter(func, self._outcome()))))
 
     def join(self, *futures: Future[Any]) -> Future[Iterable[Any]]:
         """A future for the list of this and the other futures' values (the first error wins)."""

@@ -78,7 +78,7 @@ class AsyncioInbox:
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
-            try:  # noqa: SIM105 - hot path: try is free, suppress() is a context manager per wake
+            try:
                 waiter.set_result(None)
             except asyncio.InvalidStateError:  # the reader was cancelled while parked: stopping
                 pass

@@ -7,6 +7,7 @@ a done callback, so `await ref.stop(block=False)` parks only the awaiting task.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 from pykka import ActorDeadError, ActorRef
@@ -57,9 +58,13 @@ class AsyncioActorRef(ActorRef[A]):
 
         The result is `True` if the actor stopped (or was stopping), `False` if it was already dead.
         On the loop thread use `await ref.stop(block=False)`; the default `block=True` is for other
-        threads (on a loop thread it raises `RuntimeError` rather than block the loop). The actor
+        threads (on a thread running an event loop it raises `RuntimeError`, sending nothing, rather
+        than block the loop). The actor
         stops its children first, then runs `on_stop`; the future resolves once its task has ended.
         """
+        if block and asyncio._get_running_loop() is not None:
+            msg = "ref.stop() would block this thread's event loop; use `await ref.stop(block=False)`"
+            raise RuntimeError(msg)
         asked = cast("AsyncioFuture[Any]", self.ask(_ActorStop(), block=False))
         result: AsyncioFuture[bool] = AsyncioFuture()
         asked.add_done_callback(_StopResult(result))

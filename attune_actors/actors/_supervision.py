@@ -64,9 +64,7 @@ class ChildSpec:
 
     __slots__ = ("actor_class", "args", "kwargs", "restarts")
 
-    def __init__(
-        self, actor_class: type[Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> None:
+    def __init__(self, actor_class: type[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.actor_class = actor_class
         self.args = args
         self.kwargs = kwargs

@@ -79,12 +79,12 @@ async def test_a_cancelled_queued_call_never_runs() -> None:
     async with BlockingPool(1) as pool:
         busy = asyncio.ensure_future(pool.run(release.wait, 5))
         queued = asyncio.ensure_future(pool.run(ran.append, "queued"))
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # both calls are handed to the pool; one runs, one waits
         queued.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await queued  # by now the pool has withdrawn the waiting call
         release.set()
         await busy
-        with pytest.raises(asyncio.CancelledError):
-            await queued
     assert ran == []
 
 

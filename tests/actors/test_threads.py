@@ -154,3 +154,59 @@ async def test_tell_to_an_actor_whose_loop_is_closed_is_refused() -> None:
     from attune_actors.actors._actor import _live
 
     _live.discard(ref._actor_weakref())  # type: ignore[arg-type]
+
+
+async def test_a_thread_can_wait_for_the_stop_flag() -> None:
+    ref = Collector.start(0)
+
+    def wait_for_stop() -> bool:
+        return ref.actor_stopped.wait(timeout=5)
+
+    waiting = asyncio.ensure_future(asyncio.to_thread(wait_for_stop))
+    await ref.stop(block=False)
+    assert await waiting is True
+
+
+async def test_blocking_calls_on_the_loop_thread_are_refused_before_sending() -> None:
+    ref = Collector.start(0)
+    with pytest.raises(RuntimeError, match="await ref.stop"):
+        ref.stop()
+    assert ref.is_alive()
+    with pytest.raises(RuntimeError, match="await future"):
+        ref.ask("ping")  # pykka's blocking ask: the message is sent, the wait refused
+
+
+SYSTEM_EXIT_SCRIPT = """
+import asyncio, sys
+from pykka import ActorRegistry
+from attune_actors.actors import AsyncioActor
+
+class Exiting(AsyncioActor):
+    def on_receive(self, message):
+        raise SystemExit(3)
+
+refs = []
+
+async def main():
+    refs.append(Exiting.start())
+    await refs[0].ask("exit", block=False)
+
+try:
+    asyncio.run(main())
+except SystemExit as exc:
+    [ref] = refs
+    registered = ActorRegistry.get_by_urn(ref.actor_urn) is not None
+    print("exit", exc.code, "alive", ref.is_alive(), "registered", registered)
+"""
+
+
+def test_system_exit_in_a_handler_stops_the_actor_and_ends_the_loop() -> None:
+    # In a subprocess: what an interrupted loop leaves for the GC (finalizers of its futures) can
+    # make CPython 3.11 raise a spurious SystemError in pytest's later ast.parse() calls.
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", SYSTEM_EXIT_SCRIPT], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.strip() == "exit 3 alive False registered False", done.stderr

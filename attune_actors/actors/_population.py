@@ -30,7 +30,7 @@ def running_actors() -> list[ActorRef[Any]]:
     return [actor.actor_ref for actor in _running_on(asyncio.get_running_loop())]
 
 
-async def stop_all_actors(*, timeout: float | None = 10.0) -> int:  # noqa: ASYNC109
+async def stop_all_actors(*, timeout: float | None = 10.0) -> int:
     """Stop every AsyncioActor of the current loop and wait until their tasks have ended.
 
     Root actors (no running parent) are asked to stop, all at once; each stops its children first.
@@ -50,7 +50,7 @@ async def stop_all_actors(*, timeout: float | None = 10.0) -> int:  # noqa: ASYN
     return len(actors)
 
 
-async def wait_all_stopped(*, timeout: float | None = 5.0) -> None:  # noqa: ASYNC109
+async def wait_all_stopped(*, timeout: float | None = 5.0) -> None:
     """Wait until no AsyncioActor runs on the current loop (their tasks have ended).
 
     Polls with a short, growing interval; raises `TimeoutError` naming the actors still running.
