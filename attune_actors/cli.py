@@ -196,11 +196,11 @@ def _parameters(args: argparse.Namespace, declared: dict[str, Any]) -> dict[str,
 
 
 def _validate(args: argparse.Namespace) -> int:
+    # stderr holds exactly one `FILE:LINE:COLUMN: message` line per problem, for editors and CI.
     problems = validate_paths(args.paths)
     for err in problems:
         print(_located(err), file=sys.stderr)
     if problems:
-        print(f"{len(problems)} problem(s) found", file=sys.stderr)
         return EXIT_BAD_INPUT
     print("valid", file=sys.stderr)
     return EXIT_OK
@@ -208,43 +208,14 @@ def _validate(args: argparse.Namespace) -> int:
 
 def validate_paths(paths: list[str]) -> list[AttuneError]:
     """Every problem in the named packs, folders of packs and files (files: their pack is loaded)."""
-    from attune_actors.spec.packs import load_packs
-    from attune_actors.spec.validate import validate_catalog
-    from attune_actors.templates import Renderer
+    from attune_actors.spec.validate import validate_paths as check
 
-    roots: list[Path] = []
-    files: set[Path] = set()
-    problems: list[AttuneError] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_file():
-            pack = next((p for p in path.resolve().parents if (p / "pack.yaml").is_file()), None)
-            if pack is None:
-                problems.append(
-                    AttuneError(
-                        "not inside a pack (no pack.yaml above it)",
-                        location=Location(str(path), 1, 1),
-                    )
-                )
-                continue
-            roots.append(pack)
-            files.add(path.resolve())
-        elif path.exists():
-            roots.append(path)
-        else:
-            problems.append(AttuneError("no such file or folder", location=Location(str(path), 1, 1)))
-    if roots:
-        catalog, found = load_packs(roots)
-        found.extend(validate_catalog(catalog, Renderer()))
-        if files and len(files) == len(roots):
-            found = [e for e in found if e.location is None or Path(e.location.file).resolve() in files]
-        problems.extend(found)
-    return problems
+    return check(paths)
 
 
 def _located(err: AttuneError) -> str:
     """`FILE:LINE:COLUMN: message`, with 1:1 when only the file is known."""
-    loc = err.location
+    loc: Location | None = err.location
     if loc is None:
         return f"error: {err.message}"
     return f"{loc.file}:{max(loc.line, 1)}:{max(loc.column, 1)}: {err.message}"

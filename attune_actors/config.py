@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from attune_actors.errors import ConfigError
+from attune_actors.errors import ConfigError, Location
 from attune_actors.spec.suggest import unknown_key
-from attune_actors.spec.yamlsrc import load_yaml, plain
+from attune_actors.spec.yamlsrc import YMap, load_yaml
 
 ENV_PREFIX = "ATTUNE_"
 
@@ -71,8 +71,22 @@ class Settings:
             raise ConfigError(f"store must be memory, sqlite or nats, got {self.store!r}")
         if self.transport not in ("inprocess", "nats"):
             raise ConfigError(f"transport must be inprocess or nats, got {self.transport!r}")
-        if self.limits.python_workers < 1 or self.limits.max_inflight_runs < 1:
-            raise ConfigError("limits.python_workers and limits.max_inflight_runs must be at least 1")
+        for name in ("python_workers", "max_inflight_runs", "event_buffer"):
+            if getattr(self.limits, name) < 1:
+                raise ConfigError(
+                    f"setting limits.{name} must be at least 1, got {getattr(self.limits, name)}"
+                )
+        if not self.limits.kill_grace >= 0:
+            raise ConfigError(f"setting limits.kill_grace must be zero or more, got {self.limits.kill_grace}")
+        if not self.nats.connect_timeout > 0:
+            raise ConfigError(
+                f"setting nats.connect_timeout must be more than 0, got {self.nats.connect_timeout}"
+            )
+        if not isinstance(logging.getLevelName(self.logging.level.upper()), int):
+            raise ConfigError(
+                "setting logging.level must be DEBUG, INFO, WARNING, ERROR or CRITICAL, "
+                f"got {self.logging.level!r}"
+            )
 
     @property
     def data_path(self) -> Path:
@@ -108,29 +122,54 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     value, problems = load_yaml(text, str(path))
     if problems:
-        raise ConfigError(str(problems[0]))
+        raise ConfigError(problems[0].message, location=problems[0].location)
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ConfigError(f"{path}: the config file must be a mapping")
-    return typing.cast(dict[str, Any], plain(value))
+        raise ConfigError("the config file must be a mapping", location=Location(str(path), 1, 1))
+    return typing.cast(dict[str, Any], value)  # a YMap: errors point at the key in the file
 
 
 def _from_env(environ: typing.Mapping[str, str]) -> dict[str, Any]:
     result: dict[str, Any] = {}
-    for name, value in environ.items():
+    for name, value in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}CONFIG":
             continue
         path = name[len(ENV_PREFIX) :].lower().split("__")
         node = result
         for part in path[:-1]:
             node = node.setdefault(part, {})
-        node[path[-1]] = _EnvText(value)
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment variable {name} conflicts with {node.var}")
+        if isinstance(node.get(path[-1]), dict):
+            raise ConfigError(f"environment variable {name} names a section, not a setting")
+        node[path[-1]] = _EnvText(value, name)
     return result
 
 
 class _EnvText(str):
     """A value that came from the environment: converted to the field's type when built."""
+
+    var: str
+
+    def __new__(cls, value: str, var: str) -> _EnvText:
+        text = super().__new__(cls, value)
+        text.var = var
+        return text
+
+
+def _env_var(value: Any) -> str | None:
+    """The environment variable a value (or the first value inside it) came from."""
+    if isinstance(value, _EnvText):
+        return value.var
+    if isinstance(value, dict):
+        return next((v for v in map(_env_var, value.values()) if v is not None), None)
+    return None
+
+
+def _source(value: Any) -> str:
+    var = _env_var(value)
+    return f" (from environment variable {var})" if var is not None else ""
 
 
 def _drop_none(data: dict[str, Any]) -> dict[str, Any]:
@@ -147,18 +186,27 @@ def _merge(into: dict[str, Any], other: dict[str, Any]) -> None:
 
 def _build(cls: type[Any], data: dict[str, Any], prefix: str) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'settings'} must be a mapping")
+        name = prefix.rstrip(".") or "settings"
+        raise ConfigError(f"setting {name} must be a mapping (a section), got {data!r}{_source(data)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
+        # A key read from the config file is reported where it was written.
+        where = data.loc(key) if isinstance(data, YMap) and _env_var(value) is None else None
         if key not in fields:
-            raise ConfigError(unknown_key(f"{prefix}{key}", [f"{prefix}{f}" for f in fields], "settings"))
+            message = unknown_key(f"{prefix}{key}", [f"{prefix}{f}" for f in fields], "settings")
+            raise ConfigError(message + _source(value), location=where)
         hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            kwargs[key] = _build(typing.cast(type[Any], hint), value, f"{prefix}{key}.")
-        else:
-            kwargs[key] = _convert(hint, value, f"{prefix}{key}")
+        try:
+            if dataclasses.is_dataclass(hint):
+                kwargs[key] = _build(typing.cast(type[Any], hint), value, f"{prefix}{key}.")
+            else:
+                kwargs[key] = _convert(hint, value, f"{prefix}{key}")
+        except ConfigError as exc:
+            if exc.location is None and where is not None:
+                raise ConfigError(exc.message, location=where) from None
+            raise
     return cls(**kwargs)
 
 
@@ -174,20 +222,33 @@ def _convert(hint: Any, value: Any, name: str) -> Any:
         if isinstance(value, _EnvText):
             value = [p for p in value.split(os.pathsep) if p]
         if isinstance(value, str) or not isinstance(value, (list, tuple)):
-            raise ConfigError(f"setting {name} must be a list, got {value!r}")
+            raise ConfigError(f"setting {name} must be a list, got {value!r}{_source(value)}")
+        if not all(isinstance(v, (str, Path)) for v in value):
+            raise ConfigError(f"setting {name} must be a list of strings, got {value!r}")
         return tuple(str(v) for v in value)
     try:
         if hint is bool and isinstance(value, _EnvText):
-            return value.strip().lower() in ("1", "true", "yes", "on")
-        if hint in (int, float) and isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return hint(value)
-        if hint is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            lowered = value.strip().lower()
+            if lowered in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                return lowered in ("1", "true", "yes", "on")
+        elif hint is int and isinstance(value, str):
+            return int(value.strip())
+        elif hint is float and isinstance(value, str):
+            number = float(value.strip())
+            if number == number:  # not NaN
+                return number
+        elif hint is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        elif hint is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
     except ValueError:
         pass
-    if isinstance(value, hint):
+    if isinstance(value, hint) and not (isinstance(value, bool) and hint is not bool):
         return value
-    raise ConfigError(f"setting {name} must be {hint.__name__}, got {value!r}")
+    kind = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        hint, hint.__name__
+    )
+    raise ConfigError(f"setting {name} must be {kind}, got {value!r}{_source(value)}")
 
 
 def configure_logging(settings: Settings) -> None:

@@ -76,8 +76,7 @@ def rss_bytes() -> int:
 def run_child(command: Sequence[str], *, timeout: float | None = None) -> dict[str, Any]:
     """Run a benchmark child; it prints one JSON document as its last stdout line. stderr passes through."""
     try:
-        done = subprocess.run(list(command), stdout=subprocess.PIPE, text=True, check=False,
-                              timeout=timeout)
+        done = subprocess.run(list(command), stdout=subprocess.PIPE, text=True, check=False, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"child timed out after {timeout:.0f} s"}
     lines = done.stdout.strip().splitlines()
@@ -119,7 +118,7 @@ def machine() -> dict[str, Any]:
                     break
     except OSError:
         pass
-    versions = {}
+    versions: dict[str, str | None] = {}
     for dist in ("attune-actors", "pykka", "uvloop", "msgpack", "jinja2"):
         try:
             versions[dist] = version(dist)
@@ -135,23 +134,61 @@ def machine() -> dict[str, Any]:
     }
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, markdown: bool = False,
-          right: Sequence[bool] | None = None) -> str:
+def table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    markdown: bool = False,
+    right: Sequence[bool] | None = None,
+) -> str:
     """A plain-text (aligned) or Markdown table."""
     right = list(right) if right is not None else [False] * len(headers)
     if markdown:
-        out = ["| " + " | ".join(headers) + " |",
-               "|" + "|".join("---:" if r else "---" for r in right) + "|"]
+        out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---:" if r else "---" for r in right) + "|"]
         out += ["| " + " | ".join(row) + " |" for row in rows]
         return "\n".join(out)
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=True)]
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if r else c.ljust(w)
-                         for c, w, r in zip(cells, widths, right, strict=True)).rstrip()
+        return "  ".join(
+            c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right, strict=True)
+        ).rstrip()
 
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+def source_state(path: str = "attune_actors") -> dict[str, Any]:
+    """The commit measured and whether `path` differs from it (read-only git commands)."""
+
+    def git(*argv: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", "--no-optional-locks", *argv],
+                cwd=repo_root(),
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=10,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    commit = (git("rev-parse", "--short", "HEAD") or "").strip() or None
+    changed = git("status", "--porcelain", "--", path)
+    return {
+        "commit": commit,
+        "dirty": None if changed is None else bool(changed),
+        "changed_files": [] if not changed else [ln[3:] for ln in changed.splitlines()],
+    }
+
+
+def load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None

@@ -31,7 +31,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib.metadata import version
 from typing import Any
 
@@ -96,6 +96,14 @@ class ShortLivedUnregistered(Echo):
 
 class ThreadEcho(pykka.ThreadingActor):
     use_daemon_thread = True
+
+    def __init__(self, cpu: int | None = None) -> None:
+        super().__init__()
+        self.cpu = cpu
+
+    def on_start(self) -> None:
+        if self.cpu is not None:
+            os.sched_setaffinity(0, {self.cpu})  # this thread only
 
     def on_receive(self, message: Any) -> Any:
         return message
@@ -213,15 +221,30 @@ def threading_tells(n: int) -> float:
     return rate(n, elapsed)
 
 
-def threading_asks(n: int) -> float:
-    ref = ThreadEcho.start()
-    ref.ask(None)
-    start = time.perf_counter()
-    for i in range(n):
-        ref.ask(i)
-    elapsed = time.perf_counter() - start
-    ref.stop()
+def threading_asks(n: int, cpu: int | None = None) -> float:
+    """Blocking asks from this thread; with `cpu`, both threads are pinned to that one CPU."""
+    affinity = os.sched_getaffinity(0) if cpu is not None else None
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    try:
+        ref = ThreadEcho.start(cpu)
+        ref.ask(None)
+        start = time.perf_counter()
+        for i in range(n):
+            ref.ask(i)
+        elapsed = time.perf_counter() - start
+        ref.stop()
+    finally:
+        if affinity is not None:
+            os.sched_setaffinity(0, affinity)
     return rate(n, elapsed)
+
+
+def one_cpu() -> int | None:
+    """A CPU to pin both threads of the same-CPU ThreadingActor figure to (Linux only)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    return min(os.sched_getaffinity(0))
 
 
 def median_of(repeat: int, measure: Callable[[], float]) -> float:
@@ -230,7 +253,7 @@ def median_of(repeat: int, measure: Callable[[], float]) -> float:
 
 def throughput(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     async def on_loop(fn: Callable[[int], Any], n: int) -> float:  # one loop for all repeats of a figure
-        results = [await fn(n) for _ in range(args.repeat)]
+        results: list[float] = [await fn(n) for _ in range(args.repeat)]
         return statistics.median(results)
 
     out: dict[str, dict[str, float]] = {"tell": {}, "ask": {}}
@@ -240,6 +263,11 @@ def throughput(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     out["ask"]["floor"] = asyncio.run(on_loop(floor_asks, args.asks))
     out["ask"]["asyncio"] = asyncio.run(on_loop(asyncio_asks, args.asks))
     out["ask"]["threading"] = median_of(args.repeat, lambda: threading_asks(args.thread_asks))
+    cpu = one_cpu()
+    if cpu is not None:
+        out["ask_one_cpu"] = {
+            "threading": median_of(args.repeat, lambda: threading_asks(args.thread_asks, cpu))
+        }
     out["proxy"] = {"asyncio": asyncio.run(on_loop(asyncio_proxy_calls, args.asks))}
     out["thread_tell"] = {"asyncio": asyncio.run(on_loop(asyncio_thread_tells, args.tells))}
     return out
@@ -288,7 +316,11 @@ async def idle_async(kind: str, n: int, churn: int) -> dict[str, Any]:
     }
     if kind == "asyncio" and churn:
         # Short-lived actors (start, one ask, stop) while the n idle actors are registered.
-        for cls, key in ((ShortLived, "churn_registered"), (ShortLivedUnregistered, "churn_opted_out")):
+        churners: tuple[tuple[type[Echo], str], ...] = (
+            (ShortLived, "churn_registered"),
+            (ShortLivedUnregistered, "churn_opted_out"),
+        )
+        for cls, key in churners:
             start = time.perf_counter()
             for _ in range(churn):
                 ref = cls.start()
@@ -370,18 +402,21 @@ def report(args: argparse.Namespace, thr: dict[str, dict[str, float]], idl: dict
     rows: list[list[str]] = []
     header = ["", *(TITLES[k] for k in KINDS), "Asyncio / floor", "Asyncio / Threading"]
 
-    def add(label: str, values: dict[str, float | str], fmt: Callable[[float], str]) -> None:
+    def add(label: str, values: Mapping[str, float | str], fmt: Callable[[float], str]) -> None:
         cells = [label]
         for kind in KINDS:
             value = values.get(kind)
             cells.append(fmt(value) if isinstance(value, float | int) else (value or "-"))
         ours, floor, thread = values.get("asyncio"), values.get("floor"), values.get("threading")
-        cells.append(f"{ours / floor:.2f}x" if _num(ours) and _num(floor) else "")
-        cells.append(f"{ours / thread:.1f}x" if _num(ours) and _num(thread) else "")
+        cells.append(_ratio(ours, floor, ".2f"))
+        cells.append(_ratio(ours, thread, ".1f"))
         rows.append(cells)
 
     add("tell throughput", dict(thr["tell"]), fmt_rate)
     add("ask round trips", dict(thr["ask"]), fmt_rate)
+    if "ask_one_cpu" in thr:
+        one_cpu_ask = {"asyncio": thr["ask"]["asyncio"], **thr["ask_one_cpu"]}
+        add("ask round trips, ThreadingActor on one CPU", one_cpu_ask, fmt_rate)
     add("await proxy.method()", {"asyncio": thr["proxy"]["asyncio"]}, fmt_rate)
     add("tell from another thread", {"asyncio": thr["thread_tell"]["asyncio"]}, fmt_rate)
     for n in args.sizes:
@@ -420,6 +455,9 @@ def report(args: argparse.Namespace, thr: dict[str, dict[str, float]], idl: dict
         ("<= 8 KiB RSS per idle actor", _kib(worst_rss), worst_rss <= 8 * 1024),
         ("ask >= 5x ThreadingActor", f"{vs_threads:.1f}x", vs_threads >= 5),
     ]
+    if "ask_one_cpu" in thr:
+        vs_one_cpu = thr["ask"]["asyncio"] / thr["ask_one_cpu"]["threading"]
+        goals.append(("(same, ThreadingActor on one CPU)", f"{vs_one_cpu:.1f}x", vs_one_cpu >= 5))
     lines.append("")
     lines.append("Goals:")
     lines.append("")
@@ -429,8 +467,10 @@ def report(args: argparse.Namespace, thr: dict[str, dict[str, float]], idl: dict
     return "\n".join(lines)
 
 
-def _num(value: object) -> bool:
-    return isinstance(value, float | int) and value > 0
+def _ratio(ours: object, other: object, spec: str) -> str:
+    if isinstance(ours, float | int) and isinstance(other, float | int) and other > 0:
+        return f"{ours / other:{spec}}x"
+    return ""
 
 
 def _kib(value: float) -> str:
@@ -481,13 +521,20 @@ def main() -> None:
     args.sizes = [int(size) for size in args.sizes.split(",")]
 
     began = time.perf_counter()
+    load_before = os.getloadavg()[0]
     thr = throughput(args)
     idl = idle(args)
     print(
         f"Python {platform.python_version()}, pykka {version('pykka')}, "
         f"{os.cpu_count()} CPUs, {platform.machine()}; medians of {args.repeat} runs "
-        f"(idle: {args.idle_repeat} subprocesses); {time.perf_counter() - began:.0f} s"
+        f"(idle: {args.idle_repeat} subprocesses); {time.perf_counter() - began:.0f} s; "
+        f"load average {load_before:.2f} before the run"
     )
+    if load_before > 0.5:
+        print(
+            "warning: the machine was busy; ThreadingActor round trips get faster when its two "
+            "threads share a CPU, so its figures depend on the load"
+        )
     print()
     print(report(args, thr, idl))
     if args.json:

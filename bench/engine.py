@@ -11,7 +11,7 @@ Scenarios, each through the public API (`Engine.execute` then `Engine.wait`, whi
 execution document), on a benchmark pack generated into a temporary directory:
 
 1. one workflow of N sequential `core.noop` tasks, N = 100 and 1,000: time per workflow (median of
-   `--rounds`), µs per task; goal: time(1,000) <= 11 x time(100);
+   `--chain-rounds`), µs per task; goal: time(1,000) <= 11 x time(100);
 2. 1,000 workflows of 10 noop tasks started at once: task transitions/s, where a transition is one
    task run ending and its successor being scheduled (10,000 per round); goal: >= 10,000/s;
 3. one task `with_items` over 10,000 and 100,000 items (noop, batch_size 1,000);
@@ -49,7 +49,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _common as common  # noqa: E402
+import _common as common
 
 SCENARIOS = ("chain", "concurrent", "items", "park")
 KIB = 1024
@@ -152,28 +152,39 @@ def make_store(spec: str, data_dir: Path) -> Any:
     if class_name:
         cls = getattr(module, class_name)
     else:
-        found = [v for v in vars(module).values()
-                 if isinstance(v, type) and issubclass(v, Store) and v.__module__ == module.__name__
-                 and not inspect.isabstract(v)]
+        found = [
+            v
+            for v in vars(module).values()
+            if isinstance(v, type)
+            and issubclass(v, Store)
+            and v.__module__ == module.__name__
+            and not inspect.isabstract(v)
+        ]
         if len(found) != 1:
-            raise SystemExit(f"--store {spec}: {module_name} defines {len(found)} Store classes; "
-                             "name one as module:Class")
+            raise SystemExit(
+                f"--store {spec}: {module_name} defines {len(found)} Store classes; name one as module:Class"
+            )
         cls = found[0]
-    required = [p for p in inspect.signature(cls).parameters.values()
-                if p.default is inspect.Parameter.empty
-                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [
+        p
+        for p in inspect.signature(cls).parameters.values()
+        if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
     return cls(data_dir / "bench-store.db") if required else cls()
 
 
-def store_label(spec: str) -> str:
-    return "memory (MemoryStore, the Engine default)" if spec == "memory" else spec
+def store_label(spec: str, results: dict[str, dict[str, Any]] | None = None) -> str:
+    """The --store value and the class the children actually used."""
+    used = {r[s]["store"] for r in (results or {}).values() for s in SCENARIOS if s in r}
+    return f"{spec} ({', '.join(sorted(used))})" if used else spec
 
 
 # -- scenarios (run in a child) ----------------------------------------------------------------------
 
 
-async def run_one(engine: Any, ref: str, params: dict[str, Any], timeout: float | None = None) -> tuple[
-        float, Any]:
+async def run_one(
+    engine: Any, ref: str, params: dict[str, Any], timeout: float | None = None
+) -> tuple[float, Any]:
     start = time.perf_counter()
     execution = await engine.execute(ref, params)
     final = await engine.wait(execution.id, timeout=timeout)
@@ -191,7 +202,7 @@ async def bench_chain(engine: Any, args: argparse.Namespace) -> dict[str, Any]:
     for n in args.chain_sizes:  # warm-up: template cache, graph, code paths
         check((await run_one(engine, f"bench.chain_{n}", {}))[1], f"chain {n}", n)
     times: dict[int, list[float]] = {n: [] for n in args.chain_sizes}
-    for _ in range(args.rounds):
+    for _ in range(args.chain_rounds):
         for n in args.chain_sizes:  # interleaved, so drift affects both sizes alike
             gc.collect()
             elapsed, final = await run_one(engine, f"bench.chain_{n}", {})
@@ -200,8 +211,13 @@ async def bench_chain(engine: Any, args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for n, ts in times.items():
         med = common.median(ts)
-        out[str(n)] = {"tasks": n, "seconds": med, "runs": ts, "us_per_task": med / n * 1e6,
-                       "transitions_per_s": n / med}
+        out[str(n)] = {
+            "tasks": n,
+            "seconds": med,
+            "runs": ts,
+            "us_per_task": med / n * 1e6,
+            "transitions_per_s": n / med,
+        }
     small, big = args.chain_sizes
     out["ratio"] = out[str(big)]["seconds"] / out[str(small)]["seconds"]
     out["sizes"] = [small, big]
@@ -225,9 +241,15 @@ async def bench_concurrent(engine: Any, args: argparse.Namespace) -> dict[str, A
     times = [await one_round(width) for _ in range(args.rounds)]
     med = common.median(times)
     transitions = width * tasks
-    return {"workflows": width, "tasks_per_workflow": tasks, "transitions": transitions,
-            "seconds": med, "runs": times, "transitions_per_s": transitions / med,
-            "us_per_transition": med / transitions * 1e6}
+    return {
+        "workflows": width,
+        "tasks_per_workflow": tasks,
+        "transitions": transitions,
+        "seconds": med,
+        "runs": times,
+        "transitions_per_s": transitions / med,
+        "us_per_transition": med / transitions * 1e6,
+    }
 
 
 async def bench_items(engine: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -237,8 +259,7 @@ async def bench_items(engine: Any, args: argparse.Namespace) -> dict[str, Any]:
     small, big = args.items_sizes
     warm = max(1, min(small // 10, 1000))
     check((await run_one(engine, "bench.items", params(warm)))[1], "items warm-up")
-    out: dict[str, Any] = {"sizes": [small, big], "batch_size": args.batch_size,
-                           "source": args.items_source}
+    out: dict[str, Any] = {"sizes": [small, big], "batch_size": args.batch_size, "source": args.items_source}
     for n, rounds in ((small, args.items_rounds), (big, args.big_items_rounds)):
         times: list[float] = []
         timed_out: dict[str, Any] | None = None
@@ -290,7 +311,7 @@ async def bench_park(engine: Any, args: argparse.Namespace) -> dict[str, Any]:
         live = await engine.get(execution_id)
         return bool(live.tasks) and live.tasks[0].status == "running"
 
-    sample = ids[:: max(1, n // 100)] + [ids[-1]]
+    sample = [*ids[:: max(1, n // 100)], ids[-1]]
     deadline = time.monotonic() + 120
     while not await parked(ids[-1]) or not all([await parked(i) for i in sample]):
         if time.monotonic() > deadline:
@@ -300,14 +321,19 @@ async def bench_park(engine: Any, args: argparse.Namespace) -> dict[str, Any]:
     await asyncio.sleep(0.2)  # let every sleep coroutine reach its await
     gc.collect()
     objects1, rss1 = len(gc.get_objects()), common.rss_bytes()
-    return {"executions": n, "rss_before": rss0, "rss_after": rss1,
-            "rss_per_execution": (rss1 - rss0) / n,
-            "gc_objects_per_execution": (objects1 - objects0) / n,
-            "launch_s": launched, "parked_s": parked_after, "executions_per_s": n / parked_after}
+    return {
+        "executions": n,
+        "rss_before": rss0,
+        "rss_after": rss1,
+        "rss_per_execution": (rss1 - rss0) / n,
+        "gc_objects_per_execution": (objects1 - objects0) / n,
+        "launch_s": launched,
+        "parked_s": parked_after,
+        "executions_per_s": n / parked_after,
+    }
 
 
-BENCHES = {"chain": bench_chain, "concurrent": bench_concurrent, "items": bench_items,
-           "park": bench_park}
+BENCHES = {"chain": bench_chain, "concurrent": bench_concurrent, "items": bench_items, "park": bench_park}
 
 
 def child_main(args: argparse.Namespace) -> None:
@@ -336,6 +362,7 @@ def child_main(args: argparse.Namespace) -> None:
         result["loop"] = f"{type(loop).__module__}.{type(loop).__name__}"
         result["store"] = f"{type(store).__module__}.{type(store).__name__}"
         result["cpu"] = cpu
+        result["attune_actors"] = str(Path(sys.modules["attune_actors"].__file__ or "").parent)
         if args.child != "park":  # parked executions are left to process exit
             await engine.close()
         return result
@@ -355,7 +382,7 @@ def print_profile(profiler: cProfile.Profile, title: str, top: int = 25) -> None
         stats = pstats.Stats(profiler, stream=buf)
         stats.strip_dirs().sort_stats(key).print_stats(top)
         text = buf.getvalue()
-        body = text[text.find("   ncalls"):] if "   ncalls" in text else text
+        body = text[text.find("   ncalls") :] if "   ncalls" in text else text
         common.progress(f"\n== profile: {title}, top {top} by {key}\n{body.rstrip()}")
 
 
@@ -363,14 +390,40 @@ def print_profile(profiler: cProfile.Profile, title: str, top: int = 25) -> None
 
 
 def child_args(args: argparse.Namespace, loop: str, scenario: str) -> list[str]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", scenario, "--loop", loop,
-           "--store", args.store, "--rounds", str(args.rounds),
-           "--chain-sizes", ",".join(map(str, args.chain_sizes)),
-           "--workflows", str(args.workflows), "--wf-tasks", str(args.wf_tasks),
-           "--items-sizes", ",".join(map(str, args.items_sizes)),
-           "--items-rounds", str(args.items_rounds), "--big-items-rounds", str(args.big_items_rounds),
-           "--items-timeout", str(args.items_timeout), "--batch-size", str(args.batch_size),
-           "--items-source", args.items_source, "--parked", str(args.parked)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        scenario,
+        "--loop",
+        loop,
+        "--store",
+        args.store,
+        "--rounds",
+        str(args.rounds),
+        "--chain-rounds",
+        str(args.chain_rounds),
+        "--chain-sizes",
+        ",".join(map(str, args.chain_sizes)),
+        "--workflows",
+        str(args.workflows),
+        "--wf-tasks",
+        str(args.wf_tasks),
+        "--items-sizes",
+        ",".join(map(str, args.items_sizes)),
+        "--items-rounds",
+        str(args.items_rounds),
+        "--big-items-rounds",
+        str(args.big_items_rounds),
+        "--items-timeout",
+        str(args.items_timeout),
+        "--batch-size",
+        str(args.batch_size),
+        "--items-source",
+        args.items_source,
+        "--parked",
+        str(args.parked),
+    ]
     if args.no_pin or args.cpu is None:
         cmd.append("--no-pin")
     else:
@@ -396,8 +449,14 @@ def judge(results: dict[str, Any]) -> dict[str, Any]:
     for key, (title, op, limit) in GOALS.items():
         value, at_least = values[key]
         ok = None if value is None else (value <= limit if op == "<=" else value >= limit)
-        out[key] = {"goal": title, "op": op, "limit": limit, "value": value,
-                    "lower_bound": at_least, "pass": ok}
+        out[key] = {
+            "goal": title,
+            "op": op,
+            "limit": limit,
+            "value": value,
+            "lower_bound": at_least,
+            "pass": ok,
+        }
     return out
 
 
@@ -423,7 +482,11 @@ def rows_for(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> li
     loops = list(results)
     rows: list[list[str]] = []
 
+    ran = set(args.only.split(","))
+
     def row(label: str, goal: str, cell: Any) -> None:
+        if SCENARIOS[int(label[1]) - 1] not in ran:
+            return
         cells = []
         for loop in loops:
             r = results[loop]
@@ -439,36 +502,60 @@ def rows_for(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> li
             if goal["value"] is None:
                 raise KeyError(key)
             v = goal["value"]
-            text = {"chain_ratio": f"{v:.2f}x", "items_ratio": f"{v:.1f}x",
-                    "transitions": fmt_rate(v), "rss": f"{v / KIB:.1f} KiB"}[key]
+            text = {
+                "chain_ratio": f"{v:.2f}x",
+                "items_ratio": f"{v:.1f}x",
+                "transitions": fmt_rate(v),
+                "rss": f"{v / KIB:.1f} KiB",
+            }[key]
             return f"{'>' if goal['lower_bound'] else ''}{text}  {verdict(goal)}"
+
         return cell
 
     small, big = args.chain_sizes
     for n in (small, big):
-        row(f"(1) chain of {n:,} noop tasks: time", "", lambda r, n=n: (
-            f"{fmt_s(r['chain'][str(n)]['seconds'])} ({r['chain'][str(n)]['us_per_task']:.0f} µs/task)"))
+        row(
+            f"(1) chain of {n:,} noop tasks: time",
+            "",
+            lambda r, n=n: (
+                f"{fmt_s(r['chain'][str(n)]['seconds'])} ({r['chain'][str(n)]['us_per_task']:.0f} µs/task)"
+            ),
+        )
     for n in (small, big):
-        row(f"(1) chain of {n:,}: transitions/s", "", lambda r, n=n: fmt_rate(
-            r["chain"][str(n)]["transitions_per_s"]))
+        row(
+            f"(1) chain of {n:,}: transitions/s",
+            "",
+            lambda r, n=n: fmt_rate(r["chain"][str(n)]["transitions_per_s"]),
+        )
     row(f"(1) ratio {big:,} / {small:,} tasks", "<= 11x (per-task cost flat)", g("chain_ratio"))
-    row(f"(2) {args.workflows:,} workflows x {args.wf_tasks} tasks: time", "",
-        lambda r: fmt_s(r["concurrent"]["seconds"]))
+    row(
+        f"(2) {args.workflows:,} workflows x {args.wf_tasks} tasks: time",
+        "",
+        lambda r: fmt_s(r["concurrent"]["seconds"]),
+    )
     row("(2) task transitions/s", ">= 10.0k/s", g("transitions"))
     isml, ibig = args.items_sizes
     for n in (isml, ibig):
+
         def items_cell(r: dict[str, Any], n: int = n) -> str:
             e = r["items"][str(n)]
             if e.get("timeout"):
                 t = e["timeout"]
                 return f"> {t['after_s']:.0f} s (timed out, {t['items_done']:,} done)"
             return f"{fmt_s(e['seconds'])} ({e['us_per_item']:.0f} µs/item)"
+
         row(f"(3) with_items {n:,}, batch {args.batch_size:,}: time", "", items_cell)
     row(f"(3) ratio {fmt_n(ibig)} / {fmt_n(isml)} items", "<= 11x", g("items_ratio"))
-    row(f"(4) {args.parked:,} parked executions: time to park", "", lambda r: (
-        f"{fmt_s(r['park']['parked_s'])} ({fmt_rate(r['park']['executions_per_s'])})"))
-    row("(4) gc-tracked objects per parked execution", "", lambda r: (
-        f"{r['park']['gc_objects_per_execution']:.0f}"))
+    row(
+        f"(4) {args.parked:,} parked executions: time to park",
+        "",
+        lambda r: f"{fmt_s(r['park']['parked_s'])} ({fmt_rate(r['park']['executions_per_s'])})",
+    )
+    row(
+        "(4) gc-tracked objects per parked execution",
+        "",
+        lambda r: f"{r['park']['gc_objects_per_execution']:.0f}",
+    )
     row("(4) RSS per parked execution", "<= 20 KiB", g("rss"))
     return rows
 
@@ -481,14 +568,32 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]], meta: d
     pin = "not pinned" if meta["cpu"] is None else f"each child pinned to CPU {meta['cpu']}"
     lines = [
         f"attune_actors engine benchmark{' (--quick)' if args.quick else ''}: Python {m['python']}, "
-        f"{m['cpu']} x{m['cpus']}, {pin}",
-        f"store: {store_label(args.store)}; rounds: (1)/(2) median of {args.rounds}, (3) median of "
+        f"{m['cpu']} x{m['cpus']}, {pin}; load average {fmt_load(meta)}",
+        f"source: {fmt_source(meta['source'])}",
+        f"store: {store_label(args.store, results)}; "
+        f"medians of (1) {args.chain_rounds}, (2) {args.rounds}, (3) "
         f"{args.items_rounds} ({fmt_n(args.items_sizes[0])}) / {args.big_items_rounds} "
         f"({fmt_n(args.items_sizes[1])}); items from {args.items_source}; total {meta['elapsed_s']:.0f} s",
         "",
         common.table(headers, rows, markdown=args.markdown, right=right),
     ]
     return "\n".join(lines)
+
+
+def fmt_load(meta: dict[str, Any]) -> str:
+    load = meta["load_average_1min"]
+    if load["before"] is None:
+        return "unknown"
+    return f"{load['before']:.2f} before, {load['after']:.2f} after"
+
+
+def fmt_source(src: dict[str, Any]) -> str:
+    if src["commit"] is None:
+        return "not a git checkout"
+    if not src["dirty"]:
+        return f"attune_actors at commit {src['commit']} (clean)"
+    n = len(src["changed_files"])
+    return f"attune_actors at commit {src['commit']} + uncommitted changes in {n} file{'s' * (n != 1)}"
 
 
 def parse_sizes(text: str) -> list[int]:
@@ -499,36 +604,57 @@ def parse_sizes(text: str) -> list[int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=(__doc__ or "").split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes and few rounds (~30 s)")
-    parser.add_argument("--loops", default=",".join(common.LOOPS),
-                        help="event loops to measure (default: asyncio,uvloop)")
-    parser.add_argument("--only", default=",".join(SCENARIOS),
-                        help=f"scenarios to run (default: {','.join(SCENARIOS)})")
-    parser.add_argument("--store", default="memory",
-                        help="memory (default), a module of attune_actors.store, or module:Class")
+    parser.add_argument(
+        "--loops", default=",".join(common.LOOPS), help="event loops to measure (default: asyncio,uvloop)"
+    )
+    parser.add_argument(
+        "--only", default=",".join(SCENARIOS), help=f"scenarios to run (default: {','.join(SCENARIOS)})"
+    )
+    parser.add_argument(
+        "--store", default="memory", help="memory (default), a module of attune_actors.store, or module:Class"
+    )
     parser.add_argument("--cpu", type=int, default=common.default_cpu(), help="CPU to pin children to")
     parser.add_argument("--no-pin", action="store_true", help="do not pin children to one CPU")
-    parser.add_argument("--rounds", type=int, help="rounds for (1) and (2) (default 5; quick 3)")
+    parser.add_argument("--rounds", type=int, help="(2) rounds (default 5; quick 3)")
+    parser.add_argument("--chain-rounds", type=int, help="(1) rounds of each size (default 9; quick 3)")
     parser.add_argument("--chain-sizes", type=parse_sizes, help="(1) chain lengths (default 100,1000)")
     parser.add_argument("--workflows", type=int, help="(2) concurrent workflows (default 1000)")
     parser.add_argument("--wf-tasks", type=int, default=10, help="(2) tasks per workflow")
-    parser.add_argument("--items-sizes", type=parse_sizes,
-                        help="(3) with_items sizes (default 10000,100000; quick 1000,10000)")
-    parser.add_argument("--items-rounds", type=int, help="(3) rounds of the small size (default 3)")
-    parser.add_argument("--big-items-rounds", type=int, default=1, help="(3) rounds of the big size")
-    parser.add_argument("--items-timeout", type=float,
-                        help="(3) cancel a with_items run after this many seconds (default 60; quick 20)")
+    parser.add_argument(
+        "--items-sizes",
+        type=parse_sizes,
+        help="(3) with_items sizes (default 10000,100000; quick 1000,10000)",
+    )
+    parser.add_argument("--items-rounds", type=int, help="(3) rounds of the small size (default 5)")
+    parser.add_argument("--big-items-rounds", type=int, help="(3) rounds of the big size (default 3)")
+    parser.add_argument(
+        "--items-timeout",
+        type=float,
+        help="(3) cancel a with_items run after this many seconds (default 60; quick 20)",
+    )
     parser.add_argument("--batch-size", type=int, default=1000, help="(3) with_items batch_size")
-    parser.add_argument("--items-source", choices=("range", "parameter"), default="range",
-                        help="(3) items from `range(parameters.n)` (default) or an array parameter")
+    parser.add_argument(
+        "--items-source",
+        choices=("range", "parameter"),
+        default="range",
+        help="(3) items from `range(parameters.n)` (default) or an array parameter",
+    )
     parser.add_argument("--parked", type=int, help="(4) parked executions (default 10000; quick 2000)")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
-    parser.add_argument("--json", nargs="?", const="-", metavar="FILE",
-                        help="JSON document on stdout (no FILE) or written to FILE")
-    parser.add_argument("--profile", action="store_true",
-                        help="run each child under cProfile; summaries go to stderr")
+    parser.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="FILE",
+        help="JSON document on stdout (no FILE) or written to FILE",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="run each child under cProfile; summaries go to stderr"
+    )
     parser.add_argument("--write-pack", metavar="DIR", help="write the benchmark pack to DIR and exit")
     parser.add_argument("--child", choices=SCENARIOS, help=argparse.SUPPRESS)
     parser.add_argument("--loop", choices=common.LOOPS, default="asyncio", help=argparse.SUPPRESS)
@@ -536,10 +662,12 @@ def main() -> None:
 
     quick = args.quick
     args.rounds = args.rounds or (3 if quick else 5)
+    args.chain_rounds = args.chain_rounds or (3 if quick else 9)
     args.chain_sizes = args.chain_sizes or [100, 1000]
     args.workflows = args.workflows or 1000
     args.items_sizes = args.items_sizes or ([1000, 10_000] if quick else [10_000, 100_000])
-    args.items_rounds = args.items_rounds or (1 if quick else 3)
+    args.items_rounds = args.items_rounds or (1 if quick else 5)
+    args.big_items_rounds = args.big_items_rounds or (1 if quick else 3)
     args.items_timeout = args.items_timeout or (20.0 if quick else 60.0)
     args.parked = args.parked or (2000 if quick else 10_000)
     if args.items_source == "range" and max(args.items_sizes) > JINJA_MAX_RANGE:
@@ -559,6 +687,7 @@ def main() -> None:
         if name not in SCENARIOS:
             parser.error(f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}")
     began = time.perf_counter()
+    load_before = common.load_average()
     results: dict[str, dict[str, Any]] = {}
     for loop in loops:
         if loop not in common.LOOPS:
@@ -578,15 +707,39 @@ def main() -> None:
             r[scenario] = got
         r["_goals"] = judge(r)
         results[loop] = r
-    meta = {"machine": common.machine(), "cpu": None if args.no_pin else args.cpu,
-            "elapsed_s": time.perf_counter() - began}
+    meta = {
+        "machine": common.machine(),
+        "cpu": None if args.no_pin else args.cpu,
+        "elapsed_s": time.perf_counter() - began,
+        "load_average_1min": {"before": load_before, "after": common.load_average()},
+        "source": common.source_state(),
+    }
     doc = {
-        "benchmark": "engine", "quick": quick, "store": args.store, "meta": meta,
-        "config": {k: getattr(args, k) for k in (
-            "rounds", "chain_sizes", "workflows", "wf_tasks", "items_sizes", "items_rounds",
-            "big_items_rounds", "items_timeout", "batch_size", "items_source", "parked")},
-        "loops": {loop: {k: v for k, v in r.items() if k not in ("_goals", "_errors")}
-                  for loop, r in results.items()},
+        "benchmark": "engine",
+        "quick": quick,
+        "store": args.store,
+        "meta": meta,
+        "config": {
+            k: getattr(args, k)
+            for k in (
+                "rounds",
+                "chain_rounds",
+                "chain_sizes",
+                "workflows",
+                "wf_tasks",
+                "items_sizes",
+                "items_rounds",
+                "big_items_rounds",
+                "items_timeout",
+                "batch_size",
+                "items_source",
+                "parked",
+            )
+        },
+        "loops": {
+            loop: {k: v for k, v in r.items() if k not in ("_goals", "_errors")}
+            for loop, r in results.items()
+        },
         "goals": {loop: r["_goals"] for loop, r in results.items()},
     }
     if args.json == "-":

@@ -1,5 +1,4 @@
-"""The actor layer: pykka actors on asyncio, supervised parent/child trees, a pool for blocking
-code.
+"""The actor layer: pykka actors on asyncio, supervised parent/child trees, a pool for blocking code.
 
 Public API (everything else in this package may change):
 
@@ -8,15 +7,14 @@ Public API (everything else in this package may change):
 - `AsyncioFuture`: the future `ask()` returns; `await` it on a loop, `get()` it from a thread.
 - `Directive`: `RESTART`, `STOP`, `ESCALATE`, what a parent does with a failed child.
 - `BlockingPool`: a bounded thread pool awaited from the loop (`await pool.run(fn, *args)`).
-- `running_actors()`, `stop_all_actors()`, `wait_all_stopped()`: population helpers for tests and
-  shutdown.
+- `running_actors()`, `stop_all_actors()`, `wait_all_stopped()`: population helpers for tests and shutdown.
 """
 
 from attune_actors.actors._actor import AsyncioActor
 from attune_actors.actors._future import AsyncioFuture
 from attune_actors.actors._pool import BlockingPool
-from attune_actors.actors._supervision import Directive
 from attune_actors.actors._population import running_actors, stop_all_actors, wait_all_stopped
+from attune_actors.actors._supervision import Directive
 
 __all__ = [
     "AsyncioActor",

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import threading
 import uuid
+from inspect import isawaitable
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
@@ -56,8 +57,8 @@ _SPECIAL = _CONTROL | {ProxyCall, ProxyGetAttr, ProxySetAttr}
 class _StopFlag(threading.Event):
     """`actor_stopped` for asyncio actors: a plain flag, with a real Event only if a thread waits.
 
-    pykka only calls `is_set()` and `set()`; a `threading.Event` costs a Condition, a lock and a
-    deque (about 1 KiB) per actor.
+    pykka only calls `is_set()` and `set()`; a `threading.Event` costs a Condition, a lock and a deque
+    (about 1 KiB) per actor.
     """
 
     _lock = threading.Lock()
@@ -127,7 +128,9 @@ class AsyncioActor(Actor):
     - Messages are handled one at a time, in arrival order. Handlers and the hooks (`on_start`,
       `on_stop`, `on_failure`, `on_child_*`) may be `async def`; while one is awaiting, the actor
       handles nothing else, so its state needs no locks (and an actor that awaits an ask to itself
-      waits forever). Blocking code belongs in a `BlockingPool`, not in a handler.
+      waits forever). Blocking code belongs in a `BlockingPool`, not in a handler. (For mypy, an
+      `async def` override of `on_start`, `on_stop` or `on_failure` needs `# type: ignore[override]`:
+      pykka declares them `-> None`.)
     - An exception in a handler of an `ask` is returned to the asker and the actor carries on. An
       exception in a handler of a `tell` (or a `proxy.method.defer()`) or in `on_start` is a
       failure: the actor refuses new messages, fails the queued asks with `ActorDeadError`, stops
@@ -262,7 +265,7 @@ class AsyncioActor(Actor):
         """Refs of the running children this actor spawned (or restarted), oldest first."""
         return list(self._children or ())
 
-    # -- hooks (all may be `async def`) ----------------------------------------------------------
+    # -- hooks (all may be `async def` or return an awaitable, which is awaited) ----------------
 
     def on_start(self) -> Awaitable[None] | None:  # type: ignore[override]
         """Run in the actor's task before the first message. Raising is a failure."""
@@ -308,7 +311,7 @@ class AsyncioActor(Actor):
         try:
             try:
                 started = self.on_start()
-                if isinstance(started, CoroutineType):
+                if isawaitable(started):
                     await started
             except BaseException as exc:
                 if not _is_failure(exc):
@@ -372,7 +375,7 @@ class AsyncioActor(Actor):
         if children is None or children.pop(child, None) is None:
             return
         result = self.on_child_stopped(child)
-        if isinstance(result, CoroutineType):
+        if isawaitable(result):
             await result
 
     async def _child_failed(self, child: ActorRef[Any], error: BaseException) -> None:
@@ -381,14 +384,14 @@ class AsyncioActor(Actor):
         if spec is None:  # not (or no longer) our child
             return
         decided = self.on_child_failure(child, error)
-        directive = await decided if isinstance(decided, CoroutineType) else decided
+        directive = await decided if isawaitable(decided) else decided
         if directive is Directive.RESTART:
             now = self.actor_inbox.loop.time()
             if spec.allow_restart(self.max_restarts, self.restart_window, now):
                 new = self._spawn_spec(spec)
                 logger.info("%s restarted failed child %s as %s", self, child, new)
                 result = self.on_child_restarted(child, new)
-                if isinstance(result, CoroutineType):
+                if isawaitable(result):
                     await result
                 return
             logger.error(
@@ -442,7 +445,7 @@ class AsyncioActor(Actor):
         await self._stop_children()
         try:
             result = self.on_stop()
-            if isinstance(result, CoroutineType):
+            if isawaitable(result):
                 await result
         except Exception:
             logger.exception("Unhandled exception in %s.on_stop():", self)
@@ -461,7 +464,7 @@ class AsyncioActor(Actor):
         await self._stop_children()
         try:
             result = self.on_failure(type(exc), exc, exc.__traceback__)
-            if isinstance(result, CoroutineType):
+            if isawaitable(result):
                 await result
         except Exception:
             logger.exception("Unhandled exception in %s.on_failure():", self)

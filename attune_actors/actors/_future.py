@@ -33,9 +33,8 @@ R = TypeVar("R")
 
 _get_running_loop = asyncio._get_running_loop  # C-accelerated; None when this thread runs no loop
 
-# Guards only the slow paths (a thread blocking in get(), done callbacks); set() takes it only when
-# a
-# callback is registered. Creating a lock per future would cost more than it saves.
+# Guards only the slow paths (a thread blocking in get(), done callbacks); set() takes it only when a
+# callback is registered. A lock per future would cost more than it saves.
 _slow_lock = threading.Lock()
 
 
@@ -84,8 +83,7 @@ class AsyncioFuture(Future[T]):
     _callbacks: list[Callable[[AsyncioFuture[T]], None]] | None = None
 
     def __init__(self) -> None:
-        # pykka's Future.__init__ only stores the get-hook state, which lives in class defaults
-        # here.
+        # pykka's Future.__init__ only stores the get-hook state, which lives in class defaults here.
         pass
 
     def __repr__(self) -> str:
@@ -104,9 +102,8 @@ class AsyncioFuture(Future[T]):
             raise queue.Full
         self._value = value
         self._done = True
-        # Written `_done` before reading the waiter slots: a waiter registering concurrently in
-        # another
-        # thread writes its slot before re-reading `_done`, so one side always sees the other.
+        # `_done` is written before the waiter slots are read; a waiter registering concurrently in
+        # another thread writes its slot before re-reading `_done`: one side always sees the other.
         if self._waiter is not None or self._event is not None or self._callbacks is not None:
             self._wake()
 

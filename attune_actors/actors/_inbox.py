@@ -1,9 +1,8 @@
 """AsyncioInbox: where messages for one AsyncioActor wait, and how senders on other threads get in.
 
-Senders call `put()` (through pykka's `ActorRef.tell/ask`) from any thread; the actor's own task is
-the only reader. All inbox state is touched on the actor's loop thread only: a sender on another
-thread hands its envelope over with `loop.call_soon_threadsafe`, which keeps each sender's messages
-in order.
+Senders call `put()` (through pykka's `ActorRef.tell/ask`) from any thread; the actor's own task is the
+only reader. All inbox state is touched on the actor's loop thread only: a sender on another thread
+hands its envelope over with `loop.call_soon_threadsafe`, which keeps each sender's messages in order.
 """
 
 from __future__ import annotations
@@ -102,8 +101,7 @@ class AsyncioInbox:
         reject(envelope, self._owner)
 
     def get(self) -> Envelope[Any]:
-        """Remove and return the oldest envelope (pykka protocol; never blocks; `IndexError`
-        if empty)."""
+        """Remove and return the oldest envelope (pykka protocol; never blocks; `IndexError` if empty)."""
         return self._items.pop(0)
 
     def empty(self) -> bool:

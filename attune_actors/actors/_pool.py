@@ -57,9 +57,8 @@ class BlockingPool:
         return await loop.run_in_executor(self._executor, call)
 
     def shutdown(self, *, wait: bool = True, cancel_pending: bool = False) -> None:
-        """Refuse new calls; with `wait`, block this thread until running calls end (from the loop,
-        use `await aclose()`); with `cancel_pending`, drop queued calls (their awaiters are
-        cancelled).
+        """Refuse new calls; with `wait`, block this thread until running calls end (from the loop, use
+        `await aclose()`); with `cancel_pending`, drop queued calls (their awaiters are cancelled).
         """
         self._executor.shutdown(wait=wait, cancel_futures=cancel_pending)
 

@@ -59,8 +59,8 @@ class AsyncioActorRef(ActorRef[A]):
         The result is `True` if the actor stopped (or was stopping), `False` if it was already dead.
         On the loop thread use `await ref.stop(block=False)`; the default `block=True` is for other
         threads (on a thread running an event loop it raises `RuntimeError`, sending nothing, rather
-        than block the loop). The actor
-        stops its children first, then runs `on_stop`; the future resolves once its task has ended.
+        than block the loop). The actor stops its children first, then runs `on_stop`; the future
+        resolves once its task has ended.
         """
         if block and asyncio._get_running_loop() is not None:
             msg = "ref.stop() would block this thread's event loop; use `await ref.stop(block=False)`"

@@ -1,9 +1,8 @@
-"""Supervision vocabulary: the directives a parent returns for a failed child, and the notices
-a child sends its parent when it stops or fails.
+"""Supervision vocabulary: the directives a parent returns for a failed child, and the notices a child
+sends its parent when it stops or fails.
 
-Notices are ordinary tells to the parent's inbox, so the parent learns about its children one
-message at a time, in its own task, like anything else; only the parent touches its table of
-children.
+Notices are ordinary tells to the parent's inbox, so the parent learns about its children one message
+at a time, in its own task, like anything else; only the parent touches its table of children.
 """
 
 from __future__ import annotations
@@ -20,8 +19,7 @@ __all__ = ["Directive"]
 class Directive(enum.Enum):
     """What a parent does when a child fails (see `AsyncioActor.on_child_failure`).
 
-    The failed child has already stopped (children first, then `on_failure`) when the parent
-    decides.
+    The failed child has already stopped (its children first, then `on_failure`) when the parent decides.
     """
 
     RESTART = "restart"

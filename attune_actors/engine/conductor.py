@@ -30,6 +30,7 @@ from attune_actors.engine.commands import (
 from attune_actors.engine.graph import TaskGraph
 from attune_actors.engine.state import (
     ACTIVE_RUN,
+    ABANDONED,
     CANCELED,
     CANCELING,
     DELAYED,
@@ -75,8 +76,14 @@ class Conductor:
         system: dict[str, Any],
         kv: Any = None,
         parent_id: str | None = None,
+        parent_run: tuple[str, int] | None = None,
+        definition: str = "",
+        created_at: float = 0.0,
     ) -> None:
         self.id = execution_id
+        self.parent_run = parent_run  # (run id, attempt) of the parent's task this execution serves
+        self.definition = definition  # digest of the workflow source this execution runs
+        self.created_at = created_at
         self.spec = spec
         self.graph = graph
         self._actions = actions
@@ -106,6 +113,7 @@ class Conductor:
         self._dirty_items: set[tuple[str, int]] = set()
         self._current: Any = None  # the run or item whose attempt just ended (for succeeded() etc.)
         self.system = system
+        self.secret_parameters = frozenset(p.name for p in spec.parameters if p.secret)
         self._ctx: dict[str, Any] = {
             "task": self.latest,
             "vars": self.vars,
@@ -283,6 +291,10 @@ class Conductor:
             "started_at": self.started_at,
             "ended_at": self.ended_at,
             "parent_id": self.parent_id,
+            "parent_run": list(self.parent_run) if self.parent_run else None,
+            "definition": self.definition,
+            "created_at": self.created_at,
+            "system": {k: v for k, v in self.system.items() if k != "timestamp"},
             "seq": self.seq,
             "inflight": self.in_flight,
             "paused_children": sorted(self.paused_children),
@@ -320,39 +332,54 @@ class Conductor:
             owner = self.runs[run_id]
             if owner.item_runs is not None:
                 owner.item_runs[idx] = ItemRun.from_record(item)
+        for run in self.runs.values():
+            if run.item_runs is not None and not run.terminal:
+                started = [i for i, it in enumerate(run.item_runs) if it.status != SCHEDULED]
+                run.next_item = max(started) + 1 if started else 0
+                run.inflight = sum(1 for it in run.item_runs if it.status in (RUNNING, DELAYED))
+                if run.error is None:
+                    bad = next((i for i, it in enumerate(run.item_runs)
+                                if it.status in (FAILED, TIMEOUT, CANCELED, ABANDONED)), None)
+                    if bad is not None:
+                        run.error = f"item {bad}: {run.item_runs[bad].error}"
+                        run.next_item = len(run.item_runs)
 
     def recovery_commands(self, now: float) -> list[Command]:
-        """After `restore`: re-arm timers and re-dispatch attempts whose result was not recorded.
+        """After `restore`: re-arm timers and re-issue what was in flight when the engine stopped.
 
-        The same run id and attempt go out again, so actions and workers can deduplicate; an attempt
-        whose result was recorded is terminal in the records and is never dispatched again.
+        Attempts whose outcome was not recorded go out again with the same run id and attempt, so
+        actions and workers can deduplicate; an attempt whose outcome was recorded is terminal in
+        the records and is never dispatched again. Nested workflows are resumed (or started, if
+        the child had not saved anything yet) and pending inquiries are opened again.
         """
         self._step(now)
         for key, at in self.timers.items():
             self._out.append(SetTimer(key, at))
         for run_id in sorted(self.active, key=lambda r: self.runs[r].seq):
             run = self.runs[run_id]
+            task = self._task_spec(run.task)
+            if task.is_parallel or task.action is None:
+                continue
             if run.item_runs is not None:
                 for idx, item in enumerate(run.item_runs):
                     if item.status == RUNNING and item.input is not None:
-                        self._redispatch(run, idx, item.attempts, item.input)
-            elif (
-                run.status == RUNNING
-                and run.input is not None
-                and not self.graph.tasks.get(run.task, TaskSpec(name="")).is_parallel
-            ):
-                if run.child_id is not None:
-                    continue  # the child execution is recovered on its own and reports back
-                self._redispatch(run, None, run.attempts, run.input)
+                        self._out.append(Dispatch(run.id, run.task, idx, item.attempts,
+                                                  self._actions(task.action), item.input, item.deadline))
+                continue
+            if run.input is None:
+                continue
+            action = self._actions(task.action)
+            if run.status == RUNNING and run.child_id is not None:
+                self._out.append(StartChild(run.id, run.task, run.attempts, run.child_id, action,
+                                            run.input))
+            elif run.status == RUNNING:
+                self._out.append(Dispatch(run.id, run.task, None, run.attempts, action, run.input,
+                                          run.deadline))
+            elif run.status == PENDING and run.inquiry_id is not None:
+                expires = self.timers.get(("inquiry", run.id, run.inquiry_id))
+                self._out.append(OpenInquiry(run.id, run.task, run.inquiry_id, run.input, expires))
         self._progress()
         return self._flush()
-
-    def _redispatch(self, run: TaskRun, idx: int | None, attempt: int, inp: dict[str, Any]) -> None:
-        task = self._task_spec(run.task)
-        assert task.action is not None
-        self._out.append(
-            Dispatch(run.id, run.task, idx, attempt, self._actions(task.action), inp, run.deadline)
-        )
 
     # ------------------------------------------------------------------ documents
 
@@ -422,8 +449,12 @@ class Conductor:
         self._out.append(SetTimer(key, at))
 
     def _touch(self, run: TaskRun, idx: int | None = None) -> None:
-        self._dirty_runs.add(run.id)
-        if idx is not None:
+        # An item's change dirties only the item: rewriting a with_items run's record (its item
+        # list included) per item would make big item lists quadratic. The run's counters are
+        # derived from its items again on restore.
+        if idx is None:
+            self._dirty_runs.add(run.id)
+        else:
             self._dirty_items.add((run.id, idx))
 
     # -- creating and starting runs ------------------------------------------------------------
@@ -580,7 +611,7 @@ class Conductor:
         else:
             timeout = task.timeout if task.timeout is not None else action.timeout
             deadline = self.now + timeout if timeout else None
-            run.deadline = deadline
+            target.deadline = deadline
             self.in_flight += 1
             self._out.append(Dispatch(run.id, run.task, idx, target.attempts, action, inp, deadline))
 

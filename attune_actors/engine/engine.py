@@ -29,12 +29,15 @@ from attune_actors.engine.messages import AnswerInquiry, Control, GetDocument, S
 from attune_actors.engine.runtime import Runtime
 from attune_actors.engine.supervisor import WorkflowSupervisor
 from attune_actors.errors import (
+    AttuneError,
+    ConfigError,
     EngineClosedError,
     InquiryResponseError,
     NotFoundError,
     ValidationError,
 )
 from attune_actors.kv import KVScope, KVStore, Masker
+from attune_actors.kv.secrets import Cipher
 from attune_actors.runners import RunnerSet
 from attune_actors.spec.model import ParamSpec
 from attune_actors.spec.packs import Catalog, load_packs, load_workflow_text, workflow_action
@@ -141,7 +144,7 @@ class Engine:
         if problems:
             raise ValidationError(problems)
         self.catalog = catalog
-        store = self._store_override or MemoryStore()
+        store = self._store_override or self._make_store()
         await store.open()
         for ref, pack, source in store.definitions():
             self._load_runtime_definition(ref, pack, source)
@@ -159,15 +162,38 @@ class Engine:
             max_inflight=self.settings.limits.max_inflight_runs,
         )
         await transport.start()
-        self._rt = Runtime(
-            catalog=self.catalog,
-            renderer=self.renderer,
-            transport=transport,
-            store=store,
-            masker=self.masker,
-            kv=KVScope(self._kv, self.masker),
-            events=self._events,
-        )
+        cipher = Cipher(secret_key=self.settings.secret_key, key_file=data / "secret.key")
+        self._rt = Runtime(catalog=self.catalog, renderer=self.renderer, transport=transport,
+                           store=store, masker=self.masker, kv=KVScope(self._kv, self.masker),
+                           events=self._events, cipher=cipher)
+        self._recover(self._rt)
+
+    def _make_store(self) -> Store:
+        kind = self.settings.store
+        if kind == "memory":
+            return MemoryStore()
+        if kind == "sqlite":
+            from attune_actors.store.sqlite import SQLiteStore
+
+            self.settings.data_path.mkdir(parents=True, exist_ok=True)
+            return SQLiteStore(self.settings.data_path / "attune.db")
+        raise ConfigError(f"store {kind!r} needs the distributed runtime (`attune-actors serve`)")
+
+    def _recover(self, rt: Runtime) -> None:
+        """Resume every execution the store says was not finished (nested ones via their parents)."""
+        for execution_id in rt.store.unfinished():
+            snap = rt.store.load(execution_id)
+            if snap is None or snap.header["parent_id"] is not None:
+                continue
+            try:
+                conductor = rt.restore_conductor(snap)
+            except AttuneError as exc:
+                log.error("cannot resume execution %s: %s", execution_id, exc)
+                continue
+            ref = WorkflowSupervisor.start(rt, conductor)
+            rt.register(conductor.id, ref)
+            ref.tell(Start(recovered=True))
+            log.info("resumed execution %s (%s, %s)", execution_id, conductor.spec.ref, conductor.status)
 
     async def close(self) -> None:
         """Stop every execution's actors, the transport and the store."""
@@ -209,6 +235,10 @@ class Engine:
         rt = self._runtime()
         action = self.catalog.action(ref)
         conductor = rt.new_conductor(action, parameters, identity=identity)
+        # Accepted means durable: the execution is in the store before execute() returns, so a
+        # crash right after cannot lose it (the group commit makes this cheap under load).
+        rt.save_step(conductor, [], [])
+        await rt.store.flush()
         ref_ = WorkflowSupervisor.start(rt, conductor)
         rt.register(conductor.id, ref_)
         doc = conductor.document(self.masker.mask)

@@ -8,6 +8,8 @@ index of live supervisors and the waiters on each execution's end.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import time
 import logging
 import uuid
 from dataclasses import dataclass
@@ -20,10 +22,12 @@ from attune_actors.engine.conductor import Conductor
 from attune_actors.engine.events import EventBus
 from attune_actors.engine.graph import TaskGraph
 from attune_actors.engine.state import TERMINAL, ItemRun, TaskRun, iso
-from attune_actors.errors import NotFoundError
+from attune_actors.codec import decode, encode
+from attune_actors.errors import NotFoundError, StoreError
 from attune_actors.kv import Masker
+from attune_actors.kv.secrets import Cipher
 from attune_actors.spec.model import ActionSpec, WorkflowSpec
-from attune_actors.spec.packs import Catalog
+from attune_actors.spec.packs import Catalog, load_workflow_text
 from attune_actors.spec.params import apply_params
 from attune_actors.store.base import Snapshot, Store
 from attune_actors.templates import Renderer
@@ -33,6 +37,8 @@ if TYPE_CHECKING:
     from attune_actors.engine.messages import Control
 
 log = logging.getLogger("attune_actors.engine")
+
+SEALED = "__attune_sealed__"  # marks a stored value encrypted with the data dir's secret key
 
 
 @dataclass
@@ -80,6 +86,7 @@ class Runtime:
         masker: Masker,
         kv: Any,
         events: EventBus,
+        cipher: Cipher,
     ) -> None:
         self.catalog = catalog
         self.renderer = renderer
@@ -88,6 +95,8 @@ class Runtime:
         self.masker = masker
         self.kv = kv
         self.events = events
+        self.cipher = cipher
+        self._specs: dict[str, WorkflowSpec] = {}  # definition digest -> spec
         self._graphs: dict[int, tuple[WorkflowSpec, TaskGraph]] = {}
         self.supervisors: dict[str, ActorRef[Any]] = {}
         self.waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -111,6 +120,7 @@ class Runtime:
         *,
         execution_id: str | None = None,
         parent_id: str | None = None,
+        parent_run: tuple[str, int] | None = None,
         identity: Any = None,
     ) -> Conductor:
         """Validate parameters and build the conductor of a new execution of a workflow action."""
@@ -122,7 +132,6 @@ class Runtime:
             if p.secret and params.get(p.name) is not None:
                 self.masker.add(params[p.name])
         execution_id = execution_id or uuid.uuid4().hex
-        pack = self.catalog.packs.get(spec.pack)
         login = identity.get("login") if isinstance(identity, dict) else identity
         system = {
             "execution_id": execution_id,
@@ -133,18 +142,64 @@ class Runtime:
             "pack": spec.pack,
             "identity": {"login": login},
         }
+        return self._conductor(spec, execution_id, params, system, parent_id, parent_run,
+                               self._remember_source(spec), time.time())
+
+    def _conductor(self, spec: WorkflowSpec, execution_id: str, params: dict[str, Any],
+                   system: dict[str, Any], parent_id: str | None, parent_run: tuple[str, int] | None,
+                   definition: str, created_at: float) -> Conductor:
+        pack = self.catalog.packs.get(spec.pack)
         return Conductor(
-            execution_id=execution_id,
-            spec=spec,
-            graph=self.graph(spec),
-            actions=self.catalog.action,
-            renderer=self.renderer,
-            parameters=params,
-            pack_config=pack.config if pack is not None else {},
-            system=system,
-            kv=self.kv,
-            parent_id=parent_id,
+            execution_id=execution_id, spec=spec, graph=self.graph(spec), actions=self.catalog.action,
+            renderer=self.renderer, parameters=params,
+            pack_config=pack.config if pack is not None else {}, system=system, kv=self.kv,
+            parent_id=parent_id, parent_run=parent_run, definition=definition, created_at=created_at,
         )
+
+    def _remember_source(self, spec: WorkflowSpec) -> str:
+        """Store the definition an execution starts with (once per distinct source)."""
+        digest = hashlib.sha256(f"{spec.ref}\n{spec.source}".encode()).hexdigest()[:32]
+        if digest not in self._specs:
+            self.store.put_source(digest, spec.pack, spec.source)
+            self._specs[digest] = spec
+        return digest
+
+    def restore_conductor(self, snap: Snapshot) -> Conductor:
+        """Rebuild an execution's conductor from its snapshot, with the definition it started with."""
+        h = snap.header
+        spec = self._specs.get(h["definition"])
+        if spec is None:
+            stored = self.store.get_source(h["definition"])
+            if stored is None:
+                raise StoreError(f"execution {h['id']}: its workflow definition is missing from the store")
+            pack, source = stored
+            problems: list[Any] = []
+            spec = load_workflow_text(source, pack=pack, file=f"<{h['ref']} as started>",
+                                      default_ref=h["ref"], problems=problems)
+            if spec is None or problems:
+                raise StoreError(f"execution {h['id']}: its stored definition no longer loads: "
+                                 f"{problems[0] if problems else 'empty'}")
+            self._specs[h["definition"]] = spec
+        params = dict(h.get("parameters") or {})
+        if h.get("sealed_parameters"):
+            params.update(self._unseal(h["sealed_parameters"]))
+        for p in spec.parameters:
+            if p.secret and params.get(p.name) is not None:
+                self.masker.add(params[p.name])
+        system = dict(h["system"])
+        system["timestamp"] = None
+        parent_run = tuple(h["parent_run"]) if h.get("parent_run") else None
+        conductor = self._conductor(spec, h["id"], params, system, h["parent_id"],
+                                    parent_run,  # type: ignore[arg-type]
+                                    h["definition"], h.get("created_at") or 0.0)
+        runs = [dict(rec, input=self._unseal(rec["input"])) for rec in snap.runs.values()]
+        items = []
+        for run_id, idx, rec in snap.item_records():
+            rec = list(rec)
+            rec[6] = self._unseal(rec[6])
+            items.append((run_id, idx, rec))
+        conductor.restore(h, runs, items)
+        return conductor
 
     # -- the index of live executions ------------------------------------------------------------
 
@@ -161,18 +216,51 @@ class Runtime:
 
     # -- steps and ends --------------------------------------------------------------------------
 
-    def save_step(
-        self, conductor: Conductor, runs: list[TaskRun], items: list[tuple[str, int, ItemRun]]
-    ) -> None:
-        """Save a step's snapshot delta: the header and the runs and items that changed."""
+    def save_step(self, conductor: Conductor, runs: list[TaskRun],
+                  items: list[tuple[str, int, ItemRun]]) -> None:
+        """Save a step's snapshot delta: the header and the runs and items that changed.
+
+        Nothing stored holds a secret in clear: values that contain one are masked (results,
+        vars, errors), except what recovery must send again (inputs, secret parameters), which is
+        encrypted with the data dir's secret key.
+        """
+        mask = self.masker.mask
         header = conductor.header()
-        header["parameters"] = conductor.parameters
-        self.store.save(
-            conductor.id,
-            header,
-            [r.to_record() for r in runs],
-            [(run_id, idx, it.to_record()) for run_id, idx, it in items],
-        )
+        for key in ("vars", "output", "error"):
+            header[key] = mask(header[key])
+        secret_names = conductor.secret_parameters
+        if secret_names:
+            params = conductor.parameters
+            header["parameters"] = {k: "***" if k in secret_names and v is not None else mask(v)
+                                    for k, v in params.items()}
+            header["sealed_parameters"] = self._seal({k: params[k] for k in secret_names})
+        else:
+            header["parameters"] = mask(conductor.parameters)
+        run_recs = []
+        for run in runs:
+            rec = run.to_record()
+            rec["result"], rec["error"], rec["input"] = mask(rec["result"]), mask(rec["error"]), \
+                self._seal_if_secret(rec["input"])
+            run_recs.append(rec)
+        item_recs = []
+        for run_id, idx, it in items:
+            rec = it.to_record()
+            rec[1], rec[2], rec[6] = mask(rec[1]), mask(rec[2]), self._seal_if_secret(rec[6])
+            item_recs.append((run_id, idx, rec))
+        self.store.save(conductor.id, header, run_recs, item_recs)
+
+    def _seal_if_secret(self, value: Any) -> Any:
+        if value is None or self.masker.mask(value) is value:
+            return value
+        return self._seal(value)
+
+    def _seal(self, value: Any) -> dict[str, str]:
+        return {SEALED: self.cipher.encrypt(encode(value))}
+
+    def _unseal(self, value: Any) -> Any:
+        if isinstance(value, dict) and SEALED in value:
+            return decode(self.cipher.decrypt(value[SEALED], what="a stored secret value"))
+        return value
 
     def publish(self, event: dict[str, Any]) -> None:
         """Hand an event to subscribers, with secrets masked."""
@@ -235,7 +323,7 @@ class Runtime:
 def document_from_snapshot(snap: Snapshot) -> dict[str, Any]:
     """The execution document from stored records (the same shape `Conductor.document` gives)."""
     h = snap.header
-    runs = {rid: TaskRun.from_record(rec) for rid, rec in snap.runs.items()}
+    runs = {rid: TaskRun.from_record(rec) for rid, rec in snap.runs.items()}  # inputs are not shown
     for (rid, idx), rec in snap.items.items():
         run = runs.get(rid)
         if run is not None and run.item_runs is not None and idx < len(run.item_runs):

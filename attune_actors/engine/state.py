@@ -41,7 +41,7 @@ def iso(ts: float | None) -> str | None:
 class ItemRun:
     """One item of a with_items task run: its own attempts, result and times."""
 
-    __slots__ = ("attempts", "ended_at", "error", "input", "result", "started_at", "status")
+    __slots__ = ("attempts", "deadline", "ended_at", "error", "input", "result", "started_at", "status")
 
     def __init__(self) -> None:
         self.status: str = SCHEDULED
@@ -51,30 +51,17 @@ class ItemRun:
         self.started_at: float | None = None
         self.ended_at: float | None = None
         self.input: dict[str, Any] | None = None  # kept while in flight, to re-dispatch after a crash
+        self.deadline: float | None = None
 
     def to_record(self) -> list[Any]:
-        return [
-            self.status,
-            self.result,
-            self.error,
-            self.attempts,
-            self.started_at,
-            self.ended_at,
-            self.input,
-        ]
+        return [self.status, self.result, self.error, self.attempts, self.started_at, self.ended_at,
+                self.input, self.deadline]
 
     @classmethod
     def from_record(cls, rec: list[Any]) -> ItemRun:
         item = cls()
-        (
-            item.status,
-            item.result,
-            item.error,
-            item.attempts,
-            item.started_at,
-            item.ended_at,
-            item.input,
-        ) = rec
+        (item.status, item.result, item.error, item.attempts, item.started_at, item.ended_at,
+         item.input, item.deadline) = rec
         return item
 
     def document(self, index: int) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from attune_actors.engine.messages import (
 )
 from attune_actors.engine.state import FAILED, PAUSED, RUNNING, TERMINAL, iso
 from attune_actors.engine.task import TaskActor
+from attune_actors.errors import AttuneError
 from attune_actors.transport.base import ActionRun
 
 if TYPE_CHECKING:
@@ -265,23 +266,31 @@ class WorkflowSupervisor(AsyncioActor):
             pass
 
     def _start_child(self, cmd: StartChild) -> None:
+        """Start the nested execution of a run's attempt, or pick it up again after a restart."""
         link = ParentLink(self.actor_ref, cmd.run_id, cmd.attempt)
+        recovered = False
+        snap = self._rt.store.load(cmd.child_id)
         try:
-            conductor = self._rt.new_conductor(
-                cmd.action,
-                cmd.input,
-                execution_id=cmd.child_id,
-                parent_id=self._c.id,
-                identity=self._c.system.get("identity"),
-            )
-        except Exception as exc:  # bad parameters for the nested workflow fail the task run
-            message = getattr(exc, "message", str(exc))
-            self.actor_ref.tell(AttemptEnded(cmd.run_id, None, cmd.attempt, FAILED, None, message))
+            if snap is not None:
+                if snap.header["status"] in TERMINAL:  # it ended, but we never heard: hear it now
+                    h = snap.header
+                    message = (h["error"] or {}).get("message") if h["error"] else None
+                    self.actor_ref.tell(AttemptEnded(cmd.run_id, None, cmd.attempt, h["status"],
+                                                     h["output"], message))
+                    return
+                conductor = self._rt.restore_conductor(snap)
+                recovered = True
+            else:
+                conductor = self._rt.new_conductor(
+                    cmd.action, cmd.input, execution_id=cmd.child_id, parent_id=self._c.id,
+                    parent_run=(cmd.run_id, cmd.attempt), identity=self._c.system.get("identity"))
+        except AttuneError as exc:  # bad parameters for the nested workflow fail the task run
+            self.actor_ref.tell(AttemptEnded(cmd.run_id, None, cmd.attempt, FAILED, None, exc.message))
             return
         ref = self.spawn(WorkflowSupervisor, self._rt, conductor, link)
         self._rt.register(conductor.id, ref)
         self._rt.roots[conductor.id] = self._rt.root_of(self._c.id)
-        ref.tell(Start())
+        ref.tell(Start(recovered=recovered))
 
     def _report_end(self) -> None:
         self._done = True

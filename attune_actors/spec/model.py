@@ -80,6 +80,11 @@ class Transition:
     publish: tuple[tuple[str, Any], ...] = ()
     do: tuple[str, ...] = ()
     location: Location | None = None
+    # Sugar (`on_success`, `decision`, ...) builds `when` itself; `derived` marks such transitions, and
+    # `written_when` keeps the condition as the user wrote it (a decision branch), which is what
+    # validation checks and reports.
+    derived: bool = False
+    written_when: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +128,9 @@ class TaskSpec:
     publish: tuple[tuple[str, Any], ...] = ()
     next: tuple[Transition, ...] = ()
     location: Location | None = None
+    # Where each key was written, by path as validation names it: "action", "join", "input.url",
+    # "publish.x", "next[0].when", "next[0].do" (sugar: the sugar key), ...
+    locations: dict[str, Location] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def is_parallel(self) -> bool:
@@ -146,6 +154,8 @@ class WorkflowSpec:
     cancellation_policy: str = "allow_finish"
     file: str = ""
     source: str = ""  # the YAML text it was loaded from (definitions are stored with it)
+    # Where each top-level key and each entry of `vars`/`output_map` was written ("tasks", "vars.x").
+    locations: dict[str, Location] = field(default_factory=dict, compare=False, repr=False)
 
     def task(self, name: str) -> TaskSpec | None:
         """The task (or parallel sub-task) called `name`."""

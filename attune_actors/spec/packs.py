@@ -46,6 +46,11 @@ ACTION_KEYS = (
 )
 
 
+RULE_KEYS = ("name", "description", "enabled", "trigger", "criteria", "action", "parameters")
+SENSOR_KEYS = ("name", "description", "enabled", "type", "trigger", "parameters", "payload")
+SENSOR_TYPES = ("timer", "interval", "nats", "webhook")
+
+
 @dataclass
 class Catalog:
     """Every loaded pack and action, by ref. Workflows put at run time are added here too."""
@@ -168,28 +173,45 @@ def load_pack(path: Path) -> tuple[PackSpec | None, list[AttuneError]]:
             )
         )
         schema = None
-    config = _load_config(path, plain(schema) if schema else None, problems)
+    config = _load_config(path, plain(schema) if schema else None, problems, _at(meta, "config_schema", top))
 
     actions: dict[str, ActionSpec] = {}
     for file in sorted((path / "actions").glob("*.yaml")):
         action = _load_action(file, ref, path, problems)
-        if action is not None:
-            actions[action.ref] = action
+        if action is None:
+            continue
+        if action.ref in actions:
+            problems.append(
+                AttuneError(
+                    f"duplicate action '{action.ref}' (also defined in {_file_of(actions[action.ref])})",
+                    location=action.location,
+                )
+            )
+            continue
+        actions[action.ref] = action
     for file in sorted((path / "workflows").glob("*.yaml")):
         workflow = load_workflow_file(file, ref, problems)
         if workflow is None:
             continue
         if workflow.ref in actions:
+            other = actions[workflow.ref]
+            kind = "workflow" if other.is_workflow else "action"
             problems.append(
                 AttuneError(
-                    f"workflow ref '{workflow.ref}' is already an action",
-                    location=Location(str(file), 1, 1),
+                    f"duplicate ref '{workflow.ref}': already the {kind} in {_file_of(other)}",
+                    location=workflow.locations.get("ref", Location(str(file), 1, 1)),
                 )
             )
             continue
         actions[workflow.ref] = workflow_action(workflow, path)
-    rules = tuple(_load_plain(f, problems) for f in sorted((path / "rules").glob("*.yaml")))
-    sensors = tuple(_load_plain(f, problems) for f in sorted((path / "sensors").glob("*.yaml")))
+    rules = tuple(
+        _load_plain(f, problems, RULE_KEYS, ("trigger", "action"), "rule")
+        for f in sorted((path / "rules").glob("*.yaml"))
+    )
+    sensors = tuple(
+        _load_plain(f, problems, SENSOR_KEYS, ("type", "trigger"), "sensor")
+        for f in sorted((path / "sensors").glob("*.yaml"))
+    )
     return PackSpec(
         ref=ref,
         path=str(path),
@@ -204,44 +226,68 @@ def load_pack(path: Path) -> tuple[PackSpec | None, list[AttuneError]]:
     ), problems
 
 
-def _load_plain(file: Path, problems: list[AttuneError]) -> dict[str, Any] | None:
+def _file_of(action: ActionSpec) -> str:
+    return action.location.file if action.location is not None else action.ref
+
+
+def _load_plain(
+    file: Path, problems: list[AttuneError], keys: tuple[str, ...], required: tuple[str, ...], what: str
+) -> dict[str, Any] | None:
+    """A rule or sensor: its keys are checked, the rest is kept for the rules engine to come."""
     value = _read(file, problems)
+    top = Location(str(file), 1, 1)
     if not isinstance(value, dict):
-        problems.append(AttuneError("must be a mapping", location=Location(str(file), 1, 1)))
+        if value is not None or not problems:
+            problems.append(AttuneError(f"a {what} must be a mapping", location=top))
         return None
+    for key in value:
+        if key not in keys:
+            problems.append(AttuneError(unknown_key(key, keys, what), location=_at(value, key, top)))
+    for key in required:
+        if key not in value:
+            problems.append(AttuneError(f"{what} needs '{key}'", location=top))
+    if what == "sensor" and "type" in value and value["type"] not in SENSOR_TYPES:
+        problems.append(
+            AttuneError(
+                f"sensor 'type' must be one of {', '.join(SENSOR_TYPES)}, got {value['type']!r}",
+                location=_at(value, "type", top),
+            )
+        )
     return {**plain(value), "file": str(file)}
 
 
-def _load_config(path: Path, schema: dict[str, Any] | None, problems: list[AttuneError]) -> dict[str, Any]:
+def _load_config(
+    path: Path, schema: dict[str, Any] | None, problems: list[AttuneError], schema_at: Location
+) -> dict[str, Any]:
     file = path / "config.yaml"
     config: dict[str, Any] = {}
+    raw: Any = None
+    top = Location(str(file if file.is_file() else path / "pack.yaml"), 1, 1)
     if file.is_file():
-        value = _read(file, problems)
-        if value is not None and not isinstance(value, dict):
-            problems.append(AttuneError("config.yaml must be a mapping", location=Location(str(file), 1, 1)))
-        elif value is not None:
-            config = plain(value)
+        raw = _read(file, problems)
+        if raw is not None and not isinstance(raw, dict):
+            problems.append(AttuneError("config.yaml must be a mapping", location=top))
+        elif raw is not None:
+            config = plain(raw)
     if schema is None:
         return config
     # Defaults declared in the schema fill what config.yaml leaves out.
-    for key, prop in (schema.get("properties") or {}).items():
+    properties = schema.get("properties")
+    for key, prop in (properties if isinstance(properties, dict) else {}).items():
         if isinstance(prop, dict) and "default" in prop and key not in config:
             config[key] = prop["default"]
     try:
         validator_cls = jsonschema.validators.validator_for(schema)
         validator_cls.check_schema(schema)
-        for err in sorted(validator_cls(schema).iter_errors(config), key=lambda e: list(e.path)):
+        errors = sorted(validator_cls(schema).iter_errors(config), key=lambda e: [str(p) for p in e.path])
+        for err in errors:
             where = "/".join(str(p) for p in err.path) or "(root)"
-            problems.append(
-                AttuneError(
-                    f"pack config {where}: {err.message}",
-                    location=Location(str(file if file.is_file() else path / "pack.yaml")),
-                )
-            )
+            at = top
+            if err.path and isinstance(raw, YMap):
+                at = raw.loc(str(err.path[0]))
+            problems.append(AttuneError(f"pack config {where}: {err.message}", location=at))
     except jsonschema.SchemaError as exc:
-        problems.append(
-            AttuneError(f"invalid config_schema: {exc.message}", location=Location(str(path / "pack.yaml")))
-        )
+        problems.append(AttuneError(f"invalid config_schema: {exc.message}", location=schema_at))
     return config
 
 

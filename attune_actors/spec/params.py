@@ -79,29 +79,31 @@ def parse_params(data: Any, where: Location, problems: list[AttuneError]) -> tup
         if not isinstance(decl, dict):
             problems.append(AttuneError(f"parameter '{name}' must be a mapping", location=loc))
             continue
+
+        def at(key: str, decl: dict[str, Any] = decl, loc: Location = loc) -> Location:
+            return decl.loc(key) if isinstance(decl, YMap) and key in decl else loc
+
         for key in decl:
             if key not in PARAM_KEYS:
-                kloc = decl.loc(key) if isinstance(decl, YMap) else loc
                 problems.append(
-                    AttuneError(unknown_key(key, PARAM_KEYS, f"parameter '{name}'"), location=kloc)
+                    AttuneError(unknown_key(key, PARAM_KEYS, f"parameter '{name}'"), location=at(key))
                 )
         type_name = decl.get("type")
-        if type_name is not None and type_name not in PARAMETER_TYPES:
+        if type_name is not None and (not isinstance(type_name, str) or type_name not in PARAMETER_TYPES):
+            guess = closest(str(type_name), PARAMETER_TYPES)
+            hint = f"did you mean '{guess}'?" if guess else f"one of {', '.join(PARAMETER_TYPES)}"
             problems.append(
-                AttuneError(
-                    f"parameter '{name}': unknown type '{type_name}' (one of {', '.join(PARAMETER_TYPES)})",
-                    location=loc,
-                )
+                AttuneError(f"parameter '{name}': unknown type {type_name!r} ({hint})", location=at("type"))
             )
             type_name = None
         enum = decl.get("enum")
         if enum is not None and not isinstance(enum, list):
-            problems.append(AttuneError(f"parameter '{name}': 'enum' must be a list", location=loc))
+            problems.append(AttuneError(f"parameter '{name}': 'enum' must be a list", location=at("enum")))
             enum = None
         for flag in ("required", "secret"):
             if flag in decl and not isinstance(decl[flag], bool):
                 problems.append(
-                    AttuneError(f"parameter '{name}': '{flag}' must be true or false", location=loc)
+                    AttuneError(f"parameter '{name}': '{flag}' must be true or false", location=at(flag))
                 )
         spec = ParamSpec(
             name=name,
@@ -116,7 +118,7 @@ def parse_params(data: Any, where: Location, problems: list[AttuneError]) -> tup
         if spec.has_default and spec.default is not None:
             err = check_value(spec, spec.default)
             if err:
-                problems.append(AttuneError(f"parameter '{name}': default {err}", location=loc))
+                problems.append(AttuneError(f"parameter '{name}': default {err}", location=at("default")))
         specs.append(spec)
     return tuple(specs)
 

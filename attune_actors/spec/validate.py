@@ -7,15 +7,17 @@ nested-workflow cycles) and the template language (syntax, `task.<name>` referen
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from attune_actors.engine.graph import TaskGraph
 from attune_actors.errors import AttuneError, Location
 from attune_actors.spec.model import ActionSpec, TaskSpec, WorkflowSpec
-from attune_actors.spec.packs import Catalog
+from attune_actors.spec.packs import Catalog, load_packs, load_workflow_text, workflow_action
 from attune_actors.spec.params import check_value
 from attune_actors.spec.suggest import closest
+from attune_actors.spec.yamlsrc import load_yaml
 from attune_actors.templates import Renderer
 
 
@@ -32,25 +34,7 @@ def validate_workflow(spec: WorkflowSpec, catalog: Catalog, renderer: Renderer) 
     """Every problem of one workflow that needs the graph, the catalog or the template language."""
     problems: list[AttuneError] = []
     top = Location(spec.file, 1, 1)
-    graph = TaskGraph.build(spec)
-    if spec.tasks and not graph.start:
-        problems.append(AttuneError("no start task: every task is the target of a transition", location=top))
-    for name, needed in graph.barrier.items():
-        task = graph.tasks[name]
-        inbound = len(graph.inbound[name])
-        where = task.location or top
-        if inbound == 0:
-            problems.append(
-                AttuneError(f"task '{name}': 'join' on a task that no transition targets", location=where)
-            )
-        elif needed > inbound:
-            problems.append(
-                AttuneError(
-                    f"task '{name}': join {needed} can never be satisfied: only {inbound} task(s) "
-                    f"transition to it ({', '.join(sorted(graph.inbound[name]))})",
-                    location=where,
-                )
-            )
+    problems.extend(_check_graph(spec, top))
 
     names = {t.name for t in _all_tasks(spec)}
     for task in _all_tasks(spec):
@@ -61,7 +45,10 @@ def validate_workflow(spec: WorkflowSpec, catalog: Catalog, renderer: Renderer) 
                 guess = closest(task.action, catalog.actions)
                 hint = f" (did you mean '{guess}'?)" if guess else ""
                 problems.append(
-                    AttuneError(f"task '{task.name}': unknown action '{task.action}'{hint}", location=where)
+                    AttuneError(
+                        f"task '{task.name}': unknown action '{task.action}'{hint}",
+                        location=_at(task.locations, "action", where),
+                    )
                 )
             else:
                 problems.extend(_check_inputs(task, action, where))
@@ -72,16 +59,105 @@ def validate_workflow(spec: WorkflowSpec, catalog: Catalog, renderer: Renderer) 
                     source,
                     names,
                     f"task '{task.name}' {label}",
-                    where,
+                    _at(task.locations, label, where),
                     condition=label.endswith("when"),
                 )
             )
-    for label, source in _walk(spec.vars, "vars"):
-        problems.extend(_check_template(renderer, source, names, label, top))
-    for label, source in _walk(spec.output_map, "output_map"):
-        problems.extend(_check_template(renderer, source, names, label, top))
+    for label, source in (*_walk(spec.vars, "vars"), *_walk(spec.output_map, "output_map")):
+        problems.extend(_check_template(renderer, source, names, label, _at(spec.locations, label, top)))
     problems.extend(_check_nesting(spec, catalog))
     return problems
+
+
+def _check_graph(spec: WorkflowSpec, top: Location) -> list[AttuneError]:
+    """Start tasks, tasks no start task leads to, and joins the graph can never satisfy."""
+    problems: list[AttuneError] = []
+    graph = TaskGraph.build(spec)
+    if not spec.tasks:
+        return problems
+    if not graph.start:
+        problems.append(
+            AttuneError(
+                "no start task: every task is the target of a transition",
+                location=_at(spec.locations, "tasks", top),
+            )
+        )
+        return problems
+    out: dict[str, set[str]] = {name: set() for name in graph.tasks}
+    for source, targets in _edges(graph):
+        out[source].update(targets)
+
+    def reachable(without: str | None) -> set[str]:
+        seen: set[str] = set()
+        stack = [name for name in graph.start if name != without]
+        while stack:
+            name = stack.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            stack.extend(t for t in out[name] if t != without)
+        return seen
+
+    everywhere = reachable(None)
+    for name, task in graph.tasks.items():
+        if name not in everywhere:
+            problems.append(
+                AttuneError(
+                    f"task '{name}' can never run: no start task leads to it",
+                    location=_at(task.locations, "name", task.location or top),
+                )
+            )
+    for name, needed in graph.barrier.items():
+        task = graph.tasks[name]
+        sources = graph.inbound[name]
+        where = _at(task.locations, "join", task.location or top)
+        if not sources:
+            problems.append(
+                AttuneError(f"task '{name}': 'join' on a task that no transition targets", location=where)
+            )
+        elif needed > len(sources):
+            problems.append(
+                AttuneError(
+                    f"task '{name}': join {needed} can never be satisfied: only {len(sources)} task(s) "
+                    f"transition to it ({', '.join(sorted(sources))})",
+                    location=where,
+                )
+            )
+        elif name in everywhere:
+            before = reachable(name)
+            stuck = sorted(s for s in sources if s not in before)
+            if needed > len(sources) - len(stuck):
+                problems.append(
+                    AttuneError(
+                        f"task '{name}': join {'all' if task.join == 'all' else needed} can never be "
+                        f"satisfied: {', '.join(repr(s) for s in stuck)} cannot run before it",
+                        location=where,
+                    )
+                )
+    return problems
+
+
+def _edges(graph: TaskGraph) -> Iterator[tuple[str, frozenset[str]]]:
+    """(source, targets) for every top-level task (inverting `graph.inbound`)."""
+    targets: dict[str, set[str]] = {name: set() for name in graph.tasks}
+    for target, sources in graph.inbound.items():
+        for source in sources:
+            targets[source].add(target)
+    for source, found in targets.items():
+        yield source, frozenset(found)
+
+
+def _at(locations: Mapping[str, Location], label: str, fallback: Location) -> Location:
+    """Where the key path `label` (or the nearest enclosing one that was recorded) was written."""
+    while label:
+        found = locations.get(label)
+        if found is not None:
+            return found
+        cut = max(label.rfind("."), label.rfind("["))
+        if cut <= 0:
+            break
+        label = label[:cut]
+    return fallback
 
 
 def _all_tasks(spec: WorkflowSpec) -> Iterator[TaskSpec]:
@@ -98,8 +174,10 @@ def _templates_of(task: TaskSpec) -> Iterator[tuple[str, str]]:
     if task.retry is not None and task.retry.when is not None:
         yield "retry.when", task.retry.when
     for i, tr in enumerate(task.next):
-        if tr.when is not None:
-            yield f"next[{i}].when", tr.when
+        # Sugar builds its own conditions: what is checked is what the user wrote (a decision's).
+        when = tr.written_when if tr.derived else tr.when
+        if when is not None:
+            yield f"next[{i}].when", when
         for name, value in tr.publish:
             yield from _walk(value, f"next[{i}].publish.{name}")
 
@@ -145,21 +223,27 @@ def _check_inputs(task: TaskSpec, action: ActionSpec, where: Location) -> list[A
     declared = {p.name: p for p in action.parameters}
     what = f"task '{task.name}' (action {action.ref})"
     for key, value in task.input.items():
+        at = _at(task.locations, f"input.{key}", where)
         spec = declared.get(key)
         if spec is None:
             if not action.additional_parameters:
                 guess = closest(key, declared)
                 hint = f" (did you mean '{guess}'?)" if guess else ""
-                problems.append(AttuneError(f"{what}: unknown input '{key}'{hint}", location=where))
+                problems.append(AttuneError(f"{what}: unknown input '{key}'{hint}", location=at))
             continue
         if _has_template(value) or (value is None and not spec.required):
             continue
         err = check_value(spec, value)
         if err:
-            problems.append(AttuneError(f"{what}: input '{key}' {err}", location=where))
+            problems.append(AttuneError(f"{what}: input '{key}' {err}", location=at))
     for spec in action.parameters:
         if spec.required and not spec.has_default and spec.name not in task.input:
-            problems.append(AttuneError(f"{what}: missing required input '{spec.name}'", location=where))
+            problems.append(
+                AttuneError(
+                    f"{what}: missing required input '{spec.name}'",
+                    location=_at(task.locations, "input", where),
+                )
+            )
     return problems
 
 
@@ -186,7 +270,114 @@ def _check_nesting(spec: WorkflowSpec, catalog: Catalog) -> list[AttuneError]:
 
     cycle = visit(spec.ref)
     if cycle is not None and cycle[0] == spec.ref:
-        return [
-            AttuneError(f"workflow calls itself: {' -> '.join(cycle)}", location=Location(spec.file, 1, 1))
-        ]
+        top = Location(spec.file, 1, 1)
+        caller = next((t for t in _all_tasks(spec) if t.action == cycle[1]), None)
+        where = top if caller is None else _at(caller.locations, "action", caller.location or top)
+        return [AttuneError(f"workflow calls itself: {' -> '.join(cycle)}", location=where)]
     return []
+
+
+# -- files and folders, as `attune-actors validate` names them ---------------------------------------
+
+_PACK_FILES = ("pack.yaml", "config.yaml")
+_PACK_FOLDERS = ("actions", "workflows", "rules", "sensors")
+
+
+def validate_paths(paths: Iterable[str | Path], renderer: Renderer | None = None) -> list[AttuneError]:
+    """Every problem in the named packs, folders of packs and files, sorted by file and position.
+
+    A folder is a pack or a folder of packs. A file inside a pack is checked with its whole pack
+    loaded, and only its own problems are reported. A workflow file that is in no pack (or in no
+    folder a pack loads from) is checked on its own, against the packs named alongside it and `core`.
+    """
+    renderer = renderer or Renderer()
+    roots: list[Path] = []
+    folders: list[Path] = []
+    files: set[Path] = set()
+    loose: list[tuple[Path, Path | None]] = []  # (file, the pack folder it sits in, if any)
+    problems: list[AttuneError] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_file():
+            pack = _pack_of(path)
+            if pack is not None:
+                roots.append(pack)
+                if _loaded_by_pack(path, pack):
+                    files.add(path.resolve())
+                    continue
+            loose.append((path, pack))
+        elif path.is_dir():
+            roots.append(path)
+            folders.append(path.resolve())
+        else:
+            problems.append(AttuneError("no such file or folder", location=Location(str(path), 1, 1)))
+    if roots or loose:
+        catalog, found = load_packs(roots)
+        found.extend(validate_catalog(catalog, renderer))
+        problems.extend(e for e in found if _reported(e, files, folders))
+        for file, pack_dir in loose:
+            problems.extend(_validate_loose(file, pack_dir, catalog, renderer))
+    return sorted(problems, key=_position)
+
+
+def _pack_of(file: Path) -> Path | None:
+    """The pack folder a file is in (the nearest folder above it holding pack.yaml)."""
+    for parents in (file.parents, file.resolve().parents):
+        for folder in parents:
+            if (folder / "pack.yaml").is_file():
+                return folder
+    return None
+
+
+def _loaded_by_pack(file: Path, pack: Path) -> bool:
+    try:
+        parts = file.resolve().relative_to(pack.resolve()).parts
+    except ValueError:
+        return False
+    if len(parts) == 1:
+        return parts[0] in _PACK_FILES
+    return (
+        len(parts) == 2
+        and parts[0] in _PACK_FOLDERS
+        and (parts[1].endswith(".yaml") or parts[0] == "actions")
+    )
+
+
+def _reported(err: AttuneError, files: set[Path], folders: list[Path]) -> bool:
+    """Whether a problem concerns what was named: a named file, or anything in a named folder."""
+    if err.location is None:
+        return True
+    where = Path(err.location.file).resolve()
+    return where in files or any(f == where or f in where.parents for f in folders)
+
+
+def _validate_loose(
+    file: Path, pack_dir: Path | None, catalog: Catalog, renderer: Renderer
+) -> list[AttuneError]:
+    """A workflow file checked on its own: in pack `<ref prefix>` (or the pack it sits in)."""
+    problems: list[AttuneError] = []
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return [AttuneError(f"cannot read: {exc}", location=Location(str(file), 1, 1))]
+    pack = next(
+        (p.ref for p in catalog.packs.values() if pack_dir and Path(p.path).resolve() == pack_dir.resolve()),
+        None,
+    )
+    if pack is None:
+        data, _ = load_yaml(text, str(file))
+        ref = data.get("ref") if isinstance(data, dict) else None
+        pack = ref.split(".", 1)[0] if isinstance(ref, str) and "." in ref else "default"
+    spec = load_workflow_text(
+        text, pack=pack, file=str(file), default_ref=f"{pack}.{file.stem}", problems=problems
+    )
+    if spec is not None:
+        scoped = Catalog(packs=dict(catalog.packs), actions=dict(catalog.actions))
+        scoped.put(workflow_action(spec, pack_dir or file.parent))
+        problems.extend(validate_workflow(spec, scoped, renderer))
+    return problems
+
+
+def _position(err: AttuneError) -> tuple[str, int, int]:
+    loc = err.location
+    return ("", 0, 0) if loc is None else (loc.file, loc.line, loc.column)

@@ -65,6 +65,7 @@ _SUGAR_WHEN = {
     "on_complete": None,
 }
 _SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
+_MARKERS = re.compile(r"\{\{|\}\}|\{%|%\}|\{#|#\}")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
@@ -94,11 +95,12 @@ class _Parser:
         *,
         integer: bool = False,
         minimum: float = 0,
+        fallback: Location | None = None,
     ) -> Any:
         if key not in data or data[key] is None:
             return None
         value = data[key]
-        where = data.loc(key) if isinstance(data, YMap) else Location(self.file)
+        where = _loc(data, key, fallback or Location(self.file, 1, 1))
         kind = "an integer" if integer else "a number"
         if (
             isinstance(value, bool)
@@ -156,6 +158,9 @@ class _Parser:
             for t in (self.task(item, i, tasks_data, group=None) for i, item in enumerate(tasks_data))
             if t is not None
         )
+        locations = {str(k): _loc(data, str(k), top) for k in data}
+        record_paths(variables, "vars", locations)
+        record_paths(output_map, "output_map", locations)
         return WorkflowSpec(
             ref=ref,
             pack=pack,
@@ -170,6 +175,7 @@ class _Parser:
             cancellation_policy=policy,
             file=self.file,
             source=source,
+            locations=locations,
         )
 
     # -- tasks ---------------------------------------------------------------------------------
@@ -278,6 +284,11 @@ class _Parser:
             )
             join = None
 
+        locs: dict[str, Location] = {str(k): _loc(data, str(k), where) for k in data}
+        record_paths(task_input, "input", locs)
+        record_paths(with_items, "with_items", locs)
+        if isinstance(data.get("retry"), dict):
+            record_paths(data["retry"], "retry", locs)
         return TaskSpec(
             name=name,
             action=action,
@@ -290,9 +301,10 @@ class _Parser:
             timeout=self.number(data, "timeout", what),
             delay=self.number(data, "delay", what),
             join=join,
-            publish=self.publish(data.get("publish"), what, _loc(data, "publish", where)),
-            next=self.transitions(data, what, where),
+            publish=self.publish(data.get("publish"), what, _loc(data, "publish", where), locs, "publish"),
+            next=self.transitions(data, what, where, locs),
             location=where,
+            locations=locs,
         )
 
     def retry(self, data: dict[str, Any], what: str, where: Location) -> RetryPolicy | None:
@@ -319,17 +331,28 @@ class _Parser:
         when = spec.get("when")
         if when is not None and not isinstance(when, str):
             when = "{{ true }}" if when else "{{ false }}"
-        count = self.number(spec, "count", f"{what} retry", integer=True)
+        count = self.number(spec, "count", f"{what} retry", integer=True, fallback=rwhere)
         return RetryPolicy(
             count=3 if count is None else count,
-            delay=self.number(spec, "delay", f"{what} retry") or 0.0,
+            delay=self.number(spec, "delay", f"{what} retry", fallback=rwhere) or 0.0,
             backoff=backoff,
-            max_delay=self.number(spec, "max_delay", f"{what} retry"),
+            max_delay=self.number(spec, "max_delay", f"{what} retry", fallback=rwhere),
             when=when,
         )
 
-    def publish(self, data: Any, what: str, where: Location) -> tuple[tuple[str, Any], ...]:
-        """`publish` as a mapping or a list of single-key mappings -> ordered pairs."""
+    def publish(
+        self,
+        data: Any,
+        what: str,
+        where: Location,
+        locs: dict[str, Location] | None = None,
+        prefix: str = "publish",
+    ) -> tuple[tuple[str, Any], ...]:
+        """`publish` as a mapping or a list of single-key mappings -> ordered pairs.
+
+        The location of each published name (and of what is inside its value) goes into `locs`
+        as `<prefix>.<name>...`.
+        """
         if data is None:
             return ()
         pairs: list[tuple[str, Any]] = []
@@ -351,6 +374,9 @@ class _Parser:
                         entry.loc(name) if isinstance(entry, YMap) else where,
                     )
                     continue
+                if locs is not None:
+                    locs[f"{prefix}.{name}"] = entry.loc(name) if isinstance(entry, YMap) else where
+                    record_paths(value, f"{prefix}.{name}", locs)
                 pairs.append((name, plain(value)))
         return tuple(pairs)
 
@@ -364,7 +390,9 @@ class _Parser:
             return ()
         return tuple(i.strip() for i in items)
 
-    def transitions(self, data: dict[str, Any], what: str, where: Location) -> tuple[Transition, ...]:
+    def transitions(
+        self, data: dict[str, Any], what: str, where: Location, locs: dict[str, Location]
+    ) -> tuple[Transition, ...]:
         result: list[Transition] = []
         nxt = data.get("next")
         if nxt is not None:
@@ -381,36 +409,62 @@ class _Parser:
                 when = entry.get("when")
                 if when is not None and not isinstance(when, str):
                     when = "{{ true }}" if when else "{{ false }}"
+                label = f"next[{len(result)}]"
+                locs[label] = ewhere
+                for key in entry:
+                    locs[f"{label}.{key}"] = _loc(entry, str(key), ewhere)
                 result.append(
                     Transition(
                         when=when,
-                        publish=self.publish(entry.get("publish"), what, _loc(entry, "publish", ewhere)),
+                        publish=self.publish(
+                            entry.get("publish"),
+                            what,
+                            _loc(entry, "publish", ewhere),
+                            locs,
+                            f"{label}.publish",
+                        ),
                         do=self.targets(entry.get("do"), what, _loc(entry, "do", ewhere)),
                         location=ewhere,
                     )
                 )
         # Sugar, in the order SPEC section 2 fixes.
         if "decision" in data:
-            result.extend(self.decision(data["decision"], what, _loc(data, "decision", where)))
+            for transition, when_at, do_at in self.decision(
+                data["decision"], what, _loc(data, "decision", where)
+            ):
+                label = f"next[{len(result)}]"
+                locs[label], locs[f"{label}.when"], locs[f"{label}.do"] = (
+                    transition.location or where,
+                    when_at,
+                    do_at,
+                )
+                result.append(transition)
         for key in ("on_success", "on_failure", "on_timeout", "on_complete"):
             if key in data:
                 kwhere = _loc(data, key, where)
+                label = f"next[{len(result)}]"
+                locs[label] = locs[f"{label}.when"] = locs[f"{label}.do"] = kwhere
                 result.append(
                     Transition(
                         when=_SUGAR_WHEN[key],
                         do=self.targets(data[key], what, kwhere),
                         location=kwhere,
+                        derived=True,
                     )
                 )
         return tuple(result)
 
-    def decision(self, data: Any, what: str, where: Location) -> list[Transition]:
-        """`decision` -> transitions; first match wins, so each carries the negation of the earlier."""
+    def decision(self, data: Any, what: str, where: Location) -> list[tuple[Transition, Location, Location]]:
+        """`decision` -> transitions; first match wins, so each carries the negation of the earlier.
+
+        Each comes with where its condition and its targets were written.
+        """
         if not isinstance(data, list):
             self.error(f"{what}: 'decision' must be a list of {{when, next}} and one {{default}}", where)
             return []
-        branches: list[tuple[str, tuple[str, ...], Location]] = []
-        default: tuple[tuple[str, ...], Location] | None = None
+        # (expression, as written, targets, entry location, `when` location, `next` location)
+        branches: list[tuple[str, str, tuple[str, ...], Location, Location, Location]] = []
+        default: tuple[tuple[str, ...], Location, Location] | None = None
         for i, entry in enumerate(data):
             ewhere = data.loc(i) if isinstance(data, YList) else where
             if not isinstance(entry, dict):
@@ -418,47 +472,80 @@ class _Parser:
                 continue
             if "default" in entry:
                 self.check_keys(entry, ("default",), f"{what} decision")
+                dwhere = _loc(entry, "default", ewhere)
                 if default is not None:
-                    self.error(f"{what}: a decision has at most one 'default'", ewhere)
-                if i != len(data) - 1:
-                    self.error(f"{what}: the decision 'default' must come last", ewhere)
-                default = (self.targets(entry["default"], what, ewhere), ewhere)
+                    self.error(f"{what}: a decision has at most one 'default'", dwhere)
+                elif i != len(data) - 1:
+                    self.error(f"{what}: the decision 'default' must come last", dwhere)
+                if default is None:
+                    default = (self.targets(entry["default"], what, dwhere), ewhere, dwhere)
                 continue
             self.check_keys(entry, ("when", "next"), f"{what} decision")
+            wwhere = _loc(entry, "when", ewhere)
+            nwhere = _loc(entry, "next", ewhere)
             cond = entry.get("when")
+            if "when" not in entry:
+                self.error(f"{what}: decision entry needs 'when' (or use 'default')", ewhere)
+                continue
             if isinstance(cond, bool):
                 expr = "true" if cond else "false"
-            elif isinstance(cond, str) and (m := _SINGLE_EXPR.match(cond)) and "{{" not in m["expr"]:
+            elif isinstance(cond, str) and (m := _SINGLE_EXPR.match(cond)) and not _MARKERS.search(m["expr"]):
                 expr = m["expr"].strip()
+            elif isinstance(cond, str) and cond.strip() and not _MARKERS.search(cond):
+                expr = cond.strip()  # a bare expression, as `when` in `next` accepts
             else:
                 self.error(
                     f"{what}: a decision 'when' must be one {{{{ expression }}}}, got {cond!r}",
-                    _loc(entry, "when", ewhere),
+                    wwhere,
                 )
                 continue
             if "next" not in entry:
                 self.error(f"{what}: decision entry needs 'next'", ewhere)
-            branches.append((expr, self.targets(entry.get("next"), what, ewhere), ewhere))
-        transitions: list[Transition] = []
-        earlier: list[str] = []
-        for expr, targets, ewhere in branches:
-            guard = "".join(f" and not ({e})" for e in earlier)
-            transitions.append(
-                Transition(when=f"{{{{ succeeded() and ({expr}){guard} }}}}", do=targets, location=ewhere)
+            written = f"{{{{ {expr} }}}}"
+            branches.append(
+                (expr, written, self.targets(entry.get("next"), what, nwhere), ewhere, wwhere, nwhere)
             )
+        result: list[tuple[Transition, Location, Location]] = []
+        earlier: list[str] = []
+        for expr, written, targets, ewhere, wwhere, nwhere in branches:
+            guard = "".join(f" and not ({e})" for e in earlier)
+            transition = Transition(
+                when=f"{{{{ succeeded() and ({expr}){guard} }}}}",
+                do=targets,
+                location=ewhere,
+                derived=True,
+                written_when=written,
+            )
+            result.append((transition, wwhere, nwhere))
             earlier.append(expr)
         if default is not None:
             guard = "".join(f" and not ({e})" for e in earlier)
-            transitions.append(
-                Transition(when=f"{{{{ succeeded(){guard} }}}}", do=default[0], location=default[1])
+            targets, ewhere, dwhere = default
+            transition = Transition(
+                when=f"{{{{ succeeded(){guard} }}}}", do=targets, location=ewhere, derived=True
             )
-        return transitions
+            result.append((transition, dwhere, dwhere))
+        return result
 
 
 def _loc(data: Any, key: str, fallback: Location) -> Location:
     if isinstance(data, YMap) and key in data.key_locations:
         return data.key_locations[key]
     return fallback
+
+
+def record_paths(value: Any, label: str, out: dict[str, Location]) -> None:
+    """Record where everything inside `value` was written, by path (`label.key`, `label[i]`)."""
+    if isinstance(value, YMap):
+        for key, item in value.items():
+            path = f"{label}.{key}"
+            out[path] = value.loc(key)
+            record_paths(item, path, out)
+    elif isinstance(value, YList):
+        for i, item in enumerate(value):
+            path = f"{label}[{i}]"
+            out[path] = value.loc(i)
+            record_paths(item, path, out)
 
 
 def parse_workflow(
@@ -473,31 +560,32 @@ def parse_workflow(
 
 
 def _check_names(spec: WorkflowSpec, parser: _Parser) -> None:
+    top = Location(parser.file, 1, 1)
     seen: dict[str, Location | None] = {}
     for task in spec.tasks:
         for t in (task, *task.tasks):
             if t.name in seen:
+                first = seen[t.name]
+                line = f" (first defined on line {first.line})" if first is not None and first.line else ""
                 parser.error(
-                    f"duplicate task name '{t.name}' (first at {seen[t.name]})",
-                    t.location or Location(parser.file),
+                    f"duplicate task name '{t.name}'{line}", t.locations.get("name", t.location or top)
                 )
             else:
-                seen[t.name] = t.location
+                seen[t.name] = t.locations.get("name", t.location)
+    top_level = {t.name for t in spec.tasks}
     for task in spec.tasks:
-        for tr in task.next:
+        for i, tr in enumerate(task.next):
+            where = task.locations.get(f"next[{i}].do", tr.location or task.location or top)
             for target in tr.do:
                 if target in ENGINE_COMMANDS:
                     continue
                 if target not in seen:
                     guess = closest(target, seen)
                     hint = f" (did you mean '{guess}'?)" if guess else ""
-                    parser.error(
-                        f"task '{task.name}': transition to unknown task '{target}'{hint}",
-                        tr.location or Location(parser.file),
-                    )
-                elif spec.task(target) is not None and not any(t.name == target for t in spec.tasks):
+                    parser.error(f"task '{task.name}': transition to unknown task '{target}'{hint}", where)
+                elif target not in top_level:
                     parser.error(
                         f"task '{task.name}': cannot transition to '{target}', a sub-task of a "
-                        "parallel group",
-                        tr.location or Location(parser.file),
+                        "parallel group (transition to the group instead)",
+                        where,
                     )

@@ -49,33 +49,98 @@ def _mark(file: str, mark: Any) -> Location:
     return Location(file, mark.line + 1, mark.column + 1)
 
 
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_VALUE_TAG = "tag:yaml.org,2002:value"
+
+
 class _Loader(yaml.SafeLoader):
     file_name = "<string>"
     problems: list[AttuneError]
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # PyYAML's scalar constructors fail with plain exceptions on values their tag refuses
+        # (`!!bool maybe`, `!!int 0x`): turn them into located YAML errors.
+        try:
+            return super().construct_object(node, deep=deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot build a {node.tag} value: {exc}", node.start_mark
+            ) from None
 
-def _construct_map(loader: _Loader, node: yaml.MappingNode) -> YMap:
-    loader.flatten_mapping(node)
+
+def _construct_map(loader: _Loader, node: yaml.Node) -> YMap | None:
+    where = _mark(loader.file_name, node.start_mark)
+    if not isinstance(node, yaml.MappingNode):
+        loader.problems.append(AttuneError(f"expected a mapping for tag {node.tag}", location=where))
+        return None
     result = YMap()
-    result.location = _mark(loader.file_name, node.start_mark)
+    result.location = where
     result.key_locations = {}
+    own: set[str] = set()  # keys written in this mapping (they override merged ones)
     for key_node, value_node in node.value:
+        if key_node.tag == _MERGE_TAG:
+            _merge_into(loader, result, own, value_node)
+            continue
+        if key_node.tag == _VALUE_TAG:
+            key_node.tag = "tag:yaml.org,2002:str"
         key = loader.construct_object(key_node, deep=True)
         where = _mark(loader.file_name, key_node.start_mark)
         if isinstance(key, (dict, list)):
             loader.problems.append(AttuneError("a mapping key must be a scalar", location=where))
             continue
-        if not isinstance(key, str):
-            key = str(key).lower() if isinstance(key, bool) else str(key)
-        if key in result:
+        key = _key_text(key)
+        if key in own:
             loader.problems.append(AttuneError(f"duplicate key '{key}'", location=where))
             continue
+        own.add(key)
         result[key] = loader.construct_object(value_node, deep=True)
         result.key_locations[key] = where
     return result
 
 
-def _construct_seq(loader: _Loader, node: yaml.SequenceNode) -> YList:
+def _key_text(key: Any) -> str:
+    """Mapping keys are strings, as in JSON: `true`, `null` and `1` keep the text YAML would print."""
+    if isinstance(key, str):
+        return key
+    if isinstance(key, bool):
+        return str(key).lower()
+    if key is None:
+        return "null"
+    return str(key)
+
+
+def _merge_into(loader: _Loader, result: YMap, own: set[str], value_node: yaml.Node) -> None:
+    """`<<: *anchor` or `<<: [*a, *b]`: keys of the merged mappings, earlier ones winning."""
+    sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+    for source in reversed(sources):
+        if not isinstance(source, yaml.MappingNode):
+            loader.problems.append(
+                AttuneError(
+                    "a merge key (<<) needs a mapping or a list of mappings",
+                    location=_mark(loader.file_name, source.start_mark),
+                )
+            )
+            continue
+        merged = loader.construct_object(source, deep=True)
+        if not isinstance(merged, YMap):
+            continue
+        for key, value in merged.items():
+            if key not in own:
+                result[key] = value
+                result.key_locations[key] = merged.loc(key)
+
+
+def _construct_seq(loader: _Loader, node: yaml.Node) -> YList | None:
+    if not isinstance(node, yaml.SequenceNode):
+        loader.problems.append(
+            AttuneError(
+                f"expected a sequence for tag {node.tag}",
+                location=_mark(loader.file_name, node.start_mark),
+            )
+        )
+        return None
     result = YList()
     result.location = _mark(loader.file_name, node.start_mark)
     result.item_locations = []
@@ -113,24 +178,42 @@ def load_yaml(text: str, file: str) -> tuple[Any, list[AttuneError]]:
     YAML syntax errors, duplicate keys and non-scalar keys come back as located problems; the value is
     None when the document could not be parsed at all.
     """
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # the reader refuses control characters right here
+    except yaml.YAMLError as exc:
+        return None, [_yaml_problem(exc, file, text)]
     loader.file_name = file
     loader.problems = []
     try:
         value = loader.get_single_data()
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = _mark(file, mark) if mark is not None else Location(file)
-        problem = exc.problem or exc.context or "invalid YAML"
-        return None, [AttuneError(f"invalid YAML: {problem}", location=where)]
     except yaml.YAMLError as exc:
-        return None, [AttuneError(f"invalid YAML: {exc}", location=Location(file))]
+        return None, [_yaml_problem(exc, file, text)]
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:
-        # Scalars PyYAML cannot build (dates out of range, huge exponents) and alias bombs.
-        return None, [AttuneError(f"invalid YAML: {exc}", location=Location(file))]
+        # Scalars PyYAML cannot build and documents nested too deeply to compose.
+        return None, [AttuneError(f"invalid YAML: {exc}", location=Location(file, 1, 1))]
     finally:
         loader.dispose()
     return value, loader.problems
+
+
+def _yaml_problem(exc: yaml.YAMLError, file: str, text: str) -> AttuneError:
+    """A PyYAML error as one located line."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        where = _mark(file, mark) if mark is not None else Location(file, 1, 1)
+        problem = exc.problem or exc.context or "invalid YAML"
+        return AttuneError(f"invalid YAML: {problem}", location=where)
+    if isinstance(exc, yaml.reader.ReaderError):
+        before = text[: max(exc.position, 0)]
+        line = before.count("\n") + 1
+        column = exc.position - (before.rfind("\n") + 1) + 1
+        return AttuneError(
+            f"invalid YAML: unacceptable character #x{exc.character:04x}"
+            if isinstance(exc.character, int)
+            else f"invalid YAML: {exc.reason}",
+            location=Location(file, line, column),
+        )
+    return AttuneError(f"invalid YAML: {exc}", location=Location(file, 1, 1))
 
 
 def plain(value: Any) -> Any:

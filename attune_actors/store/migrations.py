@@ -50,7 +50,7 @@ class Migration:
     version: int
     description: str
     statements: Sequence[str]
-    apply: Callable[[sqlite3.Connection], None] | None = field(default=None)
+    apply: Callable[[sqlite3.Connection], object] | None = field(default=None)
 
 
 _V1 = (

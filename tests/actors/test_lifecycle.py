@@ -8,6 +8,7 @@ from typing import Any
 
 import pykka
 import pytest
+from pykka._envelope import Envelope
 
 from attune_actors.actors import AsyncioActor, running_actors, wait_all_stopped
 
@@ -51,11 +52,12 @@ class AsyncHooks(AsyncioActor):
         super().__init__()
         self.log = log
 
-    async def on_start(self) -> None:
+    # pykka declares these hooks `-> None`, so mypy wants the ignore on an `async def` override.
+    async def on_start(self) -> None:  # type: ignore[override]
         await asyncio.sleep(0)
         self.log.append("start")
 
-    async def on_stop(self) -> None:
+    async def on_stop(self) -> None:  # type: ignore[override]
         await asyncio.sleep(0)
         self.log.append("stop")
 
@@ -126,7 +128,7 @@ async def test_asks_queued_behind_a_stop_get_actor_dead_error() -> None:
     stopped = ref.stop(block=False)
     # Put straight into the inbox behind the stop, as a racing sender on another thread would.
     late: pykka.Future[Any] = ref.actor_class._create_future()
-    ref.actor_inbox.put(pykka._envelope.Envelope("late", reply_to=late))  # type: ignore[attr-defined]
+    ref.actor_inbox.put(Envelope("late", reply_to=late))
     assert await stopped is True
     with pytest.raises(pykka.ActorDeadError, match="stopped before handling the message"):
         await late

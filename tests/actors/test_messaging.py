@@ -82,7 +82,7 @@ async def test_exceptions_reach_the_asker_with_their_type() -> None:
 async def test_a_future_can_be_awaited_many_times_and_by_many_tasks() -> None:
     ref = Counter.start()
     future = ref.ask("x", block=False)
-    assert await asyncio.gather(future, future, future) == ["x", "x", "x"]
+    assert list(await asyncio.gather(future, future, future)) == ["x", "x", "x"]
     assert await future == "x"
     failing = ref.ask("fail", block=False)
     for _ in range(2):

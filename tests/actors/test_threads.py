@@ -153,7 +153,7 @@ async def test_tell_to_an_actor_whose_loop_is_closed_is_refused() -> None:
     ActorRegistry.unregister(ref)
     from attune_actors.actors._actor import _live
 
-    _live.discard(ref._actor_weakref())  # type: ignore[arg-type]
+    _live.discard(ref._actor_weakref())
 
 
 async def test_a_thread_can_wait_for_the_stop_flag() -> None:
@@ -169,7 +169,7 @@ async def test_a_thread_can_wait_for_the_stop_flag() -> None:
 
 async def test_blocking_calls_on_the_loop_thread_are_refused_before_sending() -> None:
     ref = Collector.start(0)
-    with pytest.raises(RuntimeError, match="await ref.stop"):
+    with pytest.raises(RuntimeError, match=r"await ref\.stop"):
         ref.stop()
     assert ref.is_alive()
     with pytest.raises(RuntimeError, match="await future"):

@@ -64,6 +64,10 @@ def count(db: Path, table: str) -> int:
         return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
 
+def file_bytes(path: Path) -> bytes:
+    return path.read_bytes()
+
+
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     return tmp_path / "data" / "attune.db"
@@ -261,7 +265,8 @@ async def test_reads_see_pending_writes(store: SQLiteStore, db: Path) -> None:
     snap = store.load("p")
     assert snap is not None
     assert snap.header["status"] == "running"
-    assert set(snap.runs) == {"r"} and set(snap.items) == {("r", 3)}
+    assert set(snap.runs) == {"r"}
+    assert set(snap.items) == {("r", 3)}
     assert [h["id"] for h in store.headers()] == ["p"]
     assert [h["id"] for h in store.headers(status="running")] == ["p"]
     assert store.unfinished() == ["p"]
@@ -276,7 +281,9 @@ async def test_reads_see_pending_writes(store: SQLiteStore, db: Path) -> None:
     assert store.headers(status="running") == []
     assert [h["status"] for h in store.headers(status="succeeded")] == ["succeeded"]
     snap = store.load("p")
-    assert snap is not None and snap.header["status"] == "succeeded" and set(snap.runs) == {"r"}
+    assert snap is not None
+    assert snap.header["status"] == "succeeded"
+    assert set(snap.runs) == {"r"}
 
 
 async def test_reads_never_go_back_in_time_while_committing(store: SQLiteStore) -> None:
@@ -287,7 +294,8 @@ async def test_reads_never_go_back_in_time_while_committing(store: SQLiteStore) 
         for i in range(0, 20, 7):
             snap = store.load(f"e{i}")
             assert snap is not None
-            assert snap.header["step"] == step and snap.runs[f"r{i}"]["attempts"] == step
+            assert snap.header["step"] == step
+            assert snap.runs[f"r{i}"]["attempts"] == step
         assert {h["step"] for h in store.headers()} == {step}
         await asyncio.sleep(0)
     await store.flush()
@@ -305,11 +313,22 @@ async def test_flush_waits_only_for_what_was_saved(store: SQLiteStore, db: Path)
     assert count(db, "workflow_execution") == 2
 
 
+def test_close_sync_commits_without_a_loop(db: Path) -> None:
+    store = SQLiteStore(db)
+    store.save("a", header("a"), [run("r", 1)], [])
+    store.close_sync()
+    store.close_sync()  # twice is harmless
+    assert count(db, "workflow_task_execution") == 1
+
+
 def test_saves_without_an_event_loop_are_committed(db: Path) -> None:
     store = SQLiteStore(db)
     try:
-        worker = threading.Thread(target=lambda: [store.save(f"t{i}", header(f"t{i}"), [], [])
-                                                  for i in range(100)])
+        def saves() -> None:
+            for i in range(100):
+                store.save(f"t{i}", header(f"t{i}"), [], [])
+
+        worker = threading.Thread(target=saves)
         worker.start()
         worker.join()
         deadline = time.monotonic() + 10
@@ -374,7 +393,8 @@ async def test_flush_is_durable_without_close(db: Path) -> None:
         assert len(store.headers()) == 500
         snap = store.load("f499")
         assert snap is not None
-        assert set(snap.runs) == {"main", "r1"} and snap.items == {("r1", 0): ["ok", 499]}
+        assert set(snap.runs) == {"main", "r1"}
+        assert snap.items == {("r1", 0): ["ok", 499]}
     finally:
         await store.close()
 
@@ -394,7 +414,8 @@ async def test_sigkill_while_writing_leaves_a_valid_database(db: Path) -> None:
     store = SQLiteStore(db)
     try:
         assert len(store.headers()) >= 500  # what was flushed is all there
-        assert store.load("f0") is not None and store.load("f499") is not None
+        assert store.load("f0") is not None
+        assert store.load("f499") is not None
         for i in range(200):  # later saves: each one whole, or not there at all
             snap = store.load(f"k{i}")
             if snap is None:
@@ -421,7 +442,9 @@ async def test_reopen_keeps_everything_closed_with(db: Path) -> None:
     again = SQLiteStore(db)
     try:
         snap = again.load("a")
-        assert snap is not None and set(snap.runs) == {"r"} and snap.items == {("r", 0): item("ok")}
+        assert snap is not None
+        assert set(snap.runs) == {"r"}
+        assert snap.items == {("r", 0): item("ok")}
         assert again.definitions() == [("pack.w", "pack", "src")]
         assert again.get_source("dg") == ("pack", "v")
     finally:
@@ -437,12 +460,13 @@ async def test_newer_schema_is_refused_untouched(db: Path) -> None:
     await store.close()
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE schema_version SET version = 99 WHERE component = 'store'")
-    before = db.read_bytes()
+    before = file_bytes(db)
     with pytest.raises(StoreError) as err:
         SQLiteStore(db)
     assert str(db) in str(err.value)
-    assert "schema version 99" in str(err.value) and "newer" in str(err.value)
-    assert db.read_bytes() == before
+    assert "schema version 99" in str(err.value)
+    assert "newer" in str(err.value)
+    assert file_bytes(db) == before
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM workflow_execution").fetchone() == (1,)
 
@@ -486,8 +510,9 @@ def test_schema_version_and_indexes(db: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         plan = " ".join(str(r) for r in conn.execute(
             "EXPLAIN QUERY PLAN SELECT header FROM workflow_execution WHERE status = ? "
-            "ORDER BY started_at DESC LIMIT 10", ("running",)))
-        assert "workflow_execution_by_status" in plan and "TEMP B-TREE" not in plan
+            "ORDER BY started_at DESC, num LIMIT 10", ("running",)))
+        assert "workflow_execution_by_status" in plan
+        assert "TEMP B-TREE FOR ORDER BY" not in plan  # only ties are sorted (RIGHT PART)
         plan = " ".join(str(r) for r in conn.execute(
             "EXPLAIN QUERY PLAN SELECT record FROM workflow_task_execution WHERE execution_id = ?",
             ("x",)))
@@ -552,7 +577,9 @@ async def test_kv_store_shares_the_file(db: Path) -> None:
     again = SQLiteStore(db)
     try:
         snap = again.load("e3")
-        assert snap is not None and snap.header["step"] == 49 and len(snap.runs) == 50
+        assert snap is not None
+        assert snap.header["step"] == 49
+        assert len(snap.runs) == 50
     finally:
         await again.close()
     with KVStore(db) as kv2:
@@ -584,13 +611,16 @@ async def test_a_failing_commit_is_raised_logged_kept_and_retried(
         store.save("a", header("a", step=1), [run("ra", 1)], [("ra", 0, item("running"))])
         with pytest.raises(StoreError) as err:
             await store.flush()
-    assert str(db) in str(err.value) and "simulated disk full" in str(err.value)
+    assert str(db) in str(err.value)
+    assert "simulated disk full" in str(err.value)
     assert any("simulated disk full" in r.getMessage() for r in caplog.records)
     # The failed batch is kept: reads still see it, and the next save says writes are failing.
     with pytest.raises(StoreError, match="simulated disk full"):
         store.save("a", header("a", step=2), [], [])
     snap = store.load("a")
-    assert snap is not None and snap.header["step"] == 2 and set(snap.runs) == {"ra"}
+    assert snap is not None
+    assert snap.header["step"] == 2
+    assert set(snap.runs) == {"ra"}
     assert store.stats().failed_commits >= 1
     assert count(db, "workflow_execution") == 1  # the failed transaction was rolled back whole
     unblock_writes(db)
