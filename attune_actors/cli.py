@@ -74,6 +74,30 @@ def _parser() -> argparse.ArgumentParser:
     val.set_defaults(func=_validate)
 
     kv_command.register(sub)
+
+    rerun = sub.add_parser("rerun", help="run a failed or canceled execution again, keeping what completed")
+    rerun.add_argument("id", help="execution id")
+    rerun.add_argument("--tasks", help="comma-separated tasks to run again (default: the failed ones)")
+    rerun.add_argument("--reset-items", action="store_true",
+                       help="with_items tasks run all their items again, not only the failed ones")
+    rerun.add_argument("--packs", action="append", metavar="DIR", help="folder of pack folders (repeatable)")
+    rerun.add_argument("--data-dir", help="data directory (default .attune)")
+    rerun.add_argument("--json", action="store_true", help="print the execution document as JSON on stdout")
+    rerun.set_defaults(func=_rerun)
+
+    history = sub.add_parser("executions", help="executions recorded in the data dir")
+    hsub = history.add_subparsers(title="executions commands", required=True)
+    for name, helptext in (("list", "list executions, newest first"), ("get", "show one execution"),
+                           ("tasks", "show one execution's task runs")):
+        p = hsub.add_parser(name, help=helptext)
+        if name != "list":
+            p.add_argument("id", help="execution id")
+        else:
+            p.add_argument("--status", help="only executions with this status")
+            p.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+        p.add_argument("--data-dir", help="data directory (default .attune)")
+        p.add_argument("--json", action="store_true", help="JSON on stdout")
+        p.set_defaults(func=_history, what=name)
     return parser
 
 
@@ -190,6 +214,86 @@ def _parameters(args: argparse.Namespace, declared: dict[str, Any]) -> dict[str,
             raise ParameterError(f"-p {item!r}: expected KEY=VALUE")
         params[key] = coerce_cli_value(key, declared.get(key), text)
     return params
+
+
+# -------------------------------------------------------------------------- rerun, history
+
+
+def _rerun(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config, overrides={"packs": args.packs, "data_dir": args.data_dir,
+                                                     "logging": {"level": args.log_level}})
+    logging.basicConfig(level=settings.logging.level.upper(), format=settings.logging.format,
+                        stream=sys.stderr)
+    return asyncio.run(_rerun_async(args, settings))
+
+
+async def _rerun_async(args: argparse.Namespace, settings: Any) -> int:
+    from attune_actors.engine.engine import Engine
+    from attune_actors.progress import Progress
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    async with Engine(settings=settings) as engine:
+        execution = await engine.rerun(args.id, tasks, reset_items=args.reset_items)
+        progress = Progress()
+        wait = asyncio.ensure_future(engine.wait(execution.id))
+        while not wait.done():
+            progress.update(await engine.get(execution.id))
+            await asyncio.wait({wait}, timeout=0.1)
+        final = wait.result()
+        progress.done(final)
+    if args.json:
+        json.dump(final.to_dict(), sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    return EXIT_OK if final.status == "succeeded" else EXIT_FAILED
+
+
+def _history(args: argparse.Namespace) -> int:
+    """Read executions straight from the store: no engine starts, nothing is resumed."""
+    from attune_actors.engine.execution import Execution
+    from attune_actors.engine.runtime import document_from_snapshot
+    from attune_actors.errors import NotFoundError
+    from attune_actors.store.sqlite import SQLiteStore
+
+    settings = load_settings(args.config, overrides={"data_dir": args.data_dir})
+    db = settings.data_path / "attune.db"
+    if not db.exists():
+        raise NotFoundError(f"no data in {settings.data_path} (no attune.db)")
+    store = SQLiteStore(db)
+    try:
+        if args.what == "list":
+            headers = store.headers(status=args.status, limit=args.limit, roots_only=True)
+            if args.json:
+                docs = [document_from_snapshot(s) for s in map(store.load, (h["id"] for h in headers)) if s]
+                json.dump(docs, sys.stdout, indent=2, default=str)
+                sys.stdout.write("\n")
+            else:
+                for h in headers:
+                    execution = Execution.from_dict(document_from_snapshot(store.load(h["id"])))  # type: ignore[arg-type]
+                    print(f"{execution.id}  {execution.status.value:<10} {execution.ref:<32} "
+                          f"{execution.started_at or '-'}  {execution.ended_at or '-'}")
+            return EXIT_OK
+        snap = store.load(args.id)
+        if snap is None:
+            raise NotFoundError(f"no execution '{args.id}' in {db}")
+        doc = document_from_snapshot(snap)
+        if args.json:
+            json.dump(doc if args.what == "get" else doc["tasks"], sys.stdout, indent=2, default=str)
+            sys.stdout.write("\n")
+            return EXIT_OK
+        execution = Execution.from_dict(doc)
+        if args.what == "get":
+            print(f"{execution.id} {execution.ref}: {execution.status.value}")
+            print(f"  started {execution.started_at or '-'}  ended {execution.ended_at or '-'}")
+            if execution.error:
+                print(f"  error: {execution.error.get('message')}")
+            print(f"  output: {json.dumps(execution.output, default=str)}")
+        for run in execution.tasks:
+            items = f" [{len(run.items)} items]" if run.items is not None else ""
+            print(f"  {run.name:<24} {run.status.value:<10} attempts {run.attempts}{items}"
+                  + (f"  {run.error}" if run.error else ""))
+        return EXIT_OK
+    finally:
+        store.close_sync()
 
 
 # ----------------------------------------------------------------------------------- validate

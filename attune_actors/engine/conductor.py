@@ -101,6 +101,7 @@ class Conductor:
         self.active: set[str] = set()  # runs not terminal
         self.in_flight = 0  # attempts dispatched (actions, nested workflows) and not ended
         self.paused_children: set[str] = set()  # runs whose nested workflow is paused
+        self._carried: dict[str, TaskRun] = {}  # task -> the run a rerun replaces (with_items)
         self.barriers: dict[str, tuple[set[str], bool]] = {}  # join task -> (arrived sources, fired)
         self.timers: dict[tuple[Any, ...], float] = {}
         self.staged: list[tuple[str, str, int | None]] = []
@@ -264,6 +265,45 @@ class Conductor:
             self._end_with(CANCELED, stop_running=stop, force=force)
         self._progress()
         return self._flush()
+
+    def rerun(self, tasks: list[str] | None, now: float, *, reset_items: bool = False) -> list[Command]:
+        """Run a failed, timed-out or canceled execution again from its failed tasks (or `tasks`).
+
+        Each rerun task gets a new run (new run id: no attempt key is ever reused); completed runs
+        and their results stay. A with_items task keeps its succeeded items and runs only the
+        others, unless `reset_items`. The workflow then carries on through the transitions.
+        """
+        self._step(now)
+        if tasks is None:
+            tasks = [name for name, run in self.latest.items()
+                     if run.group is None and run.status in (FAILED, TIMEOUT, CANCELED, ABANDONED)
+                     and not run.handled]
+        self.status, self.error, self.output, self.ended_at = RUNNING, None, None, None
+        self.failing, self.ending = False, None
+        self.staged.clear()
+        if self.spec.timeout is not None:
+            self._set_timer(("timeout",), now + self.spec.timeout)
+        for name in tasks:
+            old = self.latest.get(name)
+            if old is not None and old.group is not None:
+                name = self.runs[old.group].task  # a sub-task reruns with its group
+                old = self.latest.get(name)
+            if old is not None and old.item_runs is not None and not reset_items:
+                self._carried[name] = old
+            self._new_run(name)
+        self._progress()
+        return self._flush()
+
+    def _carry_items(self, run: TaskRun) -> None:
+        """A rerun with_items run keeps the items its predecessor completed."""
+        old = self._carried.pop(run.task, None)
+        if old is None or old.item_runs is None or run.item_runs is None:
+            return
+        for idx, (new, prev) in enumerate(zip(run.item_runs, old.item_runs, strict=False)):
+            if prev.status == SUCCEEDED:
+                new.status, new.result, new.attempts = SUCCEEDED, prev.result, prev.attempts
+                new.started_at, new.ended_at = prev.started_at, prev.ended_at
+                self._touch(run, idx)
 
     # ------------------------------------------------------------------ snapshot support
 
@@ -529,6 +569,7 @@ class Conductor:
                 return
             run.item_runs = [ItemRun() for _ in items]
             run.input = {"items": list(items)}  # kept until the run ends, to render items after a crash
+            self._carry_items(run)
             if not items:
                 self._close_run(run, SUCCEEDED, result=[])
                 return
@@ -548,6 +589,8 @@ class Conductor:
                 break
             idx = run.next_item
             run.next_item += 1
+            if run.item_runs[idx].status != SCHEDULED:
+                continue  # kept from the run a rerun replaces
             run.inflight += 1
             self._attempt(run, idx)
             if run.terminal:
@@ -753,6 +796,7 @@ class Conductor:
                         return
                 self._publish(tr.publish, f"{where} next[{i}].publish")
                 fired.append(tr)
+                run.handled = True
         except TemplateError as exc:
             self._fail(exc.message, task.name)
             return

@@ -25,7 +25,7 @@ from attune_actors.config import Settings, load_settings
 from attune_actors.engine.events import EventBus, Subscription
 from attune_actors.engine.execution import Execution
 from attune_actors.engine.inquiry import check_response
-from attune_actors.engine.messages import AnswerInquiry, Control, GetDocument, Start
+from attune_actors.engine.messages import AnswerInquiry, Control, GetDocument, Rerun, Start
 from attune_actors.engine.runtime import Runtime
 from attune_actors.engine.supervisor import WorkflowSupervisor
 from attune_actors.errors import (
@@ -33,6 +33,7 @@ from attune_actors.errors import (
     ConfigError,
     EngineClosedError,
     InquiryResponseError,
+    ParameterError,
     NotFoundError,
     ValidationError,
 )
@@ -270,6 +271,37 @@ class Engine:
     async def tasks(self, execution_id: str) -> builtins.list[Any]:
         """The task runs of an execution, in the order they started."""
         return list((await self.get(execution_id)).tasks)
+
+    async def rerun(self, execution_id: str, tasks: Sequence[str] | None = None, *,
+                    reset_items: bool = False) -> Execution:
+        """Run a failed, timed-out or canceled execution again, keeping what completed.
+
+        Without `tasks`, from the task runs whose failure ended it; otherwise from the named tasks.
+        A with_items task keeps its succeeded items unless `reset_items`. Same execution id; the
+        rerun task runs are new runs, listed after the old ones.
+        """
+        rt = self._runtime()
+        if execution_id in rt.supervisors:
+            raise ParameterError(f"execution '{execution_id}' is still running; only ended ones can be re-run")
+        snap = rt.store.load(execution_id)
+        if snap is None:
+            raise NotFoundError(f"no execution '{execution_id}'")
+        status = snap.header["status"]
+        if status not in ("failed", "timeout", "canceled"):
+            raise ParameterError(f"execution '{execution_id}' {status}: only failed, timed-out or canceled "
+                                 "executions can be re-run")
+        if snap.header["parent_id"] is not None:
+            raise ParameterError(f"execution '{execution_id}' is nested; re-run its parent "
+                                 f"'{snap.header['parent_id']}'")
+        conductor = rt.restore_conductor(snap)
+        if tasks is not None:
+            unknown = [t for t in tasks if conductor.spec.task(t) is None]
+            if unknown:
+                raise ParameterError(f"{conductor.spec.ref} has no task {', '.join(map(repr, unknown))}")
+        ref = WorkflowSupervisor.start(rt, conductor)
+        rt.register(conductor.id, ref)
+        ref.tell(Rerun(tuple(tasks) if tasks is not None else None, reset_items))
+        return await self.get(execution_id)
 
     async def pause(self, execution_id: str) -> Execution:
         return await self._control(execution_id, Control("pause"))

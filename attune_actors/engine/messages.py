@@ -63,6 +63,14 @@ class AnswerInquiry:
 
 
 @dataclass(frozen=True, slots=True)
+class Rerun:
+    """Run a failed or canceled execution again from its failed tasks (or the named ones)."""
+
+    tasks: tuple[str, ...] | None = None
+    reset_items: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class GetDocument:
     """Ask: the execution document as it is now."""
 

@@ -86,6 +86,7 @@ class TaskRun(Mapping[str, Any]):
         "ended_at",
         "error",
         "group",
+        "handled",
         "id",
         "inflight",
         "input",
@@ -119,6 +120,7 @@ class TaskRun(Mapping[str, Any]):
         self.next_item = 0  # index of the next item to dispatch
         self.inflight = 0  # items dispatched and not ended
         self.pending_subs = 0  # parallel groups: sub-task runs not ended
+        self.handled = False  # a transition fired after it ended (a failure it had was handled)
 
     # Mapping interface: what `task.<name>` shows to templates.
     def __getitem__(self, key: str) -> Any:
@@ -159,6 +161,7 @@ class TaskRun(Mapping[str, Any]):
             "item_count": None if self.item_runs is None else len(self.item_runs),
             "next_item": self.next_item,
             "pending_subs": self.pending_subs,
+            "handled": self.handled,
         }
 
     @classmethod
@@ -177,6 +180,7 @@ class TaskRun(Mapping[str, Any]):
             "child_id",
             "next_item",
             "pending_subs",
+            "handled",
         ):
             setattr(run, key, rec[key])
         if rec["item_count"] is not None:

@@ -37,6 +37,7 @@ from attune_actors.engine.messages import (
     Control,
     DispatchAttempts,
     GetDocument,
+    Rerun,
     Start,
     TimerFired,
 )
@@ -116,6 +117,9 @@ class WorkflowSupervisor(AsyncioActor):
             cmds = c.on_child_status(message.run_id, message.attempt, message.status, now)
         elif isinstance(message, AnswerInquiry):
             cmds = c.answer_inquiry(message.run_id, message.inquiry_id, message.response, now)
+        elif isinstance(message, Rerun):
+            tasks = list(message.tasks) if message.tasks is not None else None
+            cmds = c.rerun(tasks, now, reset_items=message.reset_items)
         elif isinstance(message, Start):
             cmds = c.recovery_commands(now) if message.recovered else c.start(now)
         else:
