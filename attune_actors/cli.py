@@ -319,10 +319,13 @@ def validate_paths(paths: list[str]) -> list[AttuneError]:
 
 def _located(err: AttuneError) -> str:
     """`FILE:LINE:COLUMN: message`, with 1:1 when only the file is known."""
+    from attune_actors.spec.suggest import printable
+
     loc: Location | None = err.location
+    message = printable(err.message)  # one problem, one line: user text may hold newlines
     if loc is None:
-        return f"error: {err.message}"
-    return f"{loc.file}:{max(loc.line, 1)}:{max(loc.column, 1)}: {err.message}"
+        return f"error: {message}"
+    return f"{loc.file}:{max(loc.line, 1)}:{max(loc.column, 1)}: {message}"
 
 
 if __name__ == "__main__":

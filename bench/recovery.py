@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "recovery"))
 
-from test_crash import crash_until_done, run_to_end  # noqa: E402
+from test_crash import crash_until_done, run_to_end
 
 
 def main() -> int:
@@ -36,11 +36,15 @@ def main() -> int:
             total += kills
             ok = not violations and final == reference
             bad += not ok
-            print(f"seed {seed:4d}: {kills} kills, {len(violations)} re-dispatched recorded attempts, "
-                  f"{'results equal' if final == reference else 'RESULTS DIFFER'}  [{total} kill points]",
-                  flush=True)
-        print(f"{total} kill points over {seed - args.first_seed + 1} seeds in "
-              f"{time.monotonic() - started:.0f} s: {bad} seed(s) with a loss or a second dispatch")
+            print(
+                f"seed {seed:4d}: {kills} kills, {len(violations)} re-dispatched recorded attempts, "
+                f"{'results equal' if final == reference else 'RESULTS DIFFER'}  [{total} kill points]",
+                flush=True,
+            )
+        print(
+            f"{total} kill points over {seed - args.first_seed + 1} seeds in "
+            f"{time.monotonic() - started:.0f} s: {bad} seed(s) with a loss or a second dispatch"
+        )
     return 1 if bad else 0
 
 

@@ -29,8 +29,8 @@ from attune_actors.engine.commands import (
 )
 from attune_actors.engine.graph import TaskGraph
 from attune_actors.engine.state import (
-    ACTIVE_RUN,
     ABANDONED,
+    ACTIVE_RUN,
     CANCELED,
     CANCELING,
     DELAYED,
@@ -275,9 +275,13 @@ class Conductor:
         """
         self._step(now)
         if tasks is None:
-            tasks = [name for name, run in self.latest.items()
-                     if run.group is None and run.status in (FAILED, TIMEOUT, CANCELED, ABANDONED)
-                     and not run.handled]
+            tasks = [
+                name
+                for name, run in self.latest.items()
+                if run.group is None
+                and run.status in (FAILED, TIMEOUT, CANCELED, ABANDONED)
+                and not run.handled
+            ]
         self.status, self.error, self.output, self.ended_at = RUNNING, None, None, None
         self.failing, self.ending = False, None
         self.staged.clear()
@@ -378,8 +382,14 @@ class Conductor:
                 run.next_item = max(started) + 1 if started else 0
                 run.inflight = sum(1 for it in run.item_runs if it.status in (RUNNING, DELAYED))
                 if run.error is None:
-                    bad = next((i for i, it in enumerate(run.item_runs)
-                                if it.status in (FAILED, TIMEOUT, CANCELED, ABANDONED)), None)
+                    bad = next(
+                        (
+                            i
+                            for i, it in enumerate(run.item_runs)
+                            if it.status in (FAILED, TIMEOUT, CANCELED, ABANDONED)
+                        ),
+                        None,
+                    )
                     if bad is not None:
                         run.error = f"item {bad}: {run.item_runs[bad].error}"
                         run.next_item = len(run.item_runs)
@@ -403,18 +413,27 @@ class Conductor:
             if run.item_runs is not None:
                 for idx, item in enumerate(run.item_runs):
                     if item.status == RUNNING and item.input is not None:
-                        self._out.append(Dispatch(run.id, run.task, idx, item.attempts,
-                                                  self._actions(task.action), item.input, item.deadline))
+                        self._out.append(
+                            Dispatch(
+                                run.id,
+                                run.task,
+                                idx,
+                                item.attempts,
+                                self._actions(task.action),
+                                item.input,
+                                item.deadline,
+                            )
+                        )
                 continue
             if run.input is None:
                 continue
             action = self._actions(task.action)
             if run.status == RUNNING and run.child_id is not None:
-                self._out.append(StartChild(run.id, run.task, run.attempts, run.child_id, action,
-                                            run.input))
+                self._out.append(StartChild(run.id, run.task, run.attempts, run.child_id, action, run.input))
             elif run.status == RUNNING:
-                self._out.append(Dispatch(run.id, run.task, None, run.attempts, action, run.input,
-                                          run.deadline))
+                self._out.append(
+                    Dispatch(run.id, run.task, None, run.attempts, action, run.input, run.deadline)
+                )
             elif run.status == PENDING and run.inquiry_id is not None:
                 expires = self.timers.get(("inquiry", run.id, run.inquiry_id))
                 self._out.append(OpenInquiry(run.id, run.task, run.inquiry_id, run.input, expires))

@@ -33,8 +33,8 @@ from attune_actors.errors import (
     ConfigError,
     EngineClosedError,
     InquiryResponseError,
-    ParameterError,
     NotFoundError,
+    ParameterError,
     ValidationError,
 )
 from attune_actors.kv import KVScope, KVStore, Masker
@@ -164,9 +164,16 @@ class Engine:
         )
         await transport.start()
         cipher = Cipher(secret_key=self.settings.secret_key, key_file=data / "secret.key")
-        self._rt = Runtime(catalog=self.catalog, renderer=self.renderer, transport=transport,
-                           store=store, masker=self.masker, kv=KVScope(self._kv, self.masker),
-                           events=self._events, cipher=cipher)
+        self._rt = Runtime(
+            catalog=self.catalog,
+            renderer=self.renderer,
+            transport=transport,
+            store=store,
+            masker=self.masker,
+            kv=KVScope(self._kv, self.masker),
+            events=self._events,
+            cipher=cipher,
+        )
         self._recover(self._rt)
 
     def _make_store(self) -> Store:
@@ -272,8 +279,9 @@ class Engine:
         """The task runs of an execution, in the order they started."""
         return list((await self.get(execution_id)).tasks)
 
-    async def rerun(self, execution_id: str, tasks: Sequence[str] | None = None, *,
-                    reset_items: bool = False) -> Execution:
+    async def rerun(
+        self, execution_id: str, tasks: Sequence[str] | None = None, *, reset_items: bool = False
+    ) -> Execution:
         """Run a failed, timed-out or canceled execution again, keeping what completed.
 
         Without `tasks`, from the task runs whose failure ended it; otherwise from the named tasks.
@@ -282,17 +290,22 @@ class Engine:
         """
         rt = self._runtime()
         if execution_id in rt.supervisors:
-            raise ParameterError(f"execution '{execution_id}' is still running; only ended ones can be re-run")
+            raise ParameterError(
+                f"execution '{execution_id}' is still running; only ended ones can be re-run"
+            )
         snap = rt.store.load(execution_id)
         if snap is None:
             raise NotFoundError(f"no execution '{execution_id}'")
         status = snap.header["status"]
         if status not in ("failed", "timeout", "canceled"):
-            raise ParameterError(f"execution '{execution_id}' {status}: only failed, timed-out or canceled "
-                                 "executions can be re-run")
+            raise ParameterError(
+                f"execution '{execution_id}' {status}: only failed, timed-out or canceled "
+                "executions can be re-run"
+            )
         if snap.header["parent_id"] is not None:
-            raise ParameterError(f"execution '{execution_id}' is nested; re-run its parent "
-                                 f"'{snap.header['parent_id']}'")
+            raise ParameterError(
+                f"execution '{execution_id}' is nested; re-run its parent '{snap.header['parent_id']}'"
+            )
         conductor = rt.restore_conductor(snap)
         if tasks is not None:
             unknown = [t for t in tasks if conductor.spec.task(t) is None]
@@ -432,6 +445,7 @@ class Engine:
         if problems or spec is None:
             raise ValidationError(problems)
         rt.store.put_definition(spec.ref, pack, yaml_text)
+        await rt.store.flush()  # a definition is durable once put_workflow returns
         self._runtime_refs.add(spec.ref)
         return spec.ref
 
@@ -462,6 +476,7 @@ class Engine:
                 raise ValidationError(f"'{ref}' is defined by a pack file; remove that file instead")
             raise NotFoundError(f"no workflow '{ref}'")
         rt.store.delete_definition(ref)
+        await rt.store.flush()
         self.catalog.remove(ref)
         self._runtime_refs.discard(ref)
 

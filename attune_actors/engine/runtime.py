@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pykka import ActorDeadError, ActorRef
 
+from attune_actors.codec import decode, encode
 from attune_actors.engine.commands import OpenInquiry
 from attune_actors.engine.conductor import Conductor
 from attune_actors.engine.events import EventBus
 from attune_actors.engine.graph import TaskGraph
 from attune_actors.engine.state import TERMINAL, ItemRun, TaskRun, iso
-from attune_actors.codec import decode, encode
 from attune_actors.errors import NotFoundError, StoreError
 from attune_actors.kv import Masker
 from attune_actors.kv.secrets import Cipher
@@ -142,18 +142,43 @@ class Runtime:
             "pack": spec.pack,
             "identity": {"login": login},
         }
-        return self._conductor(spec, execution_id, params, system, parent_id, parent_run,
-                               self._remember_source(spec), time.time())
+        return self._conductor(
+            spec,
+            execution_id,
+            params,
+            system,
+            parent_id,
+            parent_run,
+            self._remember_source(spec),
+            time.time(),
+        )
 
-    def _conductor(self, spec: WorkflowSpec, execution_id: str, params: dict[str, Any],
-                   system: dict[str, Any], parent_id: str | None, parent_run: tuple[str, int] | None,
-                   definition: str, created_at: float) -> Conductor:
+    def _conductor(
+        self,
+        spec: WorkflowSpec,
+        execution_id: str,
+        params: dict[str, Any],
+        system: dict[str, Any],
+        parent_id: str | None,
+        parent_run: tuple[str, int] | None,
+        definition: str,
+        created_at: float,
+    ) -> Conductor:
         pack = self.catalog.packs.get(spec.pack)
         return Conductor(
-            execution_id=execution_id, spec=spec, graph=self.graph(spec), actions=self.catalog.action,
-            renderer=self.renderer, parameters=params,
-            pack_config=pack.config if pack is not None else {}, system=system, kv=self.kv,
-            parent_id=parent_id, parent_run=parent_run, definition=definition, created_at=created_at,
+            execution_id=execution_id,
+            spec=spec,
+            graph=self.graph(spec),
+            actions=self.catalog.action,
+            renderer=self.renderer,
+            parameters=params,
+            pack_config=pack.config if pack is not None else {},
+            system=system,
+            kv=self.kv,
+            parent_id=parent_id,
+            parent_run=parent_run,
+            definition=definition,
+            created_at=created_at,
         )
 
     def _remember_source(self, spec: WorkflowSpec) -> str:
@@ -174,11 +199,14 @@ class Runtime:
                 raise StoreError(f"execution {h['id']}: its workflow definition is missing from the store")
             pack, source = stored
             problems: list[Any] = []
-            spec = load_workflow_text(source, pack=pack, file=f"<{h['ref']} as started>",
-                                      default_ref=h["ref"], problems=problems)
+            spec = load_workflow_text(
+                source, pack=pack, file=f"<{h['ref']} as started>", default_ref=h["ref"], problems=problems
+            )
             if spec is None or problems:
-                raise StoreError(f"execution {h['id']}: its stored definition no longer loads: "
-                                 f"{problems[0] if problems else 'empty'}")
+                raise StoreError(
+                    f"execution {h['id']}: its stored definition no longer loads: "
+                    f"{problems[0] if problems else 'empty'}"
+                )
             self._specs[h["definition"]] = spec
         params = dict(h.get("parameters") or {})
         if h.get("sealed_parameters"):
@@ -188,10 +216,17 @@ class Runtime:
                 self.masker.add(params[p.name])
         system = dict(h["system"])
         system["timestamp"] = None
-        parent_run = tuple(h["parent_run"]) if h.get("parent_run") else None
-        conductor = self._conductor(spec, h["id"], params, system, h["parent_id"],
-                                    parent_run,  # type: ignore[arg-type]
-                                    h["definition"], h.get("created_at") or 0.0)
+        parent_run = (h["parent_run"][0], h["parent_run"][1]) if h.get("parent_run") else None
+        conductor = self._conductor(
+            spec,
+            h["id"],
+            params,
+            system,
+            h["parent_id"],
+            parent_run,
+            h["definition"],
+            h.get("created_at") or 0.0,
+        )
         runs = [dict(rec, input=self._unseal(rec["input"])) for rec in snap.runs.values()]
         items = []
         for run_id, idx, rec in snap.item_records():
@@ -216,8 +251,9 @@ class Runtime:
 
     # -- steps and ends --------------------------------------------------------------------------
 
-    def save_step(self, conductor: Conductor, runs: list[TaskRun],
-                  items: list[tuple[str, int, ItemRun]]) -> None:
+    def save_step(
+        self, conductor: Conductor, runs: list[TaskRun], items: list[tuple[str, int, ItemRun]]
+    ) -> None:
         """Save a step's snapshot delta: the header and the runs and items that changed.
 
         Nothing stored holds a secret in clear: values that contain one are masked (results,
@@ -231,22 +267,24 @@ class Runtime:
         secret_names = conductor.secret_parameters
         if secret_names:
             params = conductor.parameters
-            header["parameters"] = {k: "***" if k in secret_names and v is not None else mask(v)
-                                    for k, v in params.items()}
+            header["parameters"] = {
+                k: "***" if k in secret_names and v is not None else mask(v) for k, v in params.items()
+            }
             header["sealed_parameters"] = self._seal({k: params[k] for k in secret_names})
         else:
             header["parameters"] = mask(conductor.parameters)
         run_recs = []
         for run in runs:
             rec = run.to_record()
-            rec["result"], rec["error"], rec["input"] = mask(rec["result"]), mask(rec["error"]), \
-                self._seal_if_secret(rec["input"])
+            rec["result"], rec["error"] = mask(rec["result"]), mask(rec["error"])
+            rec["input"] = self._seal_if_secret(rec["input"])
             run_recs.append(rec)
         item_recs = []
         for run_id, idx, it in items:
-            rec = it.to_record()
-            rec[1], rec[2], rec[6] = mask(rec[1]), mask(rec[2]), self._seal_if_secret(rec[6])
-            item_recs.append((run_id, idx, rec))
+            fields = it.to_record()
+            fields[1], fields[2] = mask(fields[1]), mask(fields[2])
+            fields[6] = self._seal_if_secret(fields[6])
+            item_recs.append((run_id, idx, fields))
         self.store.save(conductor.id, header, run_recs, item_recs)
 
     def _seal_if_secret(self, value: Any) -> Any:

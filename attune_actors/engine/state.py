@@ -54,14 +54,30 @@ class ItemRun:
         self.deadline: float | None = None
 
     def to_record(self) -> list[Any]:
-        return [self.status, self.result, self.error, self.attempts, self.started_at, self.ended_at,
-                self.input, self.deadline]
+        return [
+            self.status,
+            self.result,
+            self.error,
+            self.attempts,
+            self.started_at,
+            self.ended_at,
+            self.input,
+            self.deadline,
+        ]
 
     @classmethod
     def from_record(cls, rec: list[Any]) -> ItemRun:
         item = cls()
-        (item.status, item.result, item.error, item.attempts, item.started_at, item.ended_at,
-         item.input, item.deadline) = rec
+        (
+            item.status,
+            item.result,
+            item.error,
+            item.attempts,
+            item.started_at,
+            item.ended_at,
+            item.input,
+            item.deadline,
+        ) = rec
         return item
 
     def document(self, index: int) -> dict[str, Any]:
@@ -197,6 +213,8 @@ class TaskRun(Mapping[str, Any]):
             "attempts": self.attempts,
             "started_at": iso(self.started_at),
             "ended_at": iso(self.ended_at),
-            "items": None if self.item_runs is None else [it.document(i) for i, it in enumerate(self.item_runs)],
+            "items": None
+            if self.item_runs is None
+            else [it.document(i) for i, it in enumerate(self.item_runs)],
             "inquiry_id": self.inquiry_id,
         }

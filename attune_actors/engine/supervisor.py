@@ -279,15 +279,21 @@ class WorkflowSupervisor(AsyncioActor):
                 if snap.header["status"] in TERMINAL:  # it ended, but we never heard: hear it now
                     h = snap.header
                     message = (h["error"] or {}).get("message") if h["error"] else None
-                    self.actor_ref.tell(AttemptEnded(cmd.run_id, None, cmd.attempt, h["status"],
-                                                     h["output"], message))
+                    self.actor_ref.tell(
+                        AttemptEnded(cmd.run_id, None, cmd.attempt, h["status"], h["output"], message)
+                    )
                     return
                 conductor = self._rt.restore_conductor(snap)
                 recovered = True
             else:
                 conductor = self._rt.new_conductor(
-                    cmd.action, cmd.input, execution_id=cmd.child_id, parent_id=self._c.id,
-                    parent_run=(cmd.run_id, cmd.attempt), identity=self._c.system.get("identity"))
+                    cmd.action,
+                    cmd.input,
+                    execution_id=cmd.child_id,
+                    parent_id=self._c.id,
+                    parent_run=(cmd.run_id, cmd.attempt),
+                    identity=self._c.system.get("identity"),
+                )
         except AttuneError as exc:  # bad parameters for the nested workflow fail the task run
             self.actor_ref.tell(AttemptEnded(cmd.run_id, None, cmd.attempt, FAILED, None, exc.message))
             return

@@ -360,12 +360,10 @@ class _Parser:
         if entries is None:
             self.error(f"{what}: 'publish' must be a mapping or a list of mappings", where)
             return ()
-        for entry in entries:
+        for i, entry in enumerate(entries):
             if not isinstance(entry, dict):
-                self.error(
-                    f"{what}: each 'publish' entry must be a mapping of name to template",
-                    location_of(entry, where),
-                )
+                at = data.loc(i) if isinstance(data, YList) else where
+                self.error(f"{what}: each 'publish' entry must be a mapping of name to template", at)
                 continue
             for name, value in entry.items():
                 if not isinstance(name, str) or not name.isidentifier():

@@ -19,8 +19,10 @@ key-value datastore keeps its `kv` table in the same file). Threads and what the
 
 Durability: what `flush()` returned for is committed (with `synchronous="FULL"`, on disk; with
 `"NORMAL"`, safe from a process crash but the last commits may be lost to a power cut). A crash
-loses the saves not yet committed, typically those of the last few milliseconds; the database itself
-stays valid, since each batch is one SQLite transaction (whole, or absent).
+loses the saves not yet committed: those of the current turn and of the commit in progress, a few
+milliseconds' worth (more when saves outpace the disk: the open batch then grows until the writer
+catches up). The database itself stays valid, and each save is whole or absent, since a batch is
+one SQLite transaction.
 
 Failures: when a commit fails (disk full, I/O error, locked for longer than `BUSY_TIMEOUT`), it is
 rolled back, logged, and its records go back in front of the open batch, so nothing is dropped and
@@ -159,13 +161,12 @@ class _Upsert:
             if n == _MAX_ROWS:
                 conn.execute(self.sql(n), params)
                 params, n = [], 0
-        width, start, size = len(self.columns), 0, _MAX_ROWS
+        width, start = len(self.columns), 0
         while n:
-            size >>= 1
-            if n >= size:
-                conn.execute(self.sql(size), params[start : start + size * width])
-                start += size * width
-                n -= size
+            size = 1 << (n.bit_length() - 1)  # the largest power of two <= n
+            conn.execute(self.sql(size), params[start : start + size * width])
+            start += size * width
+            n -= size
 
 
 @functools.cache
@@ -179,7 +180,7 @@ def _set(*columns: str) -> str:
     return "DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in columns)
 
 
-_MAX_ROWS = 1024  # a power of two; 5 tables x 11 shapes of cached statements
+_MAX_ROWS = 1024  # 5 tables x 11 statement shapes (1024, then powers of two), all cached
 UPSERT_EXECUTION = _Upsert(
     "workflow_execution",
     ("id", "ref", "status", "parent_id", "started_at", "ended_at", "header"),
@@ -464,11 +465,12 @@ class SQLiteStore(Store):
             self._inflight = batch
             self._requested = self._force = False
         error = self._commit(batch)
+        written = batch.rows() if error is None else 0  # outside the lock: save() waits on it
         with self._cond:
             self._inflight = None
             if error is None:
                 self._commits += 1
-                self._rows_written += batch.rows()
+                self._rows_written += written
                 if self._failure is not None:
                     log.warning("the store %s writes again (after %d failed commits)",
                                 self.path, self._failed_commits)

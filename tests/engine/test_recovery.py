@@ -25,21 +25,30 @@ async def until(engine: Engine, execution_id: str, check: Any, timeout: float = 
 
 async def test_restart_resumes_running_paused_and_pending_executions(workflow, packs_dir, tmp_path) -> None:
     log = tmp_path / "attempts.log"
-    slow = workflow("slowseq", f"""
+    slow = workflow(
+        "slowseq",
+        f"""
         tasks:
           - {{name: a, action: testpack.flaky, input: {{succeed_on: 1, log_file: "{log}"}}, on_success: b}}
           - {{name: b, action: testpack.wait, input: {{seconds: 30}}, on_success: c}}
           - {{name: c, action: core.echo, input: {{done: true}}}}
-    """)
-    paused = workflow("topause", """
+    """,
+    )
+    paused = workflow(
+        "topause",
+        """
         tasks:
           - {name: x, action: testpack.wait, input: {seconds: 0.01}, on_success: y}
           - {name: y, action: core.noop}
-    """)
-    asking = workflow("asking", """
+    """,
+    )
+    asking = workflow(
+        "asking",
+        """
         tasks:
           - {name: q, action: core.inquiry, input: {prompt: "ok?", schema: {type: boolean}}}
-    """)
+    """,
+    )
     data = tmp_path / "data"
     first = Engine(packs=[packs_dir], data_dir=data)
     await first.start()
@@ -78,11 +87,14 @@ async def test_restart_resumes_running_paused_and_pending_executions(workflow, p
 
 
 async def test_timers_keep_their_original_deadlines(workflow, packs_dir, tmp_path) -> None:
-    ref = workflow("deadline", """
+    ref = workflow(
+        "deadline",
+        """
         timeout: 1.0
         tasks:
           - {name: forever, action: testpack.wait, input: {seconds: 30}}
-    """)
+    """,
+    )
     data = tmp_path / "data"
     first = Engine(packs=[packs_dir], data_dir=data)
     await first.start()
@@ -108,7 +120,9 @@ async def test_timers_keep_their_original_deadlines(workflow, packs_dir, tmp_pat
 async def test_rerun_from_the_failed_task_keeps_completed_results(workflow, engine_factory, tmp_path) -> None:
     flag = tmp_path / "broken"
     flag.write_text("yes")
-    ref = workflow("rerunme", f"""
+    ref = workflow(
+        "rerunme",
+        f"""
         tasks:
           - {{name: first, action: core.echo, input: {{n: 1}}, on_success: risky}}
           - name: risky
@@ -117,7 +131,8 @@ async def test_rerun_from_the_failed_task_keeps_completed_results(workflow, engi
             on_success: last
           - {{name: last, action: core.echo, input: {{n: "{{{{ task.first.result.n + 1 }}}}"}}}}
         output_map: {{n: "{{{{ task.last.result.n }}}}"}}
-    """)
+    """,
+    )
     engine: Engine = await engine_factory()
     execution = await engine.execute(ref)
     failed = await engine.wait(execution.id, timeout=10)
@@ -130,14 +145,20 @@ async def test_rerun_from_the_failed_task_keeps_completed_results(workflow, engi
     assert final.status == "succeeded"
     assert final.output == {"n": 2}
     assert [(t.name, t.status) for t in final.tasks] == [
-        ("first", "succeeded"), ("risky", "failed"), ("risky", "succeeded"), ("last", "succeeded")]
+        ("first", "succeeded"),
+        ("risky", "failed"),
+        ("risky", "succeeded"),
+        ("last", "succeeded"),
+    ]
     with pytest.raises(ParameterError, match="succeeded"):
         await engine.rerun(execution.id)
 
 
 async def test_rerun_with_items_runs_only_failed_items(workflow, engine_factory, tmp_path: Path) -> None:
     log = tmp_path / "attempts.log"
-    ref = workflow("rerunitems", f"""
+    ref = workflow(
+        "rerunitems",
+        f"""
         parameters:
           limit: {{type: integer, default: 2}}
         tasks:
@@ -145,12 +166,18 @@ async def test_rerun_with_items_runs_only_failed_items(workflow, engine_factory,
             action: testpack.flaky
             with_items: "{{{{ range(4) | list }}}}"
             input: {{succeed_on: "{{{{ 1 if item < parameters.limit else 2 }}}}", log_file: "{log}"}}
-    """)
+    """,
+    )
     engine: Engine = await engine_factory()
     execution = await engine.execute(ref)
     failed = await engine.wait(execution.id, timeout=10)
     assert failed.status == "failed"
-    assert [it["status"] for it in failed.task("items").items] == ["succeeded", "succeeded", "failed", "failed"]
+    assert [it["status"] for it in failed.task("items").items] == [
+        "succeeded",
+        "succeeded",
+        "failed",
+        "failed",
+    ]
     before = len(log.read_text().splitlines())
     await engine.rerun(execution.id)
     final = await engine.wait(execution.id, timeout=10)

@@ -42,9 +42,12 @@ async def main(data_dir: str, result_file: str) -> None:
         results = {}
         for name, execution in known.items():
             final = await engine.wait(execution.id, timeout=60)
-            results[name] = {"status": final.status.value, "output": final.output,
-                             "tasks": sorted(t.name for t in final.tasks)}
-    Path(result_file).write_text(json.dumps(results, indent=2, sort_keys=True))
+            results[name] = {
+                "status": final.status.value,
+                "output": final.output,
+                "tasks": sorted(t.name for t in final.tasks),
+            }
+    Path(result_file).write_text(json.dumps(results, indent=2, sort_keys=True))  # noqa: ASYNC240
 
 
 if __name__ == "__main__":

@@ -242,6 +242,25 @@ async def test_saves_of_one_row_in_a_turn_coalesce(store: SQLiteStore, db: Path)
     assert snap.items[("r", 0)] == item("running", 999)
 
 
+@pytest.mark.parametrize("n", [1, 3, 1023, 1024, 1025, 2500])
+async def test_batches_of_any_size_are_written_whole(store: SQLiteStore, db: Path, n: int) -> None:
+    """Rows go in statements of up to 1024 rows, the rest in power-of-two pieces: none is lost."""
+    for i in range(n):
+        store.save(f"e{i}", header(f"e{i}", started_at=float(i)), [run(f"r{i}", i)], [])
+    store.save("many", header("many"), [], [("r", i, item("ok", i)) for i in range(n)])
+    await store.flush()
+    assert store.stats().commits == 1
+    assert count(db, "workflow_execution") == n + 1
+    assert count(db, "workflow_task_execution") == n
+    assert count(db, "workflow_task_item") == n
+    last = store.load(f"e{n - 1}")
+    assert last is not None
+    assert set(last.runs) == {f"r{n - 1}"}
+    many = store.load("many")
+    assert many is not None
+    assert many.items[("r", n - 1)] == item("ok", n - 1)
+
+
 async def test_one_commit_per_turn_and_columns_filled(store: SQLiteStore, db: Path) -> None:
     for i in range(50):
         store.save(f"e{i}", header(f"e{i}", parent_id="root", started_at=float(i)),
