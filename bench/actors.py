@@ -2,15 +2,16 @@
 
 One run measures, side by side:
 
-- tell throughput: N tells from a coroutine (a thread for ThreadingActor), until the last is handled;
+- tell throughput: N tells from a coroutine (a thread for ThreadingActor), in batches of 1,000 each
+  followed by a round trip, until the last is handled;
 - ask round trips: sequential `await ref.ask(msg, block=False)` (a blocking `ask` for ThreadingActor);
 - start rate and RSS per idle actor at each size (default 10,000 and 100,000 actors), each measured
   in a fresh subprocess so the figures are not polluted by earlier measurements;
 - for AsyncioActor, a few extra rows: `await proxy.method()`, tells from another thread, and the cost
   of pykka's ActorRegistry for short-lived actors while N idle actors are registered.
 
-Throughput figures are medians of `--repeat` runs; idle figures medians of `--idle-repeat`
-subprocesses. Ratios compare with the bare floor measured in the same run. Default run: about a
+Throughput figures are medians of `--repeat` interleaved runs; idle figures medians of `--idle-repeat`
+subprocesses. Ratios are medians of back-to-back pairs measured in the same run. Default run: about a
 minute on 2 cores.
 
     .venv/bin/python bench/actors.py             # the recorded run
@@ -132,13 +133,17 @@ def rate(n: int, seconds: float) -> float:
     return n / seconds if seconds > 0 else float("inf")
 
 
+BATCH = 1000  # tells between two round trips: a producer that keeps up, not an unbounded burst
+
+
 async def floor_tells(n: int) -> float:
     actor = BareActor()
     await actor.ask(None)
     start = time.perf_counter()
-    for i in range(n):
-        actor.tell(i)
-    await actor.ask(None)
+    for batch in range(0, n, BATCH):
+        for i in range(batch, min(n, batch + BATCH)):
+            actor.tell(i)
+        await actor.ask(None)
     elapsed = time.perf_counter() - start
     actor.stop()
     return rate(n, elapsed)
@@ -159,9 +164,10 @@ async def asyncio_tells(n: int) -> float:
     ref = Echo.start()
     await ref.ask(None, block=False)
     start = time.perf_counter()
-    for i in range(n):
-        ref.tell(i)
-    await ref.ask(None, block=False)
+    for batch in range(0, n, BATCH):
+        for i in range(batch, min(n, batch + BATCH)):
+            ref.tell(i)
+        await ref.ask(None, block=False)
     elapsed = time.perf_counter() - start
     await ref.stop(block=False)
     return rate(n, elapsed)
@@ -213,9 +219,10 @@ def threading_tells(n: int) -> float:
     ref = ThreadEcho.start()
     ref.ask(None)
     start = time.perf_counter()
-    for i in range(n):
-        ref.tell(i)
-    ref.ask(None)
+    for batch in range(0, n, BATCH):
+        for i in range(batch, min(n, batch + BATCH)):
+            ref.tell(i)
+        ref.ask(None)
     elapsed = time.perf_counter() - start
     ref.stop()
     return rate(n, elapsed)
@@ -247,29 +254,43 @@ def one_cpu() -> int | None:
     return min(os.sched_getaffinity(0))
 
 
-def median_of(repeat: int, measure: Callable[[], float]) -> float:
-    return statistics.median(measure() for _ in range(repeat))
-
-
 def throughput(args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    async def on_loop(fn: Callable[[int], Any], n: int) -> float:  # one loop for all repeats of a figure
-        results: list[float] = [await fn(n) for _ in range(args.repeat)]
-        return statistics.median(results)
-
-    out: dict[str, dict[str, float]] = {"tell": {}, "ask": {}}
-    out["tell"]["floor"] = asyncio.run(on_loop(floor_tells, args.tells))
-    out["tell"]["asyncio"] = asyncio.run(on_loop(asyncio_tells, args.tells))
-    out["tell"]["threading"] = median_of(args.repeat, lambda: threading_tells(args.thread_tells))
-    out["ask"]["floor"] = asyncio.run(on_loop(floor_asks, args.asks))
-    out["ask"]["asyncio"] = asyncio.run(on_loop(asyncio_asks, args.asks))
-    out["ask"]["threading"] = median_of(args.repeat, lambda: threading_asks(args.thread_asks))
+    """Run every throughput measurement once per repeat, interleaved, so that load from elsewhere
+    on the machine hits all of them alike; report medians of the rates and of the ratios of the
+    back-to-back pairs."""
+    loop = asyncio.new_event_loop()
     cpu = one_cpu()
+    measures: dict[tuple[str, str], Callable[[], float]] = {
+        ("tell", "floor"): lambda: loop.run_until_complete(floor_tells(args.tells)),
+        ("tell", "asyncio"): lambda: loop.run_until_complete(asyncio_tells(args.tells)),
+        ("tell", "threading"): lambda: threading_tells(args.thread_tells),
+        ("ask", "floor"): lambda: loop.run_until_complete(floor_asks(args.asks)),
+        ("ask", "asyncio"): lambda: loop.run_until_complete(asyncio_asks(args.asks)),
+        ("ask", "threading"): lambda: threading_asks(args.thread_asks),
+        ("proxy", "asyncio"): lambda: loop.run_until_complete(asyncio_proxy_calls(args.asks)),
+        ("thread_tell", "asyncio"): lambda: loop.run_until_complete(asyncio_thread_tells(args.tells)),
+    }
     if cpu is not None:
-        out["ask_one_cpu"] = {
-            "threading": median_of(args.repeat, lambda: threading_asks(args.thread_asks, cpu))
-        }
-    out["proxy"] = {"asyncio": asyncio.run(on_loop(asyncio_proxy_calls, args.asks))}
-    out["thread_tell"] = {"asyncio": asyncio.run(on_loop(asyncio_thread_tells, args.tells))}
+        measures["ask_one_cpu", "threading"] = lambda: threading_asks(args.thread_asks, cpu)
+    for measure in measures.values():  # warm-up round, not counted: heap growth, caches
+        measure()
+    runs: dict[tuple[str, str], list[float]] = {key: [] for key in measures}
+    for _ in range(args.repeat):
+        for key, measure in measures.items():
+            runs[key].append(measure())
+    loop.close()
+
+    out: dict[str, dict[str, float]] = {}
+    for (row, kind), rates in runs.items():
+        out.setdefault(row, {})[kind] = statistics.median(rates)
+    ours = {"tell": runs["tell", "asyncio"], "ask": runs["ask", "asyncio"]}
+    out["ratio"] = {}
+    for row, kind in (("tell", "floor"), ("tell", "threading"), ("ask", "floor"), ("ask", "threading")):
+        pairs = zip(ours[row], runs[row, kind], strict=True)
+        out["ratio"][f"{row}/{kind}"] = statistics.median(a / b for a, b in pairs)
+    if cpu is not None:
+        pairs = zip(ours["ask"], runs["ask_one_cpu", "threading"], strict=True)
+        out["ratio"]["ask/one_cpu"] = statistics.median(a / b for a, b in pairs)
     return out
 
 
@@ -372,21 +393,22 @@ def thread_limit() -> int | None:
 
 def idle(args: argparse.Namespace) -> dict[str, dict[int, dict[str, Any] | str]]:
     out: dict[str, dict[int, dict[str, Any] | str]] = {kind: {} for kind in KINDS}
+    runs: dict[tuple[str, int], list[dict[str, float]]] = {}
     limit = thread_limit()
-    for n in args.sizes:
-        for kind in KINDS:
-            if kind == "threading" and limit is not None and n > limit * 0.9:
-                out[kind][n] = f"not run: ~{limit} threads max (vm.max_map_count)"
-                continue
-            runs = []
-            for _ in range(args.idle_repeat):
+    for _ in range(args.idle_repeat):  # repeats outermost, so load from elsewhere hits all alike
+        for n in args.sizes:
+            for kind in KINDS:
+                if kind == "threading" and limit is not None and n > limit * 0.9:
+                    out[kind][n] = f"not run: ~{limit} threads max (vm.max_map_count)"
+                    continue
                 command = [sys.executable, __file__, "--child", kind, "--n", str(n)]
                 command += ["--churn", str(args.churn if kind == "asyncio" else 0)]
                 done = subprocess.run(command, capture_output=True, text=True, check=False)
                 if done.returncode != 0:
                     raise SystemExit(f"{kind} at {n}: {done.stderr.strip()[-2000:]}")
-                runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            out[kind][n] = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+                runs.setdefault((kind, n), []).append(json.loads(done.stdout.strip().splitlines()[-1]))
+    for (kind, n), results in runs.items():
+        out[kind][n] = {key: statistics.median(r[key] for r in results) for key in results[0]}
     return out
 
 
@@ -402,21 +424,29 @@ def report(args: argparse.Namespace, thr: dict[str, dict[str, float]], idl: dict
     rows: list[list[str]] = []
     header = ["", *(TITLES[k] for k in KINDS), "Asyncio / floor", "Asyncio / Threading"]
 
-    def add(label: str, values: Mapping[str, float | str], fmt: Callable[[float], str]) -> None:
+    def add(
+        label: str,
+        values: Mapping[str, float | str],
+        fmt: Callable[[float], str],
+        ratios: tuple[float, float] | None = None,
+    ) -> None:
         cells = [label]
         for kind in KINDS:
             value = values.get(kind)
             cells.append(fmt(value) if isinstance(value, float | int) else (value or "-"))
-        ours, floor, thread = values.get("asyncio"), values.get("floor"), values.get("threading")
-        cells.append(_ratio(ours, floor, ".2f"))
-        cells.append(_ratio(ours, thread, ".1f"))
+        if ratios is not None:  # medians of back-to-back pairs
+            cells += [f"{ratios[0]:.2f}x" if ratios[0] else "", f"{ratios[1]:.1f}x" if ratios[1] else ""]
+        else:
+            ours, floor, thread = values.get("asyncio"), values.get("floor"), values.get("threading")
+            cells += [_ratio(ours, floor, ".2f"), _ratio(ours, thread, ".1f")]
         rows.append(cells)
 
-    add("tell throughput", dict(thr["tell"]), fmt_rate)
-    add("ask round trips", dict(thr["ask"]), fmt_rate)
+    ratio = thr["ratio"]
+    add("tell throughput", thr["tell"], fmt_rate, (ratio["tell/floor"], ratio["tell/threading"]))
+    add("ask round trips", thr["ask"], fmt_rate, (ratio["ask/floor"], ratio["ask/threading"]))
     if "ask_one_cpu" in thr:
         one_cpu_ask = {"asyncio": thr["ask"]["asyncio"], **thr["ask_one_cpu"]}
-        add("ask round trips, ThreadingActor on one CPU", one_cpu_ask, fmt_rate)
+        add("ask round trips, ThreadingActor on one CPU", one_cpu_ask, fmt_rate, (0, ratio["ask/one_cpu"]))
     add("await proxy.method()", {"asyncio": thr["proxy"]["asyncio"]}, fmt_rate)
     add("tell from another thread", {"asyncio": thr["thread_tell"]["asyncio"]}, fmt_rate)
     for n in args.sizes:
@@ -445,9 +475,7 @@ def report(args: argparse.Namespace, thr: dict[str, dict[str, float]], idl: dict
         head = ["", "registered (default)", "use_actor_registry = False", "gain"]
         lines.append(_table(head, churn_rows, md))
 
-    tell_ratio = thr["tell"]["asyncio"] / thr["tell"]["floor"]
-    ask_ratio = thr["ask"]["asyncio"] / thr["ask"]["floor"]
-    vs_threads = thr["ask"]["asyncio"] / thr["ask"]["threading"]
+    tell_ratio, ask_ratio, vs_threads = ratio["tell/floor"], ratio["ask/floor"], ratio["ask/threading"]
     worst_rss = max(v["rss_per_actor"] for v in idl["asyncio"].values() if isinstance(v, dict))
     goals = [
         ("tell >= 0.6x floor", f"{tell_ratio:.2f}x", tell_ratio >= 0.6),
@@ -456,7 +484,7 @@ def report(args: argparse.Namespace, thr: dict[str, dict[str, float]], idl: dict
         ("ask >= 5x ThreadingActor", f"{vs_threads:.1f}x", vs_threads >= 5),
     ]
     if "ask_one_cpu" in thr:
-        vs_one_cpu = thr["ask"]["asyncio"] / thr["ask_one_cpu"]["threading"]
+        vs_one_cpu = ratio["ask/one_cpu"]
         goals.append(("(same, ThreadingActor on one CPU)", f"{vs_one_cpu:.1f}x", vs_one_cpu >= 5))
     lines.append("")
     lines.append("Goals:")

@@ -272,7 +272,7 @@ async def bench_items(engine: Any, args: argparse.Namespace) -> dict[str, Any]:
             except TimeoutError:
                 live = await engine.get(execution.id)
                 items = live.tasks[0].items or [] if live.tasks else []
-                done = sum(1 for it in items if it.status == "succeeded")
+                done = sum(1 for it in items if it["status"] == "succeeded")
                 timed_out = {"after_s": time.perf_counter() - start, "items_done": done}
                 await engine.cancel(execution.id)
                 await engine.wait(execution.id, timeout=120)
@@ -449,6 +449,8 @@ def judge(results: dict[str, Any]) -> dict[str, Any]:
     for key, (title, op, limit) in GOALS.items():
         value, at_least = values[key]
         ok = None if value is None else (value <= limit if op == "<=" else value >= limit)
+        if at_least and ok:
+            ok = None  # only a lower bound, still under the limit: inconclusive
         out[key] = {
             "goal": title,
             "op": op,
@@ -475,7 +477,9 @@ def fmt_n(n: int) -> str:
 
 
 def verdict(goal: dict[str, Any]) -> str:
-    return {True: "PASS", False: "MISS", None: "n/a"}[goal["pass"]]
+    if goal["pass"] is None:
+        return "n/a"
+    return "PASS" if goal["pass"] else "MISS"
 
 
 def rows_for(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> list[list[str]]:
@@ -541,7 +545,7 @@ def rows_for(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> li
             e = r["items"][str(n)]
             if e.get("timeout"):
                 t = e["timeout"]
-                return f"> {t['after_s']:.0f} s (timed out, {t['items_done']:,} done)"
+                return f"> {fmt_s(t['after_s'])} (timed out, {t['items_done']:,} done)"
             return f"{fmt_s(e['seconds'])} ({e['us_per_item']:.0f} µs/item)"
 
         row(f"(3) with_items {n:,}, batch {args.batch_size:,}: time", "", items_cell)

@@ -402,6 +402,8 @@ class Conductor:
         the records and is never dispatched again. Nested workflows are resumed (or started, if
         the child had not saved anything yet) and pending inquiries are opened again.
         """
+        if self.started_at is None:
+            return self.start(now)  # accepted, then stopped before its first step: start it now
         self._step(now)
         for key, at in self.timers.items():
             self._out.append(SetTimer(key, at))

@@ -205,3 +205,4 @@ class PackSpec:
     actions: dict[str, ActionSpec] = field(default_factory=dict)  # by full ref
     rules: tuple[dict[str, Any], ...] = ()  # parsed and kept for the rules engine to come
     sensors: tuple[dict[str, Any], ...] = ()
+    location: Location | None = None  # where its ref was written (pack.yaml)

@@ -124,7 +124,7 @@ def load_packs(
             problems.append(
                 AttuneError(
                     f"duplicate pack '{pack.ref}' (also at {seen[pack.ref]})",
-                    location=Location(str(d / "pack.yaml")),
+                    location=pack.location or Location(str(d / "pack.yaml"), 1, 1),
                 )
             )
             continue
@@ -138,7 +138,7 @@ def _read(path: Path, problems: list[AttuneError]) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        problems.append(AttuneError(f"cannot read: {exc}", location=Location(str(path))))
+        problems.append(AttuneError(f"cannot read: {exc}", location=Location(str(path), 1, 1)))
         return None
     value, found = load_yaml(text, str(path))
     problems.extend(found)
@@ -152,7 +152,9 @@ def load_pack(path: Path) -> tuple[PackSpec | None, list[AttuneError]]:
     meta = _read(meta_file, problems)
     if not isinstance(meta, dict):
         if not problems:
-            problems.append(AttuneError("pack.yaml must be a mapping", location=Location(str(meta_file))))
+            problems.append(
+                AttuneError("pack.yaml must be a mapping", location=Location(str(meta_file), 1, 1))
+            )
         return None, problems
     top = Location(str(meta_file), 1, 1)
     for key in meta:
@@ -215,6 +217,7 @@ def load_pack(path: Path) -> tuple[PackSpec | None, list[AttuneError]]:
     return PackSpec(
         ref=ref,
         path=str(path),
+        location=_at(meta, "ref", top),
         label=str(meta.get("label") or ""),
         description=str(meta.get("description") or ""),
         version=str(meta.get("version") or ""),
@@ -362,7 +365,7 @@ def load_workflow_file(file: Path, pack: str, problems: list[AttuneError]) -> Wo
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        problems.append(AttuneError(f"cannot read: {exc}", location=Location(str(file))))
+        problems.append(AttuneError(f"cannot read: {exc}", location=Location(str(file), 1, 1)))
         return None
     return load_workflow_text(
         text, pack=pack, file=str(file), default_ref=f"{pack}.{file.stem}", problems=problems

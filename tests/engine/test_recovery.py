@@ -186,3 +186,30 @@ async def test_rerun_with_items_runs_only_failed_items(workflow, engine_factory,
     assert sorted(e["item"] for e in after) == [2, 3]
     latest = final.tasks[-1]
     assert [it["status"] for it in latest.items] == ["succeeded", "succeeded", "failed", "failed"]
+
+
+async def test_an_execution_accepted_but_never_started_starts_after_a_restart(workflow, packs_dir,
+                                                                              tmp_path) -> None:
+    from attune_actors.engine.runtime import Runtime
+
+    ref = workflow("neverstarted", """
+        tasks:
+          - {name: only, action: core.echo, input: {ok: true}}
+    """)
+    data = tmp_path / "data"
+    first = Engine(packs=[packs_dir], data_dir=data)
+    await first.start()
+    # What execute() makes durable before it returns, with the process gone before the first step.
+    rt: Runtime = first._runtime()
+    conductor = rt.new_conductor(first.catalog.action(ref), {})
+    rt.save_step(conductor, [], [])
+    await rt.store.flush()
+    await first.close()
+    second = Engine(packs=[packs_dir], data_dir=data)
+    await second.start()
+    try:
+        final = await second.wait(conductor.id, timeout=10)
+    finally:
+        await second.close()
+    assert final.status == "succeeded"
+    assert final.task("only").result == {"ok": True}
