@@ -714,7 +714,8 @@ class Conductor:
         target.result = result
         target.error = error
         self._current = target
-        if retry and status in (FAILED, TIMEOUT) and self._should_retry(run, target):
+        # A vanished worker (`abandoned`) is retried like a failure; with no retry left it stays abandoned.
+        if retry and status in (FAILED, TIMEOUT, ABANDONED) and self._should_retry(run, target):
             task = self._task_spec(run.task)
             policy = task.retry or RetryPolicy(count=_COMMAND_RETRY_COUNT)
             delay = policy.delay_before(target.attempts)

@@ -1,0 +1,1 @@
+"""The distributed runtime on NATS: connection, subjects, transport, worker, store, control service."""

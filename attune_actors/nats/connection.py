@@ -1,0 +1,72 @@
+"""Connecting to NATS with the configured credentials, for engines, workers and clients alike.
+
+Credentials come from `Settings.nats` (file or `ATTUNE_NATS__*` environment): user/password, token,
+an nkey seed, or a creds file (JWT + nkey). Connections reconnect forever: a NATS server restart
+is an outage to wait out, not an error to die of.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+
+from attune_actors.config import NatsSettings
+from attune_actors.errors import ConfigError, TransportError
+
+log = logging.getLogger("attune_actors.nats")
+
+
+def connect_options(settings: NatsSettings, *, name: str) -> dict[str, Any]:
+    """The keyword arguments for `nats.connect` that `settings` ask for."""
+    options: dict[str, Any] = {
+        "servers": [u.strip() for u in settings.url.split(",") if u.strip()],
+        "name": name,
+        "connect_timeout": settings.connect_timeout,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.5,
+        "allow_reconnect": True,
+    }
+    given = [k for k in ("token", "nkey_seed", "creds_file") if getattr(settings, k)]
+    if settings.user or settings.password:
+        given.append("user/password")
+    if len(given) > 1:
+        raise ConfigError(f"nats: use one way to authenticate, not {' and '.join(given)}")
+    if settings.user or settings.password:
+        if not (settings.user and settings.password):
+            raise ConfigError("nats: user and password go together")
+        options["user"], options["password"] = settings.user, settings.password
+    if settings.token:
+        options["token"] = settings.token
+    if settings.nkey_seed:
+        options["nkeys_seed_str"] = settings.nkey_seed
+    if settings.creds_file:
+        options["user_credentials"] = settings.creds_file
+    return options
+
+
+async def connect(settings: NatsSettings, *, name: str) -> Client:
+    """A connected client; TransportError (one line) when the server cannot be reached or refuses."""
+
+    async def error_cb(exc: Exception) -> None:
+        log.warning("nats (%s): %s", name, exc)
+
+    async def disconnected_cb() -> None:
+        log.warning("nats (%s): disconnected from %s", name, settings.url)
+
+    async def reconnected_cb() -> None:
+        log.info("nats (%s): reconnected", name)
+
+    try:
+        return await nats.connect(
+            **connect_options(settings, name=name),
+            error_cb=error_cb,
+            disconnected_cb=disconnected_cb,
+            reconnected_cb=reconnected_cb,
+        )
+    except ConfigError:
+        raise
+    except Exception as exc:  # nats-py raises many unrelated types for "cannot connect"
+        raise TransportError(f"cannot connect to NATS at {settings.url}: {exc or type(exc).__name__}") from None

@@ -1,0 +1,71 @@
+"""Every NATS subject, stream and bucket name the runtime uses, derived from one prefix.
+
+Keeping them in one place is what lets operators write subject permissions (docs/operations.md)
+and lets several deployments share a server under different prefixes (`nats.subject_prefix`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def _token(text: str) -> str:
+    """A subject token: NATS forbids '.', '*', '>' and whitespace inside one."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text) or "_"
+
+
+@dataclass(frozen=True)
+class Subjects:
+    """Names under `prefix` (default `attune`)."""
+
+    prefix: str = "attune"
+
+    # -- action runs: engines -> workers (JetStream work queue), outcomes back to the engine
+    @property
+    def runs_stream(self) -> str:
+        return f"{_token(self.prefix).upper()}_RUNS"
+
+    @property
+    def runs_all(self) -> str:
+        return f"{self.prefix}.runs.>"
+
+    def runs(self, pack: str, runner: str) -> str:
+        """Where attempts of actions of `pack` with `runner` are queued (workers may specialise)."""
+        return f"{self.prefix}.runs.{_token(pack)}.{_token(runner)}"
+
+    def results(self, engine_id: str) -> str:
+        """Outcomes and progress of the attempts one engine dispatched."""
+        return f"{self.prefix}.results.{_token(engine_id)}"
+
+    def cancel(self, worker_id: str) -> str:
+        """Stop requests for attempts running on one worker."""
+        return f"{self.prefix}.cancel.{_token(worker_id)}"
+
+    @property
+    def heartbeats(self) -> str:
+        return f"{self.prefix}.workers.heartbeat"
+
+    # -- control service and events
+    def api(self, operation: str) -> str:
+        """e.g. api("executions.create") -> attune.api.executions.create"""
+        return f"{self.prefix}.api.{operation}"
+
+    def events(self, execution_id: str) -> str:
+        return f"{self.prefix}.events.executions.{_token(execution_id)}"
+
+    @property
+    def events_all(self) -> str:
+        return f"{self.prefix}.events.>"
+
+    @property
+    def dead_letters(self) -> str:
+        return f"{self.prefix}.deadletter"
+
+    # -- JetStream storage of the `nats` store
+    @property
+    def snapshot_bucket(self) -> str:
+        return f"{_token(self.prefix)}_snapshots"
+
+    @property
+    def lease_bucket(self) -> str:
+        return f"{_token(self.prefix)}_lease"
