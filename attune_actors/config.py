@@ -257,3 +257,5 @@ def configure_logging(settings: Settings) -> None:
     if not isinstance(level, int):
         raise ConfigError(f"logging.level {settings.logging.level!r} is not a logging level")
     logging.basicConfig(level=level, format=settings.logging.format)
+    # basicConfig does nothing when the root logger already has handlers; the level still applies.
+    logging.getLogger().setLevel(level)

@@ -148,6 +148,16 @@ def test_validate_one_file_reports_only_that_file(packs: Path, tmp_path: Path) -
     ]
 
 
+def test_validate_a_folder_inside_a_pack(packs: Path, tmp_path: Path) -> None:
+    write(packs / "t" / "workflows" / "bad.yaml", "tasks: [{name: a, action: core.nope}]\n")
+    write(packs / "t" / "actions" / "bad.yaml", "runner_type: nope\n")  # not in the folder named
+    proc = cli("validate", "packs/t/workflows", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "packs/t/workflows/bad.yaml:1:19: task 'a': unknown action 'core.nope' (did you mean 'core.noop'?)"
+    ]
+
+
 def test_validate_a_workflow_file_outside_any_pack(tmp_path: Path) -> None:
     write(tmp_path / "flow.yaml", "tasks:\n  - name: a\n    action: core.echo\n    on_success: b\n")
     proc = cli("validate", "flow.yaml", cwd=tmp_path)

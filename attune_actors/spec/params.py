@@ -205,6 +205,8 @@ def coerce_cli_value(name: str, spec: ParamSpec | None, text: str) -> Any:
             number = float(text)
         except ValueError:
             raise ParameterError(f"parameter '{name}' must be a number, got {text!r}") from None
+        if not math.isfinite(number):  # nan and inf are no JSON numbers
+            raise ParameterError(f"parameter '{name}' must be a finite number, got {text!r}")
         return int(text) if _is_int_text(text) else number
     if type_name == "boolean":
         lowered = text.strip().lower()

@@ -307,7 +307,8 @@ def validate_paths(paths: Iterable[str | Path], renderer: Renderer | None = None
                     continue
             loose.append((path, pack))
         elif path.is_dir():
-            roots.append(path)
+            holder = None if _holds_packs(path) else _pack_of(path)
+            roots.append(holder or path)  # a folder inside a pack (`workflows/`): check its pack
             folders.append(path.resolve())
         else:
             problems.append(AttuneError("no such file or folder", location=Location(str(path), 1, 1)))
@@ -320,8 +321,15 @@ def validate_paths(paths: Iterable[str | Path], renderer: Renderer | None = None
     return sorted(problems, key=_position)
 
 
+def _holds_packs(folder: Path) -> bool:
+    """Whether a folder is a pack or a folder of packs."""
+    if (folder / "pack.yaml").is_file():
+        return True
+    return any((sub / "pack.yaml").is_file() for sub in folder.iterdir())
+
+
 def _pack_of(file: Path) -> Path | None:
-    """The pack folder a file is in (the nearest folder above it holding pack.yaml)."""
+    """The pack folder a file (or folder) is in: the nearest folder above it holding pack.yaml."""
     for parents in (file.parents, file.resolve().parents):
         for folder in parents:
             if (folder / "pack.yaml").is_file():

@@ -1,0 +1,167 @@
+"""The conductor alone: events in, commands out, no actors, transports or clocks (time is an argument)."""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any
+
+import pytest
+
+from attune_actors.engine.commands import Dispatch, Finished, SetTimer, StopRun
+from attune_actors.engine.conductor import Conductor
+from attune_actors.engine.graph import TaskGraph
+from attune_actors.spec.packs import load_packs, load_workflow_text
+from attune_actors.templates import Renderer
+
+CATALOG, _ = load_packs([])
+
+
+def conductor(yaml_text: str, parameters: dict[str, Any] | None = None) -> Conductor:
+    problems: list[Any] = []
+    spec = load_workflow_text(
+        textwrap.dedent(yaml_text), pack="t", file="t.yaml", default_ref="t.wf", problems=problems
+    )
+    assert spec is not None
+    assert not problems, problems
+    return Conductor(
+        execution_id="e1",
+        spec=spec,
+        graph=TaskGraph.build(spec),
+        actions=CATALOG.action,
+        renderer=Renderer(),
+        parameters=parameters or {},
+        pack_config={},
+        system={"execution_id": "e1"},
+    )
+
+
+def dispatches(cmds: list[Any]) -> list[tuple[str, str, int | None, int]]:
+    return [(c.run_id, c.task, c.item, c.attempt) for c in cmds if isinstance(c, Dispatch)]
+
+
+def timers(cmds: list[Any]) -> list[tuple[tuple[Any, ...], float]]:
+    return [(c.key, c.at) for c in cmds if isinstance(c, SetTimer)]
+
+
+def test_start_dispatches_start_tasks_and_arms_the_workflow_timeout() -> None:
+    c = conductor("""
+        timeout: 30
+        tasks:
+          - {name: a, action: core.noop, on_success: c}
+          - {name: b, action: core.noop}
+          - {name: c, action: core.noop}
+    """)
+    cmds = c.start(now=100.0)
+    assert dispatches(cmds) == [("e1.1", "a", None, 1), ("e1.2", "b", None, 1)]
+    assert timers(cmds) == [(("timeout",), 130.0)]
+    assert c.status == "running"
+
+
+def test_a_result_schedules_the_next_task_and_the_last_finishes() -> None:
+    c = conductor("""
+        tasks:
+          - {name: a, action: core.echo, input: {x: 1}, on_success: b}
+          - {name: b, action: core.echo, input: {y: "{{ task.a.result.x + 1 }}"}}
+    """)
+    c.start(now=1.0)
+    cmds = c.on_attempt_ended("e1.1", None, 1, "succeeded", {"x": 1}, None, now=2.0)
+    [d] = [x for x in cmds if isinstance(x, Dispatch)]
+    assert (d.task, d.input) == ("b", {"y": 2})
+    cmds = c.on_attempt_ended("e1.2", None, 1, "succeeded", {"y": 2}, None, now=3.0)
+    assert [x for x in cmds if isinstance(x, Finished)] == [Finished("succeeded")]
+    assert c.ended_at == 3.0
+
+
+def test_stale_and_duplicate_outcomes_are_ignored() -> None:
+    c = conductor("""
+        tasks:
+          - {name: a, action: core.noop, on_success: b}
+          - {name: b, action: core.noop}
+    """)
+    c.start(now=1.0)
+    assert dispatches(c.on_attempt_ended("e1.1", None, 1, "succeeded", None, None, now=2.0))
+    assert c.on_attempt_ended("e1.1", None, 1, "succeeded", None, None, now=2.1) == []
+    assert c.on_attempt_ended("e1.1", None, 7, "failed", None, "x", now=2.2) == []
+    assert c.on_attempt_ended("nope", None, 1, "failed", None, "x", now=2.3) == []
+
+
+@pytest.mark.parametrize(
+    ("backoff", "expected"),
+    [
+        ("constant", [2.0, 2.0, 2.0, 2.0]),
+        ("linear", [2.0, 4.0, 5.0, 5.0]),
+        ("exponential", [2.0, 4.0, 5.0, 5.0]),
+    ],
+)
+def test_retry_backoff_deadlines(backoff: str, expected: list[float]) -> None:
+    c = conductor(f"""
+        tasks:
+          - name: a
+            action: core.noop
+            retry: {{count: 4, delay: 2, backoff: {backoff}, max_delay: 5}}
+    """)
+    c.start(now=0.0)
+    now = 10.0
+    delays = []
+    for attempt in range(1, 5):
+        cmds = c.on_attempt_ended("e1.1", None, attempt, "failed", None, "boom", now=now)
+        [(key, at)] = timers(cmds)
+        assert key == ("retry", "e1.1", None)
+        delays.append(at - now)
+        cmds = c.on_timer(key, now=at)
+        assert dispatches(cmds) == [("e1.1", "a", None, attempt + 1)]
+        now = at + 1
+    assert delays == expected
+    cmds = c.on_attempt_ended("e1.1", None, 5, "failed", None, "boom", now=now)
+    assert [x for x in cmds if isinstance(x, Finished)] == [Finished("failed")]
+    assert c.runs["e1.1"].attempts == 5
+
+
+def test_with_items_keeps_batch_size_in_flight() -> None:
+    c = conductor("""
+        tasks:
+          - {name: m, action: core.echo, with_items: [a, b, c, d, e], batch_size: 2, input: {v: "{{ item }}"}}
+    """)
+    cmds = c.start(now=0.0)
+    assert dispatches(cmds) == [("e1.1", "m", 0, 1), ("e1.1", "m", 1, 1)]
+    cmds = c.on_attempt_ended("e1.1", 1, 1, "succeeded", "B", None, now=1.0)
+    assert dispatches(cmds) == [("e1.1", "m", 2, 1)]
+    for idx, now in ((0, 2.0), (2, 3.0), (3, 4.0)):
+        c.on_attempt_ended("e1.1", idx, 1, "succeeded", idx, None, now=now)
+    cmds = c.on_attempt_ended("e1.1", 4, 1, "succeeded", "E", None, now=5.0)
+    assert [x for x in cmds if isinstance(x, Finished)] == [Finished("succeeded")]
+    assert c.runs["e1.1"].result == [0, "B", 2, 3, "E"]
+
+
+def test_cancel_running_stops_in_flight_attempts_and_finishes_canceled() -> None:
+    c = conductor("""
+        cancellation_policy: cancel_running
+        tasks:
+          - {name: a, action: core.noop}
+    """)
+    c.start(now=0.0)
+    cmds = c.cancel(now=1.0)
+    assert [x for x in cmds if isinstance(x, StopRun)] == [StopRun("e1.1", None, 1)]
+    assert c.status == "canceled"
+    assert c.runs["e1.1"].status == "canceled"
+
+
+def test_restore_and_recovery_redispatch_the_same_attempt_with_its_deadline() -> None:
+    yaml_text = """
+        tasks:
+          - {name: a, action: core.noop, timeout: 60, on_success: b}
+          - {name: b, action: core.noop}
+    """
+    first = conductor(yaml_text)
+    first.start(now=0.0)
+    runs, items = first.take_dirty()
+    header = first.header()
+    second = conductor(yaml_text)
+    second.restore(header, [r.to_record() for r in runs], [(r, i, it.to_record()) for r, i, it in items])
+    cmds = second.recovery_commands(now=30.0)
+    [d] = [x for x in cmds if isinstance(x, Dispatch)]
+    assert (d.run_id, d.attempt, d.deadline) == ("e1.1", 1, 60.0)
+    # Its outcome then carries the workflow on as if nothing happened.
+    assert dispatches(second.on_attempt_ended("e1.1", None, 1, "succeeded", None, None, now=31.0)) == [
+        ("e1.2", "b", None, 1)
+    ]
