@@ -23,7 +23,8 @@ from attune_actors import Engine
 from attune_actors.config import load_settings
 
 CHAIN = "tasks:\n" + "".join(
-    f"  - name: t{i}\n    action: core.noop\n" + (f"    on_success: t{i + 1}\n" if i < 9 else "") for i in range(10)
+    f"  - name: t{i}\n    action: core.noop\n" + (f"    on_success: t{i + 1}\n" if i < 9 else "")
+    for i in range(10)
 )
 PARK = "tasks:\n  - {name: park, action: core.sleep, input: {seconds: 3600}}\n"
 
@@ -61,7 +62,7 @@ async def resume_time(packs: Path, data: Path, n: int) -> tuple[float, float]:
     await second.start()
     start_done = time.perf_counter() - started
     transport = second._runtime().transport
-    while len(getattr(transport, "_running", ())) < n:
+    while len(getattr(transport, "_running", ())) < n:  # noqa: ASYNC110 - measuring, not syncing
         await asyncio.sleep(0.01)
     total = time.perf_counter() - started
     for x in await second.list():
