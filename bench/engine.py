@@ -53,6 +53,11 @@ import _common as common
 
 SCENARIOS = ("chain", "concurrent", "items", "park")
 KIB = 1024
+CLOCKS = {
+    "cpu": "CPU time of the benchmark process (time.process_time), so other load on the machine does "
+    "not count; the last row compares it with wall time",
+    "wall": "wall time (time.perf_counter)",
+}
 JINJA_MAX_RANGE = 100_000  # jinja2.sandbox refuses range() longer than this
 
 GOALS = {
@@ -182,13 +187,67 @@ def store_label(spec: str, results: dict[str, dict[str, Any]] | None = None) -> 
 # -- scenarios (run in a child) ----------------------------------------------------------------------
 
 
+_gc_spent = [0.0, 0.0]  # seconds spent in the garbage collector; start of the current collection
+
+
+def _gc_callback(phase: str, info: dict[str, Any]) -> None:
+    if phase == "start":
+        _gc_spent[1] = time.perf_counter()
+    else:
+        _gc_spent[0] += time.perf_counter() - _gc_spent[1]
+
+
+class Stopwatch:
+    """Wall time (perf_counter), this process's CPU time (process_time) and time spent in the
+    garbage collector, since creation."""
+
+    __slots__ = ("cpu0", "gc0", "wall0")
+
+    def __init__(self) -> None:
+        self.wall0, self.cpu0, self.gc0 = time.perf_counter(), time.process_time(), _gc_spent[0]
+
+    def read(self) -> tuple[float, float]:
+        return time.perf_counter() - self.wall0, time.process_time() - self.cpu0
+
+    def gc(self) -> float:
+        return _gc_spent[0] - self.gc0
+
+
+class Rounds:
+    """The (wall, cpu) durations of the rounds of one figure; `seconds` is the median on `clock`."""
+
+    def __init__(self, clock: str) -> None:
+        self.clock = clock
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+        self.gc: list[float] = []
+
+    def add(self, watch: Stopwatch) -> None:
+        wall, cpu = watch.read()
+        self.wall.append(wall)
+        self.cpu.append(cpu)
+        self.gc.append(watch.gc() / wall)
+
+    def summary(self) -> dict[str, Any]:
+        wall, cpu = common.median(self.wall), common.median(self.cpu)
+        return {
+            "seconds": cpu if self.clock == "cpu" else wall,
+            "clock": self.clock,
+            "wall_s": wall,
+            "cpu_s": cpu,
+            "wall_runs": self.wall,
+            "cpu_runs": self.cpu,
+            "gc_share": common.median(self.gc),
+        }
+
+
 async def run_one(
     engine: Any, ref: str, params: dict[str, Any], timeout: float | None = None
-) -> tuple[float, Any]:
-    start = time.perf_counter()
+) -> tuple[Stopwatch, Any]:
+    watch = Stopwatch()
     execution = await engine.execute(ref, params)
     final = await engine.wait(execution.id, timeout=timeout)
-    return time.perf_counter() - start, final
+    return watch, final
 
 
 def check(final: Any, what: str, tasks: int | None = None) -> None:
@@ -201,55 +260,56 @@ def check(final: Any, what: str, tasks: int | None = None) -> None:
 async def bench_chain(engine: Any, args: argparse.Namespace) -> dict[str, Any]:
     for n in args.chain_sizes:  # warm-up: template cache, graph, code paths
         check((await run_one(engine, f"bench.chain_{n}", {}))[1], f"chain {n}", n)
-    times: dict[int, list[float]] = {n: [] for n in args.chain_sizes}
+    rounds = {n: Rounds(args.clock) for n in args.chain_sizes}
     for _ in range(args.chain_rounds):
         for n in args.chain_sizes:  # interleaved, so drift affects both sizes alike
             gc.collect()
-            elapsed, final = await run_one(engine, f"bench.chain_{n}", {})
+            watch, final = await run_one(engine, f"bench.chain_{n}", {})
+            rounds[n].add(watch)
             check(final, f"chain {n}", n)
-            times[n].append(elapsed)
     out: dict[str, Any] = {}
-    for n, ts in times.items():
-        med = common.median(ts)
-        out[str(n)] = {
-            "tasks": n,
-            "seconds": med,
-            "runs": ts,
-            "us_per_task": med / n * 1e6,
-            "transitions_per_s": n / med,
-        }
+    for n, r in rounds.items():
+        entry = r.summary()
+        med = entry["seconds"]
+        entry.update(tasks=n, us_per_task=med / n * 1e6, transitions_per_s=n / med)
+        out[str(n)] = entry
     small, big = args.chain_sizes
     out["ratio"] = out[str(big)]["seconds"] / out[str(small)]["seconds"]
     out["sizes"] = [small, big]
+    out["wall_over_cpu"] = out[str(big)]["wall_s"] / out[str(big)]["cpu_s"]
+    out["gc_share"] = out[str(big)]["gc_share"]
     return out
 
 
 async def bench_concurrent(engine: Any, args: argparse.Namespace) -> dict[str, Any]:
     ref, width, tasks = f"bench.chain_{args.wf_tasks}", args.workflows, args.wf_tasks
 
-    async def one_round(count: int) -> float:
+    async def one_round(count: int, rounds: Rounds | None) -> None:
         gc.collect()
-        start = time.perf_counter()
+        watch = Stopwatch()
         ids = [(await engine.execute(ref, {})).id for _ in range(count)]
         finals = await asyncio.gather(*(engine.wait(i) for i in ids))
-        elapsed = time.perf_counter() - start
+        if rounds is not None:
+            rounds.add(watch)
         for final in finals:
             check(final, "concurrent workflow", tasks)
-        return elapsed
 
-    await one_round(max(1, width // 10))  # warm-up
-    times = [await one_round(width) for _ in range(args.rounds)]
-    med = common.median(times)
+    await one_round(max(1, width // 10), None)  # warm-up
+    rounds = Rounds(args.clock)
+    for _ in range(args.rounds):
+        await one_round(width, rounds)
+    out = rounds.summary()
+    med = out["seconds"]
     transitions = width * tasks
-    return {
-        "workflows": width,
-        "tasks_per_workflow": tasks,
-        "transitions": transitions,
-        "seconds": med,
-        "runs": times,
-        "transitions_per_s": transitions / med,
-        "us_per_transition": med / transitions * 1e6,
-    }
+    out.update(
+        workflows=width,
+        tasks_per_workflow=tasks,
+        transitions=transitions,
+        transitions_per_s=transitions / med,
+        us_per_transition=med / transitions * 1e6,
+        wall_over_cpu=out["wall_s"] / out["cpu_s"],
+    )
+    return out
 
 
 async def bench_items(engine: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -260,12 +320,12 @@ async def bench_items(engine: Any, args: argparse.Namespace) -> dict[str, Any]:
     warm = max(1, min(small // 10, 1000))
     check((await run_one(engine, "bench.items", params(warm)))[1], "items warm-up")
     out: dict[str, Any] = {"sizes": [small, big], "batch_size": args.batch_size, "source": args.items_source}
-    for n, rounds in ((small, args.items_rounds), (big, args.big_items_rounds)):
-        times: list[float] = []
+    for n, count in ((small, args.items_rounds), (big, args.big_items_rounds)):
+        rounds = Rounds(args.clock)
         timed_out: dict[str, Any] | None = None
-        for _ in range(rounds):
+        for _ in range(count):
             gc.collect()
-            start = time.perf_counter()
+            watch = Stopwatch()
             execution = await engine.execute("bench.items", params(n))
             try:
                 final = await engine.wait(execution.id, timeout=args.items_timeout)
@@ -273,25 +333,27 @@ async def bench_items(engine: Any, args: argparse.Namespace) -> dict[str, Any]:
                 live = await engine.get(execution.id)
                 items = live.tasks[0].items or [] if live.tasks else []
                 done = sum(1 for it in items if it["status"] == "succeeded")
-                timed_out = {"after_s": time.perf_counter() - start, "items_done": done}
+                timed_out = {"after_s": watch.read()[0], "items_done": done}
                 await engine.cancel(execution.id)
                 await engine.wait(execution.id, timeout=120)
                 break
-            times.append(time.perf_counter() - start)
+            rounds.add(watch)
             check(final, f"with_items {n}", 1)
-        entry: dict[str, Any] = {"items": n, "runs": times}
+        entry: dict[str, Any] = {"items": n}
         if timed_out is not None:
-            entry["timeout"] = timed_out
-            entry["seconds"] = None
+            entry.update(timeout=timed_out, seconds=None, wall_runs=rounds.wall, cpu_runs=rounds.cpu)
         else:
-            med = common.median(times)
-            entry.update(seconds=med, us_per_item=med / n * 1e6, items_per_s=n / med)
+            entry.update(rounds.summary())
+            med = entry["seconds"]
+            entry.update(us_per_item=med / n * 1e6, items_per_s=n / med)
         out[str(n)] = entry
     s, b = out[str(small)], out[str(big)]
     if s["seconds"] and b["seconds"]:
         out["ratio"] = b["seconds"] / s["seconds"]
+        out["wall_over_cpu"] = b["wall_s"] / b["cpu_s"]
+        out["gc_share"] = b["gc_share"]
     elif s["seconds"] and "timeout" in b:
-        out["ratio_at_least"] = b["timeout"]["after_s"] / s["seconds"]
+        out["ratio_at_least"] = b["timeout"]["after_s"] / s["wall_s"]
     return out
 
 
@@ -303,9 +365,9 @@ async def bench_park(engine: Any, args: argparse.Namespace) -> dict[str, Any]:
     await asyncio.sleep(0.1)
     gc.collect()
     objects0, rss0 = len(gc.get_objects()), common.rss_bytes()
-    start = time.perf_counter()
+    watch = Stopwatch()
     ids = [(await engine.execute("bench.park", {"seconds": 3600})).id for _ in range(n)]
-    launched = time.perf_counter() - start
+    launched = watch.read()
 
     async def parked(execution_id: str) -> bool:
         live = await engine.get(execution_id)
@@ -317,7 +379,8 @@ async def bench_park(engine: Any, args: argparse.Namespace) -> dict[str, Any]:
         if time.monotonic() > deadline:
             raise SystemExit("park: executions did not all reach their sleep within 120 s")
         await asyncio.sleep(0.01)
-    parked_after = time.perf_counter() - start
+    parked_wall, parked_cpu = watch.read()
+    parked_after = parked_cpu if args.clock == "cpu" else parked_wall
     await asyncio.sleep(0.2)  # let every sleep coroutine reach its await
     gc.collect()
     objects1, rss1 = len(gc.get_objects()), common.rss_bytes()
@@ -327,7 +390,10 @@ async def bench_park(engine: Any, args: argparse.Namespace) -> dict[str, Any]:
         "rss_after": rss1,
         "rss_per_execution": (rss1 - rss0) / n,
         "gc_objects_per_execution": (objects1 - objects0) / n,
-        "launch_s": launched,
+        "launch_wall_s": launched[0],
+        "launch_cpu_s": launched[1],
+        "parked_wall_s": parked_wall,
+        "parked_cpu_s": parked_cpu,
         "parked_s": parked_after,
         "executions_per_s": n / parked_after,
     }
@@ -341,6 +407,7 @@ def child_main(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="attune-bench-"))
     packs = write_pack(tmp / "packs", workflows_for(args.child, args))
     profiler = cProfile.Profile() if args.profile else None
+    gc.callbacks.append(_gc_callback)
 
     async def main() -> dict[str, Any]:
         from attune_actors import Engine
@@ -399,6 +466,8 @@ def child_args(args: argparse.Namespace, loop: str, scenario: str) -> list[str]:
         loop,
         "--store",
         args.store,
+        "--clock",
+        args.clock,
         "--rounds",
         str(args.rounds),
         "--chain-rounds",
@@ -508,7 +577,7 @@ def rows_for(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> li
             v = goal["value"]
             text = {
                 "chain_ratio": f"{v:.2f}x",
-                "items_ratio": f"{v:.1f}x",
+                "items_ratio": f"{v:.2f}x",
                 "transitions": fmt_rate(v),
                 "rss": f"{v / KIB:.1f} KiB",
             }[key]
@@ -561,6 +630,22 @@ def rows_for(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> li
         lambda r: f"{r['park']['gc_objects_per_execution']:.0f}",
     )
     row("(4) RSS per parked execution", "<= 20 KiB", g("rss"))
+
+    def per_scenario(key: str, fmt: str) -> Any:
+        def cell(r: dict[str, Any]) -> str:
+            values = [r.get(s, {}).get(key) for s in ("chain", "concurrent", "items")]
+            return " / ".join("-" if v is None else format(v, fmt) for v in values)
+
+        return cell
+
+    if ran & {"chain", "concurrent", "items"}:
+        label = f"(1) {fmt_n(big)} / (2) / (3) {fmt_n(ibig)}"
+        for title, key, fmt in (
+            ("share of wall time in the garbage collector", "gc_share", ".0%"),
+            ("wall time / CPU time (1.00: core not shared)", "wall_over_cpu", ".2f"),
+        ):
+            cells = [per_scenario(key, fmt)(r) for r in results.values()]
+            rows.append([f"{title}, {label}", *cells, ""])
     return rows
 
 
@@ -578,6 +663,7 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]], meta: d
         f"medians of (1) {args.chain_rounds}, (2) {args.rounds}, (3) "
         f"{args.items_rounds} ({fmt_n(args.items_sizes[0])}) / {args.big_items_rounds} "
         f"({fmt_n(args.items_sizes[1])}); items from {args.items_source}; total {meta['elapsed_s']:.0f} s",
+        f"times: {CLOCKS[args.clock]}",
         "",
         common.table(headers, rows, markdown=args.markdown, right=right),
     ]
@@ -648,6 +734,12 @@ def main() -> None:
         help="(3) items from `range(parameters.n)` (default) or an array parameter",
     )
     parser.add_argument("--parked", type=int, help="(4) parked executions (default 10000; quick 2000)")
+    parser.add_argument(
+        "--clock",
+        choices=("cpu", "wall"),
+        default="cpu",
+        help="figures from the child's CPU time (default; robust to other load on the machine) or wall time",
+    )
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     parser.add_argument(
         "--json",
@@ -726,6 +818,7 @@ def main() -> None:
         "config": {
             k: getattr(args, k)
             for k in (
+                "clock",
                 "rounds",
                 "chain_rounds",
                 "chain_sizes",

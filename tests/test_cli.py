@@ -171,6 +171,16 @@ def test_validate_a_workflow_file_outside_any_pack(tmp_path: Path) -> None:
     ]
 
 
+def test_validate_an_action_file_outside_any_pack(tmp_path: Path) -> None:
+    write(tmp_path / "action.yaml", "name: a\nrunner_type: python\n")
+    proc = cli("validate", "action.yaml", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "action.yaml:1:1: action metadata is checked in its pack: "
+        "put it in <pack>/actions/ and validate the pack"
+    ]
+
+
 def test_validate_problems_in_pack_files(packs: Path, tmp_path: Path) -> None:
     write(packs / "t" / "pack.yaml", "ref: t\nlable: T\n")
     write(packs / "t" / "actions" / "run.yaml", "name: run\nrunner_type: python\nentry_point: run.py\n")

@@ -318,11 +318,15 @@ class AsyncioActor(Actor):
                     raise
                 await self._fail(exc)
                 return
-            handle = self._handle_receive
-            on_receive = self.on_receive
+            # The class's functions rather than bound methods: an idle actor keeps no method objects.
+            handle = type(self)._handle_receive
+            on_receive = type(self).on_receive
+            envelope = message = reply_to = result = None
             while True:
                 items = inbox.take()
                 if not items:
+                    # Parked actors hold no message, reply future or result of the last batch.
+                    envelope = message = reply_to = result = None
                     await inbox.park()
                     continue
                 for index, envelope in enumerate(items):
@@ -331,7 +335,7 @@ class AsyncioActor(Actor):
                     try:
                         kind = type(message)
                         if kind not in _SPECIAL:
-                            result = on_receive(message)
+                            result = on_receive(self, message)
                         elif kind is _ActorStop:
                             inbox.unshift(items[index + 1 :])  # for _detach() to answer
                             await self._shutdown(reply_to)
@@ -342,7 +346,7 @@ class AsyncioActor(Actor):
                                 reply_to.set(None)
                             continue
                         else:
-                            result = handle(message)
+                            result = handle(self, message)
                         if isinstance(result, CoroutineType):
                             result = await result
                     except BaseException as exc:

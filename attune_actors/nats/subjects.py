@@ -33,6 +33,15 @@ class Subjects:
         """Where attempts of actions of `pack` with `runner` are queued (workers may specialise)."""
         return f"{self.prefix}.runs.{_token(pack)}.{_token(runner)}"
 
+    @property
+    def results_stream(self) -> str:
+        """The JetStream stream that keeps outcomes until their engine has taken them."""
+        return f"{_token(self.prefix).upper()}_RESULTS"
+
+    @property
+    def results_all(self) -> str:
+        return f"{self.prefix}.results.>"
+
     def results(self, engine_id: str) -> str:
         """Outcomes and progress of the attempts one engine dispatched."""
         return f"{self.prefix}.results.{_token(engine_id)}"
@@ -56,6 +65,11 @@ class Subjects:
     @property
     def events_all(self) -> str:
         return f"{self.prefix}.events.>"
+
+    @property
+    def service_events(self) -> str:
+        """Events about the runtime itself, not one execution: bad input (`error`), missed events (`gap`)."""
+        return f"{self.prefix}.events.service"
 
     @property
     def dead_letters(self) -> str:

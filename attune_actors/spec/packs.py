@@ -7,6 +7,7 @@ problem: the catalog holds everything that loaded, and the problems list says wh
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -288,6 +289,11 @@ def _load_config(
             at = top
             if err.path and isinstance(raw, YMap):
                 at = raw.loc(str(err.path[0]))
+            elif err.validator == "additionalProperties" and isinstance(raw, YMap):
+                # Point at the first key the schema does not allow.
+                known = properties if isinstance(properties, dict) else {}
+                extra = next((k for k in raw if k not in known), None)
+                at = raw.loc(extra) if extra is not None else top
             problems.append(AttuneError(f"pack config {where}: {err.message}", location=at))
     except jsonschema.SchemaError as exc:
         problems.append(AttuneError(f"invalid config_schema: {exc.message}", location=schema_at))
@@ -328,12 +334,9 @@ def _load_action(file: Path, pack: str, pack_path: Path, problems: list[AttuneEr
             problems.append(
                 AttuneError(f"action '{pack}.{name}': python actions need 'entry_point'", location=top)
             )
-        elif not (pack_path / "actions" / entry).is_file():
-            problems.append(
-                AttuneError(
-                    f"action '{pack}.{name}': entry point '{entry}' not found in {pack_path / 'actions'}",
-                    location=_at(data, "entry_point", top),
-                )
+        else:
+            problems.extend(
+                _check_entry_point(pack_path, entry, f"{pack}.{name}", _at(data, "entry_point", top))
             )
     timeout = data.get("timeout")
     if timeout is not None and (
@@ -359,6 +362,57 @@ def _load_action(file: Path, pack: str, pack_path: Path, problems: list[AttuneEr
         pack_path=str(pack_path),
         location=top,
     )
+
+
+def _check_entry_point(pack_path: Path, entry: str, ref: str, where: Location) -> list[AttuneError]:
+    """A python entry point: a file inside `actions/` that parses and binds `run` at module level.
+
+    The file is parsed, never imported: validation runs no user code.
+    """
+    actions = pack_path / "actions"
+    file = actions / entry
+    try:
+        inside = file.resolve().is_relative_to(actions.resolve())
+    except (OSError, ValueError):
+        inside = False
+    if not inside:
+        return [AttuneError(f"action '{ref}': entry point '{entry}' is outside {actions}", location=where)]
+    if not file.is_file():
+        return [AttuneError(f"action '{ref}': entry point '{entry}' not found in {actions}", location=where)]
+    try:
+        tree = ast.parse(file.read_bytes(), filename=str(file))
+    except SyntaxError as exc:
+        at = Location(str(file), exc.lineno or 1, exc.offset or 1)
+        return [AttuneError(f"action '{ref}': syntax error in entry point: {exc.msg}", location=at)]
+    except (OSError, ValueError) as exc:
+        return [
+            AttuneError(f"action '{ref}': cannot read entry point: {exc}", location=Location(str(file), 1, 1))
+        ]
+    if "run" not in _module_names(tree):
+        return [
+            AttuneError(f"action '{ref}': entry point '{entry}' defines no function 'run'", location=where)
+        ]
+    return []
+
+
+def _module_names(tree: ast.Module) -> set[str]:
+    """Names a module binds at its top level (also inside top-level if/try blocks)."""
+    names: set[str] = set()
+    stack: list[ast.stmt] = list(tree.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+        elif isinstance(node, (ast.If, ast.Try, ast.With)):
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                for child in getattr(node, field, []):
+                    stack.extend(child.body if isinstance(child, ast.ExceptHandler) else [child])
+    return names
 
 
 def load_workflow_file(file: Path, pack: str, problems: list[AttuneError]) -> WorkflowSpec | None:

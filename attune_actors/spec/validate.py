@@ -372,8 +372,15 @@ def _validate_loose(
         (p.ref for p in catalog.packs.values() if pack_dir and Path(p.path).resolve() == pack_dir.resolve()),
         None,
     )
+    data, _ = load_yaml(text, str(file))
+    if isinstance(data, dict) and "runner_type" in data and "tasks" not in data:
+        return [
+            AttuneError(
+                "action metadata is checked in its pack: put it in <pack>/actions/ and validate the pack",
+                location=Location(str(file), 1, 1),
+            )
+        ]
     if pack is None:
-        data, _ = load_yaml(text, str(file))
         ref = data.get("ref") if isinstance(data, dict) else None
         pack = ref.split(".", 1)[0] if isinstance(ref, str) and "." in ref else "default"
     spec = load_workflow_text(

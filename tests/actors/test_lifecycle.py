@@ -227,3 +227,24 @@ async def test_actor_stays_alive_without_any_reference() -> None:
     Lonely.start().tell("hello")  # nobody keeps the ref
     gc.collect()
     assert await done == "hello"
+
+
+async def test_a_parked_actor_keeps_nothing_of_its_last_message() -> None:
+    import gc
+    import weakref
+
+    class Payload:
+        pass
+
+    class Sink(AsyncioActor):
+        def on_receive(self, message: Any) -> Any:
+            return Payload()
+
+    ref = Sink.start()
+    message = Payload()
+    future = ref.ask(message, block=False)
+    result = await future
+    sent, replied, reply = weakref.ref(message), weakref.ref(result), weakref.ref(future)
+    del message, result, future
+    gc.collect()
+    assert (sent(), replied(), reply()) == (None, None, None)

@@ -152,9 +152,9 @@ def test_config_violating_the_schema_is_located(tmp_path: Path) -> None:
     config = "host: db.test\nport: eighty\nextra: 1\n"
     make_pack(tmp_path, "cfg", {"pack.yaml": SCHEMA, "config.yaml": config})
     assert problem_lines(tmp_path) == [
-        "cfg/config.yaml:1:1: pack config (root): Additional properties are not allowed "
-        "('extra' was unexpected)",
         f"cfg/config.yaml:{at(config, 'port')}: pack config port: 'eighty' is not of type 'integer'",
+        f"cfg/config.yaml:{at(config, 'extra')}: pack config (root): Additional properties are not allowed "
+        "('extra' was unexpected)",
     ]
 
 
@@ -296,6 +296,47 @@ def test_missing_entry_point(tmp_path: Path) -> None:
         f"p/actions/a.yaml:{at(text, 'entry_point')}: action 'p.a': entry point 'gone.py' not found in "
         "p/actions",
         "p/actions/b.yaml:1:1: action 'p.b': python actions need 'entry_point'",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("def run(**params):\n    return 1\n", None),
+        ("async def run(n):\n    return n\n", None),
+        ("from os.path import join as run\n", None),
+        ("try:\n    from fast import run\nexcept ImportError:\n    def run():\n        pass\n", None),
+        ("def main():\n    pass\n", "3:1: action 'p.a': entry point 'a.py' defines no function 'run'"),
+        ("def run(:\n", "a.py:2:9: action 'p.a': syntax error in entry point: invalid syntax"),
+    ],
+)
+def test_python_entry_points_are_parsed_not_imported(
+    tmp_path: Path, source: str, expected: str | None
+) -> None:
+    meta = "name: a\nrunner_type: python\nentry_point: a.py\n"
+    make_pack(
+        tmp_path, "p", {"actions/a.yaml": meta, "actions/a.py": "raise SystemExit('imported!')\n" + source}
+    )
+    found = problem_lines(tmp_path)
+    if expected is None:
+        assert found == []
+    elif expected.startswith("a.py"):
+        assert found == [f"p/actions/{expected}"]  # located in the python file itself
+    else:
+        assert found == [f"p/actions/a.yaml:{expected}"]
+
+
+def test_entry_point_outside_the_actions_folder(tmp_path: Path) -> None:
+    make_pack(
+        tmp_path,
+        "p",
+        {
+            "actions/a.yaml": "runner_type: python\nentry_point: ../secret.py\n",
+            "secret.py": "def run():\n    pass\n",
+        },
+    )
+    assert problem_lines(tmp_path) == [
+        "p/actions/a.yaml:2:1: action 'p.a': entry point '../secret.py' is outside p/actions"
     ]
 
 

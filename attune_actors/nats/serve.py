@@ -1,0 +1,258 @@
+"""`attune-actors serve`: one engine process on NATS (control service, events, actions run by workers).
+
+    attune-actors serve [--nats URL] [--packs DIR]... [--data-dir DIR] [--store sqlite|nats]
+                        [--subject-prefix PREFIX] [--engine-id ID]
+
+The engine sends action attempts to `attune-actors worker` processes through the NATS transport
+(there are no in-process workers), answers the control API (`attune_actors.nats.service`) and
+publishes every status change on `<prefix>.events.executions.<id>`. Executions are kept in SQLite
+under the data dir (`--store sqlite`, the default) or in JetStream (`--store nats`).
+
+One engine per deployment: until several engines can share executions safely, `serve` holds an
+exclusive lease, renewed while it runs, on its subject prefix (a JetStream KV entry, so it covers
+the `nats` store and the control API alike); with `--store sqlite` it also locks the data dir
+(`<data_dir>/engine.lock`, released by the OS when the process dies). A second engine against the
+same prefix or data dir refuses to start. After a crash the prefix lease expires within its TTL.
+
+It runs until SIGTERM or SIGINT, then stops answering, closes the engine (unfinished executions are
+resumed by the next `serve`), releases the lease and exits 0. Startup errors (cannot connect,
+invalid packs, lease held, ...) are one line on stderr and exit status 2. Logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import signal
+import socket
+import sys
+import uuid
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from nats.aio.client import Client
+
+from attune_actors.config import Settings, configure_logging, load_settings
+from attune_actors.engine.engine import Engine
+from attune_actors.errors import AttuneError, ConfigError, StoreError, TransportError, ValidationError
+from attune_actors.nats.connection import connect
+from attune_actors.nats.service import ControlService
+from attune_actors.nats.subjects import Subjects
+from attune_actors.spec.model import ActionSpec
+
+log = logging.getLogger("attune_actors.nats.serve")
+
+EXIT_OK, EXIT_BAD_INPUT = 0, 2
+LEASE_TTL = 10.0  # seconds; renewed well within, so a crashed engine's lease lapses this soon
+LOCK_FILE = "engine.lock"
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the `serve` command; its parser sets `func(args) -> exit status`."""
+    p = subparsers.add_parser(
+        "serve",
+        help="run an engine on NATS: control service, events, actions run by workers",
+        description="Run an engine on NATS until SIGTERM/SIGINT. Actions run on `attune-actors worker` "
+        "processes; clients use the control service on <prefix>.api.* (see docs/distributed.md).",
+    )
+    p.add_argument(
+        "--nats", metavar="URL", help="NATS server URL(s), comma-separated (default: setting nats.url)"
+    )
+    p.add_argument("--packs", action="append", metavar="DIR", help="folder of pack folders (repeatable)")
+    p.add_argument("--data-dir", metavar="DIR", help="data directory (default .attune)")
+    p.add_argument(
+        "--store",
+        choices=("sqlite", "nats"),
+        help="where executions are kept: SQLite under the data dir (default) or JetStream",
+    )
+    p.add_argument(
+        "--subject-prefix", metavar="PREFIX", help="subject prefix (default: setting nats.subject_prefix)"
+    )
+    p.add_argument(
+        "--engine-id",
+        metavar="ID",
+        help="this engine's name on NATS (its results subject); default: the host name",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The `serve` command: serve until a signal; exit 0, or 2 with one line on stderr for startup errors."""
+    try:
+        settings = serve_settings(args)
+        configure_logging(settings)
+        engine_id = args.engine_id or default_engine_id()
+        asyncio.run(serve(settings, engine_id=engine_id))
+    except ValidationError as exc:
+        more = (
+            f" (and {len(exc.errors) - 1} more; see `attune-actors validate`)" if len(exc.errors) > 1 else ""
+        )
+        print(f"error: invalid packs: {exc.errors[0]}{more}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except AttuneError as exc:
+        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
+def serve_settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(
+        getattr(args, "config", None),
+        overrides={
+            "packs": args.packs,
+            "data_dir": args.data_dir,
+            "store": args.store,
+            "transport": "nats",
+            "nats": {"url": args.nats, "subject_prefix": args.subject_prefix},
+            "logging": {"level": getattr(args, "log_level", None)},
+        },
+    )
+    if settings.store not in ("sqlite", "nats"):
+        raise ConfigError(
+            f"serve keeps executions durable: store must be sqlite or nats, not {settings.store}"
+        )
+    return settings
+
+
+def default_engine_id() -> str:
+    return socket.gethostname().split(".")[0] or "engine"
+
+
+async def serve(settings: Settings, *, engine_id: str, stop: asyncio.Event | None = None) -> None:
+    """Run one engine until `stop` is set (default: until SIGTERM or SIGINT).
+
+    Raises AttuneError (StoreError for a held lease or locked data dir, TransportError when NATS
+    cannot be reached, ValidationError for invalid packs) when it cannot start.
+    """
+    if stop is None:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+    subjects = Subjects(settings.nats.subject_prefix)
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.store == "sqlite":
+            stack.enter_context(DataDirLock(settings.data_path))
+        nc = await connect(settings.nats, name=f"attune-engine {engine_id}")
+        stack.push_async_callback(_close, nc)
+
+        try:
+            from attune_actors.nats.lease import EngineLease  # type: ignore[import-not-found,unused-ignore]
+        except ImportError as exc:
+            raise TransportError(f"the NATS runtime is incomplete: {exc}") from None
+        holder = f"{engine_id}-{os.getpid()}-{uuid.uuid4().hex[:8]}"  # unique per process
+        lease = EngineLease(nc, subjects, holder=holder, ttl=LEASE_TTL)
+        await lease.acquire()
+        stack.push_async_callback(lease.release)
+        await lease.start_renewing()
+
+        engine = build_engine(settings, nc, subjects, engine_id)
+        stack.push_async_callback(engine.close)
+        await engine.start()
+        service = ControlService(engine, nc, subjects, engine_id=engine_id)
+        stack.push_async_callback(service.stop)
+        await service.start()
+        log.info(
+            "engine %s serving on %s (subjects %s.*, store %s, data dir %s)",
+            engine_id,
+            settings.nats.url,
+            subjects.prefix,
+            settings.store,
+            settings.data_dir,
+        )
+        await stop.wait()
+        log.info("engine %s stopping", engine_id)
+    log.info("engine %s stopped", engine_id)
+
+
+def build_engine(settings: Settings, nc: Client, subjects: Subjects, engine_id: str) -> Engine:
+    """An engine whose actions run on NATS workers, with the store `settings.store` names."""
+    try:
+        from attune_actors.nats.transport import NatsTransport  # type: ignore[import-not-found,unused-ignore]
+
+        store = None
+        if settings.store == "nats":
+            from attune_actors.nats.store import NatsStore  # type: ignore[import-not-found,unused-ignore]
+
+            store = NatsStore(nc, subjects)
+    except ImportError as exc:
+        raise TransportError(f"the NATS runtime is incomplete: {exc}") from None
+
+    def action(ref: str) -> ActionSpec:
+        return engine.catalog.action(ref)  # engine.start() loads the catalog: look it up late
+
+    transport = NatsTransport(nc, subjects, engine_id=engine_id, actions=action)
+    engine = Engine(settings=settings, store=store, transport=transport)
+    return engine
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGTERM/SIGINT set `stop`; a second signal acts as if we had not caught the first."""
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+
+    def stop_now(signum: signal.Signals) -> None:
+        log.info("received %s", signum.name)
+        for s in signals:
+            loop.remove_signal_handler(s)
+        stop.set()
+
+    for s in signals:
+        loop.add_signal_handler(s, stop_now, s)
+
+
+async def _close(nc: Client) -> None:
+    with contextlib.suppress(Exception):  # a server that is down cannot take our last messages
+        await nc.flush(timeout=2)
+    await nc.close()
+
+
+class DataDirLock:
+    """An exclusive lock on `<data_dir>/engine.lock` (flock: the OS releases it when the process dies)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.path = data_dir / LOCK_FILE
+        self._file: IO[str] | None = None
+
+    def __enter__(self) -> DataDirLock:
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            file = open(self.path, "a+", encoding="utf-8")  # held until __exit__
+        except OSError as exc:
+            raise StoreError(f"cannot use data dir {self.data_dir}: {exc.strerror}") from None
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            file.seek(0)
+            holder = file.read().strip() or "another process"
+            file.close()
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise StoreError(
+                    f"data dir {self.data_dir} is in use by another engine ({holder}); "
+                    "one engine per data dir"
+                ) from None
+            raise StoreError(f"cannot lock data dir {self.data_dir}: {exc.strerror}") from None
+        file.seek(0)
+        file.truncate()
+        file.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        file.flush()
+        self._file = file
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._file is not None:
+            self._file.close()  # closing the descriptor releases the lock
+            self._file = None
+
+
+__all__ = ["DataDirLock", "build_engine", "register", "run", "serve", "serve_settings"]

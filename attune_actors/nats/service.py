@@ -1,0 +1,497 @@
+"""The control service: JSON requests on `<prefix>.api.*` become Engine calls; engine events go out on NATS.
+
+Built on nats-py's micro-service framework, so `$SRV.PING`, `$SRV.INFO` and `$SRV.STATS` discover
+it (service name `attune-engine`, metadata `prefix` and `engine_id`). Each operation is one endpoint
+whose subject is `Subjects.api(operation)` and which maps 1:1 onto an `Engine` method:
+
+    executions.create {ref, parameters?, identity?}   -> execution document
+    executions.get    {id}                            -> execution document
+    executions.list   {status?, limit?}               -> {"executions": [document, ...]} newest first
+    executions.tasks  {id}                            -> {"tasks": [task run, ...]}
+    executions.pause / executions.resume {id}         -> execution document
+    executions.cancel {id, force?}                    -> execution document
+    executions.rerun  {id, tasks?, reset_items?}      -> execution document
+    inquiries.list    {status?, execution_id?}        -> {"inquiries": [...]} (status default "pending")
+    inquiries.respond {id, response, identity?}       -> the inquiry
+    workflows.list    {pack?}                         -> {"workflows": [...]}
+    workflows.get     {ref}                           -> the workflow
+    workflows.put     {pack, yaml}                    -> the workflow
+    workflows.delete  {ref}                           -> {"ref": ..., "deleted": true}
+
+Every reply is JSON. A failure is `{"error": {"code": ..., "message": ...}}` (with the micro
+framework's `Nats-Service-Error` / `Nats-Service-Error-Code` headers, the code as an HTTP-like
+number); the codes are the stable strings in `ERROR_STATUS`. Bad input (not JSON, not an object,
+a missing, unknown or mistyped field, more than `max_payload` bytes, no reply subject, an unknown
+operation) also leaves a dead-letter record on `Subjects.dead_letters` and an `error` event on
+`Subjects.service_events`; the service keeps serving whatever it is sent.
+
+Requests on one subject are handled one at a time, in arrival order; different operations run
+concurrently. Every event of `Engine.events()` is published, in order, on
+`Subjects.events(root execution id)` (a nested execution's events go on its root's subject);
+gap markers go on `Subjects.service_events`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import nats.micro
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSubscription
+from nats.micro.request import Request
+from nats.micro.service import Service
+
+from attune_actors import __version__
+from attune_actors.engine.engine import Engine
+from attune_actors.engine.events import Subscription
+from attune_actors.engine.execution import Status
+from attune_actors.errors import (
+    ActionError,
+    AttuneError,
+    AuthError,
+    ConfigError,
+    EngineClosedError,
+    InquiryResponseError,
+    NotFoundError,
+    ParameterError,
+    StoreError,
+    TemplateError,
+    TransportError,
+    ValidationError,
+)
+from attune_actors.nats.subjects import Subjects
+from attune_actors.spec.suggest import closest, printable, unknown_key
+
+log = logging.getLogger("attune_actors.nats.service")
+
+SERVICE_NAME = "attune-engine"
+MAX_PAYLOAD = 1024 * 1024
+DEAD_LETTER_SAMPLE = 1024  # bytes of a bad payload kept in its dead-letter record
+DEFAULT_LIST_LIMIT = 50
+
+# Stable error codes -> the HTTP-like number in the `Nats-Service-Error-Code` header.
+ERROR_STATUS: dict[str, int] = {
+    "bad_request": 400,  # not JSON, not an object, missing/unknown/mistyped field, no reply subject
+    "invalid_parameters": 400,  # ParameterError: workflow parameters, rerun of a running execution, ...
+    "not_found": 404,  # NotFoundError: no such execution, inquiry, workflow, action or pack
+    "unknown_operation": 404,  # a subject under <prefix>.api. that names no operation
+    "inquiry_refused": 409,  # InquiryResponseError: schema violation, identity not allowed, not pending
+    "too_large": 413,  # a request over max_payload, or a reply over the server's max_payload
+    "validation_failed": 422,  # ValidationError: a workflow definition is invalid
+    "template_error": 422,  # TemplateError
+    "action_failed": 422,  # ActionError
+    "config_error": 500,  # ConfigError
+    "unauthorized": 403,  # AuthError
+    "store_error": 503,  # StoreError
+    "transport_error": 503,  # TransportError
+    "unavailable": 503,  # EngineClosedError: the engine is stopping
+    "error": 500,  # any other AttuneError
+    "internal": 500,  # a bug: the message says so, the traceback is in the engine's log
+}
+
+_ERROR_CODES: tuple[tuple[type[AttuneError], str], ...] = (
+    (NotFoundError, "not_found"),
+    (ParameterError, "invalid_parameters"),
+    (ValidationError, "validation_failed"),
+    (InquiryResponseError, "inquiry_refused"),
+    (TemplateError, "template_error"),
+    (ActionError, "action_failed"),
+    (ConfigError, "config_error"),
+    (AuthError, "unauthorized"),
+    (StoreError, "store_error"),
+    (TransportError, "transport_error"),
+    (EngineClosedError, "unavailable"),
+)
+
+
+def error_code(exc: AttuneError) -> str:
+    """The stable error code of one of our exceptions (its class, or the nearest mapped base)."""
+    return next((code for cls, code in _ERROR_CODES if isinstance(exc, cls)), "error")
+
+
+class BadRequest(Exception):
+    """A request the service refuses before calling the engine (the code is one of ERROR_STATUS)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# -- request fields: (what the value must be, its test); a null optional field counts as absent
+
+
+_Check = tuple[str, Callable[[Any], bool]]
+TEXT: _Check = ("a non-empty string", lambda v: isinstance(v, str) and v != "")
+OBJECT: _Check = ("an object", lambda v: isinstance(v, dict))
+FLAG: _Check = ("true or false", lambda v: isinstance(v, bool))
+COUNT: _Check = (
+    "an integer of at least 1",
+    lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+)
+NAMES: _Check = (
+    "a list of non-empty strings",
+    lambda v: isinstance(v, list) and all(isinstance(s, str) and s for s in v),
+)
+ANY: _Check = ("any JSON value", lambda v: True)
+_STATUSES = frozenset(s.value for s in Status)
+STATUS: _Check = (f"one of {', '.join(s.value for s in Status)}", lambda v: v in _STATUSES)
+
+_Fields = dict[str, tuple[_Check, bool]]  # name -> (check, required)
+_Call = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+def _required(check: _Check) -> tuple[_Check, bool]:
+    return check, True
+
+
+def _optional(check: _Check) -> tuple[_Check, bool]:
+    return check, False
+
+
+def _encode(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class ControlService:
+    """Serves one engine's API on NATS and publishes its events; `start()` then, at the end, `stop()`."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        nc: Client,
+        subjects: Subjects,
+        *,
+        max_payload: int = MAX_PAYLOAD,
+        engine_id: str | None = None,
+    ) -> None:
+        self.engine = engine
+        self.nc = nc
+        self.subjects = subjects
+        self.max_payload = max_payload
+        self.engine_id = engine_id
+        self._service: Service | None = None
+        self._catch_all: NatsSubscription | None = None
+        self._events: Subscription | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._operations: dict[str, tuple[_Fields, _Call]] = {
+            "executions.create": (
+                {"ref": _required(TEXT), "parameters": _optional(OBJECT), "identity": _optional(TEXT)},
+                self._create,
+            ),
+            "executions.get": ({"id": _required(TEXT)}, self._get),
+            "executions.list": ({"status": _optional(STATUS), "limit": _optional(COUNT)}, self._list),
+            "executions.tasks": ({"id": _required(TEXT)}, self._tasks),
+            "executions.pause": ({"id": _required(TEXT)}, self._pause),
+            "executions.resume": ({"id": _required(TEXT)}, self._resume),
+            "executions.cancel": ({"id": _required(TEXT), "force": _optional(FLAG)}, self._cancel),
+            "executions.rerun": (
+                {"id": _required(TEXT), "tasks": _optional(NAMES), "reset_items": _optional(FLAG)},
+                self._rerun,
+            ),
+            "inquiries.list": ({"status": _optional(TEXT), "execution_id": _optional(TEXT)}, self._inquiries),
+            "inquiries.respond": (
+                {"id": _required(TEXT), "response": _required(ANY), "identity": _optional(TEXT)},
+                self._respond,
+            ),
+            "workflows.list": ({"pack": _optional(TEXT)}, self._workflows),
+            "workflows.get": ({"ref": _required(TEXT)}, self._workflow),
+            "workflows.put": ({"pack": _required(TEXT), "yaml": _required(TEXT)}, self._put_workflow),
+            "workflows.delete": ({"ref": _required(TEXT)}, self._delete_workflow),
+        }
+        self._known = {subjects.api(op) for op in self._operations}
+
+    @property
+    def operations(self) -> list[str]:
+        return list(self._operations)
+
+    @property
+    def service_id(self) -> str | None:
+        """The micro-service instance id (`$SRV.INFO.attune-engine.<id>`), once started."""
+        return self._service.id if self._service is not None else None
+
+    async def start(self) -> None:
+        """Subscribe to the engine's events, then answer requests (the engine must be started)."""
+        if self._service is not None:
+            return
+        self._events = self.engine.events()
+        self._pump = asyncio.create_task(self._publish_events(self._events), name="attune-events-pump")
+        metadata = {"prefix": self.subjects.prefix}
+        if self.engine_id is not None:
+            metadata["engine_id"] = self.engine_id
+        service = await nats.micro.add_service(
+            self.nc,
+            name=SERVICE_NAME,
+            version=__version__,
+            description="attune_actors workflow engine control API",
+            metadata=metadata,
+        )
+        self._service = service
+        for operation in self._operations:
+            await service.add_endpoint(
+                name=operation.replace(".", "_"),
+                subject=self.subjects.api(operation),
+                handler=self._handler(operation),
+                metadata={"operation": operation},
+            )
+        # Requests for operations that do not exist: every API message also reaches this (its own
+        # queue group), which answers only those no endpoint serves.
+        self._catch_all = await self.nc.subscribe(
+            self.subjects.api(">"), queue=f"{SERVICE_NAME}-unknown", cb=self._on_unknown
+        )
+        await self.nc.flush()
+        log.info("control service on %s (%d operations)", self.subjects.api("*"), len(self._operations))
+
+    async def stop(self) -> None:
+        """Stop answering, then publish the events still buffered and stop the event stream."""
+        service, self._service = self._service, None
+        if service is not None:
+            await service.stop()
+        if self._catch_all is not None:
+            with contextlib.suppress(Exception):  # the connection may already be closed
+                await self._catch_all.unsubscribe()
+            self._catch_all = None
+        if self._events is not None:
+            self._events.close()
+            self._events = None
+        if self._pump is not None:
+            await self._pump
+            self._pump = None
+        with contextlib.suppress(Exception):
+            await self.nc.flush(timeout=2)
+
+    # ------------------------------------------------------------------ requests
+
+    def _handler(self, operation: str) -> Callable[[Request], Awaitable[None]]:
+        async def handle(request: Request) -> None:
+            await self._handle(operation, request)
+
+        return handle
+
+    async def _handle(self, operation: str, request: Request) -> None:
+        fields, call = self._operations[operation]
+        try:
+            body = self._parse(operation, request, fields)
+        except BadRequest as bad:
+            await self._reject(request._msg, bad.code, bad.message)
+            return
+        try:
+            result = await call(body)
+        except AttuneError as exc:
+            await self._reply_error(request._msg, error_code(exc), exc)
+            return
+        except Exception:
+            log.exception("%s failed", operation)
+            await self._reply_error(request._msg, "internal", f"{operation} failed: internal error")
+            return
+        data = _encode(result)
+        if len(data) > self.nc.max_payload:
+            await self._reply_error(
+                request._msg,
+                "too_large",
+                f"the reply to {operation} is {len(data)} bytes, over the server's max_payload "
+                f"({self.nc.max_payload}); ask for less (e.g. a lower limit)",
+            )
+            return
+        await self._send(request._msg, data)
+
+    def _parse(self, operation: str, request: Request, fields: _Fields) -> dict[str, Any]:
+        data = request.data
+        if len(data) > self.max_payload:
+            raise BadRequest(
+                "too_large",
+                f"{operation}: request of {len(data)} bytes, over the limit of {self.max_payload}",
+            )
+        if not request._msg.reply:
+            raise BadRequest(
+                "bad_request", f"{operation}: no reply subject (the control API is request/reply)"
+            )
+        body: Any = {}
+        if data.strip():
+            try:
+                body = json.loads(data)
+            except (UnicodeDecodeError, ValueError) as exc:
+                raise BadRequest("bad_request", f"{operation}: the request is not JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise BadRequest(
+                "bad_request", f"{operation}: the request must be a JSON object, got {type(body).__name__}"
+            )
+        for key in body:
+            if key not in fields:
+                raise BadRequest("bad_request", f"{operation}: {unknown_key(key, fields, 'the request')}")
+        for name, (check, required) in fields.items():
+            what, test = check
+            value = body.get(name)
+            if value is None and not (name in body and check is ANY):  # null is a value only for ANY
+                if required:
+                    raise BadRequest("bad_request", f"{operation}: missing '{name}' ({what})")
+                continue
+            if not test(value):
+                got = printable(json.dumps(value, default=str))[:80]
+                raise BadRequest("bad_request", f"{operation}: '{name}' must be {what}, got {got}")
+        return body
+
+    async def _on_unknown(self, msg: Msg) -> None:
+        if msg.subject in self._known:
+            return
+        operation = msg.subject.removeprefix(self.subjects.api(""))
+        guess = closest(operation, self._operations)
+        hint = f" (did you mean '{guess}'?)" if guess else f" (operations: {', '.join(self._operations)})"
+        await self._reject(msg, "unknown_operation", f"unknown operation '{printable(operation)}'{hint}")
+
+    # ------------------------------------------------------------------ replies, dead letters
+
+    async def _reject(self, msg: Msg, code: str, message: str) -> None:
+        """Bad input: an error reply (when there is a reply subject), a dead-letter record, an error event."""
+        log.warning("bad request on %s: %s", msg.subject, message)
+        if msg.reply:
+            await self._reply_error(msg, code, message)
+        sample = msg.data[:DEAD_LETTER_SAMPLE].decode("utf-8", errors="replace")
+        record = {
+            "subject": msg.subject,
+            "reason": message,
+            "code": code,
+            "size": len(msg.data),
+            "payload": sample,
+            "truncated": len(msg.data) > DEAD_LETTER_SAMPLE,
+            "time": _now(),
+            "engine_id": self.engine_id,
+        }
+        event = {
+            "type": "error",
+            "code": code,
+            "message": message,
+            "subject": msg.subject,
+            "time": record["time"],
+        }
+        await self._publish(self.subjects.dead_letters, _encode(record))
+        await self._publish(self.subjects.service_events, _encode(event))
+
+    async def _reply_error(self, msg: Msg, code: str, error: str | AttuneError) -> None:
+        body: dict[str, Any] = {"code": code, "message": str(error)}
+        if isinstance(error, ValidationError):
+            body["errors"] = [str(e) for e in error.errors]
+        headers = {
+            "Nats-Service-Error": printable(str(error).splitlines()[0] if str(error) else code)[:500],
+            "Nats-Service-Error-Code": str(ERROR_STATUS.get(code, 500)),
+        }
+        await self._send(msg, _encode({"error": body}), headers)
+
+    async def _send(self, msg: Msg, data: bytes, headers: dict[str, str] | None = None) -> None:
+        try:
+            await self.nc.publish(msg.reply, data, headers=headers)
+        except Exception as exc:  # a closed or reconnecting connection: the requester times out
+            log.warning("cannot reply on %s: %s", msg.subject, exc)
+
+    async def _publish(self, subject: str, data: bytes) -> None:
+        try:
+            await self.nc.publish(subject, data)
+        except Exception as exc:
+            log.warning("cannot publish on %s: %s", subject, exc)
+
+    # ------------------------------------------------------------------ events
+
+    async def _publish_events(self, events: Subscription) -> None:
+        async for event in events:
+            try:
+                root = event.get("root_id") or event.get("execution_id")
+                subject = self.subjects.events(root) if root else self.subjects.service_events
+                data = _encode(event)
+                if len(data) > self.nc.max_payload:
+                    data = _encode(_summary(event))
+                await self.nc.publish(subject, data)
+            except Exception:  # one event that cannot be sent must not end the stream
+                log.exception("cannot publish event %s", event.get("type"))
+
+    # ------------------------------------------------------------------ operations
+
+    async def _create(self, body: dict[str, Any]) -> Any:
+        execution = await self.engine.execute(
+            body["ref"], body.get("parameters"), identity=body.get("identity")
+        )
+        return execution.to_dict()
+
+    async def _get(self, body: dict[str, Any]) -> Any:
+        return (await self.engine.get(body["id"])).to_dict()
+
+    async def _list(self, body: dict[str, Any]) -> Any:
+        limit = body.get("limit") or DEFAULT_LIST_LIMIT
+        executions = await self.engine.list(status=body.get("status"), limit=limit)
+        return {"executions": [e.to_dict() for e in executions]}
+
+    async def _tasks(self, body: dict[str, Any]) -> Any:
+        return {"tasks": [t.to_dict() for t in await self.engine.tasks(body["id"])]}
+
+    async def _pause(self, body: dict[str, Any]) -> Any:
+        return (await self.engine.pause(body["id"])).to_dict()
+
+    async def _resume(self, body: dict[str, Any]) -> Any:
+        return (await self.engine.resume(body["id"])).to_dict()
+
+    async def _cancel(self, body: dict[str, Any]) -> Any:
+        return (await self.engine.cancel(body["id"], force=bool(body.get("force")))).to_dict()
+
+    async def _rerun(self, body: dict[str, Any]) -> Any:
+        execution = await self.engine.rerun(
+            body["id"], body.get("tasks"), reset_items=bool(body.get("reset_items"))
+        )
+        return execution.to_dict()
+
+    async def _inquiries(self, body: dict[str, Any]) -> Any:
+        status = body.get("status", "pending")  # null: every status
+        return {"inquiries": await self.engine.inquiries(status, execution_id=body.get("execution_id"))}
+
+    async def _respond(self, body: dict[str, Any]) -> Any:
+        return await self.engine.respond(body["id"], body["response"], identity=body.get("identity"))
+
+    async def _workflows(self, body: dict[str, Any]) -> Any:
+        return {"workflows": [w.to_dict() for w in await self.engine.list_workflows(body.get("pack"))]}
+
+    async def _workflow(self, body: dict[str, Any]) -> Any:
+        return (await self.engine.get_workflow(body["ref"])).to_dict()
+
+    async def _put_workflow(self, body: dict[str, Any]) -> Any:
+        ref = await self.engine.put_workflow(body["pack"], body["yaml"])
+        return (await self.engine.get_workflow(ref)).to_dict()
+
+    async def _delete_workflow(self, body: dict[str, Any]) -> Any:
+        await self.engine.delete_workflow(body["ref"])
+        return {"ref": body["ref"], "deleted": True}
+
+
+_SUMMARY_KEYS = (
+    "type",
+    "execution_id",
+    "root_id",
+    "id",
+    "ref",
+    "name",
+    "status",
+    "attempts",
+    "started_at",
+    "ended_at",
+    "parent_id",
+    "inquiry_id",
+    "items_done",
+    "items_total",
+    "task",
+)
+
+
+def _summary(event: dict[str, Any]) -> dict[str, Any]:
+    """An event too large for one message, without its values (results, output, ...)."""
+    return {**{k: event[k] for k in _SUMMARY_KEYS if k in event}, "truncated": True}
+
+
+__all__ = ["ERROR_STATUS", "MAX_PAYLOAD", "SERVICE_NAME", "ControlService", "error_code"]
