@@ -125,8 +125,8 @@ async def _run_async(args: argparse.Namespace, settings: Any) -> int:
 
     answers = _answers(args.answer)
     async with Engine(settings=settings) as engine:
-        action = engine.catalog.action(args.ref)
-        params = _parameters(args, {p.name: p for p in action.parameters})
+        info = await engine.get_workflow(args.ref)
+        params = _parameters(args, {p.name: p for p in info.parameters})
         execution = await engine.execute(args.ref, params)
         progress = Progress()
         wait = asyncio.ensure_future(engine.wait(execution.id, timeout=args.timeout))

@@ -245,9 +245,18 @@ def test_run_with_an_invalid_workflow_in_the_packs(packs: Path, tmp_path: Path) 
     proc = cli("run", "t.w", "--packs", packs, "--data-dir", tmp_path / "data", cwd=tmp_path)
     assert proc.returncode == 2
     assert_no_traceback(proc)
-    assert proc.stderr.splitlines() == [
+    # The engine runs everything else; this workflow alone is refused, with its problems located.
+    assert proc.stderr.splitlines()[-1] == (
         f"{packs}/t/workflows/w.yaml:4:5: unknown key 'retyr' in task 'a' (did you mean 'retry'?)"
-    ]
+    )
+
+
+def test_run_of_a_valid_workflow_beside_an_invalid_one(packs: Path, tmp_path: Path) -> None:
+    write(packs / "t" / "workflows" / "w.yaml", "tasks:\n  - name: a\n    action: core.noop\n    retyr: 2\n")
+    write(packs / "t" / "workflows" / "ok.yaml", "tasks:\n  - {name: a, action: core.noop}\n")
+    proc = cli("run", "t.ok", "--packs", packs, "--data-dir", tmp_path / "data", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "t.w" in proc.stderr  # one warning names the workflow that will not run
 
 
 # -- run: parameters -------------------------------------------------------------------------------

@@ -119,6 +119,7 @@ class Engine:
         self.renderer = Renderer()
         self.masker = Masker()
         self._runtime_refs: set[str] = set()
+        self._invalid: dict[str, builtins.list[AttuneError]] = {}  # workflow ref -> its problems
         self._executor: ThreadPoolExecutor | None = None
         self._events = EventBus(self.settings.limits.event_buffer)
 
@@ -137,13 +138,16 @@ class Engine:
         await self.close()
 
     async def start(self) -> None:
-        """Load and validate packs, open the store, start the transport. Raises ValidationError."""
+        """Load and validate packs, open the store, start the transport, resume unfinished executions.
+
+        An invalid workflow does not stop the engine: it is logged and left out, and executing it
+        raises ValidationError with its problems; everything else is served.
+        """
         if self._rt is not None:
             return
         catalog, problems = load_packs(self.settings.packs)
         problems.extend(validate_catalog(catalog, self.renderer))
-        if problems:
-            raise ValidationError(problems)
+        self._quarantine(catalog, problems)
         self.catalog = catalog
         store = self._store_override or self._make_store()
         await store.open()
@@ -175,6 +179,29 @@ class Engine:
             cipher=cipher,
         )
         self._recover(self._rt)
+
+    def _quarantine(self, catalog: Catalog, problems: builtins.list[AttuneError]) -> None:
+        """Take workflows with problems out of the catalog; remember why, for execute() to say."""
+        by_file: dict[Path, builtins.list[AttuneError]] = {}
+        for err in problems:
+            if err.location is not None:
+                by_file.setdefault(Path(err.location.file).resolve(), []).append(err)
+        for action in catalog.workflows():
+            assert action.workflow is not None
+            found = by_file.pop(Path(action.workflow.file).resolve(), None)
+            if found:
+                catalog.remove(action.ref)
+                self._invalid[action.ref] = found
+        for pack in catalog.packs.values():
+            for file in sorted((Path(pack.path) / "workflows").glob("*.yaml")):
+                found = by_file.pop(file.resolve(), None)
+                if found:
+                    self._invalid[f"{pack.ref}.{file.stem}"] = found
+        for err in problems:
+            log.info("%s", err)
+        if self._invalid:
+            log.warning("%d workflow(s) are invalid and will not run: %s", len(self._invalid),
+                        ", ".join(sorted(self._invalid)))
 
     def _make_store(self) -> Store:
         kind = self.settings.store
@@ -241,6 +268,8 @@ class Engine:
     ) -> Execution:
         """Start an execution of workflow `ref`; parameters are validated before anything runs."""
         rt = self._runtime()
+        if ref in self._invalid:
+            raise ValidationError(self._invalid[ref])
         action = self.catalog.action(ref)
         conductor = rt.new_conductor(action, parameters, identity=identity)
         # Accepted means durable: the execution is in the store before execute() returns, so a
@@ -450,6 +479,9 @@ class Engine:
         return spec.ref
 
     async def get_workflow(self, ref: str) -> WorkflowInfo:
+        """The definition of workflow `ref`; ValidationError (its problems) if it is invalid."""
+        if ref in self._invalid:
+            raise ValidationError(self._invalid[ref])
         action = self.catalog.action(ref)
         spec = action.workflow
         if spec is None:
