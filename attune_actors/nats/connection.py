@@ -69,4 +69,5 @@ async def connect(settings: NatsSettings, *, name: str) -> Client:
     except ConfigError:
         raise
     except Exception as exc:  # nats-py raises many unrelated types for "cannot connect"
-        raise TransportError(f"cannot connect to NATS at {settings.url}: {exc or type(exc).__name__}") from None
+        reason = str(exc) or type(exc).__name__
+        raise TransportError(f"cannot connect to NATS at {settings.url}: {reason}") from None
