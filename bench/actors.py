@@ -4,7 +4,9 @@ One run measures, side by side:
 
 - tell throughput: N tells from a coroutine (a thread for ThreadingActor), in batches of 1,000 each
   followed by a round trip, until the last is handled;
-- ask round trips: sequential `await ref.ask(msg, block=False)` (a blocking `ask` for ThreadingActor);
+- ask round trips: sequential `await ref.ask(msg, block=False)` (a blocking `ask` for ThreadingActor,
+  whose caller and actor threads are pinned to two CPUs, as the scheduler places them on an idle
+  machine; its best case, both on one CPU, is shown too);
 - start rate and RSS per idle actor at each size (default 10,000 and 100,000 actors), each measured
   in a fresh subprocess so the figures are not polluted by earlier measurements;
 - for AsyncioActor, a few extra rows: `await proxy.method()`, tells from another thread, and the cost
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -32,7 +35,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from importlib.metadata import version
 from typing import Any
 
@@ -215,43 +218,58 @@ async def asyncio_thread_tells(n: int) -> float:
     return rate(n, elapsed)
 
 
-def threading_tells(n: int) -> float:
-    ref = ThreadEcho.start()
-    ref.ask(None)
-    start = time.perf_counter()
-    for batch in range(0, n, BATCH):
-        for i in range(batch, min(n, batch + BATCH)):
-            ref.tell(i)
+Placement = tuple[int, int] | None  # (caller CPU, actor thread CPU), or None: the scheduler decides
+
+
+@contextlib.contextmanager
+def pinned(placement: Placement) -> Iterator[int | None]:
+    """Pin this thread to the caller CPU; yield the CPU the actor thread should pin itself to."""
+    if placement is None:
+        yield None
+        return
+    affinity = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {placement[0]})
+    try:
+        yield placement[1]
+    finally:
+        os.sched_setaffinity(0, affinity)
+
+
+def threading_tells(n: int, placement: Placement = None) -> float:
+    with pinned(placement) as actor_cpu:
+        ref = ThreadEcho.start(actor_cpu)
         ref.ask(None)
-    elapsed = time.perf_counter() - start
-    ref.stop()
+        start = time.perf_counter()
+        for batch in range(0, n, BATCH):
+            for i in range(batch, min(n, batch + BATCH)):
+                ref.tell(i)
+            ref.ask(None)
+        elapsed = time.perf_counter() - start
+        ref.stop()
     return rate(n, elapsed)
 
 
-def threading_asks(n: int, cpu: int | None = None) -> float:
-    """Blocking asks from this thread; with `cpu`, both threads are pinned to that one CPU."""
-    affinity = os.sched_getaffinity(0) if cpu is not None else None
-    if cpu is not None:
-        os.sched_setaffinity(0, {cpu})
-    try:
-        ref = ThreadEcho.start(cpu)
+def threading_asks(n: int, placement: Placement = None) -> float:
+    with pinned(placement) as actor_cpu:
+        ref = ThreadEcho.start(actor_cpu)
         ref.ask(None)
         start = time.perf_counter()
         for i in range(n):
             ref.ask(i)
         elapsed = time.perf_counter() - start
         ref.stop()
-    finally:
-        if affinity is not None:
-            os.sched_setaffinity(0, affinity)
     return rate(n, elapsed)
 
 
-def one_cpu() -> int | None:
-    """A CPU to pin both threads of the same-CPU ThreadingActor figure to (Linux only)."""
+def placements() -> tuple[Placement, Placement]:
+    """Where ThreadingActor's two threads run: on two CPUs (what the scheduler picks on an idle
+    machine, measured pinned so that load from elsewhere cannot change it) and on one CPU (its best
+    case: a round trip is then a plain thread switch). Unpinned where affinity is not available."""
     if not hasattr(os, "sched_setaffinity"):
-        return None
-    return min(os.sched_getaffinity(0))
+        return None, None
+    cpus = sorted(os.sched_getaffinity(0))
+    two = (cpus[0], cpus[1]) if len(cpus) > 1 else None
+    return two, (cpus[0], cpus[0])
 
 
 def throughput(args: argparse.Namespace) -> dict[str, dict[str, float]]:
@@ -259,19 +277,19 @@ def throughput(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     on the machine hits all of them alike; report medians of the rates and of the ratios of the
     back-to-back pairs."""
     loop = asyncio.new_event_loop()
-    cpu = one_cpu()
+    two_cpus, one_cpu = placements()
     measures: dict[tuple[str, str], Callable[[], float]] = {
         ("tell", "floor"): lambda: loop.run_until_complete(floor_tells(args.tells)),
         ("tell", "asyncio"): lambda: loop.run_until_complete(asyncio_tells(args.tells)),
-        ("tell", "threading"): lambda: threading_tells(args.thread_tells),
+        ("tell", "threading"): lambda: threading_tells(args.thread_tells, two_cpus),
         ("ask", "floor"): lambda: loop.run_until_complete(floor_asks(args.asks)),
         ("ask", "asyncio"): lambda: loop.run_until_complete(asyncio_asks(args.asks)),
-        ("ask", "threading"): lambda: threading_asks(args.thread_asks),
+        ("ask", "threading"): lambda: threading_asks(args.thread_asks, two_cpus),
         ("proxy", "asyncio"): lambda: loop.run_until_complete(asyncio_proxy_calls(args.asks)),
         ("thread_tell", "asyncio"): lambda: loop.run_until_complete(asyncio_thread_tells(args.tells)),
     }
-    if cpu is not None:
-        measures["ask_one_cpu", "threading"] = lambda: threading_asks(args.thread_asks, cpu)
+    if one_cpu is not None:
+        measures["ask_one_cpu", "threading"] = lambda: threading_asks(args.thread_asks, one_cpu)
     for measure in measures.values():  # warm-up round, not counted: heap growth, caches
         measure()
     runs: dict[tuple[str, str], list[float]] = {key: [] for key in measures}
@@ -288,7 +306,7 @@ def throughput(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     for row, kind in (("tell", "floor"), ("tell", "threading"), ("ask", "floor"), ("ask", "threading")):
         pairs = zip(ours[row], runs[row, kind], strict=True)
         out["ratio"][f"{row}/{kind}"] = statistics.median(a / b for a, b in pairs)
-    if cpu is not None:
+    if one_cpu is not None:
         pairs = zip(ours["ask"], runs["ask_one_cpu", "threading"], strict=True)
         out["ratio"]["ask/one_cpu"] = statistics.median(a / b for a, b in pairs)
     return out
@@ -462,7 +480,12 @@ def report(args: argparse.Namespace, thr: dict[str, dict[str, float]], idl: dict
     add("ask round trips", thr["ask"], fmt_rate, (ratio["ask/floor"], ratio["ask/threading"]))
     if "ask_one_cpu" in thr:
         one_cpu_ask = {"asyncio": thr["ask"]["asyncio"], **thr["ask_one_cpu"]}
-        add("ask round trips, ThreadingActor on one CPU", one_cpu_ask, fmt_rate, (0, ratio["ask/one_cpu"]))
+        add(
+            "ask round trips, ThreadingActor threads on one CPU",
+            one_cpu_ask,
+            fmt_rate,
+            (0, ratio["ask/one_cpu"]),
+        )
     add("await proxy.method()", {"asyncio": thr["proxy"]["asyncio"]}, fmt_rate)
     add("tell from another thread", {"asyncio": thr["thread_tell"]["asyncio"]}, fmt_rate)
     for n in args.sizes:
@@ -472,7 +495,15 @@ def report(args: argparse.Namespace, thr: dict[str, dict[str, float]], idl: dict
     for n in args.sizes:
         add(f"virtual memory per idle actor, {n:,}", _pick(idl, n, "vms_per_actor"), _kib)
 
-    lines = [_table(header, rows, md)]
+    lines = [_table(header, rows, md), ""]
+    lines.append(
+        "ThreadingActor's caller and actor threads are pinned to two CPUs (the scheduler's placement "
+        "on an idle machine);"
+    )
+    lines.append(
+        "on one CPU a round trip is a plain thread switch, its best case. Ratios are medians of "
+        "back-to-back pairs."
+    )
     churn_rows = []
     for n in args.sizes:
         ours = idl["asyncio"].get(n)
@@ -576,10 +607,7 @@ def main() -> None:
         f"{others_share:.0%} of the machine meanwhile"
     )
     if others_share > 0.1:
-        print(
-            "warning: the machine was busy; figures are noisier, and ThreadingActor round trips get "
-            "faster when its two threads end up sharing a CPU"
-        )
+        print("warning: the machine was busy; the figures are noisier than usual")
     print()
     print(report(args, thr, idl))
     if args.json:

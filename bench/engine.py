@@ -250,6 +250,13 @@ async def run_one(
     return watch, final
 
 
+async def start_many(engine: Any, ref: str, params: dict[str, Any], count: int) -> list[str]:
+    """Start `count` executions at once (concurrent `execute` calls, so a durable store can
+    group-commit them); their ids."""
+    started = await asyncio.gather(*(engine.execute(ref, dict(params)) for _ in range(count)))
+    return [execution.id for execution in started]
+
+
 def check(final: Any, what: str, tasks: int | None = None) -> None:
     if final.status != "succeeded":
         raise SystemExit(f"{what}: execution ended {final.status}: {final.error}")
@@ -287,7 +294,7 @@ async def bench_concurrent(engine: Any, args: argparse.Namespace) -> dict[str, A
     async def one_round(count: int, rounds: Rounds | None) -> None:
         gc.collect()
         watch = Stopwatch()
-        ids = [(await engine.execute(ref, {})).id for _ in range(count)]
+        ids = await start_many(engine, ref, {}, count)
         finals = await asyncio.gather(*(engine.wait(i) for i in ids))
         if rounds is not None:
             rounds.add(watch)
@@ -359,14 +366,14 @@ async def bench_items(engine: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 async def bench_park(engine: Any, args: argparse.Namespace) -> dict[str, Any]:
     n = args.parked
-    warm = [(await engine.execute("bench.park", {"seconds": 0})).id for _ in range(200)]
+    warm = await start_many(engine, "bench.park", {"seconds": 0}, 200)
     for final in await asyncio.gather(*(engine.wait(i) for i in warm)):
         check(final, "park warm-up", 1)
     await asyncio.sleep(0.1)
     gc.collect()
     objects0, rss0 = len(gc.get_objects()), common.rss_bytes()
     watch = Stopwatch()
-    ids = [(await engine.execute("bench.park", {"seconds": 3600})).id for _ in range(n)]
+    ids = await start_many(engine, "bench.park", {"seconds": 3600}, n)
     launched = watch.read()
 
     async def parked(execution_id: str) -> bool:

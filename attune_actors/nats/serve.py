@@ -58,9 +58,29 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = subparsers.add_parser(
         "serve",
         help="run an engine on NATS: control service, events, actions run by workers",
-        description="Run an engine on NATS until SIGTERM/SIGINT. Actions run on `attune-actors worker` "
-        "processes; clients use the control service on <prefix>.api.* (see docs/distributed.md).",
+        description=DESCRIPTION,
     )
+    _add_arguments(p)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m attune_actors.nats.serve [--config FILE] [--log-level LEVEL] [serve options]`."""
+    parser = argparse.ArgumentParser(prog="attune-actors serve", description=DESCRIPTION)
+    parser.add_argument("--config", help="settings file (default: $ATTUNE_CONFIG, else built-in defaults)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+    _add_arguments(parser)
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+DESCRIPTION = (
+    "Run an engine on NATS until SIGTERM/SIGINT. Actions run on `attune-actors worker` processes; "
+    "clients use the control service on <prefix>.api.* (see docs/distributed.md)."
+)
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--nats", metavar="URL", help="NATS server URL(s), comma-separated (default: setting nats.url)"
     )
@@ -137,7 +157,7 @@ async def serve(settings: Settings, *, engine_id: str, stop: asyncio.Event | Non
     async with contextlib.AsyncExitStack() as stack:
         if settings.store == "sqlite":
             stack.enter_context(DataDirLock(settings.data_path))
-        nc = await connect(settings.nats, name=f"attune-engine {engine_id}")
+        nc = await _connect(settings, engine_id)
         stack.push_async_callback(_close, nc)
 
         try:
@@ -167,6 +187,18 @@ async def serve(settings: Settings, *, engine_id: str, stop: asyncio.Event | Non
         await stop.wait()
         log.info("engine %s stopping", engine_id)
     log.info("engine %s stopped", engine_id)
+
+
+async def _connect(settings: Settings, engine_id: str) -> Client:
+    # `connect` retries the first connection forever too (reconnecting forever is right only once
+    # connected): at startup an unreachable server is an error.
+    limit = settings.nats.connect_timeout * 2
+    try:
+        return await asyncio.wait_for(connect(settings.nats, name=f"attune-engine {engine_id}"), limit)
+    except TimeoutError:
+        raise TransportError(
+            f"cannot connect to NATS at {settings.nats.url} (gave up after {limit:g} s)"
+        ) from None
 
 
 def build_engine(settings: Settings, nc: Client, subjects: Subjects, engine_id: str) -> Engine:
@@ -255,4 +287,7 @@ class DataDirLock:
             self._file = None
 
 
-__all__ = ["DataDirLock", "build_engine", "register", "run", "serve", "serve_settings"]
+__all__ = ["DataDirLock", "build_engine", "main", "register", "run", "serve", "serve_settings"]
+
+if __name__ == "__main__":
+    sys.exit(main())

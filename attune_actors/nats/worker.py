@@ -1,0 +1,639 @@
+"""The worker: takes attempts from the runs stream, runs them, and reports to the engine that sent them.
+
+    attune-actors worker --nats URL [--packs DIR]... [--concurrency N] [--subjects PACK.RUNNER ...]
+    python -m attune_actors.nats.worker ...          # the same, without the rest of the CLI
+
+Any number of workers share one durable pull consumer on the runs stream (a work queue), so each
+attempt goes to one of them. A worker asks for at most as many messages as it has free slots
+(`--concurrency`). `--subjects` limits a worker to some `pack.runner` subjects (`*` matches any
+token): workers with the same set share that set's consumer; a JetStream work queue refuses sets
+that overlap (another set, or the unfiltered default), so specialised workers use disjoint sets.
+
+For each attempt: decode it (malformed: acknowledged, dead-lettered, an `error` event, and a
+`failed` outcome when its engine and key can be read), report `started` to the engine's results
+subject, acknowledge the message once that report is stored (a worker that dies before gets the
+message redelivered to another after `ack_wait`), run it through the `RunnerSet` with the attempt's
+deadline (`timeout` on expiry) and the same `RunContext` as in-process, and report how it ended.
+Reports are batched per engine (one JetStream message per loop turn) and re-sent until stored.
+An attempt this worker has already taken (a redelivery) is acknowledged and not run again.
+
+Heartbeats every `heartbeat_interval` list the attempts the worker holds, so the engine can tell a
+dead worker (or a lost attempt) from a busy one. Cancel requests on `Subjects.cancel(worker_id)`
+stop the attempt (its task is cancelled; the local runner kills the process group).
+
+SIGTERM/SIGINT: drain (stop taking attempts, finish the running ones, deliver their outcomes, exit 0).
+A second signal stops at once: running attempts end `abandoned`, which their engines retry elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import hashlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from attune_actors import codec
+from attune_actors.config import Settings, load_settings
+from attune_actors.errors import ActionError, AttuneError, ConfigError, ValidationError
+from attune_actors.nats.connection import connect
+from attune_actors.nats.subjects import Subjects, _token
+from attune_actors.nats.transport import (
+    ENDED,
+    MAX_MSG_SIZE,
+    PROTOCOL,
+    STARTED,
+    BadMessage,
+    ConnectionWatch,
+    Publisher,
+    Puller,
+    StreamOptions,
+    array_header,
+    decode_dispatch,
+    ensure_consumer,
+    ensure_streams,
+    report_bad_input,
+)
+from attune_actors.runners import RunContext, RunnerSet
+from attune_actors.spec.model import ActionSpec
+from attune_actors.spec.packs import Catalog, load_packs
+from attune_actors.transport.base import ActionRun
+
+log = logging.getLogger("attune_actors.nats.worker")
+
+DEFAULT_CONSUMER = "workers"
+RECENT_KEYS = 10_000  # attempts remembered after they ended, to recognise redeliveries
+
+
+def filter_subjects(subjects: Subjects, patterns: Sequence[str]) -> list[str]:
+    """`pack.runner` patterns (either token may be `*`) -> the runs subjects they name."""
+    out: list[str] = []
+    for pattern in patterns:
+        parts = pattern.split(".")
+        if len(parts) == 1 and parts[0] == ">":
+            parts = ["*", "*"]
+        elif len(parts) == 2 and parts[1] == ">":
+            parts[1] = "*"
+        if len(parts) != 2 or not all(p == "*" or (p and _token(p) == p) for p in parts):
+            raise ConfigError(
+                f"--subjects: {pattern!r} is not PACK.RUNNER (names or '*', e.g. core.local, mypack.*)"
+            )
+        subject = f"{subjects.prefix}.runs.{parts[0]}.{parts[1]}"
+        if subject not in out:
+            out.append(subject)
+    return out
+
+
+def consumer_name(filters: Sequence[str]) -> str:
+    """The durable consumer shared by every worker that takes these subjects."""
+    if not filters:
+        return DEFAULT_CONSUMER
+    digest = hashlib.sha1(",".join(sorted(filters)).encode()).hexdigest()[:12]
+    return f"{DEFAULT_CONSUMER}_{digest}"
+
+
+def default_worker_id() -> str:
+    return f"{_token(socket.gethostname())}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+@dataclass(slots=True, eq=False)
+class _Event:
+    kind: str  # STARTED or ENDED
+    key: str
+    at: float  # epoch seconds when the attempt started here
+    status: str = ""
+    result: Any = None
+    error: str | None = None
+    msgs: list[Msg] = field(default_factory=list)  # run messages acknowledged once this is stored
+
+    def encode(self, limit: int, action: str) -> bytes:
+        if self.kind == STARTED:
+            return codec.encode([STARTED, self.key, self.at])
+        try:
+            data = codec.encode([ENDED, self.key, self.at, self.status, self.result, self.error])
+        except AttuneError as exc:
+            self.status, self.result, self.error = "failed", None, f"{action}: result not sendable: {exc}"
+            return codec.encode([ENDED, self.key, self.at, self.status, None, self.error])
+        if len(data) > limit:
+            self.status, self.result = "failed", None
+            self.error = f"{action}: the result is too large to send back: {len(data)} bytes (limit {limit})"
+            data = codec.encode([ENDED, self.key, self.at, self.status, None, self.error])
+        return data
+
+
+class Worker:
+    """Runs attempts from the runs stream until `stop()` or `drain()` (see the module docstring)."""
+
+    def __init__(
+        self,
+        nc: Client,
+        subjects: Subjects,
+        catalog: Catalog,
+        *,
+        worker_id: str | None = None,
+        concurrency: int = 16,
+        subjects_filter: list[str] | None = None,
+        runners: RunnerSet | None = None,
+        heartbeat_interval: float = 1.0,
+        ack_wait: float = 10.0,
+        streams: StreamOptions | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
+        if not heartbeat_interval > 0:
+            raise ConfigError(f"the heartbeat interval must be more than 0, got {heartbeat_interval}")
+        self._nc = nc
+        self.subjects = subjects
+        self._catalog = catalog
+        self.worker_id = worker_id or default_worker_id()
+        self.concurrency = concurrency
+        self.filters = filter_subjects(subjects, subjects_filter or [])
+        self.consumer = consumer_name(self.filters)
+        self._runners = runners
+        self._owned_executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self.heartbeat_interval = heartbeat_interval
+        self._ack_wait = ack_wait
+        self._streams = streams or StreamOptions()
+        self._boot = secrets.token_hex(4)
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._actions: dict[str, str] = {}  # key -> action ref, for messages about it
+        self._held: dict[str, str] = {}  # key -> engine id, from taking an attempt to storing its end
+        self._recent: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._outbox: dict[str, dict[str, _Event]] = {}
+        self._flush_scheduled = False
+        self._batch_seq = 0
+        self._publisher = Publisher(nc)
+        self._puller = Puller(
+            nc, subjects.runs_stream, self.consumer, self._on_dispatch, self._free,
+            ensure=self._ensure, min_batch=max(1, concurrency // 4),
+        )
+        self._cancel_sub: Subscription | None = None
+        self._draining = False
+        self._abandon = False
+        self._stopped = asyncio.Event()
+        self._done = asyncio.Event()
+        self._shutdown_task: asyncio.Task[None] | None = None
+        self._started = False
+        self.runs_started = 0  # attempts taken (for logs and tests)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        """Serve until stopped; TransportError when the streams or the consumer cannot be set up."""
+        if self._started:
+            raise RuntimeError("a Worker runs once")
+        self._started = True
+        loop = asyncio.get_running_loop()
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            await self._ensure()
+            if self._runners is None:
+                self._owned_executor = concurrent.futures.ThreadPoolExecutor(
+                    self.concurrency, thread_name_prefix="attune-worker"
+                )
+                self._runners = RunnerSet(executor=self._owned_executor)
+            await self._publisher.start()
+            self._cancel_sub = await self._nc.subscribe(
+                self.subjects.cancel(self.worker_id), cb=self._on_cancel
+            )
+            watch = ConnectionWatch(self._nc)
+            tasks.append(loop.create_task(self._heartbeats(), name="worker heartbeats"))
+            tasks.append(loop.create_task(self._maintain(watch), name="worker maintenance"))
+            await self._puller.start()
+            log.info(
+                "worker %s ready: consumer %s (%s), concurrency %d",
+                self.worker_id, self.consumer, ", ".join(self.filters) or self.subjects.runs_all,
+                self.concurrency,
+            )
+            await self._stopped.wait()
+        finally:
+            for task in self._running.values():
+                task.cancel()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await self._puller.close()
+            if self._cancel_sub is not None:
+                with contextlib.suppress(Exception):
+                    await self._cancel_sub.unsubscribe()
+            if not self._held:
+                await self._heartbeat()  # "holding nothing": engines need not wait for a timeout
+            await self._publisher.close()
+            if self._owned_executor is not None:
+                assert self._runners is not None
+                await self._runners.aclose()
+                self._owned_executor.shutdown(wait=False, cancel_futures=True)
+            self._done.set()
+            log.info("worker %s stopped", self.worker_id)
+
+    async def drain(self) -> None:
+        """Stop taking attempts, finish the running ones, deliver their outcomes, then stop."""
+        if self._shutdown_task is None:
+            self._shutdown_task = asyncio.get_running_loop().create_task(self._shutdown())
+        await asyncio.shield(self._shutdown_task)
+        if self._started:
+            await self._done.wait()
+
+    def stop(self) -> None:
+        """Stop now: running attempts are cancelled and reported `abandoned` (their engines retry them)."""
+        self._abandon = True
+        for task in self._running.values():
+            task.cancel()
+        if self._shutdown_task is None:
+            self._shutdown_task = asyncio.get_running_loop().create_task(self._shutdown())
+
+    async def _shutdown(self) -> None:
+        self._draining = True
+        self._puller.paused = True
+        log.info("worker %s draining: %d attempt(s) running", self.worker_id, len(self._running))
+        while self._running:
+            await asyncio.wait(list(self._running.values()))
+        await asyncio.sleep(0)  # let the last reports be batched
+        deadline: float | None = None
+        while self._publisher.pending or self._outbox:
+            if self._abandon and deadline is None:
+                deadline = time.monotonic() + 5.0
+            if deadline is not None and time.monotonic() > deadline:
+                log.warning("worker %s: %d report(s) not delivered", self.worker_id, self._publisher.pending)
+                break
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.1):
+                    await self._publisher.wait_idle()
+        self._stopped.set()
+
+    async def _ensure(self) -> None:
+        await ensure_streams(self._nc, self.subjects, self._streams)
+        filters = self.filters or [self.subjects.runs_all]
+        await ensure_consumer(
+            self._nc,
+            self.subjects.runs_stream,
+            ConsumerConfig(
+                durable_name=self.consumer,
+                description="attune workers" + (f" for {', '.join(self.filters)}" if self.filters else ""),
+                filter_subject=filters[0] if len(filters) == 1 else None,
+                filter_subjects=filters if len(filters) > 1 else None,
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=self._ack_wait,
+                max_deliver=10,
+                max_ack_pending=100_000,
+            ),
+        )
+
+    def _free(self) -> int:
+        return self.concurrency - len(self._running)
+
+    async def _maintain(self, watch: ConnectionWatch) -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            try:
+                came_back = watch.poll()
+                if not watch.connected:
+                    continue
+                if came_back:
+                    log.info("worker %s: connection back; re-sending reports, pulling again", self.worker_id)
+                    self._publisher.sweep(resend_all=True)
+                    self._publisher.kick()
+                    await self._heartbeat()
+                    await self._puller.maintain(reconnected=True)
+                else:
+                    self._publisher.sweep()
+                    await self._puller.maintain()
+            except Exception:
+                log.exception("worker maintenance failed")
+
+    # ------------------------------------------------------------------ heartbeats and cancels
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await self._heartbeat()
+            await asyncio.sleep(self.heartbeat_interval)
+
+    async def _heartbeat(self) -> None:
+        if not self._nc.is_connected:
+            return
+        running: dict[str, list[str]] = {}
+        for key, engine in self._held.items():
+            running.setdefault(engine, []).append(key)
+        payload = codec.encode(
+            {
+                "v": PROTOCOL,
+                "worker": self.worker_id,
+                "pid": os.getpid(),
+                "interval": self.heartbeat_interval,
+                "concurrency": self.concurrency,
+                "draining": self._draining,
+                "running": running,
+            }
+        )
+        try:
+            await self._nc.publish(self.subjects.heartbeats, payload)
+        except Exception as exc:
+            log.debug("heartbeat not sent: %s", exc)
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        try:
+            body = codec.decode(msg.data)
+        except AttuneError:
+            body = None
+        keys = body.get("keys") if isinstance(body, dict) and body.get("v") == PROTOCOL else None
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            await report_bad_input(
+                self._nc, self.subjects, msg, "bad_cancel", "a cancel must be {v: 1, keys: [key, ...]}",
+                worker_id=self.worker_id,
+            )
+            return
+        for key in keys:
+            task = self._running.get(key)
+            if task is not None:
+                log.info("canceling %s", key)
+                task.cancel()
+
+    # ------------------------------------------------------------------ attempts
+
+    async def _on_dispatch(self, msg: Msg) -> None:
+        if self._draining:
+            with contextlib.suppress(Exception):
+                await msg.nak()  # straight back to the queue for another worker
+            return
+        try:
+            engine, run = decode_dispatch(msg.data)
+        except BadMessage as exc:
+            await self._reject(msg, exc)
+            return
+        key = run.key
+        if key in self._held or key in self._recent:
+            log.info("attempt %s delivered again; already taken here", key)
+            with contextlib.suppress(Exception):
+                await msg.ack()
+            return
+        at = time.time()
+        self.runs_started += 1
+        self._held[key] = engine
+        try:
+            action = self._catalog.action(run.action)
+        except AttuneError as exc:
+            self._ended(engine, key, at, "failed", None, f"{exc.message} (on worker {self.worker_id})", msg)
+            return
+        runner_type = action.runner_type
+        if runner_type == "noop":  # known at once, like the in-process transport
+            self._ended(engine, key, at, "succeeded", None, None, msg)
+            return
+        if runner_type == "echo":
+            self._ended(engine, key, at, "succeeded", dict(run.parameters), None, msg)
+            return
+        self._actions[key] = action.ref
+        self._running[key] = asyncio.get_running_loop().create_task(
+            self._execute(engine, run, action, at), name=f"run {key}"
+        )
+        self._report(engine, _Event(STARTED, key, at, msgs=[msg]))
+
+    async def _reject(self, msg: Msg, exc: BadMessage) -> None:
+        await report_bad_input(
+            self._nc, self.subjects, msg, "bad_dispatch", exc.reason, worker_id=self.worker_id
+        )
+        if exc.engine is not None and exc.key is not None:  # an error reply to the engine that sent it
+            self._report(
+                exc.engine,
+                _Event(ENDED, exc.key, time.time(), "failed", None, f"bad dispatch: {exc.reason}", [msg]),
+            )
+        else:
+            with contextlib.suppress(Exception):
+                await msg.ack()
+
+    async def _execute(self, engine: str, run: ActionRun, action: ActionSpec, at: float) -> None:
+        key = run.key
+        result: Any = None
+        error: str | None = None
+        try:
+            timeout = None if run.deadline is None else run.deadline - time.time()
+            if timeout is not None and timeout <= 0:
+                raise TimeoutError
+            assert self._runners is not None
+            runner = self._runners.get(action.runner_type)
+            context = RunContext(run.execution_id, run.run_id, run.attempt, run.task, run.item, action.ref)
+            async with asyncio.timeout(timeout):
+                result = await runner.run(action, run.parameters, context)
+            status = "succeeded"
+        except TimeoutError:
+            status, error = "timeout", f"{action.ref} timed out"
+        except asyncio.CancelledError:
+            if self._abandon:
+                status, error = "abandoned", f"worker {self.worker_id} stopped before the attempt ended"
+            else:
+                status, error = "canceled", "canceled"
+        except ActionError as exc:
+            status, result, error = "failed", exc.result, exc.message
+        except AttuneError as exc:
+            status, error = "failed", exc.message
+        except Exception as exc:  # a runner bug must not take the worker down
+            log.exception("runner %s crashed on %s", action.runner_type, key)
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+        finally:
+            self._running.pop(key, None)
+        self._ended(engine, key, at, status, result, error, None)
+        if not self._draining:
+            await self._puller.top_up()
+
+    def _ended(
+        self, engine: str, key: str, at: float, status: str, result: Any, error: str | None, msg: Msg | None
+    ) -> None:
+        self._recent[key] = None
+        if len(self._recent) > RECENT_KEYS:
+            self._recent.popitem(last=False)
+        box = self._outbox.get(engine)
+        earlier = box.get(key) if box is not None else None
+        msgs = earlier.msgs if earlier is not None else []  # its `started` was not sent yet: replace it
+        if msg is not None:
+            msgs.append(msg)
+        self._report(engine, _Event(ENDED, key, at, status, result, error, msgs))
+
+    # ------------------------------------------------------------------ reports
+
+    def _report(self, engine: str, event: _Event) -> None:
+        self._outbox.setdefault(engine, {})[event.key] = event
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        outbox, self._outbox = self._outbox, {}
+        limit = min(self._streams.max_msg_size, self._nc.max_payload or MAX_MSG_SIZE) - 4096
+        head = codec.encode(PROTOCOL) + codec.encode(self.worker_id)
+        for engine, events in outbox.items():
+            subject = self.subjects.results(engine)
+            parts: list[bytes] = []
+            batch: list[_Event] = []
+            size = len(head) + 5
+            for event in events.values():
+                data = event.encode(limit - len(head) - 5, self._actions.get(event.key, "the action"))
+                if batch and size + len(data) > limit:
+                    self._send(subject, head, parts, batch)
+                    parts, batch, size = [], [], len(head) + 5
+                parts.append(data)
+                batch.append(event)
+                size += len(data)
+            if batch:
+                self._send(subject, head, parts, batch)
+
+    def _send(self, subject: str, head: bytes, parts: list[bytes], batch: list[_Event]) -> None:
+        self._batch_seq += 1
+        payload = array_header(len(parts) + 2) + head + b"".join(parts)
+
+        async def stored(error: str | None) -> None:
+            if error is not None:  # refused for good: the engine will notice the attempts are gone
+                log.error("results for %s refused by the server: %s", subject, error)
+            for event in batch:
+                for msg in event.msgs:
+                    with contextlib.suppress(Exception):
+                        await msg.ack()
+                if event.kind == ENDED:
+                    self._held.pop(event.key, None)
+                    self._actions.pop(event.key, None)
+
+        self._publisher.publish(subject, payload, f"{self.worker_id}:{self._boot}:{self._batch_seq}", stored)
+
+
+# ---------------------------------------------------------------------------------------- command line
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, standalone: bool = False) -> None:
+    """The `worker` command's options (`--config`/`--log-level` also belong to the main parser)."""
+    parser.add_argument("--nats", metavar="URL", help="NATS server URL(s), comma-separated "
+                        "(default: the nats.url setting)")
+    parser.add_argument("--packs", action="append", metavar="DIR",
+                        help="folder of pack folders (repeatable; the core pack is always loaded)")
+    parser.add_argument("--concurrency", type=int, default=16, metavar="N",
+                        help="attempts run at once (default 16)")
+    parser.add_argument("--subjects", nargs="+", metavar="PACK.RUNNER",
+                        help="take only these pack/runner subjects ('*' matches any name); workers with "
+                        "the same set share the load; sets must not overlap")
+    parser.add_argument("--worker-id", help="this worker's id (default: host-pid-random)")
+    parser.add_argument("--heartbeat", type=float, default=1.0, metavar="SECONDS",
+                        help="seconds between heartbeats (default 1)")
+    default = None if standalone else argparse.SUPPRESS
+    parser.add_argument("--config", default=default,
+                        help="settings file (default: $ATTUNE_CONFIG, else built-in defaults)")
+    parser.add_argument("--log-level", default=default, help="DEBUG, INFO, WARNING, ERROR")
+
+
+def register(subparsers: Any) -> None:
+    """Add `worker` to the CLI's sub-commands."""
+    parser = subparsers.add_parser(
+        "worker",
+        help="take action runs from NATS and run them (the distributed runtime's worker)",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=command)
+
+
+def command(args: argparse.Namespace) -> int:
+    """`attune-actors worker`: 0 after a drain; AttuneError (exit 2) for bad settings, packs, NATS."""
+    settings = load_settings(
+        getattr(args, "config", None),
+        overrides={
+            "packs": args.packs,
+            "nats": {"url": args.nats},
+            "logging": {"level": getattr(args, "log_level", None)},
+        },
+    )
+    logging.basicConfig(
+        level=settings.logging.level.upper(), format=settings.logging.format, stream=sys.stderr
+    )
+    if args.concurrency < 1:
+        raise ConfigError(f"--concurrency must be at least 1, got {args.concurrency}")
+    if not args.heartbeat > 0:
+        raise ConfigError(f"--heartbeat must be more than 0, got {args.heartbeat}")
+    subjects = Subjects(settings.nats.subject_prefix)
+    filter_subjects(subjects, args.subjects or [])  # bad patterns fail before connecting
+    packs: Sequence[str] = settings.packs
+    if args.packs is None and tuple(packs) == Settings().packs and not Path(packs[0]).is_dir():
+        packs = ()  # no packs folder here and none asked for: the core pack only
+    catalog, problems = load_packs(packs)
+    if problems:
+        raise ValidationError(problems)
+    return asyncio.run(_serve(settings, subjects, catalog, args))
+
+
+async def _serve(settings: Settings, subjects: Subjects, catalog: Catalog, args: argparse.Namespace) -> int:
+    worker_id = args.worker_id or default_worker_id()
+    nc = await connect(settings.nats, name=f"attune-worker {worker_id}")
+    executor = concurrent.futures.ThreadPoolExecutor(args.concurrency, thread_name_prefix="attune-worker")
+    runners = RunnerSet(executor=executor, kill_grace=settings.limits.kill_grace)
+    worker = Worker(
+        nc, subjects, catalog, worker_id=worker_id, concurrency=args.concurrency,
+        subjects_filter=args.subjects, runners=runners, heartbeat_interval=args.heartbeat,
+    )
+    loop = asyncio.get_running_loop()
+    signals = 0
+    background: set[asyncio.Task[None]] = set()
+
+    def on_signal(name: str) -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            log.info("%s: draining (again to stop at once)", name)
+            task = loop.create_task(worker.drain())
+            background.add(task)
+            task.add_done_callback(background.discard)
+        elif signals == 2:
+            log.warning("%s: stopping now; running attempts are abandoned", name)
+            worker.stop()
+        else:
+            os._exit(130)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+    try:
+        await worker.run()
+    finally:
+        await runners.aclose()
+        executor.shutdown(wait=False, cancel_futures=True)
+        with contextlib.suppress(Exception):
+            await nc.flush(timeout=2)
+        with contextlib.suppress(Exception):
+            await nc.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m attune_actors.nats.worker`: the `worker` command on its own."""
+    parser = argparse.ArgumentParser(prog="attune-actors worker", description=__doc__.split("\n\n")[0])
+    add_arguments(parser, standalone=True)
+    args = parser.parse_args(argv)
+    try:
+        return command(args)
+    except ValidationError as exc:
+        for err in exc.errors:
+            print(str(err), file=sys.stderr)
+        return 2
+    except AttuneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
