@@ -1,4 +1,5 @@
-"""`attune-actors`: run and validate workflows, manage the KV datastore.
+"""`attune-actors`: run, re-run and validate workflows, read history, manage the KV datastore, and run
+engines (`serve`) and workers (`worker`) on NATS.
 
 Every user error ends as one line on stderr and exit status 2 (no traceback); a workflow that ran
 but did not succeed exits 1.
@@ -74,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     val.set_defaults(func=_validate)
 
     kv_command.register(sub)
+    _register_distributed(sub)
 
     rerun = sub.add_parser("rerun", help="run a failed or canceled execution again, keeping what completed")
     rerun.add_argument("id", help="execution id")
@@ -214,6 +216,14 @@ def _parameters(args: argparse.Namespace, declared: dict[str, Any]) -> dict[str,
             raise ParameterError(f"-p {item!r}: expected KEY=VALUE")
         params[key] = coerce_cli_value(key, declared.get(key), text)
     return params
+
+
+def _register_distributed(sub: Any) -> None:
+    """`serve` and `worker`: the NATS runtime's processes (their modules import nats lazily)."""
+    from attune_actors.nats import serve, worker
+
+    serve.register(sub)
+    worker.register(sub)
 
 
 # -------------------------------------------------------------------------- rerun, history

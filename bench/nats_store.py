@@ -9,7 +9,8 @@ Starts two local nats-servers (JetStream in temp dirs, file storage): one with t
    - `pipelined publishes`: every put in flight at once (`js.publish_async`, acknowledgements
      awaited per 1,000), one message and one acknowledgement per record: the best a store writing
      records one by one can do;
-   - `NatsStore`: `save()` of one record per call, then `flush()`: atomic batches of 1,000.
+   - `NatsStore`: `save()` of one record per call (100 per loop turn), then `flush()`: the writer
+     sends what each turn saved as atomic batches of up to 1,000 messages.
 2. *Workload*: the one of bench/store.py (`--executions` x `--steps` supervisor steps, a header and
    one or two run records each, `--per-turn` steps per loop turn), through NatsStore with the
    writer in the background (clock stops at the final flush) and with a flush per turn; SQLiteStore
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.metadata
 import os
 import platform
 import shutil
@@ -46,15 +48,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import nats
+from _common import machine
 from nats.aio.client import Client
 from nats.js import api
+from store import Result, Step, through_store, workload  # bench/store.py: the same workload
 
-from _common import machine
 from attune_actors.nats.store import NatsStore
 from attune_actors.nats.subjects import Subjects
 from attune_actors.store.base import MemoryStore
 from attune_actors.store.sqlite import SQLiteStore
-from store import Result, Step, through_store, workload  # bench/store.py: the same workload
 
 SYNC_MODES = ("default", "always")
 
@@ -160,15 +162,19 @@ async def pipelined_puts(nc: Client, n: int, value: bytes) -> float:
 
 
 async def store_puts(nc: Client, n: int, value: bytes) -> float:
+    """Saves of one record each (the header of an execution created beforehand), a turn per 100."""
     store = NatsStore(nc, fresh())
     await store.open()
-    await store.flush()
     header = {"id": "", "status": "running", "parent_id": None, "started_at": 1.0, "blob": value}
+    for i in range(n):  # create the executions first: their first save also writes a creation mark
+        header["id"] = f"e{i}"
+        store.save(f"e{i}", header, [], [])
+    await store.flush()
     start = time.perf_counter()
     for i in range(n):
         eid = f"e{i}"
         header["id"] = eid
-        store.save(eid, header, [], [])  # one header record (and the creation mark of a new execution)
+        store.save(eid, header, [], [])
         if i % 100 == 99:
             await asyncio.sleep(0)
     await store.flush()
@@ -276,8 +282,10 @@ async def bench_server(server: Server, args: argparse.Namespace, steps: list[Ste
     async with client(server) as nc:
         out["sequential"] = statistics.median(
             [await sequential_puts(nc, args.sequential_puts, value) for _ in range(args.repeat)])
-        out["pipelined"] = statistics.median([await pipelined_puts(nc, args.puts, value) for _ in range(args.repeat)])
-        out["store_puts"] = statistics.median([await store_puts(nc, args.puts, value) for _ in range(args.repeat)])
+        out["pipelined"] = statistics.median(
+            [await pipelined_puts(nc, args.puts, value) for _ in range(args.repeat)])
+        out["store_puts"] = statistics.median(
+            [await store_puts(nc, args.puts, value) for _ in range(args.repeat)])
         for each in (False, True):
             results = [await nats_workload(nc, steps, args.per_turn, each) for _ in range(args.repeat)]
             out["flush" if each else "background"] = median_result(results)
@@ -328,9 +336,11 @@ def main(argv: list[str] | None = None) -> int:
             for each in (False, True):
                 results = [asyncio.run(sqlite_workload(root, steps, args.per_turn, sync, each))
                            for _ in range(args.repeat)]
-                local[f"SQLiteStore {sync}, {'flush per turn' if each else 'background'}"] = median_result(results)
-        local["MemoryStore"] = median_result(
-            [asyncio.run(through_store(MemoryStore(), steps, args.per_turn, False)) for _ in range(args.repeat)])
+                label = f"SQLiteStore {sync}, {'flush per turn' if each else 'background'}"
+                local[label] = median_result(results)
+        memory = [asyncio.run(through_store(MemoryStore(), steps, args.per_turn, False))
+                  for _ in range(args.repeat)]
+        local["MemoryStore"] = median_result(memory)
         print("open ...", file=sys.stderr, flush=True)
 
         async def opening() -> tuple[tuple[float, float, int, int], tuple[float, int]]:
@@ -348,15 +358,17 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(root, ignore_errors=True)
 
     info = machine()
-    version = subprocess.run([nats_server_binary(), "--version"], capture_output=True, text=True).stdout.strip()
-    print(f"{info['cpu']} x {info['cpus']}, python {platform.python_version()}, {version}, "
-          f"nats-py {nats.__version__} | median of {args.repeat}")
+    version = subprocess.run([nats_server_binary(), "--version"], capture_output=True, text=True)
+    print(f"{info['cpu']} x {info['cpus']}, python {platform.python_version()}, {version.stdout.strip()}, "
+          f"nats-py {importlib.metadata.version('nats-py')} | median of {args.repeat}")
     print()
-    print(f"KV puts of {args.value_size}-byte values ({args.sequential_puts:,} sequential, {args.puts:,} otherwise):")
+    print(f"KV puts of {args.value_size}-byte values ({args.sequential_puts:,} sequential, "
+          f"{args.puts:,} otherwise):")
     print()
     print("| writes | sync_interval default: puts/s | sync_interval always: puts/s | always vs default |")
     print("|---|---:|---:|---:|")
-    for name, key in (("sequential `kv.put`", "sequential"), ("pipelined publishes, one ack each", "pipelined"),
+    for name, key in (("sequential `kv.put`", "sequential"),
+                      ("pipelined publishes, one ack each", "pipelined"),
                       ("NatsStore (atomic batches of 1,000)", "store_puts")):
         d, a = figures["default"][key], figures["always"][key]
         print(f"| {name} | {d:,.0f} | {a:,.0f} | {a / d:.2f}x |")

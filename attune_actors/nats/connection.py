@@ -25,7 +25,9 @@ def connect_options(settings: NatsSettings, *, name: str) -> dict[str, Any]:
         "servers": [u.strip() for u in settings.url.split(",") if u.strip()],
         "name": name,
         "connect_timeout": settings.connect_timeout,
-        "max_reconnect_attempts": -1,
+        # The first connection gives up after trying each server twice: an unreachable server is
+        # a clear error at start-up. `connect` switches to reconnecting forever once connected.
+        "max_reconnect_attempts": 1,
         "reconnect_time_wait": 0.5,
         "allow_reconnect": True,
     }
@@ -54,13 +56,13 @@ async def connect(settings: NatsSettings, *, name: str) -> Client:
         log.warning("nats (%s): %s", name, exc)
 
     async def disconnected_cb() -> None:
-        log.warning("nats (%s): disconnected from %s", name, settings.url)
+        log.info("nats (%s): disconnected from %s", name, settings.url)
 
     async def reconnected_cb() -> None:
         log.info("nats (%s): reconnected", name)
 
     try:
-        return await nats.connect(
+        nc = await nats.connect(
             **connect_options(settings, name=name),
             error_cb=error_cb,
             disconnected_cb=disconnected_cb,
@@ -71,3 +73,7 @@ async def connect(settings: NatsSettings, *, name: str) -> Client:
     except Exception as exc:  # nats-py raises many unrelated types for "cannot connect"
         reason = str(exc) or type(exc).__name__
         raise TransportError(f"cannot connect to NATS at {settings.url}: {reason}") from None
+    # A server restart is an outage to wait out: from now on, reconnect without limit.
+    nc.options["max_reconnect_attempts"] = -1
+    return nc
+

@@ -15,8 +15,11 @@ the `nats` store and the control API alike); with `--store sqlite` it also locks
 same prefix or data dir refuses to start. After a crash the prefix lease expires within its TTL.
 
 It runs until SIGTERM or SIGINT, then stops answering, closes the engine (unfinished executions are
-resumed by the next `serve`), releases the lease and exits 0. Startup errors (cannot connect,
-invalid packs, lease held, ...) are one line on stderr and exit status 2. Logs go to stderr.
+resumed by the next `serve`), releases the lease and exits 0; if it loses the lease (it could not
+renew it for its TTL, and another engine may have taken over), it stops the same way and exits 1.
+Startup errors (cannot connect, lease held, data dir locked, bad settings) are one line on stderr
+and exit status 2. Invalid workflows do not stop it: the engine leaves them out and says why when
+they are executed. Logs go to stderr.
 """
 
 from __future__ import annotations
@@ -40,15 +43,17 @@ from nats.aio.client import Client
 
 from attune_actors.config import Settings, configure_logging, load_settings
 from attune_actors.engine.engine import Engine
-from attune_actors.errors import AttuneError, ConfigError, StoreError, TransportError, ValidationError
+from attune_actors.errors import AttuneError, ConfigError, StoreError, TransportError
 from attune_actors.nats.connection import connect
+from attune_actors.nats.lease import EngineLease
 from attune_actors.nats.service import ControlService
 from attune_actors.nats.subjects import Subjects
+from attune_actors.nats.transport import NatsTransport
 from attune_actors.spec.model import ActionSpec
 
 log = logging.getLogger("attune_actors.nats.serve")
 
-EXIT_OK, EXIT_BAD_INPUT = 0, 2
+EXIT_OK, EXIT_LEASE_LOST, EXIT_BAD_INPUT = 0, 1, 2
 LEASE_TTL = 10.0  # seconds; renewed well within, so a crashed engine's lease lapses this soon
 LOCK_FILE = "engine.lock"
 
@@ -70,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
     _add_arguments(parser)
     args = parser.parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:  # a second SIGINT while stopping
+        return 130
     return code
 
 
@@ -103,22 +111,14 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """The `serve` command: serve until a signal; exit 0, or 2 with one line on stderr for startup errors."""
+    """The `serve` command: exit 0 after a signal, 1 if the lease was lost, 2 if it cannot start."""
     try:
         settings = serve_settings(args)
         configure_logging(settings)
-        engine_id = args.engine_id or default_engine_id()
-        asyncio.run(serve(settings, engine_id=engine_id))
-    except ValidationError as exc:
-        more = (
-            f" (and {len(exc.errors) - 1} more; see `attune-actors validate`)" if len(exc.errors) > 1 else ""
-        )
-        print(f"error: invalid packs: {exc.errors[0]}{more}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return asyncio.run(serve(settings, engine_id=args.engine_id or default_engine_id()))
     except AttuneError as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    return EXIT_OK
 
 
 def serve_settings(args: argparse.Namespace) -> Settings:
@@ -144,32 +144,32 @@ def default_engine_id() -> str:
     return socket.gethostname().split(".")[0] or "engine"
 
 
-async def serve(settings: Settings, *, engine_id: str, stop: asyncio.Event | None = None) -> None:
-    """Run one engine until `stop` is set (default: until SIGTERM or SIGINT).
+async def serve(settings: Settings, *, engine_id: str, stop: asyncio.Event | None = None) -> int:
+    """Run one engine until `stop` is set (default: until SIGTERM or SIGINT); the exit status.
 
-    Raises AttuneError (StoreError for a held lease or locked data dir, TransportError when NATS
-    cannot be reached, ValidationError for invalid packs) when it cannot start.
+    Raises AttuneError when it cannot start: StoreError for a held lease or a locked data dir,
+    TransportError when NATS cannot be reached. Returns 0 after a stop, 1 after losing the lease
+    (another engine may have taken over: this one stops at once).
     """
     if stop is None:
         stop = asyncio.Event()
         _stop_on_signals(stop)
+    lost: list[str] = []
+
+    def lease_lost(reason: str) -> None:
+        lost.append(reason)
+        stop.set()
+
     subjects = Subjects(settings.nats.subject_prefix)
-    async with contextlib.AsyncExitStack() as stack:
+    async with contextlib.AsyncExitStack() as stack:  # unwinds in reverse: service, engine, lease, ...
         if settings.store == "sqlite":
             stack.enter_context(DataDirLock(settings.data_path))
         nc = await _connect(settings, engine_id)
         stack.push_async_callback(_close, nc)
-
-        try:
-            from attune_actors.nats.lease import EngineLease  # type: ignore[import-not-found,unused-ignore]
-        except ImportError as exc:
-            raise TransportError(f"the NATS runtime is incomplete: {exc}") from None
-        holder = f"{engine_id}-{os.getpid()}-{uuid.uuid4().hex[:8]}"  # unique per process
-        lease = EngineLease(nc, subjects, holder=holder, ttl=LEASE_TTL)
+        lease = EngineLease(nc, subjects, holder=f"{engine_id}-{uuid.uuid4().hex[:8]}", ttl=LEASE_TTL)
         await lease.acquire()
         stack.push_async_callback(lease.release)
-        await lease.start_renewing()
-
+        await lease.start_renewing(on_lost=lease_lost)
         engine = build_engine(settings, nc, subjects, engine_id)
         stack.push_async_callback(engine.close)
         await engine.start()
@@ -187,6 +187,7 @@ async def serve(settings: Settings, *, engine_id: str, stop: asyncio.Event | Non
         await stop.wait()
         log.info("engine %s stopping", engine_id)
     log.info("engine %s stopped", engine_id)
+    return EXIT_LEASE_LOST if lost else EXIT_OK
 
 
 async def _connect(settings: Settings, engine_id: str) -> Client:
@@ -203,16 +204,11 @@ async def _connect(settings: Settings, engine_id: str) -> Client:
 
 def build_engine(settings: Settings, nc: Client, subjects: Subjects, engine_id: str) -> Engine:
     """An engine whose actions run on NATS workers, with the store `settings.store` names."""
-    try:
-        from attune_actors.nats.transport import NatsTransport  # type: ignore[import-not-found,unused-ignore]
+    store = None
+    if settings.store == "nats":
+        from attune_actors.nats.store import NatsStore
 
-        store = None
-        if settings.store == "nats":
-            from attune_actors.nats.store import NatsStore  # type: ignore[import-not-found,unused-ignore]
-
-            store = NatsStore(nc, subjects)
-    except ImportError as exc:
-        raise TransportError(f"the NATS runtime is incomplete: {exc}") from None
+        store = NatsStore(nc, subjects)
 
     def action(ref: str) -> ActionSpec:
         return engine.catalog.action(ref)  # engine.start() loads the catalog: look it up late

@@ -21,9 +21,12 @@ whose subject is `Subjects.api(operation)` and which maps 1:1 onto an `Engine` m
 Every reply is JSON. A failure is `{"error": {"code": ..., "message": ...}}` (with the micro
 framework's `Nats-Service-Error` / `Nats-Service-Error-Code` headers, the code as an HTTP-like
 number); the codes are the stable strings in `ERROR_STATUS`. Bad input (not JSON, not an object,
-a missing, unknown or mistyped field, more than `max_payload` bytes, no reply subject, an unknown
-operation) also leaves a dead-letter record on `Subjects.dead_letters` and an `error` event on
-`Subjects.service_events`; the service keeps serving whatever it is sent.
+a missing, unknown or mistyped field, more than `max_payload` bytes, no reply subject) also leaves a
+dead-letter record on `Subjects.dead_letters` and an `error` event on `Subjects.service_events`
+(`transport.report_bad_input`); the service keeps serving whatever it is sent. A request for an
+operation that does not exist gets the server's "no responders" status at once: nothing listens
+there. (A catch-all subscription on the same connection would answer it, but a connection that
+receives a request twice loses the right to reply under the `allow_responses` permission.)
 
 Requests on one subject are handled one at a time, in arrival order; different operations run
 concurrently. Every event of `Engine.events()` is published, in order, on
@@ -38,13 +41,11 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import nats.micro
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription as NatsSubscription
 from nats.micro.request import Request
 from nats.micro.service import Service
 
@@ -67,13 +68,13 @@ from attune_actors.errors import (
     ValidationError,
 )
 from attune_actors.nats.subjects import Subjects
-from attune_actors.spec.suggest import closest, printable, unknown_key
+from attune_actors.nats.transport import report_bad_input
+from attune_actors.spec.suggest import printable, unknown_key
 
 log = logging.getLogger("attune_actors.nats.service")
 
 SERVICE_NAME = "attune-engine"
 MAX_PAYLOAD = 1024 * 1024
-DEAD_LETTER_SAMPLE = 1024  # bytes of a bad payload kept in its dead-letter record
 DEFAULT_LIST_LIMIT = 50
 
 # Stable error codes -> the HTTP-like number in the `Nats-Service-Error-Code` header.
@@ -81,7 +82,6 @@ ERROR_STATUS: dict[str, int] = {
     "bad_request": 400,  # not JSON, not an object, missing/unknown/mistyped field, no reply subject
     "invalid_parameters": 400,  # ParameterError: workflow parameters, rerun of a running execution, ...
     "not_found": 404,  # NotFoundError: no such execution, inquiry, workflow, action or pack
-    "unknown_operation": 404,  # a subject under <prefix>.api. that names no operation
     "inquiry_refused": 409,  # InquiryResponseError: schema violation, identity not allowed, not pending
     "too_large": 413,  # a request over max_payload, or a reply over the server's max_payload
     "validation_failed": 422,  # ValidationError: a workflow definition is invalid
@@ -160,10 +160,6 @@ def _encode(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 class ControlService:
     """Serves one engine's API on NATS and publishes its events; `start()` then, at the end, `stop()`."""
 
@@ -182,7 +178,6 @@ class ControlService:
         self.max_payload = max_payload
         self.engine_id = engine_id
         self._service: Service | None = None
-        self._catch_all: NatsSubscription | None = None
         self._events: Subscription | None = None
         self._pump: asyncio.Task[None] | None = None
         self._operations: dict[str, tuple[_Fields, _Call]] = {
@@ -210,7 +205,6 @@ class ControlService:
             "workflows.put": ({"pack": _required(TEXT), "yaml": _required(TEXT)}, self._put_workflow),
             "workflows.delete": ({"ref": _required(TEXT)}, self._delete_workflow),
         }
-        self._known = {subjects.api(op) for op in self._operations}
 
     @property
     def operations(self) -> list[str]:
@@ -245,23 +239,14 @@ class ControlService:
                 handler=self._handler(operation),
                 metadata={"operation": operation},
             )
-        # Requests for operations that do not exist: every API message also reaches this (its own
-        # queue group), which answers only those no endpoint serves.
-        self._catch_all = await self.nc.subscribe(
-            self.subjects.api(">"), queue=f"{SERVICE_NAME}-unknown", cb=self._on_unknown
-        )
         await self.nc.flush()
-        log.info("control service on %s (%d operations)", self.subjects.api("*"), len(self._operations))
+        log.info("control service on %s (%d operations)", self.subjects.api(">"), len(self._operations))
 
     async def stop(self) -> None:
         """Stop answering, then publish the events still buffered and stop the event stream."""
         service, self._service = self._service, None
         if service is not None:
             await service.stop()
-        if self._catch_all is not None:
-            with contextlib.suppress(Exception):  # the connection may already be closed
-                await self._catch_all.unsubscribe()
-            self._catch_all = None
         if self._events is not None:
             self._events.close()
             self._events = None
@@ -342,41 +327,14 @@ class ControlService:
                 raise BadRequest("bad_request", f"{operation}: '{name}' must be {what}, got {got}")
         return body
 
-    async def _on_unknown(self, msg: Msg) -> None:
-        if msg.subject in self._known:
-            return
-        operation = msg.subject.removeprefix(self.subjects.api(""))
-        guess = closest(operation, self._operations)
-        hint = f" (did you mean '{guess}'?)" if guess else f" (operations: {', '.join(self._operations)})"
-        await self._reject(msg, "unknown_operation", f"unknown operation '{printable(operation)}'{hint}")
-
     # ------------------------------------------------------------------ replies, dead letters
 
     async def _reject(self, msg: Msg, code: str, message: str) -> None:
         """Bad input: an error reply (when there is a reply subject), a dead-letter record, an error event."""
-        log.warning("bad request on %s: %s", msg.subject, message)
         if msg.reply:
             await self._reply_error(msg, code, message)
-        sample = msg.data[:DEAD_LETTER_SAMPLE].decode("utf-8", errors="replace")
-        record = {
-            "subject": msg.subject,
-            "reason": message,
-            "code": code,
-            "size": len(msg.data),
-            "payload": sample,
-            "truncated": len(msg.data) > DEAD_LETTER_SAMPLE,
-            "time": _now(),
-            "engine_id": self.engine_id,
-        }
-        event = {
-            "type": "error",
-            "code": code,
-            "message": message,
-            "subject": msg.subject,
-            "time": record["time"],
-        }
-        await self._publish(self.subjects.dead_letters, _encode(record))
-        await self._publish(self.subjects.service_events, _encode(event))
+        who = {"engine_id": self.engine_id} if self.engine_id is not None else {}
+        await report_bad_input(self.nc, self.subjects, msg, code, message, **who)
 
     async def _reply_error(self, msg: Msg, code: str, error: str | AttuneError) -> None:
         body: dict[str, Any] = {"code": code, "message": str(error)}
@@ -393,12 +351,6 @@ class ControlService:
             await self.nc.publish(msg.reply, data, headers=headers)
         except Exception as exc:  # a closed or reconnecting connection: the requester times out
             log.warning("cannot reply on %s: %s", msg.subject, exc)
-
-    async def _publish(self, subject: str, data: bytes) -> None:
-        try:
-            await self.nc.publish(subject, data)
-        except Exception as exc:
-            log.warning("cannot publish on %s: %s", subject, exc)
 
     # ------------------------------------------------------------------ events
 

@@ -297,9 +297,11 @@ class NatsStore(Store):
             self.load_seconds = time.perf_counter() - start
             self.loaded_keys = len(values)
         except StoreError:
+            self._state = "closed"  # a failed open may have filled the mirror halfway: use a new store
             await self._drop_ack_sub()
             raise
         except (TimeoutError, nats.errors.Error, OSError) as e:
+            self._state = "closed"
             await self._drop_ack_sub()
             raise StoreError(f"cannot open the nats store (bucket {self.bucket}): {_describe(e)}") from None
         self._loop = asyncio.get_running_loop()
@@ -699,6 +701,8 @@ class NatsStore(Store):
             raise StoreError(f"the nats store {self.bucket} is {state}")
         if threading.get_ident() != self._thread:
             raise StoreError(f"the nats store {self.bucket} is used from a thread other than its loop's")
+        if self._writer is None or self._writer.done():
+            raise StoreError(f"the writer of the nats store {self.bucket} stopped")
 
     def _ask_write(self) -> None:
         """Wake the writer (it runs on a later loop turn, so a turn's saves go together).
@@ -860,10 +864,28 @@ class NatsStore(Store):
     def _chunks(self, batch: _Batch) -> list[_Chunk]:
         """`batch` cut into atomic batches of at most `batch_size` messages, whole units where they fit."""
         size = self.batch_size
+        limit, had_parts, prefix = self._limit, self._parts, self._prefix
         chunks: list[_Chunk] = []
         cur = _Chunk()
         for unit, records in batch.units.items():
             header = f"{unit}.h"
+            if len(records) <= size and all(
+                value is not None and len(value) <= limit and key not in had_parts
+                for key, value in records.items()
+            ):  # the usual case: one message per record
+                if len(cur.messages) + len(records) > size:
+                    chunks.append(cur)
+                    cur = _Chunk()
+                messages, written = cur.messages, cur.records
+                last = records.get(header)
+                for key, value in records.items():
+                    if key != header:
+                        messages.append((prefix + key, value, None))  # type: ignore[arg-type]
+                        written.append((unit, key, value))
+                if last is not None:
+                    messages.append((prefix + header, last, None))
+                    written.append((unit, header, last))
+                continue
             keys = [k for k in records if k != header]
             if header in records:
                 keys.append(header)

@@ -3,25 +3,35 @@
 Engine side (`NatsTransport`, behind the `Transport` interface):
 
 - `submit` publishes the attempt to `Subjects.runs(pack, runner_type)` on the runs stream (retention
-  WORK_QUEUE, so each attempt is taken by one worker) with `Nats-Msg-Id: <run key>@<incarnation>`. A
+  WORK_QUEUE: each attempt is taken by one worker) with `Nats-Msg-Id: <run key>@<incarnation>`. A
   publish that is not acknowledged (server down, restarting) is re-sent with the same id until it is
-  stored, so the server keeps one copy. `submit` never waits: publishes are pipelined by a writer task.
-- Workers report `started` and `ended` events in batches on `Subjects.results(engine_id)`, which the
-  results stream keeps until this engine's durable consumer has taken and acknowledged them: an
-  outcome survives a disconnect of the engine or of the worker, and a server restart.
+  stored, and the server keeps one copy. (The incarnation is random per transport: an engine that
+  restarts and recovers an execution re-dispatches its unfinished attempt for real, instead of having
+  it dropped as a duplicate of the copy a worker may already have taken and lost.) `submit` never
+  waits: a writer task pipelines the publishes.
+- Workers report `started` and `ended` events, batched, on `Subjects.results(engine_id)`; the results
+  stream keeps them until this engine's durable consumer has taken and acknowledged them, so an
+  outcome survives a disconnect of the engine or of the worker, and a server restart. `start`
+  returns once what was waiting there has been taken.
 - Outcomes are applied once: an event for an attempt this engine does not have in flight (finished,
-  abandoned, duplicate) is ignored; ended events that arrive before their attempt is submitted (an
-  engine restarted with the same id) are kept a while and delivered when it is.
-- Liveness: workers publish heartbeats (`Subjects.heartbeats`) listing the attempts they hold. An
-  attempt whose worker is silent for `heartbeat_timeout` seconds (while this engine is connected), or
-  whose worker has stopped listing it for that long, ends `abandoned`; the conductor retries it per
-  the task's retry policy. An attempt never started by its deadline (no worker) ends `timeout`.
+  abandoned, duplicate) is ignored. A real outcome (not `canceled`/`abandoned`) that arrives before
+  its attempt is submitted (an engine restarted with the same id) is kept a minute and applied at
+  submit without dispatching again; an attempt a worker's heartbeat says it still runs is not
+  dispatched again either.
+- Liveness: workers publish heartbeats (`Subjects.heartbeats`) listing the attempts they hold, from
+  taking one until its outcome is stored. An attempt whose worker is silent for `heartbeat_timeout`
+  seconds (while this engine is connected: after an outage of its own every worker gets a fresh
+  timeout), or whose worker has stopped listing it for that long, ends `abandoned`, which the
+  conductor retries per the task's retry policy. An attempt no worker started by its deadline (plus
+  `heartbeat_timeout`) ends `timeout`.
 - `cancel` sends the attempt's key to `Subjects.cancel(worker)` of the worker that started it; for an
   attempt not started yet the request is kept and sent when its `started` event arrives, and it is
   repeated while the worker's heartbeats still list the attempt.
+- `close` stops listening; attempts out on workers are not stopped by it (the engine's task actors
+  cancel theirs when they stop).
 
-The pieces shared with the worker (stream set-up, the reliable publisher, the continuous pull
-consumer) live here too. Wire formats (msgpack, see `codec`):
+The pieces shared with the worker (stream and consumer set-up, the reliable publisher, the continuous
+pull consumer) live here too. Wire formats (msgpack, see `codec`):
 
     dispatch  {"v": 1, "engine": id, "runner": runner_type, "sent": epoch, "run": {ActionRun fields}}
     results   [1, worker_id, event...]  event: ["s", key, started_at] | ["e", key, started_at,
@@ -32,7 +42,8 @@ consumer) live here too. Wire formats (msgpack, see `codec`):
 
 Bad input on any of these subjects is logged, recorded on `Subjects.dead_letters` and announced as
 an `error` event on `Subjects.service_events` (JSON, the control service's format); a dispatch that
-names its engine and attempt also gets a `failed` outcome back.
+names its engine and attempt also gets a `failed` outcome back. Parameters travel in clear text
+(decrypted secrets included): protect the runs subjects with NATS permissions and TLS.
 """
 
 from __future__ import annotations
@@ -397,6 +408,21 @@ class Puller:
                 await self._sub.unsubscribe()
             self._sub = None
 
+    async def stop_pulling(self) -> None:
+        """Ask for nothing more and give up interest: the server skips our waiting requests.
+
+        Messages already on their way still reach the handler (which should hand them back).
+        """
+        self.paused = True
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            try:
+                async with asyncio.timeout(5):
+                    await sub.drain()  # type: ignore[no-untyped-call]
+            except Exception:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+
     def reset(self) -> None:
         """Forget outstanding requests (the server forgot them: reconnect, consumer re-created)."""
         self._credits = 0
@@ -463,6 +489,8 @@ class Puller:
             await self._handler(msg)
         except Exception:
             log.exception("message handler failed on %s", msg.subject)
+        if self._free() - self._credits >= self._min_batch:
+            await self.top_up()
 
     async def _on_status(self, msg: Msg, headers: dict[str, str]) -> None:
         status = headers.get("Status", "")
@@ -658,6 +686,7 @@ class NatsTransport(Transport):
         self._missing: dict[str, float] = {}  # key -> since when its worker no longer lists it
         self._deadlines: list[tuple[float, str]] = []
         self._orphans: collections.OrderedDict[str, tuple[float, list[Any]]] = collections.OrderedDict()
+        self._foreign: dict[str, tuple[str, float]] = {}  # key we do not have -> (worker holding it, when)
         self._publisher = Publisher(nc)
         self._puller = Puller(
             nc, subjects.results_stream, self._consumer, self._on_results, lambda: 512,
@@ -666,6 +695,7 @@ class NatsTransport(Transport):
         self._watch: ConnectionWatch | None = None
         self._hb_sub: Subscription | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self._closed = False
         self._started = False
         # Dispatch latency (seconds from submit to the worker starting the attempt), newest last.
@@ -685,6 +715,22 @@ class NatsTransport(Transport):
             self.subjects.heartbeats, cb=self._on_heartbeat, pending_msgs_limit=-1, pending_bytes_limit=-1
         )
         self._loop_task = asyncio.get_running_loop().create_task(self._maintain(), name="nats transport")
+        await self._take_waiting_results()
+
+    async def _take_waiting_results(self, timeout: float = 5.0) -> None:
+        """Outcomes sent while this engine was away are taken before `start` returns, so that an
+        engine recovering its executions finds them when it re-submits their attempts."""
+        js = self._nc.jetstream()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                info = await js.consumer_info(self.subjects.results_stream, self._consumer)
+            except Exception as exc:
+                log.debug("cannot read the results consumer: %s", _describe(exc))
+                return
+            if not info.num_pending and not info.num_ack_pending:
+                return
+            await asyncio.sleep(0.01)
 
     async def _ensure(self) -> None:
         await ensure_streams(self._nc, self.subjects, self._streams)
@@ -737,6 +783,12 @@ class NatsTransport(Transport):
             self._attempts[key] = _Attempt(run, on_outcome, time.time(), measured=True)
             loop.call_soon(self._apply_ended, key, orphan[1])
             return
+        held = self._foreign.pop(key, None)
+        if held is not None and time.monotonic() - held[1] <= self.heartbeat_timeout:
+            # a worker still runs it (taken before this engine restarted): wait for its outcome
+            attempt = self._attempts[key] = _Attempt(run, on_outcome, time.time(), measured=True)
+            self._assign(attempt, held[0], time.monotonic())
+            return
         try:
             payload = encode_dispatch(self.engine_id, run, action.runner_type)
         except AttuneError as exc:
@@ -783,7 +835,9 @@ class NatsTransport(Transport):
             with contextlib.suppress(Exception):
                 await self._nc.publish(subject, payload)
 
-        asyncio.get_running_loop().create_task(send())
+        task = asyncio.get_running_loop().create_task(send())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _finish(self, key: str, status: str, result: Any, error: str | None) -> None:
         attempt = self._attempts.pop(key, None)
@@ -795,7 +849,10 @@ class NatsTransport(Transport):
             if seen is not None:
                 seen.keys.discard(key)
         run = attempt.run
-        attempt.on_outcome(RunOutcome(run.run_id, run.item, run.attempt, status, result, error))
+        try:
+            attempt.on_outcome(RunOutcome(run.run_id, run.item, run.attempt, status, result, error))
+        except Exception:  # one bad callback must not lose the other outcomes of a batch
+            log.exception("outcome callback failed for %s", key)
 
     def _apply_ended(self, key: str, event: list[Any]) -> None:
         _, _, _, status, result, error = event
@@ -818,8 +875,8 @@ class NatsTransport(Transport):
             key = event[1]
             attempt = self._attempts.get(key)
             if attempt is None:
-                if event[0] == ENDED:
-                    self._keep_orphan(key, event)
+                if event[0] == ENDED and event[3] not in ("canceled", "abandoned"):
+                    self._keep_orphan(key, event)  # a real outcome: it may be re-submitted (restart)
                 continue
             if not attempt.measured:
                 attempt.measured = True
@@ -878,6 +935,7 @@ class NatsTransport(Transport):
         for key in listed:
             attempt = self._attempts.get(key)
             if attempt is None:
+                self._foreign[key] = (worker, now)
                 continue
             if attempt.worker != worker:
                 self._assign(attempt, worker, now)  # its started event is late, or was taken before a restart
@@ -951,6 +1009,10 @@ class NatsTransport(Transport):
             if attempt is not None and attempt.worker is None:
                 error = f"{attempt.run.action} timed out before a worker started it"
                 self._finish(key, "timeout", None, error)
+        if self._foreign:
+            for key, (_, at) in list(self._foreign.items()):
+                if now - at > timeout:
+                    del self._foreign[key]
         if self._orphans:
             while self._orphans:
                 key, (at, _) = next(iter(self._orphans.items()))

@@ -15,7 +15,8 @@ subject, acknowledge the message once that report is stored (a worker that dies 
 message redelivered to another after `ack_wait`), run it through the `RunnerSet` with the attempt's
 deadline (`timeout` on expiry) and the same `RunContext` as in-process, and report how it ended.
 Reports are batched per engine (one JetStream message per loop turn) and re-sent until stored.
-An attempt this worker has already taken (a redelivery) is acknowledged and not run again.
+`noop` and `echo` attempts end as soon as they are taken, as in-process. A redelivered message this
+worker already took, or an attempt it still holds, is acknowledged and not run again.
 
 Heartbeats every `heartbeat_interval` list the attempts the worker holds, so the engine can tell a
 dead worker (or a lost attempt) from a busy one. Cancel requests on `Subjects.cancel(worker_id)`
@@ -52,7 +53,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from attune_actors import codec
 from attune_actors.config import Settings, load_settings
-from attune_actors.errors import ActionError, AttuneError, ConfigError, ValidationError
+from attune_actors.errors import ActionError, AttuneError, ConfigError, TransportError, ValidationError
 from attune_actors.nats.connection import connect
 from attune_actors.nats.subjects import Subjects, _token
 from attune_actors.nats.transport import (
@@ -79,7 +80,7 @@ from attune_actors.transport.base import ActionRun
 log = logging.getLogger("attune_actors.nats.worker")
 
 DEFAULT_CONSUMER = "workers"
-RECENT_KEYS = 10_000  # attempts remembered after they ended, to recognise redeliveries
+RECENT_MESSAGES = 10_000  # stream sequences of the last dispatches taken, to recognise redeliveries
 
 
 def filter_subjects(subjects: Subjects, patterns: Sequence[str]) -> list[str]:
@@ -175,7 +176,7 @@ class Worker:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._actions: dict[str, str] = {}  # key -> action ref, for messages about it
         self._held: dict[str, str] = {}  # key -> engine id, from taking an attempt to storing its end
-        self._recent: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._recent: collections.OrderedDict[int, None] = collections.OrderedDict()
         self._outbox: dict[str, dict[str, _Event]] = {}
         self._flush_scheduled = False
         self._batch_seq = 0
@@ -263,7 +264,7 @@ class Worker:
 
     async def _shutdown(self) -> None:
         self._draining = True
-        self._puller.paused = True
+        await self._puller.stop_pulling()  # what still arrives is handed back (nak) to the others
         log.info("worker %s draining: %d attempt(s) running", self.worker_id, len(self._running))
         while self._running:
             await asyncio.wait(list(self._running.values()))
@@ -294,13 +295,14 @@ class Worker:
                 ack_policy=AckPolicy.EXPLICIT,
                 deliver_policy=DeliverPolicy.ALL,
                 ack_wait=self._ack_wait,
-                max_deliver=10,
                 max_ack_pending=100_000,
             ),
         )
 
     def _free(self) -> int:
-        return self.concurrency - len(self._running)
+        # A slot is taken from receiving an attempt until its outcome is stored: a worker whose
+        # reports cannot be delivered stops taking work instead of piling up outcomes.
+        return self.concurrency - len(self._held)
 
     async def _maintain(self, watch: ConnectionWatch) -> None:
         while True:
@@ -381,11 +383,19 @@ class Worker:
             await self._reject(msg, exc)
             return
         key = run.key
-        if key in self._held or key in self._recent:
+        seq = _stream_seq(msg)
+        if key in self._held or seq in self._recent:
+            # A redelivery of a message this worker took (its acknowledgement was late or lost), or an
+            # attempt it still runs: its reports stand. (The same attempt sent again as a new message
+            # after it ended here, by an engine that restarted, runs again.)
             log.info("attempt %s delivered again; already taken here", key)
             with contextlib.suppress(Exception):
                 await msg.ack()
             return
+        if seq:
+            self._recent[seq] = None
+            if len(self._recent) > RECENT_MESSAGES:
+                self._recent.popitem(last=False)
         at = time.time()
         self.runs_started += 1
         self._held[key] = engine
@@ -451,15 +461,10 @@ class Worker:
         finally:
             self._running.pop(key, None)
         self._ended(engine, key, at, status, result, error, None)
-        if not self._draining:
-            await self._puller.top_up()
 
     def _ended(
         self, engine: str, key: str, at: float, status: str, result: Any, error: str | None, msg: Msg | None
     ) -> None:
-        self._recent[key] = None
-        if len(self._recent) > RECENT_KEYS:
-            self._recent.popitem(last=False)
         box = self._outbox.get(engine)
         earlier = box.get(key) if box is not None else None
         msgs = earlier.msgs if earlier is not None else []  # its `started` was not sent yet: replace it
@@ -510,8 +515,18 @@ class Worker:
                 if event.kind == ENDED:
                     self._held.pop(event.key, None)
                     self._actions.pop(event.key, None)
+            if not self._draining:
+                await self._puller.top_up()
 
         self._publisher.publish(subject, payload, f"{self.worker_id}:{self._boot}:{self._batch_seq}", stored)
+
+
+def _stream_seq(msg: Msg) -> int:
+    """The stream sequence of a JetStream message (0 if it cannot be read)."""
+    try:
+        return int(msg.metadata.sequence.stream)
+    except Exception:
+        return 0
 
 
 # ---------------------------------------------------------------------------------------- command line
@@ -578,7 +593,19 @@ def command(args: argparse.Namespace) -> int:
 
 async def _serve(settings: Settings, subjects: Subjects, catalog: Catalog, args: argparse.Namespace) -> int:
     worker_id = args.worker_id or default_worker_id()
-    nc = await connect(settings.nats, name=f"attune-worker {worker_id}")
+    # A connection retries forever once made; the first one must succeed in time, or it is an error
+    # (one line: the client's complaints meanwhile are held back, the last one is in the message).
+    complaints = _Hold()
+    connection_log = logging.getLogger("attune_actors.nats")
+    connection_log.addFilter(complaints)
+    try:
+        async with asyncio.timeout(settings.nats.connect_timeout + 1.0):
+            nc = await connect(settings.nats, name=f"attune-worker {worker_id}")
+    except TimeoutError:
+        why = f": {complaints.last}" if complaints.last else ""
+        raise TransportError(f"cannot connect to NATS at {settings.nats.url}{why}") from None
+    finally:
+        connection_log.removeFilter(complaints)
     executor = concurrent.futures.ThreadPoolExecutor(args.concurrency, thread_name_prefix="attune-worker")
     runners = RunnerSet(executor=executor, kill_grace=settings.limits.kill_grace)
     worker = Worker(
@@ -615,6 +642,17 @@ async def _serve(settings: Settings, subjects: Subjects, catalog: Catalog, args:
         with contextlib.suppress(Exception):
             await nc.close()
     return 0
+
+
+class _Hold(logging.Filter):
+    """Holds records back, keeping the last message."""
+
+    last = ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        self.last = message.split("): ", 1)[-1]
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -405,6 +405,42 @@ async def test_saves_during_a_server_restart_are_kept_and_written_after(
         await nc.close()
 
 
+async def test_what_flush_returned_for_survives_a_sigkilled_server(nats_server: Any) -> None:
+    nc = await connected(nats_server.url)
+    try:
+        store = await reopened(nc)
+        for i in range(2000):
+            rid = f"e{i}.1"
+            store.save(f"e{i}", header(f"e{i}", step=i), [run(rid, 1)], [(rid, 0, item("running"))])
+            if i % 100 == 99:
+                await asyncio.sleep(0)
+        await store.flush()
+        reconnects = nc.stats["reconnects"]
+        nats_server.proc.kill()  # no clean shutdown: what the server acknowledged must be in its files
+        nats_server.proc.wait()
+        nats_server.proc = None
+        nats_server.start()
+        await store.close()  # nothing pending: nothing to lose
+        await wait_for(lambda: nc.is_connected and nc.stats["reconnects"] > reconnects, timeout=20)
+        again = None
+        async with asyncio.timeout(20):
+            while again is None:  # JetStream may still be recovering its streams
+                try:
+                    again = await reopened(nc)
+                except StoreError:
+                    await asyncio.sleep(0.05)
+        try:
+            assert len(again.headers()) == 2000
+            snap = again.load("e1999")
+            assert snap is not None
+            assert snap.header["step"] == 1999
+            assert snap.items == {("e1999.1", 0): item("running")}
+        finally:
+            await again.close()
+    finally:
+        await nc.close()
+
+
 async def test_close_gives_up_after_close_timeout_and_says_what_is_lost(nats_server: Any) -> None:
     nc = await connected(nats_server.url)
     try:
