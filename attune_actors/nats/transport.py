@@ -722,14 +722,18 @@ class NatsTransport(Transport):
         engine recovering its executions finds them when it re-submits their attempts."""
         js = self._nc.jetstream()
         deadline = time.monotonic() + timeout
+        unacked = -1
         while time.monotonic() < deadline:
             try:
                 info = await js.consumer_info(self.subjects.results_stream, self._consumer)
             except Exception as exc:
                 log.debug("cannot read the results consumer: %s", _describe(exc))
                 return
-            if not info.num_pending and not info.num_ack_pending:
+            # Delivered and not acknowledged yet: ours are being applied; those a previous process
+            # took before it died stay until their ack_wait passes, and come back later.
+            if not info.num_pending and (not info.num_ack_pending or info.num_ack_pending == unacked):
                 return
+            unacked = info.num_ack_pending or 0
             await asyncio.sleep(0.01)
 
     async def _ensure(self) -> None:

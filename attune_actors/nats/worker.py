@@ -225,6 +225,7 @@ class Worker:
             )
             await self._stopped.wait()
         finally:
+            self._abandon = True  # attempts still running (run() itself was cancelled) are abandoned
             for task in self._running.values():
                 task.cancel()
             for task in tasks:
