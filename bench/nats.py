@@ -380,7 +380,6 @@ def main() -> None:
     print(report(results, args))
     if args.json:
         Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
-    os.environ.pop("_", None)
 
 
 if __name__ == "__main__":

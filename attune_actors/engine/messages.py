@@ -2,7 +2,7 @@
 
 To a WorkflowSupervisor: `Start`, `AttemptEnded`, `TimerFired`, `Control`, `ChildStatus`,
 `AnswerInquiry`,
-`GetDocument`. To a TaskActor: `DispatchAttempts`, `CancelAttempt` (and the transport's
+`GetDocument`. To a TaskActor: `DispatchAttempts`, `CancelAttempt`, `Release` (and the transport's
 `RunOutcome`, which it relays to its supervisor as `AttemptEnded`).
 """
 
@@ -80,6 +80,14 @@ class DispatchAttempts:
     """Submit these attempts of the task actor's run to the transport."""
 
     runs: tuple[ActionRun, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """The task actor's run ended: stop whatever is still in flight; the actor may serve another run."""
+
+
+RELEASE = Release()
 
 
 @dataclass(frozen=True, slots=True)

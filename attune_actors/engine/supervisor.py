@@ -30,6 +30,7 @@ from attune_actors.engine.commands import (
 )
 from attune_actors.engine.conductor import Conductor
 from attune_actors.engine.messages import (
+    RELEASE,
     AnswerInquiry,
     AttemptEnded,
     CancelAttempt,
@@ -50,6 +51,8 @@ if TYPE_CHECKING:
     from attune_actors.engine.runtime import Runtime
 
 log = logging.getLogger("attune_actors.engine")
+
+_IDLE_TASK_ACTORS = 4  # released task actors a supervisor keeps for its next runs
 
 
 class ParentLink:
@@ -75,6 +78,7 @@ class WorkflowSupervisor(AsyncioActor):
         self._c = conductor
         self._link = parent
         self._tasks: dict[str, ActorRef[Any]] = {}  # run id -> task actor
+        self._idle: list[ActorRef[Any]] = []  # released task actors, ready for the next run
         self._timers: dict[tuple[Any, ...], asyncio.TimerHandle] = {}
         self._last_status = conductor.status
         self._emitted: dict[str, tuple[str, int]] = {}  # run id -> (status, attempts) last published
@@ -130,6 +134,8 @@ class WorkflowSupervisor(AsyncioActor):
     def on_child_failure(self, child: ActorRef[Any], error: BaseException) -> Directive:
         # A task actor crashed (a bug, not an action failure): its attempts will never report,
         # so the execution fails rather than waiting forever.
+        if child in self._idle:
+            self._idle.remove(child)
         for run_id, ref in list(self._tasks.items()):
             if ref is child:
                 del self._tasks[run_id]
@@ -194,7 +200,7 @@ class WorkflowSupervisor(AsyncioActor):
         for run_id, runs in batches.items():
             ref = self._tasks.get(run_id)
             if ref is None:
-                ref = self._tasks[run_id] = self.spawn(TaskActor, self.actor_ref, self._rt.transport)
+                ref = self._tasks[run_id] = self._task_actor()
             ref.tell(DispatchAttempts(tuple(runs)))
         self._after_step()
         if finished is not None:
@@ -253,8 +259,20 @@ class WorkflowSupervisor(AsyncioActor):
         if run_id in pending:
             return  # ended and re-dispatched in one step cannot happen; keep the actor if it does
         ref = self._tasks.pop(run_id, None)
-        if ref is not None:
+        if ref is None:
+            return
+        # Released actors serve the next runs: starting and stopping an actor per run cost a
+        # quarter of a transition. A few are kept, for parallel branches; the rest stop.
+        if len(self._idle) < _IDLE_TASK_ACTORS:
+            ref.tell(RELEASE)
+            self._idle.append(ref)
+        else:
             ref.stop(block=False)
+
+    def _task_actor(self) -> ActorRef[Any]:
+        if self._idle:
+            return self._idle.pop()
+        return self.spawn(TaskActor, self.actor_ref, self._rt.transport)
 
     def _set_timer(self, key: tuple[Any, ...], at: float) -> None:
         old = self._timers.pop(key, None)

@@ -1,8 +1,10 @@
 """TaskActor: one per task run; submits the run's attempts to the transport and relays outcomes.
 
-It handles `DispatchAttempts` (submit each attempt), `CancelAttempt` (ask the transport to stop one)
-and the transport's `RunOutcome` (forwarded to its supervisor as `AttemptEnded`). Its only state is
-the attempts it has in flight. A with_items run's items all go through their run's one task actor.
+It handles `DispatchAttempts` (submit each attempt), `CancelAttempt` (ask the transport to stop one),
+`Release` (its run ended: stop what is still out) and the transport's `RunOutcome` (forwarded to its
+supervisor as `AttemptEnded`). Its only state is the attempts it has in flight. A with_items run's
+items all go through their run's one task actor. A released actor serves the next task run of the
+same execution: an actor per task run while it runs, without paying for a new actor per run.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ from typing import Any
 from pykka import ActorDeadError, ActorRef
 
 from attune_actors.actors import AsyncioActor
-from attune_actors.engine.messages import AttemptEnded, CancelAttempt, DispatchAttempts
+from attune_actors.engine.messages import AttemptEnded, CancelAttempt, DispatchAttempts, Release
 from attune_actors.transport.base import ActionRun, RunOutcome, Transport
 
 
 class TaskActor(AsyncioActor):
-    """Child of a WorkflowSupervisor; lives as long as its task run."""
+    """Child of a WorkflowSupervisor; serves one task run at a time."""
 
     # Short-lived and numerous: registering each in pykka's global registry would cost a lock and
     # an O(n) removal per task run, and nothing looks task actors up.
@@ -27,17 +29,21 @@ class TaskActor(AsyncioActor):
         super().__init__()
         self._supervisor = supervisor
         self._transport = transport
-        self._inflight: dict[tuple[int | None, int], ActionRun] = {}
+        # Keyed by the full attempt key: after a Release, a late outcome of the previous run must
+        # not be taken for the same (item, attempt) of the run this actor serves now.
+        self._inflight: dict[tuple[str, int | None, int], ActionRun] = {}
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, RunOutcome):
             self._outcome(message)
         elif isinstance(message, DispatchAttempts):
             for attempt in message.runs:
-                self._inflight[(attempt.item, attempt.attempt)] = attempt
+                self._inflight[(attempt.run_id, attempt.item, attempt.attempt)] = attempt
                 self._transport.submit(attempt, self._deliver)
+        elif isinstance(message, Release):
+            self._release()
         elif isinstance(message, CancelAttempt):
-            run = self._inflight.pop((message.item, message.attempt), None)
+            run = self._inflight.pop((message.run_id, message.item, message.attempt), None)
             if run is not None:
                 self._transport.cancel(run)
         else:
@@ -52,7 +58,7 @@ class TaskActor(AsyncioActor):
             pass  # the run ended meanwhile (canceled, timed out): nothing waits for this outcome
 
     def _outcome(self, outcome: RunOutcome) -> None:
-        if self._inflight.pop((outcome.item, outcome.attempt), None) is None:
+        if self._inflight.pop((outcome.run_id, outcome.item, outcome.attempt), None) is None:
             return  # canceled or duplicate: the supervisor already moved on
         try:
             self._supervisor.tell(
@@ -68,8 +74,11 @@ class TaskActor(AsyncioActor):
         except ActorDeadError:
             pass  # the execution ended meanwhile (canceled, timed out); nothing waits for this
 
-    def on_stop(self) -> None:
+    def _release(self) -> None:
         # A run that ends while attempts are still out (cancel, workflow timeout) stops them.
         for run in self._inflight.values():
             self._transport.cancel(run)
         self._inflight.clear()
+
+    def on_stop(self) -> None:
+        self._release()

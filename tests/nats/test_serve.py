@@ -166,9 +166,8 @@ def test_serve_cannot_connect(tmp_path: Path) -> None:
         env={"ATTUNE_NATS__CONNECT_TIMEOUT": "0.3"},
     )
     assert proc.returncode == 2
-    assert error_lines(proc.stderr) == [
-        "error: cannot connect to NATS at nats://127.0.0.1:1 (gave up after 0.6 s)"
-    ]
+    [line] = error_lines(proc.stderr)
+    assert line.startswith("error: cannot connect to NATS at nats://127.0.0.1:1")
     assert "Traceback" not in proc.stderr
 
 
