@@ -30,7 +30,6 @@ from attune_actors.engine.commands import (
 from attune_actors.engine.graph import TaskGraph
 from attune_actors.engine.state import (
     ABANDONED,
-    ACTIVE_RUN,
     CANCELED,
     CANCELING,
     DELAYED,
@@ -995,4 +994,4 @@ class Conductor:
         self._out.append(Finished(status))
 
 
-__all__ = ["ACTIVE_RUN", "Conductor"]
+__all__ = ["Conductor"]

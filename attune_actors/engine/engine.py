@@ -109,7 +109,7 @@ class Engine:
         if settings is None:
             settings = load_settings(overrides=overrides)
         elif overrides:
-            settings = load_settings(overrides={**_as_dict(settings), **overrides}, environ={})
+            settings = load_settings(overrides={**dataclasses.asdict(settings), **overrides}, environ={})
         self.settings = settings
         self._store_override = store
         self._transport_override = transport
@@ -526,10 +526,6 @@ class Engine:
             return
         self.catalog.put(workflow_action(spec, self.catalog.packs[pack].path))
         self._runtime_refs.add(ref)
-
-
-def _as_dict(settings: Settings) -> dict[str, Any]:
-    return dataclasses.asdict(settings)
 
 
 __all__ = ["Engine", "WorkflowInfo"]

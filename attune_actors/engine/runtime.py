@@ -22,7 +22,7 @@ from attune_actors.engine.commands import OpenInquiry
 from attune_actors.engine.conductor import Conductor
 from attune_actors.engine.events import EventBus
 from attune_actors.engine.graph import TaskGraph
-from attune_actors.engine.state import TERMINAL, ItemRun, TaskRun, iso
+from attune_actors.engine.state import ItemRun, TaskRun, iso
 from attune_actors.errors import NotFoundError, StoreError
 from attune_actors.kv import Masker
 from attune_actors.kv.secrets import Cipher
@@ -380,4 +380,4 @@ def document_from_snapshot(snap: Snapshot) -> dict[str, Any]:
     }
 
 
-__all__ = ["TERMINAL", "InquiryRecord", "Runtime", "document_from_snapshot"]
+__all__ = ["InquiryRecord", "Runtime", "document_from_snapshot"]

@@ -27,7 +27,6 @@ FAILED = "failed"
 TIMEOUT = "timeout"
 ABANDONED = "abandoned"
 TERMINAL = frozenset((SUCCEEDED, FAILED, TIMEOUT, CANCELED, ABANDONED))
-ACTIVE_RUN = frozenset((SCHEDULED, DELAYED, RUNNING, PENDING))
 
 _VIEW_KEYS = ("status", "result", "error", "attempts", "started_at", "ended_at")
 
