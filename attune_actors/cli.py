@@ -10,12 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-from attune_actors.config import load_settings
+from attune_actors.config import configure_logging, load_settings
 from attune_actors.errors import AttuneError, Location, ParameterError, ValidationError
 from attune_actors.kv import command as kv_command
 from attune_actors.spec.yamlsrc import load_yaml, plain
@@ -115,9 +114,7 @@ def _run(args: argparse.Namespace) -> int:
             "logging": {"level": args.log_level},
         },
     )
-    logging.basicConfig(
-        level=settings.logging.level.upper(), format=settings.logging.format, stream=sys.stderr
-    )
+    configure_logging(settings)
     return asyncio.run(_run_async(args, settings))
 
 
@@ -232,8 +229,7 @@ def _register_distributed(sub: Any) -> None:
 def _rerun(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, overrides={"packs": args.packs, "data_dir": args.data_dir,
                                                      "logging": {"level": args.log_level}})
-    logging.basicConfig(level=settings.logging.level.upper(), format=settings.logging.format,
-                        stream=sys.stderr)
+    configure_logging(settings)
     return asyncio.run(_rerun_async(args, settings))
 
 

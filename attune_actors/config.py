@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from attune_actors import logctx
 from attune_actors.errors import ConfigError, Location
 from attune_actors.spec.suggest import unknown_key
 from attune_actors.spec.yamlsrc import YMap, load_yaml
@@ -50,7 +52,7 @@ class LimitSettings:
 @dataclass(frozen=True)
 class LoggingSettings:
     level: str = "INFO"
-    format: str = "%(asctime)s %(levelname)s %(name)s %(message)s"
+    format: str = "%(asctime)s %(levelname)s %(name)s [%(execution_id)s %(task)s] %(message)s"
 
 
 @dataclass(frozen=True)
@@ -256,6 +258,10 @@ def configure_logging(settings: Settings) -> None:
     level = logging.getLevelName(settings.logging.level.upper())
     if not isinstance(level, int):
         raise ConfigError(f"logging.level {settings.logging.level!r} is not a logging level")
-    logging.basicConfig(level=level, format=settings.logging.format)
+    logging.basicConfig(level=level, format=settings.logging.format, stream=sys.stderr)
     # basicConfig does nothing when the root logger already has handlers; the level still applies.
-    logging.getLogger().setLevel(level)
+    root = logging.getLogger()
+    root.setLevel(level)
+    # Records name the execution and task they are about (see attune_actors.logctx).
+    for handler in root.handlers:
+        logctx.install(handler)

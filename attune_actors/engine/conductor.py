@@ -871,7 +871,7 @@ class Conductor:
             self.error = {"message": message, "task": task}
         if not self.failing:
             self.failing = True
-            log.info("execution %s failing: %s", self.id, message)
+            log.info("execution %s failing: %s", self.id, message, extra={"task": task or "-"})
             self._drop_staged()
 
     def _drop_staged(self) -> None:

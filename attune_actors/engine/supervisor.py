@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pykka import ActorDeadError, ActorRef
 
+from attune_actors import logctx
 from attune_actors.actors import AsyncioActor, Directive
 from attune_actors.engine.commands import (
     CloseInquiry,
@@ -91,6 +92,13 @@ class WorkflowSupervisor(AsyncioActor):
     # ------------------------------------------------------------------ messages
 
     def on_receive(self, message: Any) -> Any:
+        token = logctx.execution_id.set(self._c.id)
+        try:
+            return self._handle(message)
+        finally:
+            logctx.execution_id.reset(token)
+
+    def _handle(self, message: Any) -> Any:
         if self._done:
             return self._c.document() if isinstance(message, GetDocument) else None
         now = time.time()

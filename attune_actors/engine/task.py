@@ -13,6 +13,7 @@ from typing import Any
 
 from pykka import ActorDeadError, ActorRef
 
+from attune_actors import logctx
 from attune_actors.actors import AsyncioActor
 from attune_actors.engine.messages import AttemptEnded, CancelAttempt, DispatchAttempts, Release
 from attune_actors.transport.base import ActionRun, RunOutcome, Transport
@@ -37,9 +38,16 @@ class TaskActor(AsyncioActor):
         if isinstance(message, RunOutcome):
             self._outcome(message)
         elif isinstance(message, DispatchAttempts):
-            for attempt in message.runs:
-                self._inflight[(attempt.run_id, attempt.item, attempt.attempt)] = attempt
-                self._transport.submit(attempt, self._deliver)
+            # The action runs started here inherit these: their log records name execution and task.
+            tokens = (logctx.execution_id.set(message.runs[0].execution_id),
+                      logctx.task.set(message.runs[0].task))
+            try:
+                for attempt in message.runs:
+                    self._inflight[(attempt.run_id, attempt.item, attempt.attempt)] = attempt
+                    self._transport.submit(attempt, self._deliver)
+            finally:
+                logctx.task.reset(tokens[1])
+                logctx.execution_id.reset(tokens[0])
         elif isinstance(message, Release):
             self._release()
         elif isinstance(message, CancelAttempt):

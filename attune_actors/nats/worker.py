@@ -52,7 +52,7 @@ from nats.aio.subscription import Subscription
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from attune_actors import codec
-from attune_actors.config import Settings, load_settings
+from attune_actors.config import Settings, configure_logging, load_settings
 from attune_actors.errors import ActionError, AttuneError, ConfigError, TransportError, ValidationError
 from attune_actors.nats.connection import connect
 from attune_actors.nats.subjects import Subjects, _token
@@ -574,9 +574,7 @@ def command(args: argparse.Namespace) -> int:
             "logging": {"level": getattr(args, "log_level", None)},
         },
     )
-    logging.basicConfig(
-        level=settings.logging.level.upper(), format=settings.logging.format, stream=sys.stderr
-    )
+    configure_logging(settings)
     if args.concurrency < 1:
         raise ConfigError(f"--concurrency must be at least 1, got {args.concurrency}")
     if not args.heartbeat > 0:

@@ -1,0 +1,33 @@
+"""Which execution and task a log record is about, without passing them to every call.
+
+Supervisors and task actors set two context variables while they handle a message; asyncio tasks
+started meanwhile (the action runs) inherit them. `ContextFilter`, on a handler, copies them onto
+every record as `record.execution_id` and `record.task` ("-" when there is none), so a format such
+as `%(execution_id)s %(task)s` (the CLI's default) shows them for the engine's records and the
+actions' own alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextvars import ContextVar
+
+execution_id: ContextVar[str | None] = ContextVar("attune_execution_id", default=None)
+task: ContextVar[str | None] = ContextVar("attune_task", default=None)
+
+
+class ContextFilter(logging.Filter):
+    """Adds `execution_id` and `task` to each record passing through the handler it is on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "execution_id"):
+            record.execution_id = execution_id.get() or "-"
+        if not hasattr(record, "task"):
+            record.task = task.get() or "-"
+        return True
+
+
+def install(handler: logging.Handler) -> None:
+    """Put a ContextFilter on `handler` (once)."""
+    if not any(isinstance(f, ContextFilter) for f in handler.filters):
+        handler.addFilter(ContextFilter())
