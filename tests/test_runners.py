@@ -43,12 +43,15 @@ def action(runner_type: str, *, pack_path: Path | str = "", entry_point: str | N
     )
 
 
+POLL_INTERVAL = 0.01
+
+
 async def wait_until(predicate: Callable[[], bool], within: float = 10.0) -> None:
     deadline = time.monotonic() + within
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(POLL_INTERVAL)
 
 
 class Pack:
@@ -99,7 +102,7 @@ async def test_async_action_is_awaited_on_the_loop(pack: Pack, python_runner: Py
         import asyncio, threading
 
         async def run(name):
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # noqa: sleep-ok - one loop turn, so it really is a coroutine
             return {"greeting": f"hello {name}", "thread": threading.get_ident()}
     """)
     result = await python_runner.run(pack.action("hello.py"), {"name": "bob"}, context())
@@ -310,7 +313,7 @@ async def test_cancelling_an_async_action_runs_its_cleanup(
         async def run(started, marker):
             Path(started).touch()
             try:
-                await asyncio.sleep(30)
+                await asyncio.sleep(30)  # noqa: sleep-ok - the action the test cancels
             finally:
                 Path(marker).touch()
     """)
@@ -335,7 +338,7 @@ async def test_cancelling_an_action_that_swallows_it_still_cancels(
         async def run(started):
             Path(started).touch()
             try:
-                await asyncio.sleep(30)
+                await asyncio.sleep(30)  # noqa: sleep-ok - the action the test cancels
             except asyncio.CancelledError:
                 return "ignored"
     """)
@@ -434,7 +437,7 @@ async def test_many_sleeps_run_concurrently() -> None:
 
 async def test_sleep_is_cancellable() -> None:
     task = asyncio.create_task(SleepRunner().run(action("sleep"), {"seconds": 30}, context()))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # noqa: sleep-ok - let the task start, so the cancel hits the sleep
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -188,7 +188,7 @@ async def test_cancel_in_flight(server: Server, runner: HttpRunner) -> None:
     deadline = asyncio.get_running_loop().time() + 10
     while not server.slow_started.is_set():
         assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # noqa: sleep-ok - polling with a deadline
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

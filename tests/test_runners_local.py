@@ -23,7 +23,7 @@ async def wait_until(predicate: Callable[[], bool], within: float = 10.0) -> Non
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # noqa: sleep-ok - polling with a deadline
 
 
 def running(pid: int) -> bool:
@@ -159,7 +159,7 @@ async def test_second_cancel_during_cleanup_still_kills(tmp_path: Path) -> None:
     await wait_until(lambda: read_pids(pids) is not None)
     (shell,) = read_pids(pids) or []
     task.cancel()
-    await asyncio.sleep(0)  # let the first cancellation reach the runner
+    await asyncio.sleep(0)  # let the first cancellation reach the runner  # noqa: sleep-ok - one loop turn
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

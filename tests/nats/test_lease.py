@@ -31,7 +31,7 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # noqa: sleep-ok - polling with a deadline
 
 
 @pytest.fixture
@@ -114,7 +114,7 @@ HOLDER = textwrap.dedent(
         await lease.acquire()
         await lease.start_renewing()
         while lease.renewals < 2:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # noqa: sleep-ok - polling with a deadline
         print("held", flush=True)
         await asyncio.Event().wait()
 

@@ -42,7 +42,7 @@ async def until(probe: Callable[[], T | None], what: str, timeout: float = 10.0)
             return value
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # noqa: sleep-ok - polling with a deadline
 
 
 def attempt(run_id: str = "ex1.1", *, action: str = "natstest.whoami", item: int | None = None,
@@ -56,7 +56,7 @@ async def until_async(probe: Callable[[], Awaitable[bool]], what: str, timeout: 
     while not await probe():
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # noqa: sleep-ok - polling with a deadline
 
 
 @dataclass
@@ -237,7 +237,7 @@ async def test_cancel_before_start_is_sent_when_the_worker_reports_it(rig: Rig) 
     while len(cancels) < 2:
         assert time.monotonic() < deadline, "the cancel was not repeated"
         await rig.heartbeat("w9", [run.key])
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # noqa: sleep-ok - polling with a deadline
     assert cancels[1]["keys"] == [run.key]
 
 

@@ -42,7 +42,7 @@ async def until(probe: Callable[[], T | None], what: str, timeout: float = 15.0)
             return value
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # noqa: sleep-ok - polling with a deadline
 
 
 @dataclass
