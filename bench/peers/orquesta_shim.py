@@ -20,9 +20,9 @@ process only, and nothing in attune_actors sees them:
 
 Orquesta 1.2.0 also pins jsonschema<3; it is installed with `pip install --no-deps` next to
 jsonschema 4 (attune_actors needs >= 4.26). Orquesta only uses `jsonschema.Draft4Validator`, which
-jsonschema 4 still provides; orquesta's own unit tests pass under this shim (see `--selftest`
-in docs/perf/peers.md). Its `eventlet` requirement is only imported by its tests' helpers and is not
-installed.
+jsonschema 4 still provides. `python -m bench.peers.orquesta_shim` runs Orquesta's own unit tests
+under the shim (docs/perf/peers.md has the outcome). Its `eventlet` requirement is never imported
+by the conductor and is not installed.
 """
 
 from __future__ import annotations
@@ -31,10 +31,26 @@ import collections
 import collections.abc
 import fractions
 import math
+import os
+import sys
+from importlib.metadata import version
 
 _ABC_ALIASES = (
-    "Callable", "Container", "Hashable", "ItemsView", "Iterable", "Iterator", "KeysView", "Mapping",
-    "MappingView", "MutableMapping", "MutableSequence", "MutableSet", "Sequence", "Set", "Sized",
+    "Callable",
+    "Container",
+    "Hashable",
+    "ItemsView",
+    "Iterable",
+    "Iterator",
+    "KeysView",
+    "Mapping",
+    "MappingView",
+    "MutableMapping",
+    "MutableSequence",
+    "MutableSet",
+    "Sequence",
+    "Set",
+    "Sized",
     "ValuesView",
 )
 
@@ -62,3 +78,36 @@ def install() -> None:
     parameters.REGEX_INLINE_PARAM_VARIATIONS = variations
     parameters.REGEX_INLINE_PARAMS = r"([\w]+)=(%s)" % "|".join(variations)  # noqa: UP031 - as orquesta
     _installed = True
+
+
+def selftest() -> int:
+    """Run Orquesta's own unit tests (shipped in its wheel) under this shim; print a summary.
+
+    The wheel leaves out the YAML fixtures some tests load: those tests error with
+    FileNotFoundError and are counted apart. Returns the number of other failures and errors."""
+    import unittest
+    from pathlib import Path
+
+    import orquesta
+
+    install()
+    top = Path(orquesta.__file__).resolve().parent.parent
+    suite = unittest.defaultTestLoader.discover("orquesta.tests.unit", top_level_dir=str(top))
+    result = unittest.TextTestRunner(stream=open(os.devnull, "w"), verbosity=0).run(suite)  # noqa: SIM115
+    missing = [t for t, tb in result.errors if "FileNotFoundError" in tb and "fixtures" in tb]
+    other = [(t, tb) for t, tb in (*result.errors, *result.failures) if t not in missing]
+    passed = result.testsRun - len(result.errors) - len(result.failures)
+    print(
+        f"orquesta {version('orquesta')} unit tests under the shim (Python {sys.version.split()[0]}): "
+        f"{result.testsRun} run, {passed} passed, {len(missing)} need fixture files the wheel does not "
+        f"ship, {len(other)} other failures"
+    )
+    for test, tb in other:
+        lines = tb.strip().splitlines()
+        last = next((ln for ln in lines if ln and not ln[0].isspace() and "Error" in ln), lines[-1])
+        print(f"  {test.id()}: {last[:160]}")
+    return len(other)
+
+
+if __name__ == "__main__":
+    sys.exit(1 if selftest() else 0)

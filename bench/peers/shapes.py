@@ -47,9 +47,10 @@ def items(n: int) -> Shape:
 
 def concurrent(c: int, *, goal: bool) -> Shape:
     waves = max(1, SWEEP_TRANSITIONS // (10 * c))
-    label = f"{c} concurrent workflows of 10 tasks"
-    if waves > 1:
-        label += f" ({waves} waves)"
+    if c == 1:
+        label = f"1 workflow of 10 tasks at a time ({waves} in a row)"
+    else:
+        label = f"{c} concurrent workflows of 10 tasks" + (f" ({waves} waves)" if waves > 1 else "")
     return Shape(f"concurrent-{c}", "concurrent", c, label, goal=goal, reps=waves)
 
 

@@ -58,34 +58,41 @@ ITEMS_DEF = {
 class Run:
     """One workflow execution being driven: its conductor and the tasks it handed out."""
 
-    __slots__ = ("conductor", "done", "pending")
+    __slots__ = ("conductor", "cut", "done", "pending")
 
     def __init__(self, spec: Any, inputs: dict[str, Any] | None = None) -> None:
         self.conductor = conducting.WorkflowConductor(spec, inputs=inputs)
         self.conductor.request_workflow_status(statuses.RUNNING)
         self.pending: list[dict[str, Any]] = self.conductor.get_next_tasks()
         self.done = 0
+        self.cut = False
 
-    def step(self) -> bool:
-        """Complete every task handed out, ask for the next ones; False once the workflow ended."""
+    def step(self, deadline: float) -> bool:
+        """Complete every task handed out, ask for the next ones; False once the workflow ended
+        (or, in a long with_items task, once `deadline` passed: then `cut` is set)."""
         c = self.conductor
         for task in self.pending:
             tid, route = task["id"], task["route"]
             if "items_count" in task:
                 actions = task["actions"]
                 acc: list[Any] = [None] * task["items_count"]
-                for action in actions:
+                for n, action in enumerate(actions, 1):
                     c.update_task_state(
                         tid, route, events.TaskItemActionExecutionEvent(action["item_id"], statuses.RUNNING)
                     )
-                for action in actions:
+                    if n % 64 == 0 and time.perf_counter() > deadline:
+                        self.cut = True
+                        return False
+                for n, action in enumerate(actions, 1):
                     i = action["item_id"]
-                    c.update_task_state(
-                        tid,
-                        route,
-                        events.TaskItemActionExecutionEvent(i, statuses.SUCCEEDED, None, accumulated_result=acc),
+                    event = events.TaskItemActionExecutionEvent(
+                        i, statuses.SUCCEEDED, None, accumulated_result=acc
                     )
+                    c.update_task_state(tid, route, event)
                     self.done += 1
+                    if n % 64 == 0 and time.perf_counter() > deadline:
+                        self.cut = True
+                        return False
             else:
                 c.update_task_state(tid, route, events.ActionExecutionEvent(statuses.RUNNING))
                 c.update_task_state(tid, route, events.ActionExecutionEvent(statuses.SUCCEEDED, result=None))
@@ -133,8 +140,12 @@ class Adapter:
     def warm_up(self) -> None:
         from bench.peers.shapes import Shape as S
 
-        for shape in (S("c", "chain", 10, ""), S("f", "fanout", 4, ""), S("i", "items", 10, ""),
-                      S("k", "concurrent", 5, "")):
+        for shape in (
+            S("c", "chain", 10, ""),
+            S("f", "fanout", 4, ""),
+            S("i", "items", 10, ""),
+            S("k", "concurrent", 5, ""),
+        ):
             self.prepare(shape)
             self.run(shape, time.perf_counter() + 60)
 
@@ -150,7 +161,7 @@ class Adapter:
                 runs = [Run(spec) for _ in range(shape.size)]
                 live = runs
                 while live:
-                    live = [r for r in live if r.step()]
+                    live = [r for r in live if r.step(deadline)]
                     if live and time.perf_counter() > deadline:
                         return done + sum(r.done for r in runs)
                 done += sum(r.done for r in runs)
@@ -158,9 +169,11 @@ class Adapter:
         done = 0
         for _ in range(shape.reps):
             run = Run(spec, self.inputs)
-            while run.step():
+            while run.step(deadline):
                 if time.perf_counter() > deadline:
                     return done + run.done
+            if run.cut:
+                return done + run.done
             done += run.done
         return done
 
