@@ -59,6 +59,18 @@ _BEGIN, _ITEMS, _RETRY = "begin", "items", "retry"
 _COMMAND_RETRY_COUNT = 3  # `do: retry` without a retry policy (SPEC section 3)
 
 
+class _SystemScope(dict[str, Any]):
+    """`system.*`: the execution's fixed values, and `timestamp`, the time of the current event."""
+
+    __slots__ = ("clock",)
+    clock: Callable[[], float]
+
+    def __missing__(self, key: str) -> Any:
+        if key == "timestamp":
+            return iso(self.clock())
+        raise KeyError(key)
+
+
 class Conductor:
     """State and rules of one workflow execution. Not thread-safe: its supervisor owns it."""
 
@@ -112,14 +124,16 @@ class Conductor:
         self._dirty_runs: set[str] = set()
         self._dirty_items: set[tuple[str, int]] = set()
         self._current: Any = None  # the run or item whose attempt just ended (for succeeded() etc.)
-        self.system = system
+        # `system.timestamp` is formatted when a template reads it, not on every event.
+        self.system = _SystemScope({k: v for k, v in system.items() if k != "timestamp"})
+        self.system.clock = lambda: self.now
         self.secret_parameters = frozenset(p.name for p in spec.parameters if p.secret)
         self._ctx: dict[str, Any] = {
             "task": self.latest,
             "vars": self.vars,
             "parameters": parameters,
             "pack": {"config": pack_config},
-            "system": system,
+            "system": self.system,
             "kv": kv,
             "succeeded": lambda: getattr(self._current, "status", None) == SUCCEEDED,
             "failed": lambda: getattr(self._current, "status", None) in (FAILED, TIMEOUT),
@@ -337,7 +351,7 @@ class Conductor:
             "parent_run": list(self.parent_run) if self.parent_run else None,
             "definition": self.definition,
             "created_at": self.created_at,
-            "system": {k: v for k, v in self.system.items() if k != "timestamp"},
+            "system": dict(self.system),
             "seq": self.seq,
             "inflight": self.in_flight,
             "paused_children": sorted(self.paused_children),
@@ -463,7 +477,6 @@ class Conductor:
 
     def _step(self, now: float) -> None:
         self.now = now
-        self.system["timestamp"] = iso(now)
 
     def _flush(self) -> list[Command]:
         out, self._out = self._out, []

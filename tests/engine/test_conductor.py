@@ -165,3 +165,20 @@ def test_restore_and_recovery_redispatch_the_same_attempt_with_its_deadline() ->
     assert dispatches(second.on_attempt_ended("e1.1", None, 1, "succeeded", None, None, now=31.0)) == [
         ("e1.2", "b", None, 1)
     ]
+
+
+def test_system_timestamp_is_the_time_of_the_event_being_handled() -> None:
+    c = conductor("""
+        tasks:
+          - {name: a, action: core.echo, input: {at: "{{ system.timestamp }}"}, on_success: b}
+          - {name: b, action: core.echo, input: {at: "{{ system.timestamp }}"}}
+    """)
+    [first] = [x for x in c.start(now=0.5) if isinstance(x, Dispatch)]
+    [second] = [
+        x
+        for x in c.on_attempt_ended("e1.1", None, 1, "succeeded", None, None, now=60.25)
+        if isinstance(x, Dispatch)
+    ]
+    assert first.input == {"at": "1970-01-01T00:00:00.500Z"}
+    assert second.input == {"at": "1970-01-01T00:01:00.250Z"}
+    assert "timestamp" not in c.header()["system"]
