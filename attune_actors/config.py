@@ -47,6 +47,12 @@ class LimitSettings:
     max_inflight_runs: int = 10000  # in-process action runs at once; more wait their turn
     kill_grace: float = 5.0  # seconds between SIGTERM and SIGKILL for stopped commands
     event_buffer: int = 1000  # events buffered per subscriber before it gets a gap marker
+    # What one request, document or template may cost (SPEC 12); the error names the setting.
+    request_bytes: int = 1024 * 1024  # a control-API (NATS) or HTTP request body
+    yaml_bytes: int = 1024 * 1024  # one YAML document: a workflow file or a put workflow
+    yaml_values: int = 100_000  # values in one YAML document once its aliases are expanded
+    template_loop_steps: int = 100_000  # `{% for %}` iterations in one render, all loops together
+    template_output_bytes: int = 1024 * 1024  # characters one render (or one value it builds) may hold
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,16 @@ class Settings:
             raise ConfigError(f"store must be memory, sqlite or nats, got {self.store!r}")
         if self.transport not in ("inprocess", "nats"):
             raise ConfigError(f"transport must be inprocess or nats, got {self.transport!r}")
-        for name in ("python_workers", "max_inflight_runs", "event_buffer"):
+        for name in (
+            "python_workers",
+            "max_inflight_runs",
+            "event_buffer",
+            "request_bytes",
+            "yaml_bytes",
+            "yaml_values",
+            "template_loop_steps",
+            "template_output_bytes",
+        ):
             if getattr(self.limits, name) < 1:
                 raise ConfigError(
                     f"setting limits.{name} must be at least 1, got {getattr(self.limits, name)}"
