@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ from attune_actors.errors import (
     InquiryResponseError,
     NotFoundError,
     ParameterError,
+    StoreError,
     ValidationError,
 )
 from attune_actors.kv import KVScope, KVStore, Masker
@@ -273,7 +276,10 @@ class Engine:
         await rt.transport.close()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
-        await rt.store.close()
+        try:
+            await rt.store.close()
+        except StoreError as exc:  # e.g. the disk is still full: say what is lost, once
+            log.error("%s", exc)
         if self._kv is not None:
             self._kv.close()
         for futs in rt.waiters.values():
@@ -299,8 +305,15 @@ class Engine:
         conductor = rt.new_conductor(action, parameters, identity=identity)
         # Accepted means durable: the execution is in the store before execute() returns, so a
         # crash right after cannot lose it (the group commit makes this cheap under load).
-        rt.save_step(conductor, [], [])
-        await rt.store.flush()
+        try:
+            rt.save_step(conductor, [], [])
+            await rt.store.flush()
+        except StoreError as exc:
+            # Refused; the store keeps retrying what it buffered, so buffer it failed, not runnable.
+            conductor.fail(f"not started: {exc}", time.time())
+            with contextlib.suppress(StoreError):
+                rt.save_step(conductor, *conductor.take_dirty())
+            raise
         ref_ = WorkflowSupervisor.start(rt, conductor)
         rt.register(conductor.id, ref_)
         doc = conductor.document(self.masker.mask)

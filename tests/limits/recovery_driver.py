@@ -32,8 +32,10 @@ async def main(data_dir: str, phase: str) -> None:
     async with Engine(settings=settings) as engine:
         if phase == "start":
             ask = await engine.execute("lim.ask")
+            events = engine.events(ask.id)
             while not await engine.inquiries(execution_id=ask.id):
-                await asyncio.sleep(0.01)  # noqa: sleep-ok - polling the engine's state
+                await asyncio.wait_for(anext(events), 30)  # the next change of that execution
+            events.close()
             heavy = await engine.execute("lim.heavy")
             print(f"accepted {ask.id} {heavy.id}", flush=True)
             await asyncio.Event().wait()  # killed by the test
