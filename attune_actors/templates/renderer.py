@@ -49,6 +49,7 @@ from jinja2.utils import missing
 from attune_actors.errors import TemplateError
 from attune_actors.templates.sandbox import (
     LOOP_BUDGET_FILTER,
+    PRINTED_BUDGET_FILTER,
     RenderContext,
     TemplateEnvironment,
     check_built,
@@ -522,8 +523,8 @@ class Renderer:
                         f"'{{% {tag} %}}' is not allowed in workflow templates",
                         refused.lineno,
                     )
-            loops = _charge_loops(ast)
             expr = _single_expression(ast)
+            loops = _add_budget(ast, printed=expr is None)
             if expr is None:
                 template = env.from_string(ast)
                 return _Compiled(env, source, template, native=False, deep=False, loops=loops)
@@ -540,8 +541,10 @@ class Renderer:
             raise _failure(exc, env, source, None) from exc
 
 
-def _charge_loops(ast: nodes.Template) -> bool:
-    """Make every `{% for %}` pass its iterable through the loop budget; whether there is one."""
+def _add_budget(ast: nodes.Template, *, printed: bool) -> bool:
+    """Compile the render budget in (see `sandbox`): every `{% for %}` iterable through the loop
+    budget and, with `printed`, every `{{ }}` that builds a value through the printed-value check
+    (plain lookups print what is already there). Whether the template loops."""
     found = False
     for loop in ast.find_all(nodes.For):
         assert isinstance(loop, nodes.For)
@@ -549,9 +552,22 @@ def _charge_loops(ast: nodes.Template) -> bool:
             raise TemplateAssertionError(
                 "recursive loops are not allowed in workflow templates", loop.lineno
             )
-        loop.iter = nodes.Filter(loop.iter, LOOP_BUDGET_FILTER, [], [], None, None, lineno=loop.lineno)
+        loop.iter = _filtered(loop.iter, LOOP_BUDGET_FILTER)
         found = True
+    if printed:
+        for output in ast.find_all(nodes.Output):
+            assert isinstance(output, nodes.Output)
+            output.nodes = [
+                _filtered(n, PRINTED_BUDGET_FILTER)
+                if not isinstance(n, nodes.TemplateData) and _builds_value(n)
+                else n
+                for n in output.nodes
+            ]
     return found
+
+
+def _filtered(expr: nodes.Expr, name: str) -> nodes.Filter:
+    return nodes.Filter(expr, name, [], [], None, None, lineno=expr.lineno)
 
 
 def _as_expression(source: str) -> str:

@@ -17,8 +17,9 @@
 - Render budget (SPEC 12, settings `limits.template_loop_steps` / `limits.template_output_bytes`):
   the renderer compiles every `{% for %}` so that its iterable passes through `loop_budget`, which
   charges the loop's length (counted item by item when it has none) to the render's step budget,
-  before the first iteration; `*`, `join` and `str.join` refuse results longer than the output
-  budget; the renderer also bounds the text and native values a render returns.
+  before the first iteration, and every printed `{{ }}` that builds a value through
+  `printed_budget`; `*`, `join` and `str.join` refuse results longer than the output budget; the
+  renderer also bounds the text and native values a render returns.
 """
 
 from __future__ import annotations
@@ -46,10 +47,12 @@ from attune_actors.templates.filters import (
 )
 from attune_actors.templates.scope import Scope
 
-__all__ = ["LOOP_BUDGET_FILTER", "RenderContext", "TemplateEnvironment"]
+__all__ = ["LOOP_BUDGET_FILTER", "PRINTED_BUDGET_FILTER", "RenderContext", "TemplateEnvironment"]
 
 #: The filter the renderer wraps around every `{% for %}` iterable (see `loop_budget`).
 LOOP_BUDGET_FILTER = "_attune_loop_budget"
+#: The filter the renderer wraps around a printed `{{ }}` that builds a value (see `printed_budget`).
+PRINTED_BUDGET_FILTER = "_attune_printed_budget"
 DEFAULT_LOOP_STEPS = 100_000
 DEFAULT_OUTPUT = 1024 * 1024
 
@@ -158,8 +161,9 @@ _CONTAINERS = frozenset((list, tuple, dict))
 
 
 @pass_environment
-def _finalize(environment: TemplateEnvironment, value: Any) -> Any:
-    """Each `{{ }}` of a text template: a container is checked before `str()` prints it whole."""
+def printed_budget(environment: TemplateEnvironment, value: Any) -> Any:
+    """A `{{ }}` of a text template that builds a value: a container is checked before `str()`
+    prints it whole (`x{{ [s] * 1000 }}`)."""
     if type(value) in _CONTAINERS:
         check_built(environment, value, "the value printed by the template")
     return value
@@ -309,13 +313,13 @@ class TemplateEnvironment(ImmutableSandboxedEnvironment):
             keep_trailing_newline=True,
             cache_size=0,
             auto_reload=False,
-            finalize=_finalize,
         )
         self.globals.clear()
         self.globals.update({"range": budget_range, "dict": dict, "namespace": GuardedNamespace})
         self.template_globals: dict[str, Any] = dict(self.globals)
         self.filters.update(EXTRA_FILTERS)
         self.filters[LOOP_BUDGET_FILTER] = loop_budget
+        self.filters[PRINTED_BUDGET_FILTER] = printed_budget
         self.filters["join"] = _budget_join
         self.binop_table = {**self.binop_table, "*": _mul, "**": _pow, "%": _mod}
         self.context_class = RenderContext
