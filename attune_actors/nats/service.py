@@ -43,6 +43,7 @@ gap markers go on `Subjects.service_events`.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -273,11 +274,25 @@ class ControlService:
         return await self.sidecar.run(coro)
 
     async def _on_engine_loop(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run an engine call on the engine's loop (from the sidecar's, when there is one)."""
+        """Run an engine call on the engine's loop (from the sidecar's, when there is one).
+
+        The result is handed over as the call returns, not one loop turn later (as
+        `run_coroutine_threadsafe` would): work the call scheduled (an execution's first step)
+        must not hold the reply back.
+        """
         loop = self._engine_loop
         if loop is None or asyncio.get_running_loop() is loop:
             return await coro
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+        done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        async def run() -> None:
+            try:
+                done.set_result(await coro)
+            except BaseException as exc:  # handed to the caller, which re-raises it
+                done.set_exception(exc)
+
+        loop.call_soon_threadsafe(loop.create_task, run())
+        return await asyncio.wrap_future(done)
 
     async def stop(self) -> None:
         """Stop answering, then publish the events still buffered and stop the event stream."""

@@ -33,7 +33,7 @@ from __future__ import annotations
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from jinja2 import nodes
 from jinja2.environment import Template
@@ -552,7 +552,7 @@ def _add_budget(ast: nodes.Template, *, printed: bool) -> bool:
             raise TemplateAssertionError(
                 "recursive loops are not allowed in workflow templates", loop.lineno
             )
-        loop.iter = _filtered(loop.iter, LOOP_BUDGET_FILTER)
+        loop.iter = _filtered(cast(nodes.Expr, loop.iter), LOOP_BUDGET_FILTER)
         found = True
     if printed:
         for output in ast.find_all(nodes.Output):

@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
+import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -245,3 +248,77 @@ async def test_ping_and_lease_renewals_go_on_while_a_template_keeps_the_loop_bus
         await client.close()
         code = await served.stop()
     assert code == 0  # stopped by us, not by a lost lease
+
+
+# -- a wedged engine loop: the lease is given up, the process exits, the next engine takes over --
+
+WEDGE = """
+tasks:
+  - name: build
+    action: core.echo
+    input:
+      x: "{% for a in [1]*200000 %}{% for b in [1]*100000 %}{% endfor %}{% endfor %}done"
+"""
+
+
+async def test_a_wedged_engine_gives_up_its_lease_and_exits_and_the_next_one_takes_over(
+    nats_server: Any, packs_dir: Path, tmp_path: Path
+) -> None:
+    ref = write_workflow(packs_dir, "wedge", WEDGE)
+    data = tmp_path / "data"
+    driver = Path(__file__).parent / "wedge_serve.py"
+
+    def start(steps: int) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, str(driver), nats_server.url, str(packs_dir), str(data), str(steps)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+
+    async def wait_up(proc: subprocess.Popen[str]) -> None:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                await ping(client, timeout=0.5)
+                return
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < deadline, "serve did not come up"
+                await asyncio.sleep(POLL)  # noqa: sleep-ok - polling with a deadline
+
+    client = await nats.connect(nats_server.url)
+    first = start(10**11)  # 2 * 10^10 steps allowed: the render would take many minutes
+    second: subprocess.Popen[str] | None = None
+    try:
+        await wait_up(first)
+        code, created = await call(client, "executions.create", json.dumps({"ref": ref}).encode())
+        assert code is None, created
+        # Wedged: the heartbeat stops, the lease is not renewed and is lost, the loop cannot stop.
+        returncode = await asyncio.to_thread(first.wait, 60)
+        stderr = first.stderr.read() if first.stderr else ""
+        assert returncode == 1, stderr
+        assert "the engine has not answered for" in stderr
+        assert "the engine's event loop is stuck and its lease is lost: exiting" in stderr
+
+        second = start(100_000)  # the default budget
+        await wait_up(second)
+        deadline = time.monotonic() + 30
+        while True:
+            code, document = await call(
+                client, "executions.get", json.dumps({"id": created["id"]}).encode()
+            )
+            assert code is None, document
+            if document["status"] == "failed":
+                break
+            assert time.monotonic() < deadline, document
+            await asyncio.sleep(POLL)  # noqa: sleep-ok - polling with a deadline
+        assert "exceeds limits.template_loop_steps (100000)" in document["error"]["message"]
+    finally:
+        await client.close()
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
