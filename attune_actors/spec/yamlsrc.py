@@ -33,8 +33,8 @@ class YamlLimits:
     max_values: int = 100_000
 
 
-DEFAULT_YAML_LIMITS = YamlLimits()
-_LIMITS = contextvars.ContextVar("yaml_limits", default=DEFAULT_YAML_LIMITS)
+_DEFAULTS = YamlLimits()
+_LIMITS = contextvars.ContextVar("yaml_limits", default=_DEFAULTS)
 
 
 @contextlib.contextmanager
@@ -45,10 +45,6 @@ def use_yaml_limits(limits: YamlLimits) -> Iterator[None]:
         yield
     finally:
         _LIMITS.reset(token)
-
-
-def current_yaml_limits() -> YamlLimits:
-    return _LIMITS.get()
 
 
 def too_big(size: int, file: str, limits: YamlLimits | None = None) -> AttuneError | None:
@@ -227,9 +223,9 @@ def load_yaml(text: str, file: str, limits: YamlLimits | None = None) -> tuple[A
     None when the document could not be parsed at all, or is over the limits (see the module doc).
     """
     limits = limits or _LIMITS.get()
-    # Characters are 1 to 4 bytes in UTF-8: encode only when the length alone does not decide.
-    size = len(text) if len(text) * 4 <= limits.max_bytes or len(text) > limits.max_bytes else None
-    refused = too_big(size if size is not None else len(text.encode("utf-8", "surrogatepass")), file, limits)
+    # A character is at most 4 bytes in UTF-8: short texts need no encoding to be counted.
+    size = len(text) if len(text) * 4 <= limits.max_bytes else len(text.encode("utf-8", "surrogatepass"))
+    refused = too_big(size, file, limits)
     if refused is not None:
         return None, [refused]
     try:

@@ -48,6 +48,8 @@ from jinja2.utils import missing
 
 from attune_actors.errors import TemplateError
 from attune_actors.templates.sandbox import (
+    DEFAULT_LOOP_STEPS,
+    DEFAULT_OUTPUT,
     LOOP_BUDGET_FILTER,
     PRINTED_BUDGET_FILTER,
     RenderContext,
@@ -192,8 +194,6 @@ def _native(value: Any, *, deep: bool, env: TemplateEnvironment) -> Any:
             value = list(value)
     if deep:
         check_built(env, value, "the value built by the template")
-    elif isinstance(value, str) and len(value) > env.max_output:
-        check_output(env, len(value), "the template")
     return value
 
 
@@ -359,8 +359,8 @@ class Renderer:
         self,
         *,
         cache_size: int = 8192,
-        max_loop_steps: int = 100_000,
-        max_output: int = 1024 * 1024,
+        max_loop_steps: int = DEFAULT_LOOP_STEPS,
+        max_output: int = DEFAULT_OUTPUT,
     ) -> None:
         self.env = TemplateEnvironment(max_loop_steps=max_loop_steps, max_output=max_output)
         self._lookup: Callable[[str], _Compiled] = lru_cache(maxsize=cache_size)(self._build)
