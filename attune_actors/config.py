@@ -53,6 +53,7 @@ class LimitSettings:
     yaml_values: int = 100_000  # values in one YAML document once its aliases are expanded
     template_loop_steps: int = 100_000  # `{% for %}` iterations in one render, all loops together
     template_output_bytes: int = 1024 * 1024  # characters one render (or one value it builds) may hold
+    recovery_stall: float = 10.0  # seconds resuming one execution may take before it counts as stuck
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,10 @@ class Settings:
                 raise ConfigError(
                     f"setting limits.{name} must be at least 1, got {getattr(self.limits, name)}"
                 )
+        if not self.limits.recovery_stall > 0:
+            raise ConfigError(
+                f"setting limits.recovery_stall must be more than 0, got {self.limits.recovery_stall}"
+            )
         if not self.limits.kill_grace >= 0:
             raise ConfigError(f"setting limits.kill_grace must be zero or more, got {self.limits.kill_grace}")
         if not self.nats.connect_timeout > 0:

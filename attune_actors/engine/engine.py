@@ -226,18 +226,13 @@ class Engine:
 
     async def _recover(self, rt: Runtime) -> None:
         """Resume every execution the store says was not finished (nested ones via their parents),
-        one at a time under a recovery marker; fail the one whose recovery killed the last process
-        (see `engine.quarantine`)."""
-        guard = RecoveryGuard(self.settings.data_path)
-        for execution_id in guard.left_over():
-            reason = (
-                "quarantined: the engine stopped (crashed, or was stopped while stuck) while "
-                "resuming this execution, so it was not resumed again"
-            )
-            failed = fail_stored(rt.store, execution_id, reason)
-            if failed:
-                log.error("execution %s failed: %s", execution_id, reason)
-        await rt.store.flush()
+        one at a time under a recovery marker; fail one whose recovery wedged or kept killing the
+        engine (see `engine.quarantine`)."""
+        guard = RecoveryGuard(self.settings.data_path, stall=self.settings.limits.recovery_stall)
+        left = guard.left_over()
+        if left is not None and left.quarantine and fail_stored(rt.store, left.execution_id, left.reason):
+            log.error("execution %s failed: %s", left.execution_id, left.reason)
+            await rt.store.flush()
         for execution_id in rt.store.unfinished():
             snap = rt.store.load(execution_id)
             if snap is None or snap.header["parent_id"] is not None:

@@ -1,11 +1,16 @@
-"""Recovery quarantine: an execution whose recovery crashed or wedged the engine is not resumed again.
+"""Recovery quarantine: an execution whose recovery crashes or wedges the engine is not resumed again.
 
-Before the engine resumes an unfinished execution it names it in `<data_dir>/recovering.json`, and
-clears the file once the execution's supervisor has handled its recovery step. A file still there
-when the engine starts means the previous process died (or was killed, wedged) while resuming those
-executions: they are failed in the store with a reason, with their nested executions, instead of
-being resumed into the same crash. Executions are resumed one at a time, so the file names only the
-culprit.
+The engine resumes unfinished executions one at a time. Before it resumes one it names it in
+`<data_dir>/recovering.json`, and it removes the file once every execution's supervisor has
+handled its recovery step. A file still there when the engine starts means the previous process
+died while resuming the execution it names. Then:
+
+- if that recovery step was *stuck* (it had not ended `stall` seconds after it began: a watchdog
+  thread writes that into the file while the engine's loop is blocked), the execution is failed
+  with a reason at once, with its nested executions, instead of being resumed into the same wedge;
+- otherwise the process may have been killed from outside at that moment (a deploy, an operator's
+  `kill -9`), so the execution is resumed again, and failed only when the engine has died
+  `MAX_DEATHS` times in a row while resuming it (a recovery that crashes the process).
 """
 
 from __future__ import annotations
@@ -13,46 +18,109 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from attune_actors.engine.state import TERMINAL
 from attune_actors.store.base import Store
 
-__all__ = ["RecoveryGuard", "fail_stored"]
+__all__ = ["MAX_DEATHS", "RecoveryGuard", "fail_stored"]
 
 log = logging.getLogger("attune_actors.engine")
 
 MARKER = "recovering.json"
+MAX_DEATHS = 3  # engine deaths in a row while resuming one execution before it is quarantined
+
+
+@dataclass(frozen=True)
+class LeftOver:
+    """What the previous process was resuming when it died."""
+
+    execution_id: str
+    deaths: int  # processes that died while resuming it, in a row (this one included)
+    stuck: bool  # its recovery step had been running for longer than `stall`
+
+    @property
+    def quarantine(self) -> bool:
+        return self.stuck or self.deaths >= MAX_DEATHS
+
+    @property
+    def reason(self) -> str:
+        if self.stuck:
+            return (
+                "quarantined: the engine got stuck resuming this execution (its recovery step ran "
+                "until the engine was stopped), so it was not resumed again"
+            )
+        return (
+            f"quarantined: the engine stopped {self.deaths} times in a row while resuming this "
+            "execution, so it was not resumed again"
+        )
 
 
 class RecoveryGuard:
-    """The marker of the executions being resumed (see the module doc)."""
+    """The marker of the execution being resumed (see the module doc); one per engine start."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, stall: float) -> None:
         self.path = data_dir / MARKER
+        self.stall = stall
+        self._deaths: dict[str, int] = {}  # deaths so far of the execution the last process resumed
+        self._lock = threading.Lock()
+        self._current: dict[str, Any] | None = None
+        self._watchdog: threading.Timer | None = None
 
-    def left_over(self) -> list[str]:
-        """Executions a previous process was resuming when it died (empty after a clean start)."""
+    def left_over(self) -> LeftOver | None:
+        """What a previous process was resuming when it died (None after a clean start)."""
         try:
             found = json.loads(self.path.read_text(encoding="utf-8"))
+            left = LeftOver(str(found["id"]), int(found["deaths"]) + 1, bool(found["stuck"]))
         except FileNotFoundError:
-            return []
-        except (OSError, ValueError) as exc:
+            return None
+        except (OSError, ValueError, TypeError, KeyError) as exc:
             log.warning("ignoring unreadable recovery marker %s: %s", self.path, exc)
-            return []
-        return [str(i) for i in found] if isinstance(found, list) else []
+            return None
+        if not left.quarantine:
+            self._deaths[left.execution_id] = left.deaths
+        return left
 
     def mark(self, execution_id: str) -> None:
-        # Written before the execution runs again; a process crash keeps it (the page cache
-        # outlives the process), which is what matters here.
+        """`execution_id` is being resumed now (its recovery step starts)."""
+        self._stop_watchdog()
+        with self._lock:
+            self._current = {"id": execution_id, "deaths": self._deaths.get(execution_id, 0), "stuck": False}
+            self._write()
+        self._watchdog = threading.Timer(self.stall, self._stuck, args=(execution_id,))
+        self._watchdog.daemon = True
+        self._watchdog.start()
+
+    def _stuck(self, execution_id: str) -> None:
+        # On the watchdog's thread, while the engine's loop may be blocked.
+        with self._lock:
+            if self._current is not None and self._current["id"] == execution_id:
+                self._current["stuck"] = True
+                self._write()
+        log.warning("resuming execution %s takes more than %g s", execution_id, self.stall)
+
+    def _write(self) -> None:
+        # Before the execution runs again; a process crash keeps it (the page cache outlives the
+        # process), which is what matters here.
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps([execution_id]), encoding="utf-8")
+        tmp.write_text(json.dumps(self._current), encoding="utf-8")
         os.replace(tmp, self.path)
 
     def clear(self) -> None:
-        self.path.unlink(missing_ok=True)
+        """Every execution is resumed."""
+        self._stop_watchdog()
+        with self._lock:
+            self._current = None
+            self.path.unlink(missing_ok=True)
+
+    def _stop_watchdog(self) -> None:
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.cancel()
 
 
 def fail_stored(store: Store, execution_id: str, reason: str) -> list[str]:

@@ -225,8 +225,8 @@ async def serve(
 
 def _exit_if_stuck(heartbeat: Heartbeat, waited: float) -> None:
     """The lease is lost and the engine's loop did not stop within `waited` s: exit now, since
-    another engine may be running these executions already (the next start quarantines the one
-    that was being resumed, see `engine.quarantine`)."""
+    another engine may be running these executions already (the next start quarantines an
+    execution whose recovery got stuck, see `engine.quarantine`)."""
     if heartbeat.age() >= waited:
         log.critical("the engine's event loop is stuck and its lease is lost: exiting")
         logging.shutdown()

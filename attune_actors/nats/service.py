@@ -337,7 +337,12 @@ class ControlService:
             log.exception("%s failed", operation)
             await self._reply_error(request._msg, "internal", f"{operation} failed: internal error")
             return
-        data = _encode(result)
+        try:
+            data = _encode(result)
+        except (ValueError, RecursionError) as exc:  # e.g. a result nested too deeply for JSON
+            log.error("%s: cannot encode the reply: %s", operation, exc)
+            await self._reply_error(request._msg, "internal", f"{operation}: the reply cannot be encoded")
+            return
         if len(data) > self._requests_nc.max_payload:
             await self._reply_error(
                 request._msg,

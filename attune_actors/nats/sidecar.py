@@ -8,7 +8,8 @@ still seen as alive; requests that need the engine are forwarded to its loop (`C
 
 Liveness is not blind: `Heartbeat` ticks on the engine's loop, and `serve` renews the lease only
 while the beat is recent (`stall` seconds), so a wedged engine gives its lease up and, if its loop
-cannot even stop, exits (`watchdog`); the next engine quarantines the execution it was resuming.
+cannot even stop, exits; if it was stuck resuming an execution, the next engine quarantines it
+(`engine.quarantine`).
 """
 
 from __future__ import annotations

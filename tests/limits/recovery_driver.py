@@ -1,12 +1,13 @@
 """Driver for the recovery-quarantine test: one engine process per phase, on the same data dir.
 
-usage: recovery_driver.py DATA_DIR PHASE
+usage: recovery_driver.py DATA_DIR PHASE [RECOVERY_STALL]
 
 - start:   (render budget raised) starts `lim.ask` and waits for its inquiry, then starts `lim.heavy`,
            prints `accepted <ask id> <heavy id>` and stays: the heavy render keeps its loop busy.
-- recover: (budget raised) starts the engine, which resumes both and gets stuck in `lim.heavy`.
+- recover: (budget raised, limits.recovery_stall RECOVERY_STALL) starts the engine, which resumes
+           both and gets stuck in `lim.heavy`.
 - final:   (default limits) starts the engine, answers the inquiry, waits for both executions and
-           prints them as JSON: `lim.heavy` was quarantined, `lim.ask` resumed.
+           prints them as JSON.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from attune_actors.config import load_settings
 PACKS = Path(__file__).parent / "packs"
 
 
-async def main(data_dir: str, phase: str) -> None:
+async def main(data_dir: str, phase: str, stall: float) -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
-    limits = {} if phase == "final" else {"template_loop_steps": 10**11}
+    limits: dict[str, float] = {} if phase == "final" else {"template_loop_steps": 10**11}
+    if phase == "recover":
+        limits["recovery_stall"] = stall
     settings = load_settings(
         environ={}, overrides={"packs": [str(PACKS)], "data_dir": data_dir, "limits": limits}
     )
@@ -59,4 +62,4 @@ async def main(data_dir: str, phase: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 10.0))
