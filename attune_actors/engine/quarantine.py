@@ -61,15 +61,21 @@ class LeftOver:
 
 
 class RecoveryGuard:
-    """The marker of the execution being resumed (see the module doc); one per engine start."""
+    """The marker of the execution being resumed (see the module doc); one per engine start.
+
+    One watchdog thread, from the first `mark` to `clear`, marks a recovery step that runs for
+    longer than `stall` seconds as stuck (the engine's loop may be blocked meanwhile).
+    """
 
     def __init__(self, data_dir: Path, *, stall: float) -> None:
         self.path = data_dir / MARKER
         self.stall = stall
         self._deaths: dict[str, int] = {}  # deaths so far of the execution the last process resumed
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
         self._current: dict[str, Any] | None = None
-        self._watchdog: threading.Timer | None = None
+        self._since = 0.0  # monotonic time the current recovery step began
+        self._watchdog: threading.Thread | None = None
+        self._done = False
 
     def left_over(self) -> LeftOver | None:
         """What a previous process was resuming when it died (None after a clean start)."""
@@ -87,21 +93,31 @@ class RecoveryGuard:
 
     def mark(self, execution_id: str) -> None:
         """`execution_id` is being resumed now (its recovery step starts)."""
-        self._stop_watchdog()
-        with self._lock:
+        with self._cond:
             self._current = {"id": execution_id, "deaths": self._deaths.get(execution_id, 0), "stuck": False}
+            self._since = time.monotonic()
             self._write()
-        self._watchdog = threading.Timer(self.stall, self._stuck, args=(execution_id,))
-        self._watchdog.daemon = True
-        self._watchdog.start()
+            self._cond.notify()
+        if self._watchdog is None:
+            self._watchdog = threading.Thread(
+                target=self._watch, name="attune-recovery-watchdog", daemon=True
+            )
+            self._watchdog.start()
 
-    def _stuck(self, execution_id: str) -> None:
-        # On the watchdog's thread, while the engine's loop may be blocked.
-        with self._lock:
-            if self._current is not None and self._current["id"] == execution_id:
-                self._current["stuck"] = True
+    def _watch(self) -> None:
+        with self._cond:
+            while not self._done:
+                current = self._current
+                if current is None or current["stuck"]:
+                    self._cond.wait()
+                    continue
+                late = self._since + self.stall - time.monotonic()
+                if late > 0:
+                    self._cond.wait(late)
+                    continue
+                current["stuck"] = True
                 self._write()
-        log.warning("resuming execution %s takes more than %g s", execution_id, self.stall)
+                log.warning("resuming execution %s takes more than %g s", current["id"], self.stall)
 
     def _write(self) -> None:
         # Before the execution runs again; a process crash keeps it (the page cache outlives the
@@ -112,15 +128,11 @@ class RecoveryGuard:
 
     def clear(self) -> None:
         """Every execution is resumed."""
-        self._stop_watchdog()
-        with self._lock:
+        with self._cond:
             self._current = None
+            self._done = True
             self.path.unlink(missing_ok=True)
-
-    def _stop_watchdog(self) -> None:
-        watchdog, self._watchdog = self._watchdog, None
-        if watchdog is not None:
-            watchdog.cancel()
+            self._cond.notify()
 
 
 def fail_stored(store: Store, execution_id: str, reason: str) -> list[str]:
