@@ -51,35 +51,33 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from attune_actors import codec
 from attune_actors.config import Settings, configure_logging, load_settings
-from attune_actors.errors import ActionError, AttuneError, ConfigError, TransportError, ValidationError
-from attune_actors.nats.connection import connect
-from attune_actors.nats.subjects import Subjects, _token
-from attune_actors.nats.transport import (
+from attune_actors.errors import AttuneError, ConfigError, TransportError, ValidationError
+from attune_actors.nats.connection import ConnectionWatch, connect
+from attune_actors.nats.jetstream import Publisher, Puller, StreamOptions, ensure_consumer, ensure_streams
+from attune_actors.nats.subjects import Subjects, token
+from attune_actors.nats.wire import (
     ENDED,
     MAX_MSG_SIZE,
-    PROTOCOL,
     STARTED,
     BadMessage,
-    ConnectionWatch,
-    Publisher,
-    Puller,
-    StreamOptions,
-    array_header,
+    Heartbeat,
+    decode_cancel,
     decode_dispatch,
-    ensure_consumer,
-    ensure_streams,
+    encode_ended,
+    encode_started,
     report_bad_input,
+    results_head,
+    results_message,
 )
-from attune_actors.runners import RunContext, RunnerSet
+from attune_actors.runners import RunnerSet
 from attune_actors.spec.model import ActionSpec
 from attune_actors.spec.packs import Catalog, load_packs
+from attune_actors.transport.attempt import immediate_outcome, run_attempt
 from attune_actors.transport.base import ActionRun
 
 log = logging.getLogger("attune_actors.nats.worker")
 
-DEFAULT_CONSUMER = "workers"
 RECENT_MESSAGES = 10_000  # stream sequences of the last dispatches taken, to recognise redeliveries
 
 
@@ -92,26 +90,26 @@ def filter_subjects(subjects: Subjects, patterns: Sequence[str]) -> list[str]:
             parts = ["*", "*"]
         elif len(parts) == 2 and parts[1] == ">":
             parts[1] = "*"
-        if len(parts) != 2 or not all(p == "*" or (p and _token(p) == p) for p in parts):
+        if len(parts) != 2 or not all(p == "*" or (p and token(p) == p) for p in parts):
             raise ConfigError(
                 f"--subjects: {pattern!r} is not PACK.RUNNER (names or '*', e.g. core.local, mypack.*)"
             )
-        subject = f"{subjects.prefix}.runs.{parts[0]}.{parts[1]}"
+        subject = subjects.runs_filter(parts[0], parts[1])
         if subject not in out:
             out.append(subject)
     return out
 
 
-def consumer_name(filters: Sequence[str]) -> str:
+def consumer_name(subjects: Subjects, filters: Sequence[str]) -> str:
     """The durable consumer shared by every worker that takes these subjects."""
     if not filters:
-        return DEFAULT_CONSUMER
+        return subjects.workers_consumer
     digest = hashlib.sha1(",".join(sorted(filters)).encode()).hexdigest()[:12]
-    return f"{DEFAULT_CONSUMER}_{digest}"
+    return f"{subjects.workers_consumer}_{digest}"
 
 
 def default_worker_id() -> str:
-    return f"{_token(socket.gethostname())}-{os.getpid()}-{secrets.token_hex(2)}"
+    return f"{token(socket.gethostname())}-{os.getpid()}-{secrets.token_hex(2)}"
 
 
 @dataclass(slots=True, eq=False)
@@ -126,16 +124,16 @@ class _Event:
 
     def encode(self, limit: int, action: str) -> bytes:
         if self.kind == STARTED:
-            return codec.encode([STARTED, self.key, self.at])
+            return encode_started(self.key, self.at)
         try:
-            data = codec.encode([ENDED, self.key, self.at, self.status, self.result, self.error])
+            data = encode_ended(self.key, self.at, self.status, self.result, self.error)
         except AttuneError as exc:
             self.status, self.result, self.error = "failed", None, f"{action}: result not sendable: {exc}"
-            return codec.encode([ENDED, self.key, self.at, self.status, None, self.error])
+            return encode_ended(self.key, self.at, self.status, None, self.error)
         if len(data) > limit:
             self.status, self.result = "failed", None
             self.error = f"{action}: the result is too large to send back: {len(data)} bytes (limit {limit})"
-            data = codec.encode([ENDED, self.key, self.at, self.status, None, self.error])
+            data = encode_ended(self.key, self.at, self.status, None, self.error)
         return data
 
 
@@ -166,7 +164,7 @@ class Worker:
         self.worker_id = worker_id or default_worker_id()
         self.concurrency = concurrency
         self.filters = filter_subjects(subjects, subjects_filter or [])
-        self.consumer = consumer_name(self.filters)
+        self.consumer = consumer_name(subjects, self.filters)
         self._runners = runners
         self._owned_executor: concurrent.futures.ThreadPoolExecutor | None = None
         self.heartbeat_interval = heartbeat_interval
@@ -337,17 +335,9 @@ class Worker:
         running: dict[str, list[str]] = {}
         for key, engine in self._held.items():
             running.setdefault(engine, []).append(key)
-        payload = codec.encode(
-            {
-                "v": PROTOCOL,
-                "worker": self.worker_id,
-                "pid": os.getpid(),
-                "interval": self.heartbeat_interval,
-                "concurrency": self.concurrency,
-                "draining": self._draining,
-                "running": running,
-            }
-        )
+        payload = Heartbeat(
+            self.worker_id, running, os.getpid(), self.heartbeat_interval, self.concurrency, self._draining
+        ).encode()
         try:
             await self._nc.publish(self.subjects.heartbeats, payload)
         except Exception as exc:
@@ -355,14 +345,10 @@ class Worker:
 
     async def _on_cancel(self, msg: Msg) -> None:
         try:
-            body = codec.decode(msg.data)
-        except AttuneError:
-            body = None
-        keys = body.get("keys") if isinstance(body, dict) and body.get("v") == PROTOCOL else None
-        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            keys = decode_cancel(msg.data)
+        except BadMessage as exc:
             await report_bad_input(
-                self._nc, self.subjects, msg, "bad_cancel", "a cancel must be {v: 1, keys: [key, ...]}",
-                worker_id=self.worker_id,
+                self._nc, self.subjects, msg, "bad_cancel", exc.reason, worker_id=self.worker_id
             )
             return
         for key in keys:
@@ -405,12 +391,9 @@ class Worker:
         except AttuneError as exc:
             self._ended(engine, key, at, "failed", None, f"{exc.message} (on worker {self.worker_id})", msg)
             return
-        runner_type = action.runner_type
-        if runner_type == "noop":  # known at once, like the in-process transport
-            self._ended(engine, key, at, "succeeded", None, None, msg)
-            return
-        if runner_type == "echo":
-            self._ended(engine, key, at, "succeeded", dict(run.parameters), None, msg)
+        known = immediate_outcome(run, action)
+        if known is not None:  # like the in-process transport: no task to start
+            self._ended(engine, key, at, known.status, known.result, known.error, msg)
             return
         self._actions[key] = action.ref
         self._running[key] = asyncio.get_running_loop().create_task(
@@ -432,36 +415,15 @@ class Worker:
                 await msg.ack()
 
     async def _execute(self, engine: str, run: ActionRun, action: ActionSpec, at: float) -> None:
-        key = run.key
-        result: Any = None
-        error: str | None = None
+        assert self._runners is not None
         try:
-            timeout = None if run.deadline is None else run.deadline - time.time()
-            if timeout is not None and timeout <= 0:
-                raise TimeoutError
-            assert self._runners is not None
-            runner = self._runners.get(action.runner_type)
-            context = RunContext(run.execution_id, run.run_id, run.attempt, run.task, run.item, action.ref)
-            async with asyncio.timeout(timeout):
-                result = await runner.run(action, run.parameters, context)
-            status = "succeeded"
-        except TimeoutError:
-            status, error = "timeout", f"{action.ref} timed out"
-        except asyncio.CancelledError:
-            if self._abandon:
-                status, error = "abandoned", f"worker {self.worker_id} stopped before the attempt ended"
-            else:
-                status, error = "canceled", "canceled"
-        except ActionError as exc:
-            status, result, error = "failed", exc.result, exc.message
-        except AttuneError as exc:
-            status, error = "failed", exc.message
-        except Exception as exc:  # a runner bug must not take the worker down
-            log.exception("runner %s crashed on %s", action.runner_type, key)
-            status, error = "failed", f"{type(exc).__name__}: {exc}"
+            ended = await run_attempt(self._runners, action, run)
         finally:
-            self._running.pop(key, None)
-        self._ended(engine, key, at, status, result, error, None)
+            self._running.pop(run.key, None)
+        status, error = ended.status, ended.error
+        if status == "canceled" and self._abandon:
+            status, error = "abandoned", f"worker {self.worker_id} stopped before the attempt ended"
+        self._ended(engine, run.key, at, status, ended.result, error, None)
 
     def _ended(
         self, engine: str, key: str, at: float, status: str, result: Any, error: str | None, msg: Msg | None
@@ -485,7 +447,7 @@ class Worker:
         self._flush_scheduled = False
         outbox, self._outbox = self._outbox, {}
         limit = min(self._streams.max_msg_size, self._nc.max_payload or MAX_MSG_SIZE) - 4096
-        head = codec.encode(PROTOCOL) + codec.encode(self.worker_id)
+        head = results_head(self.worker_id)
         for engine, events in outbox.items():
             subject = self.subjects.results(engine)
             parts: list[bytes] = []
@@ -504,7 +466,7 @@ class Worker:
 
     def _send(self, subject: str, head: bytes, parts: list[bytes], batch: list[_Event]) -> None:
         self._batch_seq += 1
-        payload = array_header(len(parts) + 2) + head + b"".join(parts)
+        payload = results_message(head, parts)
 
         async def stored(error: str | None) -> None:
             if error is not None:  # refused for good: the engine will notice the attempts are gone

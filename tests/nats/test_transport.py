@@ -22,7 +22,8 @@ from attune_actors import codec
 from attune_actors.config import NatsSettings
 from attune_actors.nats.connection import connect
 from attune_actors.nats.subjects import Subjects
-from attune_actors.nats.transport import MSG_ID, NatsTransport, decode_dispatch, encode_dispatch
+from attune_actors.nats.transport import NatsTransport
+from attune_actors.nats.wire import MSG_ID, decode_dispatch, encode_dispatch
 from attune_actors.nats.worker import Worker
 from attune_actors.spec.packs import Catalog, load_packs
 from attune_actors.transport.base import ActionRun, RunOutcome
