@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from contextvars import ContextVar
 
+from attune_actors.kv.masking import ProcessMaskingFilter
+
 execution_id: ContextVar[str | None] = ContextVar("attune_execution_id", default=None)
 task: ContextVar[str | None] = ContextVar("attune_task", default=None)
 
@@ -28,6 +30,9 @@ class ContextFilter(logging.Filter):
 
 
 def install(handler: logging.Handler) -> None:
-    """Put a ContextFilter on `handler` (once)."""
+    """Put a ContextFilter and a ProcessMaskingFilter (every known secret becomes `***`) on
+    `handler`, once each: the CLI, `serve` and `worker` install them on every handler they log to."""
     if not any(isinstance(f, ContextFilter) for f in handler.filters):
         handler.addFilter(ContextFilter())
+    if not any(isinstance(f, ProcessMaskingFilter) for f in handler.filters):
+        handler.addFilter(ProcessMaskingFilter())

@@ -30,7 +30,11 @@ def connect_options(settings: NatsSettings, *, name: str) -> dict[str, Any]:
         "max_reconnect_attempts": 1,
         "reconnect_time_wait": 0.5,
         "allow_reconnect": True,
+        "inbox_prefix": settings.inbox_prefix,
     }
+    prefix = settings.inbox_prefix
+    if not prefix or any(c in prefix for c in " \t\r\n*>") or "" in prefix.split("."):
+        raise ConfigError(f"nats.inbox_prefix {prefix!r} is not a subject prefix (e.g. _INBOX_worker)")
     given = [k for k in ("token", "nkey_seed", "creds_file") if getattr(settings, k)]
     if settings.user or settings.password:
         given.append("user/password")

@@ -56,16 +56,20 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from attune_actors.errors import AttuneError
 from attune_actors.nats.connection import ConnectionWatch, describe
 from attune_actors.nats.jetstream import Publisher, Puller, StreamOptions, ensure_consumer, ensure_streams
+from attune_actors.nats.payload import PayloadCipher
 from attune_actors.nats.subjects import Subjects
 from attune_actors.nats.wire import (
     ENDED,
     MAX_MSG_SIZE,
+    STARTED,
     BadMessage,
     decode_heartbeat,
     decode_results,
     encode_cancel,
     encode_dispatch,
+    open_ended,
     report_bad_input,
+    result_binding,
 )
 from attune_actors.spec.model import ActionSpec
 from attune_actors.transport.attempt import outcome
@@ -79,7 +83,8 @@ class _Attempt:
     run: ActionRun
     on_outcome: OutcomeCallback
     submitted: float  # epoch seconds
-    worker: str | None = None
+    sealed: bool = False  # its parameters went encrypted: so must its outcome come back
+    worker: str | None = None  # the worker that took it: the only one whose outcome counts
     measured: bool = False
     cancel: bool = False
     cancel_sent: float = 0.0  # monotonic
@@ -110,6 +115,8 @@ class NatsTransport(Transport):
         heartbeat_timeout: float = 6.0,
         streams: StreamOptions | None = None,
         latency_samples: int = 100_000,
+        cipher: PayloadCipher | None = None,
+        secrets_in: Callable[[Any], list[str]] | None = None,
     ) -> None:
         if not engine_id:
             raise ValueError("engine_id must not be empty")
@@ -119,6 +126,8 @@ class NatsTransport(Transport):
         self.subjects = subjects
         self.engine_id = engine_id
         self._actions = actions
+        self._cipher = cipher
+        self._secrets_in = secrets_in
         self.heartbeat_timeout = heartbeat_timeout
         self._streams = streams or StreamOptions()
         self._incarnation = secrets.token_hex(4)
@@ -128,7 +137,10 @@ class NatsTransport(Transport):
         self._workers: dict[str, _WorkerSeen] = {}
         self._missing: dict[str, float] = {}  # key -> since when its worker no longer lists it
         self._deadlines: list[tuple[float, str]] = []
-        self._orphans: collections.OrderedDict[str, tuple[float, list[Any]]] = collections.OrderedDict()
+        # key -> (when, status, result, error) of outcomes for attempts not (yet) submitted
+        self._orphans: collections.OrderedDict[str, tuple[float, str, Any, str | None]] = (
+            collections.OrderedDict()
+        )
         self._foreign: dict[str, tuple[str, float]] = {}  # key we do not have -> (worker holding it, when)
         self._publisher = Publisher(nc)
         self._puller = Puller(
@@ -228,7 +240,7 @@ class NatsTransport(Transport):
         orphan = self._orphans.pop(key, None)
         if orphan is not None:  # ended before we (re)submitted it: an engine restart
             self._attempts[key] = _Attempt(run, on_outcome, time.time(), measured=True)
-            loop.call_soon(self._apply_ended, key, orphan[1])
+            loop.call_soon(self._finish, key, *orphan[1:])
             return
         held = self._foreign.pop(key, None)
         if held is not None and time.monotonic() - held[1] <= self.heartbeat_timeout:
@@ -236,8 +248,19 @@ class NatsTransport(Transport):
             attempt = self._attempts[key] = _Attempt(run, on_outcome, time.time(), measured=True)
             self._assign(attempt, held[0], time.monotonic())
             return
+        secret_values = self._secrets_in(run.parameters) if self._secrets_in is not None else []
+        if secret_values and self._cipher is None:
+            error = (
+                f"{run.action} is not sent to a worker: its parameters hold a secret, and without "
+                "nats.payload_key (ATTUNE_NATS__PAYLOAD_KEY, the same on the engine and the workers) "
+                "NATS would carry it in clear"
+            )
+            loop.call_soon(on_outcome, outcome(run, "failed", error=error))
+            return
         try:
-            payload = encode_dispatch(self.engine_id, run, action.runner_type)
+            payload = encode_dispatch(
+                self.engine_id, run, action.runner_type, cipher=self._cipher, secrets=secret_values
+            )
         except AttuneError as exc:
             error = f"cannot send {run.action}: {exc.message}"
             loop.call_soon(on_outcome, outcome(run, "failed", error=error))
@@ -250,7 +273,7 @@ class NatsTransport(Transport):
                          f"worker: {len(payload)} bytes (limit {limit})"),
             )
             return
-        self._attempts[key] = _Attempt(run, on_outcome, time.time())
+        self._attempts[key] = _Attempt(run, on_outcome, time.time(), sealed=self._cipher is not None)
         if run.deadline is not None:
             heapq.heappush(self._deadlines, (run.deadline, key))
 
@@ -301,10 +324,6 @@ class NatsTransport(Transport):
         except Exception:  # one bad callback must not lose the other outcomes of a batch
             log.exception("outcome callback failed for %s", key)
 
-    def _apply_ended(self, key: str, event: list[Any]) -> None:
-        _, _, _, status, result, error = event
-        self._finish(key, status, result, error)
-
     async def _on_results(self, msg: Msg) -> None:
         try:
             worker, events = decode_results(msg.data)
@@ -322,18 +341,43 @@ class NatsTransport(Transport):
             key = event[1]
             attempt = self._attempts.get(key)
             if attempt is None:
-                if event[0] == ENDED and event[3] not in ("canceled", "abandoned"):
-                    self._keep_orphan(key, event)  # a real outcome: it may be re-submitted (restart)
+                if event[0] != STARTED and event[3] not in ("canceled", "abandoned"):
+                    # a real outcome: its attempt may be re-submitted (an engine restart)
+                    with contextlib.suppress(BadMessage):
+                        self._keep_orphan(key, event[3], *self._open(event, worker))
+                continue
+            if attempt.worker is not None and attempt.worker != worker:
+                # Only the worker that took the attempt reports on it: anyone else is refused.
+                await report_bad_input(
+                    self._nc, self.subjects, msg, "refused_result",
+                    f"worker {worker} reported on {key}, which worker {attempt.worker} took",
+                    engine_id=self.engine_id, worker_id=worker,
+                )
                 continue
             if not attempt.measured:
                 attempt.measured = True
                 self.dispatch_latencies.append(event[2] - attempt.submitted)
-            if event[0] == ENDED:
-                self._finish(key, event[3], event[4], event[5])
-            elif attempt.worker != worker:
-                self._assign(attempt, worker, now)
+            if event[0] == STARTED:
+                if attempt.worker is None:
+                    self._assign(attempt, worker, now)
+                continue
+            try:
+                result, error = self._open(event, worker)
+                if attempt.sealed and event[0] == ENDED and not (event[3] == "failed" and result is None):
+                    raise BadMessage(f"an outcome in clear for {key}, which was sent encrypted")
+            except BadMessage as exc:
+                await report_bad_input(
+                    self._nc, self.subjects, msg, "refused_result", exc.reason,
+                    engine_id=self.engine_id, worker_id=worker,
+                )
+                continue
+            self._finish(key, event[3], result, error)
         with contextlib.suppress(Exception):
             await msg.ack()
+
+    def _open(self, event: list[Any], worker: str) -> tuple[Any, str | None]:
+        """(result, error) of an outcome event; BadMessage when it is sealed and does not open."""
+        return open_ended(event, self._cipher, result_binding(self.engine_id, worker, event[1]))
 
     def _assign(self, attempt: _Attempt, worker: str, now: float) -> None:
         key = attempt.run.key
@@ -348,8 +392,8 @@ class NatsTransport(Transport):
         if attempt.cancel:
             self._send_cancel(attempt)
 
-    def _keep_orphan(self, key: str, event: list[Any]) -> None:
-        self._orphans[key] = (time.monotonic(), event)
+    def _keep_orphan(self, key: str, status: str, result: Any, error: str | None) -> None:
+        self._orphans[key] = (time.monotonic(), status, result, error)
         while len(self._orphans) > 10_000:
             self._orphans.popitem(last=False)
 
@@ -374,8 +418,10 @@ class NatsTransport(Transport):
             if attempt is None:
                 self._foreign[key] = (worker, now)
                 continue
-            if attempt.worker != worker:
+            if attempt.worker is None:
                 self._assign(attempt, worker, now)  # its started event is late, or was taken before a restart
+            elif attempt.worker != worker:
+                continue  # the first worker seen with it holds it (another is lying or late)
             elif attempt.cancel and now - attempt.cancel_sent > 1.0:
                 self._send_cancel(attempt)
         for key in seen.keys:
@@ -452,7 +498,7 @@ class NatsTransport(Transport):
                     del self._foreign[key]
         if self._orphans:
             while self._orphans:
-                key, (at, _) = next(iter(self._orphans.items()))
+                key, (at, *_) = next(iter(self._orphans.items()))
                 if now - at < 60.0:
                     break
                 self._orphans.popitem(last=False)

@@ -2,9 +2,11 @@
 
 Every message is msgpack (see `codec`):
 
-    dispatch  {"v": 1, "engine": id, "runner": runner_type, "sent": epoch, "run": {ActionRun fields}}
+    dispatch  {"v": 1, "engine": id, "runner": runner_type, "sent": epoch, "run": {ActionRun fields},
+               "sealed": bin}   # with a payload key: run.parameters is {} and "sealed" holds
+                                # {"parameters": ..., "secrets": [...]} (see `nats.payload`)
     results   [1, worker_id, event...]  event: ["s", key, started_at] | ["e", key, started_at,
-              status, result, error]
+              status, result, error] | ["x", key, started_at, status, bin]  # "x": [result, error] sealed
     heartbeat {"v": 1, "worker": id, "pid": n, "interval": s, "concurrency": n, "draining": bool,
                "running": {engine_id: [key, ...]}}
     cancel    {"v": 1, "engine": id, "keys": [key, ...]}
@@ -29,6 +31,7 @@ from nats.aio.msg import Msg
 from attune_actors import codec
 from attune_actors.errors import AttuneError
 from attune_actors.nats.connection import describe
+from attune_actors.nats.payload import PayloadCipher, Unreadable
 from attune_actors.nats.subjects import Subjects
 from attune_actors.transport.base import ActionRun
 
@@ -38,7 +41,7 @@ PROTOCOL = 1
 MSG_ID = "Nats-Msg-Id"
 MAX_MSG_SIZE = 1024 * 1024  # bytes; the stream's max_msg_size and the default server max_payload
 DEAD_LETTER_SAMPLE = 1024
-STARTED, ENDED = "s", "e"
+STARTED, ENDED, SEALED_END = "s", "e", "x"
 TERMINAL_STATUSES = ("succeeded", "failed", "timeout", "canceled", "abandoned")
 RUN_FIELDS = ("execution_id", "run_id", "item", "attempt", "task", "action", "parameters", "deadline")
 
@@ -56,29 +59,61 @@ class BadMessage(Exception):
 # ----------------------------------------------------------------------------------------- dispatch
 
 
-def encode_dispatch(engine_id: str, run: ActionRun, runner_type: str) -> bytes:
-    return codec.encode(
-        {
-            "v": PROTOCOL,
-            "engine": engine_id,
-            "runner": runner_type,
-            "sent": time.time(),
-            "run": {
-                "execution_id": run.execution_id,
-                "run_id": run.run_id,
-                "item": run.item,
-                "attempt": run.attempt,
-                "task": run.task,
-                "action": run.action,
-                "parameters": run.parameters,
-                "deadline": run.deadline,
-            },
-        }
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """A decoded dispatch: who sent it, the attempt, and (sealed ones) the secret values it holds."""
+
+    engine: str
+    run: ActionRun
+    sealed: bool = False
+    secrets: tuple[str, ...] = ()
+
+
+def dispatch_binding(engine_id: str, run: ActionRun) -> bytes:
+    """What sealed parameters are bound to: they open only in this attempt of this action."""
+    return b"attune dispatch\0" + codec.encode(
+        [engine_id, run.execution_id, run.key, run.task, run.action, run.deadline]
     )
 
 
-def decode_dispatch(data: bytes) -> tuple[str, ActionRun]:
-    """(engine id, attempt) from a dispatch message; BadMessage naming what is wrong."""
+def result_binding(engine_id: str, worker_id: str, key: str) -> bytes:
+    """What a sealed outcome is bound to: this attempt, reported by this worker to this engine."""
+    return b"attune result\0" + codec.encode([engine_id, worker_id, key])
+
+
+def encode_dispatch(
+    engine_id: str,
+    run: ActionRun,
+    runner_type: str,
+    *,
+    cipher: PayloadCipher | None = None,
+    secrets: list[str] | None = None,
+) -> bytes:
+    """A dispatch message; with `cipher`, the parameters (and the `secrets` among them) sealed."""
+    body: dict[str, Any] = {
+        "v": PROTOCOL,
+        "engine": engine_id,
+        "runner": runner_type,
+        "sent": time.time(),
+        "run": {
+            "execution_id": run.execution_id,
+            "run_id": run.run_id,
+            "item": run.item,
+            "attempt": run.attempt,
+            "task": run.task,
+            "action": run.action,
+            "parameters": run.parameters if cipher is None else {},
+            "deadline": run.deadline,
+        },
+    }
+    if cipher is not None:
+        inner = codec.encode({"parameters": run.parameters, "secrets": secrets or []})
+        body["sealed"] = cipher.seal(inner, dispatch_binding(engine_id, run))
+    return codec.encode(body)
+
+
+def decode_dispatch(data: bytes, cipher: PayloadCipher | None = None) -> Dispatch:
+    """The dispatch in a message (its parameters opened with `cipher`); BadMessage naming what is wrong."""
     try:
         body = codec.decode(data)
     except AttuneError:
@@ -115,7 +150,33 @@ def decode_dispatch(data: bytes) -> tuple[str, ActionRun]:
             problems.append(name)
     if problems:
         raise BadMessage(f"dispatch with a missing or mistyped {', '.join(problems)}", engine=engine, key=key)
-    return engine, ActionRun(**{name: run[name] for name in RUN_FIELDS})
+    attempt = ActionRun(**{name: run[name] for name in RUN_FIELDS})
+    sealed = body.get("sealed")
+    if sealed is None:
+        return Dispatch(engine, attempt)
+    if not isinstance(sealed, bytes):
+        raise BadMessage("a dispatch's 'sealed' must be binary", engine=engine, key=key)
+    if cipher is None:
+        raise BadMessage(
+            "the parameters are encrypted and this worker has no nats.payload_key: give it the "
+            "engine's (ATTUNE_NATS__PAYLOAD_KEY)",
+            engine=engine, key=key,
+        )
+    try:
+        inner = codec.decode(cipher.open(sealed, dispatch_binding(engine, attempt)))
+    except Unreadable:
+        raise BadMessage(
+            "the parameters do not open with this worker's nats.payload_key (not the engine's, or altered)",
+            engine=engine, key=key,
+        ) from None
+    except AttuneError:
+        raise BadMessage("sealed parameters that are not msgpack", engine=engine, key=key) from None
+    parameters = inner.get("parameters") if isinstance(inner, dict) else None
+    secrets = inner.get("secrets") if isinstance(inner, dict) else None
+    if not isinstance(parameters, dict) or not isinstance(secrets, list):
+        raise BadMessage("sealed parameters of the wrong shape", engine=engine, key=key)
+    run_open = ActionRun(**{**{name: run[name] for name in RUN_FIELDS}, "parameters": parameters})
+    return Dispatch(engine, run_open, True, tuple(str(s) for s in secrets))
 
 
 # ------------------------------------------------------------------------------------------ results
@@ -125,9 +186,37 @@ def encode_started(key: str, at: float) -> bytes:
     return codec.encode([STARTED, key, at])
 
 
-def encode_ended(key: str, at: float, status: str, result: Any, error: str | None) -> bytes:
-    """One `ended` event; AttuneError when the result cannot be encoded."""
-    return codec.encode([ENDED, key, at, status, result, error])
+def encode_ended(
+    key: str,
+    at: float,
+    status: str,
+    result: Any,
+    error: str | None,
+    *,
+    cipher: PayloadCipher | None = None,
+    binding: bytes = b"",
+) -> bytes:
+    """One `ended` event, its result and error sealed with `cipher` (bound to `binding`, see
+    `result_binding`); AttuneError when the result cannot be encoded."""
+    if cipher is None:
+        return codec.encode([ENDED, key, at, status, result, error])
+    sealed = cipher.seal(codec.encode([result, error]), binding)
+    return codec.encode([SEALED_END, key, at, status, sealed])
+
+
+def open_ended(event: list[Any], cipher: PayloadCipher | None, binding: bytes) -> tuple[Any, str | None]:
+    """(result, error) of a decoded `ended` or sealed-`ended` event; BadMessage when it does not open."""
+    if event[0] == ENDED:
+        return event[4], event[5]
+    if cipher is None:
+        raise BadMessage(f"a sealed outcome for {event[1]} and no nats.payload_key to open it")
+    try:
+        inner = codec.decode(cipher.open(event[4], binding))
+    except (Unreadable, AttuneError):
+        raise BadMessage(f"a sealed outcome for {event[1]} that does not open (not its worker?)") from None
+    if not (isinstance(inner, list) and len(inner) == 2 and (inner[1] is None or isinstance(inner[1], str))):
+        raise BadMessage(f"a sealed outcome for {event[1]} of the wrong shape")
+    return inner[0], inner[1]
 
 
 def results_head(worker_id: str) -> bytes:
@@ -162,6 +251,12 @@ def decode_results(data: bytes) -> tuple[str, list[list[Any]]]:
                     and len(event) == 6
                     and event[3] in TERMINAL_STATUSES
                     and (event[5] is None or isinstance(event[5], str))
+                )
+                or (
+                    event[0] == SEALED_END
+                    and len(event) == 5
+                    and event[3] in TERMINAL_STATUSES
+                    and isinstance(event[4], bytes)
                 )
             )
         ):

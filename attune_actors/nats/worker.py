@@ -53,8 +53,10 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from attune_actors.config import Settings, configure_logging, load_settings
 from attune_actors.errors import AttuneError, ConfigError, TransportError, ValidationError
+from attune_actors.kv.masking import Masker, default_masker
 from attune_actors.nats.connection import ConnectionWatch, connect
 from attune_actors.nats.jetstream import Publisher, Puller, StreamOptions, ensure_consumer, ensure_streams
+from attune_actors.nats.payload import PayloadCipher
 from attune_actors.nats.subjects import Subjects, token
 from attune_actors.nats.wire import (
     ENDED,
@@ -67,6 +69,7 @@ from attune_actors.nats.wire import (
     encode_ended,
     encode_started,
     report_bad_input,
+    result_binding,
     results_head,
     results_message,
 )
@@ -121,19 +124,25 @@ class _Event:
     result: Any = None
     error: str | None = None
     msgs: list[Msg] = field(default_factory=list)  # run messages acknowledged once this is stored
+    sealed: bool = False  # its dispatch came encrypted: its outcome goes back encrypted
 
-    def encode(self, limit: int, action: str) -> bytes:
+    def encode(self, limit: int, action: str, cipher: PayloadCipher | None, binding: bytes) -> bytes:
         if self.kind == STARTED:
             return encode_started(self.key, self.at)
+        cipher = cipher if self.sealed else None
+
+        def ended(result: Any, error: str | None) -> bytes:
+            return encode_ended(self.key, self.at, self.status, result, error, cipher=cipher, binding=binding)
+
         try:
-            data = encode_ended(self.key, self.at, self.status, self.result, self.error)
+            data = ended(self.result, self.error)
         except AttuneError as exc:
             self.status, self.result, self.error = "failed", None, f"{action}: result not sendable: {exc}"
-            return encode_ended(self.key, self.at, self.status, None, self.error)
+            return ended(None, self.error)
         if len(data) > limit:
             self.status, self.result = "failed", None
             self.error = f"{action}: the result is too large to send back: {len(data)} bytes (limit {limit})"
-            data = encode_ended(self.key, self.at, self.status, None, self.error)
+            data = ended(None, self.error)
         return data
 
 
@@ -153,7 +162,12 @@ class Worker:
         heartbeat_interval: float = 1.0,
         ack_wait: float = 10.0,
         streams: StreamOptions | None = None,
+        cipher: PayloadCipher | None = None,
+        masker: Masker | None = None,
     ) -> None:
+        """`cipher` opens encrypted dispatches and seals their outcomes (`nats.payload_key`); the
+        secret values a dispatch names are added to `masker` (default: the process's, which the
+        log handlers mask with)."""
         if concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
         if not heartbeat_interval > 0:
@@ -170,6 +184,9 @@ class Worker:
         self.heartbeat_interval = heartbeat_interval
         self._ack_wait = ack_wait
         self._streams = streams or StreamOptions()
+        self._cipher = cipher
+        self._masker = default_masker() if masker is None else masker
+        self._sealed: set[str] = set()  # keys of attempts whose dispatch came encrypted
         self._boot = secrets.token_hex(4)
         self._running: dict[str, asyncio.Task[None]] = {}
         self._actions: dict[str, str] = {}  # key -> action ref, for messages about it
@@ -365,10 +382,13 @@ class Worker:
                 await msg.nak()  # straight back to the queue for another worker
             return
         try:
-            engine, run = decode_dispatch(msg.data)
+            dispatch = decode_dispatch(msg.data, self._cipher)
         except BadMessage as exc:
             await self._reject(msg, exc)
             return
+        engine, run = dispatch.engine, dispatch.run
+        for secret in dispatch.secrets:
+            self._masker.add(secret)
         key = run.key
         seq = _stream_seq(msg)
         if key in self._held or seq in self._recent:
@@ -386,6 +406,8 @@ class Worker:
         at = time.time()
         self.runs_started += 1
         self._held[key] = engine
+        if dispatch.sealed:
+            self._sealed.add(key)
         try:
             action = self._catalog.action(run.action)
         except AttuneError as exc:
@@ -433,7 +455,7 @@ class Worker:
         msgs = earlier.msgs if earlier is not None else []  # its `started` was not sent yet: replace it
         if msg is not None:
             msgs.append(msg)
-        self._report(engine, _Event(ENDED, key, at, status, result, error, msgs))
+        self._report(engine, _Event(ENDED, key, at, status, result, error, msgs, key in self._sealed))
 
     # ------------------------------------------------------------------ reports
 
@@ -454,7 +476,10 @@ class Worker:
             batch: list[_Event] = []
             size = len(head) + 5
             for event in events.values():
-                data = event.encode(limit - len(head) - 5, self._actions.get(event.key, "the action"))
+                data = event.encode(
+                    limit - len(head) - 5, self._actions.get(event.key, "the action"), self._cipher,
+                    result_binding(engine, self.worker_id, event.key),
+                )
                 if batch and size + len(data) > limit:
                     self._send(subject, head, parts, batch)
                     parts, batch, size = [], [], len(head) + 5
@@ -478,6 +503,7 @@ class Worker:
                 if event.kind == ENDED:
                     self._held.pop(event.key, None)
                     self._actions.pop(event.key, None)
+                    self._sealed.discard(event.key)
             if not self._draining:
                 await self._puller.top_up()
 
@@ -572,6 +598,7 @@ async def _serve(settings: Settings, subjects: Subjects, catalog: Catalog, args:
     worker = Worker(
         nc, subjects, catalog, worker_id=worker_id, concurrency=args.concurrency,
         subjects_filter=args.subjects, runners=runners, heartbeat_interval=args.heartbeat,
+        cipher=PayloadCipher.from_settings(settings.nats),
     )
     loop = asyncio.get_running_loop()
     signals = 0

@@ -115,7 +115,8 @@ async def test_dispatch_goes_to_the_pack_runner_subject_with_a_message_id(rig: R
     assert msg.subject == S.runs("natstest", "python")
     assert msg.headers is not None
     assert msg.headers[MSG_ID].startswith(f"{run.key}@")
-    engine, decoded = decode_dispatch(msg.data)
+    dispatch = decode_dispatch(msg.data)
+    engine, decoded = dispatch.engine, dispatch.run
     assert engine == ENGINE
     assert decoded == run
 
@@ -185,7 +186,7 @@ async def test_a_stale_canceled_outcome_is_not_kept_for_a_later_submit(rig: Rig)
     await until_async(taken, "the engine to take the stale outcome")
     rig.submit(run)
     (msg,) = await rig.take()  # dispatched: it has to run again
-    assert decode_dispatch(msg.data)[1] == run
+    assert decode_dispatch(msg.data).run == run
     assert rig.outcomes == []
 
 
@@ -298,7 +299,7 @@ async def test_a_submit_while_the_server_is_down_is_sent_once_it_is_back(rig: Ri
     info = await js.stream_info(S.runs_stream)
     assert info.state.messages == 1
     (msg,) = await rig.take()
-    assert decode_dispatch(msg.data)[1] == run
+    assert decode_dispatch(msg.data).run == run
 
 
 # ------------------------------------------------------------------------------- the worker in-process
