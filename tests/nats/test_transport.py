@@ -393,7 +393,9 @@ async def run_on_worker(rig: Rig, transport: NatsTransport, run: ActionRun, ciph
     return outcomes[0]
 
 
-async def test_sealed_parameters_and_outcomes_cross_the_bus_encrypted(rig: Rig, sealed: NatsTransport) -> None:
+async def test_sealed_parameters_and_outcomes_cross_the_bus_encrypted(
+    rig: Rig, sealed: NatsTransport
+) -> None:
     seen: list[bytes] = []
     run = attempt(action="core.echo", parameters={"header": f"Bearer {SECRET}", "n": 3})
     outcome = await run_on_worker(rig, sealed, run, KEY, seen)
