@@ -4,7 +4,8 @@ Supervisors and task actors set two context variables while they handle a messag
 started meanwhile (the action runs) inherit them. `ContextFilter`, on a handler, copies them onto
 every record as `record.execution_id` and `record.task` ("-" when there is none), so a format such
 as `%(execution_id)s %(task)s` (the CLI's default) shows them for the engine's records and the
-actions' own alike.
+actions' own alike. `install` also puts the masking filter on the handler: every secret any engine
+(or worker) of the process has learnt is `***` in what it prints.
 """
 
 from __future__ import annotations

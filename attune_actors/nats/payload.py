@@ -9,7 +9,7 @@ server's disk) sees routing metadata, never the values; a sealed value moved to 
 another worker's report does not open.
 
 Without a key, parameters and results travel in clear; the engine then refuses to dispatch a run
-whose parameters hold a secret (`SecretInClear`).
+whose parameters hold a secret (`NatsTransport`).
 """
 
 from __future__ import annotations

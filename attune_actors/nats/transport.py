@@ -18,6 +18,14 @@ Engine side (`NatsTransport`, behind the `Transport` interface):
   its attempt is submitted (an engine restarted with the same id) is kept a minute and applied at
   submit without dispatching again; an attempt a worker's heartbeat says it still runs is not
   dispatched again either.
+- Only the worker that took an attempt (the first one to report it started, or to list it in a
+  heartbeat) is heard about it: an outcome from any other worker id is dead-lettered
+  (`refused_result`) and the real one is still applied when it comes.
+- Secrets: with a `cipher` (`nats.payload_key`) parameters and outcomes cross NATS sealed (see
+  `nats.payload`), and an outcome of a sealed attempt must come back sealed (only a `failed` one
+  without a result may come in clear: a worker that could not open the dispatch). Without one, an
+  attempt whose parameters hold a secret (`secrets_in`, the engine's masker) is failed at submit
+  instead of being sent in clear.
 - Liveness: workers publish heartbeats (`Subjects.heartbeats`) listing the attempts they hold, from
   taking one until its outcome is stored. An attempt whose worker is silent for `heartbeat_timeout`
   seconds (while this engine is connected: after an outage of its own every worker gets a fresh
@@ -31,8 +39,7 @@ Engine side (`NatsTransport`, behind the `Transport` interface):
   cancel theirs when they stop).
 
 Wire format: `nats.wire`; streams, publisher and pull consumer: `nats.jetstream`; the other end:
-`nats.worker`. Parameters travel in clear text (decrypted secrets included): protect the runs
-subjects with NATS permissions and TLS.
+`nats.worker`. Who may publish and subscribe where: the roles in docs/distributed.md.
 """
 
 from __future__ import annotations
@@ -101,7 +108,9 @@ class NatsTransport(Transport):
 
     `actions(ref)` resolves an action ref (for its pack and runner type, which choose the subject);
     `engine_id` names this engine's results subject and durable consumer: it must be unique among
-    live engines, and keeping it across restarts lets outcomes sent while it was down arrive. The
+    live engines, and keeping it across restarts lets outcomes sent while it was down arrive.
+    `cipher` seals parameters and outcomes; `secrets_in(parameters)` names the secret values they
+    hold (the worker masks them in its logs; without a cipher such attempts are refused). The
     caller owns `nc` (it is not closed here).
     """
 

@@ -12,11 +12,15 @@ that overlap (another set, or the unfiltered default), so specialised workers us
 For each attempt: decode it (malformed: acknowledged, dead-lettered, an `error` event, and a
 `failed` outcome when its engine and key can be read), report `started` to the engine's results
 subject, acknowledge the message once that report is stored (a worker that dies before gets the
-message redelivered to another after `ack_wait`), run it through the `RunnerSet` with the attempt's
-deadline (`timeout` on expiry) and the same `RunContext` as in-process, and report how it ended.
+message redelivered to another after `ack_wait`), run it with `transport.attempt.run_attempt` (the
+in-process transport's way: deadline, `RunContext`, errors to outcomes), and report how it ended.
 Reports are batched per engine (one JetStream message per loop turn) and re-sent until stored.
 `noop` and `echo` attempts end as soon as they are taken, as in-process. A redelivered message this
 worker already took, or an attempt it still holds, is acknowledged and not run again.
+
+With `nats.payload_key` the worker opens sealed dispatches and seals their outcomes (`nats.payload`);
+the secret values a dispatch names are added to the process's masker, so its log handlers print
+them as `***`. A sealed dispatch it cannot open fails with a one-line error naming the setting.
 
 Heartbeats every `heartbeat_interval` list the attempts the worker holds, so the engine can tell a
 dead worker (or a lost attempt) from a busy one. Cancel requests on `Subjects.cancel(worker_id)`
