@@ -299,6 +299,26 @@ async def run_inprocess(packs: Path, data: Path, args: argparse.Namespace) -> di
         await engine.close()
 
 
+def wire_costs(args: argparse.Namespace, rounds: int = 2000) -> dict[str, float]:
+    """Microseconds to encode + decode one dispatch of a `--payload-bytes` blob, clear and sealed."""
+    from attune_actors.nats.payload import PayloadCipher, parse_key
+    from attune_actors.nats.wire import decode_dispatch, encode_dispatch
+    from attune_actors.transport.base import ActionRun
+
+    cipher = PayloadCipher(parse_key(PAYLOAD_KEY, "bench"))
+    run = ActionRun("e", "e.1", None, 1, "t0", "core.echo", {"blob": "x" * args.payload_bytes}, None)
+    out: dict[str, float] = {}
+    for name, key in (("clear", None), ("sealed", cipher)):
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(rounds):
+                decode_dispatch(encode_dispatch("bench", run, "echo", cipher=key), key)
+            times.append((time.perf_counter() - t0) / rounds * 1e6)
+        out[f"{name}_us"] = common.median(times)
+    return out
+
+
 # -- report ----------------------------------------------------------------------------------------
 
 
@@ -353,6 +373,10 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
             out.append(f"goal dispatch p50 <= {GOAL_P50_MS:g} ms: {p50:.2f} ms ({name}, "
                        f"at {nats[name]['runs_per_s']:,.0f} runs/s) -> "
                        f"{'met' if p50 <= GOAL_P50_MS else 'NOT met'}")
+    if "wire" in results:
+        clear_us, sealed_us = results["wire"]["clear_us"], results["wire"]["sealed_us"]
+        out.append(f"one dispatch of {args.payload_bytes:,} B, encoded and decoded: {clear_us:.1f} us clear, "
+                   f"{sealed_us:.1f} us sealed (+{sealed_us - clear_us:.1f} us)")
     if "sealed" in results:
         for name in ("lanes", "payload"):
             clear, sealed = nats[name], results["sealed"][name]
@@ -398,6 +422,7 @@ def main() -> None:
             "nats": common.run_on_loop(args.loop, lambda: run_nats(url, packs, root / "d1", args, others))
         }
         if args.sealed:
+            results["wire"] = wire_costs(args)
             common.progress("NATS scenarios, sealed ...")
             results["sealed"] = common.run_on_loop(
                 args.loop, lambda: run_nats(url, packs, root / "d3", args, others, sealed=True)
