@@ -138,6 +138,7 @@ def serve_settings(args: argparse.Namespace) -> Settings:
         raise ConfigError(
             f"serve keeps executions durable: store must be sqlite or nats, not {settings.store}"
         )
+    PayloadCipher.from_settings(settings.nats)  # a bad key is an error before connecting
     return settings
 
 

@@ -573,6 +573,7 @@ def command(args: argparse.Namespace) -> int:
         raise ConfigError(f"--heartbeat must be more than 0, got {args.heartbeat}")
     subjects = Subjects(settings.nats.subject_prefix)
     filter_subjects(subjects, args.subjects or [])  # bad patterns fail before connecting
+    PayloadCipher.from_settings(settings.nats)  # so does a bad payload key
     packs: Sequence[str] = settings.packs
     if args.packs is None and tuple(packs) == Settings().packs and not Path(packs[0]).is_dir():
         packs = ()  # no packs folder here and none asked for: the core pack only

@@ -244,3 +244,17 @@ def test_the_cli_masks_secrets_in_its_logs(packs_dir: Path, tmp_path: Path) -> N
     assert "action says login failed for token ***" in proc.stderr
     assert SECRET not in proc.stderr
     assert SECRET not in proc.stdout
+
+
+@pytest.mark.parametrize("module", ["attune_actors.nats.serve", "attune_actors.nats.worker"])
+def test_a_bad_payload_key_is_a_one_line_error_before_connecting(module: str, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", module, "--nats", "nats://127.0.0.1:1"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env={**os.environ, "ATTUNE_NATS__PAYLOAD_KEY": "too-short"},
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: nats.payload_key must be 32 random bytes in base64 or hex (generate one with: python -c "
+        '"import os, base64; print(base64.b64encode(os.urandom(32)).decode())")'
+    ]
