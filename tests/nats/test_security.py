@@ -24,6 +24,8 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from attune_actors import codec
+
 DOCS = Path(__file__).parents[2] / "docs" / "distributed.md"
 SECRET = "S3cr3t-tok3n-42"
 PAYLOAD_KEY = base64.b64encode(bytes(range(32))).decode()
@@ -39,6 +41,14 @@ tasks:
     input: {message: "login failed for token {{ parameters.token }}"}
 output_map:
   said: "{{ task.login.result }}"
+"""
+
+SLOW = """
+ref: testpack.slowpoke
+tasks:
+  - {name: nap, action: testpack.wait, input: {seconds: 1.0, value: real}}
+output_map:
+  value: "{{ task.nap.result }}"
 """
 
 
@@ -191,21 +201,45 @@ async def test_roles_hold_and_no_secret_crosses_the_bus_or_reaches_logs_or_disk(
         assert "error" not in created, created
         ref = created["ref"]
 
-        done = asyncio.get_running_loop().create_future()
+        ended: dict[str, asyncio.Future[dict[str, Any]]] = {}
 
         async def on_event(msg: Msg) -> None:
             event = json.loads(msg.data)
-            ended = event.get("type") == "execution" and event.get("status") in ("succeeded", "failed")
-            if ended and not done.done():
-                done.set_result(event)
+            if event.get("type") == "execution" and event.get("status") in ("succeeded", "failed"):
+                future = ended.setdefault(event["id"], asyncio.get_running_loop().create_future())
+                if not future.done():
+                    future.set_result(event)
+
+        async def run(ref: str, parameters: dict[str, Any]) -> dict[str, Any]:
+            execution = await request(operator, "executions.create", {"ref": ref, "parameters": parameters})
+            assert execution["ref"] == ref, execution
+            future = ended.setdefault(execution["id"], asyncio.get_running_loop().create_future())
+            return await asyncio.wait_for(future, 60)
 
         await operator.subscribe("attune.events.executions.*", cb=on_event)
-        body = {"ref": ref, "parameters": {"token": SECRET}}
-        execution = await request(operator, "executions.create", body)
-        assert execution["ref"] == ref, execution
-        final = await asyncio.wait_for(done, 60)
+        final = await run(ref, {"token": SECRET})
         assert final["status"] == "succeeded", final
         assert final["output"] == {"said": "login failed for token ***"}
+
+        # A worker credential forges the outcome of a run another worker took: it reads the attempt
+        # key from that worker's delivery (its Nats-Msg-Id header) and reports it succeeded.
+        forger = await conns.connect("worker", inbox_prefix="_INBOX_forger")
+        forged: list[str] = []
+
+        async def forge(msg: Msg) -> None:
+            key = (msg.headers or {}).get("Nats-Msg-Id", "").split("@")[0]
+            if key and key not in forged:
+                forged.append(key)
+                fake = codec.encode([1, "mallory", ["e", key, time.time(), "succeeded", "forged", None]])
+                await forger.publish("attune.results.e1", fake)
+
+        await forger.subscribe("_INBOX_worker.>", cb=forge)
+        await forger.flush()
+        assert "error" not in await request(admin, "workflows.put", {"pack": "testpack", "yaml": SLOW})
+        final = await run("testpack.slowpoke", {})
+        assert forged
+        assert final["status"] == "succeeded", final
+        assert final["output"] == {"value": "real"}
 
         assert snoops["worker _INBOX_worker.>"].seen, "the control snooper saw no deliveries"
         for name, snoop in snoops.items():
@@ -219,6 +253,10 @@ async def test_roles_hold_and_no_secret_crosses_the_bus_or_reaches_logs_or_disk(
             code, outputs[name] = process.stop()
             assert code == 0, outputs[name]
     assert "action says login failed for token ***" in outputs["worker"]
+    # refused: from a worker that did not take the attempt, or (before its worker reported it
+    # started) in clear for an attempt sent sealed
+    refusals = [line for line in outputs["engine"].splitlines() if "bad message on attune.results.e1" in line]
+    assert [line for line in refusals if forged[0] in line], outputs["engine"][-3000:]
     for name, text in outputs.items():
         assert SECRET not in text, f"the {name}'s log holds the secret"
         assert "permissions violation" not in text.lower(), text
