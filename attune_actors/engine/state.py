@@ -12,21 +12,7 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-# Statuses (SPEC section 5).
-REQUESTED = "requested"
-SCHEDULED = "scheduled"
-DELAYED = "delayed"
-RUNNING = "running"
-PENDING = "pending"
-PAUSING = "pausing"
-PAUSED = "paused"
-CANCELING = "canceling"
-CANCELED = "canceled"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-TIMEOUT = "timeout"
-ABANDONED = "abandoned"
-TERMINAL = frozenset((SUCCEEDED, FAILED, TIMEOUT, CANCELED, ABANDONED))
+from attune_actors.statuses import SCHEDULED, TERMINAL
 
 _VIEW_KEYS = ("status", "result", "error", "attempts", "started_at", "ended_at")
 

@@ -43,9 +43,10 @@ from attune_actors.engine.messages import (
     Start,
     TimerFired,
 )
-from attune_actors.engine.state import FAILED, PAUSED, RUNNING, TERMINAL, iso
+from attune_actors.engine.state import iso
 from attune_actors.engine.task import TaskActor
 from attune_actors.errors import AttuneError
+from attune_actors.statuses import FAILED, PAUSED, RUNNING, TERMINAL
 from attune_actors.transport.base import ActionRun
 
 if TYPE_CHECKING:

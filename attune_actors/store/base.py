@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from attune_actors.codec import decode, encode
+from attune_actors.statuses import TERMINAL
 
 ItemRecord = tuple[str, int, list[Any]]  # (run_id, item index, ItemRun record)
 
@@ -168,8 +169,6 @@ class MemoryStore(Store):
         return [decode(s.header) for s in found]
 
     def unfinished(self) -> list[str]:
-        from attune_actors.engine.state import TERMINAL
-
         return [k for k, s in self._snapshots.items() if s.status not in TERMINAL]
 
     def put_definition(self, ref: str, pack: str, source: str) -> None:

@@ -47,6 +47,7 @@ from typing import Any, NoReturn, TypeVar
 
 from attune_actors.codec import decode, encode
 from attune_actors.errors import StoreError
+from attune_actors.statuses import TERMINAL
 from attune_actors.store import migrations
 from attune_actors.store.base import ItemRecord, Snapshot, Store
 
@@ -228,8 +229,6 @@ class SQLiteStore(Store):
             raise ValueError(
                 f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, not {synchronous!r}"
             )
-        from attune_actors.engine.state import TERMINAL
-
         self.path = Path(path)
         self.synchronous = mode
         self._terminal = tuple(sorted(TERMINAL))
