@@ -27,9 +27,9 @@ from attune_actors.engine.commands import (
     StartChild,
     StopRun,
 )
-from attune_actors.engine.graph import TaskGraph
 from attune_actors.engine.state import ItemRun, TaskRun, iso
 from attune_actors.errors import AttuneError, ParameterError, TemplateError
+from attune_actors.spec.graph import TaskGraph
 from attune_actors.spec.model import ActionSpec, RetryPolicy, TaskSpec, Transition, WorkflowSpec
 from attune_actors.spec.params import apply_params
 from attune_actors.statuses import (

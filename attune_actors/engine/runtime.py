@@ -21,11 +21,11 @@ from attune_actors.codec import decode, encode
 from attune_actors.engine.commands import OpenInquiry
 from attune_actors.engine.conductor import Conductor
 from attune_actors.engine.events import EventBus
-from attune_actors.engine.graph import TaskGraph
 from attune_actors.engine.state import ItemRun, TaskRun, iso
 from attune_actors.errors import NotFoundError, StoreError
 from attune_actors.kv import Masker
 from attune_actors.kv.secrets import Cipher
+from attune_actors.spec.graph import TaskGraph
 from attune_actors.spec.model import ActionSpec, WorkflowSpec
 from attune_actors.spec.packs import Catalog, load_workflow_text
 from attune_actors.spec.params import apply_params
