@@ -199,11 +199,11 @@ class WorkflowSupervisor(AsyncioActor):
             elif isinstance(cmd, StartChild):
                 self._start_child(cmd)
             elif isinstance(cmd, ControlChild):
-                self._rt.control_child(cmd.child_id, Control(cmd.op, cmd.force))
+                self._rt.executions.tell(cmd.child_id, Control(cmd.op, cmd.force))
             elif isinstance(cmd, OpenInquiry):
-                self._rt.open_inquiry(self._c, cmd, self.actor_ref)
+                self._rt.inquiries.open(self._c.id, cmd, self.actor_ref)
             elif isinstance(cmd, CloseInquiry):
-                self._rt.close_inquiry(cmd.inquiry_id, cmd.status)
+                self._rt.inquiries.close(cmd.inquiry_id, cmd.status)
             elif isinstance(cmd, Finished):
                 finished = cmd
         for run_id, runs in batches.items():
@@ -222,7 +222,7 @@ class WorkflowSupervisor(AsyncioActor):
         self._rt.save_step(c, runs, items)
         changed = c.status != self._last_status
         if self._rt.events.active:
-            root = self._rt.root_of(c.id)
+            root = self._rt.executions.root_of(c.id)
             # A workflow's own change frames its tasks': `running` before them, an end after them.
             if changed and c.status not in TERMINAL:
                 self._publish_status(root)
@@ -325,14 +325,13 @@ class WorkflowSupervisor(AsyncioActor):
             self.actor_ref.tell(AttemptEnded(cmd.run_id, None, cmd.attempt, FAILED, None, exc.message))
             return
         ref = self.spawn(WorkflowSupervisor, self._rt, conductor, link)
-        self._rt.register(conductor.id, ref)
-        self._rt.roots[conductor.id] = self._rt.root_of(self._c.id)
+        self._rt.executions.add(conductor.id, ref, parent_id=self._c.id)
         ref.tell(Start(recovered=recovered))
 
     def _report_end(self) -> None:
         self._done = True
         c = self._c
-        self._rt.finished(c)
+        self._rt.executions.ended(c.id)
         if self._link is not None:
             message = (c.error or {}).get("message") if c.error else None
             try:
