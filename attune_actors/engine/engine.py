@@ -21,6 +21,7 @@ from typing import Any
 from pykka import ActorDeadError
 
 from attune_actors.actors import wait_all_stopped
+from attune_actors.clock import Clock, RealClock, VirtualClock
 from attune_actors.config import Settings, load_settings
 from attune_actors.engine.events import EventBus, Subscription
 from attune_actors.engine.execution import Execution
@@ -98,6 +99,7 @@ class Engine:
         settings: Settings | None = None,
         store: Store | None = None,
         transport: Transport | None = None,
+        clock: Clock | None = None,
     ) -> None:
         overrides: dict[str, Any] = {}
         if packs is not None:
@@ -111,6 +113,9 @@ class Engine:
         self.settings = settings
         self._store_override = store
         self._transport_override = transport
+        # Where the engine reads the time and sets its timers (attune_actors.clock): a test passes a
+        # VirtualClock to skip retry delays and timeouts.
+        self.clock: Clock = clock or RealClock()
         self._rt: Runtime | None = None
         self._kv: KVStore | None = None
         self.catalog = Catalog()
@@ -175,7 +180,10 @@ class Engine:
             kv=KVScope(self._kv, self.masker),
             events=self._events,
             cipher=cipher,
+            clock=self.clock,
         )
+        if isinstance(self.clock, VirtualClock):
+            self.clock.attach(self._rt.idle)
         self._recover(self._rt)
 
     def _quarantine(self, catalog: Catalog, problems: builtins.list[AttuneError]) -> None:

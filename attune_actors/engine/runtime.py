@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 import uuid
 from typing import Any
 
+from attune_actors.clock import Clock, RealClock
 from attune_actors.codec import decode, encode
 from attune_actors.engine.conductor import Conductor
 from attune_actors.engine.events import EventBus
 from attune_actors.engine.index import ExecutionIndex
 from attune_actors.engine.inquiry import Inquiries, InquiryRecord
 from attune_actors.engine.state import ItemRun, TaskRun, iso
+from attune_actors.engine.task import AttemptsInFlight
 from attune_actors.errors import NotFoundError, StoreError
 from attune_actors.kv import Masker
 from attune_actors.kv.secrets import Cipher
@@ -49,6 +50,7 @@ class Runtime:
         kv: Any,
         events: EventBus,
         cipher: Cipher,
+        clock: Clock | None = None,
     ) -> None:
         self.catalog = catalog
         self.renderer = renderer
@@ -58,6 +60,8 @@ class Runtime:
         self.kv = kv
         self.events = events
         self.cipher = cipher
+        self.clock: Clock = clock or RealClock()
+        self.attempts = AttemptsInFlight()
         self._specs: dict[str, WorkflowSpec] = {}  # definition digest -> spec
         self._graphs: dict[int, tuple[WorkflowSpec, TaskGraph]] = {}
         self.executions = ExecutionIndex()
@@ -110,7 +114,7 @@ class Runtime:
             parent_id,
             parent_run,
             self._remember_source(spec),
-            time.time(),
+            self.clock.now(),
         )
 
     def _conductor(
@@ -242,6 +246,14 @@ class Runtime:
         if isinstance(value, dict) and SEALED in value:
             return decode(self.cipher.decrypt(value[SEALED], what="a stored secret value"))
         return value
+
+    def idle(self) -> bool:
+        """Nothing but timers to wait for: no action attempt in flight, no event unread.
+
+        A pending inquiry does not count: time passes while nobody answers (that is what its
+        expiry is for); whoever answers it reads its event first, and an unread event counts.
+        """
+        return self.attempts.count == 0 and not self.events.unread()
 
     def publish(self, event: dict[str, Any]) -> None:
         """Hand an event to subscribers, with secrets masked."""

@@ -8,15 +8,14 @@ saved as a snapshot and published as events. Nothing else touches the conductor.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 from pykka import ActorDeadError, ActorRef
 
 from attune_actors import logctx
 from attune_actors.actors import AsyncioActor, Directive
+from attune_actors.clock import TimerHandle
 from attune_actors.engine.commands import (
     CloseInquiry,
     Command,
@@ -81,7 +80,8 @@ class WorkflowSupervisor(AsyncioActor):
         self._link = parent
         self._tasks: dict[str, ActorRef[Any]] = {}  # run id -> task actor
         self._idle: list[ActorRef[Any]] = []  # released task actors, ready for the next run
-        self._timers: dict[tuple[Any, ...], asyncio.TimerHandle] = {}
+        self._clock = runtime.clock
+        self._timers: dict[tuple[Any, ...], TimerHandle] = {}
         self._last_status = conductor.status
         self._emitted: dict[str, tuple[str, int]] = {}  # run id -> (status, attempts) last published
         self._done = False
@@ -102,7 +102,7 @@ class WorkflowSupervisor(AsyncioActor):
     def _handle(self, message: Any) -> Any:
         if self._done:
             return self._c.document() if isinstance(message, GetDocument) else None
-        now = time.time()
+        now = self._clock.now()
         c = self._c
         if isinstance(message, AttemptEnded):
             cmds = c.on_attempt_ended(
@@ -159,7 +159,7 @@ class WorkflowSupervisor(AsyncioActor):
                             FAILED,
                             None,
                             f"internal error: {error!r}",
-                            time.time(),
+                            self._clock.now(),
                         )
                     )
         return Directive.STOP
@@ -281,14 +281,13 @@ class WorkflowSupervisor(AsyncioActor):
     def _task_actor(self) -> ActorRef[Any]:
         if self._idle:
             return self._idle.pop()
-        return self.spawn(TaskActor, self.actor_ref, self._rt.transport)
+        return self.spawn(TaskActor, self.actor_ref, self._rt.transport, self._rt.attempts)
 
     def _set_timer(self, key: tuple[Any, ...], at: float) -> None:
         old = self._timers.pop(key, None)
         if old is not None:
             old.cancel()
-        loop = asyncio.get_running_loop()
-        self._timers[key] = loop.call_later(max(0.0, at - time.time()), self._fire, key)
+        self._timers[key] = self._clock.call_at(at, self._fire, key)
 
     def _fire(self, key: tuple[Any, ...]) -> None:
         try:
