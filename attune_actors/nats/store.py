@@ -310,7 +310,7 @@ class NatsStore(Store):
         self._writer = self._loop.create_task(self._writer_main(), name=f"attune-nats-store:{self.bucket}")
         log.info(
             "nats store %s: %d keys, %d executions read in %.2f s",
-            self.bucket, self.loaded_keys, len(self._mirror), self.load_seconds,
+            self.bucket, self.loaded_keys, self._mirror.count(), self.load_seconds,
         )
 
     async def flush(self) -> None:

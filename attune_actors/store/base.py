@@ -129,7 +129,7 @@ class MemoryStore(Store):
         self._definitions: dict[str, tuple[str, str]] = {}
         self._sources: dict[str, tuple[str, str]] = {}
 
-    def __len__(self) -> int:
+    def count(self) -> int:
         """The number of executions stored."""
         return len(self._snapshots)
 

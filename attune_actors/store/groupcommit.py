@@ -45,9 +45,6 @@ class CommitWaiters:
     def __init__(self) -> None:
         self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
-    def __len__(self) -> int:
-        return len(self._waiters)
-
     def add(self, gen: int) -> asyncio.Future[None]:
         """A future resolved once commit `gen` is done (or failed with the commit's error)."""
         loop = asyncio.get_running_loop()
