@@ -33,6 +33,7 @@ from attune_actors.errors import AttuneError
 from attune_actors.nats.connection import describe
 from attune_actors.nats.payload import PayloadCipher, Unreadable
 from attune_actors.nats.subjects import Subjects
+from attune_actors.statuses import TERMINAL
 from attune_actors.transport.base import ActionRun
 
 log = logging.getLogger("attune_actors.nats.wire")
@@ -42,7 +43,6 @@ MSG_ID = "Nats-Msg-Id"
 MAX_MSG_SIZE = 1024 * 1024  # bytes; the stream's max_msg_size and the default server max_payload
 DEAD_LETTER_SAMPLE = 1024
 STARTED, ENDED, SEALED_END = "s", "e", "x"
-TERMINAL_STATUSES = ("succeeded", "failed", "timeout", "canceled", "abandoned")
 RUN_FIELDS = ("execution_id", "run_id", "item", "attempt", "task", "action", "parameters", "deadline")
 
 
@@ -249,13 +249,13 @@ def decode_results(data: bytes) -> tuple[str, list[list[Any]]]:
                 or (
                     event[0] == ENDED
                     and len(event) == 6
-                    and event[3] in TERMINAL_STATUSES
+                    and event[3] in TERMINAL
                     and (event[5] is None or isinstance(event[5], str))
                 )
                 or (
                     event[0] == SEALED_END
                     and len(event) == 5
-                    and event[3] in TERMINAL_STATUSES
+                    and event[3] in TERMINAL
                     and isinstance(event[4], bytes)
                 )
             )
