@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from attune_actors.engine.state import TERMINAL
+from attune_actors.statuses import TERMINAL
 from attune_actors.store.base import Store
 
 __all__ = ["MAX_DEATHS", "RecoveryGuard", "fail_stored"]
@@ -135,13 +135,12 @@ class RecoveryGuard:
             self._cond.notify()
 
 
-def fail_stored(store: Store, execution_id: str, reason: str) -> list[str]:
+def fail_stored(store: Store, execution_id: str, reason: str, now: float) -> list[str]:
     """Mark an unfinished execution and its unfinished nested ones failed in the store, with
     `reason` as their error and that of their unfinished task runs; the ids failed."""
     unfinished = set(store.unfinished())
     failed: list[str] = []
     todo = [execution_id]
-    now = time.time()
     while todo:
         current = todo.pop()
         snap = store.load(current)
