@@ -226,6 +226,7 @@ class EngineLease:
 
     async def _renew_loop(self) -> None:
         period = self.ttl / 3
+        warned = False  # that the engine is not answering: once per silence
         while True:
             await asyncio.sleep(max(0.0, self._renewed_at + period - time.monotonic()))
             if self.alive is not None and not self.alive():
@@ -236,9 +237,12 @@ class EngineLease:
                         f"answered for {silent_for:.1f} s"
                     )
                     return
-                log.warning("engine lease: not renewed, the engine is not answering")
+                if not warned:
+                    log.warning("engine lease: not renewed while the engine is not answering")
+                    warned = True
                 await asyncio.sleep(min(period / 3, max(0.0, self._renewed_at + self.ttl - time.monotonic())))
                 continue
+            warned = False
             try:
                 await self.renew()
             except _Lost as e:

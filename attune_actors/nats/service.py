@@ -33,7 +33,7 @@ concurrently. With a `Sidecar` (as `serve` runs it), the service lives on the si
 connection: discovery requests are answered there even while the engine's loop is busy, requests
 are parsed and checked there, and only the engine call itself runs on the engine's loop. Requests
 over `max_payload` bytes (setting `limits.request_bytes`) are refused before they are parsed; a
-malformed request of any shape gets a `bad_request` reply and one warning in the log.
+malformed request of any shape gets a `bad_request` reply and one line in the log.
 
 Every event of `Engine.events()` is published, in order, on
 `Subjects.events(root execution id)` (a nested execution's events go on its root's subject);
@@ -84,7 +84,7 @@ log = logging.getLogger("attune_actors.nats.service")
 T = TypeVar("T")
 
 SERVICE_NAME = "attune-engine"
-MAX_PAYLOAD = 1024 * 1024
+MAX_PAYLOAD = 1024 * 1024  # the default of limits.request_bytes
 DEFAULT_LIST_LIMIT = 50
 
 # Stable error codes -> the HTTP-like number in the `Nats-Service-Error-Code` header.
