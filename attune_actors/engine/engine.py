@@ -25,7 +25,7 @@ from attune_actors.config import Settings, load_settings
 from attune_actors.engine.events import EventBus, Subscription
 from attune_actors.engine.execution import Execution
 from attune_actors.engine.inquiry import check_response
-from attune_actors.engine.messages import AnswerInquiry, Control, GetDocument, Rerun, Start
+from attune_actors.engine.messages import AnswerInquiry, Control, GetDocument, GetGraph, Rerun, Start
 from attune_actors.engine.runtime import Runtime
 from attune_actors.engine.supervisor import WorkflowSupervisor
 from attune_actors.errors import (
@@ -381,6 +381,24 @@ class Engine:
             raise NotFoundError(f"no execution '{execution_id}'")
         masked: dict[str, Any] = self.masker.mask(doc)
         return masked
+
+    async def graph(self, execution_id: str) -> dict[str, Any]:
+        """The execution's graph document (`attune_actors.engine.graphdoc`): its workflow's tasks and
+        transitions as it started with them, each node's latest status and run count, each edge taken
+        or not. `render_graph(doc, "mermaid" | "dot")` turns it into a picture."""
+        rt = self._runtime()
+        ref = rt.supervisors.get(execution_id)
+        doc: dict[str, Any] | None = None
+        if ref is not None:
+            try:
+                doc = await ref.ask(GetGraph(), block=False)
+            except ActorDeadError:
+                doc = None
+        if doc is None:
+            doc = rt.graph_from_store(execution_id)
+        if doc is None:
+            raise NotFoundError(f"no execution '{execution_id}'")
+        return doc
 
     # ------------------------------------------------------------------ inquiries and events
 
