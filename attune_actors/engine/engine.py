@@ -456,8 +456,11 @@ class Engine:
 
     # ------------------------------------------------------------------ workflow definitions
 
-    async def put_workflow(self, pack: str, yaml_text: str) -> str:
-        """Create or update a workflow of `pack` from YAML; validated first. Returns its ref."""
+    async def put_workflow(self, pack: str, yaml_text: str, *, ref: str | None = None) -> str:
+        """Create or update a workflow of `pack` from YAML; validated first. Returns its ref.
+
+        With `ref`, the YAML may leave out its `ref` key, and must not name another.
+        """
         rt = self._runtime()
         if pack not in self.catalog.packs:
             raise NotFoundError(f"no pack '{pack}'")
@@ -466,11 +469,16 @@ class Engine:
             yaml_text,
             pack=pack,
             file=f"<{pack} workflow>",
-            default_ref=f"{pack}.",
+            default_ref=ref or f"{pack}.",
             problems=problems,
         )
         if spec is not None and spec.ref == f"{pack}.":
             problems.append(ValidationError("a workflow put at run time needs a 'ref' key").errors[0])
+        if spec is not None and ref is not None and spec.ref != ref:
+            problems.append(
+                ValidationError(f"the definition's ref '{spec.ref}' is not '{ref}', the one it is put as")
+                .errors[0]
+            )
         if spec is not None and not problems:
             existing = self.catalog.actions.get(spec.ref)
             if existing is not None and spec.ref not in self._runtime_refs:
@@ -517,6 +525,9 @@ class Engine:
         )
 
     async def list_workflows(self, pack: str | None = None) -> builtins.list[WorkflowInfo]:
+        """Every valid workflow (of `pack`: NotFoundError if there is no such pack), by ref."""
+        if pack is not None and pack not in self.catalog.packs:
+            raise NotFoundError(f"no pack '{pack}'")
         return [await self.get_workflow(a.ref) for a in self.catalog.workflows(pack)]
 
     async def delete_workflow(self, ref: str) -> None:
