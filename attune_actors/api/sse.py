@@ -4,11 +4,12 @@
     event: execution
     data: {"type": "execution", "id": ..., "status": "running", ...}
 
-The first event is the execution as it is when the stream opens; then each engine event of it and
+The first event is the execution as it is when the stream opens (the whole execution document,
+tasks included, as an `execution` event); then each engine event of it and
 its nested executions follows (`execution`, `task`, `inquiry`, as `Engine.events()` gives them,
 secrets masked). The stream ends after the execution's own terminal `execution` event, or at once if
 it had already ended. A listener too slow for the engine's buffer gets a `gap` event followed by the
-execution's current status, so it never misses the end. A comment line every `heartbeat` seconds
+execution's current document, so it never misses the end. A comment line every `heartbeat` seconds
 keeps proxies from closing a quiet stream. The server closes open streams when it stops.
 """
 
@@ -98,11 +99,8 @@ _TERMINAL = frozenset(s.value for s in Status if s.terminal)
 
 
 def _status(execution: Execution) -> dict[str, Any]:
-    """An `execution` event from a document (the shape the engine publishes)."""
-    doc = execution.to_dict()
-    doc.pop("tasks")
-    doc.pop("parameters")
-    return {"type": "execution", "execution_id": execution.id, **doc}
+    """An `execution` event holding the whole document, tasks included: all a late listener needs."""
+    return {"type": "execution", "execution_id": execution.id, **execution.to_dict()}
 
 
 __all__ = ["HEARTBEAT", "EventStreams"]

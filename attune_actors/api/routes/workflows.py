@@ -14,7 +14,16 @@ from attune_actors.engine.engine import WorkflowInfo
 
 router = APIRouter(tags=["workflows"])
 
-_YAML_TYPES = ("", "application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain")
+# JSON is YAML too.
+_YAML_TYPES = (
+    "",
+    "application/yaml",
+    "application/x-yaml",
+    "text/yaml",
+    "text/x-yaml",
+    "text/plain",
+    "application/json",
+)
 
 _YAML_BODY: dict[str, Any] = {
     "requestBody": {
