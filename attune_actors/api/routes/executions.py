@@ -20,7 +20,12 @@ MAX_LIST = 1000
 _GRAPH_TYPES = {"mermaid": "text/vnd.mermaid; charset=utf-8", "dot": "text/vnd.graphviz; charset=utf-8"}
 
 
-@router.get("", response_model=ExecutionList, summary="Executions started from the API, newest first")
+@router.get(
+    "",
+    response_model=ExecutionList,
+    responses=errors(),
+    summary="Executions started from the API, newest first",
+)
 async def list_executions(
     engine: EngineDep,
     _: Viewer,

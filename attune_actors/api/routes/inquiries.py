@@ -14,7 +14,9 @@ from attune_actors.errors import NotFoundError
 router = APIRouter(prefix="/inquiries", tags=["inquiries"])
 
 
-@router.get("", response_model=InquiryList, summary="Inquiries (by default the pending ones)")
+@router.get(
+    "", response_model=InquiryList, responses=errors(), summary="Inquiries (by default the pending ones)"
+)
 async def list_inquiries(
     engine: EngineDep,
     _: Viewer,

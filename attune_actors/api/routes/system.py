@@ -13,7 +13,9 @@ from attune_actors.api.responses import JSONResponse
 router = APIRouter(tags=["system"])
 
 
-@router.get("/health", response_model=Health, summary="The server answers (no token needed)")
+@router.get(
+    "/health", response_model=Health, responses=errors(), summary="The server answers (no token needed)"
+)
 async def health() -> Response:
     return JSONResponse({"status": "ok", "version": __version__})
 
