@@ -15,7 +15,8 @@ from attune_actors.api.models import ErrorBody
 from attune_actors.engine.engine import Engine
 
 
-def _engine(request: Request) -> Engine:
+async def _engine(request: Request) -> Engine:
+    # async: FastAPI would run a plain function on a worker thread, a thread hop per request.
     engine: Engine = request.app.state.engine
     return engine
 
