@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Callable
+from typing import Any
 
 from api_support import ApiFactory, error_of, eventually, sse_events
+
+from attune_actors.api.sse import EventStreams
+from attune_actors.config import load_settings
 
 WorkflowWriter = Callable[..., str]
 
@@ -280,3 +284,33 @@ async def test_inquiry_is_answered_as_the_token_identity(
     assert (await viewer.get("/inquiries")).json() == {"inquiries": []}
     everything = (await viewer.get("/inquiries", params={"status": "all"})).json()["inquiries"]
     assert [i["status"] for i in everything] == ["succeeded"]
+
+
+async def test_a_listener_that_falls_behind_still_sees_the_end(
+    workflow: WorkflowWriter, engine_factory: Callable[..., Any]
+) -> None:
+    """Events dropped for a slow listener (a `gap`) are followed by the current document."""
+    ref = workflow(
+        "many",
+        """
+        tasks:
+          - {name: a, action: core.noop, on_success: b}
+          - {name: b, action: core.noop, on_success: c}
+          - {name: c, action: core.noop, on_success: d}
+          - {name: d, action: core.noop}
+        """,
+    )
+    settings = load_settings(overrides={"limits": {"event_buffer": 2}}, environ={})
+    engine = await engine_factory(settings=settings)
+    execution = await engine.execute(ref)
+    frames = await EventStreams().open(engine, execution.id)
+    first = await anext(frames)
+    assert b"event: execution" in first
+    await engine.wait(execution.id, timeout=10)  # the listener reads nothing meanwhile
+    rest = [frame async for frame in frames]
+    names = [f.split(b"\n")[1] for f in rest]
+    assert b"event: gap" in names
+    after_gap = rest[names.index(b"event: gap") + 1]
+    assert b"event: execution" in after_gap
+    assert b'"status":"succeeded"' in after_gap
+    assert rest[-1] == after_gap  # and that is the end
