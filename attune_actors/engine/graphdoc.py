@@ -147,7 +147,7 @@ def _mermaid(doc: dict[str, Any]) -> str:
     ids = {n["id"]: f"n{i}" for i, n in enumerate(doc["nodes"])}
 
     def text(s: str) -> str:
-        # Mermaid's entity codes keep quotes and brackets from ending the label.
+        # Inside a quoted label only these could end it or read as markup: Mermaid's entity codes.
         return "".join(f"#{ord(c)};" if c in '"#<>' else c for c in s)
 
     lines = ["flowchart TD"]

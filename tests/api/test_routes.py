@@ -314,3 +314,26 @@ async def test_a_listener_that_falls_behind_still_sees_the_end(
     assert b"event: execution" in after_gap
     assert b'"status":"succeeded"' in after_gap
     assert rest[-1] == after_gap  # and that is the end
+
+
+async def test_stopping_the_server_ends_open_event_streams(
+    api_factory: ApiFactory, workflow: WorkflowWriter
+) -> None:
+    workflow(
+        "long",
+        """
+        tasks:
+          - {name: sleep, action: testpack.wait, input: {seconds: 60}}
+        """,
+    )
+    api = await api_factory()
+    viewer = api.client("viewer")
+    execution = await api.engine.execute("testpack.long")
+    lines: list[str] = []
+    async with viewer.stream("GET", f"/workflow-executions/{execution.id}/events") as stream:
+        async for line in stream.aiter_lines():
+            lines.append(line)
+            if line.startswith("data: "):
+                await api.server.stop()  # while the execution still runs
+    assert lines[1] == "event: execution"
+    assert (await api.engine.get(execution.id)).status == "running"
