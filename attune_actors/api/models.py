@@ -198,7 +198,7 @@ class Health(_Response):
     version: str
 
 
-class Caller(_Response):
+class Whoami(_Response):
     identity: str | None = Field(description="who the bearer token says the caller is (null: no tokens)")
     role: Literal["viewer", "operator", "admin"]
     auth: bool = Field(description="whether the server checks tokens (false: loopback only, no tokens)")
