@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -10,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from attune_actors import Engine
+from attune_actors import Engine, Execution
 from attune_actors.api import HttpServer, token_digest
 
 # role -> (token, identity)
@@ -70,17 +69,7 @@ def error_of(response: httpx.Response) -> tuple[int, str]:
     return response.status_code, body["error"]["code"]
 
 
-async def eventually(
-    request: Callable[[], Awaitable[httpx.Response]],
-    extract: Callable[[httpx.Response], Any],
-    within: float = 10,
-) -> Any:
-    """Repeat `request` until `extract` finds something truthy in the response, for at most `within` s."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        found = extract(await request())
-        if found:
-            return found
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"nothing found within {within} s")
-        await asyncio.sleep(0.02)  # noqa: sleep-ok - polling with a deadline
+
+def waits_for_an_answer(execution: Execution) -> bool:
+    """Whether a task of the execution is pending on an inquiry."""
+    return any(t.status == "pending" for t in execution.tasks)

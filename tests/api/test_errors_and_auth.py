@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
-from api_support import TOKENS, ApiFactory, error_of, eventually
+from api_support import TOKENS, ApiFactory, error_of, waits_for_an_answer
+from helpers import execution_reaches
 
+from attune_actors import Engine
 from attune_actors.api import HttpServer
 from attune_actors.errors import ConfigError
 
@@ -64,7 +66,7 @@ async def test_every_error_code(api_factory: ApiFactory, workflow: WorkflowWrite
     assert error_of(await admin.delete("/workflow-executions")) == (405, "method_not_allowed")
     # 409 inquiry_refused: a response that does not fit the schema; the inquiry stays pending
     execution = (await admin.post("/workflows/testpack.ask/execute", json={})).json()
-    inquiry_id = await _pending_inquiry(admin, execution["id"])
+    inquiry_id = await _pending_inquiry(admin, api.engine, execution["id"])
     refused = await admin.post(f"/inquiries/{inquiry_id}/respond", json={"response": {"no": 1}})
     assert error_of(refused) == (409, "inquiry_refused")
     assert (await admin.get(f"/inquiries/{inquiry_id}")).json()["status"] == "pending"
@@ -88,11 +90,9 @@ async def test_every_error_code(api_factory: ApiFactory, workflow: WorkflowWrite
     assert error_of(await admin.get(f"/workflow-executions/{execution['id']}")) == (503, "unavailable")
 
 
-async def _pending_inquiry(client: httpx.AsyncClient, execution_id: str) -> str:
-    found = await eventually(
-        lambda: client.get("/inquiries", params={"execution_id": execution_id}),
-        lambda r: r.json()["inquiries"],
-    )
+async def _pending_inquiry(client: httpx.AsyncClient, engine: Engine, execution_id: str) -> str:
+    await execution_reaches(engine, execution_id, waits_for_an_answer)
+    found = (await client.get("/inquiries", params={"execution_id": execution_id})).json()["inquiries"]
     return str(found[0]["id"])
 
 

@@ -6,7 +6,8 @@ import textwrap
 from collections.abc import Callable
 from typing import Any
 
-from api_support import ApiFactory, error_of, eventually, sse_events
+from api_support import ApiFactory, error_of, sse_events, waits_for_an_answer
+from helpers import execution_reaches
 
 from attune_actors.api.sse import EventStreams
 from attune_actors.config import load_settings
@@ -253,10 +254,8 @@ async def test_inquiry_is_answered_as_the_token_identity(
     admin, operator, viewer = api.client("admin"), api.client("operator"), api.client("viewer")
     execution_id = (await operator.post("/workflows/testpack.ask/execute", json={})).json()["id"]
 
-    listed = await eventually(
-        lambda: viewer.get("/inquiries", params={"execution_id": execution_id}),
-        lambda r: r.json()["inquiries"],
-    )
+    await execution_reaches(api.engine, execution_id, waits_for_an_answer)
+    listed = (await viewer.get("/inquiries", params={"execution_id": execution_id})).json()["inquiries"]
     assert len(listed) == 1
     inquiry = listed[0]
     detail = (await viewer.get(f"/inquiries/{inquiry['id']}")).json()
