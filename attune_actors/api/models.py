@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from attune_actors.engine.execution import Status
+from attune_actors.statuses import Status
 
 
 class _Request(BaseModel):

@@ -22,7 +22,8 @@ from typing import Any
 
 from attune_actors.engine.engine import Engine
 from attune_actors.engine.events import Subscription
-from attune_actors.engine.execution import Execution, Status
+from attune_actors.engine.execution import Execution
+from attune_actors.statuses import TERMINAL
 
 HEARTBEAT = 15.0
 
@@ -87,15 +88,12 @@ class EventStreams:
                 elif (
                     event["type"] == "execution"
                     and event.get("execution_id") == execution_id
-                    and event.get("status") in _TERMINAL
+                    and event.get("status") in TERMINAL
                 ):
                     return
         finally:
             sub.close()
             self._open.discard(sub)
-
-
-_TERMINAL = frozenset(s.value for s in Status if s.terminal)
 
 
 def _status(execution: Execution) -> dict[str, Any]:

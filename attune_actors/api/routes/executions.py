@@ -11,8 +11,8 @@ from attune_actors.api.deps import EngineDep, Operator, Viewer, errors
 from attune_actors.api.models import CancelRequest, Execution, ExecutionList, Graph, RerunRequest, TaskList
 from attune_actors.api.responses import JSONResponse
 from attune_actors.api.sse import EventStreams
-from attune_actors.engine.execution import Status
 from attune_actors.engine.graphdoc import render_graph
+from attune_actors.statuses import Status
 
 router = APIRouter(prefix="/workflow-executions", tags=["executions"])
 
