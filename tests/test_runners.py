@@ -1,12 +1,11 @@
-"""Runners: the python runner and the built-in noop/echo/sleep runners, and RunnerSet dispatch."""
+"""Runners: the python runner (real worker processes) and the built-in noop/echo/sleep runners,
+and RunnerSet dispatch and result limits."""
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import os
 import textwrap
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -20,11 +19,13 @@ from attune_actors.runners import (
     NoopRunner,
     PythonRunner,
     RunContext,
+    RunnerLimits,
     RunnerSet,
     SleepRunner,
     default_runners,
     json_result,
 )
+from attune_actors.kv import Masker
 from attune_actors.spec.model import ActionSpec
 
 
@@ -77,36 +78,56 @@ def pack(tmp_path: Path) -> Pack:
 
 @pytest.fixture
 async def python_runner() -> AsyncIterator[PythonRunner]:
-    runner = PythonRunner()
+    runner = PythonRunner(workers=2, kill_grace=2.0)
     yield runner
     await runner.aclose()
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def read_int(path: Path) -> int | None:
+    text = path.read_text() if path.exists() else ""
+    return int(text) if text.endswith("\n") else None
 
 
 # -- python runner ---------------------------------------------------------------------------------
 
 
-async def test_sync_action_runs_off_the_loop(pack: Pack, python_runner: PythonRunner) -> None:
+async def test_sync_action_runs_in_a_reused_worker_process(
+    pack: Pack, python_runner: PythonRunner
+) -> None:
     pack.write("add.py", """
-        import threading
+        import os
 
         def run(a, b=2):
-            return {"sum": a + b, "thread": threading.current_thread().name}
+            return {"sum": a + b, "pid": os.getpid()}
     """)
-    result = await python_runner.run(pack.action("add.py"), {"a": 1}, context())
-    assert result["sum"] == 3
-    assert result["thread"].startswith("attune-action")
+    first = await python_runner.run(pack.action("add.py"), {"a": 1}, context())
+    second = await python_runner.run(pack.action("add.py"), {"a": 5, "b": 5}, context())
+    assert first["sum"] == 3
+    assert second["sum"] == 10
+    assert first["pid"] != os.getpid()
+    assert second["pid"] == first["pid"]  # the pool keeps its processes
 
 
-async def test_async_action_is_awaited_on_the_loop(pack: Pack, python_runner: PythonRunner) -> None:
+async def test_async_action_is_awaited_in_a_worker(pack: Pack, python_runner: PythonRunner) -> None:
     pack.write("hello.py", """
-        import asyncio, threading
+        import asyncio, os
 
         async def run(name):
             await asyncio.sleep(0)  # noqa: sleep-ok - one loop turn, so it really is a coroutine
-            return {"greeting": f"hello {name}", "thread": threading.get_ident()}
+            return {"greeting": f"hello {name}", "pid": os.getpid()}
     """)
     result = await python_runner.run(pack.action("hello.py"), {"name": "bob"}, context())
-    assert result == {"greeting": "hello bob", "thread": threading.get_ident()}
+    assert result["greeting"] == "hello bob"
+    assert result["pid"] != os.getpid()
 
 
 async def test_run_context_is_passed_when_asked_for(
@@ -147,7 +168,6 @@ async def test_exception_becomes_action_error_with_location(
         f"ZeroDivisionError: division by zero (raised at {path.resolve()}:3)"
     )
     assert info.value.result is None
-    assert isinstance(info.value.__cause__, ZeroDivisionError)
 
 
 async def test_exception_in_a_library_points_at_the_action_line(
@@ -351,40 +371,143 @@ async def test_cancelling_an_action_that_swallows_it_still_cancels(
         await task
 
 
-async def test_cancelling_a_sync_action_returns_at_once(
-    pack: Pack, python_runner: PythonRunner
+async def test_cancelling_a_sync_action_stops_its_process(
+    pack: Pack, python_runner: PythonRunner, tmp_path: Path
 ) -> None:
+    pidfile, marker = tmp_path / "pid", tmp_path / "cleaned"
     pack.write("block.py", """
-        def run(started, release):
-            started.set()
-            release.wait(30)
+        import os, time
+        from pathlib import Path
+
+        def run(pidfile, marker):
+            Path(pidfile).write_text(f"{os.getpid()}\\n")
+            try:
+                time.sleep(30)  # noqa: sleep-ok - the action the test cancels
+            finally:
+                Path(marker).touch()
             return 1
     """)
-    started, release = threading.Event(), threading.Event()
     task = asyncio.create_task(python_runner.run(
-        pack.action("block.py"), {"started": started, "release": release}, context()
+        pack.action("block.py"), {"pidfile": str(pidfile), "marker": str(marker)}, context()
     ))
-    await wait_until(started.is_set)
+    await wait_until(lambda: read_int(pidfile) is not None)
+    pid = read_int(pidfile)
+    assert pid is not None
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    release.set()
+    assert not alive(pid)  # stopped and reaped by the time the cancel returns
+    assert marker.exists()  # SIGTERM first: its `finally` ran
+    # A fresh process takes the stopped one's place.
+    pack.write("pid.py", "import os\ndef run():\n    return os.getpid()\n")
+    assert await python_runner.run(pack.action("pid.py"), {}, context()) != pid
 
 
-async def test_given_executor_is_used_and_left_open(pack: Pack) -> None:
-    pack.write("where.py", """
-        import threading
+async def test_a_timed_out_sync_action_is_gone_within_the_kill_grace(
+    pack: Pack, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "pid"
+    pack.write("stubborn.py", """
+        import os, signal, time
+        from pathlib import Path
 
-        def run():
-            return threading.current_thread().name
+        def run(pidfile):
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # it will take SIGKILL
+            Path(pidfile).write_text(f"{os.getpid()}\\n")
+            time.sleep(30)  # noqa: sleep-ok - the action the test times out
     """)
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mine") as executor:
-        runner = PythonRunner(executor=executor)
-        assert (await runner.run(pack.action("where.py"), {}, context())).startswith("mine")
+    runner = PythonRunner(workers=1, kill_grace=0.5)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(1):
+                await runner.run(pack.action("stubborn.py"), {"pidfile": str(pidfile)}, context())
+        pid = read_int(pidfile)
+        assert pid is not None
+        assert not alive(pid)
+        assert time.monotonic() - started < 25  # not the action's 30 s: it was killed
+    finally:
         await runner.aclose()
-        assert executor.submit(lambda: 5).result() == 5
-        with pytest.raises(ActionError, match="closed"):
-            await runner.run(pack.action("where.py"), {}, context())
+
+
+async def test_a_worker_that_dies_fails_the_run_and_is_replaced(
+    pack: Pack, python_runner: PythonRunner
+) -> None:
+    pack.write("die.py", """
+        import os
+
+        def run(how):
+            if how == "exit":
+                os._exit(3)
+            os.kill(os.getpid(), 9)
+    """)
+    with pytest.raises(ActionError, match="python action process exited with code 3 before replying"):
+        await python_runner.run(pack.action("die.py"), {"how": "exit"}, context())
+    with pytest.raises(ActionError, match="was killed by SIGKILL"):
+        await python_runner.run(pack.action("die.py"), {"how": "kill"}, context())
+    pack.write("ok.py", "def run():\n    return 'ok'\n")
+    assert await python_runner.run(pack.action("ok.py"), {}, context()) == "ok"
+
+
+async def test_output_is_captured_masked_and_kept_off_our_stdout(
+    pack: Pack, capfd: pytest.CaptureFixture[str]
+) -> None:
+    pack.write("talk.py", """
+        import logging, subprocess, sys
+
+        def run(token, result):
+            print("token is", token)
+            logging.getLogger("x").warning("careful")
+            subprocess.run(["echo", "from a child"], check=True)
+            print("oops", file=sys.stderr)
+            return result
+    """)
+    masker = Masker(["S3cr3t-token"])
+    runner = PythonRunner(workers=1, masker=masker)
+    try:
+        result = await runner.run(
+            pack.action("talk.py"), {"token": "S3cr3t-token", "result": {"n": 1}}, context()
+        )
+        assert result == {"n": 1, "stdout": "token is ***\nfrom a child",
+                          "stderr": "careful\noops"}
+        # Action keys win over captured output; a non-dict result is left as it is.
+        same = {"n": 1, "stdout": "mine"}
+        assert await runner.run(pack.action("talk.py"), {"token": "x", "result": same},
+                                context()) == {**same, "stderr": "careful\noops"}
+        assert await runner.run(pack.action("talk.py"), {"token": "x", "result": 7},
+                                context()) == 7
+    finally:
+        await runner.aclose()
+    out, err = capfd.readouterr()
+    assert "token is" not in out
+    assert "from a child" not in out
+    assert "S3cr3t" not in out + err
+
+
+async def test_output_is_bounded_and_a_failed_run_keeps_it(pack: Pack) -> None:
+    pack.write("loud.py", """
+        def run():
+            print("x" * 100_000)
+            raise RuntimeError("then it failed")
+    """)
+    runner = PythonRunner(workers=1, max_output_bytes=1000)
+    try:
+        with pytest.raises(ActionError, match="RuntimeError: then it failed") as info:
+            await runner.run(pack.action("loud.py"), {}, context())
+    finally:
+        await runner.aclose()
+    stdout = info.value.result["stdout"]
+    assert stdout.startswith("x" * 1000 + "\n[... 99001 more bytes dropped")
+    assert "limits.max_output_bytes (1000)" in stdout
+
+
+async def test_closed_runner_refuses_runs(pack: Pack) -> None:
+    pack.write("one.py", "def run():\n    return 1\n")
+    runner = PythonRunner(workers=1)
+    assert await runner.run(pack.action("one.py"), {}, context()) == 1
+    await runner.aclose()
+    with pytest.raises(ActionError, match="closed"):
+        await runner.run(pack.action("one.py"), {}, context())
 
 
 async def test_concurrent_first_runs_load_once(pack: Pack, python_runner: PythonRunner) -> None:
@@ -448,7 +571,7 @@ async def test_sleep_is_cancellable() -> None:
 
 async def test_runner_set_dispatches_by_runner_type(pack: Pack) -> None:
     pack.write("x.py", "def run(v):\n    return v * 2\n")
-    async with RunnerSet(kill_grace=0.5) as runners:
+    async with RunnerSet(limits=RunnerLimits(kill_grace=0.5)) as runners:
         assert runners.types == ("echo", "http", "local", "noop", "python", "sleep")
         assert "python" in runners
         assert await runners.run(pack.action("x.py"), {"v": 21}, context()) == 42
@@ -473,3 +596,15 @@ def test_default_runners_are_keyed_by_runner_type() -> None:
     runners = default_runners()
     assert set(runners) == {"python", "local", "http", "noop", "echo", "sleep"}
     asyncio.run(RunnerSet(runners).aclose())
+
+
+async def test_every_runner_result_is_held_to_max_result_bytes(pack: Pack) -> None:
+    pack.write("big.py", "def run(n):\n    return {'data': 'y' * n}\n")
+    async with RunnerSet(limits=RunnerLimits(max_result_bytes=2000, python_workers=1)) as runners:
+        assert (await runners.run(pack.action("big.py"), {"n": 100}, context()))["data"] == "y" * 100
+        with pytest.raises(ActionError, match=r"exceeds limits.max_result_bytes \(2000\); the run "
+                                              r"failed and its result was dropped"):
+            await runners.run(pack.action("big.py"), {"n": 5000}, context())
+        # Any runner, not only python: echo hands back its (large) input.
+        with pytest.raises(ActionError, match=r"core.echo|mypack.echo: result is \d+ bytes"):
+            await runners.get("echo").run(action("echo", name="echo"), {"v": "z" * 3000}, context())
