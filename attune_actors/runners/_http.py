@@ -85,7 +85,8 @@ class HttpRunner:
                 f"parameter 'timeout' ({timeout}) exceeds limits.http_max_seconds ({self.max_seconds})"
             )
 
-        request: dict[str, Any] = {"timeout": httpx.Timeout(float(timeout))}
+        # The deadline below is the limit; httpx's per-operation timeouts only back it up.
+        request: dict[str, Any] = {"timeout": httpx.Timeout(float(timeout) + 1.0)}
         headers = parameters.get("headers")
         if headers is not None:
             if not isinstance(headers, dict):
