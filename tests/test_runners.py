@@ -450,14 +450,14 @@ async def test_a_worker_that_dies_fails_the_run_and_is_replaced(
 
 
 async def test_output_is_captured_masked_and_kept_off_our_stdout(
-    pack: Pack, capfd: pytest.CaptureFixture[str]
+    pack: Pack, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     pack.write("talk.py", """
         import logging, subprocess, sys
 
         def run(token, result):
             print("token is", token)
-            logging.getLogger("x").warning("careful")
+            logging.getLogger("x").warning("careful with %s", token)
             subprocess.run(["echo", "from a child"], check=True)
             print("oops", file=sys.stderr)
             return result
@@ -468,12 +468,15 @@ async def test_output_is_captured_masked_and_kept_off_our_stdout(
         result = await runner.run(
             pack.action("talk.py"), {"token": "S3cr3t-token", "result": {"n": 1}}, context()
         )
-        assert result == {"n": 1, "stdout": "token is ***\nfrom a child",
-                          "stderr": "careful\noops"}
+        assert result == {"n": 1, "stdout": "token is ***\nfrom a child", "stderr": "oops"}
+        # Log records become the engine's own (masked), not output.
+        assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records] == [
+            ("x", "WARNING", "careful with ***")
+        ]
         # Action keys win over captured output; a non-dict result is left as it is.
         same = {"n": 1, "stdout": "mine"}
         assert await runner.run(pack.action("talk.py"), {"token": "x", "result": same},
-                                context()) == {**same, "stderr": "careful\noops"}
+                                context()) == {**same, "stderr": "oops"}
         assert await runner.run(pack.action("talk.py"), {"token": "x", "result": 7},
                                 context()) == 7
     finally:

@@ -13,6 +13,8 @@ stdout. It goes into the result: a dict result gets `stdout` / `stderr` keys for
 are not empty (keys the action set itself win); a failed run without a partial result gets
 `{"stdout", "stderr"}`; any other result is left as it is and the output is logged (masked) on the
 `attune_actors.runners.python` logger. A result of more than `max_result_bytes` of JSON fails the run.
+Records the action logs through `logging` are logged here under their own logger names (masked),
+within the run's context, so they carry its execution and task like the engine's own records.
 
 Stopping: a cancelled or timed-out run is stopped for real: its worker gets SIGTERM (a sync action
 sees an exception, so its `finally` blocks run; an async one is cancelled), then SIGKILL after
@@ -90,10 +92,16 @@ class PythonRunner:
                 "attempt": context.attempt, "task": context.task,
                 "item_index": context.item_index, "action": context.action,
             },
+            "log_level": logging.getLogger().getEffectiveLevel(),
             "max_output_bytes": self.max_output_bytes,
             "max_result_bytes": self.max_result_bytes,
         })
         mask = self.masker.mask_text
+        for name, level, text in reply.get("logs", ()):
+            logger = logging.getLogger(name)
+            if logger.isEnabledFor(level):
+                logger.handle(logger.makeRecord(name, level, "(python action)", 0, mask(text), None,
+                                                None))
         output = {k: mask(reply[k]) for k in ("stdout", "stderr") if reply.get(k)}
         result = reply.get("result")
         if reply["ok"]:

@@ -6,9 +6,13 @@ its own file descriptors 1 and 2 at private temporary files, so whatever an acti
 `print`, `logging`, C code or a subprocess it starts) is captured for its run and never reaches the
 engine's stdout.
 
-Request: `{"path", "pack_dir", "ref", "stamp", "parameters", "context", "max_output_bytes",
-"max_result_bytes"}`. Reply: `{"ok": true, "result", "stdout", "stderr"}` or `{"ok": false, "error",
-"result", "location", "stdout", "stderr"}`.
+Log records an action emits through `logging` (at or above the request's `log_level`) are not
+printed: they travel back in the reply (`logs`: `[name, levelno, message]`, at most
+`max_output_bytes` of messages) for the engine to log as its own, with the run's execution and task.
+
+Request: `{"path", "pack_dir", "ref", "stamp", "parameters", "context", "log_level",
+"max_output_bytes", "max_result_bytes"}`. Reply: `{"ok": true, "result", "stdout", "stderr", "logs"}`
+or `{"ok": false, "error", "result", "location", "stdout", "stderr", "logs"}`.
 
 Stopping: SIGTERM raises `_Stopped` inside a sync action (its `finally` blocks run) or cancels an
 async one; the worker then exits without replying. The pool kills the process group if that takes
@@ -23,6 +27,7 @@ import importlib.util
 import inspect
 import itertools
 import json
+import logging
 import os
 import re
 import signal
@@ -49,6 +54,41 @@ _module_seq = itertools.count(1)
 
 class _Stopped(BaseException):
     """Raised in a sync action by SIGTERM: the pool stops this run (timeout or cancel)."""
+
+
+class _Collect(logging.Handler):
+    """Keeps the run's log records (bounded) for the reply."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.NOTSET)
+        self.records: list[list[Any]] = []
+        self.room = 0
+        self.dropped = 0
+
+    def start(self, limit: int) -> None:
+        self.records, self.room, self.dropped = [], limit, 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            if record.exc_info:
+                text += "\n" + logging.Formatter().formatException(record.exc_info)
+        except Exception:  # a record whose arguments do not fit its format
+            text = str(record.msg)
+        if len(text) > self.room:
+            self.dropped += 1
+            return
+        self.room -= len(text)
+        self.records.append([record.name, record.levelno, text])
+
+    def finish(self) -> list[list[Any]]:
+        if self.dropped:
+            self.records.append([
+                "attune_actors.runners.python", logging.WARNING,
+                f"{self.dropped} more log records dropped: limits.max_output_bytes",
+            ])
+        records, self.records = self.records, []
+        return records
 
 
 class _Worker:
@@ -212,13 +252,19 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the engine's to handle
     worker = _Worker(wire_in, wire_out)
     signal.signal(signal.SIGTERM, worker.on_sigterm)
+    logs = _Collect()
+    root = logging.getLogger()
+    root.addHandler(logs)
     try:
         while not worker.stopping and (request := worker.receive()) is not None:
+            limit = request["max_output_bytes"]
+            root.setLevel(request["log_level"])
+            logs.start(limit)
             reply = worker.handle(request)
             for stream in (sys.stdout, sys.stderr):
                 stream.flush()
-            limit = request["max_output_bytes"]
             reply["stdout"], reply["stderr"] = _captured(1, limit), _captured(2, limit)
+            reply["logs"] = logs.finish()
             if worker.stopping:
                 break
             worker.send(reply)
