@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from attune_actors.errors import ActionError
+from attune_actors.kv import Masker
 from attune_actors.runners import (
     EchoRunner,
     NoopRunner,
@@ -25,7 +26,6 @@ from attune_actors.runners import (
     default_runners,
     json_result,
 )
-from attune_actors.kv import Masker
 from attune_actors.spec.model import ActionSpec
 
 

@@ -205,7 +205,7 @@ async def test_connection_refused(runner: HttpRunner) -> None:
 
 
 async def test_request_timeout(server: Server, runner: HttpRunner) -> None:
-    with pytest.raises(ActionError, match="failed: no complete response within 0.2 seconds"):
+    with pytest.raises(ActionError, match=r"failed: no complete response within 0\.2 seconds"):
         await runner.run(HTTP, {"url": f"{server.url}/slow", "timeout": 0.2}, CTX)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -296,10 +295,10 @@ async def test_commands_do_not_outlive_an_engine_killed_outright(
             input: {{cmd: "sleep 60 & echo $$ $! > {pids}; wait"}}
     """,
     )
-    cli = subprocess.Popen(
-        [sys.executable, "-m", "attune_actors.cli", "run", "testpack.long", "--packs", str(packs_dir),
-         "--data-dir", str(tmp_path / "data")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path,
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "attune_actors.cli", "run", "testpack.long", "--packs", str(packs_dir),
+        "--data-dir", str(tmp_path / "data"),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd=tmp_path,
     )
     try:
         await wait_until(lambda: read_pids(pids) is not None, within=30)
@@ -307,9 +306,9 @@ async def test_commands_do_not_outlive_an_engine_killed_outright(
         assert running(shell)
         assert running(child)
         cli.send_signal(signal.SIGKILL)  # no cleanup of its own: the guard must do it
-        cli.wait(10)
+        assert await cli.wait() == -signal.SIGKILL
         await wait_until(lambda: not running(shell) and not running(child), within=10)
     finally:
-        if cli.poll() is None:
+        if cli.returncode is None:
             cli.kill()
-            cli.wait()
+            await cli.wait()
