@@ -100,7 +100,7 @@ class PythonRunner:
         for name, level, text in reply.get("logs", ()):
             logger = logging.getLogger(name)
             if logger.isEnabledFor(level):
-                logger.handle(logger.makeRecord(name, level, "(python action)", 0, mask(text), None,
+                logger.handle(logger.makeRecord(name, level, "(python action)", 0, mask(text), (),
                                                 None))
         output = {k: mask(reply[k]) for k in ("stdout", "stderr") if reply.get(k)}
         result = reply.get("result")
