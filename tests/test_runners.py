@@ -214,6 +214,15 @@ async def test_action_error_keeps_its_partial_result(
         await python_runner.run(pack.action("partial.py"), {}, context())
     assert info.value.message == "half done"
     assert info.value.result == {"done": [1, 2]}
+    pack.write("top.py", """
+        from attune_actors import ActionError  # the package's own name, not the module's
+
+        def run():
+            raise ActionError("from the top", result=[1])
+    """)
+    with pytest.raises(ActionError, match="^from the top$") as info:
+        await python_runner.run(pack.action("top.py"), {}, context())
+    assert info.value.result == [1]
 
 
 async def test_system_exit_does_not_escape(pack: Pack, python_runner: PythonRunner) -> None:

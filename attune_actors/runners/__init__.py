@@ -1,10 +1,10 @@
-"""Runners: execute one action run in-process, by `runner_type`, and hand back its JSON result.
+"""Runners: execute one action run, by `runner_type`, and hand back its JSON result.
 
 The worker picks the runner for an action's `runner_type` from a `RunnerSet` and awaits
 `runner.run(action, parameters, context)`. Every runner's result is held to
-`limits.max_result_bytes` by the set (`RunnerLimits`). A run returns its result or raises `ActionError` (with
-the partial result); exceptions from action code become `ActionError("<ExcType>: <message> (raised
-at FILE:LINE)")`. Timeouts and cancellation belong to the caller (`asyncio.wait_for`,
+`limits.max_result_bytes` by the set (`RunnerLimits`). A run returns its result or raises
+`ActionError` (with the partial result); exceptions from action code become
+`ActionError("<ExcType>: <message> (raised at FILE:LINE)")`. Timeouts and cancellation belong to the caller (`asyncio.wait_for`,
 `task.cancel()`): every runner releases what it holds and re-raises `asyncio.CancelledError`.
 
 Implementing a new runner: any object with `async def run(action, parameters, context) -> Any`

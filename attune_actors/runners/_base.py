@@ -1,6 +1,6 @@
 """What every runner shares: the `RunContext` of a run, the `Runner` protocol, result checks.
 
-A runner executes one action run in-process and returns its result, which must be plain JSON data.
+A runner executes one action run and returns its result, which must be plain JSON data.
 It fails by raising `ActionError` (carrying the partial result, if any). Timeouts and cancellation
 are the caller's business (`asyncio.wait_for`, `task.cancel()`); a runner only promises to release
 what it holds when `asyncio.CancelledError` reaches it, and to let the error propagate.

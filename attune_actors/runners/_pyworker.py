@@ -1,6 +1,6 @@
 """A python pool worker: the child process that runs python actions, one at a time.
 
-Started by `_pool.ProcessPool` as `python -m attune_actors.runners._pyworker`. It speaks frames on
+Started by `_pool.ProcessPool` (see its `_BOOTSTRAP`), which calls `main()`. It speaks frames on
 the stdin/stdout it was started with (a 4-byte big-endian length, then a JSON object), and points
 its own file descriptors 1 and 2 at private temporary files, so whatever an action prints (through
 `print`, `logging`, C code or a subprocess it starts) is captured for its run and never reaches the
@@ -271,7 +271,3 @@ def main() -> None:
     except _Stopped:
         pass
     os._exit(0)  # no interpreter teardown: nothing of ours needs it, and it can hang on threads
-
-
-if __name__ == "__main__":
-    main()
