@@ -4,7 +4,9 @@ and RunnerSet dispatch and result limits."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator, Callable
@@ -220,7 +222,7 @@ async def test_action_error_keeps_its_partial_result(
         def run():
             raise ActionError("from the top", result=[1])
     """)
-    with pytest.raises(ActionError, match="^from the top$") as info:
+    with pytest.raises(ActionError, match=r"^from the top$") as info:
         await python_runner.run(pack.action("top.py"), {}, context())
     assert info.value.result == [1]
 
@@ -620,3 +622,61 @@ async def test_every_runner_result_is_held_to_max_result_bytes(pack: Pack) -> No
         # Any runner, not only python: echo hands back its (large) input.
         with pytest.raises(ActionError, match=r"core.echo|mypack.echo: result is \d+ bytes"):
             await runners.get("echo").run(action("echo", name="echo"), {"v": "z" * 3000}, context())
+
+
+async def test_engine_timeout_stops_a_sleeping_sync_action(
+    workflow, engine_factory, packs_dir: Path, tmp_path: Path
+) -> None:
+    actions = packs_dir / "testpack" / "actions"
+    (actions / "sleeper.py").write_text(textwrap.dedent("""
+        import os, time
+        from pathlib import Path
+
+        def run(pidfile):
+            Path(pidfile).write_text(f"{os.getpid()}\\n")
+            time.sleep(30)
+    """))
+    (actions / "sleeper.yaml").write_text(textwrap.dedent("""
+        name: sleeper
+        runner_type: python
+        entry_point: sleeper.py
+        parameters:
+          pidfile: {type: string, required: true}
+    """))
+    pidfile = tmp_path / "pid"
+    ref = workflow("sleepy", f"""
+        tasks:
+          - {{name: nap, action: testpack.sleeper, timeout: 1, input: {{pidfile: "{pidfile}"}}}}
+    """)
+    engine = await engine_factory()
+    started = time.monotonic()
+    done = await engine.wait((await engine.execute(ref)).id, timeout=30)
+    assert done.status == "failed"
+    assert done.task("nap").status == "timeout"
+    pid = read_int(pidfile)
+    assert pid is not None
+    await wait_until(lambda: not alive(pid), within=engine.settings.limits.kill_grace + 1)
+    assert time.monotonic() - started < 15  # not the action's 30 s
+
+
+async def test_run_json_stdout_stays_clean_when_an_action_prints(
+    workflow, packs_dir: Path, tmp_path: Path
+) -> None:
+    actions = packs_dir / "testpack" / "actions"
+    (actions / "printer.py").write_text("def run():\n    print('noise on stdout')\n    return {'ok': 1}\n")
+    (actions / "printer.yaml").write_text("name: printer\nrunner_type: python\nentry_point: printer.py\n")
+    workflow("printing", """
+        tasks:
+          - {name: p, action: testpack.printer}
+        output_map:
+          said: "{{ task.p.result.stdout }}"
+    """)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "attune_actors.cli", "run", "testpack.printing", "--json",
+        "--packs", str(packs_dir), "--data-dir", str(tmp_path / "data"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=tmp_path,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    document = json.loads(out)  # nothing but the document
+    assert document["output"] == {"said": "noise on stdout"}

@@ -285,7 +285,16 @@ async def test_the_unquoted_shell_form_is_what_the_quoting_prevents(
 async def test_commands_do_not_outlive_an_engine_killed_outright(
     workflow, packs_dir: Path, tmp_path: Path
 ) -> None:
-    pids = tmp_path / "pids"
+    pids, napper = tmp_path / "pids", tmp_path / "napper"
+    actions = packs_dir / "testpack" / "actions"
+    (actions / "napper.py").write_text(
+        "import os, time\n\ndef run(pidfile):\n"
+        "    open(pidfile, 'w').write(f'{os.getpid()}\\n')\n    time.sleep(60)\n"
+    )
+    (actions / "napper.yaml").write_text(
+        "name: napper\nrunner_type: python\nentry_point: napper.py\n"
+        "parameters:\n  pidfile: {type: string, required: true}\n"
+    )
     workflow(
         "long",
         f"""
@@ -293,6 +302,9 @@ async def test_commands_do_not_outlive_an_engine_killed_outright(
           - name: long
             action: core.local
             input: {{cmd: "sleep 60 & echo $$ $! > {pids}; wait"}}
+          - name: nap
+            action: testpack.napper
+            input: {{pidfile: "{napper}"}}
     """,
     )
     cli = await asyncio.create_subprocess_exec(
@@ -301,13 +313,13 @@ async def test_commands_do_not_outlive_an_engine_killed_outright(
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd=tmp_path,
     )
     try:
-        await wait_until(lambda: read_pids(pids) is not None, within=30)
+        await wait_until(lambda: None not in (read_pids(pids), read_pids(napper)), within=30)
         shell, child = read_pids(pids) or []
-        assert running(shell)
-        assert running(child)
+        (python,) = read_pids(napper) or []
+        assert all(map(running, (shell, child, python)))
         cli.send_signal(signal.SIGKILL)  # no cleanup of its own: the guard must do it
         assert await cli.wait() == -signal.SIGKILL
-        await wait_until(lambda: not running(shell) and not running(child), within=10)
+        await wait_until(lambda: not any(map(running, (shell, child, python))), within=10)
     finally:
         if cli.returncode is None:
             cli.kill()

@@ -2,6 +2,8 @@ import asyncio
 import os
 
 # Python actions run in a pool process of the worker: its parent is the worker process.
+
+
 async def run(seconds=0):
     if seconds:
         await asyncio.sleep(seconds)
