@@ -51,8 +51,9 @@ class ThreadPath:
 
     async def run(self, action: ActionSpec, parameters: dict[str, Any], context: RunContext) -> Any:
         assert action.entry_point is not None
-        path = Path(action.pack_path).resolve() / "actions" / action.entry_point
-        stat = path.stat()  # noqa: ASYNC240 - as the former runner did, on the loop
+        # As the former runner did, on the loop (a stat per run, to notice edited files).
+        path = Path(action.pack_path).resolve() / "actions" / action.entry_point  # noqa: ASYNC240
+        stat = path.stat()
         stamp = (stat.st_mtime_ns, stat.st_size)
         cached = self._modules.get(path)
         if cached is None or cached[0] != stamp:

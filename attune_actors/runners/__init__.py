@@ -5,7 +5,8 @@ The worker picks the runner for an action's `runner_type` from a `RunnerSet` and
 `limits.max_result_bytes` by the set (`RunnerLimits`). A run returns its result or raises
 `ActionError` (with the partial result); exceptions from action code become
 `ActionError("<ExcType>: <message> (raised at FILE:LINE)")`. Timeouts and cancellation belong to
-the caller (`asyncio.wait_for`, `task.cancel()`): every runner releases what it holds and re-raises `asyncio.CancelledError`.
+the caller (`asyncio.wait_for`, `task.cancel()`): every runner releases what it holds and
+re-raises `asyncio.CancelledError`.
 
 Implementing a new runner: any object with `async def run(action, parameters, context) -> Any`
 (the `Runner` protocol) and, if it holds resources, `async def aclose()`. Put it in a `RunnerSet`
