@@ -4,10 +4,11 @@ Run: .venv/bin/python bench/python_actions.py [--runs N] [--repeat R]
 
 The baseline (`ThreadPath`) is what the python runner did before the pool: the module loaded once
 in the engine, a sync `run` called through a bounded `ThreadPoolExecutor`, an async one awaited on
-the loop. The pool is `PythonRunner` as shipped. Figures (best of R):
+the loop. The pool is `PythonRunner` as shipped. Figures (best of R), wall time and CPU time (this
+process plus the pool's worker processes, from /proc: steadier than wall time on a shared machine):
 
 1. one run at a time, a trivial sync action: µs per run (the round-trip cost);
-2. 8 runs at a time, same action: runs/s;
+2. 8 runs at a time, same action: µs per run;
 3. one run at a time, a trivial async action;
 4. an engine workflow: with_items over 1,000 python items (concurrency 8), both paths;
 5. pool costs that the thread path does not have: first run (spawns a worker), a timed-out
@@ -110,27 +111,43 @@ def act(pack: Path, entry: str) -> ActionSpec:
                       entry_point=entry, pack_path=str(pack))
 
 
-async def best(make: Callable[[], Awaitable[float]], repeat: int) -> float:
-    return min([await make() for _ in range(repeat)])
+TICK = os.sysconf("SC_CLK_TCK")
 
 
-async def sequential(runner: Any, action: ActionSpec, runs: int) -> float:
-    start = time.perf_counter()
-    for i in range(runs):
-        await runner.run(action, {"a": i}, CTX)
-    return (time.perf_counter() - start) / runs * 1e6
+def children_cpu(runner: Any) -> float:
+    """CPU seconds used so far by the pool's (idle) worker processes; 0 for the thread path."""
+    pool = getattr(runner, "pool", None)
+    total = 0.0
+    for pid in pool.processes if pool is not None else ():
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / TICK
+    return total
 
 
-async def concurrent_rate(runner: Any, action: ActionSpec, runs: int, width: int = 8) -> float:
+async def measure(runner: Any, action: ActionSpec, runs: int, width: int) -> tuple[float, float]:
+    """(wall µs, CPU µs) per run, `width` runs at a time."""
     slots = asyncio.Semaphore(width)
 
     async def one(i: int) -> None:
         async with slots:
             await runner.run(action, {"a": i}, CTX)
 
-    start = time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(runs)))
-    return runs / (time.perf_counter() - start)
+    wall, cpu, kids = time.perf_counter(), time.process_time(), children_cpu(runner)
+    if width == 1:
+        for i in range(runs):
+            await runner.run(action, {"a": i}, CTX)
+    else:
+        await asyncio.gather(*(one(i) for i in range(runs)))
+    wall = time.perf_counter() - wall
+    cpu = time.process_time() - cpu + children_cpu(runner) - kids
+    return wall / runs * 1e6, cpu / runs * 1e6
+
+
+async def best(
+    make: Callable[[], Awaitable[tuple[float, float]]], repeat: int
+) -> tuple[float, float]:
+    results = [await make() for _ in range(repeat)]
+    return min(r[0] for r in results), min(r[1] for r in results)
 
 
 async def engine_items(packs: Path, data: Path, python: Any | None) -> float:
@@ -180,21 +197,19 @@ async def main() -> None:
         first = time.perf_counter() - start
         await asyncio.gather(*(pool.run(add, {"a": i}, CTX) for i in range(8)))  # all 8 started
 
-        rows: list[tuple[str, float, float, str]] = []
-        for name, action in (("sync", add), ("async", aadd)):
-            t = await best(lambda a=action: sequential(threads, a, args.runs), args.repeat)
-            p = await best(lambda a=action: sequential(pool, a, args.runs), args.repeat)
-            rows.append((f"{name} action, one at a time (µs/run)", t, p, f"{p / t:.1f}x time"))
-        t = await best(lambda: concurrent_rate(threads, add, args.runs), args.repeat)
-        p = await best(lambda: concurrent_rate(pool, add, args.runs), args.repeat)
-        rows.append(("sync action, 8 at a time (runs/s)", t, p, f"{t / p:.1f}x slower"))
-        t = await engine_items(root, Path(tmp) / "d1", threads)
-        p = await engine_items(root, Path(tmp) / "d2", None)
-        rows.append(("engine: with_items 1,000 python items (s)", t, p, f"{p / t:.2f}x time"))
-
-        print("\n| figure | thread path (before) | process pool | ratio |\n|---|---:|---:|---|")
-        for label, t, p, ratio in rows:
-            print(f"| {label} | {t:,.3g} | {p:,.3g} | {ratio} |")
+        print("\n| figure (per run) | thread path (before): wall / CPU | process pool: wall / CPU "
+              "| ratio wall / CPU |\n|---|---:|---:|---|")
+        for label, action, width in (("sync action, one at a time", add, 1),
+                                     ("async action, one at a time", aadd, 1),
+                                     ("sync action, 8 at a time", add, 8)):
+            t = await best(lambda a=action, w=width: measure(threads, a, args.runs, w), args.repeat)
+            p = await best(lambda a=action, w=width: measure(pool, a, args.runs, w), args.repeat)
+            print(f"| {label} | {t[0]:.0f} / {t[1]:.0f} µs | {p[0]:.0f} / {p[1]:.0f} µs "
+                  f"| {p[0] / t[0]:.1f}x / {p[1] / t[1]:.1f}x |")
+        t1 = await engine_items(root, Path(tmp) / "d1", threads)
+        p1 = await engine_items(root, Path(tmp) / "d2", None)
+        print(f"| engine: with_items 1,000 python items (batch 8), whole task | {t1:.2f} s "
+              f"| {p1:.2f} s | {p1 / t1:.2f}x |")
 
         rss = [rss_kib(pid) for pid in pool.pool.processes]
         await pool.aclose()
