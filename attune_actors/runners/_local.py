@@ -113,10 +113,9 @@ class LocalRunner:
                 guard.discard(proc.pid)
 
         code = proc.returncode if proc.returncode is not None else -1
-        stderr = _text(*err)
-        result = {"stdout": _text(*out), "stderr": stderr, "return_code": code}
+        result = {"stdout": _text(*out), "stderr": _text(*err), "return_code": code}
         if code != 0:
-            raise ActionError(_failure(code, stderr), result=result)
+            raise ActionError(_failure(code, _text(err[0], 0)), result=result)
         return result
 
     async def _stop(self, proc: asyncio.subprocess.Process) -> None:
