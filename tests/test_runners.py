@@ -515,6 +515,97 @@ async def test_output_is_bounded_and_a_failed_run_keeps_it(pack: Pack) -> None:
     assert "limits.max_output_bytes (1000)" in stdout
 
 
+BARRIER = """
+    import asyncio, os
+    from pathlib import Path
+
+    async def run(i, n, folder, stubborn=False):
+        # Returns only once all n runs are in flight at once (or after 20 s, to fail clearly).
+        Path(folder, str(i)).touch()
+        print(f"run {i} says hi")
+        for _ in range(2000):
+            if len(os.listdir(folder)) >= n:
+                return {"i": i, "pid": os.getpid()}
+            try:
+                await asyncio.sleep(0.01)  # noqa: sleep-ok - polling with a deadline
+            except asyncio.CancelledError:
+                if not stubborn:
+                    raise
+                await asyncio.sleep(30)  # noqa: sleep-ok - ignores its cancellation
+        raise RuntimeError(f"only {len(os.listdir(folder))} of {n} runs were in flight at once")
+"""
+
+
+async def test_async_runs_share_a_worker_each_with_its_own_output(
+    pack: Pack, tmp_path: Path
+) -> None:
+    pack.write("barrier.py", BARRIER)
+    folder = tmp_path / "in-flight"
+    folder.mkdir()
+    runner = PythonRunner(workers=1)  # one process: 30 runs at once only if they share it
+    try:
+        results = await asyncio.gather(*(
+            runner.run(pack.action("barrier.py"), {"i": i, "n": 30, "folder": str(folder)},
+                       context())
+            for i in range(30)
+        ))
+    finally:
+        await runner.aclose()
+    assert [r["i"] for r in results] == list(range(30))
+    assert len({r["pid"] for r in results}) == 1
+    assert [r["stdout"] for r in results] == [f"run {i} says hi" for i in range(30)]
+
+
+async def test_cancelling_one_async_run_leaves_the_others_and_the_worker(
+    pack: Pack, tmp_path: Path
+) -> None:
+    pack.write("barrier.py", BARRIER)
+    folder = tmp_path / "in-flight"
+    folder.mkdir()
+    runner = PythonRunner(workers=1, kill_grace=5)
+    act = pack.action("barrier.py")
+    try:
+        runs = [asyncio.create_task(runner.run(act, {"i": i, "n": 4, "folder": str(folder)},
+                                               context())) for i in range(3)]
+        await wait_until(lambda: len(os.listdir(folder)) == 3)
+        [pid] = runner.pool.processes
+        runs[0].cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await runs[0]
+        (folder / "latecomer").touch()  # now the two others see 4 and finish
+        assert [r["i"] for r in await asyncio.gather(*runs[1:])] == [1, 2]
+        assert runner.pool.processes == [pid]  # cancelled in place, not killed
+    finally:
+        await runner.aclose()
+
+
+async def test_an_async_run_that_ignores_its_cancellation_takes_its_worker_down(
+    pack: Pack, tmp_path: Path
+) -> None:
+    pack.write("barrier.py", BARRIER)
+    folder = tmp_path / "in-flight"
+    folder.mkdir()
+    runner = PythonRunner(workers=1, kill_grace=0.5)
+    act = pack.action("barrier.py")
+    try:
+        stubborn = asyncio.create_task(runner.run(
+            act, {"i": 0, "n": 9, "folder": str(folder), "stubborn": True}, context()))
+        other = asyncio.create_task(runner.run(act, {"i": 1, "n": 9, "folder": str(folder)},
+                                               context()))
+        await wait_until(lambda: len(os.listdir(folder)) == 2)
+        [pid] = runner.pool.processes
+        stubborn.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await stubborn
+        assert not alive(pid)
+        with pytest.raises(ActionError, match="another run on it ignored its cancellation"):
+            await other
+        (folder / "x").touch()
+        assert (await runner.run(act, {"i": 2, "n": 1, "folder": str(folder)}, context()))["i"] == 2
+    finally:
+        await runner.aclose()
+
+
 async def test_closed_runner_refuses_runs(pack: Pack) -> None:
     pack.write("one.py", "def run():\n    return 1\n")
     runner = PythonRunner(workers=1)

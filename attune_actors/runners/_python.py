@@ -23,6 +23,7 @@ sees an exception, so its `finally` blocks run; an async one is cancelled), then
 
 from __future__ import annotations
 
+import ast
 import logging
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,9 @@ class PythonRunner:
         self.max_result_bytes = max_result_bytes
         self.masker = masker or Masker()
         self._paths: dict[tuple[str, str | None], tuple[Path, Path]] = {}
+        # Whether a file's `run` is async (read from its source, then from its replies): a run not
+        # known to be async gets a worker of its own (a sync one would block the others' loop).
+        self._async: dict[tuple[Path, int, int], bool] = {}
         self._closed = False
 
     @property
@@ -81,6 +85,7 @@ class PythonRunner:
             raise ActionError(
                 f"{action.ref}: python action file {path} cannot be read: {exc.strerror or exc}"
             ) from None
+        kind = (path, stat.st_mtime_ns, stat.st_size)
         reply = await self._pool.call({
             "ref": action.ref,
             "path": str(path),
@@ -95,7 +100,9 @@ class PythonRunner:
             "log_level": logging.getLogger().getEffectiveLevel(),
             "max_output_bytes": self.max_output_bytes,
             "max_result_bytes": self.max_result_bytes,
-        })
+        }, exclusive=not self._is_async(kind))
+        if reply.get("async") is not None:
+            self._async[kind] = reply["async"]
         mask = self.masker.mask_text
         for name, level, text in reply.get("logs", ()):
             logger = logging.getLogger(name)
@@ -112,6 +119,12 @@ class PythonRunner:
             self.masker.mask_text(reply["error"]), result=result,
             location=Location(**where) if where else None,
         )
+
+    def _is_async(self, kind: tuple[Path, int, int]) -> bool:
+        known = self._async.get(kind)
+        if known is None:
+            known = self._async[kind] = _defines_async_run(kind[0])
+        return known
 
     def _with_output(self, result: Any, output: dict[str, str], context: RunContext) -> Any:
         if not output:
@@ -143,3 +156,21 @@ def _entry_file(action: ActionSpec) -> tuple[Path, Path]:
             f"{action.ref}: entry_point {action.entry_point!r} is outside {actions_dir}"
         )
     return path, pack_dir
+
+
+def _defines_async_run(path: Path) -> bool:
+    """Whether the module's last top-level `run` is an `async def` (False when unsure)."""
+    try:
+        tree = ast.parse(path.read_bytes(), str(path))
+    except (OSError, SyntaxError, ValueError):
+        return False  # the worker will say what is wrong
+    kind = False
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == "run":
+            kind = isinstance(node, ast.AsyncFunctionDef)
+        elif isinstance(node, ast.Assign | ast.ImportFrom | ast.Import):
+            names = [t.id for t in getattr(node, "targets", []) if isinstance(t, ast.Name)]
+            names += [a.asname or a.name for a in getattr(node, "names", [])]
+            if "run" in names:
+                kind = False
+    return kind

@@ -1,30 +1,39 @@
-"""A python pool worker: the child process that runs python actions, one at a time.
+"""A python pool worker: the child process that runs python actions.
 
 Started by `_pool.ProcessPool` (see its `_BOOTSTRAP`), which calls `main()`. It speaks frames on
-the stdin/stdout it was started with (a 4-byte big-endian length, then a JSON object), and points
-its own file descriptors 1 and 2 at private temporary files, so whatever an action prints (through
-`print`, `logging`, C code or a subprocess it starts) is captured for its run and never reaches the
-engine's stdout.
+the stdin/stdout it was started with (a 4-byte big-endian length, then a JSON object) and serves
+them from its own event loop. Its file descriptors 0-2 become /dev/null and two private temporary
+files, so nothing an action writes reaches the engine's stdout.
 
-Log records an action emits through `logging` (at or above the request's `log_level`) are not
-printed: they travel back in the reply (`logs`: `[name, levelno, message]`, at most
-`max_output_bytes` of messages) for the engine to log as its own, with the run's execution and task.
+Messages in: a request `{"id", "path", "pack_dir", "ref", "stamp", "parameters", "context",
+"log_level", "max_output_bytes", "max_result_bytes"}`, or `{"cancel": id}`. Out: one reply per
+request, `{"id", "ok": true, "result", ...}` or `{"id", "ok": false, "error", "result", "location",
+...}`, both with `stdout`, `stderr`, `logs` (`[name, levelno, message]`: records the action logged
+through `logging` at or above `log_level`, for the engine to log as its own) and `async` (whether
+the action's `run` is a coroutine function), or `{"id", "canceled": true}`.
 
-Request: `{"path", "pack_dir", "ref", "stamp", "parameters", "context", "log_level",
-"max_output_bytes", "max_result_bytes"}`. Reply: `{"ok": true, "result", "stdout", "stderr", "logs"}`
-or `{"ok": false, "error", "result", "location", "stdout", "stderr", "logs"}`.
+Sync actions run one at a time, in the main thread, blocking the loop (the pool sends nothing else
+to a worker running one); what they write to fds 1 and 2 (print, C code, subprocesses) is captured.
+Async actions may run many at once, each in its own task; their `print`s and `sys.stdout` /
+`sys.stderr` writes are routed to their own run by a context variable (writes straight to fds 1 and
+2, such as a subprocess's inherited output, cannot be told apart and are dropped). `{"cancel": id}`
+cancels an async run where it awaits.
 
-Stopping: SIGTERM raises `_Stopped` inside a sync action (its `finally` blocks run) or cancels an
-async one; the worker then exits without replying. The pool kills the process group if that takes
-longer than its grace, and starts a fresh worker for later runs.
+Stopping: SIGTERM raises `_Stopped` (a `SystemExit`, so neither the loop nor `except Exception`
+swallows it) in a sync run, whose `finally` blocks run, and the worker exits without replying; with
+async runs, it cancels them all and exits when they have ended. The pool kills the process group if
+that takes longer than its grace, and starts a fresh worker for later runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import dataclasses
 import importlib.util
 import inspect
+import io
 import itertools
 import json
 import logging
@@ -36,7 +45,7 @@ import sys
 import tempfile
 from pathlib import Path
 from types import FrameType, ModuleType
-from typing import Any, BinaryIO
+from typing import Any, TextIO
 
 from attune_actors.errors import ActionError
 from attune_actors.runners._base import (
@@ -52,127 +61,249 @@ _HEADER = struct.Struct(">I")
 _module_seq = itertools.count(1)
 
 
-class _Stopped(BaseException):
-    """Raised in a sync action by SIGTERM: the pool stops this run (timeout or cancel)."""
+class _Stopped(SystemExit):
+    """Raised by SIGTERM: the pool stops this worker (a sync run timed out or was canceled)."""
 
 
-class _Collect(logging.Handler):
-    """Keeps the run's log records (bounded) for the reply."""
+class _Run:
+    """What one run captures: its log records and, for an async run, its stdout and stderr."""
 
-    def __init__(self) -> None:
-        super().__init__(logging.NOTSET)
-        self.records: list[list[Any]] = []
-        self.room = 0
-        self.dropped = 0
+    def __init__(self, limit: int, routed: bool) -> None:
+        self.limit = limit
+        self.logs: list[list[Any]] = []
+        self.log_room = limit
+        self.logs_dropped = 0
+        self.streams: list[_Bounded] | None = [_Bounded(limit), _Bounded(limit)] if routed else None
 
-    def start(self, limit: int) -> None:
-        self.records, self.room, self.dropped = [], limit, 0
-
-    def emit(self, record: logging.LogRecord) -> None:
+    def log(self, record: logging.LogRecord) -> None:
         try:
             text = record.getMessage()
             if record.exc_info:
                 text += "\n" + logging.Formatter().formatException(record.exc_info)
         except Exception:  # a record whose arguments do not fit its format
             text = str(record.msg)
-        if len(text) > self.room:
-            self.dropped += 1
+        if len(text) > self.log_room:
+            self.logs_dropped += 1
             return
-        self.room -= len(text)
-        self.records.append([record.name, record.levelno, text])
+        self.log_room -= len(text)
+        self.logs.append([record.name, record.levelno, text])
 
-    def finish(self) -> list[list[Any]]:
-        if self.dropped:
-            self.records.append([
+    def finish(self, reply: dict[str, Any]) -> dict[str, Any]:
+        if self.streams is not None:
+            reply["stdout"], reply["stderr"] = (s.text() for s in self.streams)
+        else:
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            reply["stdout"], reply["stderr"] = _captured(1, self.limit), _captured(2, self.limit)
+        if self.logs_dropped:
+            self.logs.append([
                 "attune_actors.runners.python", logging.WARNING,
-                f"{self.dropped} more log records dropped: limits.max_output_bytes",
+                f"{self.logs_dropped} more log records dropped: limits.max_output_bytes",
             ])
-        records, self.records = self.records, []
-        return records
+        reply["logs"] = self.logs
+        return reply
+
+
+_current: contextvars.ContextVar[_Run | None] = contextvars.ContextVar("attune_run", default=None)
+
+
+class _Bounded:
+    """An async run's stdout or stderr: the first `limit` characters, and how many more came."""
+
+    def __init__(self, limit: int) -> None:
+        self.parts: list[str] = []
+        self.room = limit
+        self.dropped = 0
+        self.limit = limit
+
+    def write(self, text: str) -> None:
+        kept = text[: max(self.room, 0)]
+        if kept:
+            self.parts.append(kept)
+            self.room -= len(kept)
+        self.dropped += len(text) - len(kept)
+
+    def text(self) -> str:
+        text = "".join(self.parts).rstrip("\r\n")
+        if self.dropped:
+            text += "\n" + truncation_note(self.dropped, "limits.max_output_bytes", self.limit)
+        return text
+
+
+class _Router(io.TextIOBase):
+    """`sys.stdout` / `sys.stderr`: writes go to the current async run's stream, else to `real`."""
+
+    def __init__(self, real: TextIO, index: int) -> None:
+        super().__init__()
+        self.real = real
+        self.index = index
+
+    def write(self, text: str) -> int:
+        run = _current.get()
+        if run is not None and run.streams is not None:
+            run.streams[self.index].write(text)
+        else:
+            self.real.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.real.flush()
+
+    def fileno(self) -> int:
+        return self.real.fileno()
+
+    def __getattr__(self, name: str) -> Any:  # `buffer`, `errors`, ...: the real stream's
+        return getattr(self.real, name)
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self.real.encoding
+
+
+class _Logs(logging.Handler):
+    """Hands each record to the run it was logged in (none outside runs: dropped)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        run = _current.get()
+        if run is not None:
+            run.log(record)
 
 
 class _Worker:
-    def __init__(self, wire_in: BinaryIO, wire_out: BinaryIO) -> None:
+    def __init__(self, wire_in: int, wire_out: int) -> None:
         self.wire_in = wire_in
         self.wire_out = wire_out
+        self.buffer = bytearray()
         self.modules: dict[str, tuple[list[int], ModuleType, Any, bool]] = {}
         self.loop = asyncio.new_event_loop()
-        self.stopping = False
-        self.async_task: asyncio.Task[Any] | None = None
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.in_sync_run = False
+
+    def on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        if self.in_sync_run or not self.tasks:
+            raise _Stopped(0)  # in a sync run: its `finally` blocks run on the way out
+        self.loop.call_soon_threadsafe(self.cancel_all)  # async runs: cancelled where they await
+
+    def cancel_all(self) -> None:
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.cancel()
+        asyncio.gather(*tasks, return_exceptions=True).add_done_callback(
+            lambda _: self.loop.stop()
+        )
+
+    def serve(self) -> None:
+        os.set_blocking(self.wire_in, False)
+        self.loop.add_reader(self.wire_in, self.on_readable)
+        self.loop.run_forever()  # until the engine closes the pipe (or SIGTERM raises _Stopped)
 
     # -- wire --------------------------------------------------------------------------------
 
-    def receive(self) -> dict[str, Any] | None:
-        header = self.wire_in.read(_HEADER.size)
-        if len(header) < _HEADER.size:
-            return None  # the engine closed the pipe (or died): nothing more to do
-        (size,) = _HEADER.unpack(header)
-        data: dict[str, Any] = json.loads(self.wire_in.read(size))
-        return data
+    def on_readable(self) -> None:
+        try:
+            data = os.read(self.wire_in, 1 << 16)
+        except BlockingIOError:
+            return
+        if not data:
+            self.loop.stop()  # the engine closed the pipe (or died): nothing more to do
+            return
+        self.buffer += data
+        while len(self.buffer) >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(self.buffer)
+            if len(self.buffer) < _HEADER.size + size:
+                break
+            message = json.loads(self.buffer[_HEADER.size : _HEADER.size + size])
+            del self.buffer[: _HEADER.size + size]
+            self.dispatch(message)
 
     def send(self, reply: dict[str, Any]) -> None:
         data = json.dumps(reply, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        self.wire_out.write(_HEADER.pack(len(data)) + data)
-        self.wire_out.flush()
+        view = memoryview(_HEADER.pack(len(data)) + data)
+        while view:  # a blocking pipe: the engine reads replies as they come
+            view = view[os.write(self.wire_out, view) :]
 
-    # -- stopping ----------------------------------------------------------------------------
+    # -- runs --------------------------------------------------------------------------------
 
-    def on_sigterm(self, signum: int, frame: FrameType | None) -> None:
-        self.stopping = True
-        if self.async_task is None:
-            raise _Stopped
-        # Cancel it where it awaits. (Not `loop.add_signal_handler` per run: that costs ~0.5 ms.)
-        self.loop.call_soon_threadsafe(self.async_task.cancel)
-
-    # -- one run -----------------------------------------------------------------------------
-
-    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
-        ref: str = request["ref"]
-        pack_dir = Path(request["pack_dir"])
+    def dispatch(self, message: dict[str, Any]) -> None:
+        if "cancel" in message:
+            task = self.tasks.get(message["cancel"])
+            if task is not None:
+                task.cancel()
+            return
+        logging.getLogger().setLevel(message["log_level"])
+        ref: str = message["ref"]
+        pack_dir = Path(message["pack_dir"])
         try:
-            function, is_async = self.load(ref, request["path"], pack_dir, request["stamp"])
-            kwargs = dict(request["parameters"])
-            if _wants_context(function):
-                kwargs[CONTEXT_PARAMETER] = RunContext(**request["context"])
-            if is_async:
-                result = self.run_async(function(**kwargs))
-            else:
-                result = function(**kwargs)
-                if inspect.isawaitable(result):
-                    result = self.run_async(result)
+            function, is_async = self.load(ref, message["path"], pack_dir, message["stamp"])
         except ActionError as exc:
-            partial, note = exc.result, ""
-            try:
-                partial = json_result(partial, action=ref, what="partial result")
-            except ActionError as bad:
-                partial, note = None, f" ({bad.message}; dropped)"
-            location = dataclasses.asdict(exc.location) if exc.location is not None else None
-            return {"ok": False, "error": exc.message + note, "result": partial, "location": location}
-        except (Exception, SystemExit) as exc:
-            where = _definition(function) if "function" in locals() else None
-            return {"ok": False, "error": describe_exception(exc, under=pack_dir, fallback=where),
-                    "result": None, "location": None}
+            self.send(_failure(message, exc.message, is_async=False))
+            return
+        if is_async:
+            task = self.loop.create_task(self.run_async(message, function, pack_dir))
+            self.tasks[message["id"]] = task
+            return
+        run = _Run(message["max_output_bytes"], routed=False)
+        token = _current.set(run)
+        self.in_sync_run = True
         try:
-            result = json_result(result, action=ref)
-        except ActionError as exc:
-            return {"ok": False, "error": exc.message, "result": None, "location": None}
-        too_big = result_size_error(result, request["max_result_bytes"], action=ref)
-        if too_big is not None:
-            return {"ok": False, "error": too_big.message, "result": None, "location": None}
-        return {"ok": True, "result": result}
-
-    def run_async(self, awaitable: Any) -> Any:
-        async def wrapper() -> Any:
-            return await awaitable
-
-        task = self.loop.create_task(wrapper())
-        self.async_task = task  # from now on a SIGTERM cancels the task instead of raising
-        try:
-            return self.loop.run_until_complete(task)
-        except asyncio.CancelledError:
-            raise _Stopped from None
+            reply = self.call(message, function, pack_dir, None)
         finally:
-            self.async_task = None
+            self.in_sync_run = False
+            _current.reset(token)
+        self.send(run.finish(reply))
+
+    async def run_async(self, message: dict[str, Any], function: Any, pack_dir: Path) -> None:
+        run = _Run(message["max_output_bytes"], routed=True)
+        _current.set(run)  # this task's own context: its prints and records are its own
+        try:
+            coroutine = self.call(message, function, pack_dir, "start")
+            reply = coroutine if isinstance(coroutine, dict) else await self.finish_async(
+                message, coroutine, function, pack_dir
+            )
+        except asyncio.CancelledError:
+            reply = {"id": message["id"], "canceled": True}
+        finally:
+            self.tasks.pop(message["id"], None)
+        self.send(run.finish(reply) if not reply.get("canceled") else reply)
+        for fd in (1, 2):  # async runs cannot claim what was written to the fds: drop it
+            if os.fstat(fd).st_size > run.limit:
+                _captured(fd, 0)
+
+    async def finish_async(
+        self, message: dict[str, Any], coroutine: Any, function: Any, pack_dir: Path
+    ) -> dict[str, Any]:
+        try:
+            result = await coroutine
+        except (asyncio.CancelledError, _Stopped):
+            raise
+        except ActionError as exc:
+            return _action_failure(message, exc, is_async=True)
+        except (Exception, SystemExit) as exc:
+            return _failure(message, describe_exception(exc, under=pack_dir,
+                                                        fallback=_definition(function)), True)
+        return _success(message, result, is_async=True)
+
+    def call(self, message: dict[str, Any], function: Any, pack_dir: Path, mode: str | None) -> Any:
+        """A sync run's reply; for an async run (`mode="start"`), its coroutine (or a failure)."""
+        is_async = mode is not None
+        try:
+            kwargs = dict(message["parameters"])
+            if _wants_context(function):
+                kwargs[CONTEXT_PARAMETER] = RunContext(**message["context"])
+            result = function(**kwargs)
+            if is_async:
+                return result
+            if inspect.isawaitable(result):  # a sync `run` that returned one: our loop is busy
+                with concurrent.futures.ThreadPoolExecutor(1) as thread:
+                    result = thread.submit(asyncio.run, _awaited(result)).result()
+        except _Stopped:
+            raise
+        except ActionError as exc:
+            return _action_failure(message, exc, is_async=is_async)
+        except (Exception, SystemExit) as exc:
+            return _failure(message, describe_exception(exc, under=pack_dir,
+                                                        fallback=_definition(function)), is_async)
+        return _success(message, result, is_async=False)
 
     def load(self, ref: str, path: str, pack_dir: Path, stamp: list[int]) -> tuple[Any, bool]:
         cached = self.modules.get(path)
@@ -190,6 +321,8 @@ class _Worker:
         except FileNotFoundError:
             sys.modules.pop(name, None)
             raise ActionError(f"{ref}: python action file {path} not found") from None
+        except _Stopped:
+            raise
         except (Exception, SystemExit) as exc:
             sys.modules.pop(name, None)
             raise ActionError(
@@ -205,6 +338,40 @@ class _Worker:
         is_async = inspect.iscoroutinefunction(function)
         self.modules[path] = (stamp, module, function, is_async)
         return function, is_async
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def _success(message: dict[str, Any], result: Any, *, is_async: bool) -> dict[str, Any]:
+    ref = message["ref"]
+    try:
+        result = json_result(result, action=ref)
+    except ActionError as exc:
+        return _failure(message, exc.message, is_async)
+    too_big = result_size_error(result, message["max_result_bytes"], action=ref)
+    if too_big is not None:
+        return _failure(message, too_big.message, is_async)
+    return {"id": message["id"], "ok": True, "result": result, "async": is_async}
+
+
+def _action_failure(message: dict[str, Any], exc: ActionError, *, is_async: bool) -> dict[str, Any]:
+    """The action failed on purpose: keep its message and (JSON-checked) partial result."""
+    partial, note = exc.result, ""
+    try:
+        partial = json_result(partial, action=message["ref"], what="partial result")
+    except ActionError as bad:
+        partial, note = None, f" ({bad.message}; dropped)"
+    reply = _failure(message, exc.message + note, is_async)
+    reply["result"] = partial
+    reply["location"] = dataclasses.asdict(exc.location) if exc.location is not None else None
+    return reply
+
+
+def _failure(message: dict[str, Any], error: str, is_async: bool) -> dict[str, Any]:
+    return {"id": message["id"], "ok": False, "error": error, "result": None, "location": None,
+            "async": is_async}
 
 
 def _captured(fd: int, limit: int) -> str:
@@ -239,8 +406,7 @@ def _identifier(text: str) -> str:
 
 def main() -> None:
     # The wire keeps the pipes we were started with; fds 0-2 become /dev/null and capture files.
-    wire_in = os.fdopen(os.dup(0), "rb")
-    wire_out = os.fdopen(os.dup(1), "wb")
+    wire_in, wire_out = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
@@ -250,25 +416,13 @@ def main() -> None:
     for stream in (sys.stdout, sys.stderr):  # prints interleave with what subprocesses write
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(line_buffering=True)
+    sys.stdout, sys.stderr = _Router(sys.stdout, 0), _Router(sys.stderr, 1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the engine's to handle
     worker = _Worker(wire_in, wire_out)
     signal.signal(signal.SIGTERM, worker.on_sigterm)
-    logs = _Collect()
-    root = logging.getLogger()
-    root.addHandler(logs)
+    logging.getLogger().addHandler(_Logs())
     try:
-        while not worker.stopping and (request := worker.receive()) is not None:
-            limit = request["max_output_bytes"]
-            root.setLevel(request["log_level"])
-            logs.start(limit)
-            reply = worker.handle(request)
-            for stream in (sys.stdout, sys.stderr):
-                stream.flush()
-            reply["stdout"], reply["stderr"] = _captured(1, limit), _captured(2, limit)
-            reply["logs"] = logs.finish()
-            if worker.stopping:
-                break
-            worker.send(reply)
+        worker.serve()
     except _Stopped:
         pass
     os._exit(0)  # no interpreter teardown: nothing of ours needs it, and it can hang on threads
