@@ -9,7 +9,7 @@ process plus the pool's worker processes, from /proc: steadier than wall time on
 
 1. one run at a time, a trivial sync action: µs per run (the round-trip cost);
 2. 8 runs at a time, same action: µs per run;
-3. one run at a time, a trivial async action;
+3. one run at a time, and 100 at a time, a trivial async action (async runs share workers);
 4. an engine workflow: with_items over 1,000 python items (concurrency 8), both paths;
 5. pool costs that the thread path does not have: first run (spawns a worker), a timed-out
    run (SIGTERM, reap, replace), RSS of one idle worker.
@@ -201,7 +201,8 @@ async def main() -> None:
               "| ratio wall / CPU |\n|---|---:|---:|---|")
         for label, action, width in (("sync action, one at a time", add, 1),
                                      ("async action, one at a time", aadd, 1),
-                                     ("sync action, 8 at a time", add, 8)):
+                                     ("sync action, 8 at a time", add, 8),
+                                     ("async action, 100 at a time", aadd, 100)):
             t = await best(lambda a=action, w=width: measure(threads, a, args.runs, w), args.repeat)
             p = await best(lambda a=action, w=width: measure(pool, a, args.runs, w), args.repeat)
             print(f"| {label} | {t[0]:.0f} / {t[1]:.0f} µs | {p[0]:.0f} / {p[1]:.0f} µs "

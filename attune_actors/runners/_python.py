@@ -1,24 +1,26 @@
 """The `python` runner: calls `run(**parameters)` from `<pack>/actions/<entry_point>` in a worker process.
 
-Actions run in a pool of worker processes (`ProcessPool`, `_pyworker`), started on first use and
-reused: at most `workers` runs at once, one per process. A plain `def run` is called in the worker's
-main thread; an `async def run` is awaited on the worker's own event loop. A parameter named
-`run_context` receives the `RunContext`. Each worker loads a module once per file path and
-modification time, under a unique module name, so editing an action file takes effect on its next
-run without touching other packs. Parameters and results travel as JSON.
+Actions run in a pool of `workers` processes (`ProcessPool`, `_pyworker`), started on first use and
+reused. A plain `def run` is called in a worker's main thread, with the worker to itself; `async def
+run` runs share workers, each awaited in its own task on the worker's event loop (the runner reads
+which one a file defines from its source). A parameter named `run_context` receives the
+`RunContext`. Each worker loads a module once per file path and modification time, under a unique
+module name, so editing an action file takes effect on its next run without touching other packs.
+Parameters and results travel as JSON.
 
-Output: what the action writes to stdout and stderr (print, logging, subprocesses) is captured per
-run, each stream up to `max_output_bytes`, masked with `masker`, and never reaches the engine's own
-stdout. It goes into the result: a dict result gets `stdout` / `stderr` keys for the streams that
-are not empty (keys the action set itself win); a failed run without a partial result gets
+Output: what the action prints is captured per run (see `_pyworker` for what async runs can
+claim), each stream up to `max_output_bytes`, masked with `masker`, and never reaches the engine's
+own stdout. It goes into the result: a dict result gets `stdout` / `stderr` keys for the streams
+that are not empty (keys the action set itself win); a failed run without a partial result gets
 `{"stdout", "stderr"}`; any other result is left as it is and the output is logged (masked) on the
-`attune_actors.runners.python` logger. A result of more than `max_result_bytes` of JSON fails the run.
-Records the action logs through `logging` are logged here under their own logger names (masked),
-within the run's context, so they carry its execution and task like the engine's own records.
+`attune_actors.runners.python` logger. A result of more than `max_result_bytes` of JSON fails the
+run. Records the action logs through `logging` are logged here under their own logger names
+(masked), within the run's context, so they carry its execution and task like the engine's own.
 
-Stopping: a cancelled or timed-out run is stopped for real: its worker gets SIGTERM (a sync action
-sees an exception, so its `finally` blocks run; an async one is cancelled), then SIGKILL after
-`kill_grace` seconds, with everything it started; a fresh worker takes its place.
+Stopping: a cancelled or timed-out run is stopped for real: an async run is cancelled where it
+awaits; a sync run's worker gets SIGTERM (the action sees an exception, so its `finally` blocks
+run), then SIGKILL after `kill_grace` seconds, with everything it started, and a fresh worker takes
+its place; so does the worker of an async run that ignores its cancellation for `kill_grace`.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ ENGINE_RUNNER_TYPES = ("inquiry", "workflow")
 class RunnerLimits:
     """The bounds runners work within; the fields are the `limits.*` settings of the same names."""
 
-    python_workers: int = 8  # python action processes (runs at once)
+    python_workers: int = 8  # python action processes (a sync run, or up to 100 async, each)
     kill_grace: float = 5.0  # SIGTERM-to-SIGKILL delay for stopped commands and python actions
     max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES  # a larger result (as JSON) fails the run
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES  # of each captured stream; the rest dropped
