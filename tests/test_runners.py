@@ -9,11 +9,12 @@ import os
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import eventually
 
 from attune_actors.errors import ActionError
 from attune_actors.kv import Masker
@@ -45,16 +46,6 @@ def action(runner_type: str, *, pack_path: Path | str = "", entry_point: str | N
         entry_point=entry_point, pack_path=str(pack_path),
     )
 
-
-POLL_INTERVAL = 0.01
-
-
-async def wait_until(predicate: Callable[[], bool], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(POLL_INTERVAL)
 
 
 class Pack:
@@ -351,7 +342,7 @@ async def test_cancelling_an_async_action_runs_its_cleanup(
     task = asyncio.create_task(python_runner.run(
         pack.action("slow.py"), {"started": str(started), "marker": str(marker)}, context()
     ))
-    await wait_until(started.exists)
+    await eventually(started.exists)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -376,7 +367,7 @@ async def test_cancelling_an_action_that_swallows_it_still_cancels(
     task = asyncio.create_task(
         python_runner.run(pack.action("stubborn.py"), {"started": str(started)}, context())
     )
-    await wait_until(started.exists)
+    await eventually(started.exists)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -401,7 +392,7 @@ async def test_cancelling_a_sync_action_stops_its_process(
     task = asyncio.create_task(python_runner.run(
         pack.action("block.py"), {"pidfile": str(pidfile), "marker": str(marker)}, context()
     ))
-    await wait_until(lambda: read_int(pidfile) is not None)
+    await eventually(lambda: read_int(pidfile) is not None)
     pid = read_int(pidfile)
     assert pid is not None
     task.cancel()
@@ -567,7 +558,7 @@ async def test_cancelling_one_async_run_leaves_the_others_and_the_worker(
     try:
         runs = [asyncio.create_task(runner.run(act, {"i": i, "n": 4, "folder": str(folder)},
                                                context())) for i in range(3)]
-        await wait_until(lambda: len(os.listdir(folder)) == 3)
+        await eventually(lambda: len(os.listdir(folder)) == 3)
         [pid] = runner.pool.processes
         runs[0].cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -592,7 +583,7 @@ async def test_an_async_run_that_ignores_its_cancellation_takes_its_worker_down(
             act, {"i": 0, "n": 9, "folder": str(folder), "stubborn": True}, context()))
         other = asyncio.create_task(runner.run(act, {"i": 1, "n": 9, "folder": str(folder)},
                                                context()))
-        await wait_until(lambda: len(os.listdir(folder)) == 2)
+        await eventually(lambda: len(os.listdir(folder)) == 2)
         [pid] = runner.pool.processes
         stubborn.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -746,7 +737,7 @@ async def test_engine_timeout_stops_a_sleeping_sync_action(
     assert done.task("nap").status == "timeout"
     pid = read_int(pidfile)
     assert pid is not None
-    await wait_until(lambda: not alive(pid), within=engine.settings.limits.kill_grace + 1)
+    await eventually(lambda: not alive(pid), timeout=engine.settings.limits.kill_grace + 1)
     assert time.monotonic() - started < 15  # not the action's 30 s
 
 

@@ -79,6 +79,7 @@ from attune_actors import codec
 from attune_actors.errors import AttuneError, TransportError
 from attune_actors.nats.subjects import Subjects, _token
 from attune_actors.spec.model import ActionSpec
+from attune_actors.statuses import TERMINAL
 from attune_actors.transport.base import ActionRun, OutcomeCallback, RunOutcome, Transport
 
 log = logging.getLogger("attune_actors.nats.transport")
@@ -89,7 +90,6 @@ JS_API = "$JS.API"
 MAX_MSG_SIZE = 1024 * 1024  # bytes; the stream's max_msg_size and the default server max_payload
 DEAD_LETTER_SAMPLE = 1024
 STARTED, ENDED = "s", "e"
-TERMINAL_STATUSES = ("succeeded", "failed", "timeout", "canceled", "abandoned")
 RUN_FIELDS = ("execution_id", "run_id", "item", "attempt", "task", "action", "parameters", "deadline")
 
 
@@ -1044,7 +1044,7 @@ def _decode_results(data: bytes) -> tuple[str, list[list[Any]]]:
                 or (
                     event[0] == ENDED
                     and len(event) == 6
-                    and event[3] in TERMINAL_STATUSES
+                    and event[3] in TERMINAL
                     and (event[5] is None or isinstance(event[5], str))
                 )
             )

@@ -8,12 +8,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from helpers import eventually as until
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig
@@ -34,29 +35,10 @@ S = Subjects()
 T = TypeVar("T")
 
 
-async def until(probe: Callable[[], T | None], what: str, timeout: float = 10.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)  # noqa: sleep-ok - polling with a deadline
-
-
 def attempt(run_id: str = "ex1.1", *, action: str = "natstest.whoami", item: int | None = None,
             attempt: int = 1, parameters: dict[str, Any] | None = None,
             deadline: float | None = None) -> ActionRun:
     return ActionRun("ex1", run_id, item, attempt, "t", action, parameters or {}, deadline)
-
-
-async def until_async(probe: Callable[[], Awaitable[bool]], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await probe():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)  # noqa: sleep-ok - polling with a deadline
 
 
 @dataclass
@@ -148,7 +130,7 @@ async def test_an_outcome_that_arrives_before_its_submit_is_delivered_on_submit(
     async def taken() -> bool:
         return (await js.stream_info(S.results_stream)).state.messages == 0
 
-    await until_async(taken, "the engine to take the early outcome")
+    await until(taken, "the engine to take the early outcome")
     rig.submit(run)
     assert (await rig.outcome()).result == 42
     info = await rig.nc.jetstream().stream_info(S.runs_stream)
@@ -181,7 +163,7 @@ async def test_a_stale_canceled_outcome_is_not_kept_for_a_later_submit(rig: Rig)
     async def taken() -> bool:
         return (await js.stream_info(S.results_stream)).state.messages == 0
 
-    await until_async(taken, "the engine to take the stale outcome")
+    await until(taken, "the engine to take the stale outcome")
     rig.submit(run)
     (msg,) = await rig.take()  # dispatched: it has to run again
     assert decode_dispatch(msg.data)[1] == run
@@ -208,11 +190,11 @@ async def test_heartbeats_keep_an_attempt_alive_until_they_stop_listing_it(rig: 
     deadline = time.monotonic() + 3 * TIMEOUT
     while time.monotonic() < deadline:  # beating and listing it: it stays running
         await rig.heartbeat("w8", [run.key])
-        await asyncio.sleep(TIMEOUT / 5)
+        await asyncio.sleep(TIMEOUT / 5)  # noqa: sleep-ok - paces the heartbeats under test
     assert rig.outcomes == []
     while not rig.outcomes:  # still beating, but it no longer holds the attempt
         await rig.heartbeat("w8", [])
-        await asyncio.sleep(TIMEOUT / 5)
+        await asyncio.sleep(TIMEOUT / 5)  # noqa: sleep-ok - paces the heartbeats under test
     assert rig.outcomes[0].status == "abandoned"
     assert rig.outcomes[0].error == "worker w8 no longer runs this attempt"
 
@@ -292,7 +274,7 @@ async def test_a_submit_while_the_server_is_down_is_sent_once_it_is_back(rig: Ri
     async def stored() -> bool:
         return (await js.stream_info(S.runs_stream)).state.messages > 0
 
-    await until_async(stored, "the dispatch to be stored", timeout=20)
+    await until(stored, "the dispatch to be stored", timeout=20)
     await rig.transport.close()  # nothing is re-sent after this: exactly one copy was stored
     info = await js.stream_info(S.runs_stream)
     assert info.state.messages == 1
