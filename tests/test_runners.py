@@ -716,7 +716,7 @@ async def test_engine_timeout_stops_a_sleeping_sync_action(
 
         def run(pidfile):
             Path(pidfile).write_text(f"{os.getpid()}\\n")
-            time.sleep(30)
+            time.sleep(30)  # noqa: sleep-ok - the action the engine times out
     """))
     (actions / "sleeper.yaml").write_text(textwrap.dedent("""
         name: sleeper

@@ -281,7 +281,8 @@ async def test_commands_do_not_outlive_an_engine_killed_outright(
     actions = packs_dir / "testpack" / "actions"
     (actions / "napper.py").write_text(
         "import os, time\n\ndef run(pidfile):\n"
-        "    open(pidfile, 'w').write(f'{os.getpid()}\\n')\n    time.sleep(60)\n"
+        "    open(pidfile, 'w').write(f'{os.getpid()}\\n')\n"
+        "    time.sleep(60)\n"  # noqa: sleep-ok - what the killed engine leaves running
     )
     (actions / "napper.yaml").write_text(
         "name: napper\nrunner_type: python\nentry_point: napper.py\n"
