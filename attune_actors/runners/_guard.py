@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
 
-__all__ = ["GroupGuard", "group_guard"]
+__all__ = ["GroupGuard", "group_guard", "signal_group"]
 
 # The watchdog: reads "+PGID" / "-PGID" lines; on EOF terminates what is left, then exits.
 # Runs with -I -S (no site, no user code): it must start fast and import nothing of ours.
@@ -102,3 +103,9 @@ def group_guard() -> GroupGuard:
         if _guard is None:
             _guard = GroupGuard()
         return _guard
+
+
+def signal_group(pgid: int, sig: signal.Signals) -> None:
+    """Send `sig` to process group `pgid`, if it still exists."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)

@@ -32,7 +32,7 @@ from typing import Any
 
 from attune_actors.errors import ActionError
 from attune_actors.runners._base import DEFAULT_MAX_OUTPUT_BYTES, RunContext, truncation_note
-from attune_actors.runners._guard import group_guard
+from attune_actors.runners._guard import group_guard, signal_group
 from attune_actors.spec.model import ActionSpec
 
 __all__ = ["LocalRunner"]
@@ -133,11 +133,11 @@ class LocalRunner:
 
 async def _terminate(proc: asyncio.subprocess.Process, grace: float) -> None:
     if proc.returncode is None:
-        _signal_group(proc.pid, signal.SIGTERM)
+        signal_group(proc.pid, signal.SIGTERM)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(proc.wait(), grace)
     # Whatever is left of the group (the leader ignoring SIGTERM, or children it left behind).
-    _signal_group(proc.pid, signal.SIGKILL)
+    signal_group(proc.pid, signal.SIGKILL)
     await proc.wait()
     group_guard().discard(proc.pid)
 
@@ -152,11 +152,6 @@ async def _read_bounded(stream: asyncio.StreamReader, limit: int) -> tuple[bytes
             kept += chunk[:room]
         dropped += max(0, len(chunk) - max(room, 0))
     return bytes(kept), dropped
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 def _command(cmd: Any, shell: bool) -> list[str]:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from attune_actors.errors import ActionError
-from attune_actors.runners._guard import group_guard
+from attune_actors.runners._guard import group_guard, signal_group
 
 __all__ = ["ProcessPool"]
 
@@ -255,11 +255,11 @@ class ProcessPool:
         proc = worker.proc
         try:
             if proc.returncode is None and not gently:
-                _signal_group(proc.pid, signal.SIGTERM)
+                signal_group(proc.pid, signal.SIGTERM)
             if proc.returncode is None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(proc.wait(), self.kill_grace)
-            _signal_group(proc.pid, signal.SIGKILL)  # and whatever the action started
+            signal_group(proc.pid, signal.SIGKILL)  # and whatever the action started
             await proc.wait()
             await worker.reader
             group_guard().discard(proc.pid)
@@ -268,11 +268,6 @@ class ProcessPool:
                 if worker in self._workers:
                     self._workers.remove(worker)
                 self._freed.notify_all()
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 def _how(code: int) -> str:
