@@ -23,7 +23,7 @@ framework's `Nats-Service-Error` / `Nats-Service-Error-Code` headers, the code a
 number); the codes are the stable strings in `ERROR_STATUS`. Bad input (not JSON, not an object,
 a missing, unknown or mistyped field, more than `max_payload` bytes, no reply subject) also leaves a
 dead-letter record on `Subjects.dead_letters` and an `error` event on `Subjects.service_events`
-(`transport.report_bad_input`); the service keeps serving whatever it is sent. A request for an
+(`wire.report_bad_input`); the service keeps serving whatever it is sent. A request for an
 operation that does not exist gets the server's "no responders" status at once: nothing listens
 there. (A catch-all subscription on the same connection would answer it, but a connection that
 receives a request twice loses the right to reply under the `allow_responses` permission.)
@@ -53,22 +53,9 @@ from attune_actors import __version__
 from attune_actors.engine.engine import Engine
 from attune_actors.engine.events import Subscription
 from attune_actors.engine.execution import Status
-from attune_actors.errors import (
-    ActionError,
-    AttuneError,
-    AuthError,
-    ConfigError,
-    EngineClosedError,
-    InquiryResponseError,
-    NotFoundError,
-    ParameterError,
-    StoreError,
-    TemplateError,
-    TransportError,
-    ValidationError,
-)
+from attune_actors.errors import ERROR_STATUS, AttuneError, ValidationError, error_code
 from attune_actors.nats.subjects import Subjects
-from attune_actors.nats.transport import report_bad_input
+from attune_actors.nats.wire import report_bad_input
 from attune_actors.spec.suggest import printable, unknown_key
 
 log = logging.getLogger("attune_actors.nats.service")
@@ -76,45 +63,6 @@ log = logging.getLogger("attune_actors.nats.service")
 SERVICE_NAME = "attune-engine"
 MAX_PAYLOAD = 1024 * 1024
 DEFAULT_LIST_LIMIT = 50
-
-# Stable error codes -> the HTTP-like number in the `Nats-Service-Error-Code` header.
-ERROR_STATUS: dict[str, int] = {
-    "bad_request": 400,  # not JSON, not an object, missing/unknown/mistyped field, no reply subject
-    "invalid_parameters": 400,  # ParameterError: workflow parameters, rerun of a running execution, ...
-    "not_found": 404,  # NotFoundError: no such execution, inquiry, workflow, action or pack
-    "inquiry_refused": 409,  # InquiryResponseError: schema violation, identity not allowed, not pending
-    "too_large": 413,  # a request over max_payload, or a reply over the server's max_payload
-    "validation_failed": 422,  # ValidationError: a workflow definition is invalid
-    "template_error": 422,  # TemplateError
-    "action_failed": 422,  # ActionError
-    "config_error": 500,  # ConfigError
-    "unauthorized": 403,  # AuthError
-    "store_error": 503,  # StoreError
-    "transport_error": 503,  # TransportError
-    "unavailable": 503,  # EngineClosedError: the engine is stopping
-    "error": 500,  # any other AttuneError
-    "internal": 500,  # a bug: the message says so, the traceback is in the engine's log
-}
-
-_ERROR_CODES: tuple[tuple[type[AttuneError], str], ...] = (
-    (NotFoundError, "not_found"),
-    (ParameterError, "invalid_parameters"),
-    (ValidationError, "validation_failed"),
-    (InquiryResponseError, "inquiry_refused"),
-    (TemplateError, "template_error"),
-    (ActionError, "action_failed"),
-    (ConfigError, "config_error"),
-    (AuthError, "unauthorized"),
-    (StoreError, "store_error"),
-    (TransportError, "transport_error"),
-    (EngineClosedError, "unavailable"),
-)
-
-
-def error_code(exc: AttuneError) -> str:
-    """The stable error code of one of our exceptions (its class, or the nearest mapped base)."""
-    return next((code for cls, code in _ERROR_CODES if isinstance(exc, cls)), "error")
-
 
 class BadRequest(Exception):
     """A request the service refuses before calling the engine (the code is one of ERROR_STATUS)."""
