@@ -335,13 +335,14 @@ async function workflowView(signal, ref) {
 async function inquiriesView(signal) {
   const list = h("div", { id: "inquiry-list" });
   view.replaceChildren(h("h1", {}, "Pending inquiries"), list);
-  const load = async () => {
+  const load = async (answered = false) => {
     const doc = await api("GET", "/inquiries", undefined, { signal });
     const open = doc.inquiries.filter((i) => !i.status || i.status === "pending");
-    if (list.querySelector("form:focus-within")) return; // don't redraw under someone typing
-    list.replaceChildren(...(open.length ? open.map((i) => inquiryCard(i, load)) : [h("p", { class: "muted" }, "Nothing is waiting for an answer.")]));
+    if (!answered && list.querySelector("form:focus-within")) return; // don't redraw under someone typing
+    list.replaceChildren(...(open.length ? open.map((i) => inquiryCard(i, () => load(true))) :
+      [h("p", { class: "muted" }, "Nothing is waiting for an answer.")]));
   };
-  every(3000, load, signal);
+  every(3000, () => load(), signal);
 }
 
 function loginView(query) {
@@ -373,7 +374,12 @@ async function route() {
   const query = new URLSearchParams(qs || "");
   const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
   for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("active", a.dataset.nav === parts[0]);
-  document.getElementById("who").replaceChildren(token.get() ? h("a", { href: "#/login", onclick: () => token.set("") }, "sign out") : "");
+  const who = document.getElementById("who");
+  if (parts[0] !== "login") {
+    api("GET", "/whoami", undefined, { signal }).then((me) => who.replaceChildren(
+      me.auth ? `${me.identity} (${me.role}) ` : "no sign-in needed (loopback) ",
+      token.get() ? h("a", { href: "#/login", onclick: () => token.set("") }, "sign out") : "")).catch(() => {});
+  } else who.replaceChildren();
   try {
     if (parts[0] === "login") return loginView(query);
     if (parts[0] === "executions" && parts[1]) return await executionView(signal, parts[1]);

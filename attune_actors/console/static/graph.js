@@ -98,8 +98,9 @@ export function render(container, doc) {
     "aria-label": `graph of ${doc.ref}` });
   const defs = el("defs", {}, svg);
   for (const [name, color] of [["arrow", "#9ca3af"], ["arrow-taken", "#111827"]]) {
-    const m = el("marker", { id: name, viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7,
-      markerHeight: 7, orient: "auto-start-reverse" }, defs);
+    // Sized in user units, so a thick (taken) edge does not get a bigger arrowhead.
+    const m = el("marker", { id: name, viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 9,
+      markerHeight: 9, markerUnits: "userSpaceOnUse", orient: "auto-start-reverse" }, defs);
     el("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: color }, m);
   }
   const edges = el("g", {}, svg);
