@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
-from api_support import TOKENS, token_settings  # noqa: E402
+from api_support import TOKENS, token_settings
 
-from attune_actors import Engine  # noqa: E402
-from attune_actors.api import HttpServer  # noqa: E402
-from attune_actors.config import load_settings  # noqa: E402
+from attune_actors import Engine
+from attune_actors.api import HttpServer
+from attune_actors.config import load_settings
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright_api = pytest.importorskip("playwright.async_api")
