@@ -18,6 +18,7 @@ from attune_actors.api.auth import Tokens
 from attune_actors.api.guard import Guard
 from attune_actors.api.routes import executions, inquiries, system, workflows
 from attune_actors.api.sse import EventStreams
+from attune_actors import console
 from attune_actors.config import Settings
 from attune_actors.engine.engine import Engine
 
@@ -50,6 +51,8 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(docs.router)
     app.mount(docs.ASSETS_URL, docs.assets())
+    app.include_router(console.router)
+    app.mount(console.ASSETS_URL, console.assets())
     errors.install(app)
     app.add_middleware(Guard, max_body=settings.limits.request_bytes)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
