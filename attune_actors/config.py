@@ -49,6 +49,17 @@ class NatsSettings:
 
 
 @dataclass(frozen=True)
+class ClusterSettings:
+    """How `serve --store nats` engines share a deployment (docs/distributed.md, "Several engines")."""
+
+    # The execution space is split into this many partitions, each owned by one live engine at a
+    # time. Every engine of a deployment must use the same number (the first one records it).
+    partitions: int = 16
+    # Seconds a dead engine keeps its partitions: its member entry and leases expire this soon.
+    lease_ttl: float = 6.0
+
+
+@dataclass(frozen=True)
 class LimitSettings:
     """Bounds that keep one engine process healthy under load."""
 
@@ -105,6 +116,7 @@ class Settings:
     transport: str = "inprocess"  # inprocess | nats
     secret_key: str | None = None  # Fernet key for KV secrets; default: <data_dir>/secret.key
     nats: NatsSettings = field(default_factory=NatsSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
@@ -112,6 +124,10 @@ class Settings:
     def __post_init__(self) -> None:
         if self.store not in ("memory", "sqlite", "nats"):
             raise ConfigError(f"store must be memory, sqlite or nats, got {self.store!r}")
+        if not 1 <= self.cluster.partitions <= 1024:
+            raise ConfigError(f"cluster.partitions must be 1 to 1024, got {self.cluster.partitions}")
+        if not self.cluster.lease_ttl > 0:
+            raise ConfigError(f"cluster.lease_ttl must be more than 0, got {self.cluster.lease_ttl}")
         if self.transport not in ("inprocess", "nats"):
             raise ConfigError(f"transport must be inprocess or nats, got {self.transport!r}")
         for name in (

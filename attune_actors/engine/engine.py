@@ -12,7 +12,7 @@ import builtins
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -103,6 +103,7 @@ class Engine:
         store: Store | None = None,
         transport: Transport | None = None,
         clock: Clock | None = None,
+        new_id: Callable[[], str] | None = None,
     ) -> None:
         overrides: dict[str, Any] = {}
         if packs is not None:
@@ -119,6 +120,7 @@ class Engine:
         # Where the engine reads the time and sets its timers (attune_actors.clock): a test passes a
         # VirtualClock to skip retry delays and timeouts.
         self.clock: Clock = clock or RealClock()
+        self._new_id = new_id  # ids of new executions (default: random hex)
         self._rt: Runtime | None = None
         self._kv: KVStore | None = None
         self.catalog = Catalog()
@@ -183,6 +185,7 @@ class Engine:
             events=self._events,
             cipher=cipher,
             clock=self.clock,
+            new_id=self._new_id,
         )
         if isinstance(self.clock, VirtualClock):
             self.clock.attach(self._rt.idle)

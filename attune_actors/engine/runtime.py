@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from attune_actors.clock import Clock, RealClock
@@ -52,8 +53,12 @@ class Runtime:
         events: EventBus,
         cipher: Cipher,
         clock: Clock | None = None,
+        new_id: Callable[[], str] | None = None,
     ) -> None:
         self.catalog = catalog
+        # Ids of new executions (nested ones too): a cluster's partition engines name their
+        # partition in them (`attune_actors.nats.cluster`).
+        self.new_id: Callable[[], str] = new_id or (lambda: uuid.uuid4().hex)
         self.renderer = renderer
         self.transport = transport
         self.store = store
@@ -96,7 +101,7 @@ class Runtime:
         for p in spec.parameters:
             if p.secret and params.get(p.name) is not None:
                 self.masker.add(params[p.name])
-        execution_id = execution_id or uuid.uuid4().hex
+        execution_id = execution_id or self.new_id()
         login = identity.get("login") if isinstance(identity, dict) else identity
         system = {
             "execution_id": execution_id,

@@ -91,6 +91,7 @@ log = logging.getLogger(__name__)
 FORMAT = 1  # the key layout and value encoding; `meta` records it
 STORAGE_TYPES = ("file", "memory")
 KV_OPERATION = "KV-Operation"
+OWNER_KEY = "owner"  # who opened the bucket last (fencing, see `NatsStore`)
 _MANIFEST = b"\xc1"  # first byte of a key whose value is in parts (never a msgpack value's first byte)
 _PAYLOAD_MARGIN = 2048  # bytes left under max_payload for headers (the server counts them)
 _RETRY_FIRST = 0.05  # seconds before retrying a failed batch; doubled each failure...
@@ -231,6 +232,8 @@ class NatsStore(Store):
         batch_size: int = 1000,
         ack_timeout: float = 10.0,
         close_timeout: float = 30.0,
+        bucket: str | None = None,
+        owner: str | None = None,
     ) -> None:
         if storage not in STORAGE_TYPES:
             raise ValueError(f"storage must be one of {', '.join(STORAGE_TYPES)}, not {storage!r}")
@@ -245,7 +248,13 @@ class NatsStore(Store):
         self.batch_size = batch_size
         self.ack_timeout = ack_timeout
         self.close_timeout = close_timeout
-        self.bucket = subjects.snapshot_bucket
+        self.bucket = bucket or subjects.snapshot_bucket
+        # Fencing (a cluster's partition store): `open()` writes `owner`, and every batch is stored
+        # only while that key is still at the revision this store wrote: once another engine opened
+        # the bucket, this one can no longer write (`fenced` says why).
+        self.owner = owner
+        self._fence = 0
+        self.fenced: str | None = None
         self.stream = f"KV_{self.bucket}"
         self._prefix = f"$KV.{self.bucket}."
         self._mirror = MemoryStore()
@@ -291,6 +300,8 @@ class NatsStore(Store):
             self._limit = max(1024, self.nc.max_payload - _PAYLOAD_MARGIN)
             self._inbox = self.nc.new_inbox()
             self._ack_sub = await self.nc.subscribe(f"{self._inbox}.*", cb=self._on_ack)
+            if self.owner is not None:  # before reading: what the previous owner writes later is refused
+                self._fence = (await js.publish(self._prefix + OWNER_KEY, self.owner.encode())).seq
             start = time.perf_counter()
             values, created = await self._load(js)
             self._fill(values, created)
@@ -576,7 +587,7 @@ class NatsStore(Store):
         items: dict[str, dict[tuple[str, int], bytes]] = {}
         for key, value in values.items():
             kind = key[:2]
-            if kind == "p." or key == "meta":
+            if kind == "p." or key in ("meta", OWNER_KEY):
                 continue
             if value[:1] == _MANIFEST:
                 value = self._assemble(key, value, parts.get(key, {}))
@@ -771,6 +782,14 @@ class NatsStore(Store):
                     self._failed_since = 0
                     self._backoff.succeeded()
                     self._waiters.resolve(batch.gen)
+                elif self._fence and error is not None and "wrong last sequence" in error:
+                    # Another engine owns the bucket now: nothing more of ours may be stored.
+                    self.fenced = f"another engine took over the nats store {self.bucket}"
+                    lost = leftover.records() + self._open.records()
+                    self._open = _Batch(self._open.gen + 1)
+                    log.error("%s: %d records not written", self.fenced, lost)
+                    self._waiters.resolve(None, StoreError(self.fenced))
+                    return
                 else:
                     self._open = leftover.under(self._open)
                     self._failed(error or "unknown error")
@@ -902,6 +921,9 @@ class NatsStore(Store):
         last = len(messages)
         for seq, (subject, payload, extra) in enumerate(messages, 1):
             headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(seq)}
+            if seq == 1 and self._fence:
+                headers["Nats-Expected-Last-Subject-Sequence"] = str(self._fence)
+                headers["Nats-Expected-Last-Subject-Sequence-Subject"] = self._prefix + OWNER_KEY
             if extra:
                 headers.update(extra)
             if seq < last:

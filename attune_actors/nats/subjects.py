@@ -100,3 +100,27 @@ class Subjects:
     @property
     def lease_bucket(self) -> str:
         return f"{token(self.prefix)}_lease"
+
+    # -- a cluster of engines (attune_actors.nats.cluster)
+    @property
+    def members_bucket(self) -> str:
+        """Live engines: one key per engine, expiring unless renewed."""
+        return f"{token(self.prefix)}_members"
+
+    @property
+    def partitions_bucket(self) -> str:
+        """Partition leases: key `p<n>` names the engine that owns partition n, expiring unless renewed."""
+        return f"{token(self.prefix)}_partitions"
+
+    def partition_bucket(self, partition: int) -> str:
+        """The snapshots of one partition's executions (its owner's `nats` store)."""
+        return f"{token(self.prefix)}_p{partition}_snapshots"
+
+    def partition_api(self, partition: int) -> str:
+        """Requests forwarded to the owner of a partition (only the owner listens)."""
+        return f"{self.prefix}.cluster.p{partition}"
+
+    def partition_engine_id(self, partition: int) -> str:
+        """The transport identity of a partition: its results subject and durable consumer, so that
+        whoever owns the partition receives the outcomes of the attempts it dispatched."""
+        return f"p{partition}"
