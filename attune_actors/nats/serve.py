@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import logging
@@ -43,6 +44,7 @@ import signal
 import socket
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
@@ -52,11 +54,15 @@ from nats.aio.client import Client
 from attune_actors.config import Settings, configure_logging, load_settings
 from attune_actors.engine.engine import Engine
 from attune_actors.errors import AttuneError, ConfigError, StoreError, TransportError
+from attune_actors.kv.secrets import KEY_FILE_NAME, generate_key
+from attune_actors.nats.cluster import ClusterMember, new_execution_id
 from attune_actors.nats.connection import connect
 from attune_actors.nats.lease import EngineLease
+from attune_actors.nats.partitions import ClusterRouter, PartitionHost
 from attune_actors.nats.payload import PayloadCipher
 from attune_actors.nats.service import ControlService
 from attune_actors.nats.sidecar import Heartbeat, Sidecar
+from attune_actors.nats.store import NatsStore
 from attune_actors.nats.subjects import Subjects
 from attune_actors.nats.transport import NatsTransport
 from attune_actors.spec.model import ActionSpec
@@ -122,6 +128,12 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         help="this engine's name on NATS (its results subject); default: the host name",
     )
     p.add_argument(
+        "--cluster",
+        action="store_true",
+        default=None,
+        help="with --store nats: share the deployment with other engines (partitions, failover)",
+    )
+    p.add_argument(
         "--http",
         metavar="HOST:PORT",
         help="also serve the HTTP API there; without --nats, on an embedded engine (no NATS needed)",
@@ -151,9 +163,12 @@ def serve_settings(args: argparse.Namespace) -> Settings:
             # `--http` alone runs an embedded engine: actions in this process, no NATS.
             "transport": "inprocess" if getattr(args, "http", None) and not args.nats else "nats",
             "nats": {"url": args.nats, "subject_prefix": args.subject_prefix},
+            "cluster": {"enabled": getattr(args, "cluster", None)},
             "logging": {"level": getattr(args, "log_level", None)},
         },
     )
+    if settings.cluster.enabled and settings.store != "nats":
+        raise ConfigError("a cluster keeps executions in JetStream: use --store nats with --cluster")
     if settings.store not in ("sqlite", "nats"):
         raise ConfigError(
             f"serve keeps executions durable: store must be sqlite or nats, not {settings.store}"
@@ -189,6 +204,10 @@ async def serve(
         _stop_on_signals(stop)
     if settings.transport == "inprocess":
         return await serve_embedded(settings, stop=stop, http=http)
+    if settings.cluster.enabled:
+        if http is not None:
+            raise ConfigError("--http is not served by a cluster engine yet: use the NATS control API")
+        return await serve_cluster(settings, engine_id=engine_id, stop=stop, stall=stall)
     lost: list[str] = []
 
     def lease_lost(reason: str) -> None:
@@ -246,6 +265,70 @@ async def serve(
     return EXIT_LEASE_LOST if lost else EXIT_OK
 
 
+async def serve_cluster(settings: Settings, *, engine_id: str, stop: asyncio.Event, stall: float) -> int:
+    """One engine of a cluster (docs/distributed.md, "Several engines") until `stop`."""
+    subjects = Subjects(settings.nats.subject_prefix)
+    loop = asyncio.get_running_loop()
+    member_id = f"{engine_id}-{uuid.uuid4().hex[:6]}"
+    async with contextlib.AsyncExitStack() as stack:
+        nc = await _connect(settings, engine_id)
+        stack.push_async_callback(_close, nc)
+        heartbeat = Heartbeat()
+        heartbeat.start()
+        stack.push_async_callback(heartbeat.stop)
+        sidecar = Sidecar(f"attune-sidecar {engine_id}")
+        await sidecar.start(lambda: _connect(settings, f"{engine_id} control"))
+        stack.push_async_callback(sidecar.stop)
+        secret_key = settings.secret_key or _shared_secret_key(settings.data_path)
+
+        def build(p: int) -> tuple[Engine, NatsTransport]:
+            partition = dataclasses.replace(
+                settings, data_dir=str(settings.data_path / "partitions" / f"p{p}"), secret_key=secret_key
+            )
+            store = NatsStore(nc, subjects, bucket=subjects.partition_bucket(p), owner=member_id,
+                              close_timeout=5.0)
+            return _engine_on_nats(partition, nc, subjects, subjects.partition_engine_id(p), store,
+                                   new_id=lambda: new_execution_id(p))
+
+        host = PartitionHost(nc, subjects, build=build, engine_id=engine_id)
+        host.bind()
+        stack.push_async_callback(host.close)
+
+        def gain(p: int) -> None:
+            asyncio.run_coroutine_threadsafe(host.adopt(p), loop)
+
+        member = ClusterMember(
+            sidecar.nc, subjects, member_id=member_id, partitions=settings.cluster.partitions,
+            ttl=settings.cluster.lease_ttl, on_gain=gain, on_lose=host.drop,
+            alive=lambda: heartbeat.age() < stall,
+        )
+        await sidecar.run(member.start())
+        stack.push_async_callback(lambda: sidecar.run(member.stop()))
+        router = ClusterRouter(sidecar.nc, subjects, settings.cluster.partitions)
+        service = ControlService(None, nc, subjects, engine_id=engine_id, sidecar=sidecar, router=router,
+                                 max_payload=settings.limits.request_bytes)
+        stack.push_async_callback(service.stop)
+        await service.start()
+        log.info("engine %s (member %s) serving in a cluster of %d partitions on %s", engine_id, member_id,
+                 settings.cluster.partitions, settings.nats.url)
+        await stop.wait()
+        log.info("engine %s stopping", engine_id)
+    log.info("engine %s stopped", engine_id)
+    return EXIT_OK
+
+
+def _shared_secret_key(data_dir: Path) -> str:
+    """The data dir's secret key (made if missing), shared by this process's partition engines."""
+    path = data_dir / KEY_FILE_NAME
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(generate_key())
+    return path.read_text(encoding="utf-8").strip()
+
+
 def _exit_if_stuck(heartbeat: Heartbeat, waited: float) -> None:
     """The lease is lost and the engine's loop did not stop within `waited` s: exit now, since
     another engine may be running these executions already (the next start quarantines an
@@ -301,12 +384,14 @@ async def _connect(settings: Settings, engine_id: str) -> Client:
 
 def build_engine(settings: Settings, nc: Client, subjects: Subjects, engine_id: str) -> Engine:
     """An engine whose actions run on NATS workers, with the store `settings.store` names."""
-    store = None
-    if settings.store == "nats":
-        from attune_actors.nats.store import NatsStore
+    store = NatsStore(nc, subjects) if settings.store == "nats" else None
+    return _engine_on_nats(settings, nc, subjects, engine_id, store)[0]
 
-        store = NatsStore(nc, subjects)
 
+def _engine_on_nats(
+    settings: Settings, nc: Client, subjects: Subjects, engine_id: str, store: NatsStore | None,
+    new_id: Callable[[], str] | None = None,
+) -> tuple[Engine, NatsTransport]:
     def action(ref: str) -> ActionSpec:
         return engine.catalog.action(ref)  # engine.start() loads the catalog: look it up late
 
@@ -317,8 +402,8 @@ def build_engine(settings: Settings, nc: Client, subjects: Subjects, engine_id: 
         nc, subjects, engine_id=engine_id, actions=action,
         cipher=PayloadCipher.from_settings(settings.nats), secrets_in=secrets_in,
     )
-    engine = Engine(settings=settings, store=store, transport=transport)
-    return engine
+    engine = Engine(settings=settings, store=store, transport=transport, new_id=new_id)
+    return engine, transport
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:

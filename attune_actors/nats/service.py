@@ -121,23 +121,46 @@ def _encode(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
+class RoutedError(Exception):
+    """The error another engine replied with (or the lack of one) to a request routed to it."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code if code in ERROR_STATUS else "error"
+        self.message = message
+
+
+Router = Callable[[str, dict[str, Any]], Coroutine[Any, Any, Any]]
+
+
 class ControlService:
-    """Serves one engine's API on NATS and publishes its events; `start()` then, at the end, `stop()`."""
+    """Serves one engine's API on NATS and publishes its events; `start()` then, at the end, `stop()`.
+
+    In a cluster (`serve --store nats`) the service answers for every engine in one queue group and
+    a `router` (`attune_actors.nats.partitions.ClusterRouter`) takes each checked request to the
+    engine of its partition, whose own service answers on `start_partition(subject)`.
+    """
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Engine | None,
         nc: Client,
         subjects: Subjects,
         *,
         max_payload: int | None = None,
         engine_id: str | None = None,
         sidecar: Sidecar | None = None,
+        router: Router | None = None,
     ) -> None:
+        if (engine is None) == (router is None):
+            raise ValueError("a control service serves either an engine or a router")
         self.engine = engine
         self.nc = nc  # events
         self.subjects = subjects
-        self.max_payload = engine.settings.limits.request_bytes if max_payload is None else max_payload
+        self.router = router
+        if max_payload is None:
+            max_payload = engine.settings.limits.request_bytes if engine is not None else MAX_PAYLOAD
+        self.max_payload = max_payload
         self.engine_id = engine_id
         self.sidecar = sidecar
         self._requests_nc = sidecar.nc if sidecar is not None else nc
@@ -145,6 +168,7 @@ class ControlService:
         self._service: Service | None = None
         self._events: Subscription | None = None
         self._pump: asyncio.Task[None] | None = None
+        self._partition_sub: Any = None
         self._operations: dict[str, tuple[_Fields, _Call]] = {
             "executions.create": (
                 {"ref": _required(TEXT), "parameters": _optional(OBJECT), "identity": _optional(TEXT)},
@@ -188,10 +212,36 @@ class ControlService:
         if self._service is not None:
             return
         self._engine_loop = asyncio.get_running_loop()
-        self._events = self.engine.events()
-        self._pump = asyncio.create_task(self._publish_events(self._events), name="attune-events-pump")
+        if self.engine is not None:  # (a router's engines publish their own)
+            self._events = self.engine.events()
+            self._pump = asyncio.create_task(self._publish_events(self._events), name="attune-events-pump")
         self._service = await self._on_requests_loop(self._add_service())
         log.info("control service on %s (%d operations)", self.subjects.api(">"), len(self._operations))
+
+    async def start_partition(self, subject: str) -> None:
+        """Publish the engine's events and answer requests routed to it on `subject` (a cluster's
+        partition engine: requests were checked by the service that routed them)."""
+        self._engine_loop = asyncio.get_running_loop()
+        self._events = self._engine.events()
+        self._pump = asyncio.create_task(self._publish_events(self._events), name="attune-events-pump")
+        self._partition_sub = await self.nc.subscribe(subject, cb=self._on_routed)
+
+    async def _on_routed(self, msg: Msg) -> None:
+        try:
+            request = json.loads(msg.data)
+            _, call = self._operations[request["op"]]
+            result = await call(request["body"])
+        except AttuneError as exc:
+            await self._reply_error(msg, error_code(exc), exc)
+            return
+        except Exception:
+            log.exception("a routed request failed")
+            await self._reply_error(msg, "internal", "internal error")
+            return
+        try:
+            await self.nc.publish(msg.reply, _encode(result))
+        except Exception as exc:
+            log.warning("cannot reply to a routed request: %s", exc)
 
     async def _add_service(self) -> Service:
         nc = self._requests_nc
@@ -247,6 +297,10 @@ class ControlService:
         service, self._service = self._service, None
         if service is not None:
             await self._on_requests_loop(service.stop())
+        sub, self._partition_sub = self._partition_sub, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
         if self._events is not None:
             self._events.close()
             self._events = None
@@ -277,7 +331,13 @@ class ControlService:
             )
             return
         try:
-            result: Any = await self._on_engine_loop(call(body))
+            if self.router is not None:
+                result: Any = await self.router(operation, body)
+            else:
+                result = await self._on_engine_loop(call(body))
+        except RoutedError as exc:
+            await self._reply_error(request._msg, exc.code, exc.message)
+            return
         except AttuneError as exc:
             await self._reply_error(request._msg, error_code(exc), exc)
             return
@@ -382,57 +442,63 @@ class ControlService:
 
     # ------------------------------------------------------------------ operations
 
+    @property
+    def _engine(self) -> Engine:
+        if self.engine is None:
+            raise RuntimeError("this control service routes requests: it has no engine")
+        return self.engine
+
     async def _create(self, body: dict[str, Any]) -> Any:
-        execution = await self.engine.execute(
+        execution = await self._engine.execute(
             body["ref"], body.get("parameters"), identity=body.get("identity")
         )
         return execution.to_dict()
 
     async def _get(self, body: dict[str, Any]) -> Any:
-        return (await self.engine.get(body["id"])).to_dict()
+        return (await self._engine.get(body["id"])).to_dict()
 
     async def _list(self, body: dict[str, Any]) -> Any:
         limit = body.get("limit") or DEFAULT_LIST_LIMIT
-        executions = await self.engine.list(status=body.get("status"), limit=limit)
+        executions = await self._engine.list(status=body.get("status"), limit=limit)
         return {"executions": [e.to_dict() for e in executions]}
 
     async def _tasks(self, body: dict[str, Any]) -> Any:
-        return {"tasks": [t.to_dict() for t in await self.engine.tasks(body["id"])]}
+        return {"tasks": [t.to_dict() for t in await self._engine.tasks(body["id"])]}
 
     async def _pause(self, body: dict[str, Any]) -> Any:
-        return (await self.engine.pause(body["id"])).to_dict()
+        return (await self._engine.pause(body["id"])).to_dict()
 
     async def _resume(self, body: dict[str, Any]) -> Any:
-        return (await self.engine.resume(body["id"])).to_dict()
+        return (await self._engine.resume(body["id"])).to_dict()
 
     async def _cancel(self, body: dict[str, Any]) -> Any:
-        return (await self.engine.cancel(body["id"], force=bool(body.get("force")))).to_dict()
+        return (await self._engine.cancel(body["id"], force=bool(body.get("force")))).to_dict()
 
     async def _rerun(self, body: dict[str, Any]) -> Any:
-        execution = await self.engine.rerun(
+        execution = await self._engine.rerun(
             body["id"], body.get("tasks"), reset_items=bool(body.get("reset_items"))
         )
         return execution.to_dict()
 
     async def _inquiries(self, body: dict[str, Any]) -> Any:
         status = body.get("status", "pending")  # null: every status
-        return {"inquiries": await self.engine.inquiries(status, execution_id=body.get("execution_id"))}
+        return {"inquiries": await self._engine.inquiries(status, execution_id=body.get("execution_id"))}
 
     async def _respond(self, body: dict[str, Any]) -> Any:
-        return await self.engine.respond(body["id"], body["response"], identity=body.get("identity"))
+        return await self._engine.respond(body["id"], body["response"], identity=body.get("identity"))
 
     async def _workflows(self, body: dict[str, Any]) -> Any:
-        return {"workflows": [w.to_dict() for w in await self.engine.list_workflows(body.get("pack"))]}
+        return {"workflows": [w.to_dict() for w in await self._engine.list_workflows(body.get("pack"))]}
 
     async def _workflow(self, body: dict[str, Any]) -> Any:
-        return (await self.engine.get_workflow(body["ref"])).to_dict()
+        return (await self._engine.get_workflow(body["ref"])).to_dict()
 
     async def _put_workflow(self, body: dict[str, Any]) -> Any:
-        ref = await self.engine.put_workflow(body["pack"], body["yaml"])
-        return (await self.engine.get_workflow(ref)).to_dict()
+        ref = await self._engine.put_workflow(body["pack"], body["yaml"])
+        return (await self._engine.get_workflow(ref)).to_dict()
 
     async def _delete_workflow(self, body: dict[str, Any]) -> Any:
-        await self.engine.delete_workflow(body["ref"])
+        await self._engine.delete_workflow(body["ref"])
         return {"ref": body["ref"], "deleted": True}
 
 
@@ -468,4 +534,6 @@ def _summary(event: dict[str, Any]) -> dict[str, Any]:
     return {**{k: event[k] for k in _SUMMARY_KEYS if k in event}, "truncated": True}
 
 
-__all__ = ["ERROR_STATUS", "MAX_PAYLOAD", "SERVICE_NAME", "ControlService", "error_code"]
+__all__ = [
+    "ERROR_STATUS", "MAX_PAYLOAD", "SERVICE_NAME", "ControlService", "RoutedError", "Router", "error_code",
+]
