@@ -12,8 +12,6 @@ from attune_actors.nats.store import NatsStore
 from attune_actors.nats.subjects import Subjects
 
 
-
-
 def save(store: NatsStore, execution_id: str, status: str = "running") -> None:
     header = {
         "id": execution_id, "ref": "p.w", "status": status, "parent_id": None, "started_at": 1.0,

@@ -1,0 +1,199 @@
+"""Several `serve --cluster` engines share one deployment: routing, failover, joining, fencing.
+
+Real processes (three engines, two workers) against a real nats-server. Every action run appends
+its key to a file, so "no action runs twice" is read from what the workers actually did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from test_serve import Served, served, wait_ready  # noqa: F401 - the fixture
+
+from attune_actors.nats.cluster import cluster_status, owner_of, partition_of
+from attune_actors.nats.subjects import Subjects
+
+PARTITIONS = 6
+ENV = {"ATTUNE_CLUSTER__PARTITIONS": str(PARTITIONS), "ATTUNE_CLUSTER__LEASE_TTL": "2"}
+
+MARK_YAML = """\
+name: mark
+runner_type: python
+entry_point: mark.py
+description: Appends `tag` to the file `log`, then sleeps `seconds`.
+parameters:
+  log: {type: string, required: true}
+  tag: {type: string, required: true}
+  seconds: {type: number, default: 0.0}
+"""
+MARK_PY = """\
+import asyncio
+
+
+async def run(log, tag, seconds=0.0):
+    with open(log, "a") as f:
+        f.write(tag + "\\n")
+    await asyncio.sleep(seconds)
+    return tag
+"""
+STEPS = """
+    parameters:
+      log: {type: string, required: true}
+      name: {type: string, required: true}
+      seconds: {type: number, default: 0.0}
+    tasks:
+      - name: one
+        action: testpack.mark
+        input: {log: "{{ parameters.log }}", tag: "{{ parameters.name }}-one", seconds: "{{ parameters.seconds }}"}
+        on_success: two
+      - name: two
+        action: testpack.mark
+        input: {log: "{{ parameters.log }}", tag: "{{ parameters.name }}-two", seconds: "{{ parameters.seconds }}"}
+        on_success: three
+      - name: three
+        action: testpack.mark
+        input: {log: "{{ parameters.log }}", tag: "{{ parameters.name }}-three"}
+    output_map:
+      last: "{{ task.three.result }}"
+"""
+
+
+class Cluster:
+    def __init__(self, url: str, packs: Path, tmp: Path, served: list[Served]) -> None:
+        self.url = url
+        self.packs = packs
+        self.tmp = tmp
+        self.served = served
+        self.engines: dict[str, Served] = {}
+
+    async def engine(self, name: str) -> Served:
+        proc = Served(
+            ["--nats", self.url, "--packs", str(self.packs), "--store", "nats", "--cluster",
+             "--engine-id", name, "--data-dir", str(self.tmp / name)],
+            self.tmp, env=ENV,
+        )
+        self.served.append(proc)
+        self.engines[name] = proc
+        await wait_ready(self.url, name, proc)
+        return proc
+
+    def worker(self, name: str) -> Served:
+        proc = Served(["--nats", self.url, "--packs", str(self.packs), "--worker-id", name], self.tmp,
+                      "attune_actors.nats.worker")
+        self.served.append(proc)
+        return proc
+
+
+async def request(nc: Any, operation: str, body: dict[str, Any]) -> Any:
+    reply = json.loads((await nc.request(f"attune.api.{operation}", json.dumps(body).encode(), timeout=30)).data)
+    assert not isinstance(reply.get("error"), dict), reply
+    return reply
+
+
+async def eventually(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = await check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        await asyncio.sleep(0.1)
+
+
+async def settled(nc: Any, members: int) -> dict[str, Any]:
+    """Wait until `members` engines hold every partition, as rendezvous hashing says."""
+
+    async def check() -> dict[str, Any] | None:
+        status = await cluster_status(nc, Subjects())
+        live = set(status.members)
+        if len(live) != members:
+            return None
+        if any(status.owners.get(p) != owner_of(p, live) for p in range(PARTITIONS)):
+            return None
+        return status.to_dict()
+
+    found: dict[str, Any] = await eventually(check, 30, f"{members} engines own every partition")
+    return found
+
+
+async def all_done(nc: Any, ids: list[str], timeout: float = 40) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        docs = {i: await request(nc, "executions.get", {"id": i}) for i in ids}
+        if all(d["status"] in ("succeeded", "failed", "canceled") for d in docs.values()):
+            return docs
+        return None
+
+    found: dict[str, Any] = await eventually(check, timeout, "every execution ended")
+    return found
+
+
+@pytest.fixture
+def cluster_packs(packs_dir: Path, workflow: Any) -> Path:
+    actions = packs_dir / "testpack" / "actions"
+    (actions / "mark.yaml").write_text(MARK_YAML, encoding="utf-8")
+    (actions / "mark.py").write_text(MARK_PY, encoding="utf-8")
+    workflow("steps", STEPS)
+    return packs_dir
+
+
+@pytest.mark.timeout(120)
+async def test_three_engines_share_executions_and_survive_a_sigkill(
+    nats_server: Any, cluster_packs: Path, tmp_path: Path, served: list[Served]
+) -> None:
+    cluster = Cluster(nats_server.url, cluster_packs, tmp_path, served)
+    cluster.worker("w1")
+    cluster.worker("w2")
+    for name in ("e1", "e2", "e3"):
+        await cluster.engine(name)
+    log = tmp_path / "runs.log"
+    nc = await nats.connect(nats_server.url)
+    try:
+        status = await settled(nc, 3)
+        assert all(info["partitions"] for info in status["members"].values()), status  # each owns a share
+
+        # Created through any engine (the queue group spreads the requests), every partition's.
+        ids = []
+        for i in range(12):
+            doc = await request(nc, "executions.create", {
+                "ref": "testpack.steps", "parameters": {"log": str(log), "name": f"x{i}", "seconds": 0.6}})
+            ids.append(doc["id"])
+        assert len({partition_of(i, PARTITIONS) for i in ids}) > 1
+
+        # Controlled through any engine: pause one, see it paused, resume it.
+        paused = await request(nc, "executions.pause", {"id": ids[0]})
+        assert paused["status"] in ("pausing", "paused")
+
+        # SIGKILL the engine that owns the most of them, mid-run.
+        owners = await cluster_status(nc, Subjects())
+        victims = Counter(owners.owners[partition_of(i, PARTITIONS)] for i in ids)
+        victim = victims.most_common(1)[0][0]
+        assert victim is not None
+        name = victim.rsplit("-", 1)[0]
+        cluster.engines[name].proc.send_signal(signal.SIGKILL)
+        cluster.engines[name].proc.wait()
+        died = time.monotonic()
+
+        await request(nc, "executions.resume", {"id": ids[0]})  # routed to whoever owns it now
+        await settled(nc, 2)
+        took_over = time.monotonic() - died
+        docs = await all_done(nc, ids)
+    finally:
+        await nc.close()
+
+    assert {d["status"] for d in docs.values()} == {"succeeded"}, docs
+    assert {d["output"]["last"] for d in docs.values()} == {f"x{i}-three" for i in range(12)}
+    runs = Counter(log.read_text().split())
+    twice = {tag: n for tag, n in runs.items() if n > 1}
+    assert not twice, f"actions ran more than once: {twice}"
+    assert set(runs) == {f"x{i}-{step}" for i in range(12) for step in ("one", "two", "three")}
+    assert took_over < 30
