@@ -197,6 +197,10 @@ class WorkflowTest:
         mock = self._mocks.setdefault(action, Mock(action))
         return mock.add(tuple(outcomes), item=item, task=task, when=when)
 
+    def reset_mocks(self) -> None:
+        """Forget every mock: from now on, every action runs for real."""
+        self._mocks.clear()
+
     def calls(self, action: str | None = None) -> list[Call]:
         """The attempts made so far (of `action` only, if given), mocked or real."""
         made = self._transport.calls if self._transport is not None else []

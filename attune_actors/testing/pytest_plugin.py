@@ -97,4 +97,5 @@ class RehearsalItem(pytest.Item):
         return str(super().repr_failure(excinfo))
 
     def reportinfo(self) -> tuple[Path, int, str]:
-        return self.path, self.rehearsal.location.line - 1, f"rehearsal: {self.rehearsal.name}"
+        line = self.rehearsal.location.line if self.rehearsal.location is not None else 1
+        return self.path, line - 1, f"rehearsal: {self.rehearsal.name}"

@@ -30,6 +30,7 @@ error containing TEXT.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -45,7 +46,7 @@ from attune_actors.testing._expect import TASK_KEYS, Expect
 from attune_actors.testing._harness import WorkflowTest
 from attune_actors.testing._script import Outcome, subset_predicate
 
-__all__ = ["Rehearsal", "find_rehearsals", "load_rehearsals", "main", "rehearse"]
+__all__ = ["Rehearsal", "find_rehearsals", "load_rehearsals", "main", "rehearse", "rehearse_on"]
 
 FOLDER = "rehearsals"
 FILE_KEYS = ("workflow", "mocks", "rehearsals")
@@ -75,13 +76,13 @@ class Rehearsal:
     """One rehearsal of a rehearsal file."""
 
     name: str
-    location: Location
     workflow: str
     parameters: dict[str, Any] = field(default_factory=dict)
     mocks: tuple[MockRule, ...] = ()
     answers: dict[str, Any] = field(default_factory=dict)
     expect: Expect = field(default_factory=Expect)
-    rejected: str | None = None
+    rejected: str | None = None  # the engine must refuse the parameters, saying this
+    location: Location | None = None  # where it is written
 
 
 # ----------------------------------------------------------------------------------- loading
@@ -125,7 +126,7 @@ def load_rehearsals(file: str | Path) -> list[Rehearsal]:
             names = [r.name for r in rehearsals]
             for r in rehearsals:
                 if names.count(r.name) > 1:
-                    bad.add(f"two rehearsals are named '{r.name}'", r.location)
+                    bad.add(f"two rehearsals are named '{r.name}'", r.location or top)
     if bad.found:
         raise ValidationError(bad.found)
     return rehearsals
@@ -304,23 +305,29 @@ async def rehearse(
 ) -> list[str]:
     """Run one rehearsal on a fresh engine; the differences from its expectations (empty: passed)."""
     async with WorkflowTest(packs, settings=settings) as t:
-        for rule in rehearsal.mocks:
-            when = subset_predicate(rule.input) if rule.input is not None else None
-            t.mock(rule.action, *rule.outcomes, item=rule.item, task=rule.task, when=when)
-        try:
-            execution_id = await t.start(rehearsal.workflow, rehearsal.parameters, answers=rehearsal.answers)
-        except AttuneError as exc:
-            if rehearsal.rejected is None:
-                return [f"the engine refused to run it: {exc.message}"]
-            if rehearsal.rejected not in exc.message:
-                return [f"rejected: expected a message containing {rehearsal.rejected!r}, "
-                        f"got {exc.message!r}"]
-            return []
-        if rehearsal.rejected is not None:
-            return [f"rejected: expected the engine to refuse the parameters "
-                    f"({rehearsal.rejected!r}), but it ran"]
-        run = await t.finish(execution_id)
-        return run.differences(rehearsal.expect)
+        return await rehearse_on(t, rehearsal)
+
+
+async def rehearse_on(t: WorkflowTest, rehearsal: Rehearsal) -> list[str]:
+    """Run one rehearsal on the engine of `t` (its mocks are replaced by the rehearsal's)."""
+    t.reset_mocks()
+    for rule in rehearsal.mocks:
+        when = subset_predicate(rule.input) if rule.input is not None else None
+        t.mock(rule.action, *rule.outcomes, item=rule.item, task=rule.task, when=when)
+    try:
+        execution_id = await t.start(rehearsal.workflow, rehearsal.parameters, answers=rehearsal.answers)
+    except AttuneError as exc:
+        if rehearsal.rejected is None:
+            return [f"the engine refused to run it: {exc.message}"]
+        if rehearsal.rejected not in exc.message:
+            return [f"rejected: expected a message containing {rehearsal.rejected!r}, "
+                    f"got {exc.message!r}"]
+        return []
+    if rehearsal.rejected is not None:
+        return [f"rejected: expected the engine to refuse the parameters "
+                f"({rehearsal.rejected!r}), but it ran"]
+    run = await t.finish(execution_id)
+    return run.differences(rehearsal.expect)
 
 
 def main(
@@ -358,17 +365,26 @@ async def _run_files(
             for err in exc.errors:
                 print(f"    {printable(err)}", file=out)
             continue
+        # One engine per file (loading and validating packs is most of a short rehearsal's time);
+        # a rehearsal that raised may have left an execution running, so the next gets a new one.
+        stack = contextlib.AsyncExitStack()
+        t: WorkflowTest | None = None
         for rehearsal in rehearsals:
             started = time.perf_counter()
             try:
-                found = await rehearse(rehearsal, packs or packs_of(file), settings=settings)
-            except (AttuneError, AssertionError) as exc:
-                found = [printable(exc)]
+                if t is None:
+                    t = await stack.enter_async_context(
+                        WorkflowTest(packs or packs_of(file), settings=settings)
+                    )
+                found = await rehearse_on(t, rehearsal)
             except Exception as exc:  # one broken rehearsal must not hide the others' results
-                found = [f"{type(exc).__name__}: {printable(exc)}"]
+                known = isinstance(exc, AttuneError | AssertionError)
+                found = [printable(exc) if known else f"{type(exc).__name__}: {printable(exc)}"]
+                await stack.aclose()
+                t = None
             took = time.perf_counter() - started
-            loc = rehearsal.location
-            line = f"{loc.file}:{loc.line} {rehearsal.name} ({rehearsal.workflow}, {took:.2f} s)"
+            where = rehearsal.location or Location(str(file))
+            line = f"{where.file}:{where.line} {rehearsal.name} ({rehearsal.workflow}, {took * 1000:.0f} ms)"
             if found:
                 failed += 1
                 print(f"FAIL  {line}", file=out)
@@ -377,4 +393,5 @@ async def _run_files(
             else:
                 passed += 1
                 print(f"PASS  {line}", file=out)
+        await stack.aclose()
     return passed, failed
