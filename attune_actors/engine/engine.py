@@ -168,6 +168,7 @@ class Engine:
             self.catalog.action,
             RunnerSet(executor=self._executor, kill_grace=self.settings.limits.kill_grace),
             max_inflight=self.settings.limits.max_inflight_runs,
+            clock=self.clock,
         )
         await transport.start()
         cipher = Cipher(secret_key=self.settings.secret_key, key_file=data / "secret.key")

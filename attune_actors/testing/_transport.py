@@ -33,7 +33,7 @@ class ScriptedTransport(Transport):
     ) -> None:
         self._mocks = mocks
         self._clock = clock
-        self._real = InProcessTransport(actions, RunnerSet(kill_grace=kill_grace))
+        self._real = InProcessTransport(actions, RunnerSet(kill_grace=kill_grace), clock=clock)
         self._timers: dict[str, TimerHandle] = {}
         self.calls: list[Call] = []
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
+from attune_actors.clock import Clock, RealClock
 from attune_actors.errors import ActionError, AttuneError
 from attune_actors.runners import RunContext, RunnerSet
 from attune_actors.spec.model import ActionSpec
@@ -25,9 +25,17 @@ class InProcessTransport(Transport):
     """Runs attempts as tasks on the running loop, at most `max_inflight` at once."""
 
     def __init__(
-        self, actions: Callable[[str], ActionSpec], runners: RunnerSet, *, max_inflight: int = 10000
+        self,
+        actions: Callable[[str], ActionSpec],
+        runners: RunnerSet,
+        *,
+        max_inflight: int = 10000,
+        clock: Clock | None = None,
     ) -> None:
         self._actions = actions
+        # Deadlines are in the engine's time: with a virtual clock (which stands still while an
+        # action runs) the time left is still deadline - now.
+        self._clock: Clock = clock or RealClock()
         self._runners = runners
         self._running: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(max_inflight)
@@ -68,7 +76,7 @@ class InProcessTransport(Transport):
         outcome: RunOutcome
         try:
             async with self._slots:
-                timeout = None if run.deadline is None else run.deadline - time.time()
+                timeout = None if run.deadline is None else run.deadline - self._clock.now()
                 if timeout is not None and timeout <= 0:
                     raise TimeoutError
                 runner = self._runners.get(action.runner_type)

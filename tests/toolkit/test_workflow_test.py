@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from attune_actors import NotFoundError, ParameterError
+from attune_actors.clock import VirtualClock
 from attune_actors.testing import WorkflowTest, error, real, result, timeout
 
 CHAIN = """
@@ -175,3 +176,19 @@ async def test_only_actions_workers_run_can_be_mocked(workflow, packs_dir) -> No
             t.mock("testpack.approval", result(1))
         with pytest.raises(TypeError, match="result\\(\\), error\\(\\)"):
             t.mock("testpack.square", {"result": 1})  # type: ignore[arg-type]
+
+
+async def test_a_real_actions_timeout_counts_in_engine_time(workflow, packs_dir) -> None:
+    ref = workflow(
+        "realwait",
+        """
+        tasks:
+          - {name: pause, action: testpack.wait, input: {seconds: 0.05, value: done}, timeout: 30}
+        output_map: {value: "{{ task.pause.result }}"}
+        """,
+    )
+    # Engine time far from wall time: the action's 30 s are counted on the engine's clock.
+    async with WorkflowTest([packs_dir], clock=VirtualClock(start=1_000_000.0)) as t:
+        run = await t.run(ref)
+    assert run.status == "succeeded", run.task("pause").error
+    assert run.output == {"value": "done"}
