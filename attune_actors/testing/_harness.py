@@ -258,7 +258,8 @@ class WorkflowTest:
             ) from None
         if self._problems:
             raise self._problems.pop(0)
-        if self._subscription is not None and self._subscription.pending():
+        reading = self._reader is not None and not self._reader.done()
+        if reading and self._subscription is not None and self._subscription.pending():
             self._caught_up.clear()
             await self._caught_up.wait()  # the reader takes the last events
         snapshot = self._store.load(execution_id)
@@ -300,12 +301,20 @@ class WorkflowTest:
             if answer is _NO_ANSWER or inquiry["id"] in self._answered:
                 continue
             self._answered.add(inquiry["id"])
+            # A bad answer is the test's mistake, reported by finish(); the reader goes on.
+            task = inquiry["task"]
             try:
                 response = answer(inquiry) if callable(answer) else answer
-                await self.engine.respond(inquiry["id"], response)
-            except AttuneError as exc:  # a bad answer is the test's mistake: say so from finish()
+            except Exception as exc:
                 self._problems.append(
-                    AssertionError(f"answer to the inquiry of task '{inquiry['task']}' refused: {exc}")
+                    AssertionError(f"the answer function for task '{task}' raised {exc!r}")
+                )
+                continue
+            try:
+                await self.engine.respond(inquiry["id"], response)
+            except AttuneError as exc:
+                self._problems.append(
+                    AssertionError(f"answer to the inquiry of task '{task}' refused: {exc}")
                 )
 
 
