@@ -10,7 +10,7 @@ outcome, and the last one repeats.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from attune_actors.transport.base import ActionRun
@@ -105,12 +105,15 @@ class _Rule:
         return outcome
 
 
-@dataclass
 class Mock:
     """The scripted behaviour of one action ref; made by `WorkflowTest.mock`."""
 
-    action: str
-    _rules: list[_Rule] = field(default_factory=list)
+    def __init__(self, action: str) -> None:
+        self.action = action
+        self._rules: list[_Rule] = []
+
+    def __repr__(self) -> str:
+        return f"Mock({self.action!r}, rules={len(self._rules)})"
 
     def add(
         self,
