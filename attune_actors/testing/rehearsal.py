@@ -169,7 +169,9 @@ def _rehearsal(
                 entry.loc("expect"))
         return None
     _keys(expect_doc, EXPECT_KEYS, "'expect'", bad)
-    for task, checks in (expect_doc.get("tasks") or {}).items():
+    _expect_types(expect_doc, bad)
+    tasks = expect_doc.get("tasks")
+    for task, checks in (tasks.items() if isinstance(tasks, dict) else ()):
         if not isinstance(checks, YMap):
             bad.add(f"expected task '{task}': a mapping of {', '.join(TASK_KEYS)}",
                     location_of(checks, expect_doc.loc("tasks")))
@@ -196,6 +198,33 @@ def _rehearsal(
     )
 
 
+def _expect_types(doc: YMap, bad: _Problems) -> None:
+    """Each expectation has the shape `Expect` needs (a mistake here is a located problem)."""
+
+    def number(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool)
+
+    def step(v: Any) -> bool:
+        return isinstance(v, str) or (isinstance(v, list) and all(isinstance(n, str) for n in v))
+
+    shapes: dict[str, tuple[str, Any]] = {
+        "status": ("a status", lambda v: isinstance(v, str)),
+        "route": ("a list of task names (a list inside it: tasks starting together)",
+                  lambda v: isinstance(v, list) and all(step(e) for e in v)),
+        "tasks": ("a mapping of task name -> checks", lambda v: isinstance(v, dict)),
+        "vars": ("a mapping of var -> value", lambda v: isinstance(v, dict)),
+        "calls": ("a mapping of action ref -> number of calls",
+                  lambda v: isinstance(v, dict) and all(isinstance(n, int) for n in v.values())),
+        "error": ("a text", lambda v: isinstance(v, str)),
+        "min_seconds": ("a number", number),
+        "max_seconds": ("a number", number),
+        "rejected": ("a text", lambda v: isinstance(v, str)),
+    }
+    for key, (what, ok) in shapes.items():
+        if key in doc and not ok(doc[key]):
+            bad.add(f"'{key}' must be {what}", doc.loc(key))
+
+
 def _mocks(doc: Any, where: Location, bad: _Problems) -> tuple[MockRule, ...]:
     if doc is None:
         return ()
@@ -209,14 +238,26 @@ def _mocks(doc: Any, where: Location, bad: _Problems) -> tuple[MockRule, ...]:
             _keys(spec, RULE_KEYS, f"the mock of {action}", bad)
             if "calls" in spec:
                 rules.append(MockRule(action, _outcomes(spec["calls"], spec.loc("calls"), bad)))
-            for index, outcomes in (spec.get("items") or {}).items():
+            items, when = spec.get("items") or {}, spec.get("when") or []
+            if not isinstance(items, dict):
+                bad.add(f"mock of {action}: 'items' maps item indexes to outcomes", spec.loc("items"))
+                items = {}
+            if not isinstance(when, list):
+                bad.add(f"mock of {action}: 'when' is a list of {{input: ..., then: ...}}", spec.loc("when"))
+                when = []
+            for index, outcomes in items.items():
                 if not str(index).isdigit():
                     bad.add(f"mock of {action}: item keys are item indexes (0, 1, ...), not {index!r}",
                             spec.loc("items"))
                     continue
                 rules.append(MockRule(action, _outcomes(outcomes, spec.loc("items"), bad), item=int(index)))
-            for cond in spec.get("when") or ():
-                if not isinstance(cond, YMap) or "then" not in cond:
+            for cond in when:
+                if (
+                    not isinstance(cond, YMap)
+                    or "then" not in cond
+                    or not isinstance(cond.get("input") or {}, dict)
+                    or not isinstance(cond.get("task", ""), str)
+                ):
                     bad.add(f"mock of {action}: each 'when' entry is {{input: ..., task: ..., then: ...}}",
                             location_of(cond, spec.loc("when")))
                     continue
@@ -237,8 +278,8 @@ def _mocks(doc: Any, where: Location, bad: _Problems) -> tuple[MockRule, ...]:
 def _outcomes(doc: Any, where: Location, bad: _Problems) -> tuple[Outcome, ...]:
     entries = list(doc) if isinstance(doc, list) else [doc]
     outcomes: list[Outcome] = []
-    for entry in entries:
-        at = location_of(entry, where)
+    for i, entry in enumerate(entries):
+        at = location_of(entry, doc.loc(i) if isinstance(doc, YList) else where)
         if not isinstance(entry, YMap):
             bad.add("an outcome is a mapping of result, error, timeout, delay or real", at)
             continue

@@ -9,7 +9,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import yaml
+
+from attune_actors import ValidationError
+from attune_actors.testing.rehearsal import load_rehearsals
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "packs" / "examples"
@@ -132,3 +136,35 @@ def test_the_pytest_plugin_collects_rehearsals_and_gives_the_fixture(packs_dir: 
     assert "1 failed, 2 passed" in out
     assert "rehearsal 'wrong' (testpack.sums):" in out
     assert "task 'fetch': attempts: expected 2, got 3" in out
+
+
+def test_every_mistake_in_a_rehearsal_file_is_located(tmp_path: Path) -> None:
+    bad = write(
+        tmp_path / "rehearsals" / "bad.yaml",
+        """
+        workflow: testpack.sums
+        rehearsals:
+          - name: shapes
+            mocks:
+              testpack.square: {items: [1], when: {input: {n: 1}}}
+              testpack.wait: [{result: 1}, 7, {delay: soon}]
+            expect:
+              route: fetch
+              tasks: {fetch: {attempt: 2}}
+              calls: {testpack.square: two}
+          - {name: shapes, expect: {}}
+          - 5
+        """,
+    )
+    with pytest.raises(ValidationError) as caught:
+        load_rehearsals(bad)
+    assert [str(e) for e in caught.value.errors] == [
+        f"{bad}:6:25: mock of testpack.square: 'items' maps item indexes to outcomes",
+        f"{bad}:6:37: mock of testpack.square: 'when' is a list of {{input: ..., then: ...}}",
+        f"{bad}:7:36: an outcome is a mapping of result, error, timeout, delay or real",
+        f"{bad}:7:39: invalid outcome: could not convert string to float: 'soon'",
+        f"{bad}:9:7: 'route' must be a list of task names (a list inside it: tasks starting together)",
+        f"{bad}:11:7: 'calls' must be a mapping of action ref -> number of calls",
+        f"{bad}:10:23: unknown key 'attempt' in the expectation of task 'fetch' (did you mean 'attempts'?)",
+        f"{bad}:13:5: a rehearsal is a mapping (name, parameters, mocks, answers, expect)",
+    ]
