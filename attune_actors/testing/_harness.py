@@ -124,12 +124,9 @@ class WorkflowTest:
             self._tmp = tempfile.TemporaryDirectory(prefix="attune-test-")
             data_dir = self._tmp.name
         engine: Engine
-        # The transport looks actions up in the engine's catalog, loaded when the engine starts.
+        # Real actions run on the engine's own in-process transport, made when the engine starts.
         self._transport = ScriptedTransport(
-            lambda ref: engine.catalog.action(ref),
-            self._mocks,
-            self.clock,
-            kill_grace=self._settings.limits.kill_grace if self._settings else 5.0,
+            lambda: engine.in_process_transport(), self._mocks, self.clock
         )
         engine = self._engine = Engine(
             self._packs,

@@ -2,8 +2,9 @@
 
 Attempts of a mocked action never run: their scripted outcome is delivered at the engine time it
 falls due (after its delay, or at the attempt's deadline for a timeout), on a timer of the
-engine's clock, so a virtual clock skips the wait. Every other attempt goes to an in-process
-transport and runs for real. Every attempt is recorded as a `Call`.
+engine's clock, so a virtual clock skips the wait. Every other attempt goes to the engine's own
+in-process transport (`Engine.in_process_transport()`) and runs for real. Every attempt is
+recorded as a `Call`.
 """
 
 from __future__ import annotations
@@ -13,35 +14,37 @@ from collections.abc import Callable
 
 from attune_actors.clock import Clock, TimerHandle
 from attune_actors.errors import ActionError
-from attune_actors.runners import RunnerSet, json_result
-from attune_actors.spec.model import ActionSpec
+from attune_actors.runners import json_result
 from attune_actors.testing._script import Call, Mock, Outcome
 from attune_actors.transport.base import ActionRun, OutcomeCallback, RunOutcome, Transport
-from attune_actors.transport.inprocess import InProcessTransport
 
 
 class ScriptedTransport(Transport):
     """Scripted outcomes for mocked action refs, the in-process transport for the rest."""
 
-    def __init__(
-        self,
-        actions: Callable[[str], ActionSpec],
-        mocks: dict[str, Mock],
-        clock: Clock,
-        *,
-        kill_grace: float = 5.0,
-    ) -> None:
+    def __init__(self, real: Callable[[], Transport], mocks: dict[str, Mock], clock: Clock) -> None:
+        self._make_real = real  # called at start: the engine's own in-process transport
+        self._real: Transport | None = None
         self._mocks = mocks
         self._clock = clock
-        self._real = InProcessTransport(actions, RunnerSet(kill_grace=kill_grace), clock=clock)
         self._timers: dict[str, TimerHandle] = {}
         self.calls: list[Call] = []
+
+    async def start(self) -> None:
+        self._real = self._make_real()
+        await self._real.start()
 
     async def close(self) -> None:
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
-        await self._real.close()
+        if self._real is not None:
+            await self._real.close()
+
+    def _runs(self) -> Transport:
+        if self._real is None:
+            raise RuntimeError("the scripted transport is not started")
+        return self._real
 
     def waiting_on_clock(self) -> int:
         return len(self._timers)
@@ -57,7 +60,7 @@ class ScriptedTransport(Transport):
             )
         )
         if outcome is None or outcome.real:
-            self._real.submit(run, on_outcome)
+            self._runs().submit(run, on_outcome)
             return
         at, ended = _scripted(run, outcome, now)
         if at <= now:
@@ -76,7 +79,7 @@ class ScriptedTransport(Transport):
         if handle is not None:
             handle.cancel()
         else:
-            self._real.cancel(run)
+            self._runs().cancel(run)
 
 
 def _scripted(run: ActionRun, outcome: Outcome, now: float) -> tuple[float, RunOutcome]:
