@@ -168,11 +168,7 @@ class Engine:
         data = self.settings.data_path
         data.mkdir(parents=True, exist_ok=True)
         self._kv = KVStore(data / "attune.db", secret_key=self.settings.secret_key)
-        transport = self._transport_override or InProcessTransport(
-            self.catalog.action,
-            RunnerSet(limits=RunnerLimits.from_settings(self.settings.limits), masker=self.masker),
-            max_inflight=self.settings.limits.max_inflight_runs,
-        )
+        transport = self._transport_override or self.in_process_transport()
         await transport.start()
         cipher = Cipher(secret_key=self.settings.secret_key, key_file=data / "secret.key")
         self._rt = Runtime(
@@ -190,6 +186,19 @@ class Engine:
         if isinstance(self.clock, VirtualClock):
             self.clock.attach(self._rt.idle)
         await self._recover(self._rt)
+
+    def in_process_transport(self) -> InProcessTransport:
+        """The transport this engine runs actions on by default: in-process, with its settings.
+
+        For a transport that wraps it (the scripted one of `attune_actors.testing`); call it
+        from the wrapper's `start()`, once the engine has loaded its packs.
+        """
+        return InProcessTransport(
+            self.catalog.action,
+            RunnerSet(limits=RunnerLimits.from_settings(self.settings.limits), masker=self.masker),
+            max_inflight=self.settings.limits.max_inflight_runs,
+            clock=self.clock,
+        )
 
     def _quarantine(self, catalog: Catalog, problems: builtins.list[AttuneError]) -> None:
         """Take workflows with problems out of the catalog; remember why, for execute() to say."""
