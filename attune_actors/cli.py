@@ -224,11 +224,12 @@ def _parameters(args: argparse.Namespace, declared: dict[str, Any]) -> dict[str,
 
 
 def _register_distributed(sub: Any) -> None:
-    """`serve` and `worker`: the NATS runtime's processes (their modules import nats lazily)."""
-    from attune_actors.nats import serve, worker
+    """`serve`, `worker` and `cluster`: the NATS runtime's commands (their modules import nats lazily)."""
+    from attune_actors.nats import cluster_cli, serve, worker
 
     serve.register(sub)
     worker.register(sub)
+    cluster_cli.register(sub)
 
 
 # -------------------------------------------------------------------------- rerun, history

@@ -9,15 +9,17 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import nats
 import pytest
-from test_serve import Served, served, wait_ready  # noqa: F401 - the fixture
+from test_serve import Served, wait_ready
 
 from attune_actors.nats.cluster import cluster_status, owner_of, partition_of
 from attune_actors.nats.subjects import Subjects
@@ -53,11 +55,13 @@ STEPS = """
     tasks:
       - name: one
         action: testpack.mark
-        input: {log: "{{ parameters.log }}", tag: "{{ parameters.name }}-one", seconds: "{{ parameters.seconds }}"}
+        input:
+          {log: "{{ parameters.log }}", tag: "{{ parameters.name }}-one", seconds: "{{ parameters.seconds }}"}
         on_success: two
       - name: two
         action: testpack.mark
-        input: {log: "{{ parameters.log }}", tag: "{{ parameters.name }}-two", seconds: "{{ parameters.seconds }}"}
+        input:
+          {log: "{{ parameters.log }}", tag: "{{ parameters.name }}-two", seconds: "{{ parameters.seconds }}"}
         on_success: three
       - name: three
         action: testpack.mark
@@ -94,7 +98,8 @@ class Cluster:
 
 
 async def request(nc: Any, operation: str, body: dict[str, Any]) -> Any:
-    reply = json.loads((await nc.request(f"attune.api.{operation}", json.dumps(body).encode(), timeout=30)).data)
+    msg = await nc.request(f"attune.api.{operation}", json.dumps(body).encode(), timeout=30)
+    reply = json.loads(msg.data)
     assert not isinstance(reply.get("error"), dict), reply
     return reply
 
@@ -138,6 +143,15 @@ async def all_done(nc: Any, ids: list[str], timeout: float = 40) -> dict[str, An
 
 
 @pytest.fixture
+def served() -> Iterator[list[Served]]:
+    processes: list[Served] = []
+    yield processes
+    for p in processes:
+        if p.proc.poll() is None:
+            p.stop(signal.SIGKILL)
+
+
+@pytest.fixture
 def cluster_packs(packs_dir: Path, workflow: Any) -> Path:
     actions = packs_dir / "testpack" / "actions"
     (actions / "mark.yaml").write_text(MARK_YAML, encoding="utf-8")
@@ -160,6 +174,12 @@ async def test_three_engines_share_executions_and_survive_a_sigkill(
     try:
         status = await settled(nc, 3)
         assert all(info["partitions"] for info in status["members"].values()), status  # each owns a share
+        shown = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "attune_actors.cli", "cluster", "--nats", nats_server.url],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert sorted(line.split()[0][:2] for line in shown.stdout.splitlines()[1:]) == ["e1", "e2", "e3"]
 
         # Created through any engine (the queue group spreads the requests), every partition's.
         ids = []
