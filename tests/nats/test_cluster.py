@@ -217,3 +217,50 @@ async def test_three_engines_share_executions_and_survive_a_sigkill(
     assert not twice, f"actions ran more than once: {twice}"
     assert set(runs) == {f"x{i}-{step}" for i in range(12) for step in ("one", "two", "three")}
     assert took_over < 30
+
+
+@pytest.mark.timeout(120)
+async def test_a_joining_engine_takes_partitions_over_and_a_paused_one_stops_acting(
+    nats_server: Any, cluster_packs: Path, tmp_path: Path, served: list[Served]
+) -> None:
+    cluster = Cluster(nats_server.url, cluster_packs, tmp_path, served)
+    cluster.worker("w1")
+    cluster.worker("w2")
+    await cluster.engine("e1")
+    await cluster.engine("e2")
+    log = tmp_path / "runs.log"
+    nc = await nats.connect(nats_server.url)
+    try:
+        await settled(nc, 2)
+        ids = []
+        for i in range(8):
+            doc = await request(nc, "executions.create", {
+                "ref": "testpack.steps", "parameters": {"log": str(log), "name": f"y{i}", "seconds": 0.5}})
+            ids.append(doc["id"])
+
+        await cluster.engine("e3")  # joins mid-run: takes its share from the others
+        status = await settled(nc, 3)
+        assert [m for m in status["members"] if m.startswith("e3")][0]
+
+        # e1 stops (SIGSTOP: no renewals, no NATS traffic) until its leases expire and the others
+        # take its partitions; when it runs again it must not act on them.
+        e1 = cluster.engines["e1"].proc
+        e1.send_signal(signal.SIGSTOP)
+        try:
+            async def e1_gone() -> bool:
+                return not any(m.startswith("e1") for m in (await cluster_status(nc, Subjects())).members)
+
+            await eventually(e1_gone, 20, "e1's member key expired")
+            await settled(nc, 2)
+        finally:
+            e1.send_signal(signal.SIGCONT)
+        await settled(nc, 3)  # back, it rejoins and is given a share again
+        docs = await all_done(nc, ids)
+    finally:
+        await nc.close()
+
+    assert {d["status"] for d in docs.values()} == {"succeeded"}, docs
+    runs = Counter(log.read_text().split())
+    twice = {tag: n for tag, n in runs.items() if n > 1}
+    assert not twice, f"actions ran more than once: {twice}"
+    assert set(runs) == {f"y{i}-{step}" for i in range(8) for step in ("one", "two", "three")}
