@@ -177,6 +177,7 @@ class ClusterMember:
         self.on_lose = on_lose
         self.alive = alive
         self.held: dict[int, int] = {}  # partition -> revision of our lease
+        self._lease_at: dict[int, float] = {}  # partition -> monotonic time of its last write
         self.members: set[str] = set()
         self._members_kv: KeyValue | None = None
         self._leases_kv: KeyValue | None = None
@@ -258,13 +259,16 @@ class ClusterMember:
         for p in sorted(set(self.held) & mine):
             try:
                 self.held[p] = await kv.update(f"p{p}", self._lease_value(), last=self.held[p])
+                self._lease_at[p] = time.monotonic()
             except nats.js.errors.KeyWrongLastSequenceError:
                 del self.held[p]
                 log.critical("cluster: lease of partition %d lost (expired or taken)", p)
                 await self._call(self.on_lose, p)
         for p in sorted(mine - set(self.held)):
             try:
+                at = time.monotonic()
                 self.held[p] = await kv.create(f"p{p}", self._lease_value())
+                self._lease_at[p] = at
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue  # its previous owner still holds it: until it hands it over or it expires
             log.info("cluster: partition %d taken", p)
@@ -285,6 +289,12 @@ class ClusterMember:
         result = callback(p)
         if asyncio.iscoroutine(result):
             await result
+
+    def owns(self, p: int) -> bool:
+        """Whether this engine surely still holds partition `p` (from any thread): its lease was
+        written within 3/4 of the ttl (a paused or cut-off engine learns it no longer is at once)."""
+        at = self._lease_at.get(p)
+        return p in self.held and at is not None and time.monotonic() - at < self.ttl * 0.75
 
     def poke(self) -> None:
         """Look at the members again now (not at the next tick)."""

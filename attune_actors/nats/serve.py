@@ -1,7 +1,7 @@
 """`attune-actors serve`: one engine process on NATS (control service, events, actions run by workers).
 
     attune-actors serve [--nats URL] [--packs DIR]... [--data-dir DIR] [--store sqlite|nats]
-                        [--subject-prefix PREFIX] [--engine-id ID] [--http HOST:PORT]
+                        [--subject-prefix PREFIX] [--engine-id ID] [--cluster] [--http HOST:PORT]
 
 `--http HOST:PORT` also serves the HTTP API (`attune_actors.api`, docs/http.md); `--http` without
 `--nats` runs an embedded engine instead: actions in this process, no NATS at all.
@@ -11,8 +11,11 @@ The engine sends action attempts to `attune-actors worker` processes through the
 publishes every status change on `<prefix>.events.executions.<id>`. Executions are kept in SQLite
 under the data dir (`--store sqlite`, the default) or in JetStream (`--store nats`).
 
-One engine per deployment: until several engines can share executions safely, `serve` holds an
-exclusive lease, renewed while it runs, on its subject prefix (a JetStream KV entry, so it covers
+With `--store nats --cluster` (setting `cluster.enabled`), several engines share the deployment:
+each owns a share of the partitions, takes over those of an engine that dies, and any of them
+answers any request (`serve_cluster`; `attune_actors.nats.cluster`, `attune_actors.nats.partitions`).
+
+Otherwise one engine per deployment: `serve` holds an exclusive lease, renewed while it runs, on its subject prefix (a JetStream KV entry, so it covers
 the `nats` store and the control API alike); with `--store sqlite` it also locks the data dir
 (`<data_dir>/engine.lock`, released by the OS when the process dies). A second engine against the
 same prefix or data dir refuses to start. After a crash the prefix lease expires within its TTL.
@@ -288,7 +291,7 @@ async def serve_cluster(settings: Settings, *, engine_id: str, stop: asyncio.Eve
             store = NatsStore(nc, subjects, bucket=subjects.partition_bucket(p), owner=member_id,
                               close_timeout=5.0)
             return _engine_on_nats(partition, nc, subjects, subjects.partition_engine_id(p), store,
-                                   new_id=lambda: new_execution_id(p))
+                                   new_id=lambda: new_execution_id(p), owned=lambda: member.owns(p))
 
         host = PartitionHost(nc, subjects, build=build, engine_id=engine_id)
         host.bind()
@@ -391,6 +394,7 @@ def build_engine(settings: Settings, nc: Client, subjects: Subjects, engine_id: 
 def _engine_on_nats(
     settings: Settings, nc: Client, subjects: Subjects, engine_id: str, store: NatsStore | None,
     new_id: Callable[[], str] | None = None,
+    owned: Callable[[], bool] | None = None,
 ) -> tuple[Engine, NatsTransport]:
     def action(ref: str) -> ActionSpec:
         return engine.catalog.action(ref)  # engine.start() loads the catalog: look it up late
@@ -400,7 +404,7 @@ def _engine_on_nats(
 
     transport = NatsTransport(
         nc, subjects, engine_id=engine_id, actions=action,
-        cipher=PayloadCipher.from_settings(settings.nats), secrets_in=secrets_in,
+        cipher=PayloadCipher.from_settings(settings.nats), secrets_in=secrets_in, owned=owned,
     )
     engine = Engine(settings=settings, store=store, transport=transport, new_id=new_id)
     return engine, transport

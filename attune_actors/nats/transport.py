@@ -126,6 +126,7 @@ class NatsTransport(Transport):
         latency_samples: int = 100_000,
         cipher: PayloadCipher | None = None,
         secrets_in: Callable[[Any], list[str]] | None = None,
+        owned: Callable[[], bool] | None = None,
     ) -> None:
         if not engine_id:
             raise ValueError("engine_id must not be empty")
@@ -137,6 +138,10 @@ class NatsTransport(Transport):
         self._actions = actions
         self._cipher = cipher
         self._secrets_in = secrets_in
+        # A cluster's partition transport: while `owned()` is false (the partition's lease is not
+        # fresh: this engine may have lost it), nothing is dispatched and outcomes are left to the
+        # owner (nak'ed, so the durable consumer delivers them again).
+        self._owned = owned
         self.heartbeat_timeout = heartbeat_timeout
         self._streams = streams or StreamOptions()
         self._incarnation = secrets.token_hex(4)
@@ -238,6 +243,9 @@ class NatsTransport(Transport):
     def submit(self, run: ActionRun, on_outcome: OutcomeCallback) -> None:
         loop = asyncio.get_running_loop()
         key = run.key
+        if self._owned is not None and not self._owned():
+            log.warning("%s not dispatched: this engine may no longer own %s", key, self.engine_id)
+            return  # the engine is about to be closed; the partition's owner resumes the execution
         if self._closed:
             loop.call_soon(on_outcome, outcome(run, "failed", error="the NATS transport is closed"))
             return
@@ -334,6 +342,10 @@ class NatsTransport(Transport):
             log.exception("outcome callback failed for %s", key)
 
     async def _on_results(self, msg: Msg) -> None:
+        if self._owned is not None and not self._owned():
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            return
         try:
             worker, events = decode_results(msg.data)
         except BadMessage as exc:
