@@ -122,6 +122,13 @@ class ClusterStatus:
     members: dict[str, dict[str, Any]]  # member id -> what it says of itself
     owners: dict[int, str | None]  # partition -> lease holder (None: nobody holds it now)
 
+    def served(self) -> bool:
+        """Whether every partition is held by a live member whose engine for it is started."""
+        return bool(self.owners) and all(
+            owner in self.members and p in self.members[owner].get("serving", ())
+            for p, owner in self.owners.items()
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "members": {
@@ -152,8 +159,10 @@ async def cluster_status(nc: Client, subjects: Subjects) -> ClusterStatus:
 class ClusterMember:
     """This engine's membership and partition leases; see the module doc.
 
-    `on_gain(p)` and `on_lose(p)` are called on this member's loop; `on_lose` is awaited before a
-    handed-over lease is deleted, so it should return once the engine no longer acts on `p`.
+    `serving()` lists the partitions this engine has started acting on (it is published in the
+    member key, for `cluster_status`). `on_gain(p)` and `on_lose(p)` are called on this member's
+    loop; `on_lose` is awaited before a handed-over lease is deleted, so it should return once the
+    engine no longer acts on `p`.
     """
 
     def __init__(
@@ -167,6 +176,7 @@ class ClusterMember:
         on_gain: Callable[[int], Any],
         on_lose: Callable[[int], Any],
         alive: Callable[[], bool] | None = None,
+        serving: Callable[[], list[int]] | None = None,
     ) -> None:
         self.js = nc.jetstream()
         self.subjects = subjects
@@ -176,6 +186,7 @@ class ClusterMember:
         self.on_gain = on_gain
         self.on_lose = on_lose
         self.alive = alive
+        self.serving = serving  # the partitions whose engines are started (shown to others)
         self.held: dict[int, int] = {}  # partition -> revision of our lease
         self._lease_at: dict[int, float] = {}  # partition -> monotonic time of its last write
         self.members: set[str] = set()
@@ -209,7 +220,8 @@ class ClusterMember:
     async def _beat(self) -> None:
         assert self._members_kv is not None
         value = {"host": socket.gethostname(), "pid": os.getpid(), "partitions": self.partitions,
-                 "held": sorted(self.held), "at": time.time()}
+                 "serving": self.serving() if self.serving is not None else sorted(self.held),
+                 "at": time.time()}
         await self._members_kv.put(self.member_id, json.dumps(value).encode())
         self._renewed_at = time.monotonic()
 

@@ -112,13 +112,13 @@ class PartitionHost:
             await transport.start()
             await asyncio.sleep(self.settle)
             await engine.start()
+            service = ControlService(engine, self.nc, self.subjects, engine_id=self.engine_id)
+            await service.start_partition(self.subjects.partition_api(p))
         except Exception:
             log.exception("cannot adopt partition %d", p)
             with contextlib.suppress(Exception):
                 await engine.close()
             return
-        service = ControlService(engine, self.nc, self.subjects, engine_id=self.engine_id)
-        await service.start_partition(self.subjects.partition_api(p))
         self.engines[p] = engine
         self._services[p] = service
         log.info("partition %d adopted in %.2f s", p, time.monotonic() - started)
@@ -196,15 +196,17 @@ class ClusterRouter:
             left = deadline - time.monotonic()
             try:
                 msg = await self.nc.request(self.subjects.partition_api(p), data, timeout=max(0.1, left))
-                break
+                reply = json.loads(msg.data)
+                error = reply.get("error") if isinstance(reply, dict) and set(reply) == {"error"} else None
+                if not isinstance(error, dict):
+                    return reply
+                if error.get("code") != "unavailable":  # (unavailable: its engine is stopping)
+                    raise RoutedError(str(error.get("code")), str(error.get("message")))
             except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
-                if time.monotonic() + delay >= deadline:
-                    raise RoutedError(
-                        "unavailable", f"{operation}: no engine owns partition {p} now; try again shortly"
-                    ) from None
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.5)
-        reply = json.loads(msg.data)
-        if isinstance(reply, dict) and isinstance(reply.get("error"), dict) and set(reply) == {"error"}:
-            raise RoutedError(str(reply["error"].get("code")), str(reply["error"].get("message")))
-        return reply
+                pass
+            if time.monotonic() + delay >= deadline:
+                raise RoutedError(
+                    "unavailable", f"{operation}: no engine serves partition {p} now; try again shortly"
+                ) from None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)

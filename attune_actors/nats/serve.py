@@ -15,10 +15,11 @@ With `--store nats --cluster` (setting `cluster.enabled`), several engines share
 each owns a share of the partitions, takes over those of an engine that dies, and any of them
 answers any request (`serve_cluster`; `attune_actors.nats.cluster`, `attune_actors.nats.partitions`).
 
-Otherwise one engine per deployment: `serve` holds an exclusive lease, renewed while it runs, on its subject prefix (a JetStream KV entry, so it covers
-the `nats` store and the control API alike); with `--store sqlite` it also locks the data dir
-(`<data_dir>/engine.lock`, released by the OS when the process dies). A second engine against the
-same prefix or data dir refuses to start. After a crash the prefix lease expires within its TTL.
+Otherwise one engine per deployment: `serve` holds an exclusive lease, renewed while it runs, on its
+subject prefix (a JetStream KV entry, so it covers the `nats` store and the control API alike); with
+`--store sqlite` it also locks the data dir (`<data_dir>/engine.lock`, released by the OS when the
+process dies). A second engine against the same prefix or data dir refuses to start. After a crash
+the prefix lease expires within its TTL.
 
 The lease renewals and the control service run on a sidecar thread with its own NATS connection
 (`attune_actors.nats.sidecar`), so they go on while the engine's loop is busy; the lease is given
@@ -303,7 +304,7 @@ async def serve_cluster(settings: Settings, *, engine_id: str, stop: asyncio.Eve
         member = ClusterMember(
             sidecar.nc, subjects, member_id=member_id, partitions=settings.cluster.partitions,
             ttl=settings.cluster.lease_ttl, on_gain=gain, on_lose=host.drop,
-            alive=lambda: heartbeat.age() < stall,
+            alive=lambda: heartbeat.age() < stall, serving=lambda: sorted(list(host.engines)),
         )
         await sidecar.run(member.start())
         stack.push_async_callback(lambda: sidecar.run(member.stop()))

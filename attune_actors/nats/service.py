@@ -29,11 +29,13 @@ there. (A catch-all subscription on the same connection would answer it, but a c
 receives a request twice loses the right to reply under the `allow_responses` permission.)
 
 Requests on one subject are handled one at a time, in arrival order; different operations run
-concurrently. With a `Sidecar` (as `serve` runs it), the service lives on the sidecar's thread and
-connection: discovery requests are answered there even while the engine's loop is busy, requests
-are parsed and checked there, and only the engine call itself runs on the engine's loop. Requests
-over `max_payload` bytes (setting `limits.request_bytes`) are refused before they are parsed; a
-malformed request of any shape gets a `bad_request` reply and one line in the log.
+concurrently. (A cluster engine's service routes requests to other engines: there up to
+`ROUTED_AT_ONCE` are handled at once, in no particular order.) With a `Sidecar` (as `serve` runs
+it), the service lives on the sidecar's thread and connection: discovery requests are answered there
+even while the engine's loop is busy, requests are parsed and checked there, and only the engine
+call itself runs on the engine's loop. Requests over `max_payload` bytes (setting
+`limits.request_bytes`) are refused before they are parsed; a malformed request of any shape gets a
+`bad_request` reply and one line in the log.
 
 Every event of `Engine.events()` is published, in order, on
 `Subjects.events(root execution id)` (a nested execution's events go on its root's subject);
@@ -73,6 +75,7 @@ T = TypeVar("T")
 SERVICE_NAME = "attune-engine"
 MAX_PAYLOAD = 1024 * 1024  # the default of limits.request_bytes
 DEFAULT_LIST_LIMIT = 50
+ROUTED_AT_ONCE = 256  # requests a cluster engine routes, or answers for its partition, at once
 
 class BadRequest(Exception):
     """A request the service refuses before calling the engine (the code is one of ERROR_STATUS)."""
@@ -169,6 +172,8 @@ class ControlService:
         self._events: Subscription | None = None
         self._pump: asyncio.Task[None] | None = None
         self._partition_sub: Any = None
+        self._slots = asyncio.Semaphore(ROUTED_AT_ONCE)
+        self._routing: set[asyncio.Task[None]] = set()
         self._operations: dict[str, tuple[_Fields, _Call]] = {
             "executions.create": (
                 {"ref": _required(TEXT), "parameters": _optional(OBJECT), "identity": _optional(TEXT)},
@@ -224,7 +229,10 @@ class ControlService:
         self._engine_loop = asyncio.get_running_loop()
         self._events = self._engine.events()
         self._pump = asyncio.create_task(self._publish_events(self._events), name="attune-events-pump")
-        self._partition_sub = await self.nc.subscribe(subject, cb=self._on_routed)
+        async def routed(msg: Msg) -> None:
+            await self._concurrently(self._on_routed(msg))
+
+        self._partition_sub = await self.nc.subscribe(subject, cb=routed)
 
     async def _on_routed(self, msg: Msg) -> None:
         try:
@@ -301,6 +309,8 @@ class ControlService:
         if sub is not None:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+        if self._routing:
+            await asyncio.gather(*self._routing, return_exceptions=True)
         if self._events is not None:
             self._events.close()
             self._events = None
@@ -314,9 +324,24 @@ class ControlService:
 
     def _handler(self, operation: str) -> Callable[[Request], Awaitable[None]]:
         async def handle(request: Request) -> None:
-            await self._handle(operation, request)
+            if self.router is None:
+                await self._handle(operation, request)
+            else:  # routed: each request waits on another engine, so they go concurrently
+                await self._concurrently(self._handle(operation, request))
 
         return handle
+
+    async def _concurrently(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run `coro` in a task, at most `ROUTED_AT_ONCE` at a time (then the subscription waits)."""
+        await self._slots.acquire()
+        task = asyncio.get_running_loop().create_task(coro)
+        self._routing.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._routing.discard(t)
+            self._slots.release()
+
+        task.add_done_callback(done)
 
     async def _handle(self, operation: str, request: Request) -> None:
         fields, call = self._operations[operation]

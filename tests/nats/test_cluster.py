@@ -116,7 +116,7 @@ async def eventually(check: Callable[[], Any], timeout: float, what: str) -> Any
 
 
 async def settled(nc: Any, members: int) -> dict[str, Any]:
-    """Wait until `members` engines hold every partition, as rendezvous hashing says."""
+    """Wait until `members` engines serve every partition, as rendezvous hashing says."""
 
     async def check() -> dict[str, Any] | None:
         status = await cluster_status(nc, Subjects())
@@ -124,6 +124,8 @@ async def settled(nc: Any, members: int) -> dict[str, Any]:
         if len(live) != members:
             return None
         if any(status.owners.get(p) != owner_of(p, live) for p in range(PARTITIONS)):
+            return None
+        if not status.served():
             return None
         return status.to_dict()
 
@@ -144,11 +146,14 @@ async def all_done(nc: Any, ids: list[str], timeout: float = 40) -> dict[str, An
 
 @pytest.fixture
 def served() -> Iterator[list[Served]]:
+    """The processes; their logs are printed at the end (pytest shows them when a test fails)."""
     processes: list[Served] = []
     yield processes
     for p in processes:
         if p.proc.poll() is None:
-            p.stop(signal.SIGKILL)
+            p.proc.kill()
+        _, err = p.proc.communicate()
+        print(f"--- {' '.join(p.proc.args[2:4])} {p.proc.args[-3:]}\n{err[-4000:]}")
 
 
 @pytest.fixture
@@ -240,7 +245,7 @@ async def test_a_joining_engine_takes_partitions_over_and_a_paused_one_stops_act
 
         await cluster.engine("e3")  # joins mid-run: takes its share from the others
         status = await settled(nc, 3)
-        assert [m for m in status["members"] if m.startswith("e3")][0]
+        assert status["members"][next(m for m in status["members"] if m.startswith("e3"))]["partitions"]
 
         # e1 stops (SIGSTOP: no renewals, no NATS traffic) until its leases expire and the others
         # take its partitions; when it runs again it must not act on them.
