@@ -196,7 +196,7 @@ async def failover(args: argparse.Namespace, packs: Path) -> dict[str, Any]:
             nc = await nats.connect(d.url)
             await d.settled(nc, 3)
             status = await cluster_status(nc, Subjects())
-            owned = {p for p, o in status.owners.items() if o and o.startswith("e1-")}
+            owned = {p for p, o in status.owners.items() if o and o == "e1"}
             first_event: list[float] = []
             killed_at: list[float] = []
             killed_wall: list[float] = []
@@ -223,7 +223,7 @@ async def failover(args: argparse.Namespace, packs: Path) -> dict[str, Any]:
             d.engines["e1"].wait()
             while True:
                 status = await cluster_status(nc, Subjects())
-                if status.served() and not any(m.startswith("e1-") for m in status.members):
+                if status.served() and "e1" not in status.members:
                     break
                 await asyncio.sleep(0.02)
             taken = time.monotonic() - killed_at[0]

@@ -206,7 +206,13 @@ class ClusterMember:
                 self.js, self.subjects.partitions_bucket, self.ttl, "attune-actors: partition leases"
             )
             for member, info in (await _entries(self._members_kv)).items():
-                if member != self.member_id and info.get("partitions") not in (None, self.partitions):
+                if member == self.member_id:
+                    raise StoreError(
+                        f"an engine named {member} (pid {info.get('pid')} on {info.get('host')}) is in "
+                        f"the cluster already: give this one another --engine-id, or, if that one "
+                        f"died, start again within {self.ttl:g} s"
+                    )
+                if info.get("partitions") not in (None, self.partitions):
                     raise StoreError(
                         f"engine {member} runs with cluster.partitions {info.get('partitions')}, this one "
                         f"with {self.partitions}: every engine of a deployment must use the same number"

@@ -80,6 +80,9 @@ EXIT_OK, EXIT_LEASE_LOST, EXIT_BAD_INPUT = 0, 1, 2
 LEASE_TTL = 10.0  # seconds; renewed well within, so a crashed engine's lease lapses this soon
 STALL = 30.0  # seconds the engine's loop may not answer before the lease is given up
 LOCK_FILE = "engine.lock"
+# Seconds an outcome a partition's previous owner took but did not acknowledge waits before it is
+# delivered again: a new owner waits up to this long before it resumes the partition.
+PARTITION_ACK_WAIT = 3.0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -273,7 +276,7 @@ async def serve_cluster(settings: Settings, *, engine_id: str, stop: asyncio.Eve
     """One engine of a cluster (docs/distributed.md, "Several engines") until `stop`."""
     subjects = Subjects(settings.nats.subject_prefix)
     loop = asyncio.get_running_loop()
-    member_id = f"{engine_id}-{uuid.uuid4().hex[:6]}"
+    member_id = engine_id
     async with contextlib.AsyncExitStack() as stack:
         nc = await _connect(settings, engine_id)
         stack.push_async_callback(_close, nc)
@@ -406,6 +409,7 @@ def _engine_on_nats(
     transport = NatsTransport(
         nc, subjects, engine_id=engine_id, actions=action,
         cipher=PayloadCipher.from_settings(settings.nats), secrets_in=secrets_in, owned=owned,
+        ack_wait=PARTITION_ACK_WAIT if owned is not None else 30.0,
     )
     engine = Engine(settings=settings, store=store, transport=transport, new_id=new_id)
     return engine, transport

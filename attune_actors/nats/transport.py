@@ -127,6 +127,7 @@ class NatsTransport(Transport):
         cipher: PayloadCipher | None = None,
         secrets_in: Callable[[Any], list[str]] | None = None,
         owned: Callable[[], bool] | None = None,
+        ack_wait: float = 30.0,
     ) -> None:
         if not engine_id:
             raise ValueError("engine_id must not be empty")
@@ -139,9 +140,12 @@ class NatsTransport(Transport):
         self._cipher = cipher
         self._secrets_in = secrets_in
         # A cluster's partition transport: while `owned()` is false (the partition's lease is not
-        # fresh: this engine may have lost it), nothing is dispatched and outcomes are left to the
-        # owner (nak'ed, so the durable consumer delivers them again).
+        # fresh: this engine may have lost it or is handing it over), nothing is dispatched or
+        # canceled, and outcomes are left to the owner (nak'ed: the durable consumer redelivers).
         self._owned = owned
+        # Seconds before an outcome taken but not acknowledged (by a process that died, or closed
+        # meanwhile) is delivered again. A partition transport waits for those at start.
+        self._ack_wait = ack_wait
         self.heartbeat_timeout = heartbeat_timeout
         self._streams = streams or StreamOptions()
         self._incarnation = secrets.token_hex(4)
@@ -188,8 +192,14 @@ class NatsTransport(Transport):
 
     async def _take_waiting_results(self, timeout: float = 5.0) -> None:
         """Outcomes sent while this engine was away are taken before `start` returns, so that an
-        engine recovering its executions finds them when it re-submits their attempts."""
+        engine recovering its executions finds them when it re-submits their attempts.
+
+        A partition transport (`owned`) also waits, up to `ack_wait`, for outcomes the partition's
+        previous owner took and did not acknowledge: they come back once their ack_wait passes.
+        """
         js = self._nc.jetstream()
+        if self._owned is not None:
+            timeout = max(timeout, self._ack_wait + 1.0)
         deadline = time.monotonic() + timeout
         unacked = -1
         while time.monotonic() < deadline:
@@ -200,7 +210,9 @@ class NatsTransport(Transport):
                 return
             # Delivered and not acknowledged yet: ours are being applied; those a previous process
             # took before it died stay until their ack_wait passes, and come back later.
-            if not info.num_pending and (not info.num_ack_pending or info.num_ack_pending == unacked):
+            if not info.num_pending and (
+                not info.num_ack_pending or (info.num_ack_pending == unacked and self._owned is None)
+            ):
                 return
             unacked = info.num_ack_pending or 0
             await asyncio.sleep(0.01)
@@ -216,7 +228,7 @@ class NatsTransport(Transport):
                 filter_subject=self._results_subject,
                 ack_policy=AckPolicy.EXPLICIT,
                 deliver_policy=DeliverPolicy.ALL,
-                ack_wait=30.0,
+                ack_wait=self._ack_wait,
                 max_ack_pending=100_000,
                 inactive_threshold=self._streams.results_max_age,
             ),
@@ -305,6 +317,10 @@ class NatsTransport(Transport):
     def cancel(self, run: ActionRun) -> None:
         attempt = self._attempts.get(run.key)
         if attempt is None:
+            return
+        if self._owned is not None and not self._owned():
+            # The partition is handed over (its engine stops): the attempt runs on, and its outcome
+            # waits on the partition's durable consumer for the new owner.
             return
         attempt.cancel = True
         if attempt.worker is not None:

@@ -25,6 +25,7 @@ from attune_actors.nats.cluster import cluster_status, owner_of, partition_of
 from attune_actors.nats.subjects import Subjects
 
 PARTITIONS = 6
+NAMES = ("alpha", "beta", "gamma")  # rendezvous gives each 2 of the 6 partitions (alpha 4 of 2 engines')
 ENV = {"ATTUNE_CLUSTER__PARTITIONS": str(PARTITIONS), "ATTUNE_CLUSTER__LEASE_TTL": "2"}
 
 MARK_YAML = """\
@@ -172,7 +173,7 @@ async def test_three_engines_share_executions_and_survive_a_sigkill(
     cluster = Cluster(nats_server.url, cluster_packs, tmp_path, served)
     cluster.worker("w1")
     cluster.worker("w2")
-    for name in ("e1", "e2", "e3"):
+    for name in NAMES:
         await cluster.engine(name)
     log = tmp_path / "runs.log"
     nc = await nats.connect(nats_server.url)
@@ -184,7 +185,7 @@ async def test_three_engines_share_executions_and_survive_a_sigkill(
             capture_output=True, text=True, timeout=30,
         )
         assert shown.returncode == 0, shown.stderr
-        assert sorted(line.split()[0][:2] for line in shown.stdout.splitlines()[1:]) == ["e1", "e2", "e3"]
+        assert sorted(line.split()[0] for line in shown.stdout.splitlines()[1:]) == sorted(NAMES)
 
         # Created through any engine (the queue group spreads the requests), every partition's.
         ids = []
@@ -203,9 +204,8 @@ async def test_three_engines_share_executions_and_survive_a_sigkill(
         victims = Counter(owners.owners[partition_of(i, PARTITIONS)] for i in ids)
         victim = victims.most_common(1)[0][0]
         assert victim is not None
-        name = victim.rsplit("-", 1)[0]
-        cluster.engines[name].proc.send_signal(signal.SIGKILL)
-        cluster.engines[name].proc.wait()
+        cluster.engines[victim].proc.send_signal(signal.SIGKILL)
+        cluster.engines[victim].proc.wait()
         died = time.monotonic()
 
         await request(nc, "executions.resume", {"id": ids[0]})  # routed to whoever owns it now
@@ -231,8 +231,8 @@ async def test_a_joining_engine_takes_partitions_over_and_a_paused_one_stops_act
     cluster = Cluster(nats_server.url, cluster_packs, tmp_path, served)
     cluster.worker("w1")
     cluster.worker("w2")
-    await cluster.engine("e1")
-    await cluster.engine("e2")
+    await cluster.engine("alpha")
+    await cluster.engine("beta")
     log = tmp_path / "runs.log"
     nc = await nats.connect(nats_server.url)
     try:
@@ -243,22 +243,22 @@ async def test_a_joining_engine_takes_partitions_over_and_a_paused_one_stops_act
                 "ref": "testpack.steps", "parameters": {"log": str(log), "name": f"y{i}", "seconds": 0.5}})
             ids.append(doc["id"])
 
-        await cluster.engine("e3")  # joins mid-run: takes its share from the others
+        await cluster.engine("gamma")  # joins mid-run: takes its share from the others
         status = await settled(nc, 3)
-        assert status["members"][next(m for m in status["members"] if m.startswith("e3"))]["partitions"]
+        assert status["members"]["gamma"]["partitions"]
 
-        # e1 stops (SIGSTOP: no renewals, no NATS traffic) until its leases expire and the others
+        # alpha stops (SIGSTOP: no renewals, no NATS traffic) until its leases expire and the others
         # take its partitions; when it runs again it must not act on them.
-        e1 = cluster.engines["e1"].proc
-        e1.send_signal(signal.SIGSTOP)
+        alpha = cluster.engines["alpha"].proc
+        alpha.send_signal(signal.SIGSTOP)
         try:
-            async def e1_gone() -> bool:
-                return not any(m.startswith("e1") for m in (await cluster_status(nc, Subjects())).members)
+            async def alpha_gone() -> bool:
+                return "alpha" not in (await cluster_status(nc, Subjects())).members
 
-            await eventually(e1_gone, 20, "e1's member key expired")
+            await eventually(alpha_gone, 20, "alpha's member key expired")
             await settled(nc, 2)
         finally:
-            e1.send_signal(signal.SIGCONT)
+            alpha.send_signal(signal.SIGCONT)
         await settled(nc, 3)  # back, it rejoins and is given a share again
         docs = await all_done(nc, ids)
     finally:
