@@ -47,6 +47,9 @@ class LimitSettings:
     max_inflight_runs: int = 10000  # in-process action runs at once; more wait their turn
     kill_grace: float = 5.0  # seconds between SIGTERM and SIGKILL for stopped commands
     event_buffer: int = 1000  # events buffered per subscriber before it gets a gap marker
+    # Per execution (SPEC 12): past these, the execution fails with an error naming the limit.
+    max_task_runs: int = 10000  # task runs of one execution (a cycle with no exit stops here)
+    max_items: int = 100000  # items of one with_items task run
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ class Settings:
             raise ConfigError(f"store must be memory, sqlite or nats, got {self.store!r}")
         if self.transport not in ("inprocess", "nats"):
             raise ConfigError(f"transport must be inprocess or nats, got {self.transport!r}")
-        for name in ("python_workers", "max_inflight_runs", "event_buffer"):
+        for name in ("python_workers", "max_inflight_runs", "event_buffer", "max_task_runs", "max_items"):
             if getattr(self.limits, name) < 1:
                 raise ConfigError(
                     f"setting limits.{name} must be at least 1, got {getattr(self.limits, name)}"

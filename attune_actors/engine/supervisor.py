@@ -28,6 +28,7 @@ from attune_actors.engine.commands import (
     SetTimer,
     StartChild,
     StopRun,
+    TimerKey,
 )
 from attune_actors.engine.conductor import Conductor
 from attune_actors.engine.messages import (
@@ -43,7 +44,7 @@ from attune_actors.engine.messages import (
     Start,
     TimerFired,
 )
-from attune_actors.engine.state import FAILED, PAUSED, RUNNING, TERMINAL, iso
+from attune_actors.engine.state import FAILED, PAUSED, PENDING, RUNNING, TERMINAL, iso
 from attune_actors.engine.task import TaskActor
 from attune_actors.errors import AttuneError
 from attune_actors.transport.base import ActionRun
@@ -80,7 +81,7 @@ class WorkflowSupervisor(AsyncioActor):
         self._link = parent
         self._tasks: dict[str, ActorRef[Any]] = {}  # run id -> task actor
         self._idle: list[ActorRef[Any]] = []  # released task actors, ready for the next run
-        self._timers: dict[tuple[Any, ...], asyncio.TimerHandle] = {}
+        self._timers: dict[TimerKey, asyncio.TimerHandle] = {}
         self._last_status = conductor.status
         self._emitted: dict[str, tuple[str, int]] = {}  # run id -> (status, attempts) last published
         self._done = False
@@ -95,8 +96,25 @@ class WorkflowSupervisor(AsyncioActor):
         token = logctx.execution_id.set(self._c.id)
         try:
             return self._handle(message)
+        except Exception as exc:  # a bug must not leave the execution running forever (SPEC 7)
+            self._crash(exc)
+            return None
         finally:
             logctx.execution_id.reset(token)
+
+    def _crash(self, exc: Exception) -> None:
+        """End the execution `failed` with a one-line error; the traceback goes to the log."""
+        log.error("execution %s: internal error", self._c.id, exc_info=exc)
+        if self._done:
+            return
+        detail = str(exc).strip().splitlines()
+        message = f"internal error: {type(exc).__name__}" + (f": {detail[0]}" if detail else "")
+        try:
+            self._carry_out(self._c.abort(message, time.time()))
+        except Exception as again:
+            log.error("execution %s: its failure could not be recorded", self._c.id, exc_info=again)
+        if not self._done:
+            self._report_end()
 
     def _handle(self, message: Any) -> Any:
         if self._done:
@@ -239,7 +257,7 @@ class WorkflowSupervisor(AsyncioActor):
                 self._publish_status(root)
         if changed:
             self._last_status = c.status
-            if self._link is not None and c.status in (PAUSED, RUNNING):
+            if self._link is not None and c.status in (PAUSED, RUNNING, PENDING):
                 try:
                     self._link.ref.tell(ChildStatus(self._link.run_id, self._link.attempt, c.status))
                 except ActorDeadError:
@@ -282,14 +300,14 @@ class WorkflowSupervisor(AsyncioActor):
             return self._idle.pop()
         return self.spawn(TaskActor, self.actor_ref, self._rt.transport)
 
-    def _set_timer(self, key: tuple[Any, ...], at: float) -> None:
+    def _set_timer(self, key: TimerKey, at: float) -> None:
         old = self._timers.pop(key, None)
         if old is not None:
             old.cancel()
         loop = asyncio.get_running_loop()
         self._timers[key] = loop.call_later(max(0.0, at - time.time()), self._fire, key)
 
-    def _fire(self, key: tuple[Any, ...]) -> None:
+    def _fire(self, key: TimerKey) -> None:
         try:
             self.actor_ref.tell(TimerFired(key))
         except ActorDeadError:

@@ -152,6 +152,10 @@ def _native(value: Any, *, deep: bool) -> Any:
             value = str(value)  # Markup and other str subclasses
         elif isinstance(value, _LIST_LIKE):
             value = list(value)
+        elif isinstance(value, Mapping):  # an engine view (`{{ task.a }}`) becomes plain data
+            value = dict(value)
+        elif callable(value):  # `{{ result().items }}` with no such key: a method, never data
+            raise TypeError("the template renders to a function, not a value")
     if deep:
         _refuse_undefined(value)
     return value

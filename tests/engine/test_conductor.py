@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from attune_actors.engine.commands import Dispatch, Finished, SetTimer, StopRun
+from attune_actors.engine.commands import Dispatch, Finished, SetTimer, StopRun, TimerKey, TimerKind
 from attune_actors.engine.conductor import Conductor
 from attune_actors.engine.graph import TaskGraph
 from attune_actors.spec.packs import load_packs, load_workflow_text
@@ -53,7 +53,7 @@ def test_start_dispatches_start_tasks_and_arms_the_workflow_timeout() -> None:
     """)
     cmds = c.start(now=100.0)
     assert dispatches(cmds) == [("e1.1", "a", None, 1), ("e1.2", "b", None, 1)]
-    assert timers(cmds) == [(("timeout",), 130.0)]
+    assert timers(cmds) == [(TimerKey(TimerKind.TIMEOUT), 130.0)]
     assert c.status == "running"
 
 
@@ -106,7 +106,7 @@ def test_retry_backoff_deadlines(backoff: str, expected: list[float]) -> None:
     for attempt in range(1, 5):
         cmds = c.on_attempt_ended("e1.1", None, attempt, "failed", None, "boom", now=now)
         [(key, at)] = timers(cmds)
-        assert key == ("retry", "e1.1", None)
+        assert key == TimerKey(TimerKind.RETRY, "e1.1")
         delays.append(at - now)
         cmds = c.on_timer(key, now=at)
         assert dispatches(cmds) == [("e1.1", "a", None, attempt + 1)]
