@@ -276,8 +276,9 @@ class Conductor:
             if target is not None and target.status == DELAYED:
                 self._gated(run, idx, Work.RETRY)
         elif kind is TimerKind.INQUIRY:
-            if run.status == PENDING and run.inquiry_id is not None and run.inquiry_id == key.inquiry_id:
-                self._out.append(CloseInquiry(run.inquiry_id, TIMEOUT))
+            inquiry = run.inquiry_id
+            if run.status == PENDING and inquiry is not None and inquiry == key.inquiry_id:
+                self._out.append(CloseInquiry(inquiry, TIMEOUT))
                 self._attempt_ended(run, None, run, TIMEOUT, None, "the inquiry expired unanswered")
         self._progress()
         return self._flush()
@@ -1035,6 +1036,7 @@ class Conductor:
             barrier = self.barriers[target] = Barrier()
         arrivals = barrier.arrivals
         inbound = self.graph.inbound[target]
+        run = False
         if self._task_spec(target).join == "all":
             arrivals[source] = arrivals.get(source, 0) + 1
             if len(arrivals) == len(inbound):  # every source has an arrival: consume one each
@@ -1043,17 +1045,19 @@ class Conductor:
                         arrivals[name] -= 1
                     else:
                         del arrivals[name]
-                self._new_run(target)
+                run = True
         else:
             arrivals[source] = 1
             if not barrier.fired and len(arrivals) >= need:
-                barrier.fired = True
-                self._new_run(target)
+                barrier.fired = run = True
             if barrier.fired and len(arrivals) >= len(inbound):
                 arrivals.clear()  # every source arrived: a loop may join again
                 barrier.fired = False
         if not arrivals and not barrier.fired:
             del self.barriers[target]
+        # Last: the new run may end at once (no items, a template error) and arrive here again.
+        if run:
+            self._new_run(target)
 
     def _fail(self, message: str, task: str | None) -> None:
         """An unhandled failure: remember the first, stop starting anything new."""

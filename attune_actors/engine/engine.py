@@ -177,6 +177,7 @@ class Engine:
             kv=KVScope(self._kv, self.masker),
             events=self._events,
             cipher=cipher,
+            limits=self.settings.limits,
         )
         self._recover(self._rt)
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pykka import ActorDeadError, ActorRef
 
 from attune_actors.codec import decode, encode
+from attune_actors.config import LimitSettings
 from attune_actors.engine.commands import OpenInquiry
 from attune_actors.engine.conductor import Conductor
 from attune_actors.engine.events import EventBus
@@ -87,6 +88,7 @@ class Runtime:
         kv: Any,
         events: EventBus,
         cipher: Cipher,
+        limits: LimitSettings | None = None,
     ) -> None:
         self.catalog = catalog
         self.renderer = renderer
@@ -96,6 +98,7 @@ class Runtime:
         self.kv = kv
         self.events = events
         self.cipher = cipher
+        self.limits = limits or LimitSettings()  # what each conductor enforces per execution
         self._specs: dict[str, WorkflowSpec] = {}  # definition digest -> spec
         self._graphs: dict[int, tuple[WorkflowSpec, TaskGraph]] = {}
         self.supervisors: dict[str, ActorRef[Any]] = {}
@@ -179,6 +182,7 @@ class Runtime:
             parent_run=parent_run,
             definition=definition,
             created_at=created_at,
+            limits=self.limits,
         )
 
     def _remember_source(self, spec: WorkflowSpec) -> str:
