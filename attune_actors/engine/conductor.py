@@ -53,7 +53,7 @@ from attune_actors.engine.state import (
     iso,
 )
 from attune_actors.errors import AttuneError, ParameterError, TemplateError
-from attune_actors.spec.model import ActionSpec, RetryPolicy, TaskSpec, WorkflowSpec
+from attune_actors.spec.model import ENGINE_COMMANDS, ActionSpec, RetryPolicy, TaskSpec, WorkflowSpec
 from attune_actors.spec.params import apply_params
 from attune_actors.templates import Renderer, Scope, TaskViews
 
@@ -291,7 +291,7 @@ class Conductor:
         """
         self._step(now)
         run = self.runs.get(run_id)
-        if run is not None and run.attempts == attempt and not run.terminal:
+        if run is not None and run.child_id is not None and run.attempts == attempt and not run.terminal:
             if status == PAUSED:
                 self.paused_children.add(run_id)
             else:
@@ -993,15 +993,16 @@ class Conductor:
             return
         joined: set[str] = set()
         for target in targets:
-            if target == "fail":
-                self._fail(f"task '{task.name}' ran the fail command", task.name)
-            elif target in ("noop", "retry"):
+            if target in ENGINE_COMMANDS:
                 continue
-            elif target not in self.graph.barrier:
+            if target not in self.graph.barrier:
                 self._arrive(task.name, target)
             elif target not in joined:  # several entries of one run arrive at a join once
                 joined.add(target)
                 self._arrive(task.name, target)
+        # `fail` last, as Orquesta does: the tasks it is sent with (a cleanup) run all the same.
+        if "fail" in targets:
+            self._fail(f"task '{task.name}' ran the fail command", task.name)
         if failed and not run.handled:
             self._fail(f"task '{task.name}' {run.status}: {run.error or 'no error message'}", task.name)
 

@@ -104,7 +104,10 @@ class WorkflowSupervisor(AsyncioActor):
 
     def _crash(self, exc: Exception) -> None:
         """End the execution `failed` with a one-line error; the traceback goes to the log."""
-        log.error("execution %s: internal error", self._c.id, exc_info=exc)
+        if isinstance(exc, AttuneError):  # a deliberate error (a store that cannot write): no traceback
+            log.error("execution %s: %s", self._c.id, exc)
+        else:
+            log.error("execution %s: internal error", self._c.id, exc_info=exc)
         if self._done:
             return
         detail = str(exc).strip().splitlines()

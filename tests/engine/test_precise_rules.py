@@ -303,6 +303,25 @@ async def test_an_exhausted_retry_command_does_not_handle_the_failure(workflow, 
     assert "still broken" in final.error["message"]
 
 
+async def test_the_fail_command_lets_the_tasks_sent_with_it_run(workflow, engine_factory) -> None:
+    ref = workflow(
+        "fail_with_cleanup",
+        """
+        tasks:
+          - name: check
+            action: testpack.fail
+            next: [{when: "{{ failed() }}", do: [fail, cleanup]}]
+          - {name: cleanup, action: core.noop, on_success: after}
+          - {name: after, action: core.noop}
+    """,
+    )
+    final = await run(await engine_factory(), ref)
+    assert final.status == "failed"
+    assert final.error == {"message": "task 'check' ran the fail command", "task": "check"}
+    assert names(final) == ["check", "cleanup"]
+    assert final.task("cleanup").status == "succeeded"
+
+
 # -- Nothing hangs ---------------------------------------------------------------------------
 
 
