@@ -88,6 +88,12 @@ class Gate(Enum):
     CLOSED = "closed"  # nothing new will start (failing, canceling, timed out)
 
 
+# Members as module globals: an enum member read through its class costs several times more, and
+# these are read on every transition.
+_BEGIN, _ITEMS, _RETRY = Work.BEGIN, Work.ITEMS, Work.RETRY
+_OPEN, _STAGE, _CLOSED = Gate.OPEN, Gate.STAGE, Gate.CLOSED
+
+
 class Barrier:
     """Arrivals at one join task not consumed yet: source task -> how many.
 
@@ -165,12 +171,12 @@ class Conductor:
         self.ended_at: float | None = None
         self.runs: dict[str, TaskRun] = {}  # every run, in the order created (= seq order)
         # task name -> its latest run (`task.<name>`; a task that has not run reads as nulls)
-        self.latest = TaskViews({t.name for top in spec.tasks for t in (top, *top.tasks)})
+        self.latest = TaskViews(spec.task)
         self.active: set[str] = set()  # runs not terminal
         self.in_flight = 0  # attempts dispatched (actions, nested workflows) and not ended
         self.paused_children: set[str] = set()  # runs whose nested workflow is paused
         self.waiting_children: set[str] = set()  # runs whose nested workflow waits on an inquiry
-        self.inquiries: set[str] = set()  # runs waiting for an inquiry's answer
+        self.open_inquiries = 0  # runs `pending`: waiting for an inquiry's answer
         self._carried: dict[str, TaskRun] = {}  # task -> the run a rerun replaces (with_items)
         self.barriers: dict[str, Barrier] = {}  # join task -> arrivals not consumed
         self.timers: dict[TimerKey, float] = {}
@@ -269,12 +275,12 @@ class Conductor:
             pass
         elif kind is TimerKind.DELAY:
             if run.status == DELAYED:
-                self._gated(run, None, Work.BEGIN)
+                self._gated(run, None, _BEGIN)
         elif kind is TimerKind.RETRY:
             idx = key.item
             target = run if idx is None else run.item_runs[idx] if run.item_runs else None
             if target is not None and target.status == DELAYED:
-                self._gated(run, idx, Work.RETRY)
+                self._gated(run, idx, _RETRY)
         elif kind is TimerKind.INQUIRY:
             inquiry = run.inquiry_id
             if run.status == PENDING and inquiry is not None and inquiry == key.inquiry_id:
@@ -375,7 +381,7 @@ class Conductor:
         for name, value in self.vars.items():
             self.vars[name] = _plain(value)
         self.active.clear()
-        self.inquiries.clear()
+        self.open_inquiries = 0
         self.staged.clear()
         self.paused_children.clear()
         self.waiting_children.clear()
@@ -510,8 +516,8 @@ class Conductor:
             self.latest[run.task] = run
             if not run.terminal:
                 self.active.add(run.id)
-                if run.status == PENDING and run.inquiry_id is not None:
-                    self.inquiries.add(run.id)
+                if run.status == PENDING:
+                    self.open_inquiries += 1
         for run_id, idx, item in items:
             owner = self.runs[run_id]
             if owner.item_runs is not None:
@@ -638,10 +644,10 @@ class Conductor:
 
     def _gate(self) -> Gate:
         if self.failing or self.ending is not None:
-            return Gate.CLOSED
+            return _CLOSED
         if self.status in (PAUSING, PAUSED, REQUESTED):
-            return Gate.STAGE
-        return Gate.OPEN
+            return _STAGE
+        return _OPEN
 
     def _set_timer(self, key: TimerKey, at: float) -> None:
         self.timers[key] = at
@@ -680,31 +686,31 @@ class Conductor:
             run.status = DELAYED
             self._set_timer(TimerKey(TimerKind.DELAY, run.id), self.now + task.delay)
         else:
-            self._gated(run, None, Work.BEGIN)
+            self._gated(run, None, _BEGIN)
 
     def _gated(self, run: TaskRun, idx: int | None, kind: Work) -> None:
         """Do `kind` for the run now, stage it for resume, or drop it, as the gate says."""
         gate = self._gate()
-        if gate is Gate.STAGE:
+        if gate is _STAGE:
             work = Staged(kind, run.id, idx)
             if work not in self.staged:
                 self.staged.append(work)
             return
-        if gate is Gate.CLOSED:
+        if gate is _CLOSED:
             self._abort(run, idx, kind)
             return
-        if kind is Work.BEGIN:
+        if kind is _BEGIN:
             self._begin(run)
-        elif kind is Work.ITEMS:
+        elif kind is _ITEMS:
             self._fill_items(run)
         else:
             self._attempt(run, idx)
 
     def _abort(self, run: TaskRun, idx: int | None, kind: Work) -> None:
         """Work that will never start: a run that never began ends canceled; a retry ends as it failed."""
-        if kind is Work.BEGIN:
+        if kind is _BEGIN:
             self._close_run(run, CANCELED if run.started_at is None else FAILED)
-        elif kind is Work.RETRY:
+        elif kind is _RETRY:
             target = run if idx is None else run.item_runs[idx]  # type: ignore[index]
             last = FAILED
             self._attempt_ended(run, idx, target, last, target.result, target.error, retry=False)
@@ -762,9 +768,9 @@ class Conductor:
         limit = task.batch_size or len(run.item_runs)
         while run.next_item < len(run.item_runs) and run.inflight < limit:
             gate = self._gate()
-            if gate is not Gate.OPEN:
-                work = Staged(Work.ITEMS, run.id, None)
-                if gate is Gate.STAGE and work not in self.staged:
+            if gate is not _OPEN:
+                work = Staged(_ITEMS, run.id, None)
+                if gate is _STAGE and work not in self.staged:
                     self.staged.append(work)
                 break
             idx = run.next_item
@@ -826,7 +832,7 @@ class Conductor:
         elif action.runner_type == "inquiry" and idx is None:
             run.status = PENDING
             run.inquiry_id = f"{run.id}-q{run.attempts}"
-            self.inquiries.add(run.id)
+            self.open_inquiries += 1
             timeout = inp.get("timeout")
             expires = self.now + float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else None
             if expires is not None:
@@ -873,10 +879,10 @@ class Conductor:
     ) -> None:
         target.result = result
         target.error = error
+        if target.status == PENDING:
+            self.open_inquiries -= 1
         target.status = status  # `retry.when` sees the attempt as it ended (SPEC 7)
         self._current = target
-        if idx is None and self.inquiries:
-            self.inquiries.discard(run.id)
         # A vanished worker (`abandoned`) is retried like a failure; with no retry left it stays abandoned.
         if retry and status in _FAILED and self._should_retry(run, target):
             task = self._task_spec(run.task)
@@ -887,7 +893,7 @@ class Conductor:
             if delay > 0:
                 self._set_timer(TimerKey(TimerKind.RETRY, run.id, idx), self.now + delay)
             else:
-                self._gated(run, idx, Work.RETRY)
+                self._gated(run, idx, _RETRY)
             return
         target.ended_at = self.now
         target.input = None
@@ -959,7 +965,7 @@ class Conductor:
             return
         if self.ending is None:
             self._transitions(run)
-        if run.terminal:  # not reopened by `do: retry`
+        if run.status in TERMINAL:  # not reopened by `do: retry`
             self._out.append(RunEnded(run.id))
 
     def _transitions(self, run: TaskRun) -> None:
@@ -968,7 +974,7 @@ class Conductor:
         self._current = run
         where = f"task {task.name}"
         failed = run.status != SUCCEEDED
-        run.handled = False
+        run.handled = False  # for a failed run: whether a transition handled it
         targets: list[str] = []
         try:
             if not failed:
@@ -985,18 +991,21 @@ class Conductor:
                 self._publish(tr.publish, f"{where} next[{i}].publish")
                 # Any entry that fires handles a failure, except one that only asks for a retry
                 # that will not happen (attempts exhausted).
-                if not tr.do or any(t != "retry" for t in tr.do):
+                if failed and ("retry" not in tr.do or any(t != "retry" for t in tr.do)):
                     run.handled = True
-                targets.extend(tr.do)
+                targets += tr.do
         except TemplateError as exc:
             self._fail(exc.message, task.name)
             return
+        joins = self.graph.barrier
         joined: set[str] = set()
         for target in targets:
+            if self.failing or self.ending is not None:
+                break
             if target in ENGINE_COMMANDS:
                 continue
-            if target not in self.graph.barrier:
-                self._arrive(task.name, target)
+            if target not in joins:
+                self._new_run(target)  # each satisfied transition starts its own run
             elif target not in joined:  # several entries of one run arrive at a join once
                 joined.add(target)
                 self._arrive(task.name, target)
@@ -1018,20 +1027,15 @@ class Conductor:
         if delay > 0:
             self._set_timer(TimerKey(TimerKind.RETRY, run.id), self.now + delay)
         else:
-            self._gated(run, None, Work.RETRY)
+            self._gated(run, None, _RETRY)
 
     def _publish(self, pairs: tuple[tuple[str, Any], ...], where: str) -> None:
         for name, value in pairs:
             self.vars[name] = self._render(value, f"{where}.{name}")
 
     def _arrive(self, source: str, target: str) -> None:
-        """A transition from `source` to `target` fired: start it, or count it at its join."""
-        if self.failing or self.ending is not None:
-            return
-        need = self.graph.barrier.get(target)
-        if need is None:
-            self._new_run(target)
-            return
+        """A run of `source` arrives at the join task `target`: run it when its barrier is met."""
+        need = self.graph.barrier[target]
         barrier = self.barriers.get(target)
         if barrier is None:
             barrier = self.barriers[target] = Barrier()
@@ -1109,7 +1113,7 @@ class Conductor:
                     self._attempt_ended(run, idx, item, FAILED, item.result, item.error, retry=False)
             self._maybe_finish_items(run)
         elif run.status == DELAYED:
-            self._abort(run, None, Work.RETRY if run.started_at is not None else Work.BEGIN)
+            self._abort(run, None, _RETRY if run.started_at is not None else _BEGIN)
 
     def _stop_run(self, run: TaskRun) -> None:
         task = self._task_spec(run.task)
@@ -1134,7 +1138,7 @@ class Conductor:
             self._out.append(StopRun(run.id, None, run.attempts))
             self._attempt_ended(run, None, run, CANCELED, None, "canceled", retry=False)
         elif run.status == DELAYED:
-            self._abort(run, None, Work.RETRY if run.started_at is not None else Work.BEGIN)
+            self._abort(run, None, _RETRY if run.started_at is not None else _BEGIN)
         elif run.status == SCHEDULED:
             self._close_run(run, CANCELED)
 
@@ -1147,12 +1151,13 @@ class Conductor:
         if self.barriers:
             self._check_joins()
         if self.active:
-            if self.status == RUNNING or self.status == PENDING:
-                # `pending`: all that is in flight waits for people (inquiries, here or nested).
-                waiting = bool(self.inquiries or self.waiting_children) and self.in_flight <= len(
-                    self.waiting_children
-                )
-                self.status = PENDING if waiting else RUNNING
+            # `pending`: all that is in flight waits for people (inquiries, here or nested).
+            if self.open_inquiries or self.waiting_children:
+                if self.status == RUNNING or self.status == PENDING:
+                    waiting = self.in_flight <= len(self.waiting_children)
+                    self.status = PENDING if waiting else RUNNING
+            elif self.status == PENDING:
+                self.status = RUNNING
             return
         if self.status == PAUSED and self.staged:
             return

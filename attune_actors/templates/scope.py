@@ -84,19 +84,20 @@ class Scope(Mapping[str, Any]):
 
 
 class TaskViews(dict[str, Any]):
-    """Task name -> view of its latest run; a known task that has not run reads as `NOT_RUN`.
+    """Task name -> view of its latest run; a task of the workflow that has not run reads `NOT_RUN`.
 
-    A dict, so the lookups of runs that exist stay C-speed; `get` and `in` see only runs.
+    A dict, so the lookups of runs that exist stay C-speed; `get` and `in` see only runs. `find`
+    tells whether a name is a task of the workflow (anything but None), asked only on a miss.
     """
 
-    __slots__ = ("_names",)
+    __slots__ = ("_find",)
 
-    def __init__(self, names: Collection[str]) -> None:
+    def __init__(self, find: Callable[[str], object] | Collection[str]) -> None:
         super().__init__()
-        self._names = frozenset(names)
+        self._find = find if callable(find) else frozenset(find).__contains__
 
     def __missing__(self, key: str) -> Any:
-        if key in self._names:
+        if self._find(key) not in (None, False):
             return NOT_RUN
         raise KeyError(key)
 
