@@ -32,8 +32,12 @@ from attune_actors.engine.commands import (
     TimerKey,
     TimerKind,
 )
-from attune_actors.engine.graph import TaskGraph
-from attune_actors.engine.state import (
+from attune_actors.engine.state import ItemRun, TaskRun, iso
+from attune_actors.errors import AttuneError, ParameterError, TemplateError
+from attune_actors.spec.graph import TaskGraph
+from attune_actors.spec.model import ENGINE_COMMANDS, ActionSpec, RetryPolicy, TaskSpec, WorkflowSpec
+from attune_actors.spec.params import apply_params
+from attune_actors.statuses import (
     ABANDONED,
     CANCELED,
     CANCELING,
@@ -48,19 +52,12 @@ from attune_actors.engine.state import (
     SUCCEEDED,
     TERMINAL,
     TIMEOUT,
-    ItemRun,
-    TaskRun,
-    iso,
 )
-from attune_actors.errors import AttuneError, ParameterError, TemplateError
-from attune_actors.spec.model import ENGINE_COMMANDS, ActionSpec, RetryPolicy, TaskSpec, WorkflowSpec
-from attune_actors.spec.params import apply_params
-from attune_actors.templates import Renderer, Scope, TaskViews
+from attune_actors.templates import FAILED_STATUSES, Renderer, Scope, TaskViews
 
 log = logging.getLogger("attune_actors.engine")
 
 _COMMAND_RETRY_COUNT = 3  # `do: retry` without a retry policy (SPEC section 3)
-_FAILED = frozenset((FAILED, TIMEOUT, ABANDONED))  # what `failed()` is true for (SPEC 7)
 _DEFAULT_LIMITS = LimitSettings()
 
 
@@ -202,7 +199,7 @@ class Conductor:
             "system": Scope(self.system),
             "kv": kv,
             "succeeded": lambda: getattr(self._current, "status", None) == SUCCEEDED,
-            "failed": lambda: getattr(self._current, "status", None) in _FAILED,
+            "failed": lambda: getattr(self._current, "status", None) in FAILED_STATUSES,
             "timed_out": lambda: getattr(self._current, "status", None) == TIMEOUT,
             "result": lambda: getattr(self._current, "result", None),
             "error": lambda: getattr(self._current, "error", None),
@@ -884,7 +881,7 @@ class Conductor:
         target.status = status  # `retry.when` sees the attempt as it ended (SPEC 7)
         self._current = target
         # A vanished worker (`abandoned`) is retried like a failure; with no retry left it stays abandoned.
-        if retry and status in _FAILED and self._should_retry(run, target):
+        if retry and status in FAILED_STATUSES and self._should_retry(run, target):
             task = self._task_spec(run.task)
             policy = task.retry or RetryPolicy(count=_COMMAND_RETRY_COUNT)
             delay = policy.delay_before(target.attempts)

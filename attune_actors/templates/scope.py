@@ -23,6 +23,8 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from attune_actors.statuses import ABANDONED, FAILED, SUCCEEDED, TIMEOUT
+
 __all__ = [
     "FAILED_STATUSES",
     "NOT_RUN",
@@ -35,7 +37,7 @@ __all__ = [
 ]
 
 #: Statuses for which `failed()` is true (SPEC 7, Handled failure).
-FAILED_STATUSES = frozenset(("failed", "timeout", "abandoned"))
+FAILED_STATUSES: frozenset[str] = frozenset((FAILED, TIMEOUT, ABANDONED))
 
 #: `task.<name>` for a task of the workflow that has not run (yet).
 NOT_RUN: Mapping[str, Any] = MappingProxyType(
@@ -149,13 +151,13 @@ class _RunOutcome:
         self._error = error
 
     def succeeded(self) -> bool:
-        return self._status == "succeeded"
+        return self._status == SUCCEEDED
 
     def failed(self) -> bool:
         return self._status in FAILED_STATUSES
 
     def timed_out(self) -> bool:
-        return self._status == "timeout"
+        return self._status == TIMEOUT
 
     def result(self) -> Any:
         return self._result

@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from attune_actors.config import LimitSettings
 from attune_actors.engine.commands import Dispatch, Finished, RunEnded, SetTimer, StopRun
 from attune_actors.engine.conductor import Conductor
-from attune_actors.engine.graph import TaskGraph
+from attune_actors.spec.graph import TaskGraph
 from attune_actors.spec.packs import load_packs, load_workflow_text
 from attune_actors.templates import Renderer
 

@@ -7,11 +7,10 @@ a chosen order, so every order is exercised deterministically rather than left t
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import pytest
+from helpers import eventually, execution_reaches
 
 from attune_actors import Engine
 from attune_actors.config import load_settings
@@ -30,24 +29,20 @@ async def run(engine: Engine, ref: str, params: dict[str, Any] | None = None) ->
 
 
 async def answer(engine: Engine, execution_id: str, task: str, response: Any = True) -> None:
-    """Answer a pending inquiry of `task` (waiting, with a deadline, for one to be open)."""
-    deadline = time.monotonic() + 10
-    while True:
-        pending = [i for i in await engine.inquiries(execution_id=execution_id) if i["task"] == task]
-        if pending:
-            await engine.respond(pending[0]["id"], response)
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no pending inquiry of task {task}")
-        await asyncio.sleep(0.01)  # noqa: sleep-ok - polling with a deadline
+    """Answer a pending inquiry of `task` (once one is open)."""
+
+    async def pending() -> list[dict[str, Any]]:
+        return [i for i in await engine.inquiries(execution_id=execution_id) if i["task"] == task]
+
+    [first, *_] = await eventually(pending, f"an inquiry of task {task}")
+    await engine.respond(first["id"], response)
 
 
 async def open_inquiries(engine: Engine, execution_id: str, count: int) -> None:
-    deadline = time.monotonic() + 10
-    while len(await engine.inquiries(execution_id=execution_id)) < count:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"fewer than {count} inquiries opened")
-        await asyncio.sleep(0.01)  # noqa: sleep-ok - polling with a deadline
+    async def opened() -> bool:
+        return len(await engine.inquiries(execution_id=execution_id)) >= count
+
+    await eventually(opened, f"{count} inquiries to open")
 
 
 def limited(**limits: int) -> Any:
@@ -373,10 +368,8 @@ async def test_an_execution_waiting_on_an_inquiry_is_pending_until_answered(work
     execution = await engine.execute(ref)
     events = engine.events(execution.id)
     await open_inquiries(engine, execution.id, 1)
-    deadline = time.monotonic() + 10
-    while (await engine.get(execution.id)).status != "pending":  # the parent hears from its child
-        assert time.monotonic() < deadline, "the parent never became pending"
-        await asyncio.sleep(0.01)  # noqa: sleep-ok - polling with a deadline
+    # the parent hears from its child
+    await execution_reaches(engine, execution.id, lambda e: e.status == "pending")
     live = await engine.get(execution.id)
     assert live.task("call").status == "running"
     await answer(engine, execution.id, "ask")
