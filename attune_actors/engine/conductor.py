@@ -171,8 +171,8 @@ class Conductor:
         self.latest = TaskViews(spec.task)
         self.active: set[str] = set()  # runs not terminal
         self.in_flight = 0  # attempts dispatched (actions, nested workflows) and not ended
-        self.paused_children: set[str] = set()  # runs whose nested workflow is paused
-        self.waiting_children: set[str] = set()  # runs whose nested workflow waits on an inquiry
+        # runs whose nested workflow is PAUSED, or PENDING (waits on an inquiry), as it reported
+        self.children: dict[str, str] = {}
         self.open_inquiries = 0  # runs `pending`: waiting for an inquiry's answer
         self._carried: dict[str, TaskRun] = {}  # task -> the run a rerun replaces (with_items)
         self.barriers: dict[str, Barrier] = {}  # join task -> arrivals not consumed
@@ -253,8 +253,8 @@ class Conductor:
             return self._flush()
         if target.status == RUNNING:
             self.in_flight -= 1
-        self.paused_children.discard(run_id)
-        self.waiting_children.discard(run_id)
+        if self.children:
+            self.children.pop(run_id, None)
         self._attempt_ended(run, item, target, status, result, error)
         self._progress()
         return self._flush()
@@ -295,14 +295,10 @@ class Conductor:
         self._step(now)
         run = self.runs.get(run_id)
         if run is not None and run.child_id is not None and run.attempts == attempt and not run.terminal:
-            if status == PAUSED:
-                self.paused_children.add(run_id)
+            if status == PAUSED or status == PENDING:
+                self.children[run_id] = status
             else:
-                self.paused_children.discard(run_id)
-            if status == PENDING:
-                self.waiting_children.add(run_id)
-            else:
-                self.waiting_children.discard(run_id)
+                self.children.pop(run_id, None)
         self._progress()
         return self._flush()
 
@@ -331,7 +327,8 @@ class Conductor:
         self._step(now)
         if self.status in (PAUSING, PAUSED):
             self.status = RUNNING if self.started_at is not None else REQUESTED
-            self.paused_children.clear()
+            # Resumed children report again; one waiting on an inquiry stays so.
+            self.children = {k: v for k, v in self.children.items() if v == PENDING}
             for child in self._children():
                 self._out.append(ControlChild(child, "resume"))
             staged, self.staged = self.staged, []
@@ -380,8 +377,7 @@ class Conductor:
         self.active.clear()
         self.open_inquiries = 0
         self.staged.clear()
-        self.paused_children.clear()
-        self.waiting_children.clear()
+        self.children.clear()
         self.in_flight = 0
         self.output = _plain(self.output)
         self.status = FAILED
@@ -480,8 +476,8 @@ class Conductor:
             "system": dict(self.system),
             "seq": self.seq,
             "inflight": self.in_flight,
-            "paused_children": sorted(self.paused_children),
-            "waiting_children": sorted(self.waiting_children),
+            "paused_children": sorted(k for k, v in self.children.items() if v == PAUSED),
+            "waiting_children": sorted(k for k, v in self.children.items() if v == PENDING),
             "failing": self.failing,
             "ending": self.ending,
             "barriers": {k: b.to_record() for k, b in self.barriers.items()},
@@ -501,8 +497,8 @@ class Conductor:
         self.output, self.error = header["output"], header["error"]
         self.started_at, self.ended_at = header["started_at"], header["ended_at"]
         self.seq, self.in_flight = header["seq"], header["inflight"]
-        self.paused_children = set(header["paused_children"])
-        self.waiting_children = set(header.get("waiting_children", ()))
+        self.children = dict.fromkeys(header["paused_children"], PAUSED)
+        self.children.update(dict.fromkeys(header.get("waiting_children", ()), PENDING))
         self.failing, self.ending = header["failing"], header["ending"]
         self.barriers = {k: Barrier.from_record(v) for k, v in header["barriers"].items()}
         self.timers = {TimerKey.from_record(k): at for k, at in header["timers"]}
@@ -1143,15 +1139,15 @@ class Conductor:
         """Settle the workflow status after an event: paused, pending, finished, or still going."""
         if self.status in TERMINAL or self.status == REQUESTED:
             return
-        if self.status == PAUSING and self.in_flight - len(self.paused_children) <= 0:
+        if self.status == PAUSING and self.in_flight - self._children_in(PAUSED) <= 0:
             self.status = PAUSED
         if self.barriers:
             self._check_joins()
         if self.active:
             # `pending`: all that is in flight waits for people (inquiries, here or nested).
-            if self.open_inquiries or self.waiting_children:
+            if self.open_inquiries or self.children:
                 if self.status == RUNNING or self.status == PENDING:
-                    waiting = self.in_flight <= len(self.waiting_children)
+                    waiting = self.in_flight <= self._children_in(PENDING)
                     self.status = PENDING if waiting else RUNNING
             elif self.status == PENDING:
                 self.status = RUNNING
@@ -1159,6 +1155,9 @@ class Conductor:
         if self.status == PAUSED and self.staged:
             return
         self._finish()
+
+    def _children_in(self, status: str) -> int:
+        return sum(1 for s in self.children.values() if s == status) if self.children else 0
 
     def _check_joins(self) -> None:
         """Fail on a join that is partly satisfied and that the active runs can no longer satisfy.
