@@ -295,7 +295,7 @@ class Conductor:
         self._step(now)
         run = self.runs.get(run_id)
         if run is not None and run.child_id is not None and run.attempts == attempt and not run.terminal:
-            if status == PAUSED or status == PENDING:
+            if status in (PAUSED, PENDING):
                 self.children[run_id] = status
             else:
                 self.children.pop(run_id, None)
