@@ -32,6 +32,7 @@ from attune_actors.engine.commands import (
     TimerKey,
     TimerKind,
 )
+from attune_actors.engine.graphdoc import RunMark
 from attune_actors.engine.state import ItemRun, TaskRun, iso
 from attune_actors.errors import AttuneError, ParameterError, TemplateError
 from attune_actors.spec.graph import TaskGraph
@@ -348,6 +349,17 @@ class Conductor:
         self._progress()
         return self._flush()
 
+    def fail(self, message: str, now: float) -> list[Command]:
+        """Fail from outside the workflow (its store cannot keep it): nothing new starts, and the
+        execution ends failed with `message` once the attempts already running have ended."""
+        self._step(now)
+        if self.status not in TERMINAL:
+            if self.status == REQUESTED:
+                self.status = RUNNING  # never started: it ends at once
+            self._fail(message, None)
+            self._progress()
+        return self._flush()
+
     def abort(self, message: str, now: float) -> list[Command]:
         """End the execution `failed` at once, after an error outside the workflow's rules (a bug).
 
@@ -598,6 +610,10 @@ class Conductor:
             "tasks": [run.document() for run in self.runs.values()],
         }
         return mask(doc) if mask is not None else doc
+
+    def run_marks(self) -> list[RunMark]:
+        """Each run's task, status and fired transitions, in start order (for the graph document)."""
+        return [RunMark(run.task, run.status, run.fired) for run in self.runs.values()]
 
     # ------------------------------------------------------------------ internals
 
@@ -969,6 +985,7 @@ class Conductor:
         failed = run.status != SUCCEEDED
         run.handled = False  # for a failed run: whether a transition handled it
         targets: list[str] = []
+        taken: list[int] = []
         try:
             if not failed:
                 self._publish(task.publish, f"{where} publish")
@@ -982,6 +999,7 @@ class Conductor:
                         self._reopen(run)
                         return
                 self._publish(tr.publish, f"{where} next[{i}].publish")
+                taken.append(i)
                 # Any entry that fires handles a failure, except one that only asks for a retry
                 # that will not happen (attempts exhausted).
                 if failed and ("retry" not in tr.do or any(t != "retry" for t in tr.do)):
@@ -990,6 +1008,7 @@ class Conductor:
         except TemplateError as exc:
             self._fail(exc.message, task.name)
             return
+        run.fired = tuple(taken)  # what the execution graph shows as taken edges
         joins = self.graph.barrier
         joined: set[str] = set()
         for target in targets:

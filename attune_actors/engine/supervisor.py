@@ -1,9 +1,9 @@
 """WorkflowSupervisor: the actor that owns one execution, its conductor and its child actors.
 
-It handles `Start`, `AttemptEnded`, `TimerFired`, `Control`, `AnswerInquiry` and `GetDocument`. Each
-message becomes one conductor event; the conductor's commands are carried out here (task actors for
-dispatch, timers on the loop, child supervisors for nested workflows), then the step's changes are
-saved as a snapshot and published as events. Nothing else touches the conductor.
+It handles `Start`, `AttemptEnded`, `TimerFired`, `Control`, `AnswerInquiry`, `GetDocument` and
+`GetGraph`. Each message becomes one conductor event; the conductor's commands are carried out here
+(task actors for dispatch, timers on the loop, child supervisors for nested workflows), then the
+step's changes are saved as a snapshot and published as events. Nothing else touches the conductor.
 """
 
 from __future__ import annotations
@@ -39,13 +39,14 @@ from attune_actors.engine.messages import (
     Control,
     DispatchAttempts,
     GetDocument,
+    GetGraph,
     Rerun,
     Start,
     TimerFired,
 )
 from attune_actors.engine.state import iso
 from attune_actors.engine.task import TaskActor
-from attune_actors.errors import AttuneError
+from attune_actors.errors import AttuneError, StoreError
 from attune_actors.statuses import FAILED, PAUSED, PENDING, RUNNING, TERMINAL
 from attune_actors.transport.base import ActionRun
 
@@ -86,6 +87,7 @@ class WorkflowSupervisor(AsyncioActor):
         self._last_status = conductor.status
         self._emitted: dict[str, tuple[str, int]] = {}  # run id -> (status, attempts) last published
         self._done = False
+        self._store_failed: StoreError | None = None  # the first failed save: the execution fails
 
     @property
     def execution_id(self) -> str:
@@ -121,6 +123,8 @@ class WorkflowSupervisor(AsyncioActor):
             self._report_end()
 
     def _handle(self, message: Any) -> Any:
+        if isinstance(message, GetGraph):
+            return self._rt.graph_document(self._c.id, self._c.status, self._c.spec, self._c.run_marks())
         if self._done:
             return self._c.document() if isinstance(message, GetDocument) else None
         now = self._clock.now()
@@ -240,7 +244,12 @@ class WorkflowSupervisor(AsyncioActor):
         """Snapshot the step, publish its status changes, tell a parent we paused or resumed."""
         c = self._c
         runs, items = c.take_dirty()
-        self._rt.save_step(c, runs, items)
+        store_failure: StoreError | None = None
+        try:
+            self._rt.save_step(c, runs, items)  # buffered even when it raises
+        except StoreError as exc:
+            if not self._store_failed:  # the store logs the failure; the execution fails, once
+                self._store_failed = store_failure = exc
         changed = c.status != self._last_status
         if self._rt.events.active:
             root = self._rt.executions.root_of(c.id)
@@ -266,6 +275,9 @@ class WorkflowSupervisor(AsyncioActor):
                     self._link.ref.tell(ChildStatus(self._link.run_id, self._link.attempt, c.status))
                 except ActorDeadError:
                     pass
+        if store_failure is not None:
+            reason = f"the store cannot keep this execution: {store_failure}"
+            self._carry_out(c.fail(reason, self._clock.now()))
 
     def _publish_status(self, root: str) -> None:
         c = self._c
