@@ -1,0 +1,64 @@
+"""Rules, triggers and sensors (SPEC section 10): workflows started by events, exactly once.
+
+Public API: the engine's `emit`, `list_rules`, `get_rule`, `enable_rule`, `disable_rule`,
+`list_triggers` and `enforcements` methods sit on `RulesService`; `post_webhook` is what the HTTP
+API calls for `POST /api/v1/webhooks/{name}`; `Clock`, `SystemClock` and `ManualClock` are the time
+seam of timers and sensors (`Engine(rules_clock=...)`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from attune_actors.errors import AttuneError
+from attune_actors.rules.ledger import Enforcement, MemoryLedger, RuleLedger, SQLiteLedger
+from attune_actors.rules.service import RulesService
+from attune_actors.rules.timers import Clock, ManualClock, SystemClock
+
+if TYPE_CHECKING:
+    from attune_actors.engine.engine import Engine
+
+
+async def start_rules(engine: Engine, problems: list[AttuneError], clock: Clock | None) -> RulesService:
+    """The rules service of a starting engine: its ledger in the engine's store, its invalid rules."""
+    settings = engine.settings
+    ledger: RuleLedger
+    if settings.store == "memory":
+        ledger = MemoryLedger()
+    else:
+        ledger = SQLiteLedger(settings.data_path / "attune.db")
+    by_file: dict[Path, list[AttuneError]] = {}
+    for err in problems:
+        if err.location is not None:
+            by_file.setdefault(Path(err.location.file).resolve(), []).append(err)
+    invalid = {
+        rule.ref: by_file[Path(rule.file).resolve()]
+        for pack in engine.catalog.packs.values()
+        for rule in pack.rules
+        if Path(rule.file).resolve() in by_file
+    }
+    service = RulesService(
+        engine.catalog, engine.renderer, ledger, engine.execute, settings, clock=clock, invalid=invalid
+    )
+    await service.start()
+    return service
+
+
+async def post_webhook(engine: Engine, name: str, payload: Any, headers: dict[str, str] | None = None) -> str:
+    """`POST /api/v1/webhooks/{name}`: emit a `core.webhook` instance; its id (202 trigger_instance_id).
+
+    NotFoundError when no rule listens on `name` (404).
+    """
+    return await engine.emit("core.webhook", payload, name=name, headers=dict(headers or {}))
+
+
+__all__ = [
+    "Clock",
+    "Enforcement",
+    "ManualClock",
+    "RulesService",
+    "SystemClock",
+    "post_webhook",
+    "start_rules",
+]
