@@ -107,6 +107,7 @@ class RulesService:
         self._nats_status = "off"
         self._nats_source: Any = None
         self._nc: Any = None
+        self._stopping = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -153,10 +154,11 @@ class RulesService:
             with contextlib.suppress(ActorDeadError):
                 await self._sensors.stop(block=False)
             self._sensors = None
+        self._stopping = True
         if self._nats_task is not None:
+            # nats-py's connect may swallow a cancellation: the flag ends the retry loop too.
             self._nats_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._nats_task
+            await asyncio.wait({self._nats_task}, timeout=5)
         if self._nats_source is not None:
             await self._nats_source.stop()
         if self._nc is not None:
@@ -178,7 +180,7 @@ class RulesService:
         from attune_actors.rules.nats_source import NatsTriggerSource
 
         delay = NATS_RETRY[0]
-        while True:
+        while not self._stopping:
             try:
                 if self._connect is not None:
                     self._nc = await self._connect()

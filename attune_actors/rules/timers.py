@@ -193,19 +193,18 @@ class TimerActor(AsyncioActor):
         if last is not None:
             latest, count = self.schedule.missed(last, now)
             if latest is not None:
-                late = now - latest
-                if late <= self.schedule.catchup:
-                    count -= 1
-                    if not await self._fire(latest):
-                        return
-                if count:
-                    self.state.missed += count
+                make_up = now - latest <= self.schedule.catchup
+                skipped = count - 1 if make_up else count
+                if skipped:
+                    self.state.missed += skipped
                     log.warning(
                         "rule %s: %d fire(s) missed while the engine was down (catchup %g s)",
                         self.rule.ref,
-                        count,
+                        skipped,
                         self.schedule.catchup,
                     )
+                if make_up and not await self._fire(latest):
+                    return
         while True:
             now = self.clock.time()
             nxt = self.schedule.next_after(max(now, self.state.last_fire or now), self.state.last_fire)

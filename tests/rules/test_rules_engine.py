@@ -21,6 +21,16 @@ PACKS = Path(__file__).parent / "packs"
 POLL = 0.01  # seconds between polls (each with a deadline)
 
 
+async def ended(e: Engine, execution_id: str) -> Any:
+    """The execution once terminal (polled: it may be stored a moment before `wait` can see it)."""
+
+    async def done() -> Any:
+        x = await e.get(execution_id)
+        return x if x.status in ("succeeded", "failed", "timeout", "canceled") else None
+
+    return await until(done)
+
+
 async def until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
     """Poll `check` (sync or async) until it returns something truthy; fail after `timeout`."""
     async with asyncio.timeout(timeout):
@@ -37,11 +47,16 @@ def engine(tmp_path: Path, *packs: str, clock: ManualClock | None = None) -> Eng
     return Engine(packs=[PACKS / p for p in packs], data_dir=tmp_path / "data", rules_clock=clock)
 
 
-async def tags(e: Engine) -> list[str]:
-    """The `tag` outputs of every execution the rules started, oldest first, once they have ended."""
+async def tags(e: Engine, count: int = 1) -> list[str]:
+    """The `tag` outputs of the executions the rules started (at least `count`), oldest first, ended."""
+
+    async def listed() -> Any:
+        found = await e.list(limit=1000)
+        return found if len(found) >= count else None
+
     found = []
-    for execution in reversed(await e.list(limit=1000)):
-        final = await e.wait(execution.id, timeout=10)
+    for execution in reversed(await until(listed)):
+        final = await ended(e, execution.id)
         found.append(final.output["tag"])
     return found
 
@@ -108,7 +123,7 @@ async def test_an_interval_rule_fires_once_per_period_and_survives_a_restart(tmp
             await clock.wait_for_sleepers()
             clock.advance(10)
             await until(lambda: _count(e, fired))  # noqa: B023 - awaited before the loop moves on
-        assert len(await tags(e)) == 3
+        assert len(await tags(e, 3)) == 3
         # 5 s into the next period: nothing fires
         await clock.wait_for_sleepers()
         clock.advance(5)
@@ -126,7 +141,7 @@ async def test_an_interval_rule_fires_once_per_period_and_survives_a_restart(tmp
         clock.advance(10)
         await asyncio.sleep(0.05)  # noqa: sleep-ok - giving a stopped timer time to misfire
         assert len(await e.enforcements()) == 4
-        assert len(await tags(e)) == 4
+        assert len(await tags(e, 4)) == 4
 
 
 async def _count(e: Engine, n: int) -> bool:
