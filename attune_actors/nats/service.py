@@ -69,6 +69,7 @@ from attune_actors.errors import (
 )
 from attune_actors.nats.subjects import Subjects
 from attune_actors.nats.transport import report_bad_input
+from attune_actors.rules.nats_api import rule_operations
 from attune_actors.spec.suggest import printable, unknown_key
 
 log = logging.getLogger("attune_actors.nats.service")
@@ -205,6 +206,7 @@ class ControlService:
             "workflows.put": ({"pack": _required(TEXT), "yaml": _required(TEXT)}, self._put_workflow),
             "workflows.delete": ({"ref": _required(TEXT)}, self._delete_workflow),
         }
+        self._operations.update(rule_operations(engine))  # rules.*, triggers.*, enforcements.*, webhooks.*
 
     @property
     def operations(self) -> list[str]:

@@ -120,3 +120,32 @@ async def test_a_duplicate_message_id_starts_nothing_new(nats_server: NatsServer
         await asyncio.sleep(0.2)  # noqa: sleep-ok - a second start would show up here
         assert len(await e.list()) == 1
         assert len(await e.enforcements()) == 1
+
+
+async def test_rules_over_the_control_service(nats_server: NatsServer, tmp_path: Path) -> None:
+    from attune_actors.nats.service import ControlService
+    from attune_actors.nats.subjects import Subjects
+
+    subjects = Subjects("rt")
+    async with make_engine(nats_server, tmp_path) as e:
+        nc = await nats.connect(nats_server.url)
+        service = ControlService(e, nc, subjects)
+        await service.start()
+        try:
+
+            async def call(op: str, body: dict[str, Any]) -> Any:
+                reply = await nc.request(subjects.api(op), json.dumps(body).encode(), timeout=5)
+                return json.loads(reply.data)
+
+            listed = await call("rules.list", {})
+            assert [r["ref"] for r in listed["rules"]] == ["rt.every", "rt.on_hook", "rt.on_push"]
+            posted = await call("webhooks.post", {"name": "hook", "payload": {"n": 7}})
+            (record,) = (await call("enforcements.list", {"rule": "rt.on_hook"}))["enforcements"]
+            assert record["trigger_instance_id"] == posted["trigger_instance_id"] and record["matched"]
+            assert (await call("rules.disable", {"ref": "rt.on_hook"}))["enabled"] is False
+            assert (await call("webhooks.post", {"name": "nope"}))["error"]["code"] == "not_found"
+            types = {t["type"] for t in (await call("triggers.list", {}))["triggers"]}
+            assert {"core.nats", "core.webhook", "core.interval", "core.cron", "core.datetime"} <= types
+        finally:
+            await service.stop()
+            await nc.close()
