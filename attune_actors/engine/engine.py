@@ -21,25 +21,25 @@ from typing import Any
 from pykka import ActorDeadError
 
 from attune_actors.actors import wait_all_stopped
+from attune_actors.clock import Clock, RealClock, VirtualClock
 from attune_actors.config import Settings, load_settings
 from attune_actors.engine.events import EventBus, Subscription
 from attune_actors.engine.execution import Execution
-from attune_actors.engine.inquiry import check_response
-from attune_actors.engine.messages import AnswerInquiry, Control, GetDocument, Rerun, Start
+from attune_actors.engine.messages import Control, GetDocument, Rerun, Start
 from attune_actors.engine.runtime import Runtime
 from attune_actors.engine.supervisor import WorkflowSupervisor
 from attune_actors.errors import (
     AttuneError,
     ConfigError,
     EngineClosedError,
-    InquiryResponseError,
     NotFoundError,
     ParameterError,
     ValidationError,
 )
 from attune_actors.kv import KVScope, KVStore, Masker
 from attune_actors.kv.secrets import Cipher
-from attune_actors.rules import Clock, RulesService, start_rules
+from attune_actors.rules import Clock as RulesClock
+from attune_actors.rules import RulesService, start_rules
 from attune_actors.runners import RunnerSet
 from attune_actors.spec.model import ParamSpec
 from attune_actors.spec.packs import Catalog, load_packs, load_workflow_text, workflow_action
@@ -101,8 +101,9 @@ class Engine:
         settings: Settings | None = None,
         store: Store | None = None,
         transport: Transport | None = None,
+        clock: Clock | None = None,
         rules: bool = True,
-        rules_clock: Clock | None = None,
+        rules_clock: RulesClock | None = None,
     ) -> None:
         overrides: dict[str, Any] = {}
         if packs is not None:
@@ -116,6 +117,9 @@ class Engine:
         self.settings = settings
         self._store_override = store
         self._transport_override = transport
+        # Where the engine reads the time and sets its timers (attune_actors.clock): a test passes a
+        # VirtualClock to skip retry delays and timeouts.
+        self.clock: Clock = clock or RealClock()
         self._rt: Runtime | None = None
         self._kv: KVStore | None = None
         self.catalog = Catalog()
@@ -182,7 +186,10 @@ class Engine:
             kv=KVScope(self._kv, self.masker),
             events=self._events,
             cipher=cipher,
+            clock=self.clock,
         )
+        if isinstance(self.clock, VirtualClock):
+            self.clock.attach(self._rt.idle)
         self._recover(self._rt)
         if self._rules_wanted:
             self._rules = await start_rules(self, problems, self._rules_clock)
@@ -233,7 +240,7 @@ class Engine:
                 log.error("cannot resume execution %s: %s", execution_id, exc)
                 continue
             ref = WorkflowSupervisor.start(rt, conductor)
-            rt.register(conductor.id, ref)
+            rt.executions.add(conductor.id, ref)
             ref.tell(Start(recovered=True))
             log.info("resumed execution %s (%s, %s)", execution_id, conductor.spec.ref, conductor.status)
 
@@ -245,7 +252,7 @@ class Engine:
         rules, self._rules = self._rules, None
         if rules is not None:
             await rules.stop()
-        for ref in list(rt.supervisors.values()):
+        for ref in rt.executions.supervisors():
             try:
                 ref.stop(block=False)
             except ActorDeadError:
@@ -261,10 +268,7 @@ class Engine:
         await rt.store.close()
         if self._kv is not None:
             self._kv.close()
-        for futs in rt.waiters.values():
-            for fut in futs:
-                if not fut.done():
-                    fut.cancel()
+        rt.executions.cancel_waiters()
 
     def _runtime(self) -> Runtime:
         if self._rt is None:
@@ -288,7 +292,7 @@ class Engine:
         """
         rt = self._runtime()
         if execution_id is not None and (
-            execution_id in rt.supervisors or rt.store.load(execution_id) is not None
+            execution_id in rt.executions or rt.store.load(execution_id) is not None
         ):
             return await self.get(execution_id)
         if ref in self._invalid:
@@ -300,7 +304,7 @@ class Engine:
         rt.save_step(conductor, [], [])
         await rt.store.flush()
         ref_ = WorkflowSupervisor.start(rt, conductor)
-        rt.register(conductor.id, ref_)
+        rt.executions.add(conductor.id, ref_)
         doc = conductor.document(self.masker.mask)
         ref_.tell(Start())
         return Execution.from_dict(doc)
@@ -312,9 +316,8 @@ class Engine:
     async def wait(self, execution_id: str, timeout: float | None = None) -> Execution:
         """Wait until the execution is terminal; TimeoutError after `timeout` seconds."""
         rt = self._runtime()
-        if execution_id in rt.supervisors:
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            rt.waiters.setdefault(execution_id, []).append(fut)
+        fut = rt.executions.end_of(execution_id)
+        if fut is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(fut), timeout)
             except TimeoutError:
@@ -341,7 +344,7 @@ class Engine:
         rerun task runs are new runs, listed after the old ones.
         """
         rt = self._runtime()
-        if execution_id in rt.supervisors:
+        if execution_id in rt.executions:
             raise ParameterError(
                 f"execution '{execution_id}' is still running; only ended ones can be re-run"
             )
@@ -364,7 +367,7 @@ class Engine:
             if unknown:
                 raise ParameterError(f"{conductor.spec.ref} has no task {', '.join(map(repr, unknown))}")
         ref = WorkflowSupervisor.start(rt, conductor)
-        rt.register(conductor.id, ref)
+        rt.executions.add(conductor.id, ref)
         ref.tell(Rerun(tuple(tasks) if tasks is not None else None, reset_items))
         return await self.get(execution_id)
 
@@ -379,19 +382,13 @@ class Engine:
 
     async def _control(self, execution_id: str, message: Control) -> Execution:
         rt = self._runtime()
-        ref = rt.supervisors.get(execution_id)
-        if ref is not None:
-            try:
-                ref.tell(message)
-            except ActorDeadError:
-                pass
-        elif rt.store.load(execution_id) is None:
+        if not rt.executions.tell(execution_id, message) and rt.store.load(execution_id) is None:
             raise NotFoundError(f"no execution '{execution_id}'")
         return await self.get(execution_id)
 
     async def _document(self, execution_id: str) -> dict[str, Any]:
         rt = self._runtime()
-        ref = rt.supervisors.get(execution_id)
+        ref = rt.executions.supervisor(execution_id)
         doc: dict[str, Any] | None = None
         if ref is not None:
             try:
@@ -412,12 +409,7 @@ class Engine:
     ) -> builtins.list[dict[str, Any]]:
         """Inquiries (default: the pending ones), optionally of one execution and its nested ones."""
         rt = self._runtime()
-        return [
-            self.masker.mask(r.to_dict())
-            for r in rt.inquiries.values()
-            if (status is None or r.status == status)
-            and (execution_id is None or execution_id in (r.execution_id, rt.root_of(r.execution_id)))
-        ]
+        return [self.masker.mask(r.to_dict()) for r in rt.inquiries.list(status, execution_id)]
 
     async def respond(self, inquiry_id: str, response: Any, identity: str | None = None) -> dict[str, Any]:
         """Answer a pending inquiry; the response must validate against its schema.
@@ -425,27 +417,7 @@ class Engine:
         Raises InquiryResponseError (schema violation, identity not allowed, not pending) and
         leaves the inquiry pending; NotFoundError for an unknown id.
         """
-        rt = self._runtime()
-        record = rt.inquiries.get(inquiry_id)
-        if record is None:
-            raise NotFoundError(f"no inquiry '{inquiry_id}'")
-        if record.status != "pending" or record.supervisor is None:
-            raise InquiryResponseError(f"inquiry '{inquiry_id}' is not pending (it is {record.status})")
-        allowed_ids = (*record.users, *record.roles)
-        if allowed_ids and identity not in allowed_ids:
-            allowed = ", ".join([*record.users, *(f"role {r}" for r in record.roles)])
-            raise InquiryResponseError(
-                f"inquiry '{inquiry_id}' may only be answered by {allowed}, not {identity or 'anonymous'}"
-            )
-        check_response(record.schema, response, inquiry_id)
-        supervisor = record.supervisor
-        record.status, record.response, record.supervisor = "succeeded", response, None
-        try:
-            supervisor.tell(AnswerInquiry(record.run_id, record.id, response))
-        except ActorDeadError:
-            record.status = "canceled"
-            raise InquiryResponseError(f"inquiry '{inquiry_id}' is no longer pending") from None
-        rt._inquiry_event(record)
+        record = self._runtime().inquiries.answer(inquiry_id, response, identity)
         return self.masker.mask(record.to_dict())  # type: ignore[no-any-return]
 
     def events(self, execution_id: str | None = None) -> Subscription:
