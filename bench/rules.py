@@ -29,13 +29,13 @@ import nats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from attune_actors import Engine  # noqa: E402
-from attune_actors.config import NatsSettings, Settings  # noqa: E402
-from attune_actors.rules.criteria import compile_criteria  # noqa: E402
-from attune_actors.rules.ledger import MemoryLedger  # noqa: E402
-from attune_actors.rules.service import RulesService  # noqa: E402
-from attune_actors.spec.packs import load_packs  # noqa: E402
-from attune_actors.templates import Renderer  # noqa: E402
+from attune_actors import Engine
+from attune_actors.config import NatsSettings, Settings
+from attune_actors.rules.criteria import compile_criteria
+from attune_actors.rules.ledger import MemoryLedger
+from attune_actors.rules.service import RulesService
+from attune_actors.spec.packs import load_packs
+from attune_actors.templates import Renderer
 
 WORKFLOW = "parameters: {tag: {type: string}}\ntasks: [{name: a, action: core.noop}]\n"
 
@@ -70,16 +70,24 @@ async def throughput(n: int, url: str, root: Path, packs: Path) -> dict[str, flo
     out: dict[str, float] = {}
     for label in ("emit", "nats"):
         data = root / f"data-{label}"
-        settings = Settings(packs=(str(packs),), data_dir=str(data), nats=NatsSettings(url=url, subject_prefix="bench"))
+        settings = Settings(
+            packs=(str(packs),), data_dir=str(data), nats=NatsSettings(url=url, subject_prefix="bench")
+        )
         async with Engine(settings=settings) as engine:
             if label == "nats":
-                while not any(t["status"] == "running" for t in await engine.list_triggers() if t["type"] == "core.nats"):
+                while not any(
+                    t["status"] == "running" for t in await engine.list_triggers() if t["type"] == "core.nats"
+                ):
                     await asyncio.sleep(0.01)  # noqa: sleep-ok - waiting for the consumer
                 nc = await nats.connect(url)
                 js = nc.jetstream()
                 start = time.perf_counter()
                 acks = [
-                    js.publish("bench.ev", json.dumps({"kind": "go", "n": i}).encode(), headers={"Nats-Msg-Id": f"m{i}"})
+                    js.publish(
+                        "bench.ev",
+                        json.dumps({"kind": "go", "n": i}).encode(),
+                        headers={"Nats-Msg-Id": f"m{i}"},
+                    )
                     for i in range(n)
                 ]
                 await asyncio.gather(*acks)
@@ -107,9 +115,10 @@ async def evaluation(packs: Path, rounds: int) -> dict[str, float]:
 
     for count in (1, 1000):
         pack = catalog.packs["bench"]
-        kept = tuple(r for r in pack.rules if r.trigger_type != "core.webhook")[:0] + tuple(
-            r for r in pack.rules if r.trigger_type == "core.webhook"
-        )[:count]
+        kept = (
+            tuple(r for r in pack.rules if r.trigger_type != "core.webhook")[:0]
+            + tuple(r for r in pack.rules if r.trigger_type == "core.webhook")[:count]
+        )
         object.__setattr__(pack, "rules", kept)
         service = RulesService(catalog, Renderer(), MemoryLedger(), starter, Settings())
         await service.start()
@@ -140,8 +149,11 @@ async def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="attune-bench-rules-"))
     server = shutil.which("nats-server") or str(Path(sys.executable).parent / "nats-server")
     port = 14222 + (int(time.time()) % 1000)
-    proc = subprocess.Popen([server, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(root / "js")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [server, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(root / "js")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         await asyncio.sleep(0.5)  # noqa: sleep-ok - server start-up
         ev = await evaluation(make_pack(root / "many", 1000), rounds)

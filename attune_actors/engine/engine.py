@@ -38,7 +38,6 @@ from attune_actors.errors import (
 )
 from attune_actors.kv import KVScope, KVStore, Masker
 from attune_actors.kv.secrets import Cipher
-from attune_actors.rules import Clock as RulesClock
 from attune_actors.rules import RulesService, start_rules
 from attune_actors.runners import RunnerSet
 from attune_actors.spec.model import ParamSpec
@@ -103,7 +102,6 @@ class Engine:
         transport: Transport | None = None,
         clock: Clock | None = None,
         rules: bool = True,
-        rules_clock: RulesClock | None = None,
     ) -> None:
         overrides: dict[str, Any] = {}
         if packs is not None:
@@ -129,7 +127,7 @@ class Engine:
         self._invalid: dict[str, builtins.list[AttuneError]] = {}  # workflow ref -> its problems
         self._executor: ThreadPoolExecutor | None = None
         self._events = EventBus(self.settings.limits.event_buffer)
-        self._rules_wanted, self._rules_clock = rules, rules_clock
+        self._rules_wanted = rules
         self._rules: RulesService | None = None  # rules, triggers, sensors (attune_actors.rules)
 
     # ------------------------------------------------------------------ lifecycle
@@ -192,7 +190,7 @@ class Engine:
             self.clock.attach(self._rt.idle)
         self._recover(self._rt)
         if self._rules_wanted:
-            self._rules = await start_rules(self, problems, self._rules_clock)
+            self._rules = await start_rules(self, problems)
 
     def _quarantine(self, catalog: Catalog, problems: builtins.list[AttuneError]) -> None:
         """Take workflows with problems out of the catalog; remember why, for execute() to say."""

@@ -2,8 +2,7 @@
 
 Public API: the engine's `emit`, `list_rules`, `get_rule`, `enable_rule`, `disable_rule`,
 `list_triggers` and `enforcements` methods sit on `RulesService`; `post_webhook` is what the HTTP
-API calls for `POST /api/v1/webhooks/{name}`; `Clock`, `SystemClock` and `ManualClock` are the time
-seam of timers and sensors (`Engine(rules_clock=...)`).
+API calls for `POST /api/v1/webhooks/{name}`. Timers and sensor backoff run on the engine's clock.
 """
 
 from __future__ import annotations
@@ -14,35 +13,43 @@ from typing import TYPE_CHECKING, Any
 from attune_actors.errors import AttuneError
 from attune_actors.rules.ledger import Enforcement, MemoryLedger, RuleLedger, SQLiteLedger
 from attune_actors.rules.service import RulesService
-from attune_actors.rules.timers import Clock, ManualClock, SystemClock
 
 if TYPE_CHECKING:
     from attune_actors.engine.engine import Engine
+    from attune_actors.spec.packs import Catalog
 
 
-async def start_rules(engine: Engine, problems: list[AttuneError], clock: Clock | None) -> RulesService:
+async def start_rules(engine: Engine, problems: list[AttuneError]) -> RulesService:
     """The rules service of a starting engine: its ledger in the engine's store, its invalid rules."""
     settings = engine.settings
-    ledger: RuleLedger
-    if settings.store == "memory":
-        ledger = MemoryLedger()
-    else:
-        ledger = SQLiteLedger(settings.data_path / "attune.db")
+    ledger: RuleLedger = (
+        MemoryLedger() if settings.store == "memory" else SQLiteLedger(settings.data_path / "attune.db")
+    )
+    service = RulesService(
+        engine.catalog,
+        engine.renderer,
+        ledger,
+        engine.execute,
+        settings,
+        clock=engine.clock,
+        invalid=_invalid_rules(engine.catalog, problems),
+    )
+    await service.start()
+    return service
+
+
+def _invalid_rules(catalog: Catalog, problems: list[AttuneError]) -> dict[str, list[AttuneError]]:
+    """Rules with problems (by the file the problem is in), which the service loads but never runs."""
     by_file: dict[Path, list[AttuneError]] = {}
     for err in problems:
         if err.location is not None:
             by_file.setdefault(Path(err.location.file).resolve(), []).append(err)
-    invalid = {
+    return {
         rule.ref: by_file[Path(rule.file).resolve()]
-        for pack in engine.catalog.packs.values()
+        for pack in catalog.packs.values()
         for rule in pack.rules
         if Path(rule.file).resolve() in by_file
     }
-    service = RulesService(
-        engine.catalog, engine.renderer, ledger, engine.execute, settings, clock=clock, invalid=invalid
-    )
-    await service.start()
-    return service
 
 
 async def post_webhook(engine: Engine, name: str, payload: Any, headers: dict[str, str] | None = None) -> str:
@@ -54,11 +61,8 @@ async def post_webhook(engine: Engine, name: str, payload: Any, headers: dict[st
 
 
 __all__ = [
-    "Clock",
     "Enforcement",
-    "ManualClock",
     "RulesService",
-    "SystemClock",
     "post_webhook",
     "start_rules",
 ]

@@ -69,7 +69,10 @@ def rule_operations(engine: Engine) -> dict[str, Operation]:
             {"rule": (TEXT, False), "trigger_instance_id": (TEXT, False), "limit": (COUNT, False)},
             enforcements,
         ),
-        "webhooks.post": ({"name": (TEXT, True), "payload": (ANY, False), "headers": (OBJECT, False)}, webhook),
+        "webhooks.post": (
+            {"name": (TEXT, True), "payload": (ANY, False), "headers": (OBJECT, False)},
+            webhook,
+        ),
     }
 
 

@@ -28,7 +28,8 @@ from pykka import ActorRef
 
 from attune_actors.actors import AsyncioActor, Directive
 from attune_actors.errors import ParameterError
-from attune_actors.rules.timers import Clock
+from attune_actors.clock import Clock
+from attune_actors.rules.timers import sleep
 from attune_actors.spec.rules import SensorSpec
 
 log = logging.getLogger("attune_actors.rules.sensors")
@@ -123,8 +124,8 @@ class SensorActor(AsyncioActor):
             if delay:
                 state.status = "backoff"
                 state.delays = [*state.delays[-19:], delay]
-                await self.clock.sleep(delay)
-            state.status, state.started_at = "running", self.clock.time()
+                await sleep(self.clock, delay)
+            state.status, state.started_at = "running", self.clock.now()
             sensor = load_sensor_class(state.spec)(self.config)
             emit = self._emit
             if callable(getattr(sensor, "run", None)):
@@ -132,14 +133,14 @@ class SensorActor(AsyncioActor):
             else:
                 while True:
                     await _maybe_await(sensor.poll(emit))
-                    if self.clock.time() - state.started_at >= self.backoff.reset:
+                    if self.clock.now() - state.started_at >= self.backoff.reset:
                         state.failures = 0
-                    await self.clock.sleep(state.spec.poll_interval)
+                    await sleep(self.clock, state.spec.poll_interval)
             state.status = "stopped"  # run() returned: the sensor is done
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
-            if state.started_at is not None and self.clock.time() - state.started_at >= self.backoff.reset:
+            if state.started_at is not None and self.clock.now() - state.started_at >= self.backoff.reset:
                 state.failures = 0
             state.failures += 1
             state.last_error = f"{type(exc).__name__}: {exc}"

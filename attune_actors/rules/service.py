@@ -29,12 +29,13 @@ from typing import Any, Protocol
 import jsonschema
 from pykka import ActorDeadError, ActorRef
 
+from attune_actors.clock import Clock, RealClock
 from attune_actors.config import Settings
 from attune_actors.errors import AttuneError, NotFoundError, ParameterError
 from attune_actors.rules.criteria import Predicate, compile_criteria
 from attune_actors.rules.ledger import Enforcement, RuleLedger, new_record
 from attune_actors.rules.sensors import Backoff, SensorState, SensorSupervisor
-from attune_actors.rules.timers import Clock, SystemClock, TimerActor, TimerState, timer_instance
+from attune_actors.rules.timers import TimerActor, TimerState, timer_instance
 from attune_actors.spec.packs import Catalog
 from attune_actors.spec.rules import BUILTIN_TRIGGERS, TIMER_TRIGGERS, RuleSpec, SensorSpec, trigger_types
 from attune_actors.templates import Renderer
@@ -93,7 +94,7 @@ class RulesService:
         self.ledger = ledger
         self.start_execution = start_execution
         self.settings = settings
-        self.clock = clock or SystemClock()
+        self.clock: Clock = clock or RealClock()
         self.backoff = backoff or Backoff()
         self.invalid = dict(invalid or {})
         self._connect = connect
@@ -222,7 +223,7 @@ class RulesService:
         rule = self._rules.get(spec.ref)
         if rule is None or not rule.enabled:
             return False
-        await self.dispatch(timer_instance(spec, nominal, self.clock.time()), only=rule)
+        await self.dispatch(timer_instance(spec, nominal, self.clock.now()), only=rule)
         await self.ledger.put_state(spec.ref, "last_fire", nominal)
         return rule.enabled
 
@@ -262,7 +263,7 @@ class RulesService:
             "id": instance_id or uuid.uuid4().hex,
             "type": trigger_type,
             "payload": payload,
-            "occurred_at": datetime.fromtimestamp(self.clock.time(), tz=UTC).isoformat(),
+            "occurred_at": datetime.fromtimestamp(self.clock.now(), tz=UTC).isoformat(),
         }
         return instance["id"], await self.dispatch(instance)
 
@@ -326,7 +327,7 @@ class RulesService:
             planned.append((record, rule, params))
         claimed = await self.ledger.claim([p[0] for p in planned])
         out: list[Enforcement] = []
-        for (record, rule, params), (stored, fresh) in zip(planned, claimed, strict=True):
+        for (_, rule, params), (stored, fresh) in zip(planned, claimed, strict=True):
             if stored.execution_id is not None and params is not None and stored.error is None:
                 stored = await self._start(stored, rule, params, fresh)
             out.append(stored)

@@ -12,24 +12,24 @@ rule's `last_fire`, so a restarted engine resumes from it:
   one missed fire is made up, so an outage does not end in a burst;
 - interval rules keep their phase: nominal times are `last_fire + k * seconds`.
 
-Time comes from a `Clock` (`time()` and `sleep(seconds)`), so tests and the testing toolkit can move
-time by hand (`ManualClock`) instead of waiting.
+Time comes from the engine's `Clock` (`Engine(clock=...)`), so tests and the testing toolkit move
+time with a `VirtualClock` instead of waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
 from attune_actors.actors import AsyncioActor
+from attune_actors.clock import Clock
 from attune_actors.spec.rules import RuleSpec
 
 log = logging.getLogger("attune_actors.rules")
@@ -37,65 +37,19 @@ log = logging.getLogger("attune_actors.rules")
 DEFAULT_CATCHUP = 60.0
 
 
-class Clock(Protocol):
-    """Wall-clock time, and sleeping on it."""
-
-    def time(self) -> float:
-        """Seconds since the epoch."""
-        ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class SystemClock:
-    """The real clock."""
-
-    def time(self) -> float:
-        return time.time()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, seconds))
-
-
-class ManualClock:
-    """A clock that moves only when told to (`advance`); sleepers wake when their time is reached."""
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self._now = start
-        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
-        self._changed = asyncio.Event()
-
-    def time(self) -> float:
-        return self._now
-
-    async def sleep(self, seconds: float) -> None:
-        if seconds <= 0:
-            await asyncio.sleep(0)
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._sleepers.append((self._now + seconds, fut))
-        self._changed.set()
+async def sleep(clock: Clock, seconds: float) -> None:
+    """Sleep `seconds` on `clock` (on a `VirtualClock`, until its time gets there)."""
+    fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    handle = clock.call_later(seconds, _wake, fut)
+    try:
         await fut
+    finally:
+        handle.cancel()
 
-    @property
-    def sleepers(self) -> int:
-        """How many sleeps are waiting."""
-        self._sleepers = [(t, f) for t, f in self._sleepers if not f.done()]
-        return len(self._sleepers)
 
-    async def wait_for_sleepers(self, count: int = 1, timeout: float = 10.0) -> None:
-        """Return once at least `count` sleeps are waiting (so advancing the clock reaches them)."""
-        async with asyncio.timeout(timeout):
-            while self.sleepers < count:
-                self._changed.clear()
-                await self._changed.wait()
-
-    def advance(self, seconds: float) -> None:
-        """Move time forward; sleeps that are due wake (their tasks run at the next loop turns)."""
-        self._now += seconds
-        for due, fut in self._sleepers:
-            if due <= self._now and not fut.done():
-                fut.set_result(None)
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 class Schedule:
@@ -186,7 +140,7 @@ class TimerActor(AsyncioActor):
             log.exception("timer of rule %s stopped", self.rule.ref)
 
     async def _loop(self) -> None:
-        now = self.clock.time()
+        now = self.clock.now()
         last = self.state.last_fire
         if last is None and self.schedule.kind == "core.datetime":
             last = now - self.schedule.catchup  # a date just passed when the rule appeared still fires
@@ -206,13 +160,13 @@ class TimerActor(AsyncioActor):
                 if make_up and not await self._fire(latest):
                     return
         while True:
-            now = self.clock.time()
+            now = self.clock.now()
             nxt = self.schedule.next_after(max(now, self.state.last_fire or now), self.state.last_fire)
             if nxt is None:
                 return
-            await self.clock.sleep(nxt - now)
-            while self.clock.time() < nxt:  # a clock may wake a sleeper early; never fire early
-                await self.clock.sleep(nxt - self.clock.time())
+            await sleep(self.clock, nxt - now)
+            while self.clock.now() < nxt:  # a clock may wake a sleeper early; never fire early
+                await sleep(self.clock, nxt - self.clock.now())
             if not await self._fire(nxt):
                 return
 
@@ -232,4 +186,4 @@ def timer_instance(rule: RuleSpec, nominal: float, now: float) -> dict[str, Any]
     }
 
 
-__all__ = ["Clock", "ManualClock", "Schedule", "SystemClock", "TimerActor", "TimerState", "timer_instance"]
+__all__ = ["Schedule", "TimerActor", "TimerState", "sleep", "timer_instance"]

@@ -13,7 +13,14 @@ INSTANCE = {
     "id": "i1",
     "type": "core.nats",
     "subject": "git.push",
-    "payload": {"branch": "main", "n": 3, "tags": ["a", "b"], "repo": "acme/shop", "flag": True, "items": [{"x": 1}]},
+    "payload": {
+        "branch": "main",
+        "n": 3,
+        "tags": ["a", "b"],
+        "repo": "acme/shop",
+        "flag": True,
+        "items": [{"x": 1}],
+    },
 }
 
 
@@ -59,8 +66,14 @@ def test_all_criteria_must_hold() -> None:
 
 @pytest.mark.parametrize(
     ("pattern", "subject", "expected"),
-    [("git.push", "git.push", True), ("git.*", "git.push", True), ("git.>", "git.a.b", True),
-     ("git.>", "git", False), ("git.*", "git.a.b", False), ("git.push", "git.pull", False)],
+    [
+        ("git.push", "git.push", True),
+        ("git.*", "git.push", True),
+        ("git.>", "git.a.b", True),
+        ("git.>", "git", False),
+        ("git.*", "git.a.b", False),
+        ("git.push", "git.pull", False),
+    ],
 )
 def test_subject_wildcards(pattern: str, subject: str, expected: bool) -> None:
     assert subject_matches(pattern, subject) is expected

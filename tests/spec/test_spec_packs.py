@@ -81,7 +81,12 @@ def test_the_example_packs_load_with_workflows_rules_and_sensors() -> None:
     assert [a.ref for a in catalog.workflows("examples")][:2] == ["examples.decision", "examples.deploy"]
     assert all(a.is_workflow for a in catalog.workflows())
     rules = {r.ref: r for r in pack.rules}
-    assert set(rules) == {"examples.on_push", "examples.release_webhook", "examples.nightly", "examples.on_disk_full"}
+    assert set(rules) == {
+        "examples.on_push",
+        "examples.release_webhook",
+        "examples.nightly",
+        "examples.on_disk_full",
+    }
     push = rules["examples.on_push"]
     assert (push.trigger_type, push.trigger_parameters, push.action) == (
         "core.nats",
@@ -460,7 +465,8 @@ def test_rules_and_sensors_are_checked_with_located_errors(tmp_path: Path) -> No
         "p/rules/params.yaml:3:28: rule 'p.params': unknown parameter 'k' of p.job",
         "p/rules/params.yaml:3:28: rule 'p.params': parameters.k: unknown name parameters "
         "(a rule's templates see trigger.* and pack.config.*)",
-        "p/rules/refs.yaml:1:11: rule 'p.refs': unknown trigger type 'core.webhok' (did you mean 'core.webhook'?)",
+        "p/rules/refs.yaml:1:11: rule 'p.refs': unknown trigger type 'core.webhok' "
+        "(did you mean 'core.webhook'?)",
         "p/rules/refs.yaml:2:1: rule 'p.refs': unknown action 'p.jobb' (did you mean 'p.job'?)",
         "p/sensors/odd.yaml:2:1: sensor 'p.odd': entry point 'nothere.py' not found in p/sensors",
     ]
