@@ -1,7 +1,7 @@
 """Rules benchmarks (issue #17): trigger instances/s from NATS to started executions, rule evaluation cost.
 
-    .venv/bin/python bench/rules.py            # the recorded run (~1 min)
-    .venv/bin/python bench/rules.py --quick    # smoke run
+    .venv/bin/python -m bench.rules            # the recorded run (~1 min)
+    .venv/bin/python -m bench.rules --quick    # smoke run
 
 1. NATS throughput: N messages published (JetStream, with message ids) on the subject of one
    `core.nats` rule; time from the first publish until every instance has its enforcement record
@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import asyncio
 import json
 import shutil
@@ -27,12 +28,11 @@ from typing import Any
 
 import nats
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from attune_actors import Engine
 from attune_actors.config import NatsSettings, Settings
 from attune_actors.rules.criteria import compile_criteria
 from attune_actors.rules.ledger import MemoryLedger
+from attune_actors.rules.nats_source import durable_name, stream_name
 from attune_actors.rules.service import RulesService
 from attune_actors.spec.packs import load_packs
 from attune_actors.templates import Renderer
@@ -60,9 +60,11 @@ def make_pack(root: Path, rules: int) -> Path:
     return pack.parent
 
 
-async def until_records(engine: Engine, n: int) -> None:
-    ledger = engine._rules_service().ledger
-    while len(await ledger.list(limit=n + 1)) < n:
+async def until_acknowledged(js: Any, n: int) -> None:
+    """Until the rule's consumer has acknowledged `n` messages: each one's enforcement recorded and its
+    execution started (the consumer acknowledges only then)."""
+    stream = stream_name("bench")
+    while (await js.consumer_info(stream, durable_name("bench", "bench.ev"))).ack_floor.consumer_seq < n:
         await asyncio.sleep(0.005)  # noqa: sleep-ok - polling the bench's end condition
 
 
@@ -91,7 +93,7 @@ async def throughput(n: int, url: str, root: Path, packs: Path) -> dict[str, flo
                     for i in range(n)
                 ]
                 await asyncio.gather(*acks)
-                await until_records(engine, n)
+                await until_acknowledged(js, n)
                 out[label] = n / (time.perf_counter() - start)
                 await nc.close()
             else:
@@ -113,13 +115,11 @@ async def evaluation(packs: Path, rounds: int) -> dict[str, float]:
     async def starter(ref: str, parameters: dict[str, Any], *, identity: str, execution_id: str) -> None:
         return None
 
+    pack = catalog.packs["bench"]
+    webhook_rules = tuple(r for r in pack.rules if r.trigger_type == "core.webhook")
     for count in (1, 1000):
-        pack = catalog.packs["bench"]
-        kept = (
-            tuple(r for r in pack.rules if r.trigger_type != "core.webhook")[:0]
-            + tuple(r for r in pack.rules if r.trigger_type == "core.webhook")[:count]
-        )
-        object.__setattr__(pack, "rules", kept)
+        kept = webhook_rules[:count]
+        catalog.packs["bench"] = dataclasses.replace(pack, rules=kept)
         service = RulesService(catalog, Renderer(), MemoryLedger(), starter, Settings())
         await service.start()
         instance = {"id": "x", "type": "core.webhook", "name": "many", "payload": {"kind": "none", "n": 5}}

@@ -177,12 +177,12 @@ class RulesService:
         )
 
     async def _run_nats(self) -> None:
-        from attune_actors.nats.connection import connect
-        from attune_actors.rules.nats_source import NatsTriggerSource
-
         delay = NATS_RETRY[0]
         while not self._stopping:
             try:
+                from attune_actors.nats.connection import connect
+                from attune_actors.rules.nats_source import NatsTriggerSource
+
                 if self._connect is not None:
                     self._nc = await self._connect()
                 else:
