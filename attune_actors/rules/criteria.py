@@ -20,8 +20,12 @@ Predicate = Callable[[dict[str, Any]], bool]
 
 def lookup(instance: dict[str, Any], path: str) -> Any:
     """The value at `trigger.<path>` of an instance, or `_MISSING`."""
+    return _walk(instance, tuple(path.split(".")[1:]))
+
+
+def _walk(instance: dict[str, Any], tokens: tuple[str, ...]) -> Any:
     value: Any = instance
-    for token in path.split(".")[1:]:
+    for token in tokens:
         if isinstance(value, dict):
             value = value.get(token, _MISSING)
         elif isinstance(value, list) and token.lstrip("-").isdigit():
@@ -94,20 +98,21 @@ def compile_criteria(criteria: tuple[tuple[str, str, Any], ...]) -> Predicate:
 
 
 def _compile_one(path: str, op: str, pattern: Any) -> Predicate:
+    tokens = tuple(path.split(".")[1:])
     if op == "nexists":
-        return lambda instance: lookup(instance, path) is _MISSING
+        return lambda instance: _walk(instance, tokens) is _MISSING
     if op == "regex":
         search = re.compile(pattern).search
 
         def regex(instance: dict[str, Any]) -> bool:
-            value = lookup(instance, path)
+            value = _walk(instance, tokens)
             return isinstance(value, str) and search(value) is not None
 
         return regex
     test = _TESTS[op]
 
     def check(instance: dict[str, Any]) -> bool:
-        value = lookup(instance, path)
+        value = _walk(instance, tokens)
         return value is not _MISSING and test(value, pattern)
 
     return check

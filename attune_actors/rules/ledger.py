@@ -16,31 +16,28 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import hashlib
 import json
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from attune_actors.errors import StoreError
 from attune_actors.store import migrations
 
-_NAMESPACE = uuid.UUID("6f1d2f63-7c55-4b43-9a43-5b0d9e6f7a11")
-
 
 def enforcement_id(trigger_instance_id: str, rule: str) -> str:
     """The id of the record of `rule` for one instance; also the id of the execution it starts."""
-    return uuid.uuid5(_NAMESPACE, f"{trigger_instance_id}\n{rule}").hex
+    return hashlib.blake2b(f"{trigger_instance_id}\n{rule}".encode(), digest_size=16).hexdigest()
 
 
-@dataclass(frozen=True)
-class Enforcement:
-    """What one rule did with one trigger instance (SPEC section 10)."""
+class Enforcement(NamedTuple):
+    """What one rule did with one trigger instance (SPEC section 10). A tuple: one is built per rule
+    per instance, and a frozen dataclass costs several times more to build."""
 
     id: str
     rule: str
@@ -54,7 +51,7 @@ class Enforcement:
     def to_dict(self) -> dict[str, Any]:
         from attune_actors.engine.state import iso
 
-        return {**asdict(self), "created_at": iso(self.created_at)}
+        return {**self._asdict(), "created_at": iso(self.created_at)}
 
 
 class RuleLedger(abc.ABC):
@@ -305,25 +302,26 @@ class SQLiteLedger(RuleLedger):
         return json.loads(rows[0][0]) if rows else None
 
 
-def now_record(record: Enforcement, **changes: Any) -> Enforcement:
-    """`record` with `changes` (a frozen dataclass's `replace`)."""
-    return replace(record, **changes)
-
-
 def new_record(
-    instance: dict[str, Any], rule: str, matched: bool, *, error: str | None = None, start: bool = False
+    instance: dict[str, Any],
+    rule: str,
+    matched: bool,
+    *,
+    error: str | None = None,
+    start: bool = False,
+    now: float | None = None,
 ) -> Enforcement:
     """The record of `rule` for `instance`; `start` names the execution to start (the record's id)."""
     eid = enforcement_id(instance["id"], rule)
     return Enforcement(
-        id=eid,
-        rule=rule,
-        trigger_instance_id=instance["id"],
-        trigger_type=instance["type"],
-        matched=matched,
-        execution_id=eid if start else None,
-        error=error,
-        created_at=time.time(),
+        eid,
+        rule,
+        instance["id"],
+        instance["type"],
+        matched,
+        eid if start else None,
+        error,
+        time.time() if now is None else now,
     )
 
 

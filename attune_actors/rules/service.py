@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -308,6 +309,7 @@ class RulesService:
         if not rules:
             return []
         planned: list[tuple[Enforcement, _Rule, dict[str, Any] | None]] = []
+        now = time.time()
         for rule in rules:
             params: dict[str, Any] | None = None
             error = None
@@ -323,7 +325,9 @@ class RulesService:
                     )
                 except AttuneError as exc:
                     error = str(exc)
-            record = new_record(instance, rule.spec.ref, matched, error=error, start=params is not None)
+            record = new_record(
+                instance, rule.spec.ref, matched, error=error, start=params is not None, now=now
+            )
             planned.append((record, rule, params))
         claimed = await self.ledger.claim([p[0] for p in planned])
         out: list[Enforcement] = []
@@ -342,7 +346,7 @@ class RulesService:
                 rule.spec.action, params, identity=f"rule:{rule.spec.ref}", execution_id=record.execution_id
             )
         except AttuneError as exc:
-            record = dataclasses.replace(record, execution_id=None, error=str(exc).splitlines()[0])
+            record = record._replace(execution_id=None, error=str(exc).splitlines()[0])
             await self.ledger.update(record)
             log.warning("rule %s: %s not started: %s", rule.spec.ref, rule.spec.action, record.error)
             return record
