@@ -15,8 +15,8 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import asyncio
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -64,7 +64,7 @@ async def until_acknowledged(js: Any, n: int) -> None:
     """Until the rule's consumer has acknowledged `n` messages: each one's enforcement recorded and its
     execution started (the consumer acknowledges only then)."""
     stream = stream_name("bench")
-    while (await js.consumer_info(stream, durable_name("bench", "bench.ev"))).ack_floor.consumer_seq < n:
+    while (await js.consumer_info(stream, durable_name("bench", "bench.ev"))).ack_floor.consumer_seq < n:  # noqa: ASYNC110
         await asyncio.sleep(0.005)  # noqa: sleep-ok - polling the bench's end condition
 
 
@@ -77,7 +77,7 @@ async def throughput(n: int, url: str, root: Path, packs: Path) -> dict[str, flo
         )
         async with Engine(settings=settings) as engine:
             if label == "nats":
-                while not any(
+                while not any(  # noqa: ASYNC110 - polling the consumer's readiness
                     t["status"] == "running" for t in await engine.list_triggers() if t["type"] == "core.nats"
                 ):
                     await asyncio.sleep(0.01)  # noqa: sleep-ok - waiting for the consumer
@@ -149,7 +149,7 @@ async def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="attune-bench-rules-"))
     server = shutil.which("nats-server") or str(Path(sys.executable).parent / "nats-server")
     port = 14222 + (int(time.time()) % 1000)
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: ASYNC220 - before any measurement
         [server, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(root / "js")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

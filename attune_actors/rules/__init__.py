@@ -22,9 +22,15 @@ if TYPE_CHECKING:
 async def start_rules(engine: Engine, problems: list[AttuneError]) -> RulesService:
     """The rules service of a starting engine: its ledger in the engine's store, its invalid rules."""
     settings = engine.settings
-    ledger: RuleLedger = (
-        MemoryLedger() if settings.store == "memory" else SQLiteLedger(settings.data_path / "attune.db")
-    )
+    ledger: RuleLedger
+    if settings.store == "nats":
+        from attune_actors.rules.kv_ledger import KVLedger
+
+        ledger = KVLedger(settings.nats)
+    elif settings.store == "memory":
+        ledger = MemoryLedger()
+    else:
+        ledger = SQLiteLedger(settings.data_path / "attune.db")
     service = RulesService(
         engine.catalog,
         engine.renderer,

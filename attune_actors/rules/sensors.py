@@ -27,8 +27,8 @@ from typing import Any
 from pykka import ActorRef
 
 from attune_actors.actors import AsyncioActor, Directive
-from attune_actors.errors import ParameterError
 from attune_actors.clock import Clock
+from attune_actors.errors import ParameterError
 from attune_actors.rules.timers import sleep
 from attune_actors.spec.rules import SensorSpec
 

@@ -160,3 +160,30 @@ async def test_rules_over_the_control_service(nats_server: NatsServer, tmp_path:
         finally:
             await service.stop()
             await nc.close()
+
+
+async def test_the_kv_ledger_claims_once_across_engines(nats_server: NatsServer) -> None:
+    from attune_actors.rules.kv_ledger import KVLedger
+    from attune_actors.rules.ledger import new_record
+
+    settings = NatsSettings(url=nats_server.url, subject_prefix="kv")
+    one, two = KVLedger(settings), KVLedger(settings)
+    await one.open()
+    await two.open()
+    try:
+        instance = {"id": "i1", "type": "core.webhook"}
+        records = [new_record(instance, "p.a", True, start=True), new_record(instance, "p.b", False)]
+        first = await one.claim(records)
+        again = await two.claim([new_record(instance, "p.a", True, start=True)])
+        assert [fresh for _, fresh in first] == [True, True]
+        assert again == [(records[0], False)]
+        await two.update(records[0]._replace(execution_id=None, error="refused"))
+        (found,) = await one.list(rule="p.a")
+        assert found.error == "refused"
+        assert len(await one.list(trigger_instance_id="i1")) == 2
+        await one.put_state("p.timer", "last_fire", 12.5)
+        assert await two.get_state("p.timer", "last_fire") == 12.5
+        assert await two.get_state("p.other", "last_fire") is None
+    finally:
+        await one.close()
+        await two.close()

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from attune_actors import Engine
-from attune_actors.errors import NotFoundError
 from attune_actors.clock import VirtualClock
+from attune_actors.errors import NotFoundError
 from attune_actors.rules import post_webhook
 
 PACKS = Path(__file__).parent / "packs"
