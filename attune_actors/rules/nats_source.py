@@ -37,8 +37,8 @@ Handle = Callable[[dict[str, Any], str], Awaitable[None]]  # (instance, the rule
 
 DUPLICATE_WINDOW = 120.0
 MAX_AGE = 7 * 86400.0  # events nobody consumed are kept a week
-FETCH_BATCH = 256
-IN_FLIGHT = 128  # instances handled at once per subject (their executions are stored in one commit)
+FETCH_BATCH = 512
+IN_FLIGHT = 1024  # instances handled at once per subject (their executions are stored in one commit)
 
 
 def stream_name(prefix: str) -> str:
