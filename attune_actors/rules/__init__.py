@@ -23,7 +23,10 @@ async def start_rules(engine: Engine, problems: list[AttuneError]) -> RulesServi
     """The rules service of a starting engine: its ledger in the engine's store, its invalid rules."""
     settings = engine.settings
     ledger: RuleLedger
-    if settings.store == "nats":
+    has_rules = any(pack.rules or pack.sensors for pack in engine.catalog.packs.values())
+    if not has_rules:  # nothing to record: no bucket or table is touched (nor permission needed)
+        ledger = MemoryLedger()
+    elif settings.store == "nats":
         from attune_actors.rules.kv_ledger import KVLedger
 
         ledger = KVLedger(settings.nats)
