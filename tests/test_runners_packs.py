@@ -46,7 +46,9 @@ TASK_KEYS = {"name", "action", "input", "type", "tasks", "with_items", "batch_si
              "retry", "timeout", "delay", "join", "publish", "next", "on_success", "on_failure",
              "on_complete", "on_timeout", "decision"}
 RULE_KEYS = {"ref", "name", "description", "enabled", "trigger", "criteria", "action", "parameters"}
-SENSOR_KEYS = {"name", "description", "enabled", "entry_point", "class_name", "poll_interval", "trigger_types"}
+SENSOR_KEYS = {
+    "name", "description", "enabled", "entry_point", "class_name", "poll_interval", "trigger_types"
+}
 STATUSES = {"succeeded", "failed", "timeout", "canceled"}
 CASE_KEYS = {"name", "workflow", "parameters", "responses", "status", "output", "waves",
              "task_status", "attempts", "items", "task_results", "min_seconds", "raises",

@@ -437,14 +437,15 @@ class Engine:
             raise EngineClosedError("this engine runs no rules (it was started with rules=False)")
         return self._rules
 
-    async def emit(self, trigger_type: str, payload: Any = None, **attributes: Any) -> str:
+    async def emit(
+        self, trigger_type: str, payload: Any = None, *, instance_id: str | None = None, **attributes: Any
+    ) -> str:
         """Emit a trigger instance (e.g. `emit("core.webhook", body, name="release")`); its id.
 
         Every enabled rule on `trigger_type` is evaluated and its enforcement recorded before this
-        returns; matching rules' executions are started. `instance_id=` makes a retried emit
-        harmless (the same id enforces once).
+        returns; matching rules' executions are started. `instance_id` makes a retried emit
+        harmless (the same id enforces once); `attributes` become fields of the instance.
         """
-        instance_id = attributes.pop("instance_id", None)
         found, _ = await self._rules_service().emit(
             trigger_type, payload, instance_id=instance_id, attributes=attributes
         )
@@ -473,10 +474,7 @@ class Engine:
         self, rule: str | None = None, trigger_instance_id: str | None = None, limit: int = 50
     ) -> builtins.list[dict[str, Any]]:
         """Enforcement records, newest first."""
-        found = await self._rules_service().ledger.list(
-            rule=rule, trigger_instance_id=trigger_instance_id, limit=limit
-        )
-        return [r.to_dict() for r in found]
+        return await self._rules_service().enforcements(rule, trigger_instance_id, limit)
 
     # ------------------------------------------------------------------ workflow definitions
 

@@ -93,12 +93,25 @@ class NatsTriggerSource:
             if found is None or found == ours:
                 mine.append(subject)
                 streams[subject] = ours
-            else:
-                streams[subject] = found
+                continue
+            info = await js.stream_info(found)
+            if info.config.retention != api.RetentionPolicy.LIMITS:
+                # A work-queue or interest stream (attune's own runs, say): reading it would take
+                # messages away from their consumers.
+                log.error(
+                    "core.nats subject %s is captured by stream %s (retention %s): rules cannot read it",
+                    subject,
+                    found,
+                    info.config.retention,
+                )
+                continue
+            streams[subject] = found
         if mine:
             await self._ensure_stream(js, ours, mine)
         for subject in self.subjects:
-            stream = streams[subject]
+            stream = streams.get(subject)
+            if stream is None:
+                continue
             durable = durable_name(self.prefix, subject)
             config = api.ConsumerConfig(
                 durable_name=durable,

@@ -430,8 +430,11 @@ class RulesService:
             out.append(doc)
         return out
 
-    def sensor_states(self) -> list[dict[str, Any]]:
-        return [s.to_dict() for s in self._sensor_states]
+    async def enforcements(
+        self, rule: str | None = None, trigger_instance_id: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        found = await self.ledger.list(rule=rule, trigger_instance_id=trigger_instance_id, limit=limit)
+        return [r.to_dict() for r in found]
 
 
 def _iso(t: float | None) -> str | None:
