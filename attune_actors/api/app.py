@@ -12,13 +12,12 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
-from attune_actors import __version__
+from attune_actors import __version__, console
 from attune_actors.api import docs, errors
 from attune_actors.api.auth import Tokens
 from attune_actors.api.guard import Guard
 from attune_actors.api.routes import executions, inquiries, rules, system, workflows
 from attune_actors.api.sse import EventStreams
-from attune_actors import console
 from attune_actors.config import Settings
 from attune_actors.engine.engine import Engine
 

@@ -51,7 +51,9 @@ async def enable_rule(ref: str, engine: EngineDep, _: Admin) -> Response:
     return JSONResponse(await engine.enable_rule(ref))
 
 
-@router.post("/rules/{ref}/disable", responses=errors(404), summary="Disable a rule (its timer stops at once)")
+@router.post(
+    "/rules/{ref}/disable", responses=errors(404), summary="Disable a rule (its timer stops at once)"
+)
 async def disable_rule(ref: str, engine: EngineDep, _: Admin) -> Response:
     return JSONResponse(await engine.disable_rule(ref))
 
