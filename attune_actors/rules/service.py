@@ -23,7 +23,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -88,7 +88,6 @@ class RulesService:
         clock: Clock | None = None,
         invalid: Mapping[str, list[AttuneError]] | None = None,
         backoff: Backoff | None = None,
-        connect: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
         self.catalog = catalog
         self.renderer = renderer
@@ -98,7 +97,6 @@ class RulesService:
         self.clock: Clock = clock or RealClock()
         self.backoff = backoff or Backoff()
         self.invalid = dict(invalid or {})
-        self._connect = connect
         self._rules: dict[str, _Rule] = {}
         self._types = trigger_types(catalog)
         self._timers: dict[str, ActorRef[Any]] = {}
@@ -184,10 +182,7 @@ class RulesService:
                 from attune_actors.nats.connection import connect
                 from attune_actors.rules.nats_source import NatsTriggerSource
 
-                if self._connect is not None:
-                    self._nc = await self._connect()
-                else:
-                    self._nc = await connect(self.settings.nats, name="attune-rules")
+                self._nc = await connect(self.settings.nats, name="attune-rules")
                 source = NatsTriggerSource(
                     self._nc, self.settings.nats.subject_prefix, self._nats_subjects(), self._nats_handle
                 )
