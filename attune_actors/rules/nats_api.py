@@ -14,7 +14,7 @@ service's own operations: `{field: ((what it must be, test), required)}` and a c
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from attune_actors.rules import post_webhook
@@ -28,7 +28,7 @@ OBJECT: _Check = ("an object", lambda v: isinstance(v, dict))
 ANY: _Check = ("any JSON value", lambda v: True)
 COUNT: _Check = ("an integer from 1 to 1000", lambda v: type(v) is int and 1 <= v <= 1000)
 
-Operation = tuple[dict[str, tuple[_Check, bool]], Callable[[dict[str, Any]], Awaitable[Any]]]
+Operation = tuple[dict[str, tuple[_Check, bool]], Callable[[dict[str, Any]], Coroutine[Any, Any, Any]]]
 
 
 def rule_operations(engine: Engine) -> dict[str, Operation]:
