@@ -50,7 +50,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import nats.micro
 from nats.aio.client import Client
@@ -66,6 +66,7 @@ from attune_actors.errors import ERROR_STATUS, AttuneError, ValidationError, err
 from attune_actors.nats.sidecar import Sidecar
 from attune_actors.nats.subjects import Subjects
 from attune_actors.nats.wire import report_bad_input
+from attune_actors.rules.nats_api import rule_operations
 from attune_actors.spec.suggest import printable, unknown_key
 
 log = logging.getLogger("attune_actors.nats.service")
@@ -199,6 +200,9 @@ class ControlService:
             "workflows.put": ({"pack": _required(TEXT), "yaml": _required(TEXT)}, self._put_workflow),
             "workflows.delete": ({"ref": _required(TEXT)}, self._delete_workflow),
         }
+        # rules.*, triggers.*, enforcements.*, webhooks.*; a router only needs their fields (the
+        # calls, which use the engine only when called, are made by the engines it routes to)
+        self._operations.update(rule_operations(engine if engine is not None else cast(Engine, None)))
 
     @property
     def operations(self) -> list[str]:
