@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime
 import json
 import os
 import shutil
@@ -57,6 +58,14 @@ def chain_yaml(n: int) -> str:
         nxt = f", on_success: t{i + 1}" if i < n - 1 else ""
         lines.append(f"  - {{name: t{i}, action: core.noop{nxt}}}")
     return "\n".join(lines) + "\n"
+
+
+def _epoch(stamp: Any) -> float:
+    if isinstance(stamp, int | float):
+        return float(stamp)
+    if isinstance(stamp, str):
+        return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    return 0.0
 
 
 def free_port() -> int:
@@ -105,10 +114,10 @@ class Deployment:
             [sys.executable, "-m", "attune_actors.nats.worker", "--nats", self.url, "--packs",
              str(self.packs), "--concurrency", "64", "--log-level", "WARNING"], cwd=_ROOT, env=self.env))
 
-    def engine(self, name: str) -> None:
+    def engine(self, name: str, *, cluster: bool = True) -> None:
         proc = subprocess.Popen(
             [sys.executable, "-m", "attune_actors.nats.serve", "--nats", self.url, "--packs",
-             str(self.packs), "--store", "nats", "--cluster", "--engine-id", name,
+             str(self.packs), "--store", "nats", *(["--cluster"] if cluster else []), "--engine-id", name,
              "--data-dir", str(self.root / name)],
             cwd=_ROOT, env=self.env, stderr=subprocess.DEVNULL)
         self.procs.append(proc)
@@ -149,30 +158,36 @@ async def create_all(nc: Any, count: int, ref: str) -> list[str]:
 
 
 async def throughput(engines: int, args: argparse.Namespace, packs: Path) -> dict[str, Any]:
+    """`engines` cluster engines; 0: one engine without --cluster (the exclusive lease), the baseline."""
     with tempfile.TemporaryDirectory() as tmp:
         d = Deployment(Path(tmp), packs)
         try:
             d.worker()
             d.worker()
-            for i in range(engines):
-                d.engine(f"e{i + 1}")
+            for i in range(max(1, engines)):
+                d.engine(f"e{i + 1}", cluster=engines > 0)
             nc = await nats.connect(d.url)
-            await d.settled(nc, engines)
+            if engines:
+                await d.settled(nc, engines)
+            else:
+                await create_all(nc, 1, "cbench.chain")  # answers once it serves
             ended: set[str] = set()
+            wanted: set[str] = set()
             done = asyncio.Event()
-            target = args.workflows
 
             async def on_event(msg: Any) -> None:
                 event = json.loads(msg.data)
                 if event.get("type") == "execution" and event.get("status") == "succeeded":
                     ended.add(event["execution_id"])
-                    if len(ended) >= target:
+                    if wanted and wanted <= ended:
                         done.set()
 
             await nc.subscribe("attune.events.executions.*", cb=on_event)
             cpu0 = sum(cpu_seconds(p.pid) for p in d.engines.values())
             start = time.perf_counter()
-            await create_all(nc, target, "cbench.chain")
+            wanted.update(await create_all(nc, args.workflows, "cbench.chain"))
+            if wanted <= ended:
+                done.set()
             await asyncio.wait_for(done.wait(), 600)
             wall = time.perf_counter() - start
             cpu = sum(cpu_seconds(p.pid) for p in d.engines.values()) - cpu0
@@ -208,7 +223,7 @@ async def failover(args: argparse.Namespace, packs: Path) -> dict[str, Any]:
                 event = json.loads(msg.data)
                 eid = event.get("execution_id") or ""
                 # a task started by the new owner (its engine stamps started_at when it dispatches)
-                started = event.get("started_at") or 0
+                started = _epoch(event.get("started_at"))
                 if (partition_of(eid, PARTITIONS) in owned and event.get("type") == "task"
                         and event.get("status") == "running" and started > killed_wall[0]):
                     first_event.append(time.monotonic())
@@ -251,16 +266,19 @@ def main() -> None:
         (pack / "workflows" / "chain.yaml").write_text(chain_yaml(args.tasks))
         (pack / "workflows" / "long.yaml").write_text(chain_yaml(200))
         results: dict[str, Any] = {"throughput": [], "failover": None}
-        for engines in (1, 2, 3):
+        for engines in (0, 1, 2, 3):
             row = asyncio.run(throughput(engines, args, packs))
             results["throughput"].append(row)
-            print(f"{engines} engine(s): {row['transitions_per_s']:8.0f} transitions/s, "
+            print(f"{engines or 'standalone'} engine(s): {row['transitions_per_s']:8.0f} transitions/s, "
                   f"{row['transitions_per_engine_cpu_s'] or 0:8.0f} per engine-CPU-s ({row['transitions']} "
                   f"transitions in {row['wall_s']:.2f} s, engine CPU {row['engine_cpu_s']:.2f} s)",
                   flush=True)
-        base = results["throughput"][0]["transitions_per_s"]
+        base = results["throughput"][0]
         for row in results["throughput"][1:]:
-            print(f"  {row['engines']} engines vs 1: x{row['transitions_per_s'] / base:.2f} throughput")
+            speed = row["transitions_per_s"] / base["transitions_per_s"]
+            efficiency = (row["transitions_per_engine_cpu_s"] or 0) / (base["transitions_per_engine_cpu_s"] or 1)
+            print(f"  {row['engines']} cluster engine(s) vs standalone: x{speed:.2f} throughput, "
+                  f"x{efficiency:.2f} per engine-CPU-s")
         results["failover"] = f = asyncio.run(failover(args, packs))
         print(f"failover (lease ttl {LEASE_TTL:g} s): the dead engine's {f['partitions_of_dead_engine']} "
               f"partitions held again after {f['taken_over_s']:.2f} s, its executions running again after "

@@ -276,7 +276,6 @@ async def serve_cluster(settings: Settings, *, engine_id: str, stop: asyncio.Eve
     """One engine of a cluster (docs/distributed.md, "Several engines") until `stop`."""
     subjects = Subjects(settings.nats.subject_prefix)
     loop = asyncio.get_running_loop()
-    member_id = engine_id
     async with contextlib.AsyncExitStack() as stack:
         nc = await _connect(settings, engine_id)
         stack.push_async_callback(_close, nc)
@@ -292,7 +291,7 @@ async def serve_cluster(settings: Settings, *, engine_id: str, stop: asyncio.Eve
             partition = dataclasses.replace(
                 settings, data_dir=str(settings.data_path / "partitions" / f"p{p}"), secret_key=secret_key
             )
-            store = NatsStore(nc, subjects, bucket=subjects.partition_bucket(p), owner=member_id,
+            store = NatsStore(nc, subjects, bucket=subjects.partition_bucket(p), owner=engine_id,
                               close_timeout=5.0)
             return _engine_on_nats(partition, nc, subjects, subjects.partition_engine_id(p), store,
                                    new_id=lambda: new_execution_id(p), owned=lambda: member.owns(p))
@@ -305,9 +304,9 @@ async def serve_cluster(settings: Settings, *, engine_id: str, stop: asyncio.Eve
             asyncio.run_coroutine_threadsafe(host.adopt(p), loop)
 
         member = ClusterMember(
-            sidecar.nc, subjects, member_id=member_id, partitions=settings.cluster.partitions,
+            sidecar.nc, subjects, member_id=engine_id, partitions=settings.cluster.partitions,
             ttl=settings.cluster.lease_ttl, on_gain=gain, on_lose=host.drop,
-            alive=lambda: heartbeat.age() < stall, serving=lambda: sorted(list(host.engines)),
+            alive=lambda: heartbeat.age() < stall, serving=lambda: sorted(host.engines),
         )
         await sidecar.run(member.start())
         stack.push_async_callback(lambda: sidecar.run(member.stop()))
@@ -316,7 +315,7 @@ async def serve_cluster(settings: Settings, *, engine_id: str, stop: asyncio.Eve
                                  max_payload=settings.limits.request_bytes)
         stack.push_async_callback(service.stop)
         await service.start()
-        log.info("engine %s (member %s) serving in a cluster of %d partitions on %s", engine_id, member_id,
+        log.info("engine %s serving in a cluster of %d partitions on %s", engine_id,
                  settings.cluster.partitions, settings.nats.url)
         await stop.wait()
         log.info("engine %s stopping", engine_id)

@@ -55,6 +55,7 @@ from typing import Any, TypeVar, cast
 import nats.micro
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSubscription
 from nats.micro.request import Request
 from nats.micro.service import Service
 
@@ -140,7 +141,7 @@ Router = Callable[[str, dict[str, Any]], Coroutine[Any, Any, Any]]
 class ControlService:
     """Serves one engine's API on NATS and publishes its events; `start()` then, at the end, `stop()`.
 
-    In a cluster (`serve --store nats`) the service answers for every engine in one queue group and
+    In a cluster (`serve --store nats --cluster`) the service answers for every engine in one queue group and
     a `router` (`attune_actors.nats.partitions.ClusterRouter`) takes each checked request to the
     engine of its partition, whose own service answers on `start_partition(subject)`.
     """
@@ -172,7 +173,7 @@ class ControlService:
         self._service: Service | None = None
         self._events: Subscription | None = None
         self._pump: asyncio.Task[None] | None = None
-        self._partition_sub: Any = None
+        self._partition_sub: NatsSubscription | None = None
         self._slots = asyncio.Semaphore(ROUTED_AT_ONCE)
         self._routing: set[asyncio.Task[None]] = set()
         self._operations: dict[str, tuple[_Fields, _Call]] = {
@@ -233,6 +234,7 @@ class ControlService:
         self._engine_loop = asyncio.get_running_loop()
         self._events = self._engine.events()
         self._pump = asyncio.create_task(self._publish_events(self._events), name="attune-events-pump")
+
         async def routed(msg: Msg) -> None:
             await self._concurrently(self._on_routed(msg))
 
