@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import json
 import os
 import shutil
@@ -41,6 +40,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _ROOT / "bench
 sys.path.insert(0, str(_ROOT))
 
 import nats  # noqa: E402 - after the path fix above (bench/nats.py would shadow it)
+import nats.errors  # noqa: E402
 
 from attune_actors.nats.cluster import cluster_status, partition_of  # noqa: E402
 from attune_actors.nats.subjects import Subjects  # noqa: E402
@@ -58,14 +58,6 @@ def chain_yaml(n: int) -> str:
         nxt = f", on_success: t{i + 1}" if i < n - 1 else ""
         lines.append(f"  - {{name: t{i}, action: core.noop{nxt}}}")
     return "\n".join(lines) + "\n"
-
-
-def _epoch(stamp: Any) -> float:
-    if isinstance(stamp, int | float):
-        return float(stamp)
-    if isinstance(stamp, str):
-        return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-    return 0.0
 
 
 def free_port() -> int:
@@ -112,14 +104,15 @@ class Deployment:
     def worker(self) -> None:
         self.procs.append(subprocess.Popen(
             [sys.executable, "-m", "attune_actors.nats.worker", "--nats", self.url, "--packs",
-             str(self.packs), "--concurrency", "64", "--log-level", "WARNING"], cwd=_ROOT, env=self.env))
+             str(self.packs), "--concurrency", "64", "--log-level", "WARNING"], cwd=_ROOT, env=self.env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
     def engine(self, name: str, *, cluster: bool = True) -> None:
         proc = subprocess.Popen(
             [sys.executable, "-m", "attune_actors.nats.serve", "--nats", self.url, "--packs",
              str(self.packs), "--store", "nats", *(["--cluster"] if cluster else []), "--engine-id", name,
              "--data-dir", str(self.root / name)],
-            cwd=_ROOT, env=self.env, stderr=subprocess.DEVNULL)
+            cwd=_ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.procs.append(proc)
         self.engines[name] = proc
 
@@ -170,7 +163,11 @@ async def throughput(engines: int, args: argparse.Namespace, packs: Path) -> dic
             if engines:
                 await d.settled(nc, engines)
             else:
-                await create_all(nc, 1, "cbench.chain")  # answers once it serves
+                while True:  # until it serves
+                    with contextlib.suppress(nats.errors.NoRespondersError):
+                        await create_all(nc, 1, "cbench.chain")
+                        break
+                    await asyncio.sleep(0.1)
             ended: set[str] = set()
             wanted: set[str] = set()
             done = asyncio.Event()
@@ -214,18 +211,20 @@ async def failover(args: argparse.Namespace, packs: Path) -> dict[str, Any]:
             owned = {p for p, o in status.owners.items() if o and o == "e1"}
             first_event: list[float] = []
             killed_at: list[float] = []
-            killed_wall: list[float] = []
             running = asyncio.Event()
+            seen: set[tuple[str, str]] = set()
 
             async def on_event(msg: Any) -> None:
-                if not killed_at or first_event:
-                    return
                 event = json.loads(msg.data)
                 eid = event.get("execution_id") or ""
-                # a task started by the new owner (its engine stamps started_at when it dispatches)
-                started = _epoch(event.get("started_at"))
-                if (partition_of(eid, PARTITIONS) in owned and event.get("type") == "task"
-                        and event.get("status") == "running" and started > killed_wall[0]):
+                if event.get("type") != "task" or event.get("status") != "running":
+                    return
+                if partition_of(eid, PARTITIONS) not in owned or first_event:
+                    return
+                task = (eid, str(event.get("name")))
+                if not killed_at:
+                    seen.add(task)
+                elif task not in seen:  # a task of the dead engine's started after its death
                     first_event.append(time.monotonic())
                     running.set()
 
@@ -234,7 +233,6 @@ async def failover(args: argparse.Namespace, packs: Path) -> dict[str, Any]:
             await asyncio.sleep(1.0)  # mid-run
             d.engines["e1"].send_signal(signal.SIGKILL)
             killed_at.append(time.monotonic())
-            killed_wall.append(time.time())
             d.engines["e1"].wait()
             while True:
                 status = await cluster_status(nc, Subjects())
@@ -276,7 +274,8 @@ def main() -> None:
         base = results["throughput"][0]
         for row in results["throughput"][1:]:
             speed = row["transitions_per_s"] / base["transitions_per_s"]
-            efficiency = (row["transitions_per_engine_cpu_s"] or 0) / (base["transitions_per_engine_cpu_s"] or 1)
+            per_cpu = row["transitions_per_engine_cpu_s"] or 0
+            efficiency = per_cpu / (base["transitions_per_engine_cpu_s"] or 1)
             print(f"  {row['engines']} cluster engine(s) vs standalone: x{speed:.2f} throughput, "
                   f"x{efficiency:.2f} per engine-CPU-s")
         results["failover"] = f = asyncio.run(failover(args, packs))
