@@ -194,7 +194,7 @@ class ClusterMember:
         self._leases_kv: KeyValue | None = None
         self._renewed_at = 0.0
         self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
+        self._dropping: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Join: check the other members agree on the partition count, write our member key."""
@@ -243,10 +243,7 @@ class ClusterMember:
                 raise
             except Exception:  # the membership loop must outlive any one failure
                 log.exception("cluster: tick failed")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(period):
-                    await self._wake.wait()
-            self._wake.clear()
+            await asyncio.sleep(period)
 
     async def _tick(self) -> None:
         assert self._members_kv is not None
@@ -298,9 +295,10 @@ class ClusterMember:
         log.critical("cluster: every partition lease is lost: %s", reason)
         for p in sorted(self.held):
             del self.held[p]
-            result = self.on_lose(p)
-            if asyncio.iscoroutine(result):
-                asyncio.get_running_loop().create_task(result)
+            # not awaited: this loop must go on renewing while the engine's loop stops (or is stuck)
+            task = asyncio.get_running_loop().create_task(self._call(self.on_lose, p))
+            self._dropping.add(task)
+            task.add_done_callback(self._dropping.discard)
 
     @staticmethod
     async def _call(callback: Callable[[int], Any], p: int) -> None:
@@ -313,10 +311,6 @@ class ClusterMember:
         written within 3/4 of the ttl (a paused or cut-off engine learns it no longer is at once)."""
         at = self._lease_at.get(p)
         return p in self.held and at is not None and time.monotonic() - at < self.ttl * 0.75
-
-    def poke(self) -> None:
-        """Look at the members again now (not at the next tick)."""
-        self._wake.set()
 
     async def stop(self) -> None:
         """Leave: stop acting on every partition, delete our leases and member key."""
