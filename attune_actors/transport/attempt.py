@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from attune_actors.errors import ActionError, AttuneError
+from attune_actors.observability.tracing import Tracing
 from attune_actors.runners import RunContext, RunnerSet
 from attune_actors.spec.model import ActionSpec
 from attune_actors.transport.base import ActionRun, RunOutcome
@@ -37,13 +38,42 @@ def immediate_outcome(run: ActionRun, action: ActionSpec) -> RunOutcome | None:
 
 
 async def run_attempt(
-    runners: RunnerSet, action: ActionSpec, run: ActionRun, *, slots: asyncio.Semaphore | None = None
+    runners: RunnerSet,
+    action: ActionSpec,
+    run: ActionRun,
+    *,
+    slots: asyncio.Semaphore | None = None,
+    tracing: Tracing | None = None,
+    **span_attributes: Any,
 ) -> RunOutcome:
     """Run `run` with its runner until it ends, its deadline passes or it is cancelled.
 
     `slots` bounds how many attempts run at once: the attempt waits for one first (its deadline
-    counts from submission, so the wait counts against it once started).
+    counts from submission, so the wait counts against it once started). With `tracing`, the
+    attempt is a span, child of the task span `run.trace` names, with `span_attributes` too.
     """
+    if tracing is None:
+        return await _run(runners, action, run, slots)
+    span = tracing.start(
+        f"attempt {run.task}",
+        run.trace,
+        {
+            "attune.execution_id": run.execution_id,
+            "attune.task": run.task,
+            "attune.action": run.action,
+            "attune.attempt": run.attempt,
+            "attune.item": run.item,
+            **span_attributes,
+        },
+    )
+    ended = await _run(runners, action, run, slots)
+    tracing.end(span, ended.status)  # no error text: spans leave the process, unmasked
+    return ended
+
+
+async def _run(
+    runners: RunnerSet, action: ActionSpec, run: ActionRun, slots: asyncio.Semaphore | None
+) -> RunOutcome:
     try:
         async with slots if slots is not None else contextlib.nullcontext():
             timeout = None if run.deadline is None else run.deadline - time.time()

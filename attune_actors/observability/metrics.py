@@ -1,0 +1,242 @@
+"""Prometheus metrics of one engine (or worker): counted on the hot path, exposed at scrape time.
+
+Every engine gets its own `CollectorRegistry` (`Metrics.registry`), so several engines in one
+process (tests, a CLI that embeds one) never mix their series; a scrape reads one engine.
+
+Why not `prometheus_client.Counter` for each series: a labelled child's `inc()` takes a lock and
+costs ~0.7 µs, a histogram's `observe()` ~1.5 µs, which is 5 % of a noop task run (55 µs). Here
+the hot path (event-loop thread only) adds one to a plain dict entry (~0.2 µs) and a `Collector`
+turns the dicts into metric families when Prometheus scrapes. What other threads record (the
+SQLite writer's commits) goes through `observe_threadsafe`, under a lock; commits are batched, so
+that is rare. Gauges are functions read at scrape time (`gauge`, `counter_from`): what is already
+counted elsewhere (live executions, attempts in flight, NATS reconnects, lease renewals) costs
+nothing between scrapes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections.abc import Callable, Iterable, Sequence
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Seconds: from a noop task run (tens of µs) to long actions (minutes).
+DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0, 60.0, 300.0)
+COMMIT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+SIZE_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000)
+
+Labels = tuple[str, ...]
+
+
+class Counter:
+    """A counter family: label values -> count. `inc` on one thread (the event loop) only."""
+
+    __slots__ = ("doc", "labels", "name", "values")
+
+    def __init__(self, name: str, doc: str, labels: Sequence[str]) -> None:
+        self.name = name
+        self.doc = doc
+        self.labels = tuple(labels)
+        self.values: dict[Labels, float] = {}
+
+    def inc(self, key: Labels, amount: float = 1.0) -> None:
+        values = self.values
+        values[key] = values.get(key, 0.0) + amount
+
+    def value(self, *key: str) -> float:
+        return self.values.get(key, 0.0)
+
+    def family(self) -> Metric:
+        family = CounterMetricFamily(self.name, self.doc, labels=self.labels)
+        for key, value in list(self.values.items()):
+            family.add_metric(key, value)
+        return family
+
+
+class Histogram:
+    """A histogram family: label values -> bucket counts, sum. `observe` on one thread only,
+    `observe_threadsafe` from any."""
+
+    __slots__ = ("_lock", "bounds", "doc", "labels", "name", "series")
+
+    def __init__(self, name: str, doc: str, labels: Sequence[str], bounds: Sequence[float]) -> None:
+        self.name = name
+        self.doc = doc
+        self.labels = tuple(labels)
+        self.bounds = tuple(bounds)
+        # per label key: [count in bucket 0, ..., count above the last bound, sum]
+        self.series: dict[Labels, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def observe(self, key: Labels, value: float) -> None:
+        series = self.series.get(key)
+        if series is None:
+            series = self.series[key] = [0.0] * (len(self.bounds) + 2)
+        series[bisect.bisect_left(self.bounds, value)] += 1
+        series[-1] += value
+
+    def observe_threadsafe(self, key: Labels, value: float) -> None:
+        with self._lock:
+            self.observe(key, value)
+
+    def count(self, *key: str) -> int:
+        series = self.series.get(key)
+        return 0 if series is None else int(sum(series[:-1]))
+
+    def family(self) -> Metric:
+        family = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
+        with self._lock:
+            items = [(key, list(series)) for key, series in self.series.items()]
+        for key, series in items:
+            buckets: list[tuple[str, float]] = []
+            total = 0.0
+            for bound, count in zip((*map(repr, self.bounds), "+Inf"), series[:-1], strict=True):
+                total += count
+                buckets.append((bound, total))
+            family.add_metric(key, buckets, series[-1])
+        return family
+
+
+class Metrics(Collector):
+    """One registry's families; subclasses declare them. Scraped through `exposition()`."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=False)
+        self._families: list[Counter | Histogram] = []
+        self._readers: list[Callable[[], Metric | None]] = []
+        self.registry.register(self)
+
+    def counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
+        family = Counter(name, doc, labels)
+        self._families.append(family)
+        return family
+
+    def histogram(
+        self, name: str, doc: str, labels: Sequence[str] = (), bounds: Sequence[float] = DURATION_BUCKETS
+    ) -> Histogram:
+        family = Histogram(name, doc, labels, bounds)
+        self._families.append(family)
+        return family
+
+    def gauge(self, name: str, doc: str, read: Callable[[], float | None]) -> None:
+        """A gauge whose value `read()` gives at scrape time (None: not exported this time)."""
+        self._readers.append(lambda: _one(GaugeMetricFamily, name, doc, read()))
+
+    def counter_from(self, name: str, doc: str, read: Callable[[], float | None]) -> None:
+        """A counter kept elsewhere (a library's statistics), read at scrape time."""
+        self._readers.append(lambda: _one(CounterMetricFamily, name, doc, read()))
+
+    def collect(self) -> Iterable[Metric]:
+        for family in self._families:
+            yield family.family()
+        for read in self._readers:
+            try:
+                metric = read()
+            except Exception:  # a source that went away (closed connection) is left out
+                metric = None
+            if metric is not None:
+                yield metric
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format of this registry (what `/metrics` serves)."""
+        return generate_latest(self.registry)
+
+
+def _one(kind: type[GaugeMetricFamily] | type[CounterMetricFamily], name: str, doc: str,
+         value: float | None) -> Metric | None:
+    return None if value is None else kind(name, doc, value=value)
+
+
+class EngineMetrics(Metrics):
+    """The series of an engine (docs/observability.md lists them)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        super().__init__(registry)
+        self.executions_started = self.counter(
+            "attune_executions_started_total", "Executions started (nested ones included).", ["ref"])
+        self.executions = self.counter(
+            "attune_executions_total", "Executions ended, by workflow and final status.", ["ref", "status"])
+        self.task_runs = self.counter(
+            "attune_task_runs_total", "Task runs ended, by action and status.", ["action", "status"])
+        self.task_run_seconds = self.histogram(
+            "attune_task_run_seconds", "Task run duration, first attempt to end (retries included).",
+            ["action"])
+        self.attempts = self.counter(
+            "attune_attempts_total", "Action attempts ended, by action and status (abandoned: the worker "
+            "vanished).", ["action", "status"])
+        self.retries = self.counter(
+            "attune_retries_total", "Attempts that failed and are retried, by action.", ["action"])
+        self.store_commit_seconds = self.histogram(
+            "attune_store_commit_seconds", "Store group commits: time to write one batch.",
+            bounds=COMMIT_BUCKETS)
+        self.store_commit_rows = self.histogram(
+            "attune_store_commit_rows", "Store group commits: rows (executions, runs, items) per batch.",
+            bounds=SIZE_BUCKETS)
+        self.store_commit_failures = self.counter(
+            "attune_store_commit_failures_total", "Store commits that failed (their rows are retried).")
+        self.nats_dispatch_seconds = self.histogram(
+            "attune_nats_dispatch_seconds", "NATS dispatch latency: attempt submitted to a worker "
+            "reporting it started.", bounds=DURATION_BUCKETS)
+
+    # The hot path: called on the event loop's thread.
+
+    def store_committed(self, seconds: float, rows: int) -> None:
+        """A store commit (any thread)."""
+        self.store_commit_seconds.observe_threadsafe((), seconds)
+        self.store_commit_rows.observe_threadsafe((), rows)
+
+    def store_commit_failed(self) -> None:
+        """A failed store commit (any thread)."""
+        self.store_commit_failures.inc(())  # only the store's writer thread counts these
+
+
+class WorkerMetrics(Metrics):
+    """The series of a NATS worker process."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        super().__init__(registry)
+        self.attempts = self.counter(
+            "attune_worker_attempts_total", "Attempts this worker ran, by action and outcome.",
+            ["action", "status"])
+        self.attempt_seconds = self.histogram(
+            "attune_worker_attempt_seconds", "Attempt duration on this worker, by action.", ["action"])
+
+
+def serve_metrics(metrics: Metrics, port: int, host: str = "127.0.0.1") -> Callable[[], None]:
+    """Serve `metrics` at http://host:port/metrics (a daemon thread); returns what stops it.
+
+    Loopback unless a host is named, like the HTTP API without tokens: what runs where is not
+    for everyone on the network to read.
+    """
+    from prometheus_client import start_http_server
+
+    server, thread = start_http_server(port, host, registry=metrics.registry)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    return stop
+
+
+__all__ = [
+    "CONTENT_TYPE",
+    "Counter",
+    "EngineMetrics",
+    "Histogram",
+    "Metrics",
+    "WorkerMetrics",
+    "serve_metrics",
+]
