@@ -187,11 +187,15 @@ class ExecutionObserver:
     ) -> None:
         """Publish this step's retry, abandon and progress events (if anyone listens)."""
         ending, self._ending = self._ending, None
+        retried = ending is not None and ending[1].status not in TERMINAL
+        if retried:
+            assert ending is not None
+            self._metrics.retries.inc((self.action_of(self._c.runs[ending[0].run_id].task),))
         if not active:
             self._progress.clear()  # counted again from the items when someone listens
             return
         if ending is not None:
-            self._attempt_events(*ending, commands)
+            self._attempt_events(ending[0], retried, commands)
         if items:
             now = self._rt.clock.now()
             touched: dict[str, None] = {}
@@ -241,11 +245,8 @@ class ExecutionObserver:
         if run.terminal:
             del self._progress[run_id]
 
-    def _attempt_events(
-        self, message: AttemptEnded, target: TaskRun | ItemRun, commands: list[Command]
-    ) -> None:
+    def _attempt_events(self, message: AttemptEnded, retried: bool, commands: list[Command]) -> None:
         run = self._c.runs[message.run_id]
-        retried = target.status not in TERMINAL
         base = {
             "run_id": message.run_id,
             "task": run.task,

@@ -28,6 +28,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from attune_actors.errors import ConfigError
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # Seconds: from a noop task run (tens of µs) to long actions (minutes).
@@ -213,15 +215,30 @@ class WorkerMetrics(Metrics):
             "attune_worker_attempt_seconds", "Attempt duration on this worker, by action.", ["action"])
 
 
+def listen_address(text: str, option: str = "the metrics address") -> tuple[int, str]:
+    """`PORT` or `HOST:PORT` -> (port, host); loopback unless a host is named, like the HTTP API
+    without tokens: what runs where is not for everyone on the network to read."""
+    host, _, port = text.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        number = -1
+    if not 0 < number < 65536:
+        raise ConfigError(f"{option}: {text!r} is not PORT or HOST:PORT (a port from 1 to 65535)")
+    return number, host.strip("[]") or "127.0.0.1"
+
+
 def serve_metrics(metrics: Metrics, port: int, host: str = "127.0.0.1") -> Callable[[], None]:
     """Serve `metrics` at http://host:port/metrics (a daemon thread); returns what stops it.
 
-    Loopback unless a host is named, like the HTTP API without tokens: what runs where is not
-    for everyone on the network to read.
+    ConfigError when the address cannot be bound (in use, not ours).
     """
     from prometheus_client import start_http_server
 
-    server, thread = start_http_server(port, host, registry=metrics.registry)
+    try:
+        server, thread = start_http_server(port, host, registry=metrics.registry)
+    except OSError as exc:
+        raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
 
     def stop() -> None:
         server.shutdown()
@@ -238,5 +255,6 @@ __all__ = [
     "Histogram",
     "Metrics",
     "WorkerMetrics",
+    "listen_address",
     "serve_metrics",
 ]

@@ -44,7 +44,7 @@ async def run_attempt(
     *,
     slots: asyncio.Semaphore | None = None,
     tracing: Tracing | None = None,
-    **span_attributes: Any,
+    span_attributes: dict[str, Any] | None = None,
 ) -> RunOutcome:
     """Run `run` with its runner until it ends, its deadline passes or it is cancelled.
 
@@ -63,7 +63,7 @@ async def run_attempt(
             "attune.action": run.action,
             "attune.attempt": run.attempt,
             "attune.item": run.item,
-            **span_attributes,
+            **(span_attributes or {}),
         },
     )
     ended = await _run(runners, action, run, slots)
