@@ -50,6 +50,7 @@ from attune_actors.nats.payload import PayloadCipher
 from attune_actors.nats.service import ControlService
 from attune_actors.nats.subjects import Subjects
 from attune_actors.nats.transport import NatsTransport
+from attune_actors.observability.metrics import listen_address, serve_metrics
 from attune_actors.spec.model import ActionSpec
 
 log = logging.getLogger("attune_actors.nats.serve")
@@ -108,6 +109,11 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="ID",
         help="this engine's name on NATS (its results subject); default: the host name",
     )
+    p.add_argument(
+        "--metrics-port",
+        metavar="[HOST:]PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (host default 127.0.0.1)",
+    )
     p.set_defaults(func=run)
 
 
@@ -116,7 +122,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = serve_settings(args)
         configure_logging(settings)
-        return asyncio.run(serve(settings, engine_id=args.engine_id or default_engine_id()))
+        metrics_at = getattr(args, "metrics_port", None)
+        return asyncio.run(serve(
+            settings,
+            engine_id=args.engine_id or default_engine_id(),
+            metrics_address=listen_address(metrics_at, "--metrics-port") if metrics_at else None,
+        ))
     except AttuneError as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -146,8 +157,16 @@ def default_engine_id() -> str:
     return socket.gethostname().split(".")[0] or "engine"
 
 
-async def serve(settings: Settings, *, engine_id: str, stop: asyncio.Event | None = None) -> int:
+async def serve(
+    settings: Settings,
+    *,
+    engine_id: str,
+    stop: asyncio.Event | None = None,
+    metrics_address: tuple[int, str] | None = None,
+) -> int:
     """Run one engine until `stop` is set (default: until SIGTERM or SIGINT); the exit status.
+
+    With `metrics_address` (port, host), the engine's Prometheus metrics are served there.
 
     Raises AttuneError when it cannot start: StoreError for a held lease or a locked data dir,
     TransportError when NATS cannot be reached. Returns 0 after a stop, 1 after losing the lease
@@ -173,6 +192,12 @@ async def serve(settings: Settings, *, engine_id: str, stop: asyncio.Event | Non
         stack.push_async_callback(lease.release)
         await lease.start_renewing(on_lost=lease_lost)
         engine = build_engine(settings, nc, subjects, engine_id)
+        engine.metrics.counter_from("attune_lease_renewals_total", "Renewals of the engine lease.",
+                                    lambda: lease.renewals)
+        engine.metrics.gauge("attune_lease_held", "1 while this engine holds its lease.",
+                             lambda: 1.0 if lease.held else 0.0)
+        if metrics_address is not None:
+            stack.callback(serve_metrics(engine.metrics, *metrics_address))
         stack.push_async_callback(engine.close)
         await engine.start()
         service = ControlService(engine, nc, subjects, engine_id=engine_id)
