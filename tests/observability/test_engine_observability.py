@@ -113,8 +113,10 @@ async def test_retry_events_come_in_order(workflow, engine_factory) -> None:
              for e in events if e["type"] in ("retry", "task")]
     assert story[-1] == ("task", 3, "succeeded")
     retries = [e for e in events if e["type"] == "retry"]
-    assert [(r["attempt"], r["next_attempt"], r["status"]) for r in retries] == [(1, 2, "failed"), (2, 3, "failed")]
-    assert retries[0]["error"] == "attempt 1 failed" and retries[0]["task"] == "shaky"
+    told = [(r["attempt"], r["next_attempt"], r["status"]) for r in retries]
+    assert told == [(1, 2, "failed"), (2, 3, "failed")]
+    assert retries[0]["error"] == "attempt 1 failed"
+    assert retries[0]["task"] == "shaky"
     # each retry is announced before the attempt it schedules shows up as running
     first_retry = story.index(("retry", 1, "failed"))
     assert ("task", 2, "running") in story[first_retry:]
@@ -142,7 +144,9 @@ async def test_item_progress_is_batched_and_in_order(workflow, engine_factory) -
     progress = [e for e in events if e["type"] == "progress"]
     done = [p["items_done"] for p in progress]
     assert done == sorted(set(done)), done  # strictly increasing
-    assert done[-1] == 60 and progress[-1]["items_total"] == 60 and progress[-1]["items_failed"] == 0
+    assert done[-1] == 60
+    assert progress[-1]["items_total"] == 60
+    assert progress[-1]["items_failed"] == 0
     # about 12 waves of 5 items, 20 ms each: several events, but fewer than one per item
     assert 2 < len(progress) < 60
     last_task = max(i for i, e in enumerate(events) if e["type"] == "task")
