@@ -25,7 +25,7 @@ from attune_actors.clock import Clock, RealClock, VirtualClock
 from attune_actors.config import Settings, load_settings
 from attune_actors.engine.events import EventBus, Subscription
 from attune_actors.engine.execution import Execution
-from attune_actors.engine.messages import Control, GetDocument, Rerun, Start
+from attune_actors.engine.messages import Control, GetDocument, GetGraph, Rerun, Start
 from attune_actors.engine.runtime import Runtime
 from attune_actors.engine.supervisor import WorkflowSupervisor
 from attune_actors.errors import (
@@ -390,19 +390,32 @@ class Engine:
 
     async def _document(self, execution_id: str) -> dict[str, Any]:
         rt = self._runtime()
-        ref = rt.executions.supervisor(execution_id)
-        doc: dict[str, Any] | None = None
-        if ref is not None:
-            try:
-                doc = await ref.ask(GetDocument(), block=False)
-            except ActorDeadError:
-                doc = None
-        if doc is None:
-            doc = rt.document_from_store(execution_id)
+        doc = await self._ask(execution_id, GetDocument()) or rt.document_from_store(execution_id)
         if doc is None:
             raise NotFoundError(f"no execution '{execution_id}'")
         masked: dict[str, Any] = self.masker.mask(doc)
         return masked
+
+    async def _ask(self, execution_id: str, message: GetDocument | GetGraph) -> dict[str, Any] | None:
+        """The answer of the supervisor holding the execution; None when none does (it has ended)."""
+        ref = self._runtime().executions.supervisor(execution_id)
+        if ref is None:
+            return None
+        try:
+            answer: dict[str, Any] | None = await ref.ask(message, block=False)
+        except ActorDeadError:
+            return None
+        return answer
+
+    async def graph(self, execution_id: str) -> dict[str, Any]:
+        """The execution's graph document (`attune_actors.engine.graphdoc`): its workflow's tasks and
+        transitions as it started with them, each node's latest status and run count, each edge taken
+        or not. `render_graph(doc, "mermaid" | "dot")` turns it into a picture."""
+        rt = self._runtime()
+        doc = await self._ask(execution_id, GetGraph()) or rt.graph_from_store(execution_id)
+        if doc is None:
+            raise NotFoundError(f"no execution '{execution_id}'")
+        return doc
 
     # ------------------------------------------------------------------ inquiries and events
 
@@ -435,8 +448,11 @@ class Engine:
 
     # ------------------------------------------------------------------ workflow definitions
 
-    async def put_workflow(self, pack: str, yaml_text: str) -> str:
-        """Create or update a workflow of `pack` from YAML; validated first. Returns its ref."""
+    async def put_workflow(self, pack: str, yaml_text: str, *, ref: str | None = None) -> str:
+        """Create or update a workflow of `pack` from YAML; validated first. Returns its ref.
+
+        With `ref`, the YAML may leave out its `ref` key, and must not name another.
+        """
         rt = self._runtime()
         if pack not in self.catalog.packs:
             raise NotFoundError(f"no pack '{pack}'")
@@ -445,11 +461,16 @@ class Engine:
             yaml_text,
             pack=pack,
             file=f"<{pack} workflow>",
-            default_ref=f"{pack}.",
+            default_ref=ref or f"{pack}.",
             problems=problems,
         )
         if spec is not None and spec.ref == f"{pack}.":
             problems.append(ValidationError("a workflow put at run time needs a 'ref' key").errors[0])
+        if spec is not None and ref is not None and spec.ref != ref:
+            problems.append(
+                ValidationError(f"the definition's ref '{spec.ref}' is not '{ref}', the one it is put as")
+                .errors[0]
+            )
         if spec is not None and not problems:
             existing = self.catalog.actions.get(spec.ref)
             if existing is not None and spec.ref not in self._runtime_refs:
@@ -496,6 +517,9 @@ class Engine:
         )
 
     async def list_workflows(self, pack: str | None = None) -> builtins.list[WorkflowInfo]:
+        """Every valid workflow (of `pack`: NotFoundError if there is no such pack), by ref."""
+        if pack is not None and pack not in self.catalog.packs:
+            raise NotFoundError(f"no pack '{pack}'")
         return [await self.get_workflow(a.ref) for a in self.catalog.workflows(pack)]
 
     async def delete_workflow(self, ref: str) -> None:

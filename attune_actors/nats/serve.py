@@ -1,7 +1,10 @@
 """`attune-actors serve`: one engine process on NATS (control service, events, actions run by workers).
 
     attune-actors serve [--nats URL] [--packs DIR]... [--data-dir DIR] [--store sqlite|nats]
-                        [--subject-prefix PREFIX] [--engine-id ID]
+                        [--subject-prefix PREFIX] [--engine-id ID] [--http HOST:PORT]
+
+`--http HOST:PORT` also serves the HTTP API (`attune_actors.api`, docs/http.md); `--http` without
+`--nats` runs an embedded engine instead: actions in this process, no NATS at all.
 
 The engine sends action attempts to `attune-actors worker` processes through the NATS transport
 (there are no in-process workers), answers the control API (`attune_actors.nats.service`) and
@@ -37,7 +40,7 @@ import sys
 import uuid
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from nats.aio.client import Client
 
@@ -52,6 +55,9 @@ from attune_actors.nats.subjects import Subjects
 from attune_actors.nats.transport import NatsTransport
 from attune_actors.observability.metrics import listen_address, serve_metrics
 from attune_actors.spec.model import ActionSpec
+
+if TYPE_CHECKING:
+    from attune_actors.api import HttpServer
 
 log = logging.getLogger("attune_actors.nats.serve")
 
@@ -110,9 +116,15 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         help="this engine's name on NATS (its results subject); default: the host name",
     )
     p.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="also serve the HTTP API there; without --nats, on an embedded engine (no NATS needed)",
+    )
+    p.add_argument(
         "--metrics-port",
         metavar="[HOST:]PORT",
-        help="serve Prometheus metrics at http://HOST:PORT/metrics (host default 127.0.0.1)",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (host default 127.0.0.1); "
+        "with --http they are at /metrics there too",
     )
     p.set_defaults(func=run)
 
@@ -122,10 +134,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = serve_settings(args)
         configure_logging(settings)
+        engine_id = args.engine_id or default_engine_id()
         metrics_at = getattr(args, "metrics_port", None)
         return asyncio.run(serve(
             settings,
-            engine_id=args.engine_id or default_engine_id(),
+            engine_id=engine_id,
+            http=getattr(args, "http", None),
             metrics_address=listen_address(metrics_at, "--metrics-port") if metrics_at else None,
         ))
     except AttuneError as exc:
@@ -140,7 +154,8 @@ def serve_settings(args: argparse.Namespace) -> Settings:
             "packs": args.packs,
             "data_dir": args.data_dir,
             "store": args.store,
-            "transport": "nats",
+            # `--http` alone runs an embedded engine: actions in this process, no NATS.
+            "transport": "inprocess" if getattr(args, "http", None) and not args.nats else "nats",
             "nats": {"url": args.nats, "subject_prefix": args.subject_prefix},
             "logging": {"level": getattr(args, "log_level", None)},
         },
@@ -162,19 +177,24 @@ async def serve(
     *,
     engine_id: str,
     stop: asyncio.Event | None = None,
+    http: str | None = None,
     metrics_address: tuple[int, str] | None = None,
 ) -> int:
     """Run one engine until `stop` is set (default: until SIGTERM or SIGINT); the exit status.
 
-    With `metrics_address` (port, host), the engine's Prometheus metrics are served there.
-
+    With `http` ("HOST:PORT") it also serves the HTTP API there; with `settings.transport`
+    "inprocess", it runs an embedded engine and no NATS at all (`serve_embedded`). With
+    `metrics_address` (port, host), the engine's Prometheus metrics are served there.
     Raises AttuneError when it cannot start: StoreError for a held lease or a locked data dir,
-    TransportError when NATS cannot be reached. Returns 0 after a stop, 1 after losing the lease
-    (another engine may have taken over: this one stops at once).
+    TransportError when NATS cannot be reached, ConfigError for an address it cannot or may not
+    listen on. Returns 0 after a stop, 1 after losing the lease (another engine may have taken
+    over: this one stops at once).
     """
     if stop is None:
         stop = asyncio.Event()
         _stop_on_signals(stop)
+    if settings.transport == "inprocess":
+        return await serve_embedded(settings, stop=stop, http=http, metrics_address=metrics_address)
     lost: list[str] = []
 
     def lease_lost(reason: str) -> None:
@@ -198,11 +218,13 @@ async def serve(
                              lambda: 1.0 if lease.held else 0.0)
         if metrics_address is not None:
             stack.callback(serve_metrics(engine.metrics, *metrics_address))
+        server = _http_server(engine, http)
         stack.push_async_callback(engine.close)
         await engine.start()
         service = ControlService(engine, nc, subjects, engine_id=engine_id)
         stack.push_async_callback(service.stop)
         await service.start()
+        await _start_http(stack, server)
         log.info(
             "engine %s serving on %s (subjects %s.*, store %s, data dir %s)",
             engine_id,
@@ -215,6 +237,45 @@ async def serve(
         log.info("engine %s stopping", engine_id)
     log.info("engine %s stopped", engine_id)
     return EXIT_LEASE_LOST if lost else EXIT_OK
+
+
+async def serve_embedded(
+    settings: Settings,
+    *,
+    stop: asyncio.Event,
+    http: str | None,
+    metrics_address: tuple[int, str] | None = None,
+) -> int:
+    """`serve --http` without NATS: one embedded engine (actions in this process) until `stop`."""
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.store == "sqlite":
+            stack.enter_context(DataDirLock(settings.data_path))
+        engine = Engine(settings=settings)
+        if metrics_address is not None:
+            stack.callback(serve_metrics(engine.metrics, *metrics_address))
+        server = _http_server(engine, http)
+        stack.push_async_callback(engine.close)
+        await engine.start()
+        await _start_http(stack, server)
+        log.info("embedded engine serving (store %s, data dir %s)", settings.store, settings.data_dir)
+        await stop.wait()
+    return EXIT_OK
+
+
+def _http_server(engine: Engine, listen: str | None) -> HttpServer | None:
+    """The HTTP API to serve, if asked for; an address it may not listen on is refused before
+    anything starts."""
+    if listen is None:
+        return None
+    from attune_actors.api import HttpServer  # FastAPI is imported only when it is asked for
+
+    return HttpServer(engine, listen)
+
+
+async def _start_http(stack: contextlib.AsyncExitStack, server: HttpServer | None) -> None:
+    if server is not None:
+        await server.start()
+        stack.push_async_callback(server.stop)
 
 
 async def _connect(settings: Settings, engine_id: str) -> Client:
@@ -316,7 +377,16 @@ class DataDirLock:
             self._file = None
 
 
-__all__ = ["DataDirLock", "build_engine", "main", "register", "run", "serve", "serve_settings"]
+__all__ = [
+    "DataDirLock",
+    "build_engine",
+    "main",
+    "register",
+    "run",
+    "serve",
+    "serve_embedded",
+    "serve_settings",
+]
 
 if __name__ == "__main__":
     sys.exit(main())
