@@ -110,24 +110,43 @@ class Histogram:
         return family
 
 
-class Metrics(Collector):
-    """One registry's families; subclasses declare them. Scraped through `exposition()`."""
+class _Uncounted(Counter):
+    __slots__ = ()
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def inc(self, key: Labels, amount: float = 1.0) -> None:
+        pass
+
+
+class _Unobserved(Histogram):
+    __slots__ = ()
+
+    def observe(self, key: Labels, value: float) -> None:
+        pass
+
+
+class Metrics(Collector):
+    """One registry's families; subclasses declare them. Scraped through `exposition()`.
+
+    `counting=False` keeps every call and counts nothing: the baseline `bench/observability.py`
+    measures the cost of counting against.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, counting: bool = True) -> None:
+        self._counting = counting
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=False)
         self._families: list[Counter | Histogram] = []
         self._readers: list[Callable[[], Metric | None]] = []
         self.registry.register(self)
 
     def counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
-        family = Counter(name, doc, labels)
+        family = (Counter if self._counting else _Uncounted)(name, doc, labels)
         self._families.append(family)
         return family
 
     def histogram(
         self, name: str, doc: str, labels: Sequence[str] = (), bounds: Sequence[float] = DURATION_BUCKETS
     ) -> Histogram:
-        family = Histogram(name, doc, labels, bounds)
+        family = (Histogram if self._counting else _Unobserved)(name, doc, labels, bounds)
         self._families.append(family)
         return family
 
@@ -163,8 +182,8 @@ def _one(kind: type[GaugeMetricFamily] | type[CounterMetricFamily], name: str, d
 class EngineMetrics(Metrics):
     """The series of an engine (docs/observability.md lists them)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        super().__init__(registry)
+    def __init__(self, registry: CollectorRegistry | None = None, *, counting: bool = True) -> None:
+        super().__init__(registry, counting=counting)
         self.executions_started = self.counter(
             "attune_executions_started_total", "Executions started (nested ones included).", ["ref"])
         self.executions = self.counter(
