@@ -92,6 +92,12 @@ class ExecutionObserver:
             action = self._actions[task] = (spec.action or spec.type) if spec is not None else task
         return action
 
+    def _action_of_run(self, run_id: str) -> tuple[TaskRun | None, str]:
+        run = self._c.runs.get(run_id)
+        if run is None:
+            return None, ""
+        return run, self._actions.get(run.task) or self.action_of(run.task)
+
     # -- lifecycle
 
     def started(self, recovered: bool) -> None:
@@ -120,10 +126,10 @@ class ExecutionObserver:
 
     def attempt_ended(self, message: AttemptEnded) -> None:
         """Before the conductor hears of it: count it, and remember an unsuccessful live attempt."""
-        run = self._c.runs.get(message.run_id)
+        run, action = self._action_of_run(message.run_id)
         if run is None:
             return
-        self._metrics.attempts.inc((self.action_of(run.task), message.status))
+        self._metrics.attempts.inc((action, message.status))
         if message.status == SUCCEEDED:
             return
         target: TaskRun | ItemRun | None = run
@@ -155,14 +161,13 @@ class ExecutionObserver:
         return found[1]
 
     def run_ended(self, run_id: str) -> None:
-        run = self._c.runs.get(run_id)
+        run, action = self._action_of_run(run_id)
         if run is None:
             return
-        action = self.action_of(run.task)
-        metrics = self._metrics
-        metrics.task_runs.inc((action, run.status))
-        if run.started_at is not None and run.ended_at is not None:
-            metrics.task_run_seconds.observe((action,), run.ended_at - run.started_at)
+        started, ended = run.started_at, run.ended_at
+        self._metrics.task_run_ended(
+            action, run.status, ended - started if started is not None and ended is not None else None
+        )
         if self._tracing is not None:
             self.trace_of(run_id)
             span, _ = self._run_spans.pop(run_id)
@@ -186,16 +191,18 @@ class ExecutionObserver:
         self, commands: list[Command], items: list[tuple[str, int, ItemRun]], active: bool
     ) -> None:
         """Publish this step's retry, abandon and progress events (if anyone listens)."""
-        ending, self._ending = self._ending, None
-        retried = ending is not None and ending[1].status not in TERMINAL
-        if retried:
-            assert ending is not None
-            self._metrics.retries.inc((self.action_of(self._c.runs[ending[0].run_id].task),))
-        if not active:
-            self._progress.clear()  # counted again from the items when someone listens
-            return
+        ending = self._ending
         if ending is not None:
-            self._attempt_events(ending[0], retried, commands)
+            self._ending = None
+            retried = ending[1].status not in TERMINAL
+            if retried:
+                self._metrics.retries.inc((self.action_of(self._c.runs[ending[0].run_id].task),))
+            if active:
+                self._attempt_events(ending[0], retried, commands)
+        if not active:
+            if self._progress:
+                self._progress.clear()  # counted again from the items when someone listens
+            return
         if items:
             now = self._rt.clock.now()
             touched: dict[str, None] = {}

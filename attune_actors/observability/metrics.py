@@ -210,7 +210,11 @@ class EngineMetrics(Metrics):
             "attune_nats_dispatch_seconds", "NATS dispatch latency: attempt submitted to a worker "
             "reporting it started.", bounds=DURATION_BUCKETS)
 
-    # The hot path: called on the event loop's thread.
+    def task_run_ended(self, action: str, status: str, seconds: float | None) -> None:
+        """A task run ended (event loop thread): counted, and its duration observed."""
+        self.task_runs.inc((action, status))
+        if seconds is not None:
+            self.task_run_seconds.observe((action,), seconds)
 
     def store_committed(self, seconds: float, rows: int) -> None:
         """A store commit (any thread)."""
