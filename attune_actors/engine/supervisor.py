@@ -305,23 +305,17 @@ class WorkflowSupervisor(AsyncioActor):
         return self.spawn(TaskActor, self.actor_ref, self._rt.transport, self._rt.attempts)
 
     def _flush_progress_at(self, at: float) -> None:
-        self._clock.call_at(at, self._fire_message, FLUSH_PROGRESS)
-
-    def _fire_message(self, message: Any) -> None:
-        try:
-            self.actor_ref.tell(message)
-        except ActorDeadError:
-            pass
+        self._clock.call_at(at, self._tell_self, FLUSH_PROGRESS)
 
     def _set_timer(self, key: tuple[Any, ...], at: float) -> None:
         old = self._timers.pop(key, None)
         if old is not None:
             old.cancel()
-        self._timers[key] = self._clock.call_at(at, self._fire, key)
+        self._timers[key] = self._clock.call_at(at, self._tell_self, TimerFired(key))
 
-    def _fire(self, key: tuple[Any, ...]) -> None:
+    def _tell_self(self, message: Any) -> None:
         try:
-            self.actor_ref.tell(TimerFired(key))
+            self.actor_ref.tell(message)
         except ActorDeadError:
             pass
 

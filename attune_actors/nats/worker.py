@@ -436,7 +436,7 @@ class Worker:
             return
         known = immediate_outcome(run, action)
         if known is not None:  # like the in-process transport: no task to start
-            self._attempt_log(run, known.status, 0.0, known.error, logging.DEBUG)
+            self._account_attempt(run, known.status, 0.0, known.error, logging.DEBUG)
             self._ended(engine, key, at, known.status, known.result, known.error, msg)
             return
         self._actions[key] = action.ref
@@ -444,17 +444,13 @@ class Worker:
         if trace is not None:
             run = dataclasses.replace(run, trace=trace)
         # The attempt's task inherits these: its records (the action's own too) name execution and task.
-        tokens = logctx.execution_id.set(run.execution_id), logctx.task.set(run.task)
-        try:
+        with logctx.about(run.execution_id, run.task):
             log.info("attempt %s of %s started (%s)", run.attempt, run.action, key,
                      extra={"attune_fields": {"event": "attempt_started", "key": key, "action": run.action,
                                               "attempt": run.attempt, "item": run.item}})
             self._running[key] = asyncio.get_running_loop().create_task(
                 self._execute(engine, run, action, at), name=f"run {key}"
             )
-        finally:
-            logctx.task.reset(tokens[1])
-            logctx.execution_id.reset(tokens[0])
         self._report(engine, _Event(STARTED, key, at, msgs=[msg]))
 
     async def _reject(self, msg: Msg, exc: BadMessage) -> None:
@@ -483,27 +479,23 @@ class Worker:
         status, error = ended.status, ended.error
         if status == "canceled" and self._abandon:
             status, error = "abandoned", f"worker {self.worker_id} stopped before the attempt ended"
-        self._attempt_log(run, status, time.monotonic() - began, error, logging.INFO)
+        self._account_attempt(run, status, time.monotonic() - began, error, logging.INFO)
         self._ended(engine, run.key, at, status, ended.result, error, None)
 
-    def _attempt_log(
+    def _account_attempt(
         self, run: ActionRun, status: str, seconds: float, error: str | None, level: int
     ) -> None:
-        """Count the attempt and log its end (masked by the handlers' filter, like every record)."""
+        """Count the attempt, log its end (masked by the handlers' filter, like every record)."""
         self.metrics.attempts.inc((run.action, status))
         self.metrics.attempt_seconds.observe((run.action,), seconds)
         if log.isEnabledFor(level):
-            tokens = logctx.execution_id.set(run.execution_id), logctx.task.set(run.task)
-            try:
+            with logctx.about(run.execution_id, run.task):
                 log.log(level, "attempt %s of %s ended %s in %.3f s%s", run.attempt, run.action, status,
                         seconds, f": {error}" if error else "",
                         extra={"attune_fields": {"event": "attempt_ended", "key": run.key,
                                                  "action": run.action, "attempt": run.attempt,
                                                  "item": run.item, "status": status,
                                                  "duration": round(seconds, 6)}})
-            finally:
-                logctx.task.reset(tokens[1])
-                logctx.execution_id.reset(tokens[0])
 
     def _ended(
         self, engine: str, key: str, at: float, status: str, result: Any, error: str | None, msg: Msg | None
