@@ -53,11 +53,16 @@ class NatsSettings:
 class LimitSettings:
     """Bounds that keep one engine process healthy under load."""
 
-    python_workers: int = 8  # threads for blocking (sync) Python actions
+    python_workers: int = 8  # processes running Python actions
     max_inflight_runs: int = 10000  # in-process action runs at once; more wait their turn
     kill_grace: float = 5.0  # seconds between SIGTERM and SIGKILL for stopped commands
     event_buffer: int = 1000  # events buffered per subscriber before it gets a gap marker
     request_bytes: int = 1024 * 1024  # one API request body (HTTP); larger ones get 413 before any work
+    # -- runners: what one action run may take (runners.RunnerLimits reads these) --
+    max_result_bytes: int = 1024 * 1024  # a run's result as JSON; larger fails the run
+    max_output_bytes: int = 256 * 1024  # kept of each captured output stream; the rest dropped
+    http_max_seconds: float = 300.0  # largest total `timeout` of a core.http request
+    http_max_body_bytes: int = 1024 * 1024  # a longer core.http response body fails the run
 
 
 ROLES = ("viewer", "operator", "admin")  # each may do what the one before may, and more
@@ -105,13 +110,20 @@ class Settings:
             raise ConfigError(f"store must be memory, sqlite or nats, got {self.store!r}")
         if self.transport not in ("inprocess", "nats"):
             raise ConfigError(f"transport must be inprocess or nats, got {self.transport!r}")
-        for name in ("python_workers", "max_inflight_runs", "event_buffer", "request_bytes"):
+        for name in (
+            "python_workers", "max_inflight_runs", "event_buffer", "request_bytes",
+            "max_result_bytes", "max_output_bytes", "http_max_body_bytes",
+        ):
             if getattr(self.limits, name) < 1:
                 raise ConfigError(
                     f"setting limits.{name} must be at least 1, got {getattr(self.limits, name)}"
                 )
         if not self.limits.kill_grace >= 0:
             raise ConfigError(f"setting limits.kill_grace must be zero or more, got {self.limits.kill_grace}")
+        if not self.limits.http_max_seconds > 0:
+            raise ConfigError(
+                f"setting limits.http_max_seconds must be more than 0, got {self.limits.http_max_seconds}"
+            )
         if not self.nats.connect_timeout > 0:
             raise ConfigError(
                 f"setting nats.connect_timeout must be more than 0, got {self.nats.connect_timeout}"

@@ -12,7 +12,6 @@ import builtins
 import dataclasses
 import logging
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -40,7 +39,7 @@ from attune_actors.kv import KVScope, KVStore, Masker
 from attune_actors.kv.secrets import Cipher
 from attune_actors.observability.metrics import EngineMetrics
 from attune_actors.observability.tracing import resolve as resolve_tracing
-from attune_actors.runners import RunnerSet
+from attune_actors.runners import RunnerLimits, RunnerSet
 from attune_actors.spec.model import ParamSpec
 from attune_actors.spec.packs import Catalog, load_packs, load_workflow_text, workflow_action
 from attune_actors.spec.validate import validate_catalog, validate_workflow
@@ -128,7 +127,6 @@ class Engine:
         self.masker = Masker()
         self._runtime_refs: set[str] = set()
         self._invalid: dict[str, builtins.list[AttuneError]] = {}  # workflow ref -> its problems
-        self._executor: ThreadPoolExecutor | None = None
         self._events = EventBus(self.settings.limits.event_buffer)
         # Its own registry: several engines in one process never mix their series.
         self.metrics = EngineMetrics()
@@ -168,14 +166,9 @@ class Engine:
         data = self.settings.data_path
         data.mkdir(parents=True, exist_ok=True)
         self._kv = KVStore(data / "attune.db", secret_key=self.settings.secret_key)
-        if self._transport_override is None:
-            # Sync Python actions run on this bounded pool, never on the event loop.
-            self._executor = ThreadPoolExecutor(
-                self.settings.limits.python_workers, thread_name_prefix="attune-action"
-            )
         transport = self._transport_override or InProcessTransport(
             self.catalog.action,
-            RunnerSet(executor=self._executor, kill_grace=self.settings.limits.kill_grace),
+            RunnerSet(limits=RunnerLimits.from_settings(self.settings.limits), masker=self.masker),
             max_inflight=self.settings.limits.max_inflight_runs,
         )
         transport.instrument(self.metrics, self._tracing)
@@ -278,8 +271,6 @@ class Engine:
             log.warning("some actors did not stop within 10 s")
         self._events.close()
         await rt.transport.close()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
         await rt.store.close()
         if self._kv is not None:
             self._kv.close()
