@@ -7,8 +7,10 @@
 Modes, each a fresh engine (memory store, in-process transport) in this one process, run in
 turns round after round so drift on the machine hits every mode alike:
 
-- `baseline`: metrics that count nothing (`EngineMetrics(counting=False)`: every hook is still
-  called) and tracing off (the default when no OTEL_* variable is set: one `is None` test per hook);
+- `baseline`: observability switched off as far as it can be from outside: the supervisor's hooks
+  (`ExecutionObserver`'s methods) replaced by functions that do nothing, metrics that count nothing
+  (`EngineMetrics(counting=False)`), tracing off. What remains is the calls themselves (their cost
+  is measured across versions, see docs/performance.md);
 - `metrics`: the default engine: metrics counted, tracing off;
 - `tracing`: metrics counted and every span recorded by the OpenTelemetry SDK (BatchSpanProcessor,
   an exporter that drops the spans: the cost of making spans, not of shipping them).
@@ -22,12 +24,13 @@ against `baseline`. The process is pinned to one CPU (as bench/engine.py does).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +75,37 @@ def make_engine(mode: str, packs: Path, data: Path) -> Any:
     return engine
 
 
+HOOKS = ("attempt_ended", "run_ended", "trace_of", "after_step", "started", "finished")
+
+
+@contextlib.contextmanager
+def hooks_off(mode: str) -> Iterator[None]:
+    from attune_actors.engine.observer import ExecutionObserver
+
+    if mode != "baseline":
+        yield
+        return
+    saved = {name: getattr(ExecutionObserver, name) for name in HOOKS}
+    try:
+        for name in HOOKS:
+            setattr(ExecutionObserver, name, _nothing)
+        yield
+    finally:
+        for name, method in saved.items():
+            setattr(ExecutionObserver, name, method)
+
+
+def _nothing(self: Any, *args: Any) -> None:
+    return None
+
+
 async def scenario(name: str, mode: str, packs: Path, data: Path, args: argparse.Namespace) -> float:
     """CPU seconds per unit (task, transition or item) of one scenario in one mode."""
+    with hooks_off(mode):
+        return await _scenario(name, mode, packs, data, args)
+
+
+async def _scenario(name: str, mode: str, packs: Path, data: Path, args: argparse.Namespace) -> float:
     engine = make_engine(mode, packs, data)
     await engine.start()
     try:

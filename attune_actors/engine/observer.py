@@ -21,6 +21,7 @@ from attune_actors.engine.commands import Command, SetTimer
 from attune_actors.engine.conductor import Conductor
 from attune_actors.engine.messages import AttemptEnded
 from attune_actors.engine.state import ItemRun, TaskRun, iso
+from attune_actors.observability.metrics import ActionStats
 from attune_actors.observability.tracing import Carrier
 from attune_actors.statuses import ABANDONED, SUCCEEDED, TERMINAL
 
@@ -81,7 +82,8 @@ class ExecutionObserver:
         self._flush_due = False
         self._span: Span | None = None
         self._run_spans: dict[str, tuple[Span, Carrier]] = {}
-        self._actions: dict[str, str] = {}
+        self._actions: dict[str, str] = {}  # task name -> action ref
+        self._stats: dict[str, ActionStats] = {}  # task name -> its action's stats
         self._ending: tuple[AttemptEnded, TaskRun | ItemRun] | None = None
         self._progress: dict[str, _Progress] = {}
 
@@ -92,11 +94,11 @@ class ExecutionObserver:
             action = self._actions[task] = (spec.action or spec.type) if spec is not None else task
         return action
 
-    def _action_of_run(self, run_id: str) -> tuple[TaskRun | None, str]:
-        run = self._c.runs.get(run_id)
-        if run is None:
-            return None, ""
-        return run, self._actions.get(run.task) or self.action_of(run.task)
+    def _stats_of(self, task: str) -> ActionStats:
+        stats = self._stats.get(task)
+        if stats is None:
+            stats = self._stats[task] = self._metrics.action(self.action_of(task))
+        return stats
 
     # -- lifecycle
 
@@ -126,11 +128,13 @@ class ExecutionObserver:
 
     def attempt_ended(self, message: AttemptEnded) -> None:
         """Before the conductor hears of it: count it, and remember an unsuccessful live attempt."""
-        run, action = self._action_of_run(message.run_id)
+        run = self._c.runs.get(message.run_id)
         if run is None:
             return
-        self._metrics.attempts.inc((action, message.status))
-        if message.status == SUCCEEDED:
+        status = message.status
+        attempts = (self._stats.get(run.task) or self._stats_of(run.task)).attempts
+        attempts[status] = attempts.get(status, 0) + 1
+        if status == SUCCEEDED:
             return
         target: TaskRun | ItemRun | None = run
         if message.item is not None:
@@ -161,12 +165,12 @@ class ExecutionObserver:
         return found[1]
 
     def run_ended(self, run_id: str) -> None:
-        run, action = self._action_of_run(run_id)
+        run = self._c.runs.get(run_id)
         if run is None:
             return
         started, ended = run.started_at, run.ended_at
-        self._metrics.task_run_ended(
-            action, run.status, ended - started if started is not None and ended is not None else None
+        (self._stats.get(run.task) or self._stats_of(run.task)).run_ended(
+            run.status, ended - started if started is not None and ended is not None else None
         )
         if self._tracing is not None:
             self.trace_of(run_id)
@@ -196,7 +200,7 @@ class ExecutionObserver:
             self._ending = None
             retried = ending[1].status not in TERMINAL
             if retried:
-                self._metrics.retries.inc((self.action_of(self._c.runs[ending[0].run_id].task),))
+                self._stats_of(self._c.runs[ending[0].run_id].task).retries += 1
             if active:
                 self._attempt_events(ending[0], retried, commands)
         if not active:

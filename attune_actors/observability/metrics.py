@@ -101,12 +101,7 @@ class Histogram:
         with self._lock:
             items = [(key, list(series)) for key, series in self.series.items()]
         for key, series in items:
-            buckets: list[tuple[str, float]] = []
-            total = 0.0
-            for bound, count in zip((*map(repr, self.bounds), "+Inf"), series[:-1], strict=True):
-                total += count
-                buckets.append((bound, total))
-            family.add_metric(key, buckets, series[-1])
+            family.add_metric(key, *_buckets(self.bounds, series))
         return family
 
 
@@ -179,25 +174,40 @@ def _one(kind: type[GaugeMetricFamily] | type[CounterMetricFamily], name: str, d
     return None if value is None else kind(name, doc, value=value)
 
 
+class ActionStats:
+    """What one engine counted about one action's task runs and attempts (event loop thread only).
+
+    The observer of each execution holds these per task, so counting a run is a few dict and list
+    operations on an object at hand, with no label tuple to build and look up.
+    """
+
+    __slots__ = ("attempts", "retries", "runs", "seconds")
+
+    def __init__(self) -> None:
+        self.attempts: dict[str, int] = {}  # status -> attempts ended so
+        self.runs: dict[str, int] = {}  # status -> task runs ended so
+        self.retries = 0
+        self.seconds = [0.0] * (len(DURATION_BUCKETS) + 2)  # bucket counts, then the sum
+
+    def run_ended(self, status: str, seconds: float | None) -> None:
+        runs = self.runs
+        runs[status] = runs.get(status, 0) + 1
+        if seconds is not None:
+            hist = self.seconds
+            hist[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
+            hist[-1] += seconds
+
+
 class EngineMetrics(Metrics):
     """The series of an engine (docs/observability.md lists them)."""
 
     def __init__(self, registry: CollectorRegistry | None = None, *, counting: bool = True) -> None:
         super().__init__(registry, counting=counting)
+        self._actions: dict[str, ActionStats] = {}
         self.executions_started = self.counter(
             "attune_executions_started_total", "Executions started (nested ones included).", ["ref"])
         self.executions = self.counter(
             "attune_executions_total", "Executions ended, by workflow and final status.", ["ref", "status"])
-        self.task_runs = self.counter(
-            "attune_task_runs_total", "Task runs ended, by action and status.", ["action", "status"])
-        self.task_run_seconds = self.histogram(
-            "attune_task_run_seconds", "Task run duration, first attempt to end (retries included).",
-            ["action"])
-        self.attempts = self.counter(
-            "attune_attempts_total", "Action attempts ended, by action and status (abandoned: the worker "
-            "vanished).", ["action", "status"])
-        self.retries = self.counter(
-            "attune_retries_total", "Attempts that failed and are retried, by action.", ["action"])
         self.store_commit_seconds = self.histogram(
             "attune_store_commit_seconds", "Store group commits: time to write one batch.",
             bounds=COMMIT_BUCKETS)
@@ -210,11 +220,34 @@ class EngineMetrics(Metrics):
             "attune_nats_dispatch_seconds", "NATS dispatch latency: attempt submitted to a worker "
             "reporting it started.", bounds=DURATION_BUCKETS)
 
-    def task_run_ended(self, action: str, status: str, seconds: float | None) -> None:
-        """A task run ended (event loop thread): counted, and its duration observed."""
-        self.task_runs.inc((action, status))
-        if seconds is not None:
-            self.task_run_seconds.observe((action,), seconds)
+    def action(self, ref: str) -> ActionStats:
+        """The stats of action `ref` (created on first use; a throwaway one when not counting)."""
+        stats = self._actions.get(ref)
+        if stats is None:
+            stats = ActionStats()
+            if self._counting:
+                self._actions[ref] = stats
+        return stats
+
+    def collect(self) -> Iterable[Metric]:
+        yield from super().collect()
+        runs = CounterMetricFamily("attune_task_runs", "Task runs ended, by action and status.",
+                                   labels=("action", "status"))
+        seconds = HistogramMetricFamily("attune_task_run_seconds", "Task run duration, first attempt to "
+                                        "end (retries included).", labels=("action",))
+        attempts = CounterMetricFamily("attune_attempts", "Action attempts ended, by action and status "
+                                       "(abandoned: the worker vanished).", labels=("action", "status"))
+        retries = CounterMetricFamily("attune_retries", "Attempts that failed and are retried, by action.",
+                                      labels=("action",))
+        for ref, stats in list(self._actions.items()):
+            for status, count in list(stats.runs.items()):
+                runs.add_metric((ref, status), count)
+            for status, count in list(stats.attempts.items()):
+                attempts.add_metric((ref, status), count)
+            if stats.retries:
+                retries.add_metric((ref,), stats.retries)
+            seconds.add_metric((ref,), *_buckets(DURATION_BUCKETS, list(stats.seconds)))
+        yield from (runs, seconds, attempts, retries)
 
     def store_committed(self, seconds: float, rows: int) -> None:
         """A store commit (any thread)."""
@@ -224,6 +257,16 @@ class EngineMetrics(Metrics):
     def store_commit_failed(self) -> None:
         """A failed store commit (any thread)."""
         self.store_commit_failures.inc(())  # only the store's writer thread counts these
+
+
+def _buckets(bounds: Sequence[float], series: list[float]) -> tuple[list[tuple[str, float]], float]:
+    """Cumulative (le, count) pairs and the sum, from per-bucket counts followed by the sum."""
+    buckets: list[tuple[str, float]] = []
+    total = 0.0
+    for bound, count in zip((*map(repr, bounds), "+Inf"), series[:-1], strict=True):
+        total += count
+        buckets.append((bound, total))
+    return buckets, series[-1]
 
 
 class WorkerMetrics(Metrics):
@@ -273,6 +316,7 @@ def serve_metrics(metrics: Metrics, port: int, host: str = "127.0.0.1") -> Calla
 
 __all__ = [
     "CONTENT_TYPE",
+    "ActionStats",
     "Counter",
     "EngineMetrics",
     "Histogram",
