@@ -87,7 +87,7 @@ class ExecutionObserver:
         self._ending: tuple[AttemptEnded, TaskRun | ItemRun] | None = None
         self._progress: dict[str, _Progress] = {}
 
-    def action_of(self, task: str) -> str:
+    def _action_of(self, task: str) -> str:
         action = self._actions.get(task)
         if action is None:
             spec = self._c.graph.tasks.get(task) or self._c.spec.task(task)
@@ -97,7 +97,7 @@ class ExecutionObserver:
     def _stats_of(self, task: str) -> ActionStats:
         stats = self._stats.get(task)
         if stats is None:
-            stats = self._stats[task] = self._metrics.action(self.action_of(task))
+            stats = self._stats[task] = self._metrics.action(self._action_of(task))
         return stats
 
     # -- lifecycle
@@ -109,9 +109,8 @@ class ExecutionObserver:
     def finished(self, status: str) -> None:
         c = self._c
         self._metrics.executions.inc((c.spec.ref, status))
-        if self._span is not None:
-            assert self._tracing is not None
-            self._tracing.end(self._span, status, c.ended_at)
+        if self._tracing is not None:
+            self._tracing.end(self._execution_span(), status, c.ended_at)
             self._span = None
 
     def stopped(self) -> None:
@@ -156,7 +155,7 @@ class ExecutionObserver:
                     "attune.execution_id": self._c.id,
                     "attune.ref": self._c.spec.ref,
                     "attune.task": run.task,
-                    "attune.action": self.action_of(run.task),
+                    "attune.action": self._action_of(run.task),
                     "attune.run_id": run_id,
                 },
                 run.started_at,
@@ -224,8 +223,9 @@ class ExecutionObserver:
 
     def flush_progress(self) -> None:
         self._flush_due = False
+        now = self._rt.clock.now()
         for run_id in list(self._progress):
-            self._publish_progress(run_id, self._progress[run_id])
+            self._publish_progress(run_id, self._progress[run_id], now)
 
     def _maybe_publish(self, run_id: str, now: float) -> None:
         progress = self._progress[run_id]
@@ -234,16 +234,15 @@ class ExecutionObserver:
         run = self._c.runs[run_id]
         if (run.terminal or now - progress.published_at >= PROGRESS_INTERVAL
                 or progress.done - progress.published >= PROGRESS_ITEMS):
-            progress.published_at = now
-            self._publish_progress(run_id, progress)
+            self._publish_progress(run_id, progress, now)
         elif not self._flush_due:
             self._flush_due = True
             self._flush_at(progress.published_at + PROGRESS_INTERVAL)
 
-    def _publish_progress(self, run_id: str, progress: _Progress) -> None:
+    def _publish_progress(self, run_id: str, progress: _Progress, now: float) -> None:
         run = self._c.runs[run_id]
         if progress.done != progress.published:
-            progress.published = progress.done
+            progress.published, progress.published_at = progress.done, now
             self._publish({
                 "type": "progress",
                 "run_id": run_id,

@@ -152,3 +152,50 @@ async def test_item_progress_is_batched_and_in_order(workflow, engine_factory) -
     last_task = max(i for i, e in enumerate(events) if e["type"] == "task")
     assert events.index(progress[-1]) < last_task  # the final count comes before the run's end
     assert events[last_task]["status"] == "succeeded"
+
+
+async def test_spans_of_an_execution_its_tasks_attempts_and_nested_workflow(workflow, engine_factory) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    workflow("inner", "tasks:\n  - {name: sq, action: testpack.square, input: {n: 3}}\n")
+    outer = workflow(
+        "outer",
+        """
+        tasks:
+          - name: shaky
+            action: testpack.flaky
+            input: {succeed_on: 2}
+            retry: {count: 1}
+            next: [{do: nested}]
+          - {name: nested, action: testpack.inner}
+        """,
+    )
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    engine: Engine = await engine_factory(tracer_provider=provider)
+    final = await engine.wait((await engine.execute(outer)).id, timeout=20)
+    assert final.status == "succeeded"
+    spans = exporter.get_finished_spans()
+    by_name: dict[str, list[Any]] = {}
+    for span in spans:
+        by_name.setdefault(span.name, []).append(span)
+    [root] = by_name["execution testpack.outer"]
+    assert root.parent is None
+    assert {s.context.trace_id for s in spans} == {root.context.trace_id}  # one trace
+    [shaky] = by_name["task shaky"]
+    assert shaky.parent.span_id == root.context.span_id
+    assert shaky.attributes["attune.attempt"] == 2
+    attempts = sorted(by_name["attempt shaky"], key=lambda s: s.attributes["attune.attempt"])
+    assert [(a.attributes["attune.attempt"], a.attributes["attune.status"]) for a in attempts] == [
+        (1, "failed"), (2, "succeeded")]
+    assert all(a.parent.span_id == shaky.context.span_id for a in attempts)
+    assert attempts[0].status.status_code.name == "ERROR"
+    [nested_task] = by_name["task nested"]
+    [inner] = by_name["execution testpack.inner"]
+    assert inner.parent.span_id == nested_task.context.span_id
+    [sq] = by_name["task sq"]
+    assert sq.parent.span_id == inner.context.span_id
+    assert root.attributes["attune.status"] == "succeeded"
