@@ -82,22 +82,16 @@ class ExecutionObserver:
         self._flush_due = False
         self._span: Span | None = None
         self._run_spans: dict[str, tuple[Span, Carrier]] = {}
-        self._actions: dict[str, str] = {}  # task name -> action ref
-        self._stats: dict[str, ActionStats] = {}  # task name -> its action's stats
+        self._stats = runtime.metrics.by_task(conductor.spec)  # task name -> its action's stats
         self._ending: tuple[AttemptEnded, TaskRun | ItemRun] | None = None
         self._progress: dict[str, _Progress] = {}
-
-    def _action_of(self, task: str) -> str:
-        action = self._actions.get(task)
-        if action is None:
-            spec = self._c.graph.tasks.get(task) or self._c.spec.task(task)
-            action = self._actions[task] = (spec.action or spec.type) if spec is not None else task
-        return action
 
     def _stats_of(self, task: str) -> ActionStats:
         stats = self._stats.get(task)
         if stats is None:
-            stats = self._stats[task] = self._metrics.action(self._action_of(task))
+            spec = self._c.graph.tasks.get(task) or self._c.spec.task(task)
+            action = (spec.action or spec.type) if spec is not None else task
+            stats = self._stats[task] = self._metrics.action(action)
         return stats
 
     # -- lifecycle
@@ -155,7 +149,7 @@ class ExecutionObserver:
                     "attune.execution_id": self._c.id,
                     "attune.ref": self._c.spec.ref,
                     "attune.task": run.task,
-                    "attune.action": self._action_of(run.task),
+                    "attune.action": self._stats_of(run.task).ref,
                     "attune.run_id": run_id,
                 },
                 run.started_at,
@@ -167,10 +161,15 @@ class ExecutionObserver:
         run = self._c.runs.get(run_id)
         if run is None:
             return
+        stats = self._stats.get(run.task) or self._stats_of(run.task)
+        runs = stats.runs
+        runs[run.status] = runs.get(run.status, 0) + 1
         started, ended = run.started_at, run.ended_at
-        (self._stats.get(run.task) or self._stats_of(run.task)).run_ended(
-            run.status, ended - started if started is not None and ended is not None else None
-        )
+        if started is not None and ended is not None:
+            pending = stats.pending
+            pending.append(ended - started)
+            if len(pending) >= ActionStats.FOLD_EVERY:
+                stats.fold()
         if self._tracing is not None:
             self.trace_of(run_id)
             span, _ = self._run_spans.pop(run_id)

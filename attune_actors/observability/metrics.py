@@ -177,25 +177,39 @@ def _one(kind: type[GaugeMetricFamily] | type[CounterMetricFamily], name: str, d
 class ActionStats:
     """What one engine counted about one action's task runs and attempts (event loop thread only).
 
-    The observer of each execution holds these per task, so counting a run is a few dict and list
-    operations on an object at hand, with no label tuple to build and look up.
+    The observer of each execution holds these per task and counts into them directly: a task run
+    costs a dict increment and a list append. Durations wait in `pending` and are sorted into the
+    histogram's buckets `FOLD_EVERY` at a time (and, read-only, when scraped).
     """
 
-    __slots__ = ("attempts", "retries", "runs", "seconds")
+    FOLD_EVERY = 1024
 
-    def __init__(self) -> None:
+    __slots__ = ("attempts", "pending", "ref", "retries", "runs", "seconds")
+
+    def __init__(self, ref: str) -> None:
+        self.ref = ref
         self.attempts: dict[str, int] = {}  # status -> attempts ended so
         self.runs: dict[str, int] = {}  # status -> task runs ended so
         self.retries = 0
         self.seconds = [0.0] * (len(DURATION_BUCKETS) + 2)  # bucket counts, then the sum
+        self.pending: list[float] = []  # durations not yet in `seconds`
 
-    def run_ended(self, status: str, seconds: float | None) -> None:
-        runs = self.runs
-        runs[status] = runs.get(status, 0) + 1
-        if seconds is not None:
-            hist = self.seconds
-            hist[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
-            hist[-1] += seconds
+    def fold(self) -> None:
+        """Move the pending durations into the buckets (event loop thread)."""
+        pending, self.pending = self.pending, []
+        self.seconds = _folded(self.seconds, pending)
+
+    def histogram(self) -> list[float]:
+        """The buckets with the pending durations in, without changing anything (any thread)."""
+        return _folded(list(self.seconds), list(self.pending))
+
+
+def _folded(series: list[float], values: list[float]) -> list[float]:
+    find = bisect.bisect_left
+    for value in values:
+        series[find(DURATION_BUCKETS, value)] += 1
+    series[-1] += sum(values)
+    return series
 
 
 class EngineMetrics(Metrics):
@@ -204,6 +218,7 @@ class EngineMetrics(Metrics):
     def __init__(self, registry: CollectorRegistry | None = None, *, counting: bool = True) -> None:
         super().__init__(registry, counting=counting)
         self._actions: dict[str, ActionStats] = {}
+        self._by_task: dict[int, tuple[object, dict[str, ActionStats]]] = {}
         self.executions_started = self.counter(
             "attune_executions_started_total", "Executions started (nested ones included).", ["ref"])
         self.executions = self.counter(
@@ -224,10 +239,18 @@ class EngineMetrics(Metrics):
         """The stats of action `ref` (created on first use; a throwaway one when not counting)."""
         stats = self._actions.get(ref)
         if stats is None:
-            stats = ActionStats()
+            stats = ActionStats(ref)
             if self._counting:
                 self._actions[ref] = stats
         return stats
+
+    def by_task(self, workflow: object) -> dict[str, ActionStats]:
+        """A task name -> stats cache shared by every execution of one workflow definition
+        (`workflow`, kept alive here): each execution would otherwise look every task up again."""
+        found = self._by_task.get(id(workflow))
+        if found is None or found[0] is not workflow:
+            found = self._by_task[id(workflow)] = (workflow, {})
+        return found[1]
 
     def collect(self) -> Iterable[Metric]:
         yield from super().collect()
@@ -246,7 +269,7 @@ class EngineMetrics(Metrics):
                 attempts.add_metric((ref, status), count)
             if stats.retries:
                 retries.add_metric((ref,), stats.retries)
-            seconds.add_metric((ref,), *_buckets(DURATION_BUCKETS, list(stats.seconds)))
+            seconds.add_metric((ref,), *_buckets(DURATION_BUCKETS, stats.histogram()))
         yield from (runs, seconds, attempts, retries)
 
     def store_committed(self, seconds: float, rows: int) -> None:
