@@ -73,6 +73,14 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("paths", nargs="+", help="pack folders, folders of packs, or workflow/action files")
     val.set_defaults(func=_validate)
 
+    # The command's logic lives in attune_actors.testing.rehearsal; this only parses its arguments.
+    test = sub.add_parser("test", help="run the rehearsals (workflow tests in YAML) found under PATHs")
+    test.add_argument("paths", nargs="+", metavar="PATH",
+                      help="rehearsal files, or folders searched for rehearsals/*.yaml")
+    test.add_argument("--packs", action="append", metavar="DIR",
+                      help="folder of pack folders (default: the packs beside each rehearsal's pack)")
+    test.set_defaults(func=_test)
+
     kv_command.register(sub)
     _register_distributed(sub)
 
@@ -300,6 +308,16 @@ def _history(args: argparse.Namespace) -> int:
         return EXIT_OK
     finally:
         store.close_sync()
+
+
+# ----------------------------------------------------------------------------------- test
+
+
+def _test(args: argparse.Namespace) -> int:
+    from attune_actors.testing.rehearsal import main as rehearse_main
+
+    settings = load_settings(args.config) if args.config else None
+    return rehearse_main(args.paths, packs=args.packs, settings=settings)
 
 
 # ----------------------------------------------------------------------------------- validate

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 _BENCH = Path(__file__).resolve().parent
-# Not bench/ on sys.path: a file there named like a module of the standard library would shadow it.
+# bench/ holds nats.py, which would shadow the nats-py package: import from the repo root instead.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH]
 sys.path.insert(0, str(_BENCH.parent))
 _spec = importlib.util.spec_from_file_location("_common", _BENCH / "_common.py")

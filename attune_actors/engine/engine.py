@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from attune_actors.config import Settings, load_settings
 from attune_actors.engine.events import EventBus, Subscription
 from attune_actors.engine.execution import Execution
 from attune_actors.engine.messages import Control, GetDocument, GetGraph, Rerun, Start
+from attune_actors.engine.quarantine import RecoveryGuard, fail_stored
 from attune_actors.engine.runtime import Runtime
 from attune_actors.engine.supervisor import WorkflowSupervisor
 from attune_actors.errors import (
@@ -33,6 +35,7 @@ from attune_actors.errors import (
     EngineClosedError,
     NotFoundError,
     ParameterError,
+    StoreError,
     ValidationError,
 )
 from attune_actors.kv import KVScope, KVStore, Masker
@@ -40,9 +43,10 @@ from attune_actors.kv.secrets import Cipher
 from attune_actors.observability.metrics import EngineMetrics
 from attune_actors.observability.tracing import resolve as resolve_tracing
 from attune_actors.runners import RunnerLimits, RunnerSet
-from attune_actors.spec.model import ParamSpec
+from attune_actors.spec.model import ActionSpec, ParamSpec
 from attune_actors.spec.packs import Catalog, load_packs, load_workflow_text, workflow_action
 from attune_actors.spec.validate import validate_catalog, validate_workflow
+from attune_actors.spec.yamlsrc import YamlLimits, use_yaml_limits
 from attune_actors.store.base import MemoryStore, Store
 from attune_actors.templates import Renderer
 from attune_actors.transport.base import Transport
@@ -123,7 +127,11 @@ class Engine:
         self._rt: Runtime | None = None
         self._kv: KVStore | None = None
         self.catalog = Catalog()
-        self.renderer = Renderer()
+        limits = settings.limits
+        self.renderer = Renderer(
+            max_loop_steps=limits.template_loop_steps, max_output=limits.template_output_bytes
+        )
+        self._yaml_limits = YamlLimits(max_bytes=limits.yaml_bytes, max_values=limits.yaml_values)
         self.masker = Masker()
         self._runtime_refs: set[str] = set()
         self._invalid: dict[str, builtins.list[AttuneError]] = {}  # workflow ref -> its problems
@@ -154,23 +162,20 @@ class Engine:
         """
         if self._rt is not None:
             return
-        catalog, problems = load_packs(self.settings.packs)
-        problems.extend(validate_catalog(catalog, self.renderer))
-        self._quarantine(catalog, problems)
-        self.catalog = catalog
-        store = self._store_override or self._make_store()
-        store.instrument(self.metrics)
-        await store.open()
-        for ref, pack, source in store.definitions():
-            self._load_runtime_definition(ref, pack, source)
+        with use_yaml_limits(self._yaml_limits):
+            catalog, problems = load_packs(self.settings.packs)
+            problems.extend(validate_catalog(catalog, self.renderer))
+            self._quarantine(catalog, problems)
+            self.catalog = catalog
+            store = self._store_override or self._make_store()
+            store.instrument(self.metrics)
+            await store.open()
+            for ref, pack, source in store.definitions():
+                self._load_runtime_definition(ref, pack, source)
         data = self.settings.data_path
         data.mkdir(parents=True, exist_ok=True)
         self._kv = KVStore(data / "attune.db", secret_key=self.settings.secret_key)
-        transport = self._transport_override or InProcessTransport(
-            self.catalog.action,
-            RunnerSet(limits=RunnerLimits.from_settings(self.settings.limits), masker=self.masker),
-            max_inflight=self.settings.limits.max_inflight_runs,
-        )
+        transport = self._transport_override or self.in_process_transport()
         transport.instrument(self.metrics, self._tracing)
         await transport.start()
         cipher = Cipher(secret_key=self.settings.secret_key, key_file=data / "secret.key")
@@ -186,11 +191,25 @@ class Engine:
             clock=self.clock,
             metrics=self.metrics,
             tracing=self._tracing,
+            limits=self.settings.limits,
         )
         self._gauges(self._rt)
         if isinstance(self.clock, VirtualClock):
             self.clock.attach(self._rt.idle)
-        self._recover(self._rt)
+        await self._recover(self._rt)
+
+    def in_process_transport(self) -> InProcessTransport:
+        """The transport this engine runs actions on by default: in-process, with its settings.
+
+        For a transport that wraps it (the scripted one of `attune_actors.testing`); call it
+        from the wrapper's `start()`, once the engine has loaded its packs.
+        """
+        return InProcessTransport(
+            self.catalog.action,
+            RunnerSet(limits=RunnerLimits.from_settings(self.settings.limits), masker=self.masker),
+            max_inflight=self.settings.limits.max_inflight_runs,
+            clock=self.clock,
+        )
 
     def _gauges(self, rt: Runtime) -> None:
         m = self.metrics
@@ -239,8 +258,17 @@ class Engine:
             return SQLiteStore(self.settings.data_path / "attune.db")
         raise ConfigError(f"store {kind!r} needs the distributed runtime (`attune-actors serve`)")
 
-    def _recover(self, rt: Runtime) -> None:
-        """Resume every execution the store says was not finished (nested ones via their parents)."""
+    async def _recover(self, rt: Runtime) -> None:
+        """Resume every execution the store says was not finished (nested ones via their parents),
+        one at a time under a recovery marker; fail one whose recovery wedged or kept killing the
+        engine (see `engine.quarantine`)."""
+        guard = RecoveryGuard(self.settings.data_path, stall=self.settings.limits.recovery_stall)
+        left = guard.left_over()
+        if left is not None and left.quarantine:
+            failed = fail_stored(rt.store, left.execution_id, left.reason, self.clock.now())
+            if failed:
+                log.error("execution %s failed: %s", left.execution_id, left.reason)
+                await rt.store.flush()
         for execution_id in rt.store.unfinished():
             snap = rt.store.load(execution_id)
             if snap is None or snap.header["parent_id"] is not None:
@@ -250,10 +278,16 @@ class Engine:
             except AttuneError as exc:
                 log.error("cannot resume execution %s: %s", execution_id, exc)
                 continue
+            guard.mark(execution_id)
             ref = WorkflowSupervisor.start(rt, conductor)
             rt.executions.add(conductor.id, ref)
             ref.tell(Start(recovered=True))
+            try:
+                await ref.ask(GetDocument(), block=False)  # answered once Start is handled
+            except ActorDeadError:
+                pass
             log.info("resumed execution %s (%s, %s)", execution_id, conductor.spec.ref, conductor.status)
+        guard.clear()
 
     async def close(self) -> None:
         """Stop every execution's actors, the transport and the store."""
@@ -271,7 +305,10 @@ class Engine:
             log.warning("some actors did not stop within 10 s")
         self._events.close()
         await rt.transport.close()
-        await rt.store.close()
+        try:
+            await rt.store.close()
+        except StoreError as exc:  # e.g. the disk is still full: say what is lost, once
+            log.error("%s", exc)
         if self._kv is not None:
             self._kv.close()
         rt.executions.cancel_waiters()
@@ -294,8 +331,15 @@ class Engine:
         conductor = rt.new_conductor(action, parameters, identity=identity)
         # Accepted means durable: the execution is in the store before execute() returns, so a
         # crash right after cannot lose it (the group commit makes this cheap under load).
-        rt.save_step(conductor, [], [])
-        await rt.store.flush()
+        try:
+            rt.save_step(conductor, [], [])
+            await rt.store.flush()
+        except StoreError as exc:
+            # Refused; the store keeps retrying what it buffered, so buffer it failed, not runnable.
+            conductor.fail(f"not started: {exc}", self.clock.now())
+            with contextlib.suppress(StoreError):
+                rt.save_step(conductor, *conductor.take_dirty())
+            raise
         ref_ = WorkflowSupervisor.start(rt, conductor)
         rt.executions.add(conductor.id, ref_)
         doc = conductor.document(self.masker.mask)
@@ -442,11 +486,32 @@ class Engine:
     async def put_workflow(self, pack: str, yaml_text: str, *, ref: str | None = None) -> str:
         """Create or update a workflow of `pack` from YAML; validated first. Returns its ref.
 
-        With `ref`, the YAML may leave out its `ref` key, and must not name another.
+        With `ref`, the YAML may leave out its `ref` key, and must not name another. Parsing and
+        validation run on a thread, so a large or hostile document (within the `limits.yaml_*`
+        settings) does not stop the engine from serving everything else.
         """
         rt = self._runtime()
         if pack not in self.catalog.packs:
             raise NotFoundError(f"no pack '{pack}'")
+        catalog = Catalog(packs=dict(self.catalog.packs), actions=dict(self.catalog.actions))
+        action = await asyncio.to_thread(
+            self._checked_workflow, pack, yaml_text, ref, catalog, frozenset(self._runtime_refs)
+        )
+        self.catalog.put(action)
+        rt.store.put_definition(action.ref, pack, yaml_text)
+        await rt.store.flush()  # a definition is durable once put_workflow returns
+        self._runtime_refs.add(action.ref)
+        return action.ref
+
+    def _checked_workflow(
+        self,
+        pack: str,
+        yaml_text: str,
+        ref: str | None,
+        catalog: Catalog,
+        runtime_refs: frozenset[str],
+    ) -> ActionSpec:
+        """Parse and validate a put workflow against a copy of the catalog (on a thread)."""
         problems: list[Any] = []
         spec = load_workflow_text(
             yaml_text,
@@ -454,6 +519,7 @@ class Engine:
             file=f"<{pack} workflow>",
             default_ref=ref or f"{pack}.",
             problems=problems,
+            limits=self._yaml_limits,
         )
         if spec is not None and spec.ref == f"{pack}.":
             problems.append(ValidationError("a workflow put at run time needs a 'ref' key").errors[0])
@@ -462,30 +528,23 @@ class Engine:
                 ValidationError(f"the definition's ref '{spec.ref}' is not '{ref}', the one it is put as")
                 .errors[0]
             )
-        if spec is not None and not problems:
-            existing = self.catalog.actions.get(spec.ref)
-            if existing is not None and spec.ref not in self._runtime_refs:
-                problems.append(
-                    ValidationError(
-                        f"'{spec.ref}' is defined by a pack file; change that file instead"
-                    ).errors[0]
-                )
-        if spec is not None and not problems:
-            old = self.catalog.actions.get(spec.ref)
-            self.catalog.put(workflow_action(spec, self.catalog.packs[pack].path))
-            found = validate_workflow(spec, self.catalog, self.renderer)
-            if found:
-                if old is not None:
-                    self.catalog.put(old)
-                else:
-                    self.catalog.remove(spec.ref)
-                problems.extend(found)
+        if (
+            spec is not None
+            and not problems
+            and spec.ref in catalog.actions
+            and spec.ref not in runtime_refs
+        ):
+            problems.append(
+                ValidationError(f"'{spec.ref}' is defined by a pack file; change that file instead").errors[0]
+            )
         if problems or spec is None:
             raise ValidationError(problems)
-        rt.store.put_definition(spec.ref, pack, yaml_text)
-        await rt.store.flush()  # a definition is durable once put_workflow returns
-        self._runtime_refs.add(spec.ref)
-        return spec.ref
+        action = workflow_action(spec, catalog.packs[pack].path)
+        catalog.put(action)
+        found = validate_workflow(spec, catalog, self.renderer)
+        if found:
+            raise ValidationError(found)
+        return action
 
     async def get_workflow(self, ref: str) -> WorkflowInfo:
         """The definition of workflow `ref`; ValidationError (its problems) if it is invalid."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from attune_actors.engine.commands import Command, SetTimer
+from attune_actors.engine.commands import Command, SetTimer, TimerKey, TimerKind
 from attune_actors.engine.conductor import Conductor
 from attune_actors.engine.messages import AttemptEnded
 from attune_actors.engine.state import ItemRun, TaskRun, iso
@@ -268,7 +268,7 @@ class ExecutionObserver:
             self._publish({"type": "abandoned", **base, "retried": retried})
         if retried:
             at = self._rt.clock.now()  # dispatched again at once, unless a retry timer was set
-            key = ("retry", message.run_id, message.item)
+            key = TimerKey(TimerKind.RETRY, message.run_id, message.item)
             for cmd in commands:
                 if isinstance(cmd, SetTimer) and cmd.key == key:
                     at = cmd.at

@@ -14,6 +14,7 @@ from typing import Any
 
 from attune_actors.clock import Clock, RealClock
 from attune_actors.codec import decode, encode
+from attune_actors.config import LimitSettings
 from attune_actors.engine.conductor import Conductor
 from attune_actors.engine.events import EventBus
 from attune_actors.engine.graphdoc import RunMark, graph_document
@@ -56,6 +57,7 @@ class Runtime:
         clock: Clock | None = None,
         metrics: EngineMetrics | None = None,
         tracing: Tracing | None = None,
+        limits: LimitSettings | None = None,
     ) -> None:
         self.catalog = catalog
         self.renderer = renderer
@@ -69,6 +71,7 @@ class Runtime:
         self.attempts = AttemptsInFlight()
         self.metrics = metrics if metrics is not None else EngineMetrics()
         self.tracing = tracing  # None: tracing is off (observability.tracing)
+        self.limits = limits or LimitSettings()  # what each conductor enforces per execution
         self._specs: dict[str, WorkflowSpec] = {}  # definition digest -> spec
         self._graphs: dict[int, tuple[WorkflowSpec, TaskGraph]] = {}
         self.executions = ExecutionIndex()
@@ -150,6 +153,7 @@ class Runtime:
             parent_run=parent_run,
             definition=definition,
             created_at=created_at,
+            limits=self.limits,
         )
 
     def _remember_source(self, spec: WorkflowSpec) -> str:
@@ -278,12 +282,15 @@ class Runtime:
         return value
 
     def idle(self) -> bool:
-        """Nothing but timers to wait for: no action attempt in flight, no event unread.
+        """Nothing but timers to wait for: no action attempt doing real work, no event unread.
 
         A pending inquiry does not count: time passes while nobody answers (that is what its
         expiry is for); whoever answers it reads its event first, and an unread event counts.
+        Attempts the transport ends on the clock (scripted outcomes) are timers too.
         """
-        return self.attempts.count == 0 and not self.events.unread()
+        return (
+            self.attempts.count <= self.transport.waiting_on_clock() and not self.events.unread()
+        )
 
     def publish(self, event: dict[str, Any]) -> None:
         """Hand an event to subscribers, with secrets masked."""

@@ -27,6 +27,7 @@ from attune_actors.engine.commands import (
     SetTimer,
     StartChild,
     StopRun,
+    TimerKey,
 )
 from attune_actors.engine.conductor import Conductor
 from attune_actors.engine.messages import (
@@ -46,9 +47,9 @@ from attune_actors.engine.messages import (
 from attune_actors.engine.observer import FLUSH_PROGRESS, ExecutionObserver
 from attune_actors.engine.state import iso
 from attune_actors.engine.task import TaskActor
-from attune_actors.errors import AttuneError
+from attune_actors.errors import AttuneError, StoreError
 from attune_actors.observability.tracing import Carrier
-from attune_actors.statuses import FAILED, PAUSED, RUNNING, TERMINAL
+from attune_actors.statuses import FAILED, PAUSED, PENDING, RUNNING, TERMINAL
 from attune_actors.transport.base import ActionRun
 
 if TYPE_CHECKING:
@@ -85,10 +86,11 @@ class WorkflowSupervisor(AsyncioActor):
         self._tasks: dict[str, ActorRef[Any]] = {}  # run id -> task actor
         self._idle: list[ActorRef[Any]] = []  # released task actors, ready for the next run
         self._clock = runtime.clock
-        self._timers: dict[tuple[Any, ...], TimerHandle] = {}
+        self._timers: dict[TimerKey, TimerHandle] = {}
         self._last_status = conductor.status
         self._emitted: dict[str, tuple[str, int]] = {}  # run id -> (status, attempts) last published
         self._done = False
+        self._store_failed: StoreError | None = None  # the first failed save: the execution fails
         self._obs = ExecutionObserver(
             runtime, conductor, parent.trace if parent is not None else None, self._flush_progress_at
         )
@@ -103,8 +105,28 @@ class WorkflowSupervisor(AsyncioActor):
         token = logctx.execution_id.set(self._c.id)
         try:
             return self._handle(message)
+        except Exception as exc:  # a bug must not leave the execution running forever (SPEC 7)
+            self._crash(exc)
+            return None
         finally:
             logctx.execution_id.reset(token)
+
+    def _crash(self, exc: Exception) -> None:
+        """End the execution `failed` with a one-line error; the traceback goes to the log."""
+        if isinstance(exc, AttuneError):  # a deliberate error (a store that cannot write): no traceback
+            log.error("execution %s: %s", self._c.id, exc)
+        else:
+            log.error("execution %s: internal error", self._c.id, exc_info=exc)
+        if self._done:
+            return
+        detail = str(exc).strip().splitlines()
+        message = f"internal error: {type(exc).__name__}" + (f": {detail[0]}" if detail else "")
+        try:
+            self._carry_out(self._c.abort(message, self._clock.now()))
+        except Exception as again:
+            log.error("execution %s: its failure could not be recorded", self._c.id, exc_info=again)
+        if not self._done:
+            self._report_end()
 
     def _handle(self, message: Any) -> Any:
         if isinstance(message, GetGraph):
@@ -238,7 +260,12 @@ class WorkflowSupervisor(AsyncioActor):
         """Snapshot the step, publish its status changes, tell a parent we paused or resumed."""
         c = self._c
         runs, items = c.take_dirty()
-        self._rt.save_step(c, runs, items)
+        store_failure: StoreError | None = None
+        try:
+            self._rt.save_step(c, runs, items)  # buffered even when it raises
+        except StoreError as exc:
+            if not self._store_failed:  # the store logs the failure; the execution fails, once
+                self._store_failed = store_failure = exc
         changed = c.status != self._last_status
         active = self._rt.events.active
         self._obs.after_step(cmds, items, active)  # retries, abandons, item progress
@@ -261,11 +288,14 @@ class WorkflowSupervisor(AsyncioActor):
                 self._publish_status(root)
         if changed:
             self._last_status = c.status
-            if self._link is not None and c.status in (PAUSED, RUNNING):
+            if self._link is not None and c.status in (PAUSED, RUNNING, PENDING):
                 try:
                     self._link.ref.tell(ChildStatus(self._link.run_id, self._link.attempt, c.status))
                 except ActorDeadError:
                     pass
+        if store_failure is not None:
+            reason = f"the store cannot keep this execution: {store_failure}"
+            self._carry_out(c.fail(reason, self._clock.now()))
 
     def _publish_status(self, root: str) -> None:
         c = self._c
@@ -307,11 +337,14 @@ class WorkflowSupervisor(AsyncioActor):
     def _flush_progress_at(self, at: float) -> None:
         self._clock.call_at(at, self._tell_self, FLUSH_PROGRESS)
 
-    def _set_timer(self, key: tuple[Any, ...], at: float) -> None:
+    def _set_timer(self, key: TimerKey, at: float) -> None:
         old = self._timers.pop(key, None)
         if old is not None:
             old.cancel()
-        self._timers[key] = self._clock.call_at(at, self._tell_self, TimerFired(key))
+        self._timers[key] = self._clock.call_at(at, self._fire, key)
+
+    def _fire(self, key: TimerKey) -> None:
+        self._tell_self(TimerFired(key))
 
     def _tell_self(self, message: Any) -> None:
         try:

@@ -222,7 +222,7 @@ async def test_inquiries_list_and_respond(workflow: Any, serve: ApiFactory) -> N
     ref = workflow("inq", INQUIRY)
     api = await serve()
     execution = await api.ok("executions.create", {"ref": ref})
-    await wait_status(api, execution["id"], "running")
+    await wait_status(api, execution["id"], "pending")  # waiting on the inquiry
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 10
     while not (found := (await api.ok("inquiries.list", {"execution_id": execution["id"]}))["inquiries"]):
@@ -343,7 +343,7 @@ async def test_oversized_request_is_refused(workflow: Any, serve: ApiFactory) ->
     big = {"ref": ref, "parameters": {"n": 1, "padding": "x" * 4096}}
     error = await api.error("executions.create", big)
     assert error["code"] == "too_large"
-    assert "over the limit of 2048" in error["message"]
+    assert "is 4158 bytes, which exceeds limits.request_bytes (2048)" in error["message"]
     record = await next_json(dead)
     assert record["code"] == "too_large"
     assert record["size"] > 4096

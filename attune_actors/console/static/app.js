@@ -29,8 +29,10 @@ async function api(method, path, body, { signal, text = false, contentType } = {
   }
   const res = await fetch(API + path, { method, headers, body: payload, signal });
   if (res.status === 401) {
-    const back = location.hash;
-    location.hash = "#/login?next=" + encodeURIComponent(back || "#/executions");
+    // Several requests of one view may be refused at once: only the first one leaves a way back.
+    if (!location.hash.startsWith("#/login")) {
+      location.hash = "#/login?next=" + encodeURIComponent(location.hash || "#/executions");
+    }
     throw new ApiError(401, "unauthorized", "a token is required");
   }
   if (!res.ok) {
