@@ -131,7 +131,7 @@ async def _run_async(args: argparse.Namespace, settings: Any) -> int:
     from attune_actors.progress import Progress
 
     answers = _answers(args.answer)
-    async with Engine(settings=settings) as engine:
+    async with Engine(settings=settings, rules=False) as engine:  # one-shot: no triggers, no timers
         info = await engine.get_workflow(args.ref)
         params = _parameters(args, {p.name: p for p in info.parameters})
         execution = await engine.execute(args.ref, params)
@@ -246,7 +246,7 @@ async def _rerun_async(args: argparse.Namespace, settings: Any) -> int:
     from attune_actors.progress import Progress
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
-    async with Engine(settings=settings) as engine:
+    async with Engine(settings=settings, rules=False) as engine:  # one-shot: no triggers, no timers
         execution = await engine.rerun(args.id, tasks, reset_items=args.reset_items)
         progress = Progress()
         wait = asyncio.ensure_future(engine.wait(execution.id))
