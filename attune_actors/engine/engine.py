@@ -40,6 +40,8 @@ from attune_actors.errors import (
 )
 from attune_actors.kv import KVScope, KVStore, Masker
 from attune_actors.kv.secrets import Cipher
+from attune_actors.observability.metrics import EngineMetrics
+from attune_actors.observability.tracing import resolve as resolve_tracing
 from attune_actors.rules import RulesService, start_rules
 from attune_actors.runners import RunnerLimits, RunnerSet
 from attune_actors.spec.model import ActionSpec, ParamSpec
@@ -104,8 +106,11 @@ class Engine:
         store: Store | None = None,
         transport: Transport | None = None,
         clock: Clock | None = None,
+        tracer_provider: Any = None,
         rules: bool = True,
     ) -> None:
+        """`tracer_provider`: an OpenTelemetry `TracerProvider` for this engine's spans (default: as
+        the OTEL_* variables configure it, or the application's global one; else no tracing)."""
         overrides: dict[str, Any] = {}
         if packs is not None:
             overrides["packs"] = [str(p) for p in packs]
@@ -133,6 +138,9 @@ class Engine:
         self._runtime_refs: set[str] = set()
         self._invalid: dict[str, builtins.list[AttuneError]] = {}  # workflow ref -> its problems
         self._events = EventBus(self.settings.limits.event_buffer)
+        # Its own registry: several engines in one process never mix their series.
+        self.metrics = EngineMetrics()
+        self._tracing = resolve_tracing(tracer_provider)
         self._rules_wanted = rules
         self._rules: RulesService | None = None  # rules, triggers, sensors (attune_actors.rules)
 
@@ -164,6 +172,7 @@ class Engine:
             self._quarantine(catalog, problems)
             self.catalog = catalog
             store = self._store_override or self._make_store()
+            store.instrument(self.metrics)
             await store.open()
             for ref, pack, source in store.definitions():
                 self._load_runtime_definition(ref, pack, source)
@@ -171,6 +180,7 @@ class Engine:
         data.mkdir(parents=True, exist_ok=True)
         self._kv = KVStore(data / "attune.db", secret_key=self.settings.secret_key)
         transport = self._transport_override or self.in_process_transport()
+        transport.instrument(self.metrics, self._tracing)
         await transport.start()
         cipher = Cipher(secret_key=self.settings.secret_key, key_file=data / "secret.key")
         self._rt = Runtime(
@@ -183,8 +193,11 @@ class Engine:
             events=self._events,
             cipher=cipher,
             clock=self.clock,
+            metrics=self.metrics,
+            tracing=self._tracing,
             limits=self.settings.limits,
         )
+        self._gauges(self._rt)
         if isinstance(self.clock, VirtualClock):
             self.clock.attach(self._rt.idle)
         await self._recover(self._rt)
@@ -203,6 +216,19 @@ class Engine:
             max_inflight=self.settings.limits.max_inflight_runs,
             clock=self.clock,
         )
+
+    def _gauges(self, rt: Runtime) -> None:
+        m = self.metrics
+        m.gauge("attune_executions_running", "Executions being run by this engine (nested ones included).",
+                lambda: len(rt.executions.supervisors()))
+        m.gauge("attune_runs_inflight", "Action attempts handed to the transport and not ended.",
+                lambda: rt.attempts.count)
+        m.gauge("attune_inquiries_pending", "Inquiries waiting for an answer.",
+                lambda: len(rt.inquiries.list()))
+        m.gauge("attune_event_subscribers", "Subscribers to the engine's events (SSE, NATS, API).",
+                lambda: self._events.subscribers())
+        m.counter_from("attune_events_dropped_total", "Events a slow subscriber missed (gap markers).",
+                       lambda: self._events.dropped)
 
     def _quarantine(self, catalog: Catalog, problems: builtins.list[AttuneError]) -> None:
         """Take workflows with problems out of the catalog; remember why, for execute() to say."""

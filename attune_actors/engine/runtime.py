@@ -25,6 +25,8 @@ from attune_actors.engine.task import AttemptsInFlight
 from attune_actors.errors import NotFoundError, StoreError
 from attune_actors.kv import Masker
 from attune_actors.kv.secrets import Cipher
+from attune_actors.observability.metrics import EngineMetrics
+from attune_actors.observability.tracing import Tracing
 from attune_actors.spec.graph import TaskGraph
 from attune_actors.spec.model import ActionSpec, WorkflowSpec
 from attune_actors.spec.packs import Catalog, load_workflow_text
@@ -53,6 +55,8 @@ class Runtime:
         events: EventBus,
         cipher: Cipher,
         clock: Clock | None = None,
+        metrics: EngineMetrics | None = None,
+        tracing: Tracing | None = None,
         limits: LimitSettings | None = None,
     ) -> None:
         self.catalog = catalog
@@ -65,6 +69,8 @@ class Runtime:
         self.cipher = cipher
         self.clock: Clock = clock or RealClock()
         self.attempts = AttemptsInFlight()
+        self.metrics = metrics if metrics is not None else EngineMetrics()
+        self.tracing = tracing  # None: tracing is off (observability.tracing)
         self.limits = limits or LimitSettings()  # what each conductor enforces per execution
         self._specs: dict[str, WorkflowSpec] = {}  # definition digest -> spec
         self._graphs: dict[int, tuple[WorkflowSpec, TaskGraph]] = {}

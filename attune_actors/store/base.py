@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from attune_actors.codec import decode, encode
 from attune_actors.statuses import TERMINAL
@@ -29,9 +29,19 @@ class Snapshot:
     def item_records(self) -> list[ItemRecord]:
         return [(run_id, idx, rec) for (run_id, idx), rec in self.items.items()]
 
+if TYPE_CHECKING:
+    from attune_actors.observability.metrics import EngineMetrics
+
 
 class Store(abc.ABC):
     """Storage of execution snapshots and workflow definitions."""
+
+    # Set by the engine before `open` (`instrument`): group commits report their time and size.
+    metrics: EngineMetrics | None = None
+
+    def instrument(self, metrics: EngineMetrics) -> None:
+        """Report commits to `metrics` (stores that commit in batches; others ignore it)."""
+        self.metrics = metrics
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Create or migrate what the store needs."""

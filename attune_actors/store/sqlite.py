@@ -461,8 +461,15 @@ class SQLiteStore(Store):
             batch, self._open = self._open, _Batch(self._open.gen + 1)
             self._inflight = batch
             self._requested = self._force = False
+        began = time.perf_counter()
         error = self._commit(batch)
         written = batch.rows() if error is None else 0  # outside the lock: save() waits on it
+        metrics = self.metrics
+        if metrics is not None:
+            if error is None:
+                metrics.store_committed(time.perf_counter() - began, written)
+            else:
+                metrics.store_commit_failed()
         with self._cond:
             self._inflight = None
             if error is None:
