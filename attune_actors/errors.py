@@ -104,3 +104,9 @@ class AuthError(AttuneError):
 
 class EngineClosedError(AttuneError):
     """The engine was used before `start()` or after `close()`."""
+
+
+class ConflictError(ParameterError):
+    """The request conflicts with the execution's state: another live process runs it, it is still
+    running (rerun), or it has ended (control). A subclass of ParameterError, so front ends that do
+    not map it yet answer as for invalid input."""

@@ -95,6 +95,7 @@ class Conductor:
         self.parent_run = parent_run  # (run id, attempt) of the parent's task this execution serves
         self.definition = definition  # digest of the workflow source this execution runs
         self.created_at = created_at
+        self.rerun_of: str | None = None  # the execution this one re-runs
         self.spec = spec
         self.graph = graph
         self._actions = actions
@@ -349,6 +350,7 @@ class Conductor:
             "ended_at": self.ended_at,
             "parent_id": self.parent_id,
             "parent_run": list(self.parent_run) if self.parent_run else None,
+            "rerun_of": self.rerun_of,
             "definition": self.definition,
             "created_at": self.created_at,
             "system": dict(self.system),
@@ -370,6 +372,7 @@ class Conductor:
     ) -> None:
         """Rebuild state from snapshot records (the inverse of header/take_dirty)."""
         self.status = header["status"]
+        self.rerun_of = header.get("rerun_of")
         self.vars.update(header["vars"])
         self.output, self.error = header["output"], header["error"]
         self.started_at, self.ended_at = header["started_at"], header["ended_at"]
@@ -469,6 +472,7 @@ class Conductor:
             "started_at": iso(self.started_at),
             "ended_at": iso(self.ended_at),
             "parent_id": self.parent_id,
+            "rerun_of": self.rerun_of,
             "tasks": [run.document() for run in self.runs.values()],
         }
         return mask(doc) if mask is not None else doc

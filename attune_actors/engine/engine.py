@@ -11,6 +11,8 @@ import asyncio
 import builtins
 import dataclasses
 import logging
+import time
+import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,11 +28,13 @@ from attune_actors.engine.events import EventBus, Subscription
 from attune_actors.engine.execution import Execution
 from attune_actors.engine.inquiry import check_response
 from attune_actors.engine.messages import AnswerInquiry, Control, GetDocument, Rerun, Start
-from attune_actors.engine.runtime import Runtime
+from attune_actors.engine.runtime import Runtime, rerun_snapshot
+from attune_actors.engine.state import TERMINAL
 from attune_actors.engine.supervisor import WorkflowSupervisor
 from attune_actors.errors import (
     AttuneError,
     ConfigError,
+    ConflictError,
     EngineClosedError,
     InquiryResponseError,
     NotFoundError,
@@ -44,11 +48,14 @@ from attune_actors.spec.model import ParamSpec
 from attune_actors.spec.packs import Catalog, load_packs, load_workflow_text, workflow_action
 from attune_actors.spec.validate import validate_catalog, validate_workflow
 from attune_actors.store.base import MemoryStore, Store
+from attune_actors.store.owners import Owner, Owners
 from attune_actors.templates import Renderer
 from attune_actors.transport.base import Transport
 from attune_actors.transport.inprocess import InProcessTransport
 
 log = logging.getLogger("attune_actors.engine")
+
+_SWEEP_INTERVAL = 0.5  # seconds between releases of ended executions' ownership
 
 
 @dataclass(frozen=True)
@@ -100,7 +107,11 @@ class Engine:
         settings: Settings | None = None,
         store: Store | None = None,
         transport: Transport | None = None,
+        recover: bool = True,
     ) -> None:
+        """`recover`: on start, adopt and continue every unfinished execution that no live process
+        owns (the default, for long-lived engines); with False, only what this engine is asked to
+        run (and `adopt`, `resume`, `cancel`, ... of a named one) runs here."""
         overrides: dict[str, Any] = {}
         if packs is not None:
             overrides["packs"] = [str(p) for p in packs]
@@ -113,6 +124,10 @@ class Engine:
         self.settings = settings
         self._store_override = store
         self._transport_override = transport
+        self._recover_all = recover
+        self._owners: Owners | None = None  # executions owned through the data dir (SQLite store)
+        self._adopted: set[str] = set()  # owned top-level executions whose supervisor was started
+        self._sweeper: asyncio.Task[None] | None = None
         self._rt: Runtime | None = None
         self._kv: KVStore | None = None
         self.catalog = Catalog()
@@ -151,6 +166,8 @@ class Engine:
         self.catalog = catalog
         store = self._store_override or self._make_store()
         await store.open()
+        if self._store_override is None and self.settings.store == "sqlite":
+            self._owners = Owners(self.settings.data_path)
         for ref, pack, source in store.definitions():
             self._load_runtime_definition(ref, pack, source)
         data = self.settings.data_path
@@ -178,7 +195,11 @@ class Engine:
             events=self._events,
             cipher=cipher,
         )
-        self._recover(self._rt)
+        if self._recover_all:
+            for execution_id in self._rt.store.unfinished():
+                self._adopt(self._rt, execution_id)
+        if self._owners is not None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._release_finished())
 
     def _quarantine(self, catalog: Catalog, problems: builtins.list[AttuneError]) -> None:
         """Take workflows with problems out of the catalog; remember why, for execute() to say."""
@@ -214,27 +235,65 @@ class Engine:
             return SQLiteStore(self.settings.data_path / "attune.db")
         raise ConfigError(f"store {kind!r} needs the distributed runtime (`attune-actors serve`)")
 
-    def _recover(self, rt: Runtime) -> None:
-        """Resume every execution the store says was not finished (nested ones via their parents)."""
-        for execution_id in rt.store.unfinished():
-            snap = rt.store.load(execution_id)
-            if snap is None or snap.header["parent_id"] is not None:
-                continue
-            try:
-                conductor = rt.restore_conductor(snap)
-            except AttuneError as exc:
-                log.error("cannot resume execution %s: %s", execution_id, exc)
-                continue
-            ref = WorkflowSupervisor.start(rt, conductor)
-            rt.register(conductor.id, ref)
+    def _adopt(self, rt: Runtime, execution_id: str, *, cancel: bool = False) -> bool:
+        """Continue an unfinished top-level execution that no live process owns.
+
+        False when it is not that (nested, ended, unknown, owned elsewhere) or cannot be restored.
+        With `cancel`, it is canceled (forced) instead: nothing it was running goes out again.
+        """
+        if execution_id in rt.supervisors:
+            return True
+        if self._owners is not None and not self._owners.claim(execution_id):
+            return False
+        snap = rt.store.load(execution_id)  # read once owned: the previous owner may have ended it
+        if snap is None or snap.header["parent_id"] is not None or snap.header["status"] in TERMINAL:
+            self._release(execution_id)
+            return False
+        try:
+            conductor = rt.restore_conductor(snap)
+        except AttuneError as exc:
+            log.error("cannot resume execution %s: %s", execution_id, exc)
+            self._release(execution_id)
+            return False
+        ref = WorkflowSupervisor.start(rt, conductor)
+        rt.register(conductor.id, ref)
+        self._adopted.add(execution_id)
+        if cancel:
+            ref.tell(Control("cancel", True))
+        else:
             ref.tell(Start(recovered=True))
             log.info("resumed execution %s (%s, %s)", execution_id, conductor.spec.ref, conductor.status)
+        return True
+
+    def _release(self, execution_id: str) -> None:
+        self._adopted.discard(execution_id)
+        if self._owners is not None:
+            self._owners.release(execution_id)
+
+    async def _release_finished(self) -> None:
+        """Give up ownership of executions that ended, once their end is durable."""
+        while True:
+            await asyncio.sleep(_SWEEP_INTERVAL)
+            rt = self._rt
+            if rt is None:
+                return
+            ended = [e for e in self._adopted if e not in rt.supervisors]
+            if not ended:
+                continue
+            try:
+                await rt.store.flush()
+            except AttuneError:
+                continue  # not durable yet: keep them owned, try again next time
+            for execution_id in ended:
+                self._release(execution_id)
 
     async def close(self) -> None:
         """Stop every execution's actors, the transport and the store."""
         rt, self._rt = self._rt, None
         if rt is None:
             return
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for ref in list(rt.supervisors.values()):
             try:
                 ref.stop(block=False)
@@ -248,7 +307,13 @@ class Engine:
         await rt.transport.close()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
-        await rt.store.close()
+        try:
+            await rt.store.close()
+        finally:
+            # Only now may another process adopt what this one leaves unfinished.
+            if self._owners is not None:
+                self._owners.release_all()
+            self._adopted.clear()
         if self._kv is not None:
             self._kv.close()
         for futs in rt.waiters.values():
@@ -272,12 +337,15 @@ class Engine:
             raise ValidationError(self._invalid[ref])
         action = self.catalog.action(ref)
         conductor = rt.new_conductor(action, parameters, identity=identity)
+        if self._owners is not None:
+            self._owners.claim(conductor.id)  # a fresh id: nobody else can hold it
         # Accepted means durable: the execution is in the store before execute() returns, so a
         # crash right after cannot lose it (the group commit makes this cheap under load).
         rt.save_step(conductor, [], [])
         await rt.store.flush()
         ref_ = WorkflowSupervisor.start(rt, conductor)
         rt.register(conductor.id, ref_)
+        self._adopted.add(conductor.id)
         doc = conductor.document(self.masker.mask)
         ref_.tell(Start())
         return Execution.from_dict(doc)
@@ -313,21 +381,22 @@ class Engine:
     ) -> Execution:
         """Run a failed, timed-out or canceled execution again, keeping what completed.
 
-        Without `tasks`, from the task runs whose failure ended it; otherwise from the named tasks.
-        A with_items task keeps its succeeded items unless `reset_items`. Same execution id; the
-        rerun task runs are new runs, listed after the old ones.
+        The rerun is a new execution (`rerun_of` names the original, which stays as it was): it
+        starts with the original's task runs and results, then runs again from the task runs whose
+        failure ended it, or from the named `tasks`. A with_items task keeps its succeeded items
+        unless `reset_items`.
         """
         rt = self._runtime()
-        if execution_id in rt.supervisors:
-            raise ParameterError(
-                f"execution '{execution_id}' is still running; only ended ones can be re-run"
-            )
         snap = rt.store.load(execution_id)
         if snap is None:
             raise NotFoundError(f"no execution '{execution_id}'")
         status = snap.header["status"]
+        if status not in TERMINAL:
+            raise ConflictError(
+                f"execution '{execution_id}' is still {status}; only ended ones can be re-run"
+            )
         if status not in ("failed", "timeout", "canceled"):
-            raise ParameterError(
+            raise ConflictError(
                 f"execution '{execution_id}' {status}: only failed, timed-out or canceled "
                 "executions can be re-run"
             )
@@ -335,15 +404,65 @@ class Engine:
             raise ParameterError(
                 f"execution '{execution_id}' is nested; re-run its parent '{snap.header['parent_id']}'"
             )
-        conductor = rt.restore_conductor(snap)
+        copy = rerun_snapshot(snap, uuid.uuid4().hex, time.time())
+        conductor = rt.restore_conductor(copy)
         if tasks is not None:
             unknown = [t for t in tasks if conductor.spec.task(t) is None]
             if unknown:
                 raise ParameterError(f"{conductor.spec.ref} has no task {', '.join(map(repr, unknown))}")
+        if self._owners is not None:
+            self._owners.claim(conductor.id)
+        rt.store.save(conductor.id, copy.header, list(copy.runs.values()), copy.item_records())
+        await rt.store.flush()
         ref = WorkflowSupervisor.start(rt, conductor)
         rt.register(conductor.id, ref)
+        self._adopted.add(conductor.id)
         ref.tell(Rerun(tuple(tasks) if tasks is not None else None, reset_items))
+        return await self.get(conductor.id)
+
+    async def adopt(self, execution_id: str) -> Execution:
+        """Continue here an unfinished execution that no live process runs (its process died).
+
+        ConflictError when another live process runs it or it has ended.
+        """
+        rt = self._runtime()
+        if not self._adopt(rt, execution_id):
+            raise self._not_adoptable(rt, execution_id)
         return await self.get(execution_id)
+
+    async def interrupted(self) -> builtins.list[Execution]:
+        """Unfinished top-level executions that no live process runs: left by a process that died.
+
+        Nothing is resumed; `adopt`, `resume` or `cancel` one to end that state.
+        """
+        rt = self._runtime()
+        found = []
+        for execution_id in rt.store.unfinished():
+            if execution_id in rt.supervisors or self.owner(execution_id) is not None:
+                continue
+            doc = rt.document_from_store(execution_id)
+            if doc is not None and doc["parent_id"] is None:
+                found.append(Execution.from_dict(self.masker.mask(doc)))
+        return found
+
+    def owner(self, execution_id: str) -> Owner | None:
+        """The live process that runs the execution (None: none does, or no data dir is shared)."""
+        return self._owners.owner(execution_id) if self._owners is not None else None
+
+    def _not_adoptable(self, rt: Runtime, execution_id: str) -> AttuneError:
+        snap = rt.store.load(execution_id)
+        if snap is None:
+            return NotFoundError(f"no execution '{execution_id}'")
+        if snap.header["parent_id"] is not None:
+            return ParameterError(
+                f"execution '{execution_id}' is nested; use its parent '{snap.header['parent_id']}'"
+            )
+        if snap.header["status"] in TERMINAL:
+            return ConflictError(f"execution '{execution_id}' has ended ({snap.header['status']})")
+        owner = self.owner(execution_id)
+        if owner is not None:
+            return ConflictError(f"execution '{execution_id}' is run by {owner.describe()}; control it there")
+        return ConflictError(f"execution '{execution_id}' cannot be resumed (see the log)")
 
     async def pause(self, execution_id: str) -> Execution:
         return await self._control(execution_id, Control("pause"))
@@ -357,13 +476,24 @@ class Engine:
     async def _control(self, execution_id: str, message: Control) -> Execution:
         rt = self._runtime()
         ref = rt.supervisors.get(execution_id)
-        if ref is not None:
-            try:
-                ref.tell(message)
-            except ActorDeadError:
-                pass
-        elif rt.store.load(execution_id) is None:
-            raise NotFoundError(f"no execution '{execution_id}'")
+        if ref is None:
+            snap = rt.store.load(execution_id)
+            if snap is None:
+                raise NotFoundError(f"no execution '{execution_id}'")
+            if snap.header["status"] in TERMINAL or snap.header["parent_id"] is not None:
+                return await self.get(execution_id)
+            # Left unfinished by a process that died: adopt it here to carry out the request.
+            # Canceling it sends nothing out again; its runs end canceled at once.
+            cancel = message.op == "cancel"
+            if not self._adopt(rt, execution_id, cancel=cancel):
+                raise self._not_adoptable(rt, execution_id)
+            if cancel:
+                return await self.get(execution_id)
+            ref = rt.supervisors[execution_id]
+        try:
+            ref.tell(message)
+        except ActorDeadError:
+            pass
         return await self.get(execution_id)
 
     async def _document(self, execution_id: str) -> dict[str, Any]:
