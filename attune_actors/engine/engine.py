@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import dataclasses
+import json
 import logging
 import time
 import uuid
@@ -20,15 +21,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import yaml
 from pykka import ActorDeadError
 
 from attune_actors.actors import wait_all_stopped
 from attune_actors.config import Settings, load_settings
 from attune_actors.engine.events import EventBus, Subscription
 from attune_actors.engine.execution import Execution
+from attune_actors.engine.graph_doc import graph_document
 from attune_actors.engine.inquiry import check_response
 from attune_actors.engine.messages import AnswerInquiry, Control, GetDocument, Rerun, Start
-from attune_actors.engine.runtime import Runtime, rerun_snapshot
+from attune_actors.engine.runtime import InquiryRecord, Runtime, rerun_snapshot
 from attune_actors.engine.state import TERMINAL
 from attune_actors.engine.supervisor import WorkflowSupervisor
 from attune_actors.errors import (
@@ -44,10 +47,11 @@ from attune_actors.errors import (
 from attune_actors.kv import KVScope, KVStore, Masker
 from attune_actors.kv.secrets import Cipher
 from attune_actors.runners import RunnerSet
-from attune_actors.spec.model import ParamSpec
+from attune_actors.spec.model import ActionSpec, ParamSpec
 from attune_actors.spec.packs import Catalog, load_packs, load_workflow_text, workflow_action
 from attune_actors.spec.validate import validate_catalog, validate_workflow
 from attune_actors.store.base import MemoryStore, Store
+from attune_actors.store.datadir import DB_FILE_NAME, prepare_data_dir
 from attune_actors.store.owners import Owner, Owners
 from attune_actors.templates import Renderer
 from attune_actors.transport.base import Transport
@@ -55,7 +59,13 @@ from attune_actors.transport.inprocess import InProcessTransport
 
 log = logging.getLogger("attune_actors.engine")
 
-_SWEEP_INTERVAL = 0.5  # seconds between releases of ended executions' ownership
+_REQUEST_POLL = 0.1  # seconds between looks for other processes' requests
+_RELEASE_EVERY = 5  # polls between releases of ended executions' ownership
+_ASK_TIMEOUT = 10.0  # seconds another process's owner has to answer a request
+_REMOTE_ERRORS: dict[str, type[AttuneError]] = {
+    cls.__name__: cls
+    for cls in (NotFoundError, ParameterError, ConflictError, InquiryResponseError, ValidationError)
+}
 
 
 @dataclass(frozen=True)
@@ -134,6 +144,7 @@ class Engine:
         self.renderer = Renderer()
         self.masker = Masker()
         self._runtime_refs: set[str] = set()
+        self._action_workflows: dict[str, tuple[ActionSpec, ActionSpec]] = {}
         self._invalid: dict[str, builtins.list[AttuneError]] = {}  # workflow ref -> its problems
         self._executor: ThreadPoolExecutor | None = None
         self._events = EventBus(self.settings.limits.event_buffer)
@@ -164,15 +175,18 @@ class Engine:
         problems.extend(validate_catalog(catalog, self.renderer))
         self._quarantine(catalog, problems)
         self.catalog = catalog
-        store = self._store_override or self._make_store()
-        await store.open()
+        data = prepare_data_dir(self.settings.data_path)
+        self._kv = KVStore(data / DB_FILE_NAME, secret_key=self.settings.secret_key)
+        try:
+            store = self._store_override or self._make_store()
+            await store.open()
+        except BaseException:
+            self._kv.close()
+            raise
         if self._store_override is None and self.settings.store == "sqlite":
-            self._owners = Owners(self.settings.data_path)
+            self._owners = Owners(data)
         for ref, pack, source in store.definitions():
             self._load_runtime_definition(ref, pack, source)
-        data = self.settings.data_path
-        data.mkdir(parents=True, exist_ok=True)
-        self._kv = KVStore(data / "attune.db", secret_key=self.settings.secret_key)
         if self._transport_override is None:
             # Sync Python actions run on this bounded pool, never on the event loop.
             self._executor = ThreadPoolExecutor(
@@ -199,7 +213,7 @@ class Engine:
             for execution_id in self._rt.store.unfinished():
                 self._adopt(self._rt, execution_id)
         if self._owners is not None:
-            self._sweeper = asyncio.get_running_loop().create_task(self._release_finished())
+            self._sweeper = asyncio.get_running_loop().create_task(self._housekeeping())
 
     def _quarantine(self, catalog: Catalog, problems: builtins.list[AttuneError]) -> None:
         """Take workflows with problems out of the catalog; remember why, for execute() to say."""
@@ -231,8 +245,7 @@ class Engine:
         if kind == "sqlite":
             from attune_actors.store.sqlite import SQLiteStore
 
-            self.settings.data_path.mkdir(parents=True, exist_ok=True)
-            return SQLiteStore(self.settings.data_path / "attune.db")
+            return SQLiteStore(self.settings.data_path / DB_FILE_NAME)
         raise ConfigError(f"store {kind!r} needs the distributed runtime (`attune-actors serve`)")
 
     def _adopt(self, rt: Runtime, execution_id: str, *, cancel: bool = False) -> bool:
@@ -270,13 +283,21 @@ class Engine:
         if self._owners is not None:
             self._owners.release(execution_id)
 
-    async def _release_finished(self) -> None:
-        """Give up ownership of executions that ended, once their end is durable."""
+    async def _housekeeping(self) -> None:
+        """Carry out other processes' requests on executions owned here; give up ownership of
+        executions that ended, once their end is durable."""
+        assert self._owners is not None
+        owners, turns = self._owners, 0
         while True:
-            await asyncio.sleep(_SWEEP_INTERVAL)
+            await asyncio.sleep(_REQUEST_POLL)  # other processes write files: nothing to await
             rt = self._rt
             if rt is None:
                 return
+            for token, execution_id, request in owners.requests():
+                owners.reply(token, await self._serve_request(execution_id, request))
+            turns += 1
+            if turns % _RELEASE_EVERY:
+                continue
             ended = [e for e in self._adopted if e not in rt.supervisors]
             if not ended:
                 continue
@@ -286,6 +307,42 @@ class Engine:
                 continue  # not durable yet: keep them owned, try again next time
             for execution_id in ended:
                 self._release(execution_id)
+
+    async def _serve_request(self, execution_id: str, request: dict[str, Any]) -> dict[str, Any]:
+        """One request from another process (see `Owners.ask`): a document, or an error."""
+        try:
+            op = request.get("op")
+            if op in ("cancel", "pause", "resume"):
+                done = await self._control(execution_id, Control(op, bool(request.get("force"))))
+                return {"ok": done.to_dict()}
+            if op == "respond":
+                answered = await self.respond(
+                    str(request["inquiry_id"]), request.get("response"), request.get("identity")
+                )
+                return {"ok": answered}
+            return {"error": {"type": "ParameterError", "message": f"unknown request {op!r}"}}
+        except AttuneError as exc:
+            return {"error": {"type": type(exc).__name__, "message": exc.message}}
+        except Exception as exc:  # a bug here must not stop the housekeeping of this engine
+            log.exception("request %r on execution %s failed", request, execution_id)
+            return {"error": {"type": "AttuneError", "message": f"internal error: {exc!r}"}}
+
+    async def _ask_owner(self, execution_id: str, request: dict[str, Any]) -> Any:
+        """Have the live process that owns the execution carry out `request`; its reply."""
+        assert self._owners is not None
+        owner = self._owners.owner(execution_id)
+        try:
+            reply = await self._owners.ask(execution_id, request, _ASK_TIMEOUT)
+        except TimeoutError:
+            who = owner.describe() if owner is not None else "its owner"
+            raise ConflictError(
+                f"execution '{execution_id}' is run by {who}, which did not answer within "
+                f"{_ASK_TIMEOUT:g} s"
+            ) from None
+        if "error" in reply:
+            kind = _REMOTE_ERRORS.get(reply["error"].get("type"), AttuneError)
+            raise kind(reply["error"].get("message", "error"))
+        return reply["ok"]
 
     async def close(self) -> None:
         """Stop every execution's actors, the transport and the store."""
@@ -336,6 +393,8 @@ class Engine:
         if ref in self._invalid:
             raise ValidationError(self._invalid[ref])
         action = self.catalog.action(ref)
+        if action.workflow is None:
+            action = self._action_workflow(action)
         conductor = rt.new_conductor(action, parameters, identity=identity)
         if self._owners is not None:
             self._owners.claim(conductor.id)  # a fresh id: nobody else can hold it
@@ -349,6 +408,47 @@ class Engine:
         doc = conductor.document(self.masker.mask)
         ref_.tell(Start())
         return Execution.from_dict(doc)
+
+    def _action_workflow(self, action: ActionSpec) -> ActionSpec:
+        """A one-task workflow running `action`: what executing an action runs.
+
+        It has the action's ref and parameters, and its output is `{"result": the action's result}`.
+        """
+        cached = self._action_workflows.get(action.ref)
+        if cached is not None and cached[0] is action:
+            return cached[1]
+
+        def param(p: ParamSpec) -> dict[str, Any]:
+            doc: dict[str, Any] = {"required": p.required, "secret": p.secret}
+            if p.type is not None:
+                doc["type"] = p.type
+            if p.has_default:
+                doc["default"] = p.default
+            if p.enum is not None:
+                doc["enum"] = list(p.enum)
+            return doc
+
+        task = "action"
+        text = yaml.safe_dump({
+            "ref": action.ref,
+            "description": action.description,
+            "parameters": {p.name: param(p) for p in action.parameters},
+            "tasks": [{
+                "name": task,
+                "action": action.ref,
+                "input": {p.name: "{{ parameters[" + json.dumps(p.name) + "] }}" for p in action.parameters},
+            }],
+            "output_map": {"result": "{{ task." + task + ".result }}"},
+        }, sort_keys=False)
+        problems: builtins.list[Any] = []
+        spec = load_workflow_text(
+            text, pack=action.pack, file=f"<action {action.ref}>", default_ref=action.ref, problems=problems
+        )
+        if spec is None or problems:
+            raise ValidationError(problems or f"action '{action.ref}' cannot run on its own")
+        wrapped = workflow_action(spec, action.pack_path)
+        self._action_workflows[action.ref] = (action, wrapped)
+        return wrapped
 
     async def get(self, execution_id: str) -> Execution:
         """The execution as it is now, whatever its status."""
@@ -420,6 +520,21 @@ class Engine:
         ref.tell(Rerun(tuple(tasks) if tasks is not None else None, reset_items))
         return await self.get(conductor.id)
 
+    async def graph(self, execution_id: str) -> dict[str, Any]:
+        """The graph document of an execution (SPEC section 9): its tasks, transitions and runs."""
+        rt = self._runtime()
+        doc = await self._document(execution_id)
+        snap = rt.store.load(execution_id)
+        if snap is None:
+            raise NotFoundError(f"no execution '{execution_id}'")
+        spec = rt.spec_of(snap.header)
+
+        def is_workflow(ref: str) -> bool:
+            found = self.catalog.actions.get(ref)
+            return found is not None and found.workflow is not None
+
+        return graph_document(spec, doc, is_workflow)
+
     async def adopt(self, execution_id: str) -> Execution:
         """Continue here an unfinished execution that no live process runs (its process died).
 
@@ -482,6 +597,9 @@ class Engine:
                 raise NotFoundError(f"no execution '{execution_id}'")
             if snap.header["status"] in TERMINAL or snap.header["parent_id"] is not None:
                 return await self.get(execution_id)
+            if self.owner(execution_id) is not None:
+                request = {"op": message.op, "force": message.force}
+                return Execution.from_dict(await self._ask_owner(execution_id, request))
             # Left unfinished by a process that died: adopt it here to carry out the request.
             # Canceling it sends nothing out again; its runs end canceled at once.
             cancel = message.op == "cancel"
@@ -517,14 +635,26 @@ class Engine:
     async def inquiries(
         self, status: str | None = "pending", execution_id: str | None = None
     ) -> builtins.list[dict[str, Any]]:
-        """Inquiries (default: the pending ones), optionally of one execution and its nested ones."""
+        """Inquiries (default: the pending ones), optionally of one execution and its nested ones.
+
+        Pending inquiries of executions that other processes run (or that wait unowned) are listed
+        too, from the store.
+        """
         rt = self._runtime()
-        return [
+        found = [
             self.masker.mask(r.to_dict())
             for r in rt.inquiries.values()
             if (status is None or r.status == status)
             and (execution_id is None or execution_id in (r.execution_id, rt.root_of(r.execution_id)))
         ]
+        if status in (None, "pending") and (execution_id is None or execution_id not in rt.supervisors):
+            found.extend(
+                self.masker.mask(i)
+                for i in self._stored_inquiries()
+                if i["id"] not in rt.inquiries
+                and (execution_id is None or execution_id in (i["execution_id"], _root_id(i["execution_id"])))
+            )
+        return found
 
     async def respond(self, inquiry_id: str, response: Any, identity: str | None = None) -> dict[str, Any]:
         """Answer a pending inquiry; the response must validate against its schema.
@@ -535,7 +665,13 @@ class Engine:
         rt = self._runtime()
         record = rt.inquiries.get(inquiry_id)
         if record is None:
-            raise NotFoundError(f"no inquiry '{inquiry_id}'")
+            record = await self._inquiry_elsewhere(rt, inquiry_id)
+            if record is None:  # its owner answered it
+                answered: dict[str, Any] = await self._ask_owner(
+                    _root_id(inquiry_id),
+                    {"op": "respond", "inquiry_id": inquiry_id, "response": response, "identity": identity},
+                )
+                return answered
         if record.status != "pending" or record.supervisor is None:
             raise InquiryResponseError(f"inquiry '{inquiry_id}' is not pending (it is {record.status})")
         allowed_ids = (*record.users, *record.roles)
@@ -554,6 +690,59 @@ class Engine:
             raise InquiryResponseError(f"inquiry '{inquiry_id}' is no longer pending") from None
         rt._inquiry_event(record)
         return self.masker.mask(record.to_dict())  # type: ignore[no-any-return]
+
+    async def _inquiry_elsewhere(self, rt: Runtime, inquiry_id: str) -> InquiryRecord | None:
+        """An inquiry not open here: None when a live process runs its execution (ask it);
+        otherwise its execution is adopted here, which opens the inquiry again."""
+        root = _root_id(inquiry_id)
+        snap = rt.store.load(root) if root not in rt.supervisors else None
+        if snap is None or snap.header["status"] in TERMINAL or not self._pending_inquiry(inquiry_id):
+            raise NotFoundError(f"no pending inquiry '{inquiry_id}'")
+        if self.owner(root) is not None:
+            return None
+        if not self._adopt(rt, root):
+            raise self._not_adoptable(rt, root)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _ASK_TIMEOUT
+        while inquiry_id not in rt.inquiries:  # nested executions reopen theirs once started
+            if loop.time() > deadline:
+                raise NotFoundError(f"inquiry '{inquiry_id}' was not opened again")
+            await asyncio.sleep(0.01)  # deliberate: polling supervisors started by messages
+        return rt.inquiries[inquiry_id]
+
+    def _pending_inquiry(self, inquiry_id: str) -> dict[str, Any] | None:
+        """The stored pending inquiry `inquiry_id` (of any execution), as `inquiries` lists it."""
+        return next((i for i in self._stored_inquiries() if i["id"] == inquiry_id), None)
+
+    def _stored_inquiries(self) -> builtins.list[dict[str, Any]]:
+        """Pending inquiries of unfinished executions, read from the store (any process)."""
+        rt = self._runtime()
+        found = []
+        for execution_id in rt.store.unfinished():
+            if _root_id(execution_id) in rt.supervisors:
+                continue  # run here: its inquiries are open here
+            snap = rt.store.load(execution_id)
+            if snap is None:
+                continue
+            for rec in sorted(snap.runs.values(), key=lambda r: r["seq"]):
+                if rec["status"] != "pending" or not rec.get("inquiry_id"):
+                    continue
+                inp = rec.get("input")
+                if not isinstance(inp, dict):
+                    inp = {}
+                found.append({
+                    "id": rec["inquiry_id"],
+                    "execution_id": execution_id,
+                    "task": rec["task"],
+                    "prompt": str(inp.get("prompt") or ""),
+                    "schema": inp.get("schema") or {},
+                    "users": list(inp.get("users") or ()),
+                    "roles": list(inp.get("roles") or ()),
+                    "expires_at": None,
+                    "status": "pending",
+                    "response": None,
+                })
+        return found
 
     def events(self, execution_id: str | None = None) -> Subscription:
         """Status changes of executions, task runs and inquiries, as an async iterator of dicts.
@@ -656,6 +845,11 @@ class Engine:
             return
         self.catalog.put(workflow_action(spec, self.catalog.packs[pack].path))
         self._runtime_refs.add(ref)
+
+
+def _root_id(inquiry_or_run_id: str) -> str:
+    """The top-level execution of an inquiry or run id (`<root>.<seq>[-<attempt>.<seq>...]`)."""
+    return inquiry_or_run_id.split(".", 1)[0]
 
 
 __all__ = ["Engine", "WorkflowInfo"]

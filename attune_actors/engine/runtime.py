@@ -189,9 +189,8 @@ class Runtime:
             self._specs[digest] = spec
         return digest
 
-    def restore_conductor(self, snap: Snapshot) -> Conductor:
-        """Rebuild an execution's conductor from its snapshot, with the definition it started with."""
-        h = snap.header
+    def spec_of(self, h: dict[str, Any]) -> WorkflowSpec:
+        """The workflow definition the execution with header `h` started with."""
         spec = self._specs.get(h["definition"])
         if spec is None:
             stored = self.store.get_source(h["definition"])
@@ -208,6 +207,13 @@ class Runtime:
                     f"{problems[0] if problems else 'empty'}"
                 )
             self._specs[h["definition"]] = spec
+        return spec
+
+    def restore_conductor(self, snap: Snapshot) -> Conductor:
+        """Rebuild an execution's conductor from its snapshot, with the definition it started with."""
+        h = snap.header
+        spec = self.spec_of(h)
+        params = dict(h.get("parameters") or {})
         params = dict(h.get("parameters") or {})
         if h.get("sealed_parameters"):
             params.update(self._unseal(h["sealed_parameters"]))

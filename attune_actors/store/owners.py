@@ -9,19 +9,29 @@ also says who holds it (pid, host, since), for messages.
 Only executions started from the API (top-level ones) are owned; nested executions belong to
 their parent's owner. Locks are `flock` locks, local to one host: a data dir is for processes of
 one machine (SQLite itself asks for that).
+
+Another process asks the owner to act on one of its executions (cancel, pause, resume, answer an
+inquiry) through request files in `owners/requests/`: the owner polls that folder, carries out
+each request addressed to an execution it holds and writes the reply beside it. Files are written
+whole under a temporary name, then renamed, so nobody reads half a request or reply.
 """
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import os
 import socket
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = ["Owner", "Owners"]
+
+_POLL = 0.05  # seconds between looks for a reply
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,7 @@ class Owners:
 
     def __init__(self, data_dir: Path) -> None:
         self.folder = Path(data_dir) / "owners"
+        self._requests = self.folder / "requests"
         self._held: dict[str, int] = {}  # execution id -> the fd holding its lock
 
     def _path(self, execution_id: str) -> Path:
@@ -116,3 +127,74 @@ class Owners:
                 return Owner(0, "?", 0.0)  # being written: owned all the same
         finally:
             os.close(fd)
+
+    # -- requests to the owner of an execution ------------------------------------------------
+
+    async def ask(self, execution_id: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Send `request` to the live owner of the execution and return its reply.
+
+        TimeoutError when no reply came within `timeout` seconds (the request is withdrawn).
+        """
+        self._path(execution_id)  # a valid id
+        token = f"{execution_id}.{uuid.uuid4().hex}"
+        _write_whole(self._requests / f"{token}.req", request)
+        reply = self._requests / f"{token}.reply"
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                data: dict[str, Any] = json.loads(reply.read_bytes())
+            except FileNotFoundError:
+                if time.monotonic() > deadline:
+                    _unlink(self._requests / f"{token}.req")
+                    _unlink(reply)  # if it came meanwhile
+                    raise TimeoutError(f"the owner of execution {execution_id} did not answer") from None
+                await asyncio.sleep(_POLL)  # another process answers: a file is all there is to watch
+                continue
+            _unlink(reply)
+            return data
+
+    def requests(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """(token, execution id, request) of each request addressed to an execution held here."""
+        if not self._held:
+            return []
+        try:
+            names = os.listdir(self._requests)
+        except FileNotFoundError:
+            return []
+        found = []
+        for name in names:
+            if not name.endswith(".req"):
+                continue
+            token = name[: -len(".req")]
+            execution_id = token.rpartition(".")[0]
+            if execution_id not in self._held:
+                continue
+            try:
+                found.append((token, execution_id, json.loads((self._requests / name).read_bytes())))
+            except (OSError, ValueError):
+                continue  # withdrawn meanwhile, or not ours to read
+        return found
+
+    def reply(self, token: str, reply: dict[str, Any]) -> None:
+        if not (self._requests / f"{token}.req").exists():
+            return  # withdrawn: the asker gave up
+        _write_whole(self._requests / f"{token}.reply", reply)
+        _unlink(self._requests / f"{token}.req")
+
+
+def _write_whole(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, json.dumps(data, default=str).encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
