@@ -26,6 +26,7 @@ EXECUTION_KEYS = {
     "started_at",
     "ended_at",
     "parent_id",
+    "rerun_of",
     "tasks",
 }
 TASK_KEYS = {
@@ -438,13 +439,15 @@ def test_run_answers_an_inquiry(tmp_path: Path) -> None:
     assert approval["inquiry_id"]
 
 
-def test_run_without_json_prints_nothing_on_stdout(tmp_path: Path) -> None:
+def test_run_without_json_ends_with_the_status_and_output(tmp_path: Path) -> None:
     proc = cli(
         "run", "examples.sequential", "--packs", EXAMPLES, "--data-dir", tmp_path / "data", cwd=tmp_path
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == ""
-    assert "succeeded" in proc.stderr  # progress goes to stderr
+    first, *rest = proc.stdout.splitlines()
+    assert re.fullmatch(r"examples\.sequential [0-9a-f]{12}: succeeded", first)
+    assert json.loads("\n".join(rest))["image"] == "registry.example.test/shop:1.0.0"
+    assert "build" in proc.stderr  # progress goes to stderr
 
 
 def test_no_command_prints_help(tmp_path: Path) -> None:

@@ -410,12 +410,13 @@ class Conductor:
                         run.error = f"item {bad}: {run.item_runs[bad].error}"
                         run.next_item = len(run.item_runs)
 
-    def recovery_commands(self, now: float) -> list[Command]:
+    def recovery_commands(self, now: float, *, new_attempts: bool = False) -> list[Command]:
         """After `restore`: re-arm timers and re-issue what was in flight when the engine stopped.
 
         Attempts whose outcome was not recorded go out again with the same run id and attempt, so
-        actions and workers can deduplicate; an attempt whose outcome was recorded is terminal in
-        the records and is never dispatched again. Nested workflows are resumed (or started, if
+        actions and workers can deduplicate, or, with `new_attempts` (the attempts died with the
+        engine that ran them), as the next attempt, counted in `attempts`; an attempt whose outcome
+        was recorded is terminal in the records and is never dispatched again. Nested workflows are resumed (or started, if
         the child had not saved anything yet) and pending inquiries are opened again.
         """
         if self.started_at is None:
@@ -431,6 +432,9 @@ class Conductor:
             if run.item_runs is not None:
                 for idx, item in enumerate(run.item_runs):
                     if item.status == RUNNING and item.input is not None:
+                        if new_attempts:
+                            item.attempts += 1
+                            self._touch(run, idx)
                         self._out.append(
                             Dispatch(
                                 run.id,
@@ -449,6 +453,9 @@ class Conductor:
             if run.status == RUNNING and run.child_id is not None:
                 self._out.append(StartChild(run.id, run.task, run.attempts, run.child_id, action, run.input))
             elif run.status == RUNNING:
+                if new_attempts:
+                    run.attempts += 1
+                    self._touch(run)
                 self._out.append(
                     Dispatch(run.id, run.task, None, run.attempts, action, run.input, run.deadline)
                 )

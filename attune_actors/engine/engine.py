@@ -50,7 +50,7 @@ from attune_actors.runners import RunnerSet
 from attune_actors.spec.model import ActionSpec, ParamSpec
 from attune_actors.spec.packs import Catalog, load_packs, load_workflow_text, workflow_action
 from attune_actors.spec.validate import validate_catalog, validate_workflow
-from attune_actors.store.base import MemoryStore, Store
+from attune_actors.store.base import MemoryStore, Store, resolve_id
 from attune_actors.store.datadir import DB_FILE_NAME, prepare_data_dir
 from attune_actors.store.owners import Owner, Owners
 from attune_actors.templates import Renderer
@@ -274,7 +274,8 @@ class Engine:
         if cancel:
             ref.tell(Control("cancel", True))
         else:
-            ref.tell(Start(recovered=True))
+            # Embedded, the attempts it had in flight died with the process that ran them.
+            ref.tell(Start(recovered=True, new_attempts=self._transport_override is None))
             log.info("resumed execution %s (%s, %s)", execution_id, conductor.spec.ref, conductor.status)
         return True
 
@@ -449,6 +450,14 @@ class Engine:
         wrapped = workflow_action(spec, action.pack_path)
         self._action_workflows[action.ref] = (action, wrapped)
         return wrapped
+
+    def resolve(self, id_or_prefix: str) -> str:
+        """The execution id that `id_or_prefix` names (ids may be abbreviated to a unique prefix)."""
+        return resolve_id(self._runtime().store, id_or_prefix)
+
+    def running_here(self, execution_id: str) -> bool:
+        """Whether this engine runs the (top-level) execution now."""
+        return execution_id in self._runtime().supervisors
 
     async def get(self, execution_id: str) -> Execution:
         """The execution as it is now, whatever its status."""

@@ -84,6 +84,7 @@ class WorkflowSupervisor(AsyncioActor):
         self._last_status = conductor.status
         self._emitted: dict[str, tuple[str, int]] = {}  # run id -> (status, attempts) last published
         self._done = False
+        self._new_attempts = False  # recovered embedded: attempts in flight died with the engine
 
     @property
     def execution_id(self) -> str:
@@ -133,7 +134,12 @@ class WorkflowSupervisor(AsyncioActor):
             tasks = list(message.tasks) if message.tasks is not None else None
             cmds = c.rerun(tasks, now, reset_items=message.reset_items)
         elif isinstance(message, Start):
-            cmds = c.recovery_commands(now) if message.recovered else c.start(now)
+            self._new_attempts = message.new_attempts
+            cmds = (
+                c.recovery_commands(now, new_attempts=message.new_attempts)
+                if message.recovered
+                else c.start(now)
+            )
         else:
             return super().on_receive(message)
         self._carry_out(cmds)
@@ -326,7 +332,7 @@ class WorkflowSupervisor(AsyncioActor):
         ref = self.spawn(WorkflowSupervisor, self._rt, conductor, link)
         self._rt.register(conductor.id, ref)
         self._rt.roots[conductor.id] = self._rt.root_of(self._c.id)
-        ref.tell(Start(recovered=recovered))
+        ref.tell(Start(recovered=recovered, new_attempts=recovered and self._new_attempts))
 
     def _report_end(self) -> None:
         self._done = True

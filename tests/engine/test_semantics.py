@@ -786,6 +786,7 @@ async def test_execution_document_has_the_spec_shape(workflow, engine_factory) -
         "started_at",
         "ended_at",
         "parent_id",
+        "rerun_of",
         "tasks",
     }
     assert set(doc["tasks"][0]) == {
