@@ -447,7 +447,7 @@ def test_run_without_json_ends_with_the_status_and_output(tmp_path: Path) -> Non
     first, *rest = proc.stdout.splitlines()
     assert re.fullmatch(r"examples\.sequential [0-9a-f]{12}: succeeded", first)
     assert json.loads("\n".join(rest))["image"] == "registry.example.test/shop:1.0.0"
-    assert "build" in proc.stderr  # progress goes to stderr
+    assert "task3" in proc.stderr  # progress goes to stderr
 
 
 def test_no_command_prints_help(tmp_path: Path) -> None:
