@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,7 +31,7 @@ def add_json(p: argparse.ArgumentParser, what: str = "the result") -> None:
     p.add_argument("--json", action="store_true", help=f"print {what} as JSON on stdout")
 
 
-def settings_of(args: argparse.Namespace, *, logging: bool = True) -> Settings:
+def settings_of(args: argparse.Namespace, *, log: bool = True) -> Settings:
     """Settings from --config, the environment and the command's options."""
     settings = load_settings(
         args.config,
@@ -40,16 +41,22 @@ def settings_of(args: argparse.Namespace, *, logging: bool = True) -> Settings:
             "logging": {"level": args.log_level},
         },
     )
-    if logging:
+    if log:
         configure_logging(settings)
     return settings
 
 
 @asynccontextmanager
 async def engine_of(settings: Settings) -> AsyncIterator[Engine]:
-    """An embedded engine that runs only what it is asked to (nothing is resumed behind the user)."""
-    from attune_actors.engine.engine import Engine
+    """An embedded engine that runs only what it is asked to (nothing is resumed behind the user).
 
+    Problems in pack files the command does not use are not its business (`validate` lists them):
+    only a ref that is itself invalid is reported, when it is named.
+    """
+    from attune_actors.engine.engine import Engine, packs_log
+
+    if settings.logging.level.upper() != "DEBUG":
+        packs_log.setLevel(logging.ERROR)
     async with Engine(settings=settings, recover=False) as engine:
         yield engine
 

@@ -83,7 +83,7 @@ def _store(args: argparse.Namespace) -> Iterator[tuple[SQLiteStore, Owners]]:
     from attune_actors.store.owners import Owners
     from attune_actors.store.sqlite import SQLiteStore
 
-    data = settings_of(args, logging=False).data_path
+    data = settings_of(args, log=False).data_path
     if not (data / DB_FILE_NAME).is_file():
         raise NotFoundError(f"no executions in {data} (no {DB_FILE_NAME})")
     store = SQLiteStore(data / DB_FILE_NAME)

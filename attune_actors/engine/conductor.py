@@ -312,6 +312,18 @@ class Conductor:
         self._progress()
         return self._flush()
 
+    def _cause(self, run: TaskRun) -> str:
+        """`, after task 'x' failed: why`: the failure that led to a `fail` command (the run's own,
+        else the latest handled failure before it), or nothing when none did."""
+        failed = (FAILED, TIMEOUT, ABANDONED)
+        cause = run if run.status in failed else None
+        if cause is None:
+            earlier = [r for r in self.runs.values() if r.seq < run.seq and r.status in failed and r.handled]
+            cause = earlier[-1] if earlier else None
+        if cause is None:
+            return ""
+        return f", after task '{cause.task}' {cause.status}: {cause.error or 'no error message'}"
+
     def _carry_items(self, run: TaskRun) -> None:
         """A rerun with_items run keeps the items its predecessor completed."""
         old = self._carried.pop(run.task, None)
@@ -848,7 +860,7 @@ class Conductor:
         for tr in fired:
             for target in tr.do:
                 if target == "fail":
-                    self._fail(f"task '{task.name}' ran the fail command", task.name)
+                    self._fail(f"task '{task.name}' ran the fail command{self._cause(run)}", task.name)
                 elif target not in ("noop", "retry"):
                     self._arrive(task.name, target)
         if run.status != SUCCEEDED and not fired:

@@ -12,6 +12,7 @@ import builtins
 import dataclasses
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -58,6 +59,8 @@ from attune_actors.transport.base import Transport
 from attune_actors.transport.inprocess import InProcessTransport
 
 log = logging.getLogger("attune_actors.engine")
+packs_log = logging.getLogger("attune_actors.engine.packs")  # what is wrong in the packs loaded
+_ACTION_PROBLEM = re.compile(r"action '([^']+)': ")  # the problems load_packs finds in an action
 
 _REQUEST_POLL = 0.1  # seconds between looks for other processes' requests
 _RELEASE_EVERY = 5  # polls between releases of ended executions' ownership
@@ -216,27 +219,43 @@ class Engine:
             self._sweeper = asyncio.get_running_loop().create_task(self._housekeeping())
 
     def _quarantine(self, catalog: Catalog, problems: builtins.list[AttuneError]) -> None:
-        """Take workflows with problems out of the catalog; remember why, for execute() to say."""
+        """Take workflows with problems out of the catalog; remember why, for execute() to say.
+
+        A workflow is invalid when its file has problems, or when it uses an action whose files
+        have some (a python entry point that does not parse, ...): what `validate` reports is
+        refused before anything runs, not found half-way through a run.
+        """
         by_file: dict[Path, builtins.list[AttuneError]] = {}
+        broken: dict[str, builtins.list[AttuneError]] = {}  # action ref -> its problems
         for err in problems:
             if err.location is not None:
                 by_file.setdefault(Path(err.location.file).resolve(), []).append(err)
+            named = _ACTION_PROBLEM.match(err.message)
+            if named:
+                broken.setdefault(named[1], []).append(err)
         for action in catalog.workflows():
             assert action.workflow is not None
-            found = by_file.pop(Path(action.workflow.file).resolve(), None)
+            found = by_file.pop(Path(action.workflow.file).resolve(), None) or []
+            for task in (*action.workflow.tasks, *(s for t in action.workflow.tasks for s in t.tasks)):
+                for err in broken.get(task.action or "", ()):
+                    found.append(AttuneError(f"task '{task.name}': {err.message}", location=err.location))
             if found:
                 catalog.remove(action.ref)
                 self._invalid[action.ref] = found
         for pack in catalog.packs.values():
             for file in sorted((Path(pack.path) / "workflows").glob("*.yaml")):
-                found = by_file.pop(file.resolve(), None)
-                if found:
-                    self._invalid[f"{pack.ref}.{file.stem}"] = found
+                loose = by_file.pop(file.resolve(), None)
+                if loose:
+                    self._invalid[f"{pack.ref}.{file.stem}"] = loose
+        for ref in broken:
+            if ref in catalog.actions:
+                self._invalid[ref] = broken[ref]
         for err in problems:
-            log.info("%s", err)
+            packs_log.debug("%s", err)
         if self._invalid:
-            log.warning("%d workflow(s) are invalid and will not run: %s", len(self._invalid),
-                        ", ".join(sorted(self._invalid)))
+            # Once and briefly: executing one of them says why; `validate` lists every problem.
+            packs_log.warning("%d invalid workflow(s) or action(s) will not run (`attune-actors validate` "
+                              "says why): %s", len(self._invalid), ", ".join(sorted(self._invalid)))
 
     def _make_store(self) -> Store:
         kind = self.settings.store

@@ -417,6 +417,10 @@ class Renderer:
 
     def task_references(self, source: Any, *, condition: bool = False) -> set[str]:
         """Names X used as `task.X` or `task['X']` in a template (empty on a syntax error)."""
+        return self.references(source, "task", condition=condition)
+
+    def references(self, source: Any, scope: str, *, condition: bool = False) -> set[str]:
+        """Names X used as `<scope>.X` or `<scope>['X']` in a template (empty on a syntax error)."""
         if not isinstance(source, str):
             return set()
         if condition and not is_template(source):
@@ -431,7 +435,7 @@ class Renderer:
         for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
             assert isinstance(node, nodes.Getattr | nodes.Getitem)
             base = node.node
-            if not (isinstance(base, nodes.Name) and base.name == "task" and base.ctx == "load"):
+            if not (isinstance(base, nodes.Name) and base.name == scope and base.ctx == "load"):
                 continue
             if isinstance(node, nodes.Getattr):
                 names.add(node.attr)

@@ -608,7 +608,7 @@ async def test_output_map_renders_on_failure_and_its_error_fails_success(workflo
         """
         tasks:
           - {name: ok, action: core.noop}
-        output_map: {x: "{{ vars.missing }}"}
+        output_map: {x: "{{ task.ok.result.missing }}"}
     """,
     )
     engine = await engine_factory()
