@@ -181,6 +181,7 @@ class Engine:
         data = prepare_data_dir(self.settings.data_path)
         self._kv = KVStore(data / DB_FILE_NAME, secret_key=self.settings.secret_key)
         try:
+            self._kv.check_key()
             store = self._store_override or self._make_store()
             await store.open()
         except BaseException:

@@ -104,16 +104,17 @@ class KVStore:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = _connect(self.path)
         try:
-            self._check_key()
+            self.check_key(decrypt=False)
         except StoreError:
             self.close()
             raise
 
-    def _check_key(self) -> None:
-        """Refuse a secret key that cannot read the secrets already stored.
+    def check_key(self, *, decrypt: bool = True) -> None:
+        """Refuse a secret key that is missing, or (with `decrypt`) cannot read, the secrets stored.
 
         Without this, a lost key file would be silently replaced by a new key on the first
-        secret written, and every older secret would be unreadable from then on.
+        secret written, and every older secret would be unreadable from then on. Opening a store
+        checks that the key exists; an engine checks that it fits, before it starts.
         """
         rows, _ = self._execute("SELECT key, value FROM kv WHERE secret = 1 ORDER BY key LIMIT 1")
         if not rows:
@@ -125,6 +126,8 @@ class KVStore:
                 f"{held} but {self._cipher.source} is missing: restore it from your backup "
                 "(or configure secret_key); a new key could not read them"
             )
+        if not decrypt:
+            return
         try:
             self._cipher.decrypt(rows[0][1], what=f"secret {rows[0][0]!r}")
         except StoreError:

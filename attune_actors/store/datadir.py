@@ -27,6 +27,8 @@ def prepare_data_dir(path: Path) -> Path:
     database files readable by others are made private.
     """
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise StoreError(f"cannot use the data dir {path}: it is not a folder")
     try:
         if not path.is_dir():
             path.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
