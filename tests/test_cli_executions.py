@@ -135,7 +135,8 @@ def test_two_runs_on_one_data_dir_each_run_their_own_workflow_once(
     out, err = gate.communicate(timeout=DEADLINE)
     assert gate.returncode == 0, err
     assert json.loads(out)["id"] == first["id"]
-    assert sorted(runs_log(tmp_path)) == sorted([f"gate {first['id']}", f"quick {json.loads(quick.stdout)['id']}"])
+    quick_id = json.loads(quick.stdout)["id"]
+    assert sorted(runs_log(tmp_path)) == sorted([f"gate {first['id']}", f"quick {quick_id}"])
     assert all(t["attempts"] == 1 for t in json.loads(out)["tasks"])  # one attempt, in one process
 
 
@@ -162,9 +163,8 @@ def test_an_interrupted_run_is_listed_and_resumed(packs: Path, tmp_path: Path) -
     assert other.returncode == 0, other.stderr
     assert f"{short} t.gate (running)" in other.stderr  # the hint names it...
     assert "executions resume ID" in other.stderr
-    assert (cli("executions", "get", short, "--json", "--data-dir", data, cwd=tmp_path).stdout
-            and json.loads(cli("executions", "get", short, "--json", "--data-dir", data,
-                               cwd=tmp_path).stdout)["status"] == "running")  # ...and does not run it
+    still = cli("executions", "get", short, "--json", "--data-dir", data, cwd=tmp_path)
+    assert json.loads(still.stdout)["status"] == "running"  # ...and does not run it
 
     (tmp_path / "go").touch()
     resumed = cli("executions", "resume", left["id"][:8], "--packs", packs, "--data-dir", data, cwd=tmp_path)
@@ -186,7 +186,8 @@ def test_an_interrupted_run_is_canceled(packs: Path, tmp_path: Path) -> None:
                    cwd=tmp_path)
     assert canceled.returncode == 0, canceled.stderr
     assert canceled.stdout.strip() == f"{left['id'][:12]} t.gate: canceled"
-    final = json.loads(cli("executions", "get", left["id"], "--json", "--data-dir", data, cwd=tmp_path).stdout)
+    got = cli("executions", "get", left["id"], "--json", "--data-dir", data, cwd=tmp_path)
+    final = json.loads(got.stdout)
     assert final["status"] == "canceled"
     assert [t["status"] for t in final["tasks"]] == ["canceled"]
     again = cli("run", "t.quick", "--packs", packs, "--data-dir", data, cwd=tmp_path)
@@ -267,7 +268,9 @@ def test_an_inquiry_answered_from_another_process(
     assert f"inquiries respond {inquiry['id']} JSON" in err  # how to answer, on a run without a terminal
 
 
-def test_an_inquiry_of_an_interrupted_run_is_answered_and_the_run_finishes(packs: Path, tmp_path: Path) -> None:
+def test_an_inquiry_of_an_interrupted_run_is_answered_and_the_run_finishes(
+    packs: Path, tmp_path: Path
+) -> None:
     data = tmp_path / "data"
     run = start("run", "t.ask", "--packs", packs, "--data-dir", data, cwd=tmp_path)
     try:
@@ -367,7 +370,8 @@ def test_catalog_lists_and_version(tmp_path: Path) -> None:
     assert version.returncode == 0
     assert re.fullmatch(r"attune-actors \d+\.\d+\.\d+\n", version.stdout)
     workflows = cli("workflows", "list", "--packs", EXAMPLES, cwd=tmp_path).stdout.split()
-    assert "examples.deploy" in workflows and "core.local" not in workflows
+    assert "examples.deploy" in workflows
+    assert "core.local" not in workflows
     actions = json.loads(cli("actions", "list", "--json", "--packs", EXAMPLES, cwd=tmp_path).stdout)
     assert {"ref": "core.local", "runner_type": "local"}.items() <= next(
         a for a in actions if a["ref"] == "core.local").items()
@@ -375,7 +379,8 @@ def test_catalog_lists_and_version(tmp_path: Path) -> None:
     assert [(r["ref"], r["trigger"], r["action"]) for r in rules] == [
         ("examples.on_push", "examples.git_push", "examples.deploy")]
     triggers = cli("triggers", "list", "--packs", EXAMPLES, cwd=tmp_path).stdout
-    assert "examples.heartbeat" in triggers and "core.webhook" in triggers
+    assert "examples.heartbeat" in triggers
+    assert "core.webhook" in triggers
 
 
 # -- ends: closed pipe, Ctrl-C, timeout, bad data dirs ------------------------------------------------
@@ -395,7 +400,8 @@ def test_a_closed_pipe(tmp_path: Path) -> None:
     assert proc.stdout is not None
     proc.stdout.close()  # like `| head` that has read what it wanted
     _, err = proc.communicate(timeout=DEADLINE)
-    assert one_error_line((proc.returncode, err), 2) == "error: the output was closed before everything was written"
+    line = one_error_line((proc.returncode, err), 2)
+    assert line == "error: the output was closed before everything was written"
 
 
 def test_ctrl_c_leaves_the_execution_for_resume(packs: Path, tmp_path: Path) -> None:
@@ -469,13 +475,14 @@ def test_timeout_cancels_and_exits_1(packs: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command", [
-    ("run", "core.noop"), ("executions", "list"), ("executions", "get", "abc"), ("executions", "cancel", "abc"),
-    ("inquiries", "list"), ("kv", "set", "k", "v"),
+    ("run", "core.noop"), ("executions", "list"), ("executions", "get", "abc"),
+    ("executions", "cancel", "abc"), ("inquiries", "list"), ("kv", "set", "k", "v"),
 ])
 @pytest.mark.parametrize("data_dir", ["/proc/x", "afile"])
 def test_an_unusable_data_dir(tmp_path: Path, command: tuple[str, ...], data_dir: str) -> None:
     (tmp_path / "afile").write_text("not a folder")
     proc = cli(*command, "--data-dir", data_dir, cwd=tmp_path)
     line = one_error_line(proc, 2)
-    assert line.startswith("error: ") and data_dir in line, line
+    assert line.startswith("error: "), line
+    assert data_dir in line
     assert len(proc.stderr.splitlines()) == 1

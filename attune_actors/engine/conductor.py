@@ -427,9 +427,10 @@ class Conductor:
 
         Attempts whose outcome was not recorded go out again with the same run id and attempt, so
         actions and workers can deduplicate, or, with `new_attempts` (the attempts died with the
-        engine that ran them), as the next attempt, counted in `attempts`; an attempt whose outcome
-        was recorded is terminal in the records and is never dispatched again. Nested workflows are resumed (or started, if
-        the child had not saved anything yet) and pending inquiries are opened again.
+        engine that ran them), as the next attempt, counted in `attempts`. An attempt whose
+        outcome was recorded is terminal in the records and is never dispatched again. Nested
+        workflows are resumed (or started, if the child had not saved anything yet) and pending
+        inquiries are opened again.
         """
         if self.started_at is None:
             return self.start(now)  # accepted, then stopped before its first step: start it now

@@ -62,6 +62,8 @@ log = logging.getLogger("attune_actors.engine")
 packs_log = logging.getLogger("attune_actors.engine.packs")  # what is wrong in the packs loaded
 _ACTION_PROBLEM = re.compile(r"action '([^']+)': ")  # the problems load_packs finds in an action
 
+_PARAMETER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+_ACTION_WORKFLOWS_KEPT = 256  # one-task workflows of actions, by action and extra parameter names
 _REQUEST_POLL = 0.1  # seconds between looks for other processes' requests
 _RELEASE_EVERY = 5  # polls between releases of ended executions' ownership
 _ASK_TIMEOUT = 10.0  # seconds another process's owner has to answer a request
@@ -147,7 +149,7 @@ class Engine:
         self.renderer = Renderer()
         self.masker = Masker()
         self._runtime_refs: set[str] = set()
-        self._action_workflows: dict[str, tuple[ActionSpec, ActionSpec]] = {}
+        self._action_workflows: dict[tuple[str, tuple[str, ...]], tuple[ActionSpec, ActionSpec]] = {}
         self._invalid: dict[str, builtins.list[AttuneError]] = {}  # workflow ref -> its problems
         self._executor: ThreadPoolExecutor | None = None
         self._events = EventBus(self.settings.limits.event_buffer)
@@ -415,7 +417,11 @@ class Engine:
             raise ValidationError(self._invalid[ref])
         action = self.catalog.action(ref)
         if action.workflow is None:
-            action = self._action_workflow(action)
+            extra = sorted(set(parameters or ()) - {p.name for p in action.parameters})
+            bad = [name for name in extra if not _PARAMETER_NAME.match(str(name))]
+            if bad and action.additional_parameters:
+                raise ParameterError(f"{action.ref}: {bad[0]!r} is not a parameter name")
+            action = self._action_workflow(action, tuple(extra) if action.additional_parameters else ())
         conductor = rt.new_conductor(action, parameters, identity=identity)
         if self._owners is not None:
             self._owners.claim(conductor.id)  # a fresh id: nobody else can hold it
@@ -430,12 +436,13 @@ class Engine:
         ref_.tell(Start())
         return Execution.from_dict(doc)
 
-    def _action_workflow(self, action: ActionSpec) -> ActionSpec:
+    def _action_workflow(self, action: ActionSpec, extra: tuple[str, ...]) -> ActionSpec:
         """A one-task workflow running `action`: what executing an action runs.
 
-        It has the action's ref and parameters, and its output is `{"result": the action's result}`.
+        It has the action's ref and parameters (and the `extra` ones given to an action that takes
+        additional parameters), and its output is `{"result": the action's result}`.
         """
-        cached = self._action_workflows.get(action.ref)
+        cached = self._action_workflows.get((action.ref, extra))
         if cached is not None and cached[0] is action:
             return cached[1]
 
@@ -453,11 +460,14 @@ class Engine:
         text = yaml.safe_dump({
             "ref": action.ref,
             "description": action.description,
-            "parameters": {p.name: param(p) for p in action.parameters},
+            "parameters": {**{p.name: param(p) for p in action.parameters}, **{name: {} for name in extra}},
             "tasks": [{
                 "name": task,
                 "action": action.ref,
-                "input": {p.name: "{{ parameters[" + json.dumps(p.name) + "] }}" for p in action.parameters},
+                "input": {
+                    name: "{{ parameters[" + json.dumps(name) + "] }}"
+                    for name in (*(p.name for p in action.parameters), *extra)
+                },
             }],
             "output_map": {"result": "{{ task." + task + ".result }}"},
         }, sort_keys=False)
@@ -468,7 +478,9 @@ class Engine:
         if spec is None or problems:
             raise ValidationError(problems or f"action '{action.ref}' cannot run on its own")
         wrapped = workflow_action(spec, action.pack_path)
-        self._action_workflows[action.ref] = (action, wrapped)
+        if len(self._action_workflows) >= _ACTION_WORKFLOWS_KEPT:
+            self._action_workflows.clear()  # bounded: extra parameter names come from callers
+        self._action_workflows[(action.ref, extra)] = (action, wrapped)
         return wrapped
 
     def resolve(self, id_or_prefix: str) -> str:

@@ -223,7 +223,7 @@ def _check_template(
             AttuneError(f"{label}: reference to undefined task 'task.{ref}'{hint}", location=where)
         )
     if variables is not None:
-        for ref in sorted(renderer.references(source, "vars", condition=condition) - variables):
+        for ref in sorted(renderer.references(source, "vars", condition=condition, calls=False) - variables):
             guess = closest(ref, variables)
             hint = f" (did you mean '{guess}'?)" if guess else ""
             problems.append(AttuneError(

@@ -419,8 +419,9 @@ class Renderer:
         """Names X used as `task.X` or `task['X']` in a template (empty on a syntax error)."""
         return self.references(source, "task", condition=condition)
 
-    def references(self, source: Any, scope: str, *, condition: bool = False) -> set[str]:
-        """Names X used as `<scope>.X` or `<scope>['X']` in a template (empty on a syntax error)."""
+    def references(self, source: Any, scope: str, *, condition: bool = False, calls: bool = True) -> set[str]:
+        """Names X used as `<scope>.X` or `<scope>['X']` in a template (empty on a syntax error);
+        without `calls`, not those called as methods (`vars.get('x', 0)`)."""
         if not isinstance(source, str):
             return set()
         if condition and not is_template(source):
@@ -432,8 +433,11 @@ class Renderer:
         except Exception:
             return set()
         names: set[str] = set()
+        called = set() if calls else {id(call.node) for call in ast.find_all(nodes.Call)}
         for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
             assert isinstance(node, nodes.Getattr | nodes.Getitem)
+            if id(node) in called:
+                continue
             base = node.node
             if not (isinstance(base, nodes.Name) and base.name == scope and base.ctx == "load"):
                 continue

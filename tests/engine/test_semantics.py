@@ -674,7 +674,7 @@ async def test_template_error_fails_the_workflow_naming_task_and_variable(workfl
         "tplerr",
         """
         tasks:
-          - {name: use, action: core.echo, input: {v: "{{ vars.nope }}"}}
+          - {name: use, action: core.echo, input: {v: "{{ parameters.nope }}"}}
     """,
     )
     final = await run(await engine_factory(), ref)
