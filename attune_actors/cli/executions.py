@@ -32,7 +32,7 @@ from attune_actors.errors import NotFoundError
 
 if TYPE_CHECKING:
     from attune_actors.engine.execution import Execution
-    from attune_actors.store.owners import Owners
+    from attune_actors.store.owners import Owner, Owners
     from attune_actors.store.sqlite import SQLiteStore
 
 
@@ -88,7 +88,7 @@ def _store(args: argparse.Namespace) -> Iterator[tuple[SQLiteStore, Owners]]:
         raise NotFoundError(f"no executions in {data} (no {DB_FILE_NAME})")
     store = SQLiteStore(data / DB_FILE_NAME)
     try:
-        yield store, Owners(data)
+        yield store, Owners(data, hold=False)
     finally:
         store.close_sync()
 
@@ -100,32 +100,32 @@ def _read(args: argparse.Namespace) -> int:
 
     with _store(args) as (store, owners):
         if args.what == "list":
-            docs = [
-                document_from_snapshot(snap)
+            snaps = [
+                snap
                 for snap in (store.load(h["id"]) for h in store.headers(
                     status=args.status, limit=args.limit, roots_only=True))
                 if snap is not None
             ]
             if args.json:
-                print_json(docs)
+                print_json([document_from_snapshot(snap) for snap in snaps])
                 return EXIT_OK
-            for doc in docs:
-                execution = Execution.from_dict(doc)
+            for snap in snaps:
+                execution = Execution.from_dict(document_from_snapshot(snap))
                 print(f"{short(execution.id)}  {execution.status.value:<10} {execution.ref:<32} "
                       f"{execution.started_at or '-':<27} {execution.ended_at or '-':<27}"
-                      f"{_marks(execution, owners)}".rstrip())
+                      f"{_marks(execution, owners.alive(snap.header.get('owner')))}".rstrip())
             return EXIT_OK
-        execution_id = resolve_id(store, args.id)
-        snap = store.load(execution_id)
-        if snap is None:
+        found = store.load(resolve_id(store, args.id))
+        if found is None:
             raise NotFoundError(f"no execution '{args.id}'")
-        doc = document_from_snapshot(snap)
+        doc = document_from_snapshot(found)
         if args.json:
             print_json(doc if args.what == "get" else doc["tasks"])
             return EXIT_OK
         execution = Execution.from_dict(doc)
         if args.what == "get":
-            print(f"{execution.id} {execution.ref}: {execution.status.value}{_marks(execution, owners)}")
+            owner = owners.alive(found.header.get("owner"))
+            print(f"{execution.id} {execution.ref}: {execution.status.value}{_marks(execution, owner)}")
             print(f"  started {execution.started_at or '-'}  ended {execution.ended_at or '-'}")
             if execution.error:
                 print(f"  error: {execution.error.get('message')}")
@@ -134,12 +134,11 @@ def _read(args: argparse.Namespace) -> int:
         return EXIT_OK
 
 
-def _marks(execution: Execution, owners: Owners) -> str:
+def _marks(execution: Execution, owner: Owner | None) -> str:
     marks = []
     if execution.rerun_of:
         marks.append(f"rerun of {short(execution.rerun_of)}")
     if not execution.terminal:
-        owner = owners.owner(execution.id)
         marks.append(f"run by {owner.describe()}" if owner else
                      "interrupted: `executions resume ID` continues it, `executions cancel ID` ends it")
     return f"  ({'; '.join(marks)})" if marks else ""

@@ -51,7 +51,7 @@ from attune_actors.runners import RunnerSet
 from attune_actors.spec.model import ActionSpec, ParamSpec
 from attune_actors.spec.packs import Catalog, load_packs, load_workflow_text, workflow_action
 from attune_actors.spec.validate import validate_catalog, validate_workflow
-from attune_actors.store.base import MemoryStore, Store, resolve_id
+from attune_actors.store.base import MemoryStore, Snapshot, Store, resolve_id
 from attune_actors.store.datadir import DB_FILE_NAME, prepare_data_dir
 from attune_actors.store.owners import Owner, Owners
 from attune_actors.templates import Renderer
@@ -65,7 +65,6 @@ _ACTION_PROBLEM = re.compile(r"action '([^']+)': ")  # the problems load_packs f
 _PARAMETER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 _ACTION_WORKFLOWS_KEPT = 256  # one-task workflows of actions, by action and extra parameter names
 _REQUEST_POLL = 0.1  # seconds between looks for other processes' requests
-_RELEASE_EVERY = 5  # polls between releases of ended executions' ownership
 _ASK_TIMEOUT = 10.0  # seconds another process's owner has to answer a request
 _REMOTE_ERRORS: dict[str, type[AttuneError]] = {
     cls.__name__: cls
@@ -140,8 +139,7 @@ class Engine:
         self._store_override = store
         self._transport_override = transport
         self._recover_all = recover
-        self._owners: Owners | None = None  # executions owned through the data dir (SQLite store)
-        self._adopted: set[str] = set()  # owned top-level executions whose supervisor was started
+        self._owners: Owners | None = None  # who runs what on a shared data dir (SQLite store)
         self._sweeper: asyncio.Task[None] | None = None
         self._rt: Runtime | None = None
         self._kv: KVStore | None = None
@@ -215,9 +213,11 @@ class Engine:
             events=self._events,
             cipher=cipher,
         )
+        if self._owners is not None:
+            self._rt.owner = self._owners.token
         if self._recover_all:
             for execution_id in self._rt.store.unfinished():
-                self._adopt(self._rt, execution_id)
+                await self._adopt(self._rt, execution_id)
         if self._owners is not None:
             self._sweeper = asyncio.get_running_loop().create_task(self._housekeeping())
 
@@ -270,29 +270,38 @@ class Engine:
             return SQLiteStore(self.settings.data_path / DB_FILE_NAME)
         raise ConfigError(f"store {kind!r} needs the distributed runtime (`attune-actors serve`)")
 
-    def _adopt(self, rt: Runtime, execution_id: str, *, cancel: bool = False) -> bool:
-        """Continue an unfinished top-level execution that no live process owns.
+    async def _adopt(self, rt: Runtime, execution_id: str, *, cancel: bool = False) -> bool:
+        """Continue an unfinished top-level execution that no live process runs.
 
-        False when it is not that (nested, ended, unknown, owned elsewhere) or cannot be restored.
-        With `cancel`, it is canceled (forced) instead: nothing it was running goes out again.
+        False when it is not that (nested, ended, unknown, run by a live process) or cannot be
+        restored. With `cancel`, it is canceled (forced) instead: nothing it was running goes out
+        again.
         """
         if execution_id in rt.supervisors:
             return True
-        if self._owners is not None and not self._owners.claim(execution_id):
-            return False
-        snap = rt.store.load(execution_id)  # read once owned: the previous owner may have ended it
+        if self._owners is None:
+            return self._restart(rt, rt.store.load(execution_id), cancel=cancel)
+        with self._owners.claiming(execution_id):
+            snap = rt.store.load(execution_id)  # read under the claim: another may just have adopted it
+            if snap is None or self._owners.alive(snap.header.get("owner")) is not None:
+                return False
+            if not self._restart(rt, snap, cancel=cancel):
+                return False
+            await rt.store.flush()  # the header names this process now: others see it is taken
+        return True
+
+    def _restart(self, rt: Runtime, snap: Snapshot | None, *, cancel: bool) -> bool:
         if snap is None or snap.header["parent_id"] is not None or snap.header["status"] in TERMINAL:
-            self._release(execution_id)
             return False
+        execution_id = snap.header["id"]
         try:
             conductor = rt.restore_conductor(snap)
         except AttuneError as exc:
             log.error("cannot resume execution %s: %s", execution_id, exc)
-            self._release(execution_id)
             return False
+        rt.save_step(conductor, [], [])  # records the new owner
         ref = WorkflowSupervisor.start(rt, conductor)
         rt.register(conductor.id, ref)
-        self._adopted.add(execution_id)
         if cancel:
             ref.tell(Control("cancel", True))
         else:
@@ -301,35 +310,17 @@ class Engine:
             log.info("resumed execution %s (%s, %s)", execution_id, conductor.spec.ref, conductor.status)
         return True
 
-    def _release(self, execution_id: str) -> None:
-        self._adopted.discard(execution_id)
-        if self._owners is not None:
-            self._owners.release(execution_id)
-
     async def _housekeeping(self) -> None:
-        """Carry out other processes' requests on executions owned here; give up ownership of
-        executions that ended, once their end is durable."""
+        """Carry out other processes' requests on executions run here."""
         assert self._owners is not None
-        owners, turns = self._owners, 0
+        owners = self._owners
         while True:
             await asyncio.sleep(_REQUEST_POLL)  # other processes write files: nothing to await
             rt = self._rt
             if rt is None:
                 return
-            for token, execution_id, request in owners.requests():
+            for token, execution_id, request in owners.requests(rt.supervisors.__contains__):
                 owners.reply(token, await self._serve_request(execution_id, request))
-            turns += 1
-            if turns % _RELEASE_EVERY:
-                continue
-            ended = [e for e in self._adopted if e not in rt.supervisors]
-            if not ended:
-                continue
-            try:
-                await rt.store.flush()
-            except AttuneError:
-                continue  # not durable yet: keep them owned, try again next time
-            for execution_id in ended:
-                self._release(execution_id)
 
     async def _serve_request(self, execution_id: str, request: dict[str, Any]) -> dict[str, Any]:
         """One request from another process (see `Owners.ask`): a document, or an error."""
@@ -353,7 +344,7 @@ class Engine:
     async def _ask_owner(self, execution_id: str, request: dict[str, Any]) -> Any:
         """Have the live process that owns the execution carry out `request`; its reply."""
         assert self._owners is not None
-        owner = self._owners.owner(execution_id)
+        owner = self.owner(execution_id)
         try:
             reply = await self._owners.ask(execution_id, request, _ASK_TIMEOUT)
         except TimeoutError:
@@ -392,8 +383,7 @@ class Engine:
         finally:
             # Only now may another process adopt what this one leaves unfinished.
             if self._owners is not None:
-                self._owners.release_all()
-            self._adopted.clear()
+                self._owners.close()
         if self._kv is not None:
             self._kv.close()
         for futs in rt.waiters.values():
@@ -423,15 +413,12 @@ class Engine:
                 raise ParameterError(f"{action.ref}: {bad[0]!r} is not a parameter name")
             action = self._action_workflow(action, tuple(extra) if action.additional_parameters else ())
         conductor = rt.new_conductor(action, parameters, identity=identity)
-        if self._owners is not None:
-            self._owners.claim(conductor.id)  # a fresh id: nobody else can hold it
         # Accepted means durable: the execution is in the store before execute() returns, so a
         # crash right after cannot lose it (the group commit makes this cheap under load).
         rt.save_step(conductor, [], [])
         await rt.store.flush()
         ref_ = WorkflowSupervisor.start(rt, conductor)
         rt.register(conductor.id, ref_)
-        self._adopted.add(conductor.id)
         doc = conductor.document(self.masker.mask)
         ref_.tell(Start())
         return Execution.from_dict(doc)
@@ -551,13 +538,12 @@ class Engine:
             unknown = [t for t in tasks if conductor.spec.task(t) is None]
             if unknown:
                 raise ParameterError(f"{conductor.spec.ref} has no task {', '.join(map(repr, unknown))}")
-        if self._owners is not None:
-            self._owners.claim(conductor.id)
+        if rt.owner is not None:
+            copy.header["owner"] = rt.owner
         rt.store.save(conductor.id, copy.header, list(copy.runs.values()), copy.item_records())
         await rt.store.flush()
         ref = WorkflowSupervisor.start(rt, conductor)
         rt.register(conductor.id, ref)
-        self._adopted.add(conductor.id)
         ref.tell(Rerun(tuple(tasks) if tasks is not None else None, reset_items))
         return await self.get(conductor.id)
 
@@ -582,7 +568,7 @@ class Engine:
         ConflictError when another live process runs it or it has ended.
         """
         rt = self._runtime()
-        if not self._adopt(rt, execution_id):
+        if not await self._adopt(rt, execution_id):
             raise self._not_adoptable(rt, execution_id)
         return await self.get(execution_id)
 
@@ -602,8 +588,15 @@ class Engine:
         return found
 
     def owner(self, execution_id: str) -> Owner | None:
-        """The live process that runs the execution (None: none does, or no data dir is shared)."""
-        return self._owners.owner(execution_id) if self._owners is not None else None
+        """The live process that runs the (top-level) execution; None when none does, or when no
+        data dir is shared."""
+        rt = self._runtime()
+        if self._owners is None:
+            return None
+        if execution_id in rt.supervisors:
+            return self._owners.alive(self._owners.token)
+        snap = rt.store.load(execution_id)
+        return None if snap is None else self._owners.alive(snap.header.get("owner"))
 
     def _not_adoptable(self, rt: Runtime, execution_id: str) -> AttuneError:
         snap = rt.store.load(execution_id)
@@ -644,7 +637,7 @@ class Engine:
             # Left unfinished by a process that died: adopt it here to carry out the request.
             # Canceling it sends nothing out again; its runs end canceled at once.
             cancel = message.op == "cancel"
-            if not self._adopt(rt, execution_id, cancel=cancel):
+            if not await self._adopt(rt, execution_id, cancel=cancel):
                 raise self._not_adoptable(rt, execution_id)
             if cancel:
                 return await self.get(execution_id)
@@ -741,7 +734,7 @@ class Engine:
             raise NotFoundError(f"no pending inquiry '{inquiry_id}'")
         if self.owner(root) is not None:
             return None
-        if not self._adopt(rt, root):
+        if not await self._adopt(rt, root):
             raise self._not_adoptable(rt, root)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _ASK_TIMEOUT

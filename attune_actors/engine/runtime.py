@@ -102,6 +102,7 @@ class Runtime:
         self.waiters: dict[str, list[asyncio.Future[None]]] = {}
         self.inquiries: dict[str, InquiryRecord] = {}
         self.roots: dict[str, str] = {}  # nested execution id -> top-level execution id
+        self.owner: str | None = None  # the token of this process on a shared data dir (store.owners)
 
     # -- building executions -------------------------------------------------------------------
 
@@ -268,6 +269,8 @@ class Runtime:
         """
         mask = self.masker.mask
         header = conductor.header()
+        if self.owner is not None:
+            header["owner"] = self.owner
         for key in ("vars", "output", "error"):
             header[key] = mask(header[key])
         secret_names = conductor.secret_parameters

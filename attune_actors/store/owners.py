@@ -1,18 +1,20 @@
 """Which live process runs which execution, for several processes sharing one data directory.
 
-Each execution a process runs is *owned* through an OS file lock on `owners/<execution id>.lock`
-in the data dir, held for as long as the process runs the execution. The kernel drops the lock
-when the process dies, however it dies (SIGKILL included), so there is no heartbeat to miss and
-no stale record to expire: an execution whose lock nobody holds has no live owner. The lock file
-also says who holds it (pid, host, since), for messages.
+Each process that runs executions on a data dir holds an OS file lock on `owners/<token>.lock`
+for as long as it lives, and records its token in the header of every execution it runs (the
+header's `owner`). The kernel drops the lock when the process dies, however it dies (SIGKILL
+included), so there is no heartbeat to miss and no record to expire: an unfinished execution whose
+owner's lock nobody holds was left by a process that died. Nothing is written per execution beyond
+the header it saves anyway. The lock file also says who holds it (pid, host, since), for messages.
 
-Only executions started from the API (top-level ones) are owned; nested executions belong to
-their parent's owner. Locks are `flock` locks, local to one host: a data dir is for processes of
-one machine (SQLite itself asks for that).
+Adopting such an execution (taking it over) happens under a short lock on
+`owners/claims/<execution id>.lock`, so that two processes never adopt the same one: the second
+finds the first's token in the header once the first has saved it. Locks are `flock` locks, local
+to one host: a data dir is for processes of one machine (SQLite itself asks for that).
 
 Another process asks the owner to act on one of its executions (cancel, pause, resume, answer an
 inquiry) through request files in `owners/requests/`: the owner polls that folder, carries out
-each request addressed to an execution it holds and writes the reply beside it. Files are written
+each request addressed to an execution it runs and writes the reply beside it. Files are written
 whole under a temporary name, then renamed, so nobody reads half a request or reply.
 """
 
@@ -25,6 +27,8 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,70 +51,47 @@ class Owner:
 
 
 class Owners:
-    """Claims and releases of executions by this process, and who owns the others."""
+    """This process's token on a data dir (with `hold`), and the liveness of other tokens."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, hold: bool = True) -> None:
         self.folder = Path(data_dir) / "owners"
         self._requests = self.folder / "requests"
-        self._held: dict[str, int] = {}  # execution id -> the fd holding its lock
+        self.token: str | None = None
+        self._fd: int | None = None
+        self._me = Owner(os.getpid(), socket.gethostname(), time.time())
+        if hold:
+            self.token = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = _locked(self._lock_path(self.token), blocking=True)
+            assert fd is not None
+            record = {"pid": self._me.pid, "host": self._me.host, "since": self._me.since}
+            os.pwrite(fd, json.dumps(record).encode(), 0)
+            self._fd = fd
 
-    def _path(self, execution_id: str) -> Path:
-        if not execution_id or "/" in execution_id or execution_id.startswith("."):
-            raise ValueError(f"not an execution id: {execution_id!r}")
-        return self.folder / f"{execution_id}.lock"
+    def _lock_path(self, token: str) -> Path:
+        if not token or "/" in token or token.startswith("."):
+            raise ValueError(f"not an owner token: {token!r}")
+        return self.folder / f"{token}.lock"
 
-    def held(self) -> frozenset[str]:
-        return frozenset(self._held)
-
-    def claim(self, execution_id: str) -> bool:
-        """Own the execution; False if another live process (or another engine here) owns it."""
-        if execution_id in self._held:
-            return True
-        path = self._path(execution_id)
-        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                return False
-            # The previous owner unlinks the file before unlocking it: a lock won on an unlinked
-            # file guards nothing, so try again with the file now at that path.
-            try:
-                same = os.stat(path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
-        record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()})
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, record.encode(), 0)
-        self._held[execution_id] = fd
-        return True
-
-    def release(self, execution_id: str) -> None:
-        """Stop owning the execution (call once its end is durable in the store)."""
-        fd = self._held.pop(execution_id, None)
-        if fd is None:
+    def close(self) -> None:
+        """Give up the token: executions recorded under it have no live owner from now on."""
+        fd, self._fd = self._fd, None
+        if fd is None or self.token is None:
             return
         try:
-            os.unlink(self._path(execution_id))
+            os.unlink(self._lock_path(self.token))
         except FileNotFoundError:
             pass
         os.close(fd)
 
-    def release_all(self) -> None:
-        for execution_id in list(self._held):
-            self.release(execution_id)
-
-    def owner(self, execution_id: str) -> Owner | None:
-        """The live process that owns the execution, or None when no live process does."""
-        if execution_id in self._held:
-            return Owner(os.getpid(), socket.gethostname(), 0.0)
+    def alive(self, token: object) -> Owner | None:
+        """The live process holding `token`, or None when none does (it ended, or no token)."""
+        if not isinstance(token, str) or not token:
+            return None
+        if token == self.token:
+            return self._me
         try:
-            fd = os.open(self._path(execution_id), os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(self._lock_path(token), os.O_RDONLY | os.O_CLOEXEC)
         except (FileNotFoundError, ValueError):
             return None
         try:
@@ -128,6 +109,25 @@ class Owners:
         finally:
             os.close(fd)
 
+    @contextmanager
+    def claiming(self, execution_id: str) -> Iterator[None]:
+        """Hold the claim lock of one execution: decide whether to adopt it, and record the
+        adoption in the store, inside this block."""
+        if not execution_id or "/" in execution_id or execution_id.startswith("."):
+            raise ValueError(f"not an execution id: {execution_id!r}")
+        path = self.folder / "claims" / f"{execution_id}.lock"
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = _locked(path, blocking=True)
+        assert fd is not None
+        try:
+            yield
+        finally:
+            try:
+                os.unlink(path)  # before unlocking: a waiter on the old file tries again
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+
     # -- requests to the owner of an execution ------------------------------------------------
 
     async def ask(self, execution_id: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -135,7 +135,8 @@ class Owners:
 
         TimeoutError when no reply came within `timeout` seconds (the request is withdrawn).
         """
-        self._path(execution_id)  # a valid id
+        if not execution_id or "/" in execution_id or execution_id.startswith("."):
+            raise ValueError(f"not an execution id: {execution_id!r}")
         token = f"{execution_id}.{uuid.uuid4().hex}"
         _write_whole(self._requests / f"{token}.req", request)
         reply = self._requests / f"{token}.reply"
@@ -153,10 +154,9 @@ class Owners:
             _unlink(reply)
             return data
 
-    def requests(self) -> list[tuple[str, str, dict[str, Any]]]:
-        """(token, execution id, request) of each request addressed to an execution held here."""
-        if not self._held:
-            return []
+    def requests(self, runs_here: Callable[[str], bool]) -> list[tuple[str, str, dict[str, Any]]]:
+        """(token, execution id, request) of each request addressed to an execution that
+        `runs_here`."""
         try:
             names = os.listdir(self._requests)
         except FileNotFoundError:
@@ -167,7 +167,7 @@ class Owners:
                 continue
             token = name[: -len(".req")]
             execution_id = token.rpartition(".")[0]
-            if execution_id not in self._held:
+            if not runs_here(execution_id):
                 continue
             try:
                 found.append((token, execution_id, json.loads((self._requests / name).read_bytes())))
@@ -180,6 +180,28 @@ class Owners:
             return  # withdrawn: the asker gave up
         _write_whole(self._requests / f"{token}.reply", reply)
         _unlink(self._requests / f"{token}.req")
+
+
+def _locked(path: Path, *, blocking: bool) -> int | None:
+    """An fd holding the exclusive lock of the file at `path` (created 0600), or None when another
+    holds it and not `blocking`. Retries when the file it locked was unlinked meanwhile."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        # Holders unlink the file before unlocking it: a lock won on an unlinked file guards
+        # nothing, so try again with the file now at that path.
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            os.ftruncate(fd, 0)
+            return fd
+        os.close(fd)
 
 
 def _write_whole(path: Path, data: dict[str, Any]) -> None:
