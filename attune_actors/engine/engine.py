@@ -281,7 +281,7 @@ class Engine:
             return True
         if self._owners is None:
             return self._restart(rt, rt.store.load(execution_id), cancel=cancel)
-        with self._owners.claiming(execution_id):
+        async with self._owners.claiming(execution_id):
             snap = rt.store.load(execution_id)  # read under the claim: another may just have adopted it
             if snap is None or self._owners.alive(snap.header.get("owner")) is not None:
                 return False

@@ -27,8 +27,8 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,16 +109,17 @@ class Owners:
         finally:
             os.close(fd)
 
-    @contextmanager
-    def claiming(self, execution_id: str) -> Iterator[None]:
+    @asynccontextmanager
+    async def claiming(self, execution_id: str) -> AsyncIterator[None]:
         """Hold the claim lock of one execution: decide whether to adopt it, and record the
-        adoption in the store, inside this block."""
+        adoption in the store, inside this block. Waits (without blocking the loop) while another
+        process or engine holds it."""
         if not execution_id or "/" in execution_id or execution_id.startswith("."):
             raise ValueError(f"not an execution id: {execution_id!r}")
         path = self.folder / "claims" / f"{execution_id}.lock"
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = _locked(path, blocking=True)
-        assert fd is not None
+        while (fd := _locked(path, blocking=False)) is None:
+            await asyncio.sleep(_POLL)  # held briefly by another adopter: a lock gives no event
         try:
             yield
         finally:
