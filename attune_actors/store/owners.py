@@ -118,8 +118,10 @@ class Owners:
             raise ValueError(f"not an execution id: {execution_id!r}")
         path = self.folder / "claims" / f"{execution_id}.lock"
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        while (fd := _locked(path, blocking=False)) is None:
+        fd = _locked(path, blocking=False)
+        while fd is None:
             await asyncio.sleep(_POLL)  # held briefly by another adopter: a lock gives no event
+            fd = _locked(path, blocking=False)
         try:
             yield
         finally:

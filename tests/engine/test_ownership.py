@@ -23,7 +23,9 @@ def gate(workflow, tmp_path: Path) -> str:
 
 async def running(engine: Engine, execution_id: str) -> None:
     async with asyncio.timeout(30):
-        while not any(t.status == "running" for t in (await engine.get(execution_id)).tasks):
+        while True:
+            if any(t.status == "running" for t in (await engine.get(execution_id)).tasks):
+                return
             await asyncio.sleep(0.01)  # deliberate: polling a subprocess-backed task's start
 
 
