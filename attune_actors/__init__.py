@@ -1,7 +1,7 @@
 """attune_actors: Attune-style YAML workflows executed as actors on asyncio."""
 
 from attune_actors.engine.engine import Engine, WorkflowInfo
-from attune_actors.engine.execution import Execution, Status, TaskRunInfo
+from attune_actors.engine.execution import Execution, TaskRunInfo
 from attune_actors.errors import (
     ActionError,
     AttuneError,
@@ -15,6 +15,7 @@ from attune_actors.errors import (
     TransportError,
     ValidationError,
 )
+from attune_actors.statuses import Status
 
 __all__ = [
     "ActionError",

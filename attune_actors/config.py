@@ -37,6 +37,13 @@ class NatsSettings:
     nkey_seed: str | None = None
     creds_file: str | None = None
     connect_timeout: float = 5.0
+    # Replies (request/reply, JetStream deliveries and acks) arrive under this prefix; give each
+    # role its own and allow it only its own in the subject permissions (docs/distributed.md).
+    inbox_prefix: str = "_INBOX"
+    # 32 bytes (base64 or hex) shared by the engine and its workers: run parameters and results
+    # cross NATS encrypted with it. Or a file holding it (`payload_key_file`).
+    payload_key: str | None = None
+    payload_key_file: str | None = None
 
 
 @dataclass(frozen=True)

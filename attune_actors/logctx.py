@@ -4,13 +4,16 @@ Supervisors and task actors set two context variables while they handle a messag
 started meanwhile (the action runs) inherit them. `ContextFilter`, on a handler, copies them onto
 every record as `record.execution_id` and `record.task` ("-" when there is none), so a format such
 as `%(execution_id)s %(task)s` (the CLI's default) shows them for the engine's records and the
-actions' own alike.
+actions' own alike. `install` also puts the masking filter on the handler: every secret any engine
+(or worker) of the process has learnt is `***` in what it prints.
 """
 
 from __future__ import annotations
 
 import logging
 from contextvars import ContextVar
+
+from attune_actors.kv.masking import ProcessMaskingFilter
 
 execution_id: ContextVar[str | None] = ContextVar("attune_execution_id", default=None)
 task: ContextVar[str | None] = ContextVar("attune_task", default=None)
@@ -28,6 +31,9 @@ class ContextFilter(logging.Filter):
 
 
 def install(handler: logging.Handler) -> None:
-    """Put a ContextFilter on `handler` (once)."""
+    """Put a ContextFilter and a ProcessMaskingFilter (every known secret becomes `***`) on
+    `handler`, once each: the CLI, `serve` and `worker` install them on every handler they log to."""
     if not any(isinstance(f, ContextFilter) for f in handler.filters):
         handler.addFilter(ContextFilter())
+    if not any(isinstance(f, ProcessMaskingFilter) for f in handler.filters):
+        handler.addFilter(ProcessMaskingFilter())

@@ -5,6 +5,7 @@ processes on loopback, with dispatch latency, next to the embedded engine in the
     .venv/bin/python bench/nats.py --quick         # smoke run, a few seconds
     .venv/bin/python bench/nats.py --markdown      # tables as Markdown (docs/perf/nats.md)
     .venv/bin/python bench/nats.py --json FILE     # the table, and the raw figures written to FILE
+    .venv/bin/python bench/nats.py --sealed        # also with nats.payload_key (AES-GCM), side by side
 
 Set-up: a nats-server (the venv's binary, JetStream on a temporary directory) on a free loopback
 port; two worker processes (`python -m attune_actors.nats.worker --concurrency C`); the engine in
@@ -17,7 +18,13 @@ disk. Scenarios, through the public API (`Engine.execute` then `Engine.wait`):
 3. lanes: K workflows of L sequential `core.noop` tasks at once: K attempts in flight, a moderate
    load at which both throughput and latency are read;
 4. chain: one workflow of L sequential `core.noop` tasks: one attempt in flight at a time, so its
-   dispatch latency is the unloaded one.
+   dispatch latency is the unloaded one;
+5. payload: like lanes, with `core.echo` tasks whose parameter is a string of `--payload-bytes`
+   (the worker sends it back as the result): what sealing parameters and results costs per byte.
+
+`--sealed` runs the NATS scenarios a second time with a payload key (`nats.payload_key`: every
+dispatch's parameters and every outcome sealed with AES-256-GCM) on the same workers, which hold
+the key throughout (a worker seals only the outcomes of sealed dispatches).
 
 A noop run counts once it has been dispatched, run and its outcome applied by the engine. Dispatch
 latency is submit -> a worker starts the attempt (the worker's start time, reported in its
@@ -77,6 +84,16 @@ tasks:
 """
 
 
+def echo_yaml(n: int) -> str:
+    lines = [f"description: {n} sequential core.echo tasks of a blob", "parameters:",
+             "  blob: {type: string, required: true}", "tasks:"]
+    for i in range(n):
+        nxt = f", on_success: t{i + 1}" if i < n - 1 else ""
+        blob = "{blob: '{{ parameters.blob }}'}"
+        lines.append(f"  - {{name: t{i}, action: core.echo, input: {blob}{nxt}}}")
+    return "\n".join(lines) + "\n"
+
+
 def chain_yaml(n: int) -> str:
     lines = [f"description: {n} sequential core.noop tasks", "tasks:"]
     for i in range(n):
@@ -92,6 +109,7 @@ def write_pack(root: Path, args: argparse.Namespace) -> Path:
     (pack / "workflows" / "items.yaml").write_text(items_yaml(args.batch))
     (pack / "workflows" / "flow.yaml").write_text(chain_yaml(args.wf_tasks))
     (pack / "workflows" / "chain.yaml").write_text(chain_yaml(args.chain))
+    (pack / "workflows" / "echo.yaml").write_text(echo_yaml(args.chain))
     return root / "packs"
 
 
@@ -132,7 +150,8 @@ def start_workers(url: str, packs: Path, args: argparse.Namespace) -> list[subpr
         command = [sys.executable, "-c",
                    "import sys, uvloop; uvloop.install(); from attune_actors.nats.worker import main; "
                    "sys.exit(main(sys.argv[1:]))", *command[3:]]
-    return [subprocess.Popen(command, cwd=common.repo_root()) for _ in range(args.workers)]
+    env = {**os.environ, "ATTUNE_NATS__PAYLOAD_KEY": PAYLOAD_KEY}
+    return [subprocess.Popen(command, cwd=common.repo_root(), env=env) for _ in range(args.workers)]
 
 
 def stop(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -171,6 +190,7 @@ async def scenario(
     engine: Any, transport: Any, name: str, args: argparse.Namespace, others: dict[str, list[int]]
 ) -> dict[str, Any]:
     others_cpu: dict[str, list[float]] = {k: [] for k in others}
+    blob = "x" * args.payload_bytes
 
     async def once() -> tuple[int, float, float]:
         if transport is not None:
@@ -186,8 +206,9 @@ async def scenario(
             started = await asyncio.gather(*flows)
             finals = list(await asyncio.gather(*(engine.wait(e.id, timeout=600) for e in started)))
             runs = args.workflows * args.wf_tasks
-        elif name == "lanes":
-            lanes = [engine.execute("nbench.chain", {}) for _ in range(args.lanes)]
+        elif name in ("lanes", "payload"):
+            ref, params = ("nbench.chain", {}) if name == "lanes" else ("nbench.echo", {"blob": blob})
+            lanes = [engine.execute(ref, params) for _ in range(args.lanes)]
             started = await asyncio.gather(*lanes)
             finals = list(await asyncio.gather(*(engine.wait(e.id, timeout=600) for e in started)))
             runs = args.lanes * args.chain
@@ -234,23 +255,28 @@ async def scenario(
     return out
 
 
-SCENARIOS = ("items", "workflows", "lanes", "chain")
+SCENARIOS = ("items", "workflows", "lanes", "chain", "payload")
+PAYLOAD_KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="  # bench only: 32 bytes, base64
 
 
 async def run_nats(
-    url: str, packs: Path, data: Path, args: argparse.Namespace, others: dict[str, list[int]]
+    url: str, packs: Path, data: Path, args: argparse.Namespace, others: dict[str, list[int]],
+    *, sealed: bool = False,
 ) -> dict[str, Any]:
     from attune_actors import Engine
     from attune_actors.config import NatsSettings
     from attune_actors.nats.connection import connect
+    from attune_actors.nats.payload import PayloadCipher
     from attune_actors.nats.subjects import Subjects
     from attune_actors.nats.transport import NatsTransport
     from attune_actors.store.base import MemoryStore
 
-    nc = await connect(NatsSettings(url=url), name="bench engine")
+    settings = NatsSettings(url=url, payload_key=PAYLOAD_KEY if sealed else None)
+    nc = await connect(settings, name="bench engine")
     engine: Any = None
     transport = NatsTransport(
-        nc, Subjects(), engine_id="bench", actions=lambda ref: engine.catalog.action(ref)
+        nc, Subjects(), engine_id="bench-sealed" if sealed else "bench",
+        actions=lambda ref: engine.catalog.action(ref), cipher=PayloadCipher.from_settings(settings),
     )
     engine = Engine(packs=[packs], data_dir=data, store=MemoryStore(), transport=transport)
     await engine.start()
@@ -273,6 +299,26 @@ async def run_inprocess(packs: Path, data: Path, args: argparse.Namespace) -> di
         await engine.close()
 
 
+def wire_costs(args: argparse.Namespace, rounds: int = 2000) -> dict[str, float]:
+    """Microseconds to encode + decode one dispatch of a `--payload-bytes` blob, clear and sealed."""
+    from attune_actors.nats.payload import PayloadCipher, parse_key
+    from attune_actors.nats.wire import decode_dispatch, encode_dispatch
+    from attune_actors.transport.base import ActionRun
+
+    cipher = PayloadCipher(parse_key(PAYLOAD_KEY, "bench"))
+    run = ActionRun("e", "e.1", None, 1, "t0", "core.echo", {"blob": "x" * args.payload_bytes}, None)
+    out: dict[str, float] = {}
+    for name, key in (("clear", None), ("sealed", cipher)):
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(rounds):
+                decode_dispatch(encode_dispatch("bench", run, "echo", cipher=key), key)
+            times.append((time.perf_counter() - t0) / rounds * 1e6)
+        out[f"{name}_us"] = common.median(times)
+    return out
+
+
 # -- report ----------------------------------------------------------------------------------------
 
 
@@ -283,6 +329,8 @@ def describe(name: str, args: argparse.Namespace) -> str:
         return f"workflows: {args.workflows:,} x {args.wf_tasks} noop tasks at once"
     if name == "lanes":
         return f"lanes: {args.lanes} x {args.chain:,} sequential noop tasks at once"
+    if name == "payload":
+        return f"payload: {args.lanes} x {args.chain:,} sequential echo of {args.payload_bytes:,} B at once"
     return f"chain: 1 x {args.chain:,} sequential noop tasks"
 
 
@@ -291,12 +339,16 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         return "-" if v is None else f"{v:.2f}"
 
     rows = []
+    labels = {"nats": f"NATS, {args.workers} workers", "sealed": f"NATS, {args.workers} workers, sealed",
+              "inprocess": "embedded (in-process)"}
     for name in SCENARIOS:
-        for transport in ("nats", "inprocess"):
+        for transport in ("nats", "sealed", "inprocess"):
+            if transport not in results:
+                continue
             r = results[transport][name]
             rows.append([
                 describe(name, args),
-                f"NATS, {args.workers} workers" if transport == "nats" else "embedded (in-process)",
+                labels[transport],
                 f"{r['runs_per_s']:,.0f}",
                 f"{r['wall_s']:.2f}",
                 f"{r['engine_cpu_s']:.2f}",
@@ -321,6 +373,16 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
             out.append(f"goal dispatch p50 <= {GOAL_P50_MS:g} ms: {p50:.2f} ms ({name}, "
                        f"at {nats[name]['runs_per_s']:,.0f} runs/s) -> "
                        f"{'met' if p50 <= GOAL_P50_MS else 'NOT met'}")
+    if "wire" in results:
+        clear_us, sealed_us = results["wire"]["clear_us"], results["wire"]["sealed_us"]
+        out.append(f"one dispatch of {args.payload_bytes:,} B, encoded and decoded: {clear_us:.1f} us clear, "
+                   f"{sealed_us:.1f} us sealed (+{sealed_us - clear_us:.1f} us)")
+    if "sealed" in results:
+        for name in ("lanes", "payload"):
+            clear, sealed = nats[name], results["sealed"][name]
+            out.append(f"sealed / clear ({name}): runs/s x{sealed['runs_per_s'] / clear['runs_per_s']:.2f}, "
+                       f"engine CPU x{sealed['engine_cpu_s'] / clear['engine_cpu_s']:.2f}, "
+                       f"workers CPU x{sealed['workers_cpu_s'] / clear['workers_cpu_s']:.2f}")
     return "\n".join(out)
 
 
@@ -336,6 +398,8 @@ def main() -> None:
     parser.add_argument("--wf-tasks", type=int, default=10)
     parser.add_argument("--chain", type=int, default=1_000)
     parser.add_argument("--lanes", type=int, default=16, help="chains run at once in the lanes scenario")
+    parser.add_argument("--payload-bytes", type=int, default=4096, help="echo blob of the payload scenario")
+    parser.add_argument("--sealed", action="store_true", help="NATS scenarios also with a payload key")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=256, help="each worker's --concurrency")
@@ -353,11 +417,16 @@ def main() -> None:
         server.append(proc)
         workers = start_workers(url, packs, args)
         common.progress(f"nats-server at {url}, {args.workers} workers; NATS scenarios ...")
+        others = {"workers": [w.pid for w in workers], "server": [proc.pid]}
         results: dict[str, Any] = {
-            "nats": common.run_on_loop(args.loop, lambda: run_nats(
-                url, packs, root / "d1", args, {"workers": [w.pid for w in workers], "server": [proc.pid]}
-            ))
+            "nats": common.run_on_loop(args.loop, lambda: run_nats(url, packs, root / "d1", args, others))
         }
+        if args.sealed:
+            results["wire"] = wire_costs(args)
+            common.progress("NATS scenarios, sealed ...")
+            results["sealed"] = common.run_on_loop(
+                args.loop, lambda: run_nats(url, packs, root / "d3", args, others, sealed=True)
+            )
         stop(workers)
         stop(server)
         common.progress("embedded scenarios ...")

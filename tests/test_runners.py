@@ -8,11 +8,12 @@ import os
 import textwrap
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import eventually
 
 from attune_actors.errors import ActionError
 from attune_actors.runners import (
@@ -42,16 +43,6 @@ def action(runner_type: str, *, pack_path: Path | str = "", entry_point: str | N
         entry_point=entry_point, pack_path=str(pack_path),
     )
 
-
-POLL_INTERVAL = 0.01
-
-
-async def wait_until(predicate: Callable[[], bool], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(POLL_INTERVAL)
 
 
 class Pack:
@@ -320,7 +311,7 @@ async def test_cancelling_an_async_action_runs_its_cleanup(
     task = asyncio.create_task(python_runner.run(
         pack.action("slow.py"), {"started": str(started), "marker": str(marker)}, context()
     ))
-    await wait_until(started.exists)
+    await eventually(started.exists)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -345,7 +336,7 @@ async def test_cancelling_an_action_that_swallows_it_still_cancels(
     task = asyncio.create_task(
         python_runner.run(pack.action("stubborn.py"), {"started": str(started)}, context())
     )
-    await wait_until(started.exists)
+    await eventually(started.exists)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -364,7 +355,7 @@ async def test_cancelling_a_sync_action_returns_at_once(
     task = asyncio.create_task(python_runner.run(
         pack.action("block.py"), {"started": started, "release": release}, context()
     ))
-    await wait_until(started.is_set)
+    await eventually(started.is_set)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import eventually
 
 from attune_actors.errors import ActionError
 from attune_actors.runners import LocalRunner, RunContext
@@ -16,14 +16,6 @@ from attune_actors.spec.model import ActionSpec
 CTX = RunContext(execution_id="ex", run_id="r", attempt=1, task="t", item_index=None,
                  action="core.local")
 LOCAL = ActionSpec(ref="core.local", pack="core", name="local", runner_type="local")
-
-
-async def wait_until(predicate: Callable[[], bool], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.01)  # noqa: sleep-ok - polling with a deadline
 
 
 def running(pid: int) -> bool:
@@ -121,7 +113,7 @@ async def test_cancel_kills_the_process_group(tmp_path: Path) -> None:
     task = asyncio.create_task(
         runner.run(LOCAL, {"cmd": f"sleep 30 & echo $$ $! > {pids}; wait"}, CTX)
     )
-    await wait_until(lambda: read_pids(pids) is not None)
+    await eventually(lambda: read_pids(pids) is not None)
     shell, child = read_pids(pids) or []
     assert running(shell)
     assert running(child)
@@ -131,7 +123,7 @@ async def test_cancel_kills_the_process_group(tmp_path: Path) -> None:
         await task
     assert time.monotonic() - started < 4  # SIGTERM was enough, no wait for the grace period
     assert reaped(shell)  # ended and reaped: no zombie of ours
-    await wait_until(lambda: not running(child))
+    await eventually(lambda: not running(child))
 
 
 async def test_sigterm_ignored_gets_sigkill_after_grace(tmp_path: Path) -> None:
@@ -140,7 +132,7 @@ async def test_sigterm_ignored_gets_sigkill_after_grace(tmp_path: Path) -> None:
     runner = LocalRunner(kill_grace=grace)
     cmd = f"trap '' TERM; sleep 30 & echo $$ $! > {pids}; wait"
     task = asyncio.create_task(runner.run(LOCAL, {"cmd": cmd}, CTX))
-    await wait_until(lambda: read_pids(pids) is not None)
+    await eventually(lambda: read_pids(pids) is not None)
     shell, child = read_pids(pids) or []
     started = time.monotonic()
     task.cancel()
@@ -148,7 +140,7 @@ async def test_sigterm_ignored_gets_sigkill_after_grace(tmp_path: Path) -> None:
         await task
     assert time.monotonic() - started >= grace
     assert reaped(shell)
-    await wait_until(lambda: not running(child))
+    await eventually(lambda: not running(child))
 
 
 async def test_second_cancel_during_cleanup_still_kills(tmp_path: Path) -> None:
@@ -156,7 +148,7 @@ async def test_second_cancel_during_cleanup_still_kills(tmp_path: Path) -> None:
     runner = LocalRunner(kill_grace=0.5)
     cmd = f"trap '' TERM; echo $$ > {pids}; while :; do sleep 0.05; done"
     task = asyncio.create_task(runner.run(LOCAL, {"cmd": cmd}, CTX))
-    await wait_until(lambda: read_pids(pids) is not None)
+    await eventually(lambda: read_pids(pids) is not None)
     (shell,) = read_pids(pids) or []
     task.cancel()
     await asyncio.sleep(0)  # let the first cancellation reach the runner  # noqa: sleep-ok - one loop turn

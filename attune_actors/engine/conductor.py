@@ -27,8 +27,12 @@ from attune_actors.engine.commands import (
     StartChild,
     StopRun,
 )
-from attune_actors.engine.graph import TaskGraph
-from attune_actors.engine.state import (
+from attune_actors.engine.state import ItemRun, TaskRun, iso
+from attune_actors.errors import AttuneError, ParameterError, TemplateError
+from attune_actors.spec.graph import TaskGraph
+from attune_actors.spec.model import ActionSpec, RetryPolicy, TaskSpec, Transition, WorkflowSpec
+from attune_actors.spec.params import apply_params
+from attune_actors.statuses import (
     ABANDONED,
     CANCELED,
     CANCELING,
@@ -43,13 +47,7 @@ from attune_actors.engine.state import (
     SUCCEEDED,
     TERMINAL,
     TIMEOUT,
-    ItemRun,
-    TaskRun,
-    iso,
 )
-from attune_actors.errors import AttuneError, ParameterError, TemplateError
-from attune_actors.spec.model import ActionSpec, RetryPolicy, TaskSpec, Transition, WorkflowSpec
-from attune_actors.spec.params import apply_params
 from attune_actors.templates import Renderer
 
 log = logging.getLogger("attune_actors.engine")

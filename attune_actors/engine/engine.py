@@ -13,7 +13,6 @@ import dataclasses
 import json
 import logging
 import re
-import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,14 +25,13 @@ import yaml
 from pykka import ActorDeadError
 
 from attune_actors.actors import wait_all_stopped
+from attune_actors.clock import Clock, RealClock, VirtualClock
 from attune_actors.config import Settings, load_settings
 from attune_actors.engine.events import EventBus, Subscription
 from attune_actors.engine.execution import Execution
 from attune_actors.engine.graph_doc import graph_document
-from attune_actors.engine.inquiry import check_response
-from attune_actors.engine.messages import AnswerInquiry, Control, GetDocument, Rerun, Start
-from attune_actors.engine.runtime import InquiryRecord, Runtime, rerun_snapshot
-from attune_actors.engine.state import TERMINAL
+from attune_actors.engine.messages import Control, GetDocument, Rerun, Start
+from attune_actors.engine.runtime import Runtime, rerun_snapshot
 from attune_actors.engine.supervisor import WorkflowSupervisor
 from attune_actors.errors import (
     AttuneError,
@@ -51,6 +49,7 @@ from attune_actors.runners import RunnerSet
 from attune_actors.spec.model import ActionSpec, ParamSpec
 from attune_actors.spec.packs import Catalog, load_packs, load_workflow_text, workflow_action
 from attune_actors.spec.validate import validate_catalog, validate_workflow
+from attune_actors.statuses import TERMINAL
 from attune_actors.store.base import MemoryStore, Snapshot, Store, resolve_id
 from attune_actors.store.datadir import DB_FILE_NAME, prepare_data_dir
 from attune_actors.store.owners import Owner, Owners
@@ -122,6 +121,7 @@ class Engine:
         store: Store | None = None,
         transport: Transport | None = None,
         recover: bool = True,
+        clock: Clock | None = None,
     ) -> None:
         """`recover`: on start, adopt and continue every unfinished execution that no live process
         owns (the default, for long-lived engines); with False, only what this engine is asked to
@@ -141,6 +141,9 @@ class Engine:
         self._recover_all = recover
         self._owners: Owners | None = None  # who runs what on a shared data dir (SQLite store)
         self._sweeper: asyncio.Task[None] | None = None
+        # Where the engine reads the time and sets its timers (attune_actors.clock): a test passes a
+        # VirtualClock to skip retry delays and timeouts.
+        self.clock: Clock = clock or RealClock()
         self._rt: Runtime | None = None
         self._kv: KVStore | None = None
         self.catalog = Catalog()
@@ -212,7 +215,10 @@ class Engine:
             kv=KVScope(self._kv, self.masker),
             events=self._events,
             cipher=cipher,
+            clock=self.clock,
         )
+        if isinstance(self.clock, VirtualClock):
+            self.clock.attach(self._rt.idle)
         if self._owners is not None:
             self._rt.owner = self._owners.token
         if self._recover_all:
@@ -277,7 +283,7 @@ class Engine:
         restored. With `cancel`, it is canceled (forced) instead: nothing it was running goes out
         again.
         """
-        if execution_id in rt.supervisors:
+        if execution_id in rt.executions:
             return True
         if self._owners is None:
             return self._restart(rt, rt.store.load(execution_id), cancel=cancel)
@@ -301,7 +307,7 @@ class Engine:
             return False
         rt.save_step(conductor, [], [])  # records the new owner
         ref = WorkflowSupervisor.start(rt, conductor)
-        rt.register(conductor.id, ref)
+        rt.executions.add(conductor.id, ref)
         if cancel:
             ref.tell(Control("cancel", True))
         else:
@@ -319,7 +325,7 @@ class Engine:
             rt = self._rt
             if rt is None:
                 return
-            for token, execution_id, request in owners.requests(rt.supervisors.__contains__):
+            for token, execution_id, request in owners.requests(rt.executions.__contains__):
                 owners.reply(token, await self._serve_request(execution_id, request))
 
     async def _serve_request(self, execution_id: str, request: dict[str, Any]) -> dict[str, Any]:
@@ -365,7 +371,7 @@ class Engine:
             return
         if self._sweeper is not None:
             self._sweeper.cancel()
-        for ref in list(rt.supervisors.values()):
+        for ref in rt.executions.supervisors():
             try:
                 ref.stop(block=False)
             except ActorDeadError:
@@ -386,10 +392,7 @@ class Engine:
                 self._owners.close()
         if self._kv is not None:
             self._kv.close()
-        for futs in rt.waiters.values():
-            for fut in futs:
-                if not fut.done():
-                    fut.cancel()
+        rt.executions.cancel_waiters()
 
     def _runtime(self) -> Runtime:
         if self._rt is None:
@@ -418,7 +421,7 @@ class Engine:
         rt.save_step(conductor, [], [])
         await rt.store.flush()
         ref_ = WorkflowSupervisor.start(rt, conductor)
-        rt.register(conductor.id, ref_)
+        rt.executions.add(conductor.id, ref_)
         doc = conductor.document(self.masker.mask)
         ref_.tell(Start())
         return Execution.from_dict(doc)
@@ -476,7 +479,7 @@ class Engine:
 
     def running_here(self, execution_id: str) -> bool:
         """Whether this engine runs the (top-level) execution now."""
-        return execution_id in self._runtime().supervisors
+        return execution_id in self._runtime().executions
 
     async def get(self, execution_id: str) -> Execution:
         """The execution as it is now, whatever its status."""
@@ -485,9 +488,8 @@ class Engine:
     async def wait(self, execution_id: str, timeout: float | None = None) -> Execution:
         """Wait until the execution is terminal; TimeoutError after `timeout` seconds."""
         rt = self._runtime()
-        if execution_id in rt.supervisors:
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            rt.waiters.setdefault(execution_id, []).append(fut)
+        fut = rt.executions.end_of(execution_id)
+        if fut is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(fut), timeout)
             except TimeoutError:
@@ -532,7 +534,7 @@ class Engine:
             raise ParameterError(
                 f"execution '{execution_id}' is nested; re-run its parent '{snap.header['parent_id']}'"
             )
-        copy = rerun_snapshot(snap, uuid.uuid4().hex, time.time())
+        copy = rerun_snapshot(snap, uuid.uuid4().hex, self.clock.now())
         conductor = rt.restore_conductor(copy)
         if tasks is not None:
             unknown = [t for t in tasks if conductor.spec.task(t) is None]
@@ -543,7 +545,7 @@ class Engine:
         rt.store.save(conductor.id, copy.header, list(copy.runs.values()), copy.item_records())
         await rt.store.flush()
         ref = WorkflowSupervisor.start(rt, conductor)
-        rt.register(conductor.id, ref)
+        rt.executions.add(conductor.id, ref)
         ref.tell(Rerun(tuple(tasks) if tasks is not None else None, reset_items))
         return await self.get(conductor.id)
 
@@ -580,7 +582,7 @@ class Engine:
         rt = self._runtime()
         found = []
         for execution_id in rt.store.unfinished():
-            if execution_id in rt.supervisors or self.owner(execution_id) is not None:
+            if execution_id in rt.executions or self.owner(execution_id) is not None:
                 continue
             doc = rt.document_from_store(execution_id)
             if doc is not None and doc["parent_id"] is None:
@@ -593,7 +595,7 @@ class Engine:
         rt = self._runtime()
         if self._owners is None:
             return None
-        if execution_id in rt.supervisors:
+        if execution_id in rt.executions:
             return self._owners.alive(self._owners.token)
         snap = rt.store.load(execution_id)
         return None if snap is None else self._owners.alive(snap.header.get("owner"))
@@ -624,8 +626,7 @@ class Engine:
 
     async def _control(self, execution_id: str, message: Control) -> Execution:
         rt = self._runtime()
-        ref = rt.supervisors.get(execution_id)
-        if ref is None:
+        if execution_id not in rt.executions:
             snap = rt.store.load(execution_id)
             if snap is None:
                 raise NotFoundError(f"no execution '{execution_id}'")
@@ -641,16 +642,12 @@ class Engine:
                 raise self._not_adoptable(rt, execution_id)
             if cancel:
                 return await self.get(execution_id)
-            ref = rt.supervisors[execution_id]
-        try:
-            ref.tell(message)
-        except ActorDeadError:
-            pass
+        rt.executions.tell(execution_id, message)
         return await self.get(execution_id)
 
     async def _document(self, execution_id: str) -> dict[str, Any]:
         rt = self._runtime()
-        ref = rt.supervisors.get(execution_id)
+        ref = rt.executions.supervisor(execution_id)
         doc: dict[str, Any] | None = None
         if ref is not None:
             try:
@@ -675,17 +672,12 @@ class Engine:
         too, from the store.
         """
         rt = self._runtime()
-        found = [
-            self.masker.mask(r.to_dict())
-            for r in rt.inquiries.values()
-            if (status is None or r.status == status)
-            and (execution_id is None or execution_id in (r.execution_id, rt.root_of(r.execution_id)))
-        ]
-        if status in (None, "pending") and (execution_id is None or execution_id not in rt.supervisors):
+        found = [self.masker.mask(r.to_dict()) for r in rt.inquiries.list(status, execution_id)]
+        if status in (None, "pending") and (execution_id is None or execution_id not in rt.executions):
             found.extend(
                 self.masker.mask(i)
                 for i in self._stored_inquiries()
-                if i["id"] not in rt.inquiries
+                if rt.inquiries.get(i["id"]) is None
                 and (execution_id is None or execution_id in (i["execution_id"], _root_id(i["execution_id"])))
             )
         return found
@@ -697,52 +689,33 @@ class Engine:
         leaves the inquiry pending; NotFoundError for an unknown id.
         """
         rt = self._runtime()
-        record = rt.inquiries.get(inquiry_id)
-        if record is None:
-            record = await self._inquiry_elsewhere(rt, inquiry_id)
-            if record is None:  # its owner answered it
-                answered: dict[str, Any] = await self._ask_owner(
-                    _root_id(inquiry_id),
-                    {"op": "respond", "inquiry_id": inquiry_id, "response": response, "identity": identity},
-                )
-                return answered
-        if record.status != "pending" or record.supervisor is None:
-            raise InquiryResponseError(f"inquiry '{inquiry_id}' is not pending (it is {record.status})")
-        allowed_ids = (*record.users, *record.roles)
-        if allowed_ids and identity not in allowed_ids:
-            allowed = ", ".join([*record.users, *(f"role {r}" for r in record.roles)])
-            raise InquiryResponseError(
-                f"inquiry '{inquiry_id}' may only be answered by {allowed}, not {identity or 'anonymous'}"
+        if rt.inquiries.get(inquiry_id) is None and not await self._inquiry_here(rt, inquiry_id):
+            answered: dict[str, Any] = await self._ask_owner(
+                _root_id(inquiry_id),
+                {"op": "respond", "inquiry_id": inquiry_id, "response": response, "identity": identity},
             )
-        check_response(record.schema, response, inquiry_id)
-        supervisor = record.supervisor
-        record.status, record.response, record.supervisor = "succeeded", response, None
-        try:
-            supervisor.tell(AnswerInquiry(record.run_id, record.id, response))
-        except ActorDeadError:
-            record.status = "canceled"
-            raise InquiryResponseError(f"inquiry '{inquiry_id}' is no longer pending") from None
-        rt._inquiry_event(record)
+            return answered
+        record = rt.inquiries.answer(inquiry_id, response, identity)
         return self.masker.mask(record.to_dict())  # type: ignore[no-any-return]
 
-    async def _inquiry_elsewhere(self, rt: Runtime, inquiry_id: str) -> InquiryRecord | None:
-        """An inquiry not open here: None when a live process runs its execution (ask it);
-        otherwise its execution is adopted here, which opens the inquiry again."""
+    async def _inquiry_here(self, rt: Runtime, inquiry_id: str) -> bool:
+        """Make an inquiry not open here answerable here: False when a live process runs its
+        execution (ask it); otherwise its execution is adopted, which opens the inquiry again."""
         root = _root_id(inquiry_id)
-        snap = rt.store.load(root) if root not in rt.supervisors else None
+        snap = rt.store.load(root) if root not in rt.executions else None
         if snap is None or snap.header["status"] in TERMINAL or not self._pending_inquiry(inquiry_id):
             raise NotFoundError(f"no pending inquiry '{inquiry_id}'")
         if self.owner(root) is not None:
-            return None
+            return False
         if not await self._adopt(rt, root):
             raise self._not_adoptable(rt, root)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _ASK_TIMEOUT
-        while inquiry_id not in rt.inquiries:  # nested executions reopen theirs once started
+        while rt.inquiries.get(inquiry_id) is None:  # nested executions reopen theirs once started
             if loop.time() > deadline:
                 raise NotFoundError(f"inquiry '{inquiry_id}' was not opened again")
             await asyncio.sleep(0.01)  # deliberate: polling supervisors started by messages
-        return rt.inquiries[inquiry_id]
+        return True
 
     def _pending_inquiry(self, inquiry_id: str) -> dict[str, Any] | None:
         """The stored pending inquiry `inquiry_id` (of any execution), as `inquiries` lists it."""
@@ -753,7 +726,7 @@ class Engine:
         rt = self._runtime()
         found = []
         for execution_id in rt.store.unfinished():
-            if _root_id(execution_id) in rt.supervisors:
+            if _root_id(execution_id) in rt.executions:
                 continue  # run here: its inquiries are open here
             snap = rt.store.load(execution_id)
             if snap is None:

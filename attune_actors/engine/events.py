@@ -81,6 +81,10 @@ class EventBus:
         """Whether anyone listens (publishers skip building events otherwise)."""
         return bool(self._subscriptions)
 
+    def unread(self) -> bool:
+        """Some subscriber has events it has not read yet."""
+        return any(sub.pending() for sub in self._subscriptions)
+
     def subscribe(self, execution_id: str | None = None, maxsize: int | None = None) -> Subscription:
         sub = Subscription(self, execution_id, maxsize or self._maxsize)
         self._subscriptions.add(sub)

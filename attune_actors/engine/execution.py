@@ -6,34 +6,12 @@ CLI `--json`, NATS control service); these classes are that document with attrib
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from attune_actors.statuses import Status
 
-class Status(enum.StrEnum):
-    """Workflow and task statuses (SPEC section 5); each compares equal to its string value."""
-
-    REQUESTED = "requested"
-    SCHEDULED = "scheduled"
-    DELAYED = "delayed"
-    RUNNING = "running"
-    PENDING = "pending"
-    PAUSING = "pausing"
-    PAUSED = "paused"
-    CANCELING = "canceling"
-    CANCELED = "canceled"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    TIMEOUT = "timeout"
-    ABANDONED = "abandoned"
-
-    @property
-    def terminal(self) -> bool:
-        return self in _TERMINAL
-
-
-_TERMINAL = frozenset((Status.SUCCEEDED, Status.FAILED, Status.TIMEOUT, Status.CANCELED, Status.ABANDONED))
+__all__ = ["Execution", "Status", "TaskRunInfo"]
 
 
 @dataclass(frozen=True)

@@ -1,76 +1,39 @@
-"""Runtime: the services every supervisor of one engine shares, and the index of executions.
+"""Runtime: the services every supervisor of one engine shares.
 
-Supervisors call it to build conductors, save snapshot steps, find each other (nested workflows,
-control messages), open inquiries and report their end. It holds no per-execution state beyond the
-index of live supervisors and the waiters on each execution's end.
+Supervisors call it to build conductors, save snapshot steps and publish events. The index of live
+executions (`executions`, engine/index.py) and the inquiries (`inquiries`, engine/inquiry.py) are
+owned by their own objects; the runtime only holds them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
-import time
 import uuid
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pykka import ActorDeadError, ActorRef
-
+from attune_actors.clock import Clock, RealClock
 from attune_actors.codec import decode, encode
-from attune_actors.engine.commands import OpenInquiry
 from attune_actors.engine.conductor import Conductor
 from attune_actors.engine.events import EventBus
-from attune_actors.engine.graph import TaskGraph
+from attune_actors.engine.index import ExecutionIndex
+from attune_actors.engine.inquiry import Inquiries, InquiryRecord
 from attune_actors.engine.state import ItemRun, TaskRun, iso
+from attune_actors.engine.task import AttemptsInFlight
 from attune_actors.errors import NotFoundError, StoreError
 from attune_actors.kv import Masker
 from attune_actors.kv.secrets import Cipher
+from attune_actors.spec.graph import TaskGraph
 from attune_actors.spec.model import ActionSpec, WorkflowSpec
 from attune_actors.spec.packs import Catalog, load_workflow_text
 from attune_actors.spec.params import apply_params
-from attune_actors.store.base import Snapshot, Store
+from attune_actors.store.base import ItemRecord, Snapshot, Store
 from attune_actors.templates import Renderer
 from attune_actors.transport.base import Transport
-
-if TYPE_CHECKING:
-    from attune_actors.engine.messages import Control
 
 log = logging.getLogger("attune_actors.engine")
 
 SEALED = "__attune_sealed__"  # marks a stored value encrypted with the data dir's secret key
-
-
-@dataclass
-class InquiryRecord:
-    """A pending (or answered) inquiry: what to ask, who may answer, where the answer goes."""
-
-    id: str
-    execution_id: str
-    run_id: str
-    task: str
-    prompt: str
-    schema: dict[str, Any]
-    users: list[str]
-    roles: list[str]
-    expires_at: float | None
-    status: str = "pending"
-    response: Any = None
-    supervisor: ActorRef[Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "execution_id": self.execution_id,
-            "task": self.task,
-            "prompt": self.prompt,
-            "schema": self.schema,
-            "users": self.users,
-            "roles": self.roles,
-            "expires_at": iso(self.expires_at),
-            "status": self.status,
-            "response": self.response,
-        }
 
 
 class Runtime:
@@ -87,6 +50,7 @@ class Runtime:
         kv: Any,
         events: EventBus,
         cipher: Cipher,
+        clock: Clock | None = None,
     ) -> None:
         self.catalog = catalog
         self.renderer = renderer
@@ -96,12 +60,12 @@ class Runtime:
         self.kv = kv
         self.events = events
         self.cipher = cipher
+        self.clock: Clock = clock or RealClock()
+        self.attempts = AttemptsInFlight()
         self._specs: dict[str, WorkflowSpec] = {}  # definition digest -> spec
         self._graphs: dict[int, tuple[WorkflowSpec, TaskGraph]] = {}
-        self.supervisors: dict[str, ActorRef[Any]] = {}
-        self.waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self.inquiries: dict[str, InquiryRecord] = {}
-        self.roots: dict[str, str] = {}  # nested execution id -> top-level execution id
+        self.executions = ExecutionIndex()
+        self.inquiries = Inquiries(self.executions, events, masker)
         self.owner: str | None = None  # the token of this process on a shared data dir (store.owners)
 
     # -- building executions -------------------------------------------------------------------
@@ -151,7 +115,7 @@ class Runtime:
             parent_id,
             parent_run,
             self._remember_source(spec),
-            time.time(),
+            self.clock.now(),
         )
 
     def _conductor(
@@ -237,24 +201,11 @@ class Runtime:
         runs = [dict(rec, input=self._unseal(rec["input"])) for rec in snap.runs.values()]
         items = []
         for run_id, idx, rec in snap.item_records():
-            rec = list(rec)
-            rec[6] = self._unseal(rec[6])
-            items.append((run_id, idx, rec))
+            item = ItemRun.from_record(rec)
+            item.input = self._unseal(item.input)
+            items.append((run_id, idx, item.to_record()))
         conductor.restore(h, runs, items)
         return conductor
-
-    # -- the index of live executions ------------------------------------------------------------
-
-    def register(self, execution_id: str, ref: ActorRef[Any]) -> None:
-        self.supervisors[execution_id] = ref
-
-    def control_child(self, execution_id: str, message: Control) -> None:
-        ref = self.supervisors.get(execution_id)
-        if ref is not None:
-            try:
-                ref.tell(message)
-            except ActorDeadError:
-                pass
 
     # -- steps and ends --------------------------------------------------------------------------
 
@@ -288,12 +239,8 @@ class Runtime:
             rec["result"], rec["error"] = mask(rec["result"]), mask(rec["error"])
             rec["input"] = self._seal_if_secret(rec["input"])
             run_recs.append(rec)
-        item_recs = []
-        for run_id, idx, it in items:
-            fields = it.to_record()
-            fields[1], fields[2] = mask(fields[1]), mask(fields[2])
-            fields[6] = self._seal_if_secret(fields[6])
-            item_recs.append((run_id, idx, fields))
+        seal = self._seal_if_secret
+        item_recs: list[ItemRecord] = [(run_id, idx, it.to_record(mask, seal)) for run_id, idx, it in items]
         self.store.save(conductor.id, header, run_recs, item_recs)
 
     def _seal_if_secret(self, value: Any) -> Any:
@@ -309,56 +256,17 @@ class Runtime:
             return decode(self.cipher.decrypt(value[SEALED], what="a stored secret value"))
         return value
 
+    def idle(self) -> bool:
+        """Nothing but timers to wait for: no action attempt in flight, no event unread.
+
+        A pending inquiry does not count: time passes while nobody answers (that is what its
+        expiry is for); whoever answers it reads its event first, and an unread event counts.
+        """
+        return self.attempts.count == 0 and not self.events.unread()
+
     def publish(self, event: dict[str, Any]) -> None:
         """Hand an event to subscribers, with secrets masked."""
         self.events.publish(self.masker.mask(event))
-
-    def finished(self, conductor: Conductor) -> None:
-        self.supervisors.pop(conductor.id, None)
-        self.roots.pop(conductor.id, None)
-        for fut in self.waiters.pop(conductor.id, ()):
-            if not fut.done():
-                fut.set_result(None)
-
-    # -- inquiries -------------------------------------------------------------------------------
-
-    def open_inquiry(self, conductor: Conductor, cmd: OpenInquiry, supervisor: ActorRef[Any]) -> None:
-        inp = cmd.input
-        self.inquiries[cmd.inquiry_id] = InquiryRecord(
-            id=cmd.inquiry_id,
-            execution_id=conductor.id,
-            run_id=cmd.run_id,
-            task=cmd.task,
-            prompt=str(inp.get("prompt") or ""),
-            schema=inp.get("schema") or {},
-            users=list(inp.get("users") or ()),
-            roles=list(inp.get("roles") or ()),
-            expires_at=cmd.expires_at,
-            supervisor=supervisor,
-        )
-        self._inquiry_event(self.inquiries[cmd.inquiry_id])
-
-    def close_inquiry(self, inquiry_id: str, status: str) -> None:
-        record = self.inquiries.get(inquiry_id)
-        if record is not None and record.status == "pending":
-            record.status = status
-            record.supervisor = None
-            self._inquiry_event(record)
-
-    def _inquiry_event(self, record: InquiryRecord) -> None:
-        if self.events.active:
-            self.publish(
-                {
-                    "type": "inquiry",
-                    "execution_id": record.execution_id,
-                    "root_id": self.root_of(record.execution_id),
-                    **record.to_dict(),
-                }
-            )
-
-    def root_of(self, execution_id: str) -> str:
-        """The top-level execution an execution (maybe nested) belongs to."""
-        return self.roots.get(execution_id, execution_id)
 
     # -- documents -------------------------------------------------------------------------------
 

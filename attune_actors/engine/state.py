@@ -8,25 +8,11 @@ turn into snapshot records. A `TaskRun` is also the read-only mapping templates 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-# Statuses (SPEC section 5).
-REQUESTED = "requested"
-SCHEDULED = "scheduled"
-DELAYED = "delayed"
-RUNNING = "running"
-PENDING = "pending"
-PAUSING = "pausing"
-PAUSED = "paused"
-CANCELING = "canceling"
-CANCELED = "canceled"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-TIMEOUT = "timeout"
-ABANDONED = "abandoned"
-TERMINAL = frozenset((SUCCEEDED, FAILED, TIMEOUT, CANCELED, ABANDONED))
+from attune_actors.statuses import SCHEDULED, TERMINAL
 
 _VIEW_KEYS = ("status", "result", "error", "attempts", "started_at", "ended_at")
 
@@ -58,6 +44,10 @@ def iso(ts: float | None) -> str | None:
     return f"{cached[1]}.{micros // 1000:03d}Z"
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
 class ItemRun:
     """One item of a with_items task run: its own attempts, result and times."""
 
@@ -73,15 +63,20 @@ class ItemRun:
         self.input: dict[str, Any] | None = None  # kept while in flight, to re-dispatch after a crash
         self.deadline: float | None = None
 
-    def to_record(self) -> list[Any]:
+    def to_record(self, mask: Callable[[Any], Any] = _same, seal: Callable[[Any], Any] = _same) -> list[Any]:
+        """The stored form, a plain array in the order `from_record` reads.
+
+        `mask` is applied to the result and error, `seal` to the input (what a snapshot must not
+        hold in clear), while the record is built: a with_items step stores thousands of these.
+        """
         return [
             self.status,
-            self.result,
-            self.error,
+            mask(self.result),
+            mask(self.error),
             self.attempts,
             self.started_at,
             self.ended_at,
-            self.input,
+            seal(self.input),
             self.deadline,
         ]
 

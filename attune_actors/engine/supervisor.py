@@ -8,15 +8,14 @@ saved as a snapshot and published as events. Nothing else touches the conductor.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 from pykka import ActorDeadError, ActorRef
 
 from attune_actors import logctx
 from attune_actors.actors import AsyncioActor, Directive
+from attune_actors.clock import TimerHandle
 from attune_actors.engine.commands import (
     CloseInquiry,
     Command,
@@ -43,9 +42,10 @@ from attune_actors.engine.messages import (
     Start,
     TimerFired,
 )
-from attune_actors.engine.state import FAILED, PAUSED, RUNNING, TERMINAL, iso
+from attune_actors.engine.state import iso
 from attune_actors.engine.task import TaskActor
 from attune_actors.errors import AttuneError
+from attune_actors.statuses import FAILED, PAUSED, RUNNING, TERMINAL
 from attune_actors.transport.base import ActionRun
 
 if TYPE_CHECKING:
@@ -80,7 +80,8 @@ class WorkflowSupervisor(AsyncioActor):
         self._link = parent
         self._tasks: dict[str, ActorRef[Any]] = {}  # run id -> task actor
         self._idle: list[ActorRef[Any]] = []  # released task actors, ready for the next run
-        self._timers: dict[tuple[Any, ...], asyncio.TimerHandle] = {}
+        self._clock = runtime.clock
+        self._timers: dict[tuple[Any, ...], TimerHandle] = {}
         self._last_status = conductor.status
         self._emitted: dict[str, tuple[str, int]] = {}  # run id -> (status, attempts) last published
         self._done = False
@@ -102,7 +103,7 @@ class WorkflowSupervisor(AsyncioActor):
     def _handle(self, message: Any) -> Any:
         if self._done:
             return self._c.document() if isinstance(message, GetDocument) else None
-        now = time.time()
+        now = self._clock.now()
         c = self._c
         if isinstance(message, AttemptEnded):
             cmds = c.on_attempt_ended(
@@ -164,7 +165,7 @@ class WorkflowSupervisor(AsyncioActor):
                             FAILED,
                             None,
                             f"internal error: {error!r}",
-                            time.time(),
+                            self._clock.now(),
                         )
                     )
         return Directive.STOP
@@ -204,11 +205,11 @@ class WorkflowSupervisor(AsyncioActor):
             elif isinstance(cmd, StartChild):
                 self._start_child(cmd)
             elif isinstance(cmd, ControlChild):
-                self._rt.control_child(cmd.child_id, Control(cmd.op, cmd.force))
+                self._rt.executions.tell(cmd.child_id, Control(cmd.op, cmd.force))
             elif isinstance(cmd, OpenInquiry):
-                self._rt.open_inquiry(self._c, cmd, self.actor_ref)
+                self._rt.inquiries.open(self._c.id, cmd, self.actor_ref)
             elif isinstance(cmd, CloseInquiry):
-                self._rt.close_inquiry(cmd.inquiry_id, cmd.status)
+                self._rt.inquiries.close(cmd.inquiry_id, cmd.status)
             elif isinstance(cmd, Finished):
                 finished = cmd
         for run_id, runs in batches.items():
@@ -227,7 +228,7 @@ class WorkflowSupervisor(AsyncioActor):
         self._rt.save_step(c, runs, items)
         changed = c.status != self._last_status
         if self._rt.events.active:
-            root = self._rt.root_of(c.id)
+            root = self._rt.executions.root_of(c.id)
             # A workflow's own change frames its tasks': `running` before them, an end after them.
             if changed and c.status not in TERMINAL:
                 self._publish_status(root)
@@ -286,14 +287,13 @@ class WorkflowSupervisor(AsyncioActor):
     def _task_actor(self) -> ActorRef[Any]:
         if self._idle:
             return self._idle.pop()
-        return self.spawn(TaskActor, self.actor_ref, self._rt.transport)
+        return self.spawn(TaskActor, self.actor_ref, self._rt.transport, self._rt.attempts)
 
     def _set_timer(self, key: tuple[Any, ...], at: float) -> None:
         old = self._timers.pop(key, None)
         if old is not None:
             old.cancel()
-        loop = asyncio.get_running_loop()
-        self._timers[key] = loop.call_later(max(0.0, at - time.time()), self._fire, key)
+        self._timers[key] = self._clock.call_at(at, self._fire, key)
 
     def _fire(self, key: tuple[Any, ...]) -> None:
         try:
@@ -330,14 +330,13 @@ class WorkflowSupervisor(AsyncioActor):
             self.actor_ref.tell(AttemptEnded(cmd.run_id, None, cmd.attempt, FAILED, None, exc.message))
             return
         ref = self.spawn(WorkflowSupervisor, self._rt, conductor, link)
-        self._rt.register(conductor.id, ref)
-        self._rt.roots[conductor.id] = self._rt.root_of(self._c.id)
+        self._rt.executions.add(conductor.id, ref, parent_id=self._c.id)
         ref.tell(Start(recovered=recovered, new_attempts=recovered and self._new_attempts))
 
     def _report_end(self) -> None:
         self._done = True
         c = self._c
-        self._rt.finished(c)
+        self._rt.executions.ended(c.id)
         if self._link is not None:
             message = (c.error or {}).get("message") if c.error else None
             try:

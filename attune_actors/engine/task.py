@@ -19,6 +19,15 @@ from attune_actors.engine.messages import AttemptEnded, CancelAttempt, DispatchA
 from attune_actors.transport.base import ActionRun, RunOutcome, Transport
 
 
+class AttemptsInFlight:
+    """How many action attempts one engine's task actors have out (a virtual clock waits for them)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
 class TaskActor(AsyncioActor):
     """Child of a WorkflowSupervisor; serves one task run at a time."""
 
@@ -26,10 +35,13 @@ class TaskActor(AsyncioActor):
     # an O(n) removal per task run, and nothing looks task actors up.
     use_actor_registry = False
 
-    def __init__(self, supervisor: ActorRef[Any], transport: Transport) -> None:
+    def __init__(
+        self, supervisor: ActorRef[Any], transport: Transport, attempts: AttemptsInFlight | None = None
+    ) -> None:
         super().__init__()
         self._supervisor = supervisor
         self._transport = transport
+        self._attempts = attempts or AttemptsInFlight()
         # Keyed by the full attempt key: after a Release, a late outcome of the previous run must
         # not be taken for the same (item, attempt) of the run this actor serves now.
         self._inflight: dict[tuple[str, int | None, int], ActionRun] = {}
@@ -41,11 +53,14 @@ class TaskActor(AsyncioActor):
             # The action runs started here inherit these: their log records name execution and task.
             tokens = (logctx.execution_id.set(message.runs[0].execution_id),
                       logctx.task.set(message.runs[0].task))
+            inflight = self._inflight
+            before = len(inflight)
             try:
                 for attempt in message.runs:
-                    self._inflight[(attempt.run_id, attempt.item, attempt.attempt)] = attempt
+                    inflight[(attempt.run_id, attempt.item, attempt.attempt)] = attempt
                     self._transport.submit(attempt, self._deliver)
             finally:
+                self._attempts.count += len(inflight) - before
                 logctx.task.reset(tokens[1])
                 logctx.execution_id.reset(tokens[0])
         elif isinstance(message, Release):
@@ -53,6 +68,7 @@ class TaskActor(AsyncioActor):
         elif isinstance(message, CancelAttempt):
             run = self._inflight.pop((message.run_id, message.item, message.attempt), None)
             if run is not None:
+                self._attempts.count -= 1
                 self._transport.cancel(run)
         else:
             return super().on_receive(message)
@@ -68,6 +84,7 @@ class TaskActor(AsyncioActor):
     def _outcome(self, outcome: RunOutcome) -> None:
         if self._inflight.pop((outcome.run_id, outcome.item, outcome.attempt), None) is None:
             return  # canceled or duplicate: the supervisor already moved on
+        self._attempts.count -= 1
         try:
             self._supervisor.tell(
                 AttemptEnded(
@@ -86,6 +103,7 @@ class TaskActor(AsyncioActor):
         # A run that ends while attempts are still out (cancel, workflow timeout) stops them.
         for run in self._inflight.values():
             self._transport.cancel(run)
+        self._attempts.count -= len(self._inflight)
         self._inflight.clear()
 
     def on_stop(self) -> None:

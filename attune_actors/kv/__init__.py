@@ -6,7 +6,7 @@
 - `attune_actors.kv.command`: the `attune-actors kv set|get|delete|list` command line.
 """
 
-from attune_actors.kv.masking import MASK, Masker, MaskingFilter, default_masker
+from attune_actors.kv.masking import MASK, Masker, MaskingFilter, ProcessMaskingFilter, default_masker
 from attune_actors.kv.scope import KVReader, KVScope
 from attune_actors.kv.secrets import generate_key
 from attune_actors.kv.store import KVEntry, KVStore, validate_key
@@ -19,6 +19,7 @@ __all__ = [
     "KVStore",
     "Masker",
     "MaskingFilter",
+    "ProcessMaskingFilter",
     "default_masker",
     "generate_key",
     "validate_key",

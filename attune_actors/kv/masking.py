@@ -23,10 +23,11 @@ import json
 import logging
 import re
 import threading
+import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-__all__ = ["MASK", "MIN_SECRET_LENGTH", "Masker", "MaskingFilter", "default_masker"]
+__all__ = ["MASK", "MIN_SECRET_LENGTH", "Masker", "MaskingFilter", "ProcessMaskingFilter", "default_masker"]
 
 MASK = "***"
 MIN_SECRET_LENGTH = 3
@@ -40,9 +41,10 @@ class Masker:
     never forgotten (a value once decrypted may still sit in any later output).
     """
 
-    __slots__ = ("_lock", "_state")
+    __slots__ = ("__weakref__", "_lock", "_state")
 
     def __init__(self, secrets: Iterable[Any] = ()) -> None:
+        _live.add(self)  # for the log handlers' ProcessMaskingFilter
         self._lock = threading.Lock()
         # The pattern and the strings it matches, replaced as one so readers need no lock.
         self._state: tuple[re.Pattern[str], frozenset[str]] | None = None
@@ -75,6 +77,25 @@ class Masker:
         if state is None:
             return text
         return state[0].sub(MASK, text)
+
+    def found_in(self, obj: Any) -> list[str]:
+        """The secrets that occur in `obj` (text, numbers, and lists/dicts of them), each once."""
+        state = self._state
+        if state is None:
+            return []
+        found: dict[str, None] = {}
+        stack = [obj]
+        while stack:
+            value = stack.pop()
+            if isinstance(value, dict):
+                stack.extend(value.values())
+            elif isinstance(value, list | tuple):
+                stack.extend(value)
+            elif isinstance(value, str):
+                found.update(dict.fromkeys(state[0].findall(value)))
+            elif isinstance(value, int | float) and not isinstance(value, bool) and str(value) in state[1]:
+                found[str(value)] = None
+        return list(found)
 
     def mask(self, obj: Any) -> Any:
         """A masked copy of `obj` (str, int/float, and dict/list/tuple of them, nested).
@@ -150,28 +171,46 @@ class MaskingFilter(logging.Filter):
         self.masker = default_masker() if masker is None else masker
 
     def filter(self, record: logging.LogRecord) -> bool:
-        masker = self.masker
-        if not masker:
-            return True
-        try:
-            message = record.getMessage()
-        except Exception:  # arguments that do not fit the format: mask what is there
-            record.msg = masker.mask(record.msg)
-            record.args = masker.mask(record.args)
-        else:
-            masked = masker.mask_text(message)
-            if masked != message:
-                record.msg, record.args = masked, None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = _formatter.formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = masker.mask_text(record.exc_text)
-        if record.stack_info:
-            record.stack_info = masker.mask_text(record.stack_info)
+        for masker in self._maskers():
+            if masker:
+                _mask_record(record, masker)
         return True
+
+    def _maskers(self) -> Iterable[Masker]:
+        return (self.masker,)
+
+
+class ProcessMaskingFilter(MaskingFilter):
+    """A `MaskingFilter` that masks with every `Masker` of the process: each engine's, the default
+    one, a worker's. What `configure_logging` puts on the handlers it installs."""
+
+    def __init__(self) -> None:
+        super().__init__(default_masker())
+
+    def _maskers(self) -> Iterable[Masker]:
+        return list(_live)
+
+
+def _mask_record(record: logging.LogRecord, masker: Masker) -> None:
+    try:
+        message = record.getMessage()
+    except Exception:  # arguments that do not fit the format: mask what is there
+        record.msg = masker.mask(record.msg)
+        record.args = masker.mask(record.args)
+    else:
+        masked = masker.mask_text(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = _formatter.formatException(record.exc_info)
+    if record.exc_text:
+        record.exc_text = masker.mask_text(record.exc_text)
+    if record.stack_info:
+        record.stack_info = masker.mask_text(record.stack_info)
 
 
 _formatter = logging.Formatter()
+_live: weakref.WeakSet[Masker] = weakref.WeakSet()
 _default = Masker()
 
 

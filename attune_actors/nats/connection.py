@@ -30,7 +30,11 @@ def connect_options(settings: NatsSettings, *, name: str) -> dict[str, Any]:
         "max_reconnect_attempts": 1,
         "reconnect_time_wait": 0.5,
         "allow_reconnect": True,
+        "inbox_prefix": settings.inbox_prefix,
     }
+    prefix = settings.inbox_prefix
+    if not prefix or any(c in prefix for c in " \t\r\n*>") or "" in prefix.split("."):
+        raise ConfigError(f"nats.inbox_prefix {prefix!r} is not a subject prefix (e.g. _INBOX_worker)")
     given = [k for k in ("token", "nkey_seed", "creds_file") if getattr(settings, k)]
     if settings.user or settings.password:
         given.append("user/password")
@@ -77,3 +81,26 @@ async def connect(settings: NatsSettings, *, name: str) -> Client:
     nc.options["max_reconnect_attempts"] = -1
     return nc
 
+
+
+def describe(exc: BaseException) -> str:
+    """One line for an error nats-py raised (JetStream API errors carry a `description`)."""
+    description = getattr(exc, "description", None)
+    return str(description or exc or type(exc).__name__)
+
+
+class ConnectionWatch:
+    """Notices a connection that came back (reconnects counter moved, or was down at the last look)."""
+
+    def __init__(self, nc: Client) -> None:
+        self._nc = nc
+        self._reconnects = nc.stats["reconnects"]
+        self.connected = nc.is_connected
+
+    def poll(self) -> bool:
+        """True once after each return of the connection."""
+        connected = self._nc.is_connected
+        reconnects = self._nc.stats["reconnects"]
+        came_back = connected and (reconnects != self._reconnects or not self.connected)
+        self._reconnects, self.connected = reconnects, connected
+        return came_back

@@ -37,7 +37,7 @@ import sys
 import uuid
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 from nats.aio.client import Client
 
@@ -46,6 +46,7 @@ from attune_actors.engine.engine import Engine
 from attune_actors.errors import AttuneError, ConfigError, StoreError, TransportError
 from attune_actors.nats.connection import connect
 from attune_actors.nats.lease import EngineLease
+from attune_actors.nats.payload import PayloadCipher
 from attune_actors.nats.service import ControlService
 from attune_actors.nats.subjects import Subjects
 from attune_actors.nats.transport import NatsTransport
@@ -137,6 +138,7 @@ def serve_settings(args: argparse.Namespace) -> Settings:
         raise ConfigError(
             f"serve keeps executions durable: store must be sqlite or nats, not {settings.store}"
         )
+    PayloadCipher.from_settings(settings.nats)  # a bad key is an error before connecting
     return settings
 
 
@@ -213,7 +215,13 @@ def build_engine(settings: Settings, nc: Client, subjects: Subjects, engine_id: 
     def action(ref: str) -> ActionSpec:
         return engine.catalog.action(ref)  # engine.start() loads the catalog: look it up late
 
-    transport = NatsTransport(nc, subjects, engine_id=engine_id, actions=action)
+    def secrets_in(value: Any) -> list[str]:
+        return engine.masker.found_in(value)
+
+    transport = NatsTransport(
+        nc, subjects, engine_id=engine_id, actions=action,
+        cipher=PayloadCipher.from_settings(settings.nats), secrets_in=secrets_in,
+    )
     engine = Engine(settings=settings, store=store, transport=transport)
     return engine
 

@@ -23,7 +23,7 @@ framework's `Nats-Service-Error` / `Nats-Service-Error-Code` headers, the code a
 number); the codes are the stable strings in `ERROR_STATUS`. Bad input (not JSON, not an object,
 a missing, unknown or mistyped field, more than `max_payload` bytes, no reply subject) also leaves a
 dead-letter record on `Subjects.dead_letters` and an `error` event on `Subjects.service_events`
-(`transport.report_bad_input`); the service keeps serving whatever it is sent. A request for an
+(`wire.report_bad_input`); the service keeps serving whatever it is sent. A request for an
 operation that does not exist gets the server's "no responders" status at once: nothing listens
 there. (A catch-all subscription on the same connection would answer it, but a connection that
 receives a request twice loses the right to reply under the `allow_responses` permission.)
@@ -68,7 +68,7 @@ from attune_actors.errors import (
     ValidationError,
 )
 from attune_actors.nats.subjects import Subjects
-from attune_actors.nats.transport import report_bad_input
+from attune_actors.nats.wire import report_bad_input
 from attune_actors.spec.suggest import printable, unknown_key
 
 log = logging.getLogger("attune_actors.nats.service")

@@ -73,7 +73,8 @@ from nats.js import JetStreamContext, api
 from attune_actors.codec import decode, encode
 from attune_actors.errors import StoreError
 from attune_actors.nats.subjects import Subjects
-from attune_actors.store.base import ItemRecord, MemoryStore, Snapshot, Store, _Encoded
+from attune_actors.store.base import EncodedSnapshot, ItemRecord, MemoryStore, Snapshot, Store
+from attune_actors.store.groupcommit import Backoff, CommitWaiters
 
 __all__ = [
     "FORMAT",
@@ -252,13 +253,12 @@ class NatsStore(Store):
         self._open = _Batch(1)
         self._inflight: _Batch | None = None
         self._parts: dict[str, int] = {}  # keys stored in parts -> how many
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._waiters = CommitWaiters()
         self._wake = asyncio.Event()
         self._force = False  # flush(): write now, even during a retry backoff
         self._failure: str | None = None  # why the last batch failed; cleared by a success
         self._failed_since = 0  # consecutive failed attempts
-        self._retry_at = 0.0
-        self._retry_delay = _RETRY_FIRST
+        self._backoff = Backoff(_RETRY_FIRST, _RETRY_MAX)
         self._writer: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: int | None = None
@@ -310,7 +310,7 @@ class NatsStore(Store):
         self._writer = self._loop.create_task(self._writer_main(), name=f"attune-nats-store:{self.bucket}")
         log.info(
             "nats store %s: %d keys, %d executions read in %.2f s",
-            self.bucket, self.loaded_keys, len(self._mirror._snapshots), self.load_seconds,
+            self.bucket, self.loaded_keys, self._mirror.count(), self.load_seconds,
         )
 
     async def flush(self) -> None:
@@ -332,8 +332,7 @@ class NatsStore(Store):
             target = self._inflight.gen
         else:
             return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((target, fut))
+        fut = self._waiters.add(target)
         self._force = True
         self._wake.set()
         await fut
@@ -367,7 +366,7 @@ class NatsStore(Store):
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
         await self._drop_ack_sub()
-        self._fail_waiters(StoreError(f"the nats store {self.bucket} is closed"))
+        self._waiters.resolve(None, StoreError(f"the nats store {self.bucket} is closed"))
         self._state = "closed"
         if lost:
             message = (
@@ -606,17 +605,15 @@ class NatsStore(Store):
             else:
                 log.warning("nats store %s: ignoring unknown key %s", self.bucket, key)
         decoded = {eid: decode(blob) for eid, blob in headers.items()}
-        snapshots = self._mirror._snapshots
         for eid in sorted(decoded, key=lambda e: (order[e], decoded[e].get("created_at") or 0.0, e)):
             h = decoded[eid]
-            snap = _Encoded()
-            snap.header = headers[eid]
-            snap.status = h["status"]
-            snap.parent_id = h["parent_id"]
-            snap.started_at = h["started_at"] or 0.0
-            snap.runs = runs.pop(eid, {})
-            snap.items = items.pop(eid, {})
-            snapshots[eid] = snap
+            self._mirror.put_encoded(
+                eid,
+                EncodedSnapshot(
+                    headers[eid], h["status"], h["parent_id"], h["started_at"] or 0.0,
+                    runs.pop(eid, {}), items.pop(eid, {}),
+                ),
+            )
         for eid in {*runs, *items}:
             log.warning("nats store %s: records of execution %s without its header ignored", self.bucket, eid)
         for key, found in parts.items():  # parts no key refers to (left by a bug): delete them
@@ -648,9 +645,10 @@ class NatsStore(Store):
         """Record a step's changes in the mirror and the open batch (latest wins per key)."""
         self._check_writable()
         mirror = self._mirror
-        new = execution_id not in mirror._snapshots
+        new = execution_id not in mirror
         mirror.save(execution_id, header, runs, items)
-        snap = mirror._snapshots[execution_id]
+        snap = mirror.encoded(execution_id)
+        assert snap is not None
         unit = f"x.{escape_token(execution_id)}"
         records = self._open.units.get(unit)
         if records is None:
@@ -746,7 +744,7 @@ class NatsStore(Store):
                     await self._wake.wait()
                     continue
                 if self._failure is not None and not self._force:
-                    delay = self._retry_at - time.monotonic()
+                    delay = self._backoff.remaining()
                     if delay > 0:
                         with contextlib.suppress(TimeoutError):
                             async with asyncio.timeout(delay):
@@ -771,8 +769,8 @@ class NatsStore(Store):
                         )
                     self._failure = None
                     self._failed_since = 0
-                    self._retry_delay = _RETRY_FIRST
-                    self._resolve(batch.gen)
+                    self._backoff.succeeded()
+                    self._waiters.resolve(batch.gen)
                 else:
                     self._open = leftover.under(self._open)
                     self._failed(error or "unknown error")
@@ -780,7 +778,7 @@ class NatsStore(Store):
             raise
         except BaseException:  # a bug: do not leave flush() waiting forever
             log.exception("the writer of the nats store %s stopped", self.bucket)
-            self._fail_waiters(StoreError(f"the writer of the nats store {self.bucket} stopped"))
+            self._waiters.resolve(None, StoreError(f"the writer of the nats store {self.bucket} stopped"))
             raise
 
     def _failed(self, reason: str) -> None:
@@ -791,24 +789,7 @@ class NatsStore(Store):
                 self.bucket, reason, self._open.records(),
             )
         self._failure = reason
-        self._retry_at = time.monotonic() + self._retry_delay
-        self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX)
-
-    def _resolve(self, gen: int) -> None:
-        """Wake the flush() calls waiting for group commit `gen` or older."""
-        keep = []
-        for target, fut in self._waiters:
-            if target > gen:
-                keep.append((target, fut))
-            elif not fut.done():
-                fut.set_result(None)
-        self._waiters = keep
-
-    def _fail_waiters(self, error: StoreError) -> None:
-        waiters, self._waiters = self._waiters, []
-        for _, fut in waiters:
-            if not fut.done():
-                fut.set_exception(StoreError(error.message))
+        self._backoff.failed()
 
     async def _write(self, batch: _Batch) -> tuple[_Batch | None, str | None]:
         """Publish `batch` in atomic batches, in order; (records not written, why) when one fails."""

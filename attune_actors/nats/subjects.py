@@ -9,9 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-def _token(text: str) -> str:
-    """A subject token: NATS forbids '.', '*', '>' and whitespace inside one."""
+def token(text: str) -> str:
+    """`text` as one subject token: NATS forbids '.', '*', '>' and whitespace inside one."""
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text) or "_"
+
+
+def _wild(text: str) -> str:
+    return "*" if text == "*" else token(text)
 
 
 @dataclass(frozen=True)
@@ -23,7 +27,7 @@ class Subjects:
     # -- action runs: engines -> workers (JetStream work queue), outcomes back to the engine
     @property
     def runs_stream(self) -> str:
-        return f"{_token(self.prefix).upper()}_RUNS"
+        return f"{token(self.prefix).upper()}_RUNS"
 
     @property
     def runs_all(self) -> str:
@@ -31,12 +35,21 @@ class Subjects:
 
     def runs(self, pack: str, runner: str) -> str:
         """Where attempts of actions of `pack` with `runner` are queued (workers may specialise)."""
-        return f"{self.prefix}.runs.{_token(pack)}.{_token(runner)}"
+        return f"{self.prefix}.runs.{token(pack)}.{token(runner)}"
+
+    def runs_filter(self, pack: str, runner: str) -> str:
+        """A runs subject a worker may take, where `pack` and `runner` are names or the wildcard `*`."""
+        return f"{self.prefix}.runs.{_wild(pack)}.{_wild(runner)}"
+
+    @property
+    def workers_consumer(self) -> str:
+        """The durable consumer every worker that takes all runs subjects shares."""
+        return "workers"
 
     @property
     def results_stream(self) -> str:
         """The JetStream stream that keeps outcomes until their engine has taken them."""
-        return f"{_token(self.prefix).upper()}_RESULTS"
+        return f"{token(self.prefix).upper()}_RESULTS"
 
     @property
     def results_all(self) -> str:
@@ -44,11 +57,15 @@ class Subjects:
 
     def results(self, engine_id: str) -> str:
         """Outcomes and progress of the attempts one engine dispatched."""
-        return f"{self.prefix}.results.{_token(engine_id)}"
+        return f"{self.prefix}.results.{token(engine_id)}"
+
+    def results_consumer(self, engine_id: str) -> str:
+        """The durable consumer through which one engine takes its outcomes."""
+        return f"engine_{token(engine_id)}"
 
     def cancel(self, worker_id: str) -> str:
         """Stop requests for attempts running on one worker."""
-        return f"{self.prefix}.cancel.{_token(worker_id)}"
+        return f"{self.prefix}.cancel.{token(worker_id)}"
 
     @property
     def heartbeats(self) -> str:
@@ -60,7 +77,7 @@ class Subjects:
         return f"{self.prefix}.api.{operation}"
 
     def events(self, execution_id: str) -> str:
-        return f"{self.prefix}.events.executions.{_token(execution_id)}"
+        return f"{self.prefix}.events.executions.{token(execution_id)}"
 
     @property
     def events_all(self) -> str:
@@ -78,8 +95,8 @@ class Subjects:
     # -- JetStream storage of the `nats` store
     @property
     def snapshot_bucket(self) -> str:
-        return f"{_token(self.prefix)}_snapshots"
+        return f"{token(self.prefix)}_snapshots"
 
     @property
     def lease_bucket(self) -> str:
-        return f"{_token(self.prefix)}_lease"
+        return f"{token(self.prefix)}_lease"

@@ -18,6 +18,14 @@ Engine side (`NatsTransport`, behind the `Transport` interface):
   its attempt is submitted (an engine restarted with the same id) is kept a minute and applied at
   submit without dispatching again; an attempt a worker's heartbeat says it still runs is not
   dispatched again either.
+- Only the worker that took an attempt (the first one to report it started, or to list it in a
+  heartbeat) is heard about it: an outcome from any other worker id is dead-lettered
+  (`refused_result`) and the real one is still applied when it comes.
+- Secrets: with a `cipher` (`nats.payload_key`) parameters and outcomes cross NATS sealed (see
+  `nats.payload`), and an outcome of a sealed attempt must come back sealed (only a `failed` one
+  without a result may come in clear: a worker that could not open the dispatch). Without one, an
+  attempt whose parameters hold a secret (`secrets_in`, the engine's masker) is failed at submit
+  instead of being sent in clear.
 - Liveness: workers publish heartbeats (`Subjects.heartbeats`) listing the attempts they hold, from
   taking one until its outcome is stored. An attempt whose worker is silent for `heartbeat_timeout`
   seconds (while this engine is connected: after an outage of its own every worker gets a fresh
@@ -30,20 +38,8 @@ Engine side (`NatsTransport`, behind the `Transport` interface):
 - `close` stops listening; attempts out on workers are not stopped by it (the engine's task actors
   cancel theirs when they stop).
 
-The pieces shared with the worker (stream and consumer set-up, the reliable publisher, the continuous
-pull consumer) live here too. Wire formats (msgpack, see `codec`):
-
-    dispatch  {"v": 1, "engine": id, "runner": runner_type, "sent": epoch, "run": {ActionRun fields}}
-    results   [1, worker_id, event...]  event: ["s", key, started_at] | ["e", key, started_at,
-              status, result, error]
-    heartbeat {"v": 1, "worker": id, "pid": n, "interval": s, "concurrency": n, "draining": bool,
-               "running": {engine_id: [key, ...]}}
-    cancel    {"v": 1, "keys": [key, ...]}
-
-Bad input on any of these subjects is logged, recorded on `Subjects.dead_letters` and announced as
-an `error` event on `Subjects.service_events` (JSON, the control service's format); a dispatch that
-names its engine and attempt also gets a `failed` outcome back. Parameters travel in clear text
-(decrypted secrets included): protect the runs subjects with NATS permissions and TLS.
+Wire format: `nats.wire`; streams, publisher and pull consumer: `nats.jetstream`; the other end:
+`nats.worker`. Who may publish and subscribe where: the roles in docs/distributed.md.
 """
 
 from __future__ import annotations
@@ -52,583 +48,41 @@ import asyncio
 import collections
 import contextlib
 import heapq
-import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js.api import (
-    AckPolicy,
-    ConsumerConfig,
-    DeliverPolicy,
-    DiscardPolicy,
-    RetentionPolicy,
-    StorageType,
-    StreamConfig,
-)
-from nats.js.errors import NotFoundError as JsNotFoundError
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from attune_actors import codec
-from attune_actors.errors import AttuneError, TransportError
-from attune_actors.nats.subjects import Subjects, _token
+from attune_actors.errors import AttuneError
+from attune_actors.nats.connection import ConnectionWatch, describe
+from attune_actors.nats.jetstream import Publisher, Puller, StreamOptions, ensure_consumer, ensure_streams
+from attune_actors.nats.payload import PayloadCipher
+from attune_actors.nats.subjects import Subjects
+from attune_actors.nats.wire import (
+    ENDED,
+    MAX_MSG_SIZE,
+    STARTED,
+    BadMessage,
+    decode_heartbeat,
+    decode_results,
+    encode_cancel,
+    encode_dispatch,
+    open_ended,
+    report_bad_input,
+    result_binding,
+)
 from attune_actors.spec.model import ActionSpec
+from attune_actors.transport.attempt import outcome
 from attune_actors.transport.base import ActionRun, OutcomeCallback, RunOutcome, Transport
 
 log = logging.getLogger("attune_actors.nats.transport")
-
-PROTOCOL = 1
-MSG_ID = "Nats-Msg-Id"
-JS_API = "$JS.API"
-MAX_MSG_SIZE = 1024 * 1024  # bytes; the stream's max_msg_size and the default server max_payload
-DEAD_LETTER_SAMPLE = 1024
-STARTED, ENDED = "s", "e"
-TERMINAL_STATUSES = ("succeeded", "failed", "timeout", "canceled", "abandoned")
-RUN_FIELDS = ("execution_id", "run_id", "item", "attempt", "task", "action", "parameters", "deadline")
-
-
-# ------------------------------------------------------------------------------------------ streams
-
-
-@dataclass(frozen=True)
-class StreamOptions:
-    """How the runs and results streams are created (when they do not exist yet)."""
-
-    replicas: int = 1
-    max_msg_size: int = MAX_MSG_SIZE
-    duplicate_window: float = 120.0  # seconds during which a re-sent publish is recognised
-    results_max_age: float = 86400.0  # outcomes nobody takes (their engine is gone) expire
-
-
-async def ensure_streams(nc: Client, subjects: Subjects, options: StreamOptions) -> None:
-    """Create the runs and results streams if missing; TransportError when one exists unusably."""
-    js = nc.jetstream()
-    wanted = (
-        StreamConfig(
-            name=subjects.runs_stream,
-            description="attune action runs, engines -> workers",
-            subjects=[subjects.runs_all],
-            retention=RetentionPolicy.WORK_QUEUE,
-            storage=StorageType.FILE,
-            num_replicas=options.replicas,
-            duplicate_window=options.duplicate_window,
-            max_msg_size=options.max_msg_size,
-            discard=DiscardPolicy.OLD,
-        ),
-        StreamConfig(
-            name=subjects.results_stream,
-            description="attune run outcomes, workers -> engines",
-            subjects=[subjects.results_all],
-            retention=RetentionPolicy.WORK_QUEUE,
-            storage=StorageType.FILE,
-            num_replicas=options.replicas,
-            duplicate_window=options.duplicate_window,
-            max_msg_size=options.max_msg_size,
-            max_age=options.results_max_age,
-            discard=DiscardPolicy.OLD,
-        ),
-    )
-    for config in wanted:
-        assert config.name is not None
-        try:
-            info = await js.stream_info(config.name)
-        except JsNotFoundError:
-            try:
-                await js.add_stream(config)
-            except Exception as exc:  # a concurrent creator with the same config is fine
-                try:
-                    await js.stream_info(config.name)
-                except Exception:
-                    raise TransportError(f"cannot create stream {config.name}: {_describe(exc)}") from None
-            continue
-        except Exception as exc:
-            raise TransportError(f"cannot read stream {config.name}: {_describe(exc)}") from None
-        if info.config.retention != RetentionPolicy.WORK_QUEUE:
-            raise TransportError(
-                f"stream {config.name} exists with retention {info.config.retention}, not workqueue"
-            )
-
-
-async def ensure_consumer(nc: Client, stream: str, config: ConsumerConfig) -> None:
-    """Create a durable consumer if missing (an existing one is used as it is)."""
-    js = nc.jetstream()
-    assert config.durable_name is not None
-    try:
-        await js.consumer_info(stream, config.durable_name)
-        return
-    except JsNotFoundError:
-        pass
-    except Exception as exc:
-        raise TransportError(f"cannot read consumer {config.durable_name}: {_describe(exc)}") from None
-    try:
-        await js.add_consumer(stream, config)
-    except Exception as exc:
-        raise TransportError(
-            f"cannot create consumer {config.durable_name} on {stream}: {_describe(exc)}"
-        ) from None
-
-
-def _describe(exc: BaseException) -> str:
-    description = getattr(exc, "description", None)
-    return str(description or exc or type(exc).__name__)
-
-
-# ------------------------------------------------------------------------------------- connection
-
-
-class ConnectionWatch:
-    """Notices a connection that came back (reconnects counter moved, or was down at the last look)."""
-
-    def __init__(self, nc: Client) -> None:
-        self._nc = nc
-        self._reconnects = nc.stats["reconnects"]
-        self.connected = nc.is_connected
-
-    def poll(self) -> bool:
-        """True once after each return of the connection."""
-        connected = self._nc.is_connected
-        reconnects = self._nc.stats["reconnects"]
-        came_back = connected and (reconnects != self._reconnects or not self.connected)
-        self._reconnects, self.connected = reconnects, connected
-        return came_back
-
-
-# ---------------------------------------------------------------------------------------- publisher
-
-DoneCallback = Callable[[str | None], Awaitable[None]]
-
-
-@dataclass(slots=True, eq=False)
-class _Out:
-    subject: str
-    payload: bytes
-    msg_id: str
-    on_done: DoneCallback
-    token: str
-    created: float  # monotonic
-    sent: float = 0.0  # monotonic; 0 while never sent
-    tries: int = 0
-    queued: bool = False
-
-
-class Publisher:
-    """JetStream publishes, pipelined, each re-sent (same `Nats-Msg-Id`) until the server stores it.
-
-    `publish` only queues; a writer task sends while connected. `on_done(None)` runs once the
-    message is stored (or recognised as a duplicate), `on_done(error)` when the server refuses it for
-    good (too large, ...). An unavailable server or a missing stream is waited out: the owner calls
-    `sweep()` periodically (and `sweep(resend_all=True)` + `kick()` after a reconnect).
-    """
-
-    def __init__(self, nc: Client, *, ack_timeout: float = 2.0) -> None:
-        self._nc = nc
-        self._ack_timeout = ack_timeout
-        self._queue: collections.deque[_Out] = collections.deque()
-        self._inflight: dict[str, _Out] = {}  # every message not stored yet, oldest first
-        self._seq = 0
-        self._inbox = ""
-        self._prefix_len = 0
-        self._sub: Subscription | None = None
-        self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._writer: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._inbox = self._nc.new_inbox()
-        self._prefix_len = len(self._inbox) + 1
-        self._sub = await self._nc.subscribe(
-            self._inbox + ".*", cb=self._on_reply, pending_msgs_limit=-1, pending_bytes_limit=-1
-        )
-        self._writer = asyncio.get_running_loop().create_task(self._write(), name="nats publisher")
-
-    async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
-            self._writer = None
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            self._sub = None
-        self._queue.clear()
-        self._inflight.clear()
-        self._idle.set()
-
-    @property
-    def pending(self) -> int:
-        """Messages not stored yet."""
-        return len(self._inflight)
-
-    async def wait_idle(self) -> None:
-        """Until every message published so far is stored (or refused)."""
-        await self._idle.wait()
-
-    def publish(self, subject: str, payload: bytes, msg_id: str, on_done: DoneCallback) -> None:
-        self._seq += 1
-        out = _Out(subject, payload, msg_id, on_done, str(self._seq), time.monotonic())
-        self._inflight[out.token] = out
-        self._idle.clear()
-        self._enqueue(out)
-
-    def _enqueue(self, out: _Out) -> None:
-        if not out.queued:
-            out.queued = True
-            self._queue.append(out)
-            self._wake.set()
-
-    def sweep(self, *, resend_all: bool = False) -> None:
-        """Re-send what was not acknowledged in time (everything sent, after a reconnect)."""
-        now = time.monotonic()
-        for out in self._inflight.values():
-            if not resend_all and now - out.created <= self._ack_timeout:
-                break  # younger ones cannot have timed out yet
-            if out.sent and not out.queued:
-                timeout = min(self._ack_timeout * 2 ** max(out.tries - 1, 0), 10.0)
-                if resend_all or now - out.sent > timeout:
-                    self._enqueue(out)
-
-    def kick(self) -> None:
-        """Resume sending (after the connection came back)."""
-        if self._queue:
-            self._wake.set()
-
-    async def _write(self) -> None:
-        nc = self._nc
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue and nc.is_connected:
-                out = self._queue.popleft()
-                out.queued = False
-                if out.token not in self._inflight:
-                    continue  # acknowledged while it waited to be re-sent
-                out.sent = time.monotonic()
-                out.tries += 1
-                try:
-                    await nc.publish(
-                        out.subject, out.payload, reply=f"{self._inbox}.{out.token}",
-                        headers={MSG_ID: out.msg_id},
-                    )
-                except Exception as exc:  # buffer full while reconnecting, closed: the sweep re-sends
-                    log.debug("publish to %s failed (%s); will retry", out.subject, _describe(exc))
-
-    async def _on_reply(self, msg: Msg) -> None:
-        out = self._inflight.get(msg.subject[self._prefix_len :])
-        if out is None:
-            return  # a reply to a re-sent message that was acknowledged already
-        headers = msg.headers
-        if headers and headers.get("Status") == "503":
-            return  # no stream (yet): the sweep re-sends after the timeout
-        error: str | None = None
-        data = msg.data
-        if b'"error"' in data:
-            try:
-                body = json.loads(data)
-                err = body.get("error") or {}
-                code = int(err.get("code", 0))
-                description = str(err.get("description", "unknown error"))
-            except (ValueError, TypeError, AttributeError):
-                code, description = 500, f"unreadable reply {data[:200]!r}"
-            if code >= 500:
-                log.debug("transient publish error on %s: %s", out.subject, description)
-                return  # the sweep re-sends
-            error = description
-        del self._inflight[out.token]
-        if not self._inflight:
-            self._idle.set()
-        try:
-            await out.on_done(error)
-        except Exception:
-            log.exception("publish callback failed")
-
-
-# ------------------------------------------------------------------------------------------- puller
-
-MessageHandler = Callable[[Msg], Awaitable[None]]
-
-
-class Puller:
-    """A continuous pull consumer: keeps pull requests out for as many messages as `free()` allows.
-
-    Delivered messages go to `handler` one at a time. Credits: every delivered message uses one (of
-    the oldest request: the server serves requests in order); a request that expires (408) or is
-    refused (409, 503) gives back what it did not deliver. After a reconnect, or when `ensure`
-    re-creates a missing consumer, the accounting starts over (the server forgot our requests).
-    """
-
-    def __init__(
-        self,
-        nc: Client,
-        stream: str,
-        consumer: str,
-        handler: MessageHandler,
-        free: Callable[[], int],
-        *,
-        ensure: Callable[[], Awaitable[None]],
-        expires: float = 5.0,
-        min_batch: int = 1,
-    ) -> None:
-        self._nc = nc
-        self._next = f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
-        self._handler = handler
-        self._free = free
-        self._ensure = ensure
-        self._expires = expires
-        self._min_batch = max(1, min_batch)
-        self._credits = 0
-        # token -> [messages still due, expires at (monotonic)], oldest first
-        self._requests: collections.OrderedDict[str, list[float]] = collections.OrderedDict()
-        self._seq = 0
-        self._inbox = ""
-        self._prefix_len = 0
-        self._sub: Subscription | None = None
-        self._broken_since: float | None = None
-        self._next_ensure = 0.0
-        self.paused = False
-
-    async def start(self) -> None:
-        self._inbox = self._nc.new_inbox()
-        self._prefix_len = len(self._inbox) + 1
-        self._sub = await self._nc.subscribe(
-            self._inbox + ".*", cb=self._on_msg, pending_msgs_limit=-1, pending_bytes_limit=-1
-        )
-        await self.top_up()
-
-    async def close(self) -> None:
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            self._sub = None
-
-    async def stop_pulling(self) -> None:
-        """Ask for nothing more and give up interest: the server skips our waiting requests.
-
-        Messages already on their way still reach the handler (which should hand them back).
-        """
-        self.paused = True
-        sub, self._sub = self._sub, None
-        if sub is not None:
-            try:
-                async with asyncio.timeout(5):
-                    await sub.drain()  # type: ignore[no-untyped-call]
-            except Exception:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
-
-    def reset(self) -> None:
-        """Forget outstanding requests (the server forgot them: reconnect, consumer re-created)."""
-        self._credits = 0
-        self._requests.clear()
-
-    async def top_up(self) -> None:
-        """Ask for more messages if free slots exceed what is already asked for."""
-        if self.paused or self._sub is None or self._broken_since is not None or not self._nc.is_connected:
-            return
-        want = self._free() - self._credits
-        if want <= 0 or (want < self._min_batch and self._credits > 0):
-            return
-        self._seq += 1
-        token = str(self._seq)
-        self._requests[token] = [want, time.monotonic() + self._expires]
-        self._credits += want
-        request = {"batch": want, "expires": int(self._expires * 1e9)}
-        try:
-            await self._nc.publish(self._next, json.dumps(request).encode(), reply=f"{self._inbox}.{token}")
-        except Exception as exc:
-            log.debug("pull request failed: %s", _describe(exc))
-            self._end_request(token, None)
-
-    async def maintain(self, *, reconnected: bool = False) -> None:
-        """Periodic: expire forgotten requests, re-create a missing consumer, top up."""
-        now = time.monotonic()
-        if reconnected:
-            self.reset()
-        elif self._requests:
-            for token, (_, expires_at) in list(self._requests.items()):
-                if now > expires_at + 2.0:  # its 408 never came (lost in a disconnect)
-                    self._end_request(token, None)
-        if self._broken_since is not None and now >= self._next_ensure:
-            try:
-                await self._ensure()
-            except AttuneError as exc:
-                self._next_ensure = now + min(0.25 * 2 ** min(int(now - self._broken_since), 4), 5.0)
-                log.debug("consumer still unavailable: %s", exc)
-            else:
-                log.info("consumer available again")
-                self._broken_since = None
-                self.reset()
-        await self.top_up()
-
-    def _end_request(self, token: str, unused: int | None) -> None:
-        entry = self._requests.pop(token, None)
-        if unused is None:
-            unused = int(entry[0]) if entry is not None else 0
-        self._credits = max(0, self._credits - unused)
-
-    async def _on_msg(self, msg: Msg) -> None:
-        headers = msg.headers
-        if headers is not None and not msg.reply and "Status" in headers:
-            await self._on_status(msg, headers)
-            return
-        if self._credits > 0:
-            self._credits -= 1
-        if self._requests:
-            token, entry = next(iter(self._requests.items()))
-            entry[0] -= 1
-            if entry[0] <= 0:
-                del self._requests[token]
-        try:
-            await self._handler(msg)
-        except Exception:
-            log.exception("message handler failed on %s", msg.subject)
-        if self._free() - self._credits >= self._min_batch:
-            await self.top_up()
-
-    async def _on_status(self, msg: Msg, headers: dict[str, str]) -> None:
-        status = headers.get("Status", "")
-        if status == "100":
-            return  # idle heartbeat / flow control
-        token = msg.subject[self._prefix_len :]
-        pending = headers.get("Nats-Pending-Messages")
-        unused: int | None = None
-        if pending is not None:
-            with contextlib.suppress(ValueError):
-                unused = int(pending)
-        self._end_request(token, unused)
-        description = headers.get("Description", "").strip()
-        if status == "503" or (status == "409" and "deleted" in description.lower()):
-            if self._broken_since is None:
-                log.warning("consumer unavailable (%s %s); will re-create it", status, description)
-                self._broken_since = time.monotonic()
-                self._next_ensure = time.monotonic() + 0.25
-        elif status in ("404", "408"):
-            await self.top_up()
-        elif status != "409":  # 409s (limits, leadership change, shutdown): the next maintain tops up
-            log.warning("unexpected pull status %s %s", status, description)
-
-
-# ------------------------------------------------------------------------------------- bad input
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-async def report_bad_input(
-    nc: Client, subjects: Subjects, msg: Msg, code: str, reason: str, **who: str
-) -> None:
-    """Log, leave a dead-letter record and an `error` event (never raises)."""
-    log.error("bad message on %s: %s", msg.subject, reason)
-    data = msg.data or b""
-    when = now_iso()
-    record = {
-        "subject": msg.subject,
-        "reason": reason,
-        "code": code,
-        "size": len(data),
-        "payload": data[:DEAD_LETTER_SAMPLE].decode("utf-8", errors="replace"),
-        "truncated": len(data) > DEAD_LETTER_SAMPLE,
-        "time": when,
-        **who,
-    }
-    event = {"type": "error", "code": code, "message": reason, "subject": msg.subject, "time": when}
-    try:
-        await nc.publish(subjects.dead_letters, json.dumps(record, separators=(",", ":")).encode())
-        await nc.publish(subjects.service_events, json.dumps(event, separators=(",", ":")).encode())
-    except Exception as exc:
-        log.warning("cannot record dead letter: %s", _describe(exc))
-
-
-class BadMessage(Exception):
-    """A message that does not have the expected shape; `engine`/`key` when they could be read."""
-
-    def __init__(self, reason: str, *, engine: str | None = None, key: str | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.engine = engine
-        self.key = key
-
-
-def encode_dispatch(engine_id: str, run: ActionRun, runner_type: str) -> bytes:
-    return codec.encode(
-        {
-            "v": PROTOCOL,
-            "engine": engine_id,
-            "runner": runner_type,
-            "sent": time.time(),
-            "run": {
-                "execution_id": run.execution_id,
-                "run_id": run.run_id,
-                "item": run.item,
-                "attempt": run.attempt,
-                "task": run.task,
-                "action": run.action,
-                "parameters": run.parameters,
-                "deadline": run.deadline,
-            },
-        }
-    )
-
-
-def decode_dispatch(data: bytes) -> tuple[str, ActionRun]:
-    """(engine id, attempt) from a dispatch message; BadMessage naming what is wrong."""
-    try:
-        body = codec.decode(data)
-    except AttuneError:
-        raise BadMessage("not a msgpack document") from None
-    if not isinstance(body, dict):
-        raise BadMessage(f"a dispatch must be a map, not {type(body).__name__}")
-    engine = body.get("engine")
-    if not isinstance(engine, str) or not engine:
-        raise BadMessage("dispatch without an engine id")
-    run = body.get("run")
-    key: str | None = None
-    if isinstance(run, dict):
-        with contextlib.suppress(Exception):
-            if isinstance(run.get("run_id"), str) and isinstance(run.get("attempt"), int):
-                item = run.get("item")
-                key = f"{run['run_id']}/{'' if item is None else item}/{run['attempt']}"
-    if body.get("v") != PROTOCOL:
-        raise BadMessage(f"unknown dispatch version {body.get('v')!r}", engine=engine, key=key)
-    if not isinstance(run, dict):
-        raise BadMessage("dispatch without a run", engine=engine)
-    problems = []
-    for name, kinds in (
-        ("execution_id", (str,)),
-        ("run_id", (str,)),
-        ("item", (int, type(None))),
-        ("attempt", (int,)),
-        ("task", (str,)),
-        ("action", (str,)),
-        ("parameters", (dict,)),
-        ("deadline", (int, float, type(None))),
-    ):
-        value = run.get(name)
-        if isinstance(value, bool) or not isinstance(value, kinds):
-            problems.append(name)
-    if problems:
-        raise BadMessage(f"dispatch with a missing or mistyped {', '.join(problems)}", engine=engine, key=key)
-    return engine, ActionRun(**{name: run[name] for name in RUN_FIELDS})
-
-
-def array_header(n: int) -> bytes:
-    """The msgpack header of an array of `n` elements (the elements follow, each encoded)."""
-    if n < 16:
-        return bytes((0x90 | n,))
-    if n < 1 << 16:
-        return b"\xdc" + n.to_bytes(2, "big")
-    return b"\xdd" + n.to_bytes(4, "big")
-
-
-# ------------------------------------------------------------------------------------- the engine
 
 
 @dataclass(slots=True, eq=False)
@@ -636,7 +90,8 @@ class _Attempt:
     run: ActionRun
     on_outcome: OutcomeCallback
     submitted: float  # epoch seconds
-    worker: str | None = None
+    sealed: bool = False  # its parameters went encrypted: so must its outcome come back
+    worker: str | None = None  # the worker that took it: the only one whose outcome counts
     measured: bool = False
     cancel: bool = False
     cancel_sent: float = 0.0  # monotonic
@@ -653,7 +108,9 @@ class NatsTransport(Transport):
 
     `actions(ref)` resolves an action ref (for its pack and runner type, which choose the subject);
     `engine_id` names this engine's results subject and durable consumer: it must be unique among
-    live engines, and keeping it across restarts lets outcomes sent while it was down arrive. The
+    live engines, and keeping it across restarts lets outcomes sent while it was down arrive.
+    `cipher` seals parameters and outcomes; `secrets_in(parameters)` names the secret values they
+    hold (the worker masks them in its logs; without a cipher such attempts are refused). The
     caller owns `nc` (it is not closed here).
     """
 
@@ -667,6 +124,8 @@ class NatsTransport(Transport):
         heartbeat_timeout: float = 6.0,
         streams: StreamOptions | None = None,
         latency_samples: int = 100_000,
+        cipher: PayloadCipher | None = None,
+        secrets_in: Callable[[Any], list[str]] | None = None,
     ) -> None:
         if not engine_id:
             raise ValueError("engine_id must not be empty")
@@ -676,16 +135,21 @@ class NatsTransport(Transport):
         self.subjects = subjects
         self.engine_id = engine_id
         self._actions = actions
+        self._cipher = cipher
+        self._secrets_in = secrets_in
         self.heartbeat_timeout = heartbeat_timeout
         self._streams = streams or StreamOptions()
         self._incarnation = secrets.token_hex(4)
         self._results_subject = subjects.results(engine_id)
-        self._consumer = f"engine_{_token(engine_id)}"
+        self._consumer = subjects.results_consumer(engine_id)
         self._attempts: dict[str, _Attempt] = {}
         self._workers: dict[str, _WorkerSeen] = {}
         self._missing: dict[str, float] = {}  # key -> since when its worker no longer lists it
         self._deadlines: list[tuple[float, str]] = []
-        self._orphans: collections.OrderedDict[str, tuple[float, list[Any]]] = collections.OrderedDict()
+        # key -> (when, status, result, error) of outcomes for attempts not (yet) submitted
+        self._orphans: collections.OrderedDict[str, tuple[float, str, Any, str | None]] = (
+            collections.OrderedDict()
+        )
         self._foreign: dict[str, tuple[str, float]] = {}  # key we do not have -> (worker holding it, when)
         self._publisher = Publisher(nc)
         self._puller = Puller(
@@ -727,7 +191,7 @@ class NatsTransport(Transport):
             try:
                 info = await js.consumer_info(self.subjects.results_stream, self._consumer)
             except Exception as exc:
-                log.debug("cannot read the results consumer: %s", _describe(exc))
+                log.debug("cannot read the results consumer: %s", describe(exc))
                 return
             # Delivered and not acknowledged yet: ours are being applied; those a previous process
             # took before it died stay until their ack_wait passes, and come back later.
@@ -775,17 +239,17 @@ class NatsTransport(Transport):
         loop = asyncio.get_running_loop()
         key = run.key
         if self._closed:
-            loop.call_soon(on_outcome, _outcome(run, "failed", error="the NATS transport is closed"))
+            loop.call_soon(on_outcome, outcome(run, "failed", error="the NATS transport is closed"))
             return
         try:
             action = self._actions(run.action)
         except AttuneError as exc:
-            loop.call_soon(on_outcome, _outcome(run, "failed", error=exc.message))
+            loop.call_soon(on_outcome, outcome(run, "failed", error=exc.message))
             return
         orphan = self._orphans.pop(key, None)
         if orphan is not None:  # ended before we (re)submitted it: an engine restart
             self._attempts[key] = _Attempt(run, on_outcome, time.time(), measured=True)
-            loop.call_soon(self._apply_ended, key, orphan[1])
+            loop.call_soon(self._finish, key, *orphan[1:])
             return
         held = self._foreign.pop(key, None)
         if held is not None and time.monotonic() - held[1] <= self.heartbeat_timeout:
@@ -793,21 +257,32 @@ class NatsTransport(Transport):
             attempt = self._attempts[key] = _Attempt(run, on_outcome, time.time(), measured=True)
             self._assign(attempt, held[0], time.monotonic())
             return
+        secret_values = self._secrets_in(run.parameters) if self._secrets_in is not None else []
+        if secret_values and self._cipher is None:
+            error = (
+                f"{run.action} is not sent to a worker: its parameters hold a secret, and without "
+                "nats.payload_key (ATTUNE_NATS__PAYLOAD_KEY, the same on the engine and the workers) "
+                "NATS would carry it in clear"
+            )
+            loop.call_soon(on_outcome, outcome(run, "failed", error=error))
+            return
         try:
-            payload = encode_dispatch(self.engine_id, run, action.runner_type)
+            payload = encode_dispatch(
+                self.engine_id, run, action.runner_type, cipher=self._cipher, secrets=secret_values
+            )
         except AttuneError as exc:
             error = f"cannot send {run.action}: {exc.message}"
-            loop.call_soon(on_outcome, _outcome(run, "failed", error=error))
+            loop.call_soon(on_outcome, outcome(run, "failed", error=error))
             return
         limit = min(self._streams.max_msg_size, self._nc.max_payload or MAX_MSG_SIZE) - 1024
         if len(payload) > limit:
             loop.call_soon(
                 on_outcome,
-                _outcome(run, "failed", error=f"the parameters of {run.action} are too large to send to a "
+                outcome(run, "failed", error=f"the parameters of {run.action} are too large to send to a "
                          f"worker: {len(payload)} bytes (limit {limit})"),
             )
             return
-        self._attempts[key] = _Attempt(run, on_outcome, time.time())
+        self._attempts[key] = _Attempt(run, on_outcome, time.time(), sealed=self._cipher is not None)
         if run.deadline is not None:
             heapq.heappush(self._deadlines, (run.deadline, key))
 
@@ -832,7 +307,7 @@ class NatsTransport(Transport):
     def _send_cancel(self, attempt: _Attempt) -> None:
         assert attempt.worker is not None
         attempt.cancel_sent = time.monotonic()
-        payload = codec.encode({"v": PROTOCOL, "engine": self.engine_id, "keys": [attempt.run.key]})
+        payload = encode_cancel(self.engine_id, [attempt.run.key])
         subject = self.subjects.cancel(attempt.worker)
 
         async def send() -> None:
@@ -858,13 +333,9 @@ class NatsTransport(Transport):
         except Exception:  # one bad callback must not lose the other outcomes of a batch
             log.exception("outcome callback failed for %s", key)
 
-    def _apply_ended(self, key: str, event: list[Any]) -> None:
-        _, _, _, status, result, error = event
-        self._finish(key, status, result, error)
-
     async def _on_results(self, msg: Msg) -> None:
         try:
-            worker, events = _decode_results(msg.data)
+            worker, events = decode_results(msg.data)
         except BadMessage as exc:
             await report_bad_input(
                 self._nc, self.subjects, msg, "bad_result", exc.reason, engine_id=self.engine_id
@@ -879,18 +350,43 @@ class NatsTransport(Transport):
             key = event[1]
             attempt = self._attempts.get(key)
             if attempt is None:
-                if event[0] == ENDED and event[3] not in ("canceled", "abandoned"):
-                    self._keep_orphan(key, event)  # a real outcome: it may be re-submitted (restart)
+                if event[0] != STARTED and event[3] not in ("canceled", "abandoned"):
+                    # a real outcome: its attempt may be re-submitted (an engine restart)
+                    with contextlib.suppress(BadMessage):
+                        self._keep_orphan(key, event[3], *self._open(event, worker))
+                continue
+            if attempt.worker is not None and attempt.worker != worker:
+                # Only the worker that took the attempt reports on it: anyone else is refused.
+                await report_bad_input(
+                    self._nc, self.subjects, msg, "refused_result",
+                    f"worker {worker} reported on {key}, which worker {attempt.worker} took",
+                    engine_id=self.engine_id, worker_id=worker,
+                )
                 continue
             if not attempt.measured:
                 attempt.measured = True
                 self.dispatch_latencies.append(event[2] - attempt.submitted)
-            if event[0] == ENDED:
-                self._finish(key, event[3], event[4], event[5])
-            elif attempt.worker != worker:
-                self._assign(attempt, worker, now)
+            if event[0] == STARTED:
+                if attempt.worker is None:
+                    self._assign(attempt, worker, now)
+                continue
+            try:
+                result, error = self._open(event, worker)
+                if attempt.sealed and event[0] == ENDED and not (event[3] == "failed" and result is None):
+                    raise BadMessage(f"an outcome in clear for {key}, which was sent encrypted")
+            except BadMessage as exc:
+                await report_bad_input(
+                    self._nc, self.subjects, msg, "refused_result", exc.reason,
+                    engine_id=self.engine_id, worker_id=worker,
+                )
+                continue
+            self._finish(key, event[3], result, error)
         with contextlib.suppress(Exception):
             await msg.ack()
+
+    def _open(self, event: list[Any], worker: str) -> tuple[Any, str | None]:
+        """(result, error) of an outcome event; BadMessage when it is sealed and does not open."""
+        return open_ended(event, self._cipher, result_binding(self.engine_id, worker, event[1]))
 
     def _assign(self, attempt: _Attempt, worker: str, now: float) -> None:
         key = attempt.run.key
@@ -905,27 +401,17 @@ class NatsTransport(Transport):
         if attempt.cancel:
             self._send_cancel(attempt)
 
-    def _keep_orphan(self, key: str, event: list[Any]) -> None:
-        self._orphans[key] = (time.monotonic(), event)
+    def _keep_orphan(self, key: str, status: str, result: Any, error: str | None) -> None:
+        self._orphans[key] = (time.monotonic(), status, result, error)
         while len(self._orphans) > 10_000:
             self._orphans.popitem(last=False)
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         try:
-            body = codec.decode(msg.data)
-            if not isinstance(body, dict) or body.get("v") != PROTOCOL:
-                raise BadMessage("a heartbeat must be a map with v=1")
-            worker = body.get("worker")
-            running = body.get("running")
-            if not isinstance(worker, str) or not isinstance(running, dict):
-                raise BadMessage("a heartbeat needs 'worker' (string) and 'running' (map)")
-            mine = running.get(self.engine_id) or []
-            if not isinstance(mine, list):
-                raise BadMessage("a heartbeat's running entries must be lists of keys")
-        except (AttuneError, BadMessage) as exc:
-            reason = exc.reason if isinstance(exc, BadMessage) else "not a msgpack document"
+            worker, mine = decode_heartbeat(msg.data, self.engine_id)
+        except BadMessage as exc:
             await report_bad_input(
-                self._nc, self.subjects, msg, "bad_heartbeat", reason, engine_id=self.engine_id
+                self._nc, self.subjects, msg, "bad_heartbeat", exc.reason, engine_id=self.engine_id
             )
             return
         now = time.monotonic()
@@ -941,8 +427,10 @@ class NatsTransport(Transport):
             if attempt is None:
                 self._foreign[key] = (worker, now)
                 continue
-            if attempt.worker != worker:
+            if attempt.worker is None:
                 self._assign(attempt, worker, now)  # its started event is late, or was taken before a restart
+            elif attempt.worker != worker:
+                continue  # the first worker seen with it holds it (another is lying or late)
             elif attempt.cancel and now - attempt.cancel_sent > 1.0:
                 self._send_cancel(attempt)
         for key in seen.keys:
@@ -1019,39 +507,7 @@ class NatsTransport(Transport):
                     del self._foreign[key]
         if self._orphans:
             while self._orphans:
-                key, (at, _) = next(iter(self._orphans.items()))
+                key, (at, *_) = next(iter(self._orphans.items()))
                 if now - at < 60.0:
                     break
                 self._orphans.popitem(last=False)
-
-
-def _decode_results(data: bytes) -> tuple[str, list[list[Any]]]:
-    try:
-        body = codec.decode(data)
-    except AttuneError:
-        raise BadMessage("not a msgpack document") from None
-    if not isinstance(body, list) or len(body) < 2 or body[0] != PROTOCOL or not isinstance(body[1], str):
-        raise BadMessage("a results message must be [1, worker id, event...]")
-    events = body[2:]
-    for event in events:
-        if not (
-            isinstance(event, list)
-            and len(event) >= 3
-            and isinstance(event[1], str)
-            and isinstance(event[2], int | float)
-            and (
-                (event[0] == STARTED and len(event) == 3)
-                or (
-                    event[0] == ENDED
-                    and len(event) == 6
-                    and event[3] in TERMINAL_STATUSES
-                    and (event[5] is None or isinstance(event[5], str))
-                )
-            )
-        ):
-            raise BadMessage(f"malformed results event {str(event)[:200]}")
-    return body[1], events
-
-
-def _outcome(run: ActionRun, status: str, *, result: Any = None, error: str | None = None) -> RunOutcome:
-    return RunOutcome(run.run_id, run.item, run.attempt, status, result, error)

@@ -12,11 +12,15 @@ that overlap (another set, or the unfiltered default), so specialised workers us
 For each attempt: decode it (malformed: acknowledged, dead-lettered, an `error` event, and a
 `failed` outcome when its engine and key can be read), report `started` to the engine's results
 subject, acknowledge the message once that report is stored (a worker that dies before gets the
-message redelivered to another after `ack_wait`), run it through the `RunnerSet` with the attempt's
-deadline (`timeout` on expiry) and the same `RunContext` as in-process, and report how it ended.
+message redelivered to another after `ack_wait`), run it with `transport.attempt.run_attempt` (the
+in-process transport's way: deadline, `RunContext`, errors to outcomes), and report how it ended.
 Reports are batched per engine (one JetStream message per loop turn) and re-sent until stored.
 `noop` and `echo` attempts end as soon as they are taken, as in-process. A redelivered message this
 worker already took, or an attempt it still holds, is acknowledged and not run again.
+
+With `nats.payload_key` the worker opens sealed dispatches and seals their outcomes (`nats.payload`);
+the secret values a dispatch names are added to the process's masker, so its log handlers print
+them as `***`. A sealed dispatch it cannot open fails with a one-line error naming the setting.
 
 Heartbeats every `heartbeat_interval` list the attempts the worker holds, so the engine can tell a
 dead worker (or a lost attempt) from a busy one. Cancel requests on `Subjects.cancel(worker_id)`
@@ -51,35 +55,36 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from attune_actors import codec
 from attune_actors.config import Settings, configure_logging, load_settings
-from attune_actors.errors import ActionError, AttuneError, ConfigError, TransportError, ValidationError
-from attune_actors.nats.connection import connect
-from attune_actors.nats.subjects import Subjects, _token
-from attune_actors.nats.transport import (
+from attune_actors.errors import AttuneError, ConfigError, TransportError, ValidationError
+from attune_actors.kv.masking import Masker, default_masker
+from attune_actors.nats.connection import ConnectionWatch, connect
+from attune_actors.nats.jetstream import Publisher, Puller, StreamOptions, ensure_consumer, ensure_streams
+from attune_actors.nats.payload import PayloadCipher
+from attune_actors.nats.subjects import Subjects, token
+from attune_actors.nats.wire import (
     ENDED,
     MAX_MSG_SIZE,
-    PROTOCOL,
     STARTED,
     BadMessage,
-    ConnectionWatch,
-    Publisher,
-    Puller,
-    StreamOptions,
-    array_header,
+    Heartbeat,
+    decode_cancel,
     decode_dispatch,
-    ensure_consumer,
-    ensure_streams,
+    encode_ended,
+    encode_started,
     report_bad_input,
+    result_binding,
+    results_head,
+    results_message,
 )
-from attune_actors.runners import RunContext, RunnerSet
+from attune_actors.runners import RunnerSet
 from attune_actors.spec.model import ActionSpec
 from attune_actors.spec.packs import Catalog, load_packs
+from attune_actors.transport.attempt import immediate_outcome, run_attempt
 from attune_actors.transport.base import ActionRun
 
 log = logging.getLogger("attune_actors.nats.worker")
 
-DEFAULT_CONSUMER = "workers"
 RECENT_MESSAGES = 10_000  # stream sequences of the last dispatches taken, to recognise redeliveries
 
 
@@ -92,26 +97,26 @@ def filter_subjects(subjects: Subjects, patterns: Sequence[str]) -> list[str]:
             parts = ["*", "*"]
         elif len(parts) == 2 and parts[1] == ">":
             parts[1] = "*"
-        if len(parts) != 2 or not all(p == "*" or (p and _token(p) == p) for p in parts):
+        if len(parts) != 2 or not all(p == "*" or (p and token(p) == p) for p in parts):
             raise ConfigError(
                 f"--subjects: {pattern!r} is not PACK.RUNNER (names or '*', e.g. core.local, mypack.*)"
             )
-        subject = f"{subjects.prefix}.runs.{parts[0]}.{parts[1]}"
+        subject = subjects.runs_filter(parts[0], parts[1])
         if subject not in out:
             out.append(subject)
     return out
 
 
-def consumer_name(filters: Sequence[str]) -> str:
+def consumer_name(subjects: Subjects, filters: Sequence[str]) -> str:
     """The durable consumer shared by every worker that takes these subjects."""
     if not filters:
-        return DEFAULT_CONSUMER
+        return subjects.workers_consumer
     digest = hashlib.sha1(",".join(sorted(filters)).encode()).hexdigest()[:12]
-    return f"{DEFAULT_CONSUMER}_{digest}"
+    return f"{subjects.workers_consumer}_{digest}"
 
 
 def default_worker_id() -> str:
-    return f"{_token(socket.gethostname())}-{os.getpid()}-{secrets.token_hex(2)}"
+    return f"{token(socket.gethostname())}-{os.getpid()}-{secrets.token_hex(2)}"
 
 
 @dataclass(slots=True, eq=False)
@@ -123,19 +128,25 @@ class _Event:
     result: Any = None
     error: str | None = None
     msgs: list[Msg] = field(default_factory=list)  # run messages acknowledged once this is stored
+    sealed: bool = False  # its dispatch came encrypted: its outcome goes back encrypted
 
-    def encode(self, limit: int, action: str) -> bytes:
+    def encode(self, limit: int, action: str, cipher: PayloadCipher | None, binding: bytes) -> bytes:
         if self.kind == STARTED:
-            return codec.encode([STARTED, self.key, self.at])
+            return encode_started(self.key, self.at)
+        cipher = cipher if self.sealed else None
+
+        def ended(result: Any, error: str | None) -> bytes:
+            return encode_ended(self.key, self.at, self.status, result, error, cipher=cipher, binding=binding)
+
         try:
-            data = codec.encode([ENDED, self.key, self.at, self.status, self.result, self.error])
+            data = ended(self.result, self.error)
         except AttuneError as exc:
             self.status, self.result, self.error = "failed", None, f"{action}: result not sendable: {exc}"
-            return codec.encode([ENDED, self.key, self.at, self.status, None, self.error])
+            return ended(None, self.error)
         if len(data) > limit:
             self.status, self.result = "failed", None
             self.error = f"{action}: the result is too large to send back: {len(data)} bytes (limit {limit})"
-            data = codec.encode([ENDED, self.key, self.at, self.status, None, self.error])
+            data = ended(None, self.error)
         return data
 
 
@@ -155,7 +166,12 @@ class Worker:
         heartbeat_interval: float = 1.0,
         ack_wait: float = 10.0,
         streams: StreamOptions | None = None,
+        cipher: PayloadCipher | None = None,
+        masker: Masker | None = None,
     ) -> None:
+        """`cipher` opens encrypted dispatches and seals their outcomes (`nats.payload_key`); the
+        secret values a dispatch names are added to `masker` (default: the process's, which the
+        log handlers mask with)."""
         if concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
         if not heartbeat_interval > 0:
@@ -166,12 +182,15 @@ class Worker:
         self.worker_id = worker_id or default_worker_id()
         self.concurrency = concurrency
         self.filters = filter_subjects(subjects, subjects_filter or [])
-        self.consumer = consumer_name(self.filters)
+        self.consumer = consumer_name(subjects, self.filters)
         self._runners = runners
         self._owned_executor: concurrent.futures.ThreadPoolExecutor | None = None
         self.heartbeat_interval = heartbeat_interval
         self._ack_wait = ack_wait
         self._streams = streams or StreamOptions()
+        self._cipher = cipher
+        self._masker = default_masker() if masker is None else masker
+        self._sealed: set[str] = set()  # keys of attempts whose dispatch came encrypted
         self._boot = secrets.token_hex(4)
         self._running: dict[str, asyncio.Task[None]] = {}
         self._actions: dict[str, str] = {}  # key -> action ref, for messages about it
@@ -337,17 +356,9 @@ class Worker:
         running: dict[str, list[str]] = {}
         for key, engine in self._held.items():
             running.setdefault(engine, []).append(key)
-        payload = codec.encode(
-            {
-                "v": PROTOCOL,
-                "worker": self.worker_id,
-                "pid": os.getpid(),
-                "interval": self.heartbeat_interval,
-                "concurrency": self.concurrency,
-                "draining": self._draining,
-                "running": running,
-            }
-        )
+        payload = Heartbeat(
+            self.worker_id, running, os.getpid(), self.heartbeat_interval, self.concurrency, self._draining
+        ).encode()
         try:
             await self._nc.publish(self.subjects.heartbeats, payload)
         except Exception as exc:
@@ -355,14 +366,10 @@ class Worker:
 
     async def _on_cancel(self, msg: Msg) -> None:
         try:
-            body = codec.decode(msg.data)
-        except AttuneError:
-            body = None
-        keys = body.get("keys") if isinstance(body, dict) and body.get("v") == PROTOCOL else None
-        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            keys = decode_cancel(msg.data)
+        except BadMessage as exc:
             await report_bad_input(
-                self._nc, self.subjects, msg, "bad_cancel", "a cancel must be {v: 1, keys: [key, ...]}",
-                worker_id=self.worker_id,
+                self._nc, self.subjects, msg, "bad_cancel", exc.reason, worker_id=self.worker_id
             )
             return
         for key in keys:
@@ -379,10 +386,13 @@ class Worker:
                 await msg.nak()  # straight back to the queue for another worker
             return
         try:
-            engine, run = decode_dispatch(msg.data)
+            dispatch = decode_dispatch(msg.data, self._cipher)
         except BadMessage as exc:
             await self._reject(msg, exc)
             return
+        engine, run = dispatch.engine, dispatch.run
+        for secret in dispatch.secrets:
+            self._masker.add(secret)
         key = run.key
         seq = _stream_seq(msg)
         if key in self._held or seq in self._recent:
@@ -400,17 +410,16 @@ class Worker:
         at = time.time()
         self.runs_started += 1
         self._held[key] = engine
+        if dispatch.sealed:
+            self._sealed.add(key)
         try:
             action = self._catalog.action(run.action)
         except AttuneError as exc:
             self._ended(engine, key, at, "failed", None, f"{exc.message} (on worker {self.worker_id})", msg)
             return
-        runner_type = action.runner_type
-        if runner_type == "noop":  # known at once, like the in-process transport
-            self._ended(engine, key, at, "succeeded", None, None, msg)
-            return
-        if runner_type == "echo":
-            self._ended(engine, key, at, "succeeded", dict(run.parameters), None, msg)
+        known = immediate_outcome(run, action)
+        if known is not None:  # like the in-process transport: no task to start
+            self._ended(engine, key, at, known.status, known.result, known.error, msg)
             return
         self._actions[key] = action.ref
         self._running[key] = asyncio.get_running_loop().create_task(
@@ -432,36 +441,15 @@ class Worker:
                 await msg.ack()
 
     async def _execute(self, engine: str, run: ActionRun, action: ActionSpec, at: float) -> None:
-        key = run.key
-        result: Any = None
-        error: str | None = None
+        assert self._runners is not None
         try:
-            timeout = None if run.deadline is None else run.deadline - time.time()
-            if timeout is not None and timeout <= 0:
-                raise TimeoutError
-            assert self._runners is not None
-            runner = self._runners.get(action.runner_type)
-            context = RunContext(run.execution_id, run.run_id, run.attempt, run.task, run.item, action.ref)
-            async with asyncio.timeout(timeout):
-                result = await runner.run(action, run.parameters, context)
-            status = "succeeded"
-        except TimeoutError:
-            status, error = "timeout", f"{action.ref} timed out"
-        except asyncio.CancelledError:
-            if self._abandon:
-                status, error = "abandoned", f"worker {self.worker_id} stopped before the attempt ended"
-            else:
-                status, error = "canceled", "canceled"
-        except ActionError as exc:
-            status, result, error = "failed", exc.result, exc.message
-        except AttuneError as exc:
-            status, error = "failed", exc.message
-        except Exception as exc:  # a runner bug must not take the worker down
-            log.exception("runner %s crashed on %s", action.runner_type, key)
-            status, error = "failed", f"{type(exc).__name__}: {exc}"
+            ended = await run_attempt(self._runners, action, run)
         finally:
-            self._running.pop(key, None)
-        self._ended(engine, key, at, status, result, error, None)
+            self._running.pop(run.key, None)
+        status, error = ended.status, ended.error
+        if status == "canceled" and self._abandon:
+            status, error = "abandoned", f"worker {self.worker_id} stopped before the attempt ended"
+        self._ended(engine, run.key, at, status, ended.result, error, None)
 
     def _ended(
         self, engine: str, key: str, at: float, status: str, result: Any, error: str | None, msg: Msg | None
@@ -471,7 +459,7 @@ class Worker:
         msgs = earlier.msgs if earlier is not None else []  # its `started` was not sent yet: replace it
         if msg is not None:
             msgs.append(msg)
-        self._report(engine, _Event(ENDED, key, at, status, result, error, msgs))
+        self._report(engine, _Event(ENDED, key, at, status, result, error, msgs, key in self._sealed))
 
     # ------------------------------------------------------------------ reports
 
@@ -485,14 +473,17 @@ class Worker:
         self._flush_scheduled = False
         outbox, self._outbox = self._outbox, {}
         limit = min(self._streams.max_msg_size, self._nc.max_payload or MAX_MSG_SIZE) - 4096
-        head = codec.encode(PROTOCOL) + codec.encode(self.worker_id)
+        head = results_head(self.worker_id)
         for engine, events in outbox.items():
             subject = self.subjects.results(engine)
             parts: list[bytes] = []
             batch: list[_Event] = []
             size = len(head) + 5
             for event in events.values():
-                data = event.encode(limit - len(head) - 5, self._actions.get(event.key, "the action"))
+                data = event.encode(
+                    limit - len(head) - 5, self._actions.get(event.key, "the action"), self._cipher,
+                    result_binding(engine, self.worker_id, event.key),
+                )
                 if batch and size + len(data) > limit:
                     self._send(subject, head, parts, batch)
                     parts, batch, size = [], [], len(head) + 5
@@ -504,7 +495,7 @@ class Worker:
 
     def _send(self, subject: str, head: bytes, parts: list[bytes], batch: list[_Event]) -> None:
         self._batch_seq += 1
-        payload = array_header(len(parts) + 2) + head + b"".join(parts)
+        payload = results_message(head, parts)
 
         async def stored(error: str | None) -> None:
             if error is not None:  # refused for good: the engine will notice the attempts are gone
@@ -516,6 +507,7 @@ class Worker:
                 if event.kind == ENDED:
                     self._held.pop(event.key, None)
                     self._actions.pop(event.key, None)
+                    self._sealed.discard(event.key)
             if not self._draining:
                 await self._puller.top_up()
 
@@ -581,6 +573,7 @@ def command(args: argparse.Namespace) -> int:
         raise ConfigError(f"--heartbeat must be more than 0, got {args.heartbeat}")
     subjects = Subjects(settings.nats.subject_prefix)
     filter_subjects(subjects, args.subjects or [])  # bad patterns fail before connecting
+    PayloadCipher.from_settings(settings.nats)  # so does a bad payload key
     packs: Sequence[str] = settings.packs
     if args.packs is None and tuple(packs) == Settings().packs and not Path(packs[0]).is_dir():
         packs = ()  # no packs folder here and none asked for: the core pack only
@@ -610,6 +603,7 @@ async def _serve(settings: Settings, subjects: Subjects, catalog: Catalog, args:
     worker = Worker(
         nc, subjects, catalog, worker_id=worker_id, concurrency=args.concurrency,
         subjects_filter=args.subjects, runners=runners, heartbeat_interval=args.heartbeat,
+        cipher=PayloadCipher.from_settings(settings.nats),
     )
     loop = asyncio.get_running_loop()
     signals = 0

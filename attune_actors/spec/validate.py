@@ -11,8 +11,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from attune_actors.engine.graph import TaskGraph
 from attune_actors.errors import AttuneError, Location
+from attune_actors.spec.graph import TaskGraph
 from attune_actors.spec.model import ActionSpec, TaskSpec, WorkflowSpec
 from attune_actors.spec.packs import Catalog, load_packs, load_workflow_text, workflow_action
 from attune_actors.spec.params import check_value

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from attune_actors.codec import decode, encode
+from attune_actors.statuses import TERMINAL
 
 ItemRecord = tuple[str, int, list[Any]]  # (run_id, item index, ItemRun record)
 
@@ -109,27 +110,58 @@ def resolve_id(store: Store, prefix: str) -> str:
     raise ParameterError(f"'{prefix}' names more than one execution; give more of its id")
 
 
-class _Encoded:
-    """One execution's records, encoded (bytes are invisible to the garbage collector)."""
+class EncodedSnapshot:
+    """One execution's records, encoded (bytes are invisible to the garbage collector).
+
+    `status`, `parent_id` and `started_at` are copied out of the header, so listing executions
+    does not decode every header.
+    """
 
     __slots__ = ("header", "items", "parent_id", "runs", "started_at", "status")
 
-    def __init__(self) -> None:
-        self.header = b""
-        self.status = ""
-        self.parent_id: str | None = None
-        self.started_at: float = 0.0
-        self.runs: dict[str, bytes] = {}
-        self.items: dict[tuple[str, int], bytes] = {}
+    def __init__(
+        self,
+        header: bytes = b"",
+        status: str = "",
+        parent_id: str | None = None,
+        started_at: float = 0.0,
+        runs: dict[str, bytes] | None = None,
+        items: dict[tuple[str, int], bytes] | None = None,
+    ) -> None:
+        self.header = header
+        self.status = status
+        self.parent_id = parent_id
+        self.started_at = started_at
+        self.runs: dict[str, bytes] = {} if runs is None else runs
+        self.items: dict[tuple[str, int], bytes] = {} if items is None else items
 
 
 class MemoryStore(Store):
-    """Keeps encoded snapshots in dicts: fast, and gone when the process ends."""
+    """Keeps encoded snapshots in dicts: fast, and gone when the process ends.
+
+    Besides `Store`, it offers its encoded records (`encoded`, `put_encoded`) to a store that keeps
+    a MemoryStore as its in-memory mirror and writes the same bytes elsewhere.
+    """
 
     def __init__(self) -> None:
-        self._snapshots: dict[str, _Encoded] = {}
+        self._snapshots: dict[str, EncodedSnapshot] = {}  # in the order of first save
         self._definitions: dict[str, tuple[str, str]] = {}
         self._sources: dict[str, tuple[str, str]] = {}
+
+    def count(self) -> int:
+        """The number of executions stored."""
+        return len(self._snapshots)
+
+    def __contains__(self, execution_id: object) -> bool:
+        return execution_id in self._snapshots
+
+    def encoded(self, execution_id: str) -> EncodedSnapshot | None:
+        """An execution's records as stored (shared, not copied: do not change them)."""
+        return self._snapshots.get(execution_id)
+
+    def put_encoded(self, execution_id: str, snap: EncodedSnapshot) -> None:
+        """Store an execution's encoded records as they are (after executions put before it)."""
+        self._snapshots[execution_id] = snap
 
     def put_source(self, digest: str, pack: str, source: str) -> None:
         self._sources[digest] = (pack, source)
@@ -146,7 +178,7 @@ class MemoryStore(Store):
     ) -> None:
         snap = self._snapshots.get(execution_id)
         if snap is None:
-            snap = self._snapshots[execution_id] = _Encoded()
+            snap = self._snapshots[execution_id] = EncodedSnapshot()
         snap.header = encode(header)
         snap.status = header["status"]
         snap.parent_id = header["parent_id"]
@@ -190,8 +222,6 @@ class MemoryStore(Store):
         return [k for k in self._snapshots if k.startswith(prefix)][:limit]
 
     def unfinished(self) -> list[str]:
-        from attune_actors.engine.state import TERMINAL
-
         return [k for k, s in self._snapshots.items() if s.status not in TERMINAL]
 
     def put_definition(self, ref: str, pack: str, source: str) -> None:

@@ -47,8 +47,10 @@ from typing import Any, NoReturn, TypeVar
 
 from attune_actors.codec import decode, encode
 from attune_actors.errors import StoreError
+from attune_actors.statuses import TERMINAL
 from attune_actors.store import migrations
 from attune_actors.store.base import ItemRecord, Snapshot, Store
+from attune_actors.store.groupcommit import Backoff, CommitWaiters
 
 __all__ = ["BUSY_TIMEOUT", "SYNCHRONOUS_MODES", "SQLiteStore", "StoreStats"]
 
@@ -228,8 +230,6 @@ class SQLiteStore(Store):
             raise ValueError(
                 f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, not {synchronous!r}"
             )
-        from attune_actors.engine.state import TERMINAL
-
         self.path = Path(path)
         self.synchronous = mode
         self._terminal = tuple(sorted(TERMINAL))
@@ -242,9 +242,8 @@ class SQLiteStore(Store):
         self._force = False  # flush(): commit now, even during a retry backoff
         self._turn_loop: asyncio.AbstractEventLoop | None = None  # end-of-turn callback pending
         self._failure: StoreError | None = None  # the last commit failed; cleared by a success
-        self._retry_at = 0.0
-        self._retry_delay = _RETRY_FIRST
-        self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._backoff = Backoff(_RETRY_FIRST, _RETRY_MAX)
+        self._waiters = CommitWaiters()
         self._closing = False
         self._final_attempted = False
         self._closed = False
@@ -277,7 +276,6 @@ class SQLiteStore(Store):
 
         Commits at once (skipping a retry backoff); raises `StoreError` when that commit fails.
         """
-        loop = asyncio.get_running_loop()
         with self._cond:
             if self._closed:
                 raise StoreError(f"the store {self.path} is closed")
@@ -289,8 +287,7 @@ class SQLiteStore(Store):
                 target = self._inflight.gen
             else:
                 return
-            fut: asyncio.Future[None] = loop.create_future()
-            self._waiters.append((target, loop, fut))
+            fut = self._waiters.add(target)
             self._requested = self._force = True
             self._cond.notify()
         await fut
@@ -435,7 +432,7 @@ class SQLiteStore(Store):
             log.exception("the writer of the store %s stopped", self.path)
             with self._cond:
                 self._failure = StoreError(f"the writer of the store {self.path} stopped")
-                self._resolve_locked(None, self._failure)
+                self._waiters.resolve(None, self._failure)
         finally:
             self._wconn.close()
 
@@ -455,7 +452,7 @@ class SQLiteStore(Store):
                 elif self._requested or self._failure is not None:
                     if self._failure is None or self._force:
                         break
-                    wait = self._retry_at - time.monotonic()
+                    wait = self._backoff.remaining()
                     if wait <= 0:
                         break
                     self._cond.wait(wait)
@@ -475,32 +472,17 @@ class SQLiteStore(Store):
                     log.warning("the store %s writes again (after %d failed commits)",
                                 self.path, self._failed_commits)
                 self._failure = None
-                self._retry_delay = _RETRY_FIRST
-                self._resolve_locked(batch.gen, None)
+                self._backoff.succeeded()
+                self._waiters.resolve(batch.gen)
             else:
                 self._failed_commits += 1
                 if self._failure is None or self._failure.message != error.message:
                     log.error("%s; the changes are kept in memory and retried", error.message)
                 self._failure = error
                 self._open = batch.under(self._open)
-                self._retry_at = time.monotonic() + self._retry_delay
-                self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX)
-                self._resolve_locked(None, error)
+                self._backoff.failed()
+                self._waiters.resolve(None, error)
         return True
-
-    def _resolve_locked(self, gen: int | None, error: StoreError | None) -> None:
-        """Wake the flush() calls waiting for batch `gen` or older (all when `gen` is None)."""
-        keep = []
-        for waiter in self._waiters:
-            target, loop, fut = waiter
-            if gen is not None and target > gen:
-                keep.append(waiter)
-                continue
-            try:
-                loop.call_soon_threadsafe(_settle, fut, error)
-            except RuntimeError:  # that loop is closed: nobody waits any more
-                pass
-        self._waiters = keep
 
     def _commit(self, batch: _Batch) -> StoreError | None:
         """Write `batch` in one transaction; the error, rolled back, if it failed."""
@@ -753,15 +735,6 @@ class SQLiteStore(Store):
 
 def _raise_failing(failure: StoreError) -> NoReturn:
     raise StoreError(f"{failure.message} (the changes are kept in memory and retried)")
-
-
-def _settle(fut: asyncio.Future[None], error: StoreError | None) -> None:
-    if fut.done():
-        return
-    if error is None:
-        fut.set_result(None)
-    else:
-        fut.set_exception(StoreError(error.message))
 
 
 def _newest_first(row: tuple[int, float | None, bytes]) -> tuple[bool, float, int]:

@@ -8,17 +8,13 @@ which is what keeps a long chain of noop tasks cheap.
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
 from collections.abc import Callable
-from typing import Any
 
-from attune_actors.errors import ActionError, AttuneError
-from attune_actors.runners import RunContext, RunnerSet
+from attune_actors.errors import AttuneError
+from attune_actors.runners import RunnerSet
 from attune_actors.spec.model import ActionSpec
-from attune_actors.transport.base import ActionRun, OutcomeCallback, RunOutcome, Transport
-
-log = logging.getLogger("attune_actors.transport")
+from attune_actors.transport.attempt import immediate_outcome, outcome, run_attempt
+from attune_actors.transport.base import ActionRun, OutcomeCallback, Transport
 
 
 class InProcessTransport(Transport):
@@ -46,14 +42,12 @@ class InProcessTransport(Transport):
         try:
             action = self._actions(run.action)
         except AttuneError as exc:
-            loop.call_soon(on_outcome, _outcome(run, "failed", error=exc.message))
+            loop.call_soon(on_outcome, outcome(run, "failed", error=exc.message))
             return
         # Outcomes known at submit are delivered on the next loop turn, never re-entrantly.
-        if action.runner_type == "noop":
-            loop.call_soon(on_outcome, _outcome(run, "succeeded"))
-            return
-        if action.runner_type == "echo":
-            loop.call_soon(on_outcome, _outcome(run, "succeeded", result=dict(run.parameters)))
+        known = immediate_outcome(run, action)
+        if known is not None:
+            loop.call_soon(on_outcome, known)
             return
         key = run.key
         self._running[key] = loop.create_task(self._execute(run, action, on_outcome), name=f"run {key}")
@@ -64,35 +58,8 @@ class InProcessTransport(Transport):
             task.cancel()
 
     async def _execute(self, run: ActionRun, action: ActionSpec, on_outcome: OutcomeCallback) -> None:
-        key = run.key
-        outcome: RunOutcome
         try:
-            async with self._slots:
-                timeout = None if run.deadline is None else run.deadline - time.time()
-                if timeout is not None and timeout <= 0:
-                    raise TimeoutError
-                runner = self._runners.get(action.runner_type)
-                context = RunContext(
-                    run.execution_id, run.run_id, run.attempt, run.task, run.item, action.ref
-                )
-                async with asyncio.timeout(timeout):
-                    result = await runner.run(action, run.parameters, context)
-            outcome = _outcome(run, "succeeded", result=result)
-        except TimeoutError:
-            outcome = _outcome(run, "timeout", error=f"{action.ref} timed out")
-        except asyncio.CancelledError:
-            outcome = _outcome(run, "canceled", error="canceled")
-        except ActionError as exc:
-            outcome = _outcome(run, "failed", result=exc.result, error=exc.message)
-        except AttuneError as exc:
-            outcome = _outcome(run, "failed", error=exc.message)
-        except Exception as exc:  # a runner bug must not take the engine down
-            log.exception("runner %s crashed on %s", action.runner_type, key)
-            outcome = _outcome(run, "failed", error=f"{type(exc).__name__}: {exc}")
+            result = await run_attempt(self._runners, action, run, slots=self._slots)
         finally:
-            self._running.pop(key, None)
-        on_outcome(outcome)
-
-
-def _outcome(run: ActionRun, status: str, *, result: Any = None, error: str | None = None) -> RunOutcome:
-    return RunOutcome(run.run_id, run.item, run.attempt, status, result, error)
+            self._running.pop(run.key, None)
+        on_outcome(result)

@@ -9,7 +9,7 @@ import pytest
 
 from attune_actors.engine.commands import Dispatch, Finished, SetTimer, StopRun
 from attune_actors.engine.conductor import Conductor
-from attune_actors.engine.graph import TaskGraph
+from attune_actors.spec.graph import TaskGraph
 from attune_actors.spec.packs import load_packs, load_workflow_text
 from attune_actors.templates import Renderer
 

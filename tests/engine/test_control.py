@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import eventually
 
 from attune_actors import Engine, InquiryResponseError
 from attune_actors.config import load_settings
@@ -41,14 +42,6 @@ def is_execution(status: str, execution_id: str | None = None) -> Predicate:
         and e["status"] == status
         and (execution_id is None or e["id"] == execution_id)
     )
-
-
-async def poll(check: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)  # noqa: sleep-ok - polling with a deadline
 
 
 def now_ms() -> float:
@@ -202,7 +195,7 @@ async def test_cancel_running_kills_the_subprocess(
     )
     engine: Engine = await engine_factory()
     execution = await engine.execute(ref)
-    await poll(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
+    await eventually(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
     pid = int(pidfile.read_text())
     await engine.cancel(execution.id, force=how == "force")
     final = await engine.wait(execution.id, timeout=15)
@@ -216,7 +209,7 @@ async def test_cancel_running_kills_the_subprocess(
             return True
         return False
 
-    await poll(gone, timeout=15)
+    await eventually(gone, timeout=15)
 
 
 async def test_cancel_right_after_execute_does_not_hang(workflow, engine_factory) -> None:
@@ -306,7 +299,6 @@ async def test_invalid_inquiry_response_is_refused_and_stays_pending(workflow, e
     engine: Engine = await engine_factory()
     execution = await engine.execute(ref)
     events = engine.events(execution.id)
-    await poll(lambda: True)
     if not await engine.inquiries(execution_id=execution.id):
         await next_event(events, lambda e: e["type"] == "inquiry" and e["status"] == "pending")
     [inquiry] = await engine.inquiries(execution_id=execution.id)
@@ -340,7 +332,6 @@ async def test_inquiry_checks_the_identity_when_users_are_set(workflow, engine_f
     )
     engine: Engine = await engine_factory()
     execution = await engine.execute(ref)
-    await poll(lambda: True)
     events = engine.events(execution.id)
     if not await engine.inquiries(execution_id=execution.id):
         await next_event(events, lambda e: e["type"] == "inquiry")

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from helpers import eventually
 
 from attune_actors import ConflictError, Engine
 
@@ -22,11 +23,10 @@ def gate(workflow, tmp_path: Path) -> str:
 
 
 async def running(engine: Engine, execution_id: str) -> None:
-    async with asyncio.timeout(30):
-        while True:
-            if any(t.status == "running" for t in (await engine.get(execution_id)).tasks):
-                return
-            await asyncio.sleep(0.01)  # deliberate: polling a subprocess-backed task's start
+    async def started() -> bool:
+        return any(t.status == "running" for t in (await engine.get(execution_id)).tasks)
+
+    await eventually(started, "the gate task to run", timeout=30)
 
 
 async def test_an_engine_never_adopts_what_a_live_engine_runs(gate, packs_dir, tmp_path) -> None:

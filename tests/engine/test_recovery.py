@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
+from helpers import execution_reaches
 
 from attune_actors import Engine, ParameterError
-
-
-async def until(engine: Engine, execution_id: str, check: Any, timeout: float = 10) -> None:
-    """Wait for an event after which `check(execution)` holds."""
-    events = engine.events(execution_id)
-    try:
-        async with asyncio.timeout(timeout):
-            while not check(await engine.get(execution_id)):
-                await anext(events)
-    finally:
-        events.close()
 
 
 async def test_restart_resumes_running_paused_and_pending_executions(workflow, packs_dir, tmp_path) -> None:
@@ -56,9 +44,11 @@ async def test_restart_resumes_running_paused_and_pending_executions(workflow, p
     e2 = await first.execute(paused)
     await first.pause(e2.id)
     e3 = await first.execute(asking)
-    await until(first, e1.id, lambda e: any(t.name == "b" and t.status == "running" for t in e.tasks))
-    await until(first, e2.id, lambda e: e.status == "paused")
-    await until(first, e3.id, lambda e: e.tasks and e.tasks[0].status == "pending")
+    await execution_reaches(
+        first, e1.id, lambda e: any(t.name == "b" and t.status == "running" for t in e.tasks)
+    )
+    await execution_reaches(first, e2.id, lambda e: e.status == "paused")
+    await execution_reaches(first, e3.id, lambda e: e.tasks and e.tasks[0].status == "pending")
     inquiry_id = (await first.get(e3.id)).tasks[0].inquiry_id
     await first.close()  # as if the process ended: nothing is finished
 
@@ -99,7 +89,7 @@ async def test_timers_keep_their_original_deadlines(workflow, packs_dir, tmp_pat
     first = Engine(packs=[packs_dir], data_dir=data)
     await first.start()
     execution = await first.execute(ref)
-    await until(first, execution.id, lambda e: e.tasks and e.tasks[0].status == "running")
+    await execution_reaches(first, execution.id, lambda e: e.tasks and e.tasks[0].status == "running")
     await first.close()
     second = Engine(packs=[packs_dir], data_dir=data)
     await second.start()

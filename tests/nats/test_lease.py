@@ -9,11 +9,12 @@ import signal
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import eventually as wait_for
 from nats.aio.client import Client
 
 from attune_actors.config import NatsSettings
@@ -23,15 +24,6 @@ from attune_actors.nats.lease import LEASE_KEY, EngineLease
 from attune_actors.nats.subjects import Subjects
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll `predicate` until it holds; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)  # noqa: sleep-ok - polling with a deadline
 
 
 @pytest.fixture

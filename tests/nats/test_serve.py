@@ -213,13 +213,13 @@ async def test_serve_answers_holds_its_lease_and_stops_cleanly(
         ]
     ):
         assert time.monotonic() < deadline, "no inquiry opened"
-        await asyncio.sleep(POLL)
+        await asyncio.sleep(POLL)  # noqa: sleep-ok - polling with a deadline
     await call(nats_server.url, "inquiries.respond", {"id": pending[0]["id"], "response": {"approved": True}})
     while (doc := await call(nats_server.url, "executions.get", {"id": execution["id"]}))[
         "status"
     ] != "succeeded":
         assert time.monotonic() < deadline, doc
-        await asyncio.sleep(POLL)
+        await asyncio.sleep(POLL)  # noqa: sleep-ok - polling with a deadline
 
     # a second engine on the same subject prefix (even with its own data dir) refuses to start
     second = run_serve(*args, "--data-dir", "two", "--engine-id", "second", cwd=tmp_path)
@@ -352,32 +352,33 @@ async def test_the_documented_permissions_are_enough(
     watcher = '{ user: observer, password: observer, permissions: { subscribe: "$KV.attune_lease.>" } }'
     block = block.replace("  users = [\n", f"  users = [\n    {watcher}\n")
     (tmp_path / "auth.conf").write_text(block, encoding="utf-8")
-    for role in ("ENGINE", "WORKER", "CLIENT"):
+    for role in ("ENGINE", "WORKER", "ADMIN", "OPERATOR", "VIEWER"):
         monkeypatch.setenv(f"NATS_{role}_PASSWORD", f"{role.lower()}-secret")  # read by nats-server
     nats_server.args.extend(["-c", str(tmp_path / "auth.conf")])
     nats_server.restart()
     url = nats_server.url
 
     def as_user(role: str) -> dict[str, str]:
-        return {"ATTUNE_NATS__USER": role, "ATTUNE_NATS__PASSWORD": f"{role}-secret"}
+        return {"ATTUNE_NATS__USER": role, "ATTUNE_NATS__PASSWORD": f"{role}-secret",
+                "ATTUNE_NATS__INBOX_PREFIX": f"_INBOX_{role}"}
 
     observer = await nats.connect(url, user="observer", password="observer")
-    client = await nats.connect(url, user="client", password="client-secret")
+    client = await nats.connect(
+        url, user="operator", password="operator-secret", inbox_prefix="_INBOX_operator"
+    )
     try:
         lease_writes = await observer.subscribe("$KV.attune_lease.engine")
         await observer.flush()
-        monkeypatch.setenv("ATTUNE_NATS__USER", "engine")
-        monkeypatch.setenv("ATTUNE_NATS__PASSWORD", "engine-secret")
         engine = Served(
-            ["--nats", url, "--packs", str(packs_dir), "--store", "nats", "--engine-id", "e1"], tmp_path
+            ["--nats", url, "--packs", str(packs_dir), "--store", "nats", "--engine-id", "e1"], tmp_path,
+            env=as_user("engine"),
         )
         served.append(engine)
-        monkeypatch.setenv("ATTUNE_NATS__USER", "worker")
-        monkeypatch.setenv("ATTUNE_NATS__PASSWORD", "worker-secret")
-        worker = Served(["--nats", url, "--packs", str(packs_dir)], tmp_path, "attune_actors.nats.worker")
+        worker = Served(
+            ["--nats", url, "--packs", str(packs_dir)], tmp_path, "attune_actors.nats.worker",
+            env=as_user("worker"),
+        )
         served.append(worker)
-        monkeypatch.delenv("ATTUNE_NATS__USER")
-        monkeypatch.delenv("ATTUNE_NATS__PASSWORD")
 
         # discovery and replies go through allow_responses
         deadline = time.monotonic() + 30
@@ -388,7 +389,7 @@ async def test_the_documented_permissions_are_enough(
             except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
                 assert engine.proc.poll() is None, engine.stop()
                 assert time.monotonic() < deadline, "the engine did not answer $SRV.PING"
-                await asyncio.sleep(POLL)
+                await asyncio.sleep(POLL)  # noqa: sleep-ok - polling with a deadline
         assert ping["metadata"]["engine_id"] == "e1"
 
         events = await client.subscribe("attune.events.executions.*")

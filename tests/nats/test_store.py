@@ -15,12 +15,13 @@ import signal
 import sys
 import textwrap
 import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import eventually as wait_for
+from helpers import execution_reaches as until
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nats.aio.client import Client
@@ -58,15 +59,6 @@ def run(run_id: str, seq: int, status: str = "running", **extra: Any) -> dict[st
 def item(status: str, result: Any = None) -> list[Any]:
     """An ItemRun record."""
     return [status, result, None, 1, 100.0, None, None]
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll `predicate` until it holds; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)  # noqa: sleep-ok - polling with a deadline
 
 
 async def connected(url: str) -> Client:
@@ -527,17 +519,6 @@ async def test_what_flush_returned_for_survives_sigkill(nats_server: Any, nc: Cl
 
 
 # -- an engine on the nats store ------------------------------------------------------------------
-
-
-async def until(engine: Engine, execution_id: str, check: Any, timeout: float = 10) -> None:
-    """Wait for an event after which `check(execution)` holds."""
-    events = engine.events(execution_id)
-    try:
-        async with asyncio.timeout(timeout):
-            while not check(await engine.get(execution_id)):
-                await anext(events)
-    finally:
-        events.close()
 
 
 async def test_engine_closed_mid_run_resumes_on_a_new_nats_store(

@@ -8,21 +8,25 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from helpers import eventually as until
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig
 
 from attune_actors import codec
 from attune_actors.config import NatsSettings
+from attune_actors.kv.masking import Masker
 from attune_actors.nats.connection import connect
+from attune_actors.nats.payload import PayloadCipher
 from attune_actors.nats.subjects import Subjects
-from attune_actors.nats.transport import MSG_ID, NatsTransport, decode_dispatch, encode_dispatch
+from attune_actors.nats.transport import NatsTransport
+from attune_actors.nats.wire import MSG_ID, decode_dispatch, encode_dispatch
 from attune_actors.nats.worker import Worker
 from attune_actors.spec.packs import Catalog, load_packs
 from attune_actors.transport.base import ActionRun, RunOutcome
@@ -34,29 +38,10 @@ S = Subjects()
 T = TypeVar("T")
 
 
-async def until(probe: Callable[[], T | None], what: str, timeout: float = 10.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)  # noqa: sleep-ok - polling with a deadline
-
-
 def attempt(run_id: str = "ex1.1", *, action: str = "natstest.whoami", item: int | None = None,
             attempt: int = 1, parameters: dict[str, Any] | None = None,
             deadline: float | None = None) -> ActionRun:
     return ActionRun("ex1", run_id, item, attempt, "t", action, parameters or {}, deadline)
-
-
-async def until_async(probe: Callable[[], Awaitable[bool]], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await probe():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)  # noqa: sleep-ok - polling with a deadline
 
 
 @dataclass
@@ -114,7 +99,8 @@ async def test_dispatch_goes_to_the_pack_runner_subject_with_a_message_id(rig: R
     assert msg.subject == S.runs("natstest", "python")
     assert msg.headers is not None
     assert msg.headers[MSG_ID].startswith(f"{run.key}@")
-    engine, decoded = decode_dispatch(msg.data)
+    dispatch = decode_dispatch(msg.data)
+    engine, decoded = dispatch.engine, dispatch.run
     assert engine == ENGINE
     assert decoded == run
 
@@ -148,7 +134,7 @@ async def test_an_outcome_that_arrives_before_its_submit_is_delivered_on_submit(
     async def taken() -> bool:
         return (await js.stream_info(S.results_stream)).state.messages == 0
 
-    await until_async(taken, "the engine to take the early outcome")
+    await until(taken, "the engine to take the early outcome")
     rig.submit(run)
     assert (await rig.outcome()).result == 42
     info = await rig.nc.jetstream().stream_info(S.runs_stream)
@@ -181,10 +167,10 @@ async def test_a_stale_canceled_outcome_is_not_kept_for_a_later_submit(rig: Rig)
     async def taken() -> bool:
         return (await js.stream_info(S.results_stream)).state.messages == 0
 
-    await until_async(taken, "the engine to take the stale outcome")
+    await until(taken, "the engine to take the stale outcome")
     rig.submit(run)
     (msg,) = await rig.take()  # dispatched: it has to run again
-    assert decode_dispatch(msg.data)[1] == run
+    assert decode_dispatch(msg.data).run == run
     assert rig.outcomes == []
 
 
@@ -208,11 +194,11 @@ async def test_heartbeats_keep_an_attempt_alive_until_they_stop_listing_it(rig: 
     deadline = time.monotonic() + 3 * TIMEOUT
     while time.monotonic() < deadline:  # beating and listing it: it stays running
         await rig.heartbeat("w8", [run.key])
-        await asyncio.sleep(TIMEOUT / 5)
+        await asyncio.sleep(TIMEOUT / 5)  # noqa: sleep-ok - paces the heartbeats under test
     assert rig.outcomes == []
     while not rig.outcomes:  # still beating, but it no longer holds the attempt
         await rig.heartbeat("w8", [])
-        await asyncio.sleep(TIMEOUT / 5)
+        await asyncio.sleep(TIMEOUT / 5)  # noqa: sleep-ok - paces the heartbeats under test
     assert rig.outcomes[0].status == "abandoned"
     assert rig.outcomes[0].error == "worker w8 no longer runs this attempt"
 
@@ -292,12 +278,12 @@ async def test_a_submit_while_the_server_is_down_is_sent_once_it_is_back(rig: Ri
     async def stored() -> bool:
         return (await js.stream_info(S.runs_stream)).state.messages > 0
 
-    await until_async(stored, "the dispatch to be stored", timeout=20)
+    await until(stored, "the dispatch to be stored", timeout=20)
     await rig.transport.close()  # nothing is re-sent after this: exactly one copy was stored
     info = await js.stream_info(S.runs_stream)
     assert info.state.messages == 1
     (msg,) = await rig.take()
-    assert decode_dispatch(msg.data)[1] == run
+    assert decode_dispatch(msg.data).run == run
 
 
 # ------------------------------------------------------------------------------- the worker in-process
@@ -323,3 +309,118 @@ async def test_worker_runs_a_redelivered_attempt_once_and_drains(rig: Rig, tmp_p
     assert worker.runs_started == 1
     info = await rig.nc.jetstream().stream_info(S.runs_stream)
     assert info.state.messages == 0  # both acknowledged
+
+
+# ------------------------------------------------------------------------- trust: workers and payloads
+
+KEY = PayloadCipher(bytes(range(32)))
+SECRET = "S3cr3t-value-77"
+
+
+async def test_an_outcome_from_another_worker_is_refused_and_the_real_one_applied(rig: Rig) -> None:
+    dead: list[dict[str, Any]] = []
+
+    async def on_dead(msg: Msg) -> None:
+        dead.append(json.loads(msg.data))
+
+    await rig.nc.subscribe(S.dead_letters, cb=on_dead)
+    run = attempt()
+    rig.submit(run)
+    await rig.take()
+    start = time.time()
+    await rig.report("w-real", ["s", run.key, start])
+    # a forger with a worker credential: a heartbeat claiming the attempt, then its outcome
+    await rig.heartbeat("mallory", [run.key])
+    await rig.report("mallory", ["e", run.key, start, "succeeded", {"pid": 666}, None])
+    await until(lambda: dead, "the forged outcome to be dead-lettered")
+    assert dead[0]["code"] == "refused_result"
+    assert dead[0]["reason"] == f"worker mallory reported on {run.key}, which worker w-real took"
+    assert rig.outcomes == []
+    await rig.report("w-real", ["e", run.key, start, "succeeded", {"pid": 1}, None])
+    assert (await rig.outcome()).result == {"pid": 1}
+
+
+@pytest.fixture
+async def sealed(rig: Rig) -> AsyncIterator[NatsTransport]:
+    """A second engine on the rig's connection, with a payload key, for which `SECRET` is a secret."""
+    transport = NatsTransport(
+        rig.nc, S, engine_id="sealed-engine", actions=rig.catalog.action, heartbeat_timeout=5.0,
+        cipher=KEY, secrets_in=Masker([SECRET]).found_in,
+    )
+    await transport.start()
+    await rig.nc.jetstream().delete_consumer(S.runs_stream, "workers")  # the worker creates its own
+    yield transport
+    await transport.close()
+
+
+async def run_on_worker(rig: Rig, transport: NatsTransport, run: ActionRun, cipher: PayloadCipher | None,
+                        seen: list[bytes] | None = None) -> RunOutcome:
+    """`run` through `transport` and an in-process worker with `cipher`; every message on the bus into
+    `seen`."""
+    if seen is not None:
+        async def snoop(msg: Msg) -> None:
+            seen.append(msg.subject.encode() + json.dumps(msg.headers or {}).encode() + msg.data)
+
+        await rig.nc.subscribe(">", cb=snoop)
+    worker = Worker(rig.nc, S, rig.catalog, worker_id="w1", heartbeat_interval=0.1, cipher=cipher,
+                    masker=Masker())
+    serving = asyncio.get_running_loop().create_task(worker.run())
+    outcomes: list[RunOutcome] = []
+    transport.submit(run, outcomes.append)
+    try:
+        await until(lambda: outcomes, "the outcome")
+    finally:
+        await worker.drain()
+        await serving
+    return outcomes[0]
+
+
+async def test_sealed_parameters_and_outcomes_cross_the_bus_encrypted(
+    rig: Rig, sealed: NatsTransport
+) -> None:
+    seen: list[bytes] = []
+    run = attempt(action="core.echo", parameters={"header": f"Bearer {SECRET}", "n": 3})
+    outcome = await run_on_worker(rig, sealed, run, KEY, seen)
+    assert outcome.status == "succeeded"
+    assert outcome.result == {"header": f"Bearer {SECRET}", "n": 3}
+    assert any(b".runs." in m for m in seen)
+    assert any(b".results." in m for m in seen)
+    assert [m[:200] for m in seen if SECRET.encode() in m] == []
+    dispatches = [m for m in seen if m.startswith(S.runs("core", "echo").encode())]
+    assert dispatches  # the publish and its delivery to the worker: neither holds any parameter
+    assert [m for m in dispatches if b"Bearer" in m] == []
+
+
+async def test_a_secret_is_not_dispatched_without_a_payload_key(rig: Rig) -> None:
+    clear = NatsTransport(
+        rig.nc, S, engine_id="clear-engine", actions=rig.catalog.action, secrets_in=Masker([SECRET]).found_in
+    )
+    await clear.start()
+    outcomes: list[RunOutcome] = []
+    try:
+        clear.submit(attempt(parameters={"seconds": 0, "password": SECRET}), outcomes.append)
+        clear.submit(attempt("ex1.2", parameters={"seconds": 0}), outcomes.append)
+        await until(lambda: outcomes, "the refusal")
+        (msg,) = await rig.take()  # only the run without a secret went out
+    finally:
+        await clear.close()
+    assert decode_dispatch(msg.data).run.run_id == "ex1.2"
+    (refusal,) = outcomes
+    assert refusal.status == "failed"
+    assert refusal.error is not None
+    assert "its parameters hold a secret" in refusal.error
+    assert "nats.payload_key" in refusal.error
+
+
+async def test_a_worker_without_the_key_or_with_another_fails_the_attempt_clearly(
+    rig: Rig, sealed: NatsTransport
+) -> None:
+    run = attempt(action="core.echo", parameters={"x": SECRET})
+    without = await run_on_worker(rig, sealed, run, None)
+    assert without.status == "failed"
+    assert without.error is not None
+    assert "this worker has no nats.payload_key" in without.error
+    other = await run_on_worker(rig, sealed, attempt(action="core.echo", attempt=2), PayloadCipher(bytes(32)))
+    assert other.status == "failed"
+    assert other.error is not None
+    assert "do not open with this worker's nats.payload_key" in other.error

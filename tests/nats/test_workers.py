@@ -12,12 +12,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from helpers import eventually as until
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -31,18 +32,6 @@ WORKER_PACKS = Path(__file__).parent / "worker_packs"
 HEARTBEAT = 0.25  # worker heartbeat interval in these tests
 HEARTBEAT_TIMEOUT = 1.5  # the engine abandons attempts of a worker silent this long
 T = TypeVar("T")
-
-
-async def until(probe: Callable[[], T | None], what: str, timeout: float = 15.0) -> T:
-    """Poll `probe` until it returns something truthy; fail naming `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)  # noqa: sleep-ok - polling with a deadline
 
 
 @dataclass

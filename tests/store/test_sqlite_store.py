@@ -12,11 +12,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import eventually
 
 from attune_actors.errors import StoreError
 from attune_actors.kv import KVStore
@@ -48,15 +49,6 @@ def run(run_id: str, seq: int, status: str = "running", **extra: Any) -> dict[st
 def item(status: str, result: Any = None) -> list[Any]:
     """An ItemRun record."""
     return [status, result, None, 1, 100.0, None, None]
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll `predicate` until it holds; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.005)  # noqa: sleep-ok - polling with a deadline
 
 
 def count(db: Path, table: str) -> int:
@@ -265,7 +257,7 @@ async def test_one_commit_per_turn_and_columns_filled(store: SQLiteStore, db: Pa
     for i in range(50):
         store.save(f"e{i}", header(f"e{i}", parent_id="root", started_at=float(i)),
                    [run(f"r{i}", i, "succeeded")], [])
-    await wait_for(lambda: store.stats().commits == 1)
+    await eventually(lambda: store.stats().commits == 1)
     assert count(db, "workflow_execution") == 50
     with sqlite3.connect(db) as conn:
         assert conn.execute(
@@ -654,9 +646,9 @@ async def test_a_failing_commit_is_raised_logged_kept_and_retried(
 async def test_a_failing_commit_is_retried_without_flush(store: SQLiteStore, db: Path) -> None:
     block_writes(db)
     store.save("a", header("a"), [run("r", 1)], [("r", 0, item("running"))])
-    await wait_for(lambda: store.stats().failed_commits >= 2)  # retried on its own, with backoff
+    await eventually(lambda: store.stats().failed_commits >= 2)  # retried on its own, with backoff
     unblock_writes(db)
-    await wait_for(lambda: count(db, "workflow_task_item") == 1)
+    await eventually(lambda: count(db, "workflow_task_item") == 1)
 
 
 async def test_close_reports_what_it_could_not_write(db: Path) -> None:
