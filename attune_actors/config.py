@@ -8,8 +8,10 @@ environment variable `ATTUNE_<SECTION>__<KEY>` (or `ATTUNE_<KEY>` at top level; 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
+import re
 import sys
 import types
 import typing
@@ -50,10 +52,35 @@ class NatsSettings:
 class LimitSettings:
     """Bounds that keep one engine process healthy under load."""
 
-    python_workers: int = 8  # threads for blocking (sync) Python actions
+    python_workers: int = 8  # processes running Python actions
     max_inflight_runs: int = 10000  # in-process action runs at once; more wait their turn
     kill_grace: float = 5.0  # seconds between SIGTERM and SIGKILL for stopped commands
     event_buffer: int = 1000  # events buffered per subscriber before it gets a gap marker
+    request_bytes: int = 1024 * 1024  # one API request body (HTTP); larger ones get 413 before any work
+    # -- runners: what one action run may take (runners.RunnerLimits reads these) --
+    max_result_bytes: int = 1024 * 1024  # a run's result as JSON; larger fails the run
+    max_output_bytes: int = 256 * 1024  # kept of each captured output stream; the rest dropped
+    http_max_seconds: float = 300.0  # largest total `timeout` of a core.http request
+    http_max_body_bytes: int = 1024 * 1024  # a longer core.http response body fails the run
+
+
+ROLES = ("viewer", "operator", "admin")  # each may do what the one before may, and more
+
+
+@dataclass(frozen=True)
+class HttpToken:
+    """Who presents a token: the identity (a login) and its role, one of ROLES."""
+
+    identity: str = ""
+    role: str = "viewer"
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """The HTTP API (`serve --http`). Without tokens it listens on loopback addresses only."""
+
+    # sha256 hex digest of a bearer token -> who presents it (the token itself is never stored)
+    tokens: dict[str, HttpToken] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -73,6 +100,7 @@ class Settings:
     secret_key: str | None = None  # Fernet key for KV secrets; default: <data_dir>/secret.key
     nats: NatsSettings = field(default_factory=NatsSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
 
     def __post_init__(self) -> None:
@@ -80,17 +108,35 @@ class Settings:
             raise ConfigError(f"store must be memory, sqlite or nats, got {self.store!r}")
         if self.transport not in ("inprocess", "nats"):
             raise ConfigError(f"transport must be inprocess or nats, got {self.transport!r}")
-        for name in ("python_workers", "max_inflight_runs", "event_buffer"):
+        for name in (
+            "python_workers", "max_inflight_runs", "event_buffer", "request_bytes",
+            "max_result_bytes", "max_output_bytes", "http_max_body_bytes",
+        ):
             if getattr(self.limits, name) < 1:
                 raise ConfigError(
                     f"setting limits.{name} must be at least 1, got {getattr(self.limits, name)}"
                 )
         if not self.limits.kill_grace >= 0:
             raise ConfigError(f"setting limits.kill_grace must be zero or more, got {self.limits.kill_grace}")
+        if not self.limits.http_max_seconds > 0:
+            raise ConfigError(
+                f"setting limits.http_max_seconds must be more than 0, got {self.limits.http_max_seconds}"
+            )
         if not self.nats.connect_timeout > 0:
             raise ConfigError(
                 f"setting nats.connect_timeout must be more than 0, got {self.nats.connect_timeout}"
             )
+        for digest, token in self.http.tokens.items():
+            where = f"setting http.tokens.{digest[:12]}"
+            if not re.fullmatch(r"[0-9a-f]{64}", digest):
+                raise ConfigError(
+                    f"{where}: a key must be the sha256 hex digest of a token (64 lowercase hex "
+                    "characters), never the token itself"
+                )
+            if not token.identity:
+                raise ConfigError(f"{where}.identity must name who presents the token")
+            if token.role not in ROLES:
+                raise ConfigError(f"{where}.role must be {', '.join(ROLES)}, got {token.role!r}")
         if not isinstance(logging.getLevelName(self.logging.level.upper()), int):
             raise ConfigError(
                 "setting logging.level must be DEBUG, INFO, WARNING, ERROR or CRITICAL, "
@@ -227,6 +273,8 @@ def _convert(hint: Any, value: Any, name: str) -> Any:
             return None
         hint = next(a for a in args if a is not type(None))
         origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is dict:
+        return _convert_mapping(args[1], value, name)
     if origin is tuple:
         if isinstance(value, _EnvText):
             value = [p for p in value.split(os.pathsep) if p]
@@ -258,6 +306,20 @@ def _convert(hint: Any, value: Any, name: str) -> Any:
         hint, hint.__name__
     )
     raise ConfigError(f"setting {name} must be {kind}, got {value!r}{_source(value)}")
+
+
+def _convert_mapping(item: Any, value: Any, name: str) -> dict[str, Any]:
+    """A mapping setting (keys are names, values built as `item`); from the environment, JSON text."""
+    if isinstance(value, _EnvText):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ConfigError(f"setting {name} must be a JSON object{_source(value)}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"setting {name} must be a mapping, got {value!r}{_source(value)}")
+    if dataclasses.is_dataclass(item):
+        return {str(k): _build(typing.cast(type[Any], item), v, f"{name}.{k}.") for k, v in value.items()}
+    return {str(k): _convert(item, v, f"{name}.{k}") for k, v in value.items()}
 
 
 def configure_logging(settings: Settings) -> None:

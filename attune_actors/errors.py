@@ -110,3 +110,46 @@ class ConflictError(ParameterError):
     """The request conflicts with the execution's state: another live process runs it, it is still
     running (rerun), or it has ended (control). A subclass of ParameterError, so front ends that do
     not map it yet answer as for invalid input."""
+
+
+# Stable error codes of every front end (NATS control service, HTTP API) -> their HTTP status (on NATS,
+# the `Nats-Service-Error-Code` header). docs/distributed.md and docs/http.md list them.
+ERROR_STATUS: dict[str, int] = {
+    "bad_request": 400,  # not JSON, not an object, missing/unknown/mistyped field, no reply subject
+    "invalid_parameters": 400,  # ParameterError: workflow parameters, rerun of a running execution, ...
+    "unauthenticated": 401,  # HTTP: no bearer token, or one that is not configured
+    "unauthorized": 403,  # AuthError; HTTP: the token's role may not do this
+    "not_found": 404,  # NotFoundError: no such execution, inquiry, workflow, action or pack
+    "method_not_allowed": 405,  # HTTP: the path exists, not with this method
+    "inquiry_refused": 409,  # InquiryResponseError: schema violation, identity not allowed, not pending
+    "too_large": 413,  # a request over max_payload / limits.request_bytes, or a reply over max_payload
+    "unsupported_media_type": 415,  # HTTP: a body in a type the route does not read
+    "validation_failed": 422,  # ValidationError: a workflow definition is invalid
+    "template_error": 422,  # TemplateError
+    "action_failed": 422,  # ActionError
+    "config_error": 500,  # ConfigError
+    "store_error": 503,  # StoreError
+    "transport_error": 503,  # TransportError
+    "unavailable": 503,  # EngineClosedError: the engine is stopping
+    "error": 500,  # any other AttuneError
+    "internal": 500,  # a bug: the message says so, the traceback is in the engine's log
+}
+
+_ERROR_CODES: tuple[tuple[type[AttuneError], str], ...] = (
+    (NotFoundError, "not_found"),
+    (ParameterError, "invalid_parameters"),
+    (ValidationError, "validation_failed"),
+    (InquiryResponseError, "inquiry_refused"),
+    (TemplateError, "template_error"),
+    (ActionError, "action_failed"),
+    (ConfigError, "config_error"),
+    (AuthError, "unauthorized"),
+    (StoreError, "store_error"),
+    (TransportError, "transport_error"),
+    (EngineClosedError, "unavailable"),
+)
+
+
+def error_code(exc: AttuneError) -> str:
+    """The stable error code of one of our exceptions (its class, or the nearest mapped base)."""
+    return next((code for cls, code in _ERROR_CODES if isinstance(exc, cls)), "error")

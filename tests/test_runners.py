@@ -1,12 +1,13 @@
-"""Runners: the python runner and the built-in noop/echo/sleep runners, and RunnerSet dispatch."""
+"""Runners: the python runner (real worker processes) and the built-in noop/echo/sleep runners,
+and RunnerSet dispatch and result limits."""
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import json
 import os
+import sys
 import textwrap
-import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,11 +17,13 @@ import pytest
 from helpers import eventually
 
 from attune_actors.errors import ActionError
+from attune_actors.kv import Masker
 from attune_actors.runners import (
     EchoRunner,
     NoopRunner,
     PythonRunner,
     RunContext,
+    RunnerLimits,
     RunnerSet,
     SleepRunner,
     default_runners,
@@ -68,36 +71,56 @@ def pack(tmp_path: Path) -> Pack:
 
 @pytest.fixture
 async def python_runner() -> AsyncIterator[PythonRunner]:
-    runner = PythonRunner()
+    runner = PythonRunner(workers=2, kill_grace=2.0)
     yield runner
     await runner.aclose()
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def read_int(path: Path) -> int | None:
+    text = path.read_text() if path.exists() else ""
+    return int(text) if text.endswith("\n") else None
 
 
 # -- python runner ---------------------------------------------------------------------------------
 
 
-async def test_sync_action_runs_off_the_loop(pack: Pack, python_runner: PythonRunner) -> None:
+async def test_sync_action_runs_in_a_reused_worker_process(
+    pack: Pack, python_runner: PythonRunner
+) -> None:
     pack.write("add.py", """
-        import threading
+        import os
 
         def run(a, b=2):
-            return {"sum": a + b, "thread": threading.current_thread().name}
+            return {"sum": a + b, "pid": os.getpid()}
     """)
-    result = await python_runner.run(pack.action("add.py"), {"a": 1}, context())
-    assert result["sum"] == 3
-    assert result["thread"].startswith("attune-action")
+    first = await python_runner.run(pack.action("add.py"), {"a": 1}, context())
+    second = await python_runner.run(pack.action("add.py"), {"a": 5, "b": 5}, context())
+    assert first["sum"] == 3
+    assert second["sum"] == 10
+    assert first["pid"] != os.getpid()
+    assert second["pid"] == first["pid"]  # the pool keeps its processes
 
 
-async def test_async_action_is_awaited_on_the_loop(pack: Pack, python_runner: PythonRunner) -> None:
+async def test_async_action_is_awaited_in_a_worker(pack: Pack, python_runner: PythonRunner) -> None:
     pack.write("hello.py", """
-        import asyncio, threading
+        import asyncio, os
 
         async def run(name):
             await asyncio.sleep(0)  # noqa: sleep-ok - one loop turn, so it really is a coroutine
-            return {"greeting": f"hello {name}", "thread": threading.get_ident()}
+            return {"greeting": f"hello {name}", "pid": os.getpid()}
     """)
     result = await python_runner.run(pack.action("hello.py"), {"name": "bob"}, context())
-    assert result == {"greeting": "hello bob", "thread": threading.get_ident()}
+    assert result["greeting"] == "hello bob"
+    assert result["pid"] != os.getpid()
 
 
 async def test_run_context_is_passed_when_asked_for(
@@ -138,7 +161,6 @@ async def test_exception_becomes_action_error_with_location(
         f"ZeroDivisionError: division by zero (raised at {path.resolve()}:3)"
     )
     assert info.value.result is None
-    assert isinstance(info.value.__cause__, ZeroDivisionError)
 
 
 async def test_exception_in_a_library_points_at_the_action_line(
@@ -185,6 +207,15 @@ async def test_action_error_keeps_its_partial_result(
         await python_runner.run(pack.action("partial.py"), {}, context())
     assert info.value.message == "half done"
     assert info.value.result == {"done": [1, 2]}
+    pack.write("top.py", """
+        from attune_actors import ActionError  # the package's own name, not the module's
+
+        def run():
+            raise ActionError("from the top", result=[1])
+    """)
+    with pytest.raises(ActionError, match=r"^from the top$") as info:
+        await python_runner.run(pack.action("top.py"), {}, context())
+    assert info.value.result == [1]
 
 
 async def test_system_exit_does_not_escape(pack: Pack, python_runner: PythonRunner) -> None:
@@ -342,40 +373,237 @@ async def test_cancelling_an_action_that_swallows_it_still_cancels(
         await task
 
 
-async def test_cancelling_a_sync_action_returns_at_once(
-    pack: Pack, python_runner: PythonRunner
+async def test_cancelling_a_sync_action_stops_its_process(
+    pack: Pack, python_runner: PythonRunner, tmp_path: Path
 ) -> None:
+    pidfile, marker = tmp_path / "pid", tmp_path / "cleaned"
     pack.write("block.py", """
-        def run(started, release):
-            started.set()
-            release.wait(30)
+        import os, time
+        from pathlib import Path
+
+        def run(pidfile, marker):
+            Path(pidfile).write_text(f"{os.getpid()}\\n")
+            try:
+                time.sleep(30)  # noqa: sleep-ok - the action the test cancels
+            finally:
+                Path(marker).touch()
             return 1
     """)
-    started, release = threading.Event(), threading.Event()
     task = asyncio.create_task(python_runner.run(
-        pack.action("block.py"), {"started": started, "release": release}, context()
+        pack.action("block.py"), {"pidfile": str(pidfile), "marker": str(marker)}, context()
     ))
-    await eventually(started.is_set)
+    await eventually(lambda: read_int(pidfile) is not None)
+    pid = read_int(pidfile)
+    assert pid is not None
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    release.set()
+    assert not alive(pid)  # stopped and reaped by the time the cancel returns
+    assert marker.exists()  # SIGTERM first: its `finally` ran
+    # A fresh process takes the stopped one's place.
+    pack.write("pid.py", "import os\ndef run():\n    return os.getpid()\n")
+    assert await python_runner.run(pack.action("pid.py"), {}, context()) != pid
 
 
-async def test_given_executor_is_used_and_left_open(pack: Pack) -> None:
-    pack.write("where.py", """
-        import threading
+async def test_a_timed_out_sync_action_is_gone_within_the_kill_grace(
+    pack: Pack, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "pid"
+    pack.write("stubborn.py", """
+        import os, signal, time
+        from pathlib import Path
 
-        def run():
-            return threading.current_thread().name
+        def run(pidfile):
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # it will take SIGKILL
+            Path(pidfile).write_text(f"{os.getpid()}\\n")
+            time.sleep(30)  # noqa: sleep-ok - the action the test times out
     """)
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mine") as executor:
-        runner = PythonRunner(executor=executor)
-        assert (await runner.run(pack.action("where.py"), {}, context())).startswith("mine")
+    runner = PythonRunner(workers=1, kill_grace=0.5)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(1):
+                await runner.run(pack.action("stubborn.py"), {"pidfile": str(pidfile)}, context())
+        pid = read_int(pidfile)
+        assert pid is not None
+        assert not alive(pid)
+        assert time.monotonic() - started < 25  # not the action's 30 s: it was killed
+    finally:
         await runner.aclose()
-        assert executor.submit(lambda: 5).result() == 5
-        with pytest.raises(ActionError, match="closed"):
-            await runner.run(pack.action("where.py"), {}, context())
+
+
+async def test_a_worker_that_dies_fails_the_run_and_is_replaced(
+    pack: Pack, python_runner: PythonRunner
+) -> None:
+    pack.write("die.py", """
+        import os
+
+        def run(how):
+            if how == "exit":
+                os._exit(3)
+            os.kill(os.getpid(), 9)
+    """)
+    with pytest.raises(ActionError, match="python action process exited with code 3 before replying"):
+        await python_runner.run(pack.action("die.py"), {"how": "exit"}, context())
+    with pytest.raises(ActionError, match="was killed by SIGKILL"):
+        await python_runner.run(pack.action("die.py"), {"how": "kill"}, context())
+    pack.write("ok.py", "def run():\n    return 'ok'\n")
+    assert await python_runner.run(pack.action("ok.py"), {}, context()) == "ok"
+
+
+async def test_output_is_captured_masked_and_kept_off_our_stdout(
+    pack: Pack, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    pack.write("talk.py", """
+        import logging, subprocess, sys
+
+        def run(token, result):
+            print("token is", token)
+            logging.getLogger("x").warning("careful with %s", token)
+            subprocess.run(["echo", "from a child"], check=True)
+            print("oops", file=sys.stderr)
+            return result
+    """)
+    masker = Masker(["S3cr3t-token"])
+    runner = PythonRunner(workers=1, masker=masker)
+    try:
+        result = await runner.run(
+            pack.action("talk.py"), {"token": "S3cr3t-token", "result": {"n": 1}}, context()
+        )
+        assert result == {"n": 1, "stdout": "token is ***\nfrom a child", "stderr": "oops"}
+        # Log records become the engine's own (masked), not output.
+        assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records] == [
+            ("x", "WARNING", "careful with ***")
+        ]
+        # Action keys win over captured output; a non-dict result is left as it is.
+        same = {"n": 1, "stdout": "mine"}
+        assert await runner.run(pack.action("talk.py"), {"token": "x", "result": same},
+                                context()) == {**same, "stderr": "oops"}
+        assert await runner.run(pack.action("talk.py"), {"token": "x", "result": 7},
+                                context()) == 7
+    finally:
+        await runner.aclose()
+    out, err = capfd.readouterr()
+    assert "token is" not in out
+    assert "from a child" not in out
+    assert "S3cr3t" not in out + err
+
+
+async def test_output_is_bounded_and_a_failed_run_keeps_it(pack: Pack) -> None:
+    pack.write("loud.py", """
+        def run():
+            print("x" * 100_000)
+            raise RuntimeError("then it failed")
+    """)
+    runner = PythonRunner(workers=1, max_output_bytes=1000)
+    try:
+        with pytest.raises(ActionError, match="RuntimeError: then it failed") as info:
+            await runner.run(pack.action("loud.py"), {}, context())
+    finally:
+        await runner.aclose()
+    stdout = info.value.result["stdout"]
+    assert stdout.startswith("x" * 1000 + "\n[... 99001 more bytes dropped")
+    assert "limits.max_output_bytes (1000)" in stdout
+
+
+BARRIER = """
+    import asyncio, os
+    from pathlib import Path
+
+    async def run(i, n, folder, stubborn=False):
+        # Returns only once all n runs are in flight at once (or after 20 s, to fail clearly).
+        Path(folder, str(i)).touch()
+        print(f"run {i} says hi")
+        for _ in range(2000):
+            if len(os.listdir(folder)) >= n:
+                return {"i": i, "pid": os.getpid()}
+            try:
+                await asyncio.sleep(0.01)  # noqa: sleep-ok - polling with a deadline
+            except asyncio.CancelledError:
+                if not stubborn:
+                    raise
+                await asyncio.sleep(30)  # noqa: sleep-ok - ignores its cancellation
+        raise RuntimeError(f"only {len(os.listdir(folder))} of {n} runs were in flight at once")
+"""
+
+
+async def test_async_runs_share_a_worker_each_with_its_own_output(
+    pack: Pack, tmp_path: Path
+) -> None:
+    pack.write("barrier.py", BARRIER)
+    folder = tmp_path / "in-flight"
+    folder.mkdir()
+    runner = PythonRunner(workers=1)  # one process: 30 runs at once only if they share it
+    try:
+        results = await asyncio.gather(*(
+            runner.run(pack.action("barrier.py"), {"i": i, "n": 30, "folder": str(folder)},
+                       context())
+            for i in range(30)
+        ))
+    finally:
+        await runner.aclose()
+    assert [r["i"] for r in results] == list(range(30))
+    assert len({r["pid"] for r in results}) == 1
+    assert [r["stdout"] for r in results] == [f"run {i} says hi" for i in range(30)]
+
+
+async def test_cancelling_one_async_run_leaves_the_others_and_the_worker(
+    pack: Pack, tmp_path: Path
+) -> None:
+    pack.write("barrier.py", BARRIER)
+    folder = tmp_path / "in-flight"
+    folder.mkdir()
+    runner = PythonRunner(workers=1, kill_grace=5)
+    act = pack.action("barrier.py")
+    try:
+        runs = [asyncio.create_task(runner.run(act, {"i": i, "n": 4, "folder": str(folder)},
+                                               context())) for i in range(3)]
+        await eventually(lambda: len(os.listdir(folder)) == 3)
+        [pid] = runner.pool.processes
+        runs[0].cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await runs[0]
+        (folder / "latecomer").touch()  # now the two others see 4 and finish
+        assert [r["i"] for r in await asyncio.gather(*runs[1:])] == [1, 2]
+        assert runner.pool.processes == [pid]  # cancelled in place, not killed
+    finally:
+        await runner.aclose()
+
+
+async def test_an_async_run_that_ignores_its_cancellation_takes_its_worker_down(
+    pack: Pack, tmp_path: Path
+) -> None:
+    pack.write("barrier.py", BARRIER)
+    folder = tmp_path / "in-flight"
+    folder.mkdir()
+    runner = PythonRunner(workers=1, kill_grace=0.5)
+    act = pack.action("barrier.py")
+    try:
+        stubborn = asyncio.create_task(runner.run(
+            act, {"i": 0, "n": 9, "folder": str(folder), "stubborn": True}, context()))
+        other = asyncio.create_task(runner.run(act, {"i": 1, "n": 9, "folder": str(folder)},
+                                               context()))
+        await eventually(lambda: len(os.listdir(folder)) == 2)
+        [pid] = runner.pool.processes
+        stubborn.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await stubborn
+        assert not alive(pid)
+        with pytest.raises(ActionError, match="another run on it ignored its cancellation"):
+            await other
+        (folder / "x").touch()
+        assert (await runner.run(act, {"i": 2, "n": 1, "folder": str(folder)}, context()))["i"] == 2
+    finally:
+        await runner.aclose()
+
+
+async def test_closed_runner_refuses_runs(pack: Pack) -> None:
+    pack.write("one.py", "def run():\n    return 1\n")
+    runner = PythonRunner(workers=1)
+    assert await runner.run(pack.action("one.py"), {}, context()) == 1
+    await runner.aclose()
+    with pytest.raises(ActionError, match="closed"):
+        await runner.run(pack.action("one.py"), {}, context())
 
 
 async def test_concurrent_first_runs_load_once(pack: Pack, python_runner: PythonRunner) -> None:
@@ -439,7 +667,7 @@ async def test_sleep_is_cancellable() -> None:
 
 async def test_runner_set_dispatches_by_runner_type(pack: Pack) -> None:
     pack.write("x.py", "def run(v):\n    return v * 2\n")
-    async with RunnerSet(kill_grace=0.5) as runners:
+    async with RunnerSet(limits=RunnerLimits(kill_grace=0.5)) as runners:
         assert runners.types == ("echo", "http", "local", "noop", "python", "sleep")
         assert "python" in runners
         assert await runners.run(pack.action("x.py"), {"v": 21}, context()) == 42
@@ -464,3 +692,73 @@ def test_default_runners_are_keyed_by_runner_type() -> None:
     runners = default_runners()
     assert set(runners) == {"python", "local", "http", "noop", "echo", "sleep"}
     asyncio.run(RunnerSet(runners).aclose())
+
+
+async def test_every_runner_result_is_held_to_max_result_bytes(pack: Pack) -> None:
+    pack.write("big.py", "def run(n):\n    return {'data': 'y' * n}\n")
+    async with RunnerSet(limits=RunnerLimits(max_result_bytes=2000, python_workers=1)) as runners:
+        assert (await runners.run(pack.action("big.py"), {"n": 100}, context()))["data"] == "y" * 100
+        with pytest.raises(ActionError, match=r"exceeds limits.max_result_bytes \(2000\); the run "
+                                              r"failed and its result was dropped"):
+            await runners.run(pack.action("big.py"), {"n": 5000}, context())
+        # Any runner, not only python: echo hands back its (large) input.
+        with pytest.raises(ActionError, match=r"core.echo|mypack.echo: result is \d+ bytes"):
+            await runners.get("echo").run(action("echo", name="echo"), {"v": "z" * 3000}, context())
+
+
+async def test_engine_timeout_stops_a_sleeping_sync_action(
+    workflow, engine_factory, packs_dir: Path, tmp_path: Path
+) -> None:
+    actions = packs_dir / "testpack" / "actions"
+    (actions / "sleeper.py").write_text(textwrap.dedent("""
+        import os, time
+        from pathlib import Path
+
+        def run(pidfile):
+            Path(pidfile).write_text(f"{os.getpid()}\\n")
+            time.sleep(30)  # noqa: sleep-ok - the action the engine times out
+    """))
+    (actions / "sleeper.yaml").write_text(textwrap.dedent("""
+        name: sleeper
+        runner_type: python
+        entry_point: sleeper.py
+        parameters:
+          pidfile: {type: string, required: true}
+    """))
+    pidfile = tmp_path / "pid"
+    ref = workflow("sleepy", f"""
+        tasks:
+          - {{name: nap, action: testpack.sleeper, timeout: 1, input: {{pidfile: "{pidfile}"}}}}
+    """)
+    engine = await engine_factory()
+    started = time.monotonic()
+    done = await engine.wait((await engine.execute(ref)).id, timeout=30)
+    assert done.status == "failed"
+    assert done.task("nap").status == "timeout"
+    pid = read_int(pidfile)
+    assert pid is not None
+    await eventually(lambda: not alive(pid), timeout=engine.settings.limits.kill_grace + 1)
+    assert time.monotonic() - started < 15  # not the action's 30 s
+
+
+async def test_run_json_stdout_stays_clean_when_an_action_prints(
+    workflow, packs_dir: Path, tmp_path: Path
+) -> None:
+    actions = packs_dir / "testpack" / "actions"
+    (actions / "printer.py").write_text("def run():\n    print('noise on stdout')\n    return {'ok': 1}\n")
+    (actions / "printer.yaml").write_text("name: printer\nrunner_type: python\nentry_point: printer.py\n")
+    workflow("printing", """
+        tasks:
+          - {name: p, action: testpack.printer}
+        output_map:
+          said: "{{ task.p.result.stdout }}"
+    """)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "attune_actors.cli", "run", "testpack.printing", "--json",
+        "--packs", str(packs_dir), "--data-dir", str(tmp_path / "data"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=tmp_path,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    document = json.loads(out)  # nothing but the document
+    assert document["output"] == {"said": "noise on stdout"}

@@ -6,6 +6,7 @@ import asyncio
 import json
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -14,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from attune_actors.errors import ActionError
-from attune_actors.runners import HttpRunner, RunContext
+from attune_actors.runners import HttpRunner, RunContext, RunnerLimits, RunnerSet
 from attune_actors.spec.model import ActionSpec
 
 CTX = RunContext(execution_id="ex", run_id="r", attempt=1, task="t", item_index=None,
@@ -26,6 +27,7 @@ class Server:
     def __init__(self) -> None:
         self.release = threading.Event()  # lets /slow answer
         self.slow_started = threading.Event()
+        self.big_cut = False  # the client hung up before /big was all sent
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -68,6 +70,30 @@ class Server:
                     self.send_header("Location", "/text")
                     self.send_header("Content-Length", "0")
                     self.end_headers()
+                elif url.path == "/drip":  # one byte every 0.2 s, forever (until the client goes)
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/plain")
+                    self.send_header("Content-Length", "1000000")
+                    self.end_headers()
+                    try:
+                        for _ in range(1000):
+                            self.wfile.write(b"x")
+                            self.wfile.flush()
+                            time.sleep(0.2)  # noqa: sleep-ok - the slow server under test
+                    except OSError:
+                        pass
+                elif url.path == "/big":  # no Content-Length: only reading tells the size
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/plain")
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    try:
+                        for _ in range(int(parse_qs(url.query)["kib"][0])):
+                            self.wfile.write(b"b" * 1024)
+                    except OSError:
+                        server.big_cut = True
+                elif url.path == "/declared":
+                    self._send(200, b"d" * 5000, "text/plain")
                 elif url.path == "/slow":
                     server.slow_started.set()
                     server.release.wait(10)
@@ -179,8 +205,43 @@ async def test_connection_refused(runner: HttpRunner) -> None:
 
 
 async def test_request_timeout(server: Server, runner: HttpRunner) -> None:
-    with pytest.raises(ActionError, match="failed: ReadTimeout"):
+    with pytest.raises(ActionError, match=r"failed: no complete response within 0\.2 seconds"):
         await runner.run(HTTP, {"url": f"{server.url}/slow", "timeout": 0.2}, CTX)
+
+
+async def test_timeout_is_a_total_deadline_against_a_dripping_server(
+    server: Server, runner: HttpRunner
+) -> None:
+    # Each byte comes well within any per-read timeout; only a total deadline stops this.
+    started = time.monotonic()
+    with pytest.raises(ActionError, match=r"GET .*/drip failed: no complete response within 1 seconds"):
+        await runner.run(HTTP, {"url": f"{server.url}/drip", "timeout": 1}, CTX)
+    assert time.monotonic() - started < 10  # not the 200 s the server would take
+
+
+async def test_timeout_above_the_limit_is_refused(server: Server) -> None:
+    async with RunnerSet(limits=RunnerLimits(http_max_seconds=5)) as runners:
+        with pytest.raises(ActionError, match=r"parameter 'timeout' \(60\) exceeds "
+                                              r"limits.http_max_seconds \(5"):
+            await runners.run(HTTP, {"url": f"{server.url}/text", "timeout": 60}, CTX)
+
+
+async def test_body_is_read_up_to_the_limit_then_the_run_fails(server: Server) -> None:
+    async with RunnerSet(limits=RunnerLimits(http_max_body_bytes=64 * 1024)) as runners:
+        small = await runners.run(HTTP, {"url": f"{server.url}/big?kib=10"}, CTX)
+        assert small["body"] == "b" * 10 * 1024
+        with pytest.raises(ActionError, match=r"/big\?kib=100000: the response body is longer, "
+                                              r"which exceeds limits.http_max_body_bytes \(65536\); "
+                                              r"the run failed without reading the rest"):
+            await runners.run(HTTP, {"url": f"{server.url}/big?kib=100000"}, CTX)
+        deadline = time.monotonic() + 10
+        while not server.big_cut:  # we hung up: the server could not send its 100 MB
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)  # noqa: sleep-ok - polling with a deadline
+    async with RunnerSet(limits=RunnerLimits(http_max_body_bytes=1000)) as runners:
+        with pytest.raises(ActionError, match=r"the response body is 5000 bytes, which exceeds "
+                                              r"limits.http_max_body_bytes \(1000\)"):
+            await runners.run(HTTP, {"url": f"{server.url}/declared"}, CTX)
 
 
 async def test_cancel_in_flight(server: Server, runner: HttpRunner) -> None:

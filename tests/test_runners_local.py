@@ -1,14 +1,19 @@
-"""The local (shell command) runner: output, failures, environment, and cancellation that kills."""
+"""The local (shell command) runner: output, failures, a minimal environment, argv and quoting
+against injection, bounded output, and cancellation that kills."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
 import time
 from pathlib import Path
 
 import pytest
 from helpers import eventually
 
+from attune_actors import Engine
 from attune_actors.errors import ActionError
 from attune_actors.runners import LocalRunner, RunContext
 from attune_actors.spec.model import ActionSpec
@@ -181,3 +186,134 @@ async def test_concurrent_commands() -> None:
 async def test_absent_optional_parameters_may_be_null() -> None:
     params = {"cmd": "echo $0 | grep -c sh", "cwd": None, "env": None, "shell": None}
     assert (await LocalRunner().run(LOCAL, params, CTX))["stdout"] == "1"
+
+
+async def test_a_command_sees_none_of_the_engine_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ATTUNE_CANARY_PASSWORD", "canary-8f2d1c")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    runner = LocalRunner()
+    argv = await runner.run(LOCAL, {"cmd": ["env"], "env": {"MINE": "yes"}}, CTX)
+    names = {line.split("=", 1)[0] for line in argv["stdout"].splitlines()}
+    assert names == {"PATH", "HOME", "LANG", "MINE"}
+    shell = await runner.run(LOCAL, {"cmd": "env; echo ${ATTUNE_CANARY_PASSWORD:-unset}"}, CTX)
+    assert "canary-8f2d1c" not in shell["stdout"]
+    assert shell["stdout"].endswith("\nunset")
+    assert f"PATH={os.environ['PATH']}" in shell["stdout"].splitlines()
+
+
+async def test_output_is_read_with_a_bound_and_says_what_was_dropped() -> None:
+    runner = LocalRunner(max_output_bytes=1000)
+    # 5 MB through the pipes: read and dropped as it comes, never held whole.
+    result = await runner.run(
+        LOCAL, {"cmd": "head -c 5000000 /dev/zero | tr '\\0' a; echo; echo err >&2"}, CTX
+    )
+    assert result["return_code"] == 0
+    kept, note = result["stdout"].split("\n")
+    assert kept == "a" * 1000
+    assert note == ("[... 4999001 more bytes dropped: output is kept up to "
+                    "limits.max_output_bytes (1000)]")
+    assert result["stderr"] == "err"
+
+
+INJECTION = "world; touch INJECTED; id -un"
+
+
+@pytest.mark.parametrize("form", ["shell_quote", "argv", "argv-with-shell-false"])
+async def test_injection_is_inert_with_shell_quote_and_argv(
+    form: str, workflow, engine_factory, tmp_path: Path
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    cmd = {
+        "shell_quote": '"echo hello {{ parameters.name | shell_quote }}"',
+        "argv": '["echo", "hello", "{{ parameters.name }}"]',
+        "argv-with-shell-false": '["echo", "hello", "{{ parameters.name }}"]',
+    }[form]
+    shell = ", shell: false" if form == "argv-with-shell-false" else ""
+    ref = workflow(
+        f"inject_{form.replace('-', '_')}",
+        f"""
+        parameters:
+          name: {{type: string}}
+        tasks:
+          - name: greet
+            action: core.local
+            input: {{cmd: {cmd}, cwd: "{work}"{shell}}}
+        output_map:
+          said: "{{{{ task.greet.result.stdout }}}}"
+    """,
+    )
+    engine: Engine = await engine_factory()
+    done = await engine.wait((await engine.execute(ref, {"name": INJECTION})).id, timeout=30)
+    assert done.status == "succeeded", done.error
+    assert done.output == {"said": f"hello {INJECTION}"}
+    assert list(work.iterdir()) == []  # nothing was touched
+
+
+async def test_the_unquoted_shell_form_is_what_the_quoting_prevents(
+    workflow, engine_factory, tmp_path: Path
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    ref = workflow(
+        "inject_plain",
+        f"""
+        parameters:
+          name: {{type: string}}
+        tasks:
+          - name: greet
+            action: core.local
+            input: {{cmd: "echo hello {{{{ parameters.name }}}}", cwd: "{work}"}}
+    """,
+    )
+    engine: Engine = await engine_factory()
+    done = await engine.wait((await engine.execute(ref, {"name": INJECTION})).id, timeout=30)
+    assert done.status == "succeeded", done.error
+    assert (work / "INJECTED").exists()  # the unsafe form runs the injection: docs warn
+
+
+async def test_commands_do_not_outlive_an_engine_killed_outright(
+    workflow, packs_dir: Path, tmp_path: Path
+) -> None:
+    pids, napper = tmp_path / "pids", tmp_path / "napper"
+    actions = packs_dir / "testpack" / "actions"
+    (actions / "napper.py").write_text(
+        "import os, time\n\ndef run(pidfile):\n"
+        "    open(pidfile, 'w').write(f'{os.getpid()}\\n')\n"
+        "    time.sleep(60)\n"  # noqa: sleep-ok - what the killed engine leaves running
+    )
+    (actions / "napper.yaml").write_text(
+        "name: napper\nrunner_type: python\nentry_point: napper.py\n"
+        "parameters:\n  pidfile: {type: string, required: true}\n"
+    )
+    workflow(
+        "long",
+        f"""
+        tasks:
+          - name: long
+            action: core.local
+            input: {{cmd: "sleep 60 & echo $$ $! > {pids}; wait"}}
+          - name: nap
+            action: testpack.napper
+            input: {{pidfile: "{napper}"}}
+    """,
+    )
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "attune_actors.cli", "run", "testpack.long", "--packs", str(packs_dir),
+        "--data-dir", str(tmp_path / "data"),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd=tmp_path,
+    )
+    try:
+        await eventually(lambda: None not in (read_pids(pids), read_pids(napper)), timeout=30)
+        shell, child = read_pids(pids) or []
+        (python,) = read_pids(napper) or []
+        assert all(map(running, (shell, child, python)))
+        cli.send_signal(signal.SIGKILL)  # no cleanup of its own: the guard must do it
+        assert await cli.wait() == -signal.SIGKILL
+        await eventually(lambda: not any(map(running, (shell, child, python))), timeout=10)
+    finally:
+        if cli.returncode is None:
+            cli.kill()
+            await cli.wait()

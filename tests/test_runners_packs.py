@@ -21,7 +21,7 @@ import yaml
 from jinja2.sandbox import SandboxedEnvironment
 
 from attune_actors.errors import ActionError, ParameterError
-from attune_actors.runners import RunContext, RunnerSet
+from attune_actors.runners import RunContext, RunnerLimits, RunnerSet
 from attune_actors.spec.model import (
     BUILTIN_RUNNERS,
     ENGINE_COMMANDS,
@@ -99,7 +99,7 @@ def context(attempt: int = 1, action: str = "examples.x") -> RunContext:
 
 @pytest.fixture
 async def runners() -> AsyncIterator[RunnerSet]:
-    async with RunnerSet(kill_grace=0.5) as rs:
+    async with RunnerSet(limits=RunnerLimits(kill_grace=0.5)) as rs:
         yield rs
 
 

@@ -27,6 +27,7 @@ from attune_actors.engine.commands import (
     StartChild,
     StopRun,
 )
+from attune_actors.engine.graphdoc import RunMark
 from attune_actors.engine.state import ItemRun, TaskRun, iso
 from attune_actors.errors import AttuneError, ParameterError, TemplateError
 from attune_actors.spec.graph import TaskGraph
@@ -495,6 +496,10 @@ class Conductor:
         }
         return mask(doc) if mask is not None else doc
 
+    def run_marks(self) -> list[RunMark]:
+        """Each run's task, status and fired transitions, in start order (for the graph document)."""
+        return [RunMark(run.task, run.status, run.fired) for run in self.runs.values()]
+
     # ------------------------------------------------------------------ internals
 
     def _step(self, now: float) -> None:
@@ -838,6 +843,7 @@ class Conductor:
         self._current = run
         where = f"task {task.name}"
         fired: list[Transition] = []
+        taken: list[int] = []
         try:
             if run.status == SUCCEEDED:
                 self._publish(task.publish, f"{where} publish")
@@ -852,10 +858,12 @@ class Conductor:
                         return
                 self._publish(tr.publish, f"{where} next[{i}].publish")
                 fired.append(tr)
+                taken.append(i)
                 run.handled = True
         except TemplateError as exc:
             self._fail(exc.message, task.name)
             return
+        run.fired = tuple(taken)  # what the execution graph shows as taken edges
         for tr in fired:
             for target in tr.do:
                 if target == "fail":

@@ -15,7 +15,6 @@ import logging
 import re
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -29,8 +28,7 @@ from attune_actors.clock import Clock, RealClock, VirtualClock
 from attune_actors.config import Settings, load_settings
 from attune_actors.engine.events import EventBus, Subscription
 from attune_actors.engine.execution import Execution
-from attune_actors.engine.graph_doc import graph_document
-from attune_actors.engine.messages import Control, GetDocument, Rerun, Start
+from attune_actors.engine.messages import Control, GetDocument, GetGraph, Rerun, Start
 from attune_actors.engine.runtime import Runtime, rerun_snapshot
 from attune_actors.engine.supervisor import WorkflowSupervisor
 from attune_actors.errors import (
@@ -45,7 +43,7 @@ from attune_actors.errors import (
 )
 from attune_actors.kv import KVScope, KVStore, Masker
 from attune_actors.kv.secrets import Cipher
-from attune_actors.runners import RunnerSet
+from attune_actors.runners import RunnerLimits, RunnerSet
 from attune_actors.spec.model import ActionSpec, ParamSpec
 from attune_actors.spec.packs import Catalog, load_packs, load_workflow_text, workflow_action
 from attune_actors.spec.validate import validate_catalog, validate_workflow
@@ -152,7 +150,6 @@ class Engine:
         self._runtime_refs: set[str] = set()
         self._action_workflows: dict[tuple[str, tuple[str, ...]], tuple[ActionSpec, ActionSpec]] = {}
         self._invalid: dict[str, builtins.list[AttuneError]] = {}  # workflow ref -> its problems
-        self._executor: ThreadPoolExecutor | None = None
         self._events = EventBus(self.settings.limits.event_buffer)
 
     # ------------------------------------------------------------------ lifecycle
@@ -194,14 +191,9 @@ class Engine:
             self._owners = Owners(data)
         for ref, pack, source in store.definitions():
             self._load_runtime_definition(ref, pack, source)
-        if self._transport_override is None:
-            # Sync Python actions run on this bounded pool, never on the event loop.
-            self._executor = ThreadPoolExecutor(
-                self.settings.limits.python_workers, thread_name_prefix="attune-action"
-            )
         transport = self._transport_override or InProcessTransport(
             self.catalog.action,
-            RunnerSet(executor=self._executor, kill_grace=self.settings.limits.kill_grace),
+            RunnerSet(limits=RunnerLimits.from_settings(self.settings.limits), masker=self.masker),
             max_inflight=self.settings.limits.max_inflight_runs,
         )
         await transport.start()
@@ -382,8 +374,6 @@ class Engine:
             log.warning("some actors did not stop within 10 s")
         self._events.close()
         await rt.transport.close()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
         try:
             await rt.store.close()
         finally:
@@ -549,21 +539,6 @@ class Engine:
         ref.tell(Rerun(tuple(tasks) if tasks is not None else None, reset_items))
         return await self.get(conductor.id)
 
-    async def graph(self, execution_id: str) -> dict[str, Any]:
-        """The graph document of an execution (SPEC section 9): its tasks, transitions and runs."""
-        rt = self._runtime()
-        doc = await self._document(execution_id)
-        snap = rt.store.load(execution_id)
-        if snap is None:
-            raise NotFoundError(f"no execution '{execution_id}'")
-        spec = rt.spec_of(snap.header)
-
-        def is_workflow(ref: str) -> bool:
-            found = self.catalog.actions.get(ref)
-            return found is not None and found.workflow is not None
-
-        return graph_document(spec, doc, is_workflow)
-
     async def adopt(self, execution_id: str) -> Execution:
         """Continue here an unfinished execution that no live process runs (its process died).
 
@@ -647,19 +622,32 @@ class Engine:
 
     async def _document(self, execution_id: str) -> dict[str, Any]:
         rt = self._runtime()
-        ref = rt.executions.supervisor(execution_id)
-        doc: dict[str, Any] | None = None
-        if ref is not None:
-            try:
-                doc = await ref.ask(GetDocument(), block=False)
-            except ActorDeadError:
-                doc = None
-        if doc is None:
-            doc = rt.document_from_store(execution_id)
+        doc = await self._ask(execution_id, GetDocument()) or rt.document_from_store(execution_id)
         if doc is None:
             raise NotFoundError(f"no execution '{execution_id}'")
         masked: dict[str, Any] = self.masker.mask(doc)
         return masked
+
+    async def _ask(self, execution_id: str, message: GetDocument | GetGraph) -> dict[str, Any] | None:
+        """The answer of the supervisor holding the execution; None when none does (it has ended)."""
+        ref = self._runtime().executions.supervisor(execution_id)
+        if ref is None:
+            return None
+        try:
+            answer: dict[str, Any] | None = await ref.ask(message, block=False)
+        except ActorDeadError:
+            return None
+        return answer
+
+    async def graph(self, execution_id: str) -> dict[str, Any]:
+        """The execution's graph document (`attune_actors.engine.graphdoc`): its workflow's tasks and
+        transitions as it started with them, each node's latest status and run count, each edge taken
+        or not. `render_graph(doc, "mermaid" | "dot")` turns it into a picture."""
+        rt = self._runtime()
+        doc = await self._ask(execution_id, GetGraph()) or rt.graph_from_store(execution_id)
+        if doc is None:
+            raise NotFoundError(f"no execution '{execution_id}'")
+        return doc
 
     # ------------------------------------------------------------------ inquiries and events
 
@@ -764,8 +752,11 @@ class Engine:
 
     # ------------------------------------------------------------------ workflow definitions
 
-    async def put_workflow(self, pack: str, yaml_text: str) -> str:
-        """Create or update a workflow of `pack` from YAML; validated first. Returns its ref."""
+    async def put_workflow(self, pack: str, yaml_text: str, *, ref: str | None = None) -> str:
+        """Create or update a workflow of `pack` from YAML; validated first. Returns its ref.
+
+        With `ref`, the YAML may leave out its `ref` key, and must not name another.
+        """
         rt = self._runtime()
         if pack not in self.catalog.packs:
             raise NotFoundError(f"no pack '{pack}'")
@@ -774,11 +765,16 @@ class Engine:
             yaml_text,
             pack=pack,
             file=f"<{pack} workflow>",
-            default_ref=f"{pack}.",
+            default_ref=ref or f"{pack}.",
             problems=problems,
         )
         if spec is not None and spec.ref == f"{pack}.":
             problems.append(ValidationError("a workflow put at run time needs a 'ref' key").errors[0])
+        if spec is not None and ref is not None and spec.ref != ref:
+            problems.append(
+                ValidationError(f"the definition's ref '{spec.ref}' is not '{ref}', the one it is put as")
+                .errors[0]
+            )
         if spec is not None and not problems:
             existing = self.catalog.actions.get(spec.ref)
             if existing is not None and spec.ref not in self._runtime_refs:
@@ -825,6 +821,9 @@ class Engine:
         )
 
     async def list_workflows(self, pack: str | None = None) -> builtins.list[WorkflowInfo]:
+        """Every valid workflow (of `pack`: NotFoundError if there is no such pack), by ref."""
+        if pack is not None and pack not in self.catalog.packs:
+            raise NotFoundError(f"no pack '{pack}'")
         return [await self.get_workflow(a.ref) for a in self.catalog.workflows(pack)]
 
     async def delete_workflow(self, ref: str) -> None:

@@ -1,9 +1,8 @@
 """The messages actors of the engine send each other: small typed classes, one per intent.
 
 To a WorkflowSupervisor: `Start`, `AttemptEnded`, `TimerFired`, `Control`, `ChildStatus`,
-`AnswerInquiry`,
-`GetDocument`. To a TaskActor: `DispatchAttempts`, `CancelAttempt`, `Release` (and the transport's
-`RunOutcome`, which it relays to its supervisor as `AttemptEnded`).
+`AnswerInquiry`, `GetDocument`, `GetGraph`. To a TaskActor: `DispatchAttempts`, `CancelAttempt`,
+`Release` (and the transport's `RunOutcome`, which it relays to its supervisor as `AttemptEnded`).
 """
 
 from __future__ import annotations
@@ -78,6 +77,11 @@ class Rerun:
 @dataclass(frozen=True, slots=True)
 class GetDocument:
     """Ask: the execution document as it is now."""
+
+
+@dataclass(frozen=True, slots=True)
+class GetGraph:
+    """Ask: the execution's graph document (engine.graphdoc) as it is now."""
 
 
 @dataclass(frozen=True, slots=True)

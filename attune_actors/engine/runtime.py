@@ -16,6 +16,7 @@ from attune_actors.clock import Clock, RealClock
 from attune_actors.codec import decode, encode
 from attune_actors.engine.conductor import Conductor
 from attune_actors.engine.events import EventBus
+from attune_actors.engine.graphdoc import RunMark, graph_document
 from attune_actors.engine.index import ExecutionIndex
 from attune_actors.engine.inquiry import Inquiries, InquiryRecord
 from attune_actors.engine.state import ItemRun, TaskRun, iso
@@ -154,8 +155,8 @@ class Runtime:
             self._specs[digest] = spec
         return digest
 
-    def spec_of(self, h: dict[str, Any]) -> WorkflowSpec:
-        """The workflow definition the execution with header `h` started with."""
+    def _started_spec(self, h: dict[str, Any]) -> WorkflowSpec:
+        """The definition an execution started with (its snapshot header names it by digest)."""
         spec = self._specs.get(h["definition"])
         if spec is None:
             stored = self.store.get_source(h["definition"])
@@ -174,11 +175,28 @@ class Runtime:
             self._specs[h["definition"]] = spec
         return spec
 
+    def graph_document(
+        self, execution_id: str, status: str, spec: WorkflowSpec, runs: list[RunMark]
+    ) -> dict[str, Any]:
+        """The graph document of an execution (engine.graphdoc), node kinds from this catalog."""
+        return graph_document(execution_id, status, spec, runs, self.catalog.actions.get)
+
+    def graph_from_store(self, execution_id: str) -> dict[str, Any] | None:
+        """The graph document of an execution no supervisor holds, from its snapshot."""
+        snap = self.store.load(execution_id)
+        if snap is None:
+            return None
+        marks = [
+            RunMark(rec["task"], rec["status"], tuple(rec.get("fired") or ()))
+            for rec in sorted(snap.runs.values(), key=lambda r: r["seq"])
+        ]
+        spec = self._started_spec(snap.header)
+        return self.graph_document(execution_id, snap.header["status"], spec, marks)
+
     def restore_conductor(self, snap: Snapshot) -> Conductor:
         """Rebuild an execution's conductor from its snapshot, with the definition it started with."""
         h = snap.header
-        spec = self.spec_of(h)
-        params = dict(h.get("parameters") or {})
+        spec = self._started_spec(h)
         params = dict(h.get("parameters") or {})
         if h.get("sealed_parameters"):
             params.update(self._unseal(h["sealed_parameters"]))

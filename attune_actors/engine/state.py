@@ -116,6 +116,7 @@ class TaskRun(Mapping[str, Any]):
         "deadline",
         "ended_at",
         "error",
+        "fired",
         "group",
         "handled",
         "id",
@@ -152,6 +153,7 @@ class TaskRun(Mapping[str, Any]):
         self.inflight = 0  # items dispatched and not ended
         self.pending_subs = 0  # parallel groups: sub-task runs not ended
         self.handled = False  # a transition fired after it ended (a failure it had was handled)
+        self.fired: tuple[int, ...] = ()  # indices of the task's `next` entries that fired when it ended
 
     # Mapping interface: what `task.<name>` shows to templates.
     def __getitem__(self, key: str) -> Any:
@@ -193,6 +195,7 @@ class TaskRun(Mapping[str, Any]):
             "next_item": self.next_item,
             "pending_subs": self.pending_subs,
             "handled": self.handled,
+            "fired": list(self.fired),
         }
 
     @classmethod
@@ -214,6 +217,7 @@ class TaskRun(Mapping[str, Any]):
             "handled",
         ):
             setattr(run, key, rec[key])
+        run.fired = tuple(rec.get("fired") or ())  # records saved before it was kept have none
         if rec["item_count"] is not None:
             run.item_runs = [ItemRun() for _ in range(rec["item_count"])]
         return run

@@ -1,9 +1,9 @@
 """WorkflowSupervisor: the actor that owns one execution, its conductor and its child actors.
 
-It handles `Start`, `AttemptEnded`, `TimerFired`, `Control`, `AnswerInquiry` and `GetDocument`. Each
-message becomes one conductor event; the conductor's commands are carried out here (task actors for
-dispatch, timers on the loop, child supervisors for nested workflows), then the step's changes are
-saved as a snapshot and published as events. Nothing else touches the conductor.
+It handles `Start`, `AttemptEnded`, `TimerFired`, `Control`, `AnswerInquiry`, `GetDocument` and
+`GetGraph`. Each message becomes one conductor event; the conductor's commands are carried out here
+(task actors for dispatch, timers on the loop, child supervisors for nested workflows), then the
+step's changes are saved as a snapshot and published as events. Nothing else touches the conductor.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from attune_actors.engine.messages import (
     Control,
     DispatchAttempts,
     GetDocument,
+    GetGraph,
     Rerun,
     Start,
     TimerFired,
@@ -101,6 +102,8 @@ class WorkflowSupervisor(AsyncioActor):
             logctx.execution_id.reset(token)
 
     def _handle(self, message: Any) -> Any:
+        if isinstance(message, GetGraph):
+            return self._rt.graph_document(self._c.id, self._c.status, self._c.spec, self._c.run_marks())
         if self._done:
             return self._c.document() if isinstance(message, GetDocument) else None
         now = self._clock.now()

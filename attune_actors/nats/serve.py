@@ -1,7 +1,10 @@
 """`attune-actors serve`: one engine process on NATS (control service, events, actions run by workers).
 
     attune-actors serve [--nats URL] [--packs DIR]... [--data-dir DIR] [--store sqlite|nats]
-                        [--subject-prefix PREFIX] [--engine-id ID]
+                        [--subject-prefix PREFIX] [--engine-id ID] [--http HOST:PORT]
+
+`--http HOST:PORT` also serves the HTTP API (`attune_actors.api`, docs/http.md); `--http` without
+`--nats` runs an embedded engine instead: actions in this process, no NATS at all.
 
 The engine sends action attempts to `attune-actors worker` processes through the NATS transport
 (there are no in-process workers), answers the control API (`attune_actors.nats.service`) and
@@ -37,7 +40,7 @@ import sys
 import uuid
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from nats.aio.client import Client
 
@@ -51,6 +54,9 @@ from attune_actors.nats.service import ControlService
 from attune_actors.nats.subjects import Subjects
 from attune_actors.nats.transport import NatsTransport
 from attune_actors.spec.model import ActionSpec
+
+if TYPE_CHECKING:
+    from attune_actors.api import HttpServer
 
 log = logging.getLogger("attune_actors.nats.serve")
 
@@ -108,6 +114,11 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="ID",
         help="this engine's name on NATS (its results subject); default: the host name",
     )
+    p.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="also serve the HTTP API there; without --nats, on an embedded engine (no NATS needed)",
+    )
     p.set_defaults(func=run)
 
 
@@ -116,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = serve_settings(args)
         configure_logging(settings)
-        return asyncio.run(serve(settings, engine_id=args.engine_id or default_engine_id()))
+        engine_id = args.engine_id or default_engine_id()
+        return asyncio.run(serve(settings, engine_id=engine_id, http=getattr(args, "http", None)))
     except AttuneError as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -129,7 +141,8 @@ def serve_settings(args: argparse.Namespace) -> Settings:
             "packs": args.packs,
             "data_dir": args.data_dir,
             "store": args.store,
-            "transport": "nats",
+            # `--http` alone runs an embedded engine: actions in this process, no NATS.
+            "transport": "inprocess" if getattr(args, "http", None) and not args.nats else "nats",
             "nats": {"url": args.nats, "subject_prefix": args.subject_prefix},
             "logging": {"level": getattr(args, "log_level", None)},
         },
@@ -146,16 +159,23 @@ def default_engine_id() -> str:
     return socket.gethostname().split(".")[0] or "engine"
 
 
-async def serve(settings: Settings, *, engine_id: str, stop: asyncio.Event | None = None) -> int:
+async def serve(
+    settings: Settings, *, engine_id: str, stop: asyncio.Event | None = None, http: str | None = None
+) -> int:
     """Run one engine until `stop` is set (default: until SIGTERM or SIGINT); the exit status.
 
+    With `http` ("HOST:PORT") it also serves the HTTP API there; with `settings.transport`
+    "inprocess", it runs an embedded engine and no NATS at all (`serve_embedded`).
     Raises AttuneError when it cannot start: StoreError for a held lease or a locked data dir,
-    TransportError when NATS cannot be reached. Returns 0 after a stop, 1 after losing the lease
-    (another engine may have taken over: this one stops at once).
+    TransportError when NATS cannot be reached, ConfigError for an address it cannot or may not
+    listen on. Returns 0 after a stop, 1 after losing the lease (another engine may have taken
+    over: this one stops at once).
     """
     if stop is None:
         stop = asyncio.Event()
         _stop_on_signals(stop)
+    if settings.transport == "inprocess":
+        return await serve_embedded(settings, stop=stop, http=http)
     lost: list[str] = []
 
     def lease_lost(reason: str) -> None:
@@ -173,11 +193,13 @@ async def serve(settings: Settings, *, engine_id: str, stop: asyncio.Event | Non
         stack.push_async_callback(lease.release)
         await lease.start_renewing(on_lost=lease_lost)
         engine = build_engine(settings, nc, subjects, engine_id)
+        server = _http_server(engine, http)
         stack.push_async_callback(engine.close)
         await engine.start()
         service = ControlService(engine, nc, subjects, engine_id=engine_id)
         stack.push_async_callback(service.stop)
         await service.start()
+        await _start_http(stack, server)
         log.info(
             "engine %s serving on %s (subjects %s.*, store %s, data dir %s)",
             engine_id,
@@ -190,6 +212,37 @@ async def serve(settings: Settings, *, engine_id: str, stop: asyncio.Event | Non
         log.info("engine %s stopping", engine_id)
     log.info("engine %s stopped", engine_id)
     return EXIT_LEASE_LOST if lost else EXIT_OK
+
+
+async def serve_embedded(settings: Settings, *, stop: asyncio.Event, http: str | None) -> int:
+    """`serve --http` without NATS: one embedded engine (actions in this process) until `stop`."""
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.store == "sqlite":
+            stack.enter_context(DataDirLock(settings.data_path))
+        engine = Engine(settings=settings)
+        server = _http_server(engine, http)
+        stack.push_async_callback(engine.close)
+        await engine.start()
+        await _start_http(stack, server)
+        log.info("embedded engine serving (store %s, data dir %s)", settings.store, settings.data_dir)
+        await stop.wait()
+    return EXIT_OK
+
+
+def _http_server(engine: Engine, listen: str | None) -> HttpServer | None:
+    """The HTTP API to serve, if asked for; an address it may not listen on is refused before
+    anything starts."""
+    if listen is None:
+        return None
+    from attune_actors.api import HttpServer  # FastAPI is imported only when it is asked for
+
+    return HttpServer(engine, listen)
+
+
+async def _start_http(stack: contextlib.AsyncExitStack, server: HttpServer | None) -> None:
+    if server is not None:
+        await server.start()
+        stack.push_async_callback(server.stop)
 
 
 async def _connect(settings: Settings, engine_id: str) -> Client:
@@ -291,7 +344,16 @@ class DataDirLock:
             self._file = None
 
 
-__all__ = ["DataDirLock", "build_engine", "main", "register", "run", "serve", "serve_settings"]
+__all__ = [
+    "DataDirLock",
+    "build_engine",
+    "main",
+    "register",
+    "run",
+    "serve",
+    "serve_embedded",
+    "serve_settings",
+]
 
 if __name__ == "__main__":
     sys.exit(main())

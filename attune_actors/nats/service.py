@@ -53,20 +53,7 @@ from attune_actors import __version__
 from attune_actors.engine.engine import Engine
 from attune_actors.engine.events import Subscription
 from attune_actors.engine.execution import Status
-from attune_actors.errors import (
-    ActionError,
-    AttuneError,
-    AuthError,
-    ConfigError,
-    EngineClosedError,
-    InquiryResponseError,
-    NotFoundError,
-    ParameterError,
-    StoreError,
-    TemplateError,
-    TransportError,
-    ValidationError,
-)
+from attune_actors.errors import ERROR_STATUS, AttuneError, ValidationError, error_code
 from attune_actors.nats.subjects import Subjects
 from attune_actors.nats.wire import report_bad_input
 from attune_actors.spec.suggest import printable, unknown_key
@@ -76,45 +63,6 @@ log = logging.getLogger("attune_actors.nats.service")
 SERVICE_NAME = "attune-engine"
 MAX_PAYLOAD = 1024 * 1024
 DEFAULT_LIST_LIMIT = 50
-
-# Stable error codes -> the HTTP-like number in the `Nats-Service-Error-Code` header.
-ERROR_STATUS: dict[str, int] = {
-    "bad_request": 400,  # not JSON, not an object, missing/unknown/mistyped field, no reply subject
-    "invalid_parameters": 400,  # ParameterError: workflow parameters, rerun of a running execution, ...
-    "not_found": 404,  # NotFoundError: no such execution, inquiry, workflow, action or pack
-    "inquiry_refused": 409,  # InquiryResponseError: schema violation, identity not allowed, not pending
-    "too_large": 413,  # a request over max_payload, or a reply over the server's max_payload
-    "validation_failed": 422,  # ValidationError: a workflow definition is invalid
-    "template_error": 422,  # TemplateError
-    "action_failed": 422,  # ActionError
-    "config_error": 500,  # ConfigError
-    "unauthorized": 403,  # AuthError
-    "store_error": 503,  # StoreError
-    "transport_error": 503,  # TransportError
-    "unavailable": 503,  # EngineClosedError: the engine is stopping
-    "error": 500,  # any other AttuneError
-    "internal": 500,  # a bug: the message says so, the traceback is in the engine's log
-}
-
-_ERROR_CODES: tuple[tuple[type[AttuneError], str], ...] = (
-    (NotFoundError, "not_found"),
-    (ParameterError, "invalid_parameters"),
-    (ValidationError, "validation_failed"),
-    (InquiryResponseError, "inquiry_refused"),
-    (TemplateError, "template_error"),
-    (ActionError, "action_failed"),
-    (ConfigError, "config_error"),
-    (AuthError, "unauthorized"),
-    (StoreError, "store_error"),
-    (TransportError, "transport_error"),
-    (EngineClosedError, "unavailable"),
-)
-
-
-def error_code(exc: AttuneError) -> str:
-    """The stable error code of one of our exceptions (its class, or the nearest mapped base)."""
-    return next((code for cls, code in _ERROR_CODES if isinstance(exc, cls)), "error")
-
 
 class BadRequest(Exception):
     """A request the service refuses before calling the engine (the code is one of ERROR_STATUS)."""

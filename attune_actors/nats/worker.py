@@ -35,8 +35,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import concurrent.futures
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -77,7 +77,7 @@ from attune_actors.nats.wire import (
     results_head,
     results_message,
 )
-from attune_actors.runners import RunnerSet
+from attune_actors.runners import RunnerLimits, RunnerSet
 from attune_actors.spec.model import ActionSpec
 from attune_actors.spec.packs import Catalog, load_packs
 from attune_actors.transport.attempt import immediate_outcome, run_attempt
@@ -184,7 +184,7 @@ class Worker:
         self.filters = filter_subjects(subjects, subjects_filter or [])
         self.consumer = consumer_name(subjects, self.filters)
         self._runners = runners
-        self._owned_executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._owns_runners = False
         self.heartbeat_interval = heartbeat_interval
         self._ack_wait = ack_wait
         self._streams = streams or StreamOptions()
@@ -225,10 +225,10 @@ class Worker:
         try:
             await self._ensure()
             if self._runners is None:
-                self._owned_executor = concurrent.futures.ThreadPoolExecutor(
-                    self.concurrency, thread_name_prefix="attune-worker"
+                self._owns_runners = True
+                self._runners = RunnerSet(
+                    limits=RunnerLimits(python_workers=self.concurrency), masker=self._masker
                 )
-                self._runners = RunnerSet(executor=self._owned_executor)
             await self._publisher.start()
             self._cancel_sub = await self._nc.subscribe(
                 self.subjects.cancel(self.worker_id), cb=self._on_cancel
@@ -259,10 +259,9 @@ class Worker:
             if not self._held:
                 await self._heartbeat()  # "holding nothing": engines need not wait for a timeout
             await self._publisher.close()
-            if self._owned_executor is not None:
+            if self._owns_runners:
                 assert self._runners is not None
                 await self._runners.aclose()
-                self._owned_executor.shutdown(wait=False, cancel_futures=True)
             self._done.set()
             log.info("worker %s stopped", self.worker_id)
 
@@ -598,8 +597,10 @@ async def _serve(settings: Settings, subjects: Subjects, catalog: Catalog, args:
         raise TransportError(f"cannot connect to NATS at {settings.nats.url}{why}") from None
     finally:
         connection_log.removeFilter(complaints)
-    executor = concurrent.futures.ThreadPoolExecutor(args.concurrency, thread_name_prefix="attune-worker")
-    runners = RunnerSet(executor=executor, kill_grace=settings.limits.kill_grace)
+    limits = RunnerLimits.from_settings(settings.limits)
+    runners = RunnerSet(
+        limits=dataclasses.replace(limits, python_workers=args.concurrency), masker=default_masker()
+    )
     worker = Worker(
         nc, subjects, catalog, worker_id=worker_id, concurrency=args.concurrency,
         subjects_filter=args.subjects, runners=runners, heartbeat_interval=args.heartbeat,
@@ -629,7 +630,6 @@ async def _serve(settings: Settings, subjects: Subjects, catalog: Catalog, args:
         await worker.run()
     finally:
         await runners.aclose()
-        executor.shutdown(wait=False, cancel_futures=True)
         with contextlib.suppress(Exception):
             await nc.flush(timeout=2)
         with contextlib.suppress(Exception):

@@ -1,10 +1,12 @@
-"""Runners: execute one action run in-process, by `runner_type`, and hand back its JSON result.
+"""Runners: execute one action run, by `runner_type`, and hand back its JSON result.
 
 The worker picks the runner for an action's `runner_type` from a `RunnerSet` and awaits
-`runner.run(action, parameters, context)`. A run returns its result or raises `ActionError` (with
-the partial result); exceptions from action code become `ActionError("<ExcType>: <message> (raised
-at FILE:LINE)")`. Timeouts and cancellation belong to the caller (`asyncio.wait_for`,
-`task.cancel()`): every runner releases what it holds and re-raises `asyncio.CancelledError`.
+`runner.run(action, parameters, context)`. Every runner's result is held to
+`limits.max_result_bytes` by the set (`RunnerLimits`). A run returns its result or raises
+`ActionError` (with the partial result); exceptions from action code become
+`ActionError("<ExcType>: <message> (raised at FILE:LINE)")`. Timeouts and cancellation belong to
+the caller (`asyncio.wait_for`, `task.cancel()`): every runner releases what it holds and
+re-raises `asyncio.CancelledError`.
 
 Implementing a new runner: any object with `async def run(action, parameters, context) -> Any`
 (the `Runner` protocol) and, if it holds resources, `async def aclose()`. Put it in a `RunnerSet`
@@ -16,7 +18,12 @@ from attune_actors.runners._builtin import EchoRunner, NoopRunner, SleepRunner
 from attune_actors.runners._http import HttpRunner
 from attune_actors.runners._local import LocalRunner
 from attune_actors.runners._python import PythonRunner
-from attune_actors.runners._set import ENGINE_RUNNER_TYPES, RunnerSet, default_runners
+from attune_actors.runners._set import (
+    ENGINE_RUNNER_TYPES,
+    RunnerLimits,
+    RunnerSet,
+    default_runners,
+)
 
 __all__ = [
     "ENGINE_RUNNER_TYPES",
@@ -28,6 +35,7 @@ __all__ = [
     "PythonRunner",
     "RunContext",
     "Runner",
+    "RunnerLimits",
     "RunnerSet",
     "SleepRunner",
     "default_runners",

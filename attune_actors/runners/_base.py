@@ -1,6 +1,6 @@
 """What every runner shares: the `RunContext` of a run, the `Runner` protocol, result checks.
 
-A runner executes one action run in-process and returns its result, which must be plain JSON data.
+A runner executes one action run and returns its result, which must be plain JSON data.
 It fails by raising `ActionError` (carrying the partial result, if any). Timeouts and cancellation
 are the caller's business (`asyncio.wait_for`, `task.cancel()`); a runner only promises to release
 what it holds when `asyncio.CancelledError` reaches it, and to let the error propagate.
@@ -8,6 +8,7 @@ what it holds when `asyncio.CancelledError` reaches it, and to let the error pro
 
 from __future__ import annotations
 
+import json
 import math
 import traceback
 from dataclasses import dataclass
@@ -18,13 +19,20 @@ from attune_actors.errors import ActionError
 from attune_actors.spec.model import ActionSpec
 
 __all__ = [
+    "DEFAULT_MAX_OUTPUT_BYTES",
+    "DEFAULT_MAX_RESULT_BYTES",
     "Closeable",
     "RunContext",
     "Runner",
     "describe_exception",
     "exception_location",
     "json_result",
+    "result_size_error",
+    "truncation_note",
 ]
+
+DEFAULT_MAX_RESULT_BYTES = 1024 * 1024  # limits.max_result_bytes
+DEFAULT_MAX_OUTPUT_BYTES = 256 * 1024  # limits.max_output_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,3 +146,28 @@ def exception_location(exc: BaseException, *, under: Path | None = None) -> str 
     if frames:
         return f"{frames[-1].filename}:{frames[-1].lineno}"
     return None
+
+
+def result_size_error(result: Any, limit: int, *, action: str) -> ActionError | None:
+    """The error failing a run whose result is more than `limit` bytes of JSON, else None.
+
+    The whole result is refused rather than cut: a truncated JSON document would be silently wrong
+    data for the tasks that read it. (Captured output streams are truncated instead; see
+    `truncation_note`.)
+    """
+    if result is None or isinstance(result, bool | int | float):
+        return None
+    if isinstance(result, str) and len(result) * 6 + 2 <= limit:  # JSON escapes a char to <= 6
+        return None
+    size = len(json.dumps(result, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    if size <= limit:
+        return None
+    return ActionError(
+        f"{action}: result is {size} bytes of JSON, which exceeds "
+        f"limits.max_result_bytes ({limit}); the run failed and its result was dropped"
+    )
+
+
+def truncation_note(dropped: int, setting: str, kept: int) -> str:
+    """The line that ends a truncated output stream: what was dropped and which limit did it."""
+    return f"[... {dropped} more bytes dropped: output is kept up to {setting} ({kept})]"

@@ -1,72 +1,76 @@
-"""The `python` runner: calls `run(**parameters)` from `<pack>/actions/<entry_point>`.
+"""The `python` runner: calls `run(**parameters)` from `<pack>/actions/<entry_point>` in a worker process.
 
-A plain `def run` is called off the event loop in an executor (a bounded thread pool unless one is
-given); an `async def run` is awaited on the loop. A parameter named `run_context` receives the
-`RunContext`. Modules are loaded once per file path and modification time, each under a unique
+Actions run in a pool of `workers` processes (`ProcessPool`, `_pyworker`), started on first use and
+reused. A plain `def run` is called in a worker's main thread, with the worker to itself; `async def
+run` runs share workers, each awaited in its own task on the worker's event loop (the runner reads
+which one a file defines from its source). A parameter named `run_context` receives the
+`RunContext`. Each worker loads a module once per file path and modification time, under a unique
 module name, so editing an action file takes effect on its next run without touching other packs.
+Parameters and results travel as JSON.
 
-Cancellation: an `async def run` is cancelled where it awaits; a thread cannot be interrupted, so a
-cancelled `def run` that already started keeps running to its end in the executor and its result is
-dropped (one that has not started yet never starts).
+Output: what the action prints is captured per run (see `_pyworker` for what async runs can
+claim), each stream up to `max_output_bytes`, masked with `masker`, and never reaches the engine's
+own stdout. It goes into the result: a dict result gets `stdout` / `stderr` keys for the streams
+that are not empty (keys the action set itself win); a failed run without a partial result gets
+`{"stdout", "stderr"}`; any other result is left as it is and the output is logged (masked) on the
+`attune_actors.runners.python` logger. A result of more than `max_result_bytes` of JSON fails the
+run. Records the action logs through `logging` are logged here under their own logger names
+(masked), within the run's context, so they carry its execution and task like the engine's own.
+
+Stopping: a cancelled or timed-out run is stopped for real: an async run is cancelled where it
+awaits; a sync run's worker gets SIGTERM (the action sees an exception, so its `finally` blocks
+run), then SIGKILL after `kill_grace` seconds, with everything it started, and a fresh worker takes
+its place; so does the worker of an async run that ignores its cancellation for `kill_grace`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import contextvars
-import functools
-import importlib.util
-import inspect
-import itertools
-import os
-import re
-import sys
-import threading
-from dataclasses import dataclass
+import ast
+import logging
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-from attune_actors.errors import ActionError
-from attune_actors.runners._base import RunContext, describe_exception, json_result
+from attune_actors.errors import ActionError, Location
+from attune_actors.kv import Masker
+from attune_actors.runners._base import (
+    DEFAULT_MAX_OUTPUT_BYTES,
+    DEFAULT_MAX_RESULT_BYTES,
+    RunContext,
+)
+from attune_actors.runners._pool import ProcessPool
 from attune_actors.spec.model import ActionSpec
 
 __all__ = ["PythonRunner"]
 
-CONTEXT_PARAMETER = "run_context"
-_module_seq = itertools.count(1)
-
-
-@dataclass(frozen=True, slots=True)
-class _Loaded:
-    """One loaded action module and what we need to call its `run`."""
-
-    stamp: tuple[int, int]  # (mtime_ns, size) of the file when it was loaded
-    module: ModuleType
-    function: Any
-    wants_context: bool
-    is_async: bool
-
-
-def _default_workers() -> int:
-    return min(32, (os.cpu_count() or 1) + 4)
+log = logging.getLogger("attune_actors.runners.python")
 
 
 class PythonRunner:
-    """Runs python actions; owns its thread pool unless `executor` is given (the caller's, then)."""
+    """Runs python actions in up to `workers` reusable processes (see the module docstring)."""
 
-    def __init__(self, *, executor: concurrent.futures.Executor | None = None) -> None:
-        self._owns_executor = executor is None
-        self._executor: concurrent.futures.Executor = executor or (
-            concurrent.futures.ThreadPoolExecutor(
-                max_workers=_default_workers(), thread_name_prefix="attune-action"
-            )
-        )
-        self._modules: dict[Path, _Loaded] = {}
+    def __init__(
+        self,
+        *,
+        workers: int = 8,
+        kill_grace: float = 5.0,
+        max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+        max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+        masker: Masker | None = None,
+    ) -> None:
+        self._pool = ProcessPool(workers, kill_grace=kill_grace)
+        self.max_output_bytes = max_output_bytes
+        self.max_result_bytes = max_result_bytes
+        self.masker = masker or Masker()
         self._paths: dict[tuple[str, str | None], tuple[Path, Path]] = {}
-        self._lock = threading.Lock()  # loads happen in executor threads
+        # Whether a file's `run` is async (read from its source, then from its replies): a run not
+        # known to be async gets a worker of its own (a sync one would block the others' loop).
+        self._async: dict[tuple[Path, int, int], bool] = {}
         self._closed = False
+
+    @property
+    def pool(self) -> ProcessPool:
+        """The worker processes."""
+        return self._pool
 
     async def run(
         self, action: ActionSpec, parameters: dict[str, Any], context: RunContext
@@ -77,91 +81,67 @@ class PythonRunner:
         if located is None:
             located = self._paths[(action.pack_path, action.entry_point)] = _entry_file(action)
         path, pack_dir = located
-        loop = asyncio.get_running_loop()
         try:
             stat = path.stat()
         except OSError as exc:
             raise ActionError(
                 f"{action.ref}: python action file {path} cannot be read: {exc.strerror or exc}"
             ) from None
-        stamp = (stat.st_mtime_ns, stat.st_size)
-        loaded = self._modules.get(path)
-        if loaded is None or loaded.stamp != stamp:
-            loaded = await loop.run_in_executor(
-                self._executor, self._load, action.ref, path, pack_dir, stamp
-            )
+        kind = (path, stat.st_mtime_ns, stat.st_size)
+        reply = await self._pool.call({
+            "ref": action.ref,
+            "path": str(path),
+            "pack_dir": str(pack_dir),
+            "stamp": [stat.st_mtime_ns, stat.st_size],
+            "parameters": parameters,
+            "context": {
+                "execution_id": context.execution_id, "run_id": context.run_id,
+                "attempt": context.attempt, "task": context.task,
+                "item_index": context.item_index, "action": context.action,
+            },
+            "log_level": logging.getLogger().getEffectiveLevel(),
+            "max_output_bytes": self.max_output_bytes,
+            "max_result_bytes": self.max_result_bytes,
+        }, exclusive=not self._is_async(kind))
+        if reply.get("async") is not None:
+            self._async[kind] = reply["async"]
+        mask = self.masker.mask_text
+        for name, level, text in reply.get("logs", ()):
+            logger = logging.getLogger(name)
+            if logger.isEnabledFor(level):
+                logger.handle(logger.makeRecord(name, level, "(python action)", 0, mask(text), (),
+                                                None))
+        output = {k: mask(reply[k]) for k in ("stdout", "stderr") if reply.get(k)}
+        result = reply.get("result")
+        if reply["ok"]:
+            return self._with_output(result, output, context)
+        result = output if result is None and output else self._with_output(result, output, context)
+        where = reply.get("location")
+        raise ActionError(
+            self.masker.mask_text(reply["error"]), result=result,
+            location=Location(**where) if where else None,
+        )
 
-        task = asyncio.current_task()
-        cancelling = task.cancelling() if task is not None else 0
-        kwargs = dict(parameters)
-        if loaded.wants_context:
-            kwargs[CONTEXT_PARAMETER] = context
-        try:
-            if loaded.is_async:
-                result = await loaded.function(**kwargs)
-            else:
-                call = functools.partial(
-                    contextvars.copy_context().run, loaded.function, **kwargs
-                )
-                result = await loop.run_in_executor(self._executor, call)
-                if inspect.isawaitable(result):
-                    result = await result
-        except ActionError as exc:
-            # The action failed on purpose; keep its message and (JSON-checked) partial result.
-            raise _checked_action_error(action.ref, exc) from exc
-        except (Exception, SystemExit) as exc:
-            raise ActionError(
-                describe_exception(exc, under=pack_dir, fallback=_definition(loaded.function))
-            ) from exc
-        if task is not None and task.cancelling() > cancelling:
-            # The run was cancelled but the action swallowed the CancelledError: honour it anyway.
-            raise asyncio.CancelledError
-        return json_result(result, action=action.ref)
+    def _is_async(self, kind: tuple[Path, int, int]) -> bool:
+        known = self._async.get(kind)
+        if known is None:
+            known = self._async[kind] = _defines_async_run(kind[0])
+        return known
+
+    def _with_output(self, result: Any, output: dict[str, str], context: RunContext) -> Any:
+        if not output:
+            return result
+        if isinstance(result, dict):
+            return {**output, **result}
+        for name, text in output.items():
+            log.info("%s of %s (run %s, attempt %d):\n%s", name, context.action, context.run_id,
+                     context.attempt, text)
+        return result
 
     async def aclose(self) -> None:
-        """Refuse new runs and shut the owned thread pool down (running threads finish alone)."""
+        """Refuse new runs and stop the worker processes."""
         self._closed = True
-        if self._owns_executor:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-
-    # -- loading -------------------------------------------------------------------------------
-
-    def _load(self, ref: str, path: Path, pack_dir: Path, stamp: tuple[int, int]) -> _Loaded:
-        """Import `path` under a fresh module name (in an executor thread)."""
-        with self._lock:
-            cached = self._modules.get(path)
-            if cached is not None and cached.stamp == stamp:
-                return cached
-            seq = next(_module_seq)
-            name = f"_attune_action_{_identifier(pack_dir.name)}_{_identifier(path.stem)}_{seq}"
-            spec = importlib.util.spec_from_file_location(name, path)
-            if spec is None or spec.loader is None:
-                raise ActionError(f"{ref}: cannot load python action {path}")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            try:
-                spec.loader.exec_module(module)
-            except FileNotFoundError:
-                sys.modules.pop(name, None)
-                raise ActionError(f"{ref}: python action file {path} not found") from None
-            except (Exception, SystemExit) as exc:
-                sys.modules.pop(name, None)
-                raise ActionError(
-                    f"{ref}: cannot import python action {path}: "
-                    f"{describe_exception(exc, under=pack_dir)}"
-                ) from exc
-            function = getattr(module, "run", None)
-            if not callable(function):
-                sys.modules.pop(name, None)
-                raise ActionError(f"{ref}: python action {path} defines no function 'run'")
-            loaded = _Loaded(
-                stamp, module, function, _wants_context(function),
-                inspect.iscoroutinefunction(function),
-            )
-            if cached is not None:
-                sys.modules.pop(cached.module.__name__, None)
-            self._modules[path] = loaded
-            return loaded
+        await self._pool.aclose()
 
 
 def _entry_file(action: ActionSpec) -> tuple[Path, Path]:
@@ -180,28 +160,19 @@ def _entry_file(action: ActionSpec) -> tuple[Path, Path]:
     return path, pack_dir
 
 
-def _checked_action_error(ref: str, exc: ActionError) -> ActionError:
+def _defines_async_run(path: Path) -> bool:
+    """Whether the module's last top-level `run` is an `async def` (False when unsure)."""
     try:
-        result = json_result(exc.result, action=ref, what="partial result")
-    except ActionError as bad:
-        return ActionError(f"{exc.message} ({bad.message}; dropped)", location=exc.location)
-    return ActionError(exc.message, result=result, location=exc.location)
-
-
-def _definition(function: Any) -> str | None:
-    """`FILE:LINE` where `function` is defined (used when the traceback never entered the pack)."""
-    code = getattr(function, "__code__", None)
-    if code is None:
-        return None
-    return f"{code.co_filename}:{code.co_firstlineno}"
-
-
-def _wants_context(function: Any) -> bool:
-    try:
-        return CONTEXT_PARAMETER in inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def _identifier(text: str) -> str:
-    return re.sub(r"\W", "_", text)
+        tree = ast.parse(path.read_bytes(), str(path))
+    except (OSError, SyntaxError, ValueError):
+        return False  # the worker will say what is wrong
+    kind = False
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == "run":
+            kind = isinstance(node, ast.AsyncFunctionDef)
+        elif isinstance(node, ast.Assign | ast.ImportFrom | ast.Import):
+            names = [t.id for t in getattr(node, "targets", []) if isinstance(t, ast.Name)]
+            names += [a.asname or a.name for a in getattr(node, "names", [])]
+            if "run" in names:
+                kind = False
+    return kind

@@ -3,7 +3,8 @@
 Tera-compatible extras: `from_json`, `to_json` (alias `json_encode`, Tera's name) and
 `batch(size=N)`. Jinja's own positional `batch(3)` keeps working and, like `map`, `select`,
 `reject`, `selectattr`, `rejectattr`, `unique`, `items` and `slice` here, returns a list rather
-than a generator, so a single-expression template renders to a real list.
+than a generator, so a single-expression template renders to a real list. `shell_quote` quotes a
+value as one word for a POSIX shell (`core.local` command lines).
 
 Guards: a template must not be able to allocate gigabytes from a few characters
 (`'x' | center(10**9)`, `'%999999999d' | format(1)`, `range(99) | join('x' * 10**6)`). The filters
@@ -16,6 +17,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import re
+import shlex
 import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -37,6 +39,7 @@ __all__ = [
     "check_percent_format",
     "check_size",
     "from_json",
+    "shell_quote",
     "to_json",
 ]
 
@@ -253,6 +256,32 @@ def _tojson(eval_ctx: EvalContext, value: Any, indent: int | None = None) -> Any
     return _jf.do_tojson(eval_ctx, value, indent)
 
 
+def shell_quote(value: Any) -> str:
+    """`value` as one shell word (`shlex.quote`): `'a; rm -rf /'` stays data, never a command.
+
+    A list becomes its items quoted one by one and joined by spaces (several words); anything else
+    is quoted as its text (None as the empty word), so `{{ x | shell_quote }}` is always safe to
+    splice into a `core.local` command line.
+    """
+    if isinstance(value, Undefined):
+        value = str(value)  # strict undefined raises here; a lenient one quotes as ''
+    if isinstance(value, list | tuple):
+        return " ".join(shlex.quote(_word(v)) for v in value)
+    return shlex.quote(_word(value))
+
+
+def _word(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return json.dumps(value, default=json_default)
+
+
 def _listing(name: str) -> Callable[..., Any]:
     """Wrap a Jinja filter that returns a generator so that it returns a list."""
     original = _jf.FILTERS[name]
@@ -280,6 +309,7 @@ EXTRA_FILTERS: dict[str, Callable[..., Any]] = {
     "slice": _slice,
     "wordwrap": _wordwrap,
     "tojson": _tojson,
+    "shell_quote": shell_quote,
     **{
         name: _listing(name)
         for name in ("map", "select", "reject", "selectattr", "rejectattr", "unique", "items")

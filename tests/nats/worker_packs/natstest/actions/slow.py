@@ -2,6 +2,8 @@ import asyncio
 import os
 from pathlib import Path
 
+# Python actions run in a pool process of the worker: its parent is the worker process.
+
 
 def _mark(marker):
     with open(marker, "a") as f:
@@ -9,7 +11,7 @@ def _mark(marker):
 
 
 async def run(seconds, marker_dir, run_context):
-    marker = Path(marker_dir, f"{run_context.run_id}.{run_context.attempt}.{os.getpid()}")
+    marker = Path(marker_dir, f"{run_context.run_id}.{run_context.attempt}.{os.getppid()}")
     await asyncio.to_thread(_mark, marker)
     await asyncio.sleep(seconds)
-    return {"pid": os.getpid(), "attempt": run_context.attempt}
+    return {"pid": os.getppid(), "attempt": run_context.attempt}
