@@ -27,7 +27,8 @@ from attune_actors.cli.common import (
     short,
 )
 from attune_actors.cli.run import finish, follow
-from attune_actors.engine.graphdoc import GRAPH_FORMATS as FORMATS, render_graph
+from attune_actors.engine.graphdoc import GRAPH_FORMATS as FORMATS
+from attune_actors.engine.graphdoc import render_graph
 from attune_actors.errors import NotFoundError
 
 if TYPE_CHECKING:
