@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import dataclasses
 import json
 import logging
@@ -214,8 +215,7 @@ class Engine:
         if self._owners is not None:
             self._rt.owner = self._owners.token
         if self._recover_all:
-            for execution_id in self._rt.store.unfinished():
-                await self._adopt(self._rt, execution_id)
+            await self._adopt(self._rt, self._rt.store.unfinished())
         if self._owners is not None:
             self._sweeper = asyncio.get_running_loop().create_task(self._housekeeping())
 
@@ -268,25 +268,33 @@ class Engine:
             return SQLiteStore(self.settings.data_path / DB_FILE_NAME)
         raise ConfigError(f"store {kind!r} needs the distributed runtime (`attune-actors serve`)")
 
-    async def _adopt(self, rt: Runtime, execution_id: str, *, cancel: bool = False) -> bool:
-        """Continue an unfinished top-level execution that no live process runs.
+    async def _adopt(self, rt: Runtime, execution_ids: builtins.list[str], *, cancel: bool = False) -> bool:
+        """Continue the unfinished top-level executions among `execution_ids` that no live process
+        runs; whether the last one runs here now.
 
-        False when it is not that (nested, ended, unknown, run by a live process) or cannot be
-        restored. With `cancel`, it is canceled (forced) instead: nothing it was running goes out
-        again.
+        The others are not that (nested, ended, unknown, run by a live process) or cannot be
+        restored. With `cancel`, they are canceled (forced) instead: nothing they were running
+        goes out again.
         """
-        if execution_id in rt.executions:
-            return True
-        if self._owners is None:
-            return self._restart(rt, rt.store.load(execution_id), cancel=cancel)
-        async with self._owners.claiming(execution_id):
-            snap = rt.store.load(execution_id)  # read under the claim: another may just have adopted it
-            if snap is None or self._owners.alive(snap.header.get("owner")) is not None:
-                return False
-            if not self._restart(rt, snap, cancel=cancel):
-                return False
-            await rt.store.flush()  # the header names this process now: others see it is taken
-        return True
+        owners = self._owners
+        started = False
+        live: dict[object, bool] = {}  # owner token -> whether its process lives (asked once each)
+        async with owners.claiming() if owners is not None else contextlib.nullcontext():
+            for execution_id in execution_ids:
+                if execution_id in rt.executions:
+                    started = True
+                    continue
+                # Read under the claim lock: another process may just have adopted it.
+                snap = rt.store.load(execution_id)
+                token = snap.header.get("owner") if snap is not None else None
+                if owners is not None and token is not None and token not in live:
+                    live[token] = owners.alive(token) is not None
+                if live.get(token):
+                    started = False  # a live process runs it
+                    continue
+                started = self._restart(rt, snap, cancel=cancel)
+            await rt.store.flush()  # the headers name this process now: others see they are taken
+        return started
 
     def _restart(self, rt: Runtime, snap: Snapshot | None, *, cancel: bool) -> bool:
         if snap is None or snap.header["parent_id"] is not None or snap.header["status"] in TERMINAL:
@@ -545,7 +553,7 @@ class Engine:
         ConflictError when another live process runs it or it has ended.
         """
         rt = self._runtime()
-        if not await self._adopt(rt, execution_id):
+        if not await self._adopt(rt, [execution_id]):
             raise self._not_adoptable(rt, execution_id)
         return await self.get(execution_id)
 
@@ -613,7 +621,7 @@ class Engine:
             # Left unfinished by a process that died: adopt it here to carry out the request.
             # Canceling it sends nothing out again; its runs end canceled at once.
             cancel = message.op == "cancel"
-            if not await self._adopt(rt, execution_id, cancel=cancel):
+            if not await self._adopt(rt, [execution_id], cancel=cancel):
                 raise self._not_adoptable(rt, execution_id)
             if cancel:
                 return await self.get(execution_id)
@@ -695,7 +703,7 @@ class Engine:
             raise NotFoundError(f"no pending inquiry '{inquiry_id}'")
         if self.owner(root) is not None:
             return False
-        if not await self._adopt(rt, root):
+        if not await self._adopt(rt, [root]):
             raise self._not_adoptable(rt, root)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _ASK_TIMEOUT

@@ -7,9 +7,9 @@ included), so there is no heartbeat to miss and no record to expire: an unfinish
 owner's lock nobody holds was left by a process that died. Nothing is written per execution beyond
 the header it saves anyway. The lock file also says who holds it (pid, host, since), for messages.
 
-Adopting such an execution (taking it over) happens under a short lock on
-`owners/claims/<execution id>.lock`, so that two processes never adopt the same one: the second
-finds the first's token in the header once the first has saved it. Locks are `flock` locks, local
+Adopting such executions (taking them over) happens under the data dir's claim lock,
+`owners/claim.lock`, held only while adopting: two processes never adopt the same one, since the
+second finds the first's token in the header once the first has saved it. Locks are `flock` locks, local
 to one host: a data dir is for processes of one machine (SQLite itself asks for that).
 
 Another process asks the owner to act on one of its executions (cancel, pause, resume, answer an
@@ -110,14 +110,12 @@ class Owners:
             os.close(fd)
 
     @asynccontextmanager
-    async def claiming(self, execution_id: str) -> AsyncIterator[None]:
-        """Hold the claim lock of one execution: decide whether to adopt it, and record the
-        adoption in the store, inside this block. Waits (without blocking the loop) while another
+    async def claiming(self) -> AsyncIterator[None]:
+        """Hold the data dir's claim lock: decide which executions to adopt, and record the
+        adoptions in the store, inside this block. Waits (without blocking the loop) while another
         process or engine holds it."""
-        if not execution_id or "/" in execution_id or execution_id.startswith("."):
-            raise ValueError(f"not an execution id: {execution_id!r}")
-        path = self.folder / "claims" / f"{execution_id}.lock"
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = self.folder / "claim.lock"
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = _locked(path, blocking=False)
         while fd is None:
             await asyncio.sleep(_POLL)  # held briefly by another adopter: a lock gives no event
@@ -125,10 +123,6 @@ class Owners:
         try:
             yield
         finally:
-            try:
-                os.unlink(path)  # before unlocking: a waiter on the old file tries again
-            except FileNotFoundError:
-                pass
             os.close(fd)
 
     # -- requests to the owner of an execution ------------------------------------------------
