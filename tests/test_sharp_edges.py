@@ -66,7 +66,7 @@ def test_database_files_made_readable_by_others_are_made_private(tmp_path: Path)
     data = tmp_path / "data"
     assert cli("run", "core.noop", "--data-dir", data, cwd=tmp_path).returncode == 0
     (data / "attune.db").chmod(0o644)
-    assert cli("executions", "cancel", "0", "--data-dir", data, cwd=tmp_path).returncode == 2
+    assert cli("executions", "cancel", "nope", "--data-dir", data, cwd=tmp_path).returncode == 2
     assert mode(data / "attune.db") == 0o600
 
 
