@@ -56,7 +56,13 @@ class LimitSettings:
     max_inflight_runs: int = 10000  # in-process action runs at once; more wait their turn
     kill_grace: float = 5.0  # seconds between SIGTERM and SIGKILL for stopped commands
     event_buffer: int = 1000  # events buffered per subscriber before it gets a gap marker
-    request_bytes: int = 1024 * 1024  # one API request body (HTTP); larger ones get 413 before any work
+    # -- what one request, document or template may cost (SPEC 12); the error names the setting --
+    request_bytes: int = 1024 * 1024  # one API request body (NATS or HTTP); 413 before any work
+    yaml_bytes: int = 1024 * 1024  # one YAML document: a workflow file or a put workflow
+    yaml_values: int = 100_000  # values in one YAML document once its aliases are expanded
+    template_loop_steps: int = 100_000  # `{% for %}` iterations in one render, all loops together
+    template_output_bytes: int = 1024 * 1024  # characters one render (or one value it builds) may hold
+    recovery_stall: float = 10.0  # seconds resuming one execution may take before it counts as stuck
     # -- runners: what one action run may take (runners.RunnerLimits reads these) --
     max_result_bytes: int = 1024 * 1024  # a run's result as JSON; larger fails the run
     max_output_bytes: int = 256 * 1024  # kept of each captured output stream; the rest dropped
@@ -109,13 +115,26 @@ class Settings:
         if self.transport not in ("inprocess", "nats"):
             raise ConfigError(f"transport must be inprocess or nats, got {self.transport!r}")
         for name in (
-            "python_workers", "max_inflight_runs", "event_buffer", "request_bytes",
-            "max_result_bytes", "max_output_bytes", "http_max_body_bytes",
+            "python_workers",
+            "max_inflight_runs",
+            "event_buffer",
+            "request_bytes",
+            "max_result_bytes",
+            "max_output_bytes",
+            "http_max_body_bytes",
+            "yaml_bytes",
+            "yaml_values",
+            "template_loop_steps",
+            "template_output_bytes",
         ):
             if getattr(self.limits, name) < 1:
                 raise ConfigError(
                     f"setting limits.{name} must be at least 1, got {getattr(self.limits, name)}"
                 )
+        if not self.limits.recovery_stall > 0:
+            raise ConfigError(
+                f"setting limits.recovery_stall must be more than 0, got {self.limits.recovery_stall}"
+            )
         if not self.limits.kill_grace >= 0:
             raise ConfigError(f"setting limits.kill_grace must be zero or more, got {self.limits.kill_grace}")
         if not self.limits.http_max_seconds > 0:

@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
-from attune_actors import __version__
+from attune_actors import __version__, console
 from attune_actors.api import docs, errors
 from attune_actors.api.auth import Tokens
 from attune_actors.api.guard import Guard
@@ -50,6 +50,8 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(docs.router)
     app.mount(docs.ASSETS_URL, docs.assets())
+    app.include_router(console.router)
+    app.mount(console.ASSETS_URL, console.assets())
     errors.install(app)
     app.add_middleware(Guard, max_body=settings.limits.request_bytes)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

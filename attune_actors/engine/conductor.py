@@ -279,6 +279,17 @@ class Conductor:
         self._progress()
         return self._flush()
 
+    def fail(self, message: str, now: float) -> list[Command]:
+        """Fail from outside the workflow (its store cannot keep it): nothing new starts, and the
+        execution ends failed with `message` once the attempts already running have ended."""
+        self._step(now)
+        if self.status not in TERMINAL:
+            if self.status == REQUESTED:
+                self.status = RUNNING  # never started: it ends at once
+            self._fail(message, None)
+            self._progress()
+        return self._flush()
+
     def rerun(self, tasks: list[str] | None, now: float, *, reset_items: bool = False) -> list[Command]:
         """Run a failed, timed-out or canceled execution again from its failed tasks (or `tasks`).
 

@@ -30,6 +30,7 @@ from attune_actors.config import Settings, load_settings
 from attune_actors.engine.events import EventBus, Subscription
 from attune_actors.engine.execution import Execution
 from attune_actors.engine.messages import Control, GetDocument, GetGraph, Rerun, Start
+from attune_actors.engine.quarantine import RecoveryGuard, fail_stored
 from attune_actors.engine.runtime import Runtime, rerun_snapshot
 from attune_actors.engine.supervisor import WorkflowSupervisor
 from attune_actors.errors import (
@@ -40,6 +41,7 @@ from attune_actors.errors import (
     InquiryResponseError,
     NotFoundError,
     ParameterError,
+    StoreError,
     ValidationError,
 )
 from attune_actors.kv import KVScope, KVStore, Masker
@@ -48,6 +50,7 @@ from attune_actors.runners import RunnerLimits, RunnerSet
 from attune_actors.spec.model import ActionSpec, ParamSpec
 from attune_actors.spec.packs import Catalog, load_packs, load_workflow_text, workflow_action
 from attune_actors.spec.validate import validate_catalog, validate_workflow
+from attune_actors.spec.yamlsrc import YamlLimits, use_yaml_limits
 from attune_actors.statuses import TERMINAL
 from attune_actors.store.base import MemoryStore, Snapshot, Store, resolve_id
 from attune_actors.store.datadir import DB_FILE_NAME, prepare_data_dir
@@ -146,7 +149,11 @@ class Engine:
         self._rt: Runtime | None = None
         self._kv: KVStore | None = None
         self.catalog = Catalog()
-        self.renderer = Renderer()
+        limits = settings.limits
+        self.renderer = Renderer(
+            max_loop_steps=limits.template_loop_steps, max_output=limits.template_output_bytes
+        )
+        self._yaml_limits = YamlLimits(max_bytes=limits.yaml_bytes, max_values=limits.yaml_values)
         self.masker = Masker()
         self._runtime_refs: set[str] = set()
         self._action_workflows: dict[tuple[str, tuple[str, ...]], tuple[ActionSpec, ActionSpec]] = {}
@@ -175,28 +182,25 @@ class Engine:
         """
         if self._rt is not None:
             return
-        catalog, problems = load_packs(self.settings.packs)
-        problems.extend(validate_catalog(catalog, self.renderer))
-        self._quarantine(catalog, problems)
-        self.catalog = catalog
         data = prepare_data_dir(self.settings.data_path)
         self._kv = KVStore(data / DB_FILE_NAME, secret_key=self.settings.secret_key)
         try:
             self._kv.check_key()
-            store = self._store_override or self._make_store()
-            await store.open()
+            with use_yaml_limits(self._yaml_limits):
+                catalog, problems = load_packs(self.settings.packs)
+                problems.extend(validate_catalog(catalog, self.renderer))
+                self._quarantine(catalog, problems)
+                self.catalog = catalog
+                store = self._store_override or self._make_store()
+                await store.open()
+                for ref, pack, source in store.definitions():
+                    self._load_runtime_definition(ref, pack, source)
         except BaseException:
             self._kv.close()
             raise
         if self._store_override is None and self.settings.store == "sqlite":
             self._owners = Owners(data)
-        for ref, pack, source in store.definitions():
-            self._load_runtime_definition(ref, pack, source)
-        transport = self._transport_override or InProcessTransport(
-            self.catalog.action,
-            RunnerSet(limits=RunnerLimits.from_settings(self.settings.limits), masker=self.masker),
-            max_inflight=self.settings.limits.max_inflight_runs,
-        )
+        transport = self._transport_override or self.in_process_transport()
         await transport.start()
         cipher = Cipher(secret_key=self.settings.secret_key, key_file=data / "secret.key")
         self._rt = Runtime(
@@ -218,6 +222,19 @@ class Engine:
             await self._adopt(self._rt, self._rt.store.unfinished())
         if self._owners is not None:
             self._sweeper = asyncio.get_running_loop().create_task(self._housekeeping())
+
+    def in_process_transport(self) -> InProcessTransport:
+        """The transport this engine runs actions on by default: in-process, with its settings.
+
+        For a transport that wraps it (the scripted one of `attune_actors.testing`); call it
+        from the wrapper's `start()`, once the engine has loaded its packs.
+        """
+        return InProcessTransport(
+            self.catalog.action,
+            RunnerSet(limits=RunnerLimits.from_settings(self.settings.limits), masker=self.masker),
+            max_inflight=self.settings.limits.max_inflight_runs,
+            clock=self.clock,
+        )
 
     def _quarantine(self, catalog: Catalog, problems: builtins.list[AttuneError]) -> None:
         """Take workflows with problems out of the catalog; remember why, for execute() to say.
@@ -280,6 +297,13 @@ class Engine:
         started = False
         live: dict[object, bool] = {}  # owner token -> whether its process lives (asked once each)
         async with owners.claiming() if owners is not None else contextlib.nullcontext():
+            # One at a time under a recovery marker: one whose recovery wedged or kept killing the
+            # engine last time fails instead (see `engine.quarantine`).
+            guard = RecoveryGuard(self.settings.data_path, stall=self.settings.limits.recovery_stall)
+            left = guard.left_over()
+            if (left is not None and left.quarantine
+                    and fail_stored(rt.store, left.execution_id, left.reason, self.clock.now())):
+                log.error("execution %s failed: %s", left.execution_id, left.reason)
             for execution_id in execution_ids:
                 if execution_id in rt.executions:
                     started = True
@@ -292,11 +316,14 @@ class Engine:
                 if live.get(token):
                     started = False  # a live process runs it
                     continue
-                started = self._restart(rt, snap, cancel=cancel)
+                started = await self._restart(rt, snap, guard, cancel=cancel)
+            guard.clear()
             await rt.store.flush()  # the headers name this process now: others see they are taken
         return started
 
-    def _restart(self, rt: Runtime, snap: Snapshot | None, *, cancel: bool) -> bool:
+    async def _restart(
+        self, rt: Runtime, snap: Snapshot | None, guard: RecoveryGuard, *, cancel: bool
+    ) -> bool:
         if snap is None or snap.header["parent_id"] is not None or snap.header["status"] in TERMINAL:
             return False
         execution_id = snap.header["id"]
@@ -306,6 +333,7 @@ class Engine:
             log.error("cannot resume execution %s: %s", execution_id, exc)
             return False
         rt.save_step(conductor, [], [])  # records the new owner
+        guard.mark(execution_id)
         ref = WorkflowSupervisor.start(rt, conductor)
         rt.executions.add(conductor.id, ref)
         if cancel:
@@ -313,6 +341,11 @@ class Engine:
         else:
             # Embedded, the attempts it had in flight died with the process that ran them.
             ref.tell(Start(recovered=True, new_attempts=self._transport_override is None))
+        try:
+            await ref.ask(GetDocument(), block=False)  # answered once the first message is handled
+        except ActorDeadError:
+            pass
+        if not cancel:
             log.info("resumed execution %s (%s, %s)", execution_id, conductor.spec.ref, conductor.status)
         return True
 
@@ -384,6 +417,8 @@ class Engine:
         await rt.transport.close()
         try:
             await rt.store.close()
+        except StoreError as exc:  # e.g. the disk is still full: say what is lost, once
+            log.error("%s", exc)
         finally:
             # Only now may another process adopt what this one leaves unfinished.
             if self._owners is not None:
@@ -416,8 +451,15 @@ class Engine:
         conductor = rt.new_conductor(action, parameters, identity=identity)
         # Accepted means durable: the execution is in the store before execute() returns, so a
         # crash right after cannot lose it (the group commit makes this cheap under load).
-        rt.save_step(conductor, [], [])
-        await rt.store.flush()
+        try:
+            rt.save_step(conductor, [], [])
+            await rt.store.flush()
+        except StoreError as exc:
+            # Refused; the store keeps retrying what it buffered, so buffer it failed, not runnable.
+            conductor.fail(f"not started: {exc}", self.clock.now())
+            with contextlib.suppress(StoreError):
+                rt.save_step(conductor, *conductor.take_dirty())
+            raise
         ref_ = WorkflowSupervisor.start(rt, conductor)
         rt.executions.add(conductor.id, ref_)
         doc = conductor.document(self.masker.mask)
@@ -763,11 +805,32 @@ class Engine:
     async def put_workflow(self, pack: str, yaml_text: str, *, ref: str | None = None) -> str:
         """Create or update a workflow of `pack` from YAML; validated first. Returns its ref.
 
-        With `ref`, the YAML may leave out its `ref` key, and must not name another.
+        With `ref`, the YAML may leave out its `ref` key, and must not name another. Parsing and
+        validation run on a thread, so a large or hostile document (within the `limits.yaml_*`
+        settings) does not stop the engine from serving everything else.
         """
         rt = self._runtime()
         if pack not in self.catalog.packs:
             raise NotFoundError(f"no pack '{pack}'")
+        catalog = Catalog(packs=dict(self.catalog.packs), actions=dict(self.catalog.actions))
+        action = await asyncio.to_thread(
+            self._checked_workflow, pack, yaml_text, ref, catalog, frozenset(self._runtime_refs)
+        )
+        self.catalog.put(action)
+        rt.store.put_definition(action.ref, pack, yaml_text)
+        await rt.store.flush()  # a definition is durable once put_workflow returns
+        self._runtime_refs.add(action.ref)
+        return action.ref
+
+    def _checked_workflow(
+        self,
+        pack: str,
+        yaml_text: str,
+        ref: str | None,
+        catalog: Catalog,
+        runtime_refs: frozenset[str],
+    ) -> ActionSpec:
+        """Parse and validate a put workflow against a copy of the catalog (on a thread)."""
         problems: list[Any] = []
         spec = load_workflow_text(
             yaml_text,
@@ -775,6 +838,7 @@ class Engine:
             file=f"<{pack} workflow>",
             default_ref=ref or f"{pack}.",
             problems=problems,
+            limits=self._yaml_limits,
         )
         if spec is not None and spec.ref == f"{pack}.":
             problems.append(ValidationError("a workflow put at run time needs a 'ref' key").errors[0])
@@ -783,30 +847,23 @@ class Engine:
                 ValidationError(f"the definition's ref '{spec.ref}' is not '{ref}', the one it is put as")
                 .errors[0]
             )
-        if spec is not None and not problems:
-            existing = self.catalog.actions.get(spec.ref)
-            if existing is not None and spec.ref not in self._runtime_refs:
-                problems.append(
-                    ValidationError(
-                        f"'{spec.ref}' is defined by a pack file; change that file instead"
-                    ).errors[0]
-                )
-        if spec is not None and not problems:
-            old = self.catalog.actions.get(spec.ref)
-            self.catalog.put(workflow_action(spec, self.catalog.packs[pack].path))
-            found = validate_workflow(spec, self.catalog, self.renderer)
-            if found:
-                if old is not None:
-                    self.catalog.put(old)
-                else:
-                    self.catalog.remove(spec.ref)
-                problems.extend(found)
+        if (
+            spec is not None
+            and not problems
+            and spec.ref in catalog.actions
+            and spec.ref not in runtime_refs
+        ):
+            problems.append(
+                ValidationError(f"'{spec.ref}' is defined by a pack file; change that file instead").errors[0]
+            )
         if problems or spec is None:
             raise ValidationError(problems)
-        rt.store.put_definition(spec.ref, pack, yaml_text)
-        await rt.store.flush()  # a definition is durable once put_workflow returns
-        self._runtime_refs.add(spec.ref)
-        return spec.ref
+        action = workflow_action(spec, catalog.packs[pack].path)
+        catalog.put(action)
+        found = validate_workflow(spec, catalog, self.renderer)
+        if found:
+            raise ValidationError(found)
+        return action
 
     async def get_workflow(self, ref: str) -> WorkflowInfo:
         """The definition of workflow `ref`; ValidationError (its problems) if it is invalid."""

@@ -275,12 +275,15 @@ class Runtime:
         return value
 
     def idle(self) -> bool:
-        """Nothing but timers to wait for: no action attempt in flight, no event unread.
+        """Nothing but timers to wait for: no action attempt doing real work, no event unread.
 
         A pending inquiry does not count: time passes while nobody answers (that is what its
         expiry is for); whoever answers it reads its event first, and an unread event counts.
+        Attempts the transport ends on the clock (scripted outcomes) are timers too.
         """
-        return self.attempts.count == 0 and not self.events.unread()
+        return (
+            self.attempts.count <= self.transport.waiting_on_clock() and not self.events.unread()
+        )
 
     def publish(self, event: dict[str, Any]) -> None:
         """Hand an event to subscribers, with secrets masked."""

@@ -45,7 +45,7 @@ from attune_actors.engine.messages import (
 )
 from attune_actors.engine.state import iso
 from attune_actors.engine.task import TaskActor
-from attune_actors.errors import AttuneError
+from attune_actors.errors import AttuneError, StoreError
 from attune_actors.statuses import FAILED, PAUSED, RUNNING, TERMINAL
 from attune_actors.transport.base import ActionRun
 
@@ -87,6 +87,7 @@ class WorkflowSupervisor(AsyncioActor):
         self._emitted: dict[str, tuple[str, int]] = {}  # run id -> (status, attempts) last published
         self._done = False
         self._new_attempts = False  # recovered embedded: attempts in flight died with the engine
+        self._store_failed: StoreError | None = None  # the first failed save: the execution fails
 
     @property
     def execution_id(self) -> str:
@@ -228,7 +229,12 @@ class WorkflowSupervisor(AsyncioActor):
         """Snapshot the step, publish its status changes, tell a parent we paused or resumed."""
         c = self._c
         runs, items = c.take_dirty()
-        self._rt.save_step(c, runs, items)
+        store_failure: StoreError | None = None
+        try:
+            self._rt.save_step(c, runs, items)  # buffered even when it raises
+        except StoreError as exc:
+            if not self._store_failed:  # the store logs the failure; the execution fails, once
+                self._store_failed = store_failure = exc
         changed = c.status != self._last_status
         if self._rt.events.active:
             root = self._rt.executions.root_of(c.id)
@@ -254,6 +260,9 @@ class WorkflowSupervisor(AsyncioActor):
                     self._link.ref.tell(ChildStatus(self._link.run_id, self._link.attempt, c.status))
                 except ActorDeadError:
                     pass
+        if store_failure is not None:
+            reason = f"the store cannot keep this execution: {store_failure}"
+            self._carry_out(c.fail(reason, self._clock.now()))
 
     def _publish_status(self, root: str) -> None:
         c = self._c

@@ -12,6 +12,9 @@ keeps it). An engine process, before it opens its store:
    the engine could not renew it for `ttl` seconds, and maybe another engine took it), or no renewal
    succeeded for `ttl` seconds, the lease is lost: logged as critical, and `on_lost` is called; the
    engine must stop writing, since another engine may now run its executions.
+   With `alive`, a renewal happens only while `alive()` says the engine is working: `serve` renews
+   from its sidecar thread (`attune_actors.nats.sidecar`), so a busy engine loop does not lose the
+   lease, and passes a check of the engine loop's heartbeat, so a wedged one does.
 3. `release()` on a clean shutdown: stops renewing and deletes the key (if still its own), so the
    next engine starts at once instead of waiting for the expiry.
 
@@ -54,8 +57,9 @@ class EngineLease:
 
     `holder` names this engine in the refusal another engine gets (make it unique and telling, such
     as `host:pid:random`). `ttl` applies to a bucket created here; an existing bucket keeps its own,
-    which this lease then uses. `on_lost(reason)` is called (on the event loop) when the lease is
-    lost while renewing.
+    which this lease then uses. `on_lost(reason)` is called (on the loop that renews) when the
+    lease is lost while renewing. `alive()`, if given, is asked before each renewal; while it is
+    false the lease is not renewed (and is lost `ttl` after the last renewal).
     """
 
     def __init__(
@@ -68,6 +72,7 @@ class EngineLease:
         storage: str = "file",
         replicas: int = 1,
         on_lost: Callable[[str], Any] | None = None,
+        alive: Callable[[], bool] | None = None,
     ) -> None:
         if ttl <= 0:
             raise ValueError(f"ttl must be positive, not {ttl}")
@@ -81,6 +86,7 @@ class EngineLease:
         self.storage = storage
         self.replicas = replicas
         self.on_lost = on_lost
+        self.alive = alive
         self.renewals = 0  # successful renewals since acquire()
         self._kv: KeyValue | None = None
         self._revision = 0  # of the key as this engine last wrote it; 0: not held
@@ -220,8 +226,23 @@ class EngineLease:
 
     async def _renew_loop(self) -> None:
         period = self.ttl / 3
+        warned = False  # that the engine is not answering: once per silence
         while True:
             await asyncio.sleep(max(0.0, self._renewed_at + period - time.monotonic()))
+            if self.alive is not None and not self.alive():
+                silent_for = time.monotonic() - self._renewed_at
+                if silent_for >= self.ttl:
+                    self._declare_lost(
+                        f"the engine lease of {self.holder} was given up: the engine has not "
+                        f"answered for {silent_for:.1f} s"
+                    )
+                    return
+                if not warned:
+                    log.warning("engine lease: not renewed while the engine is not answering")
+                    warned = True
+                await asyncio.sleep(min(period / 3, max(0.0, self._renewed_at + self.ttl - time.monotonic())))
+                continue
+            warned = False
             try:
                 await self.renew()
             except _Lost as e:

@@ -17,6 +17,11 @@ the `nats` store and the control API alike); with `--store sqlite` it also locks
 (`<data_dir>/engine.lock`, released by the OS when the process dies). A second engine against the
 same prefix or data dir refuses to start. After a crash the prefix lease expires within its TTL.
 
+The lease renewals and the control service run on a sidecar thread with its own NATS connection
+(`attune_actors.nats.sidecar`), so they go on while the engine's loop is busy; the lease is given
+up only when the engine's loop has not answered for `STALL` seconds (it is wedged), and if it then
+cannot even stop, the process exits with status 1 so that another engine can take over.
+
 It runs until SIGTERM or SIGINT, then stops answering, closes the engine (unfinished executions are
 resumed by the next `serve`), releases the lease and exits 0; if it loses the lease (it could not
 renew it for its TTL, and another engine may have taken over), it stops the same way and exits 1.
@@ -51,6 +56,7 @@ from attune_actors.nats.connection import connect
 from attune_actors.nats.lease import EngineLease
 from attune_actors.nats.payload import PayloadCipher
 from attune_actors.nats.service import ControlService
+from attune_actors.nats.sidecar import Heartbeat, Sidecar
 from attune_actors.nats.subjects import Subjects
 from attune_actors.nats.transport import NatsTransport
 from attune_actors.spec.model import ActionSpec
@@ -62,6 +68,7 @@ log = logging.getLogger("attune_actors.nats.serve")
 
 EXIT_OK, EXIT_LEASE_LOST, EXIT_BAD_INPUT = 0, 1, 2
 LEASE_TTL = 10.0  # seconds; renewed well within, so a crashed engine's lease lapses this soon
+STALL = 30.0  # seconds the engine's loop may not answer before the lease is given up
 LOCK_FILE = "engine.lock"
 
 
@@ -160,7 +167,13 @@ def default_engine_id() -> str:
 
 
 async def serve(
-    settings: Settings, *, engine_id: str, stop: asyncio.Event | None = None, http: str | None = None
+    settings: Settings,
+    *,
+    engine_id: str,
+    stop: asyncio.Event | None = None,
+    http: str | None = None,
+    lease_ttl: float = LEASE_TTL,
+    stall: float = STALL,
 ) -> int:
     """Run one engine until `stop` is set (default: until SIGTERM or SIGINT); the exit status.
 
@@ -183,20 +196,39 @@ async def serve(
         stop.set()
 
     subjects = Subjects(settings.nats.subject_prefix)
+    loop = asyncio.get_running_loop()
     async with contextlib.AsyncExitStack() as stack:  # unwinds in reverse: service, engine, lease, ...
         if settings.store == "sqlite":
             stack.enter_context(DataDirLock(settings.data_path))
         nc = await _connect(settings, engine_id)
         stack.push_async_callback(_close, nc)
-        lease = EngineLease(nc, subjects, holder=f"{engine_id}-{uuid.uuid4().hex[:8]}", ttl=LEASE_TTL)
-        await lease.acquire()
-        stack.push_async_callback(lease.release)
-        await lease.start_renewing(on_lost=lease_lost)
+        heartbeat = Heartbeat()
+        heartbeat.start()
+        stack.push_async_callback(heartbeat.stop)
+        sidecar = Sidecar(f"attune-sidecar {engine_id}")
+        await sidecar.start(lambda: _connect(settings, f"{engine_id} control"))
+        stack.push_async_callback(sidecar.stop)
+
+        def lost_on_sidecar(reason: str) -> None:
+            loop.call_soon_threadsafe(lease_lost, reason)
+            sidecar.loop.call_later(lease_ttl, _exit_if_stuck, heartbeat, lease_ttl)
+
+        lease = EngineLease(
+            sidecar.nc,
+            subjects,
+            holder=f"{engine_id}-{uuid.uuid4().hex[:8]}",
+            ttl=lease_ttl,
+            on_lost=lost_on_sidecar,
+            alive=lambda: heartbeat.age() < stall,
+        )
+        await sidecar.run(lease.acquire())
+        stack.push_async_callback(lambda: sidecar.run(lease.release()))
+        await sidecar.run(lease.start_renewing())
         engine = build_engine(settings, nc, subjects, engine_id)
         server = _http_server(engine, http)
         stack.push_async_callback(engine.close)
         await engine.start()
-        service = ControlService(engine, nc, subjects, engine_id=engine_id)
+        service = ControlService(engine, nc, subjects, engine_id=engine_id, sidecar=sidecar)
         stack.push_async_callback(service.stop)
         await service.start()
         await _start_http(stack, server)
@@ -212,6 +244,16 @@ async def serve(
         log.info("engine %s stopping", engine_id)
     log.info("engine %s stopped", engine_id)
     return EXIT_LEASE_LOST if lost else EXIT_OK
+
+
+def _exit_if_stuck(heartbeat: Heartbeat, waited: float) -> None:
+    """The lease is lost and the engine's loop did not stop within `waited` s: exit now, since
+    another engine may be running these executions already (the next start quarantines an
+    execution whose recovery got stuck, see `engine.quarantine`)."""
+    if heartbeat.age() >= waited:
+        log.critical("the engine's event loop is stuck and its lease is lost: exiting")
+        logging.shutdown()
+        os._exit(EXIT_LEASE_LOST)
 
 
 async def serve_embedded(settings: Settings, *, stop: asyncio.Event, http: str | None) -> int:

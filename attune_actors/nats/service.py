@@ -29,7 +29,13 @@ there. (A catch-all subscription on the same connection would answer it, but a c
 receives a request twice loses the right to reply under the `allow_responses` permission.)
 
 Requests on one subject are handled one at a time, in arrival order; different operations run
-concurrently. Every event of `Engine.events()` is published, in order, on
+concurrently. With a `Sidecar` (as `serve` runs it), the service lives on the sidecar's thread and
+connection: discovery requests are answered there even while the engine's loop is busy, requests
+are parsed and checked there, and only the engine call itself runs on the engine's loop. Requests
+over `max_payload` bytes (setting `limits.request_bytes`) are refused before they are parsed; a
+malformed request of any shape gets a `bad_request` reply and one line in the log.
+
+Every event of `Engine.events()` is published, in order, on
 `Subjects.events(root execution id)` (a nested execution's events go on its root's subject);
 gap markers go on `Subjects.service_events`.
 """
@@ -37,11 +43,12 @@ gap markers go on `Subjects.service_events`.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import nats.micro
 from nats.aio.client import Client
@@ -54,14 +61,17 @@ from attune_actors.engine.engine import Engine
 from attune_actors.engine.events import Subscription
 from attune_actors.engine.execution import Status
 from attune_actors.errors import ERROR_STATUS, AttuneError, ValidationError, error_code
+from attune_actors.nats.sidecar import Sidecar
 from attune_actors.nats.subjects import Subjects
 from attune_actors.nats.wire import report_bad_input
 from attune_actors.spec.suggest import printable, unknown_key
 
 log = logging.getLogger("attune_actors.nats.service")
 
+T = TypeVar("T")
+
 SERVICE_NAME = "attune-engine"
-MAX_PAYLOAD = 1024 * 1024
+MAX_PAYLOAD = 1024 * 1024  # the default of limits.request_bytes
 DEFAULT_LIST_LIMIT = 50
 
 class BadRequest(Exception):
@@ -90,10 +100,13 @@ NAMES: _Check = (
 )
 ANY: _Check = ("any JSON value", lambda v: True)
 _STATUSES = frozenset(s.value for s in Status)
-STATUS: _Check = (f"one of {', '.join(s.value for s in Status)}", lambda v: v in _STATUSES)
+STATUS: _Check = (
+    f"one of {', '.join(s.value for s in Status)}",
+    lambda v: isinstance(v, str) and v in _STATUSES,
+)
 
 _Fields = dict[str, tuple[_Check, bool]]  # name -> (check, required)
-_Call = Callable[[dict[str, Any]], Awaitable[Any]]
+_Call = Callable[[dict[str, Any]], Coroutine[Any, Any, Any]]
 
 
 def _required(check: _Check) -> tuple[_Check, bool]:
@@ -117,14 +130,18 @@ class ControlService:
         nc: Client,
         subjects: Subjects,
         *,
-        max_payload: int = MAX_PAYLOAD,
+        max_payload: int | None = None,
         engine_id: str | None = None,
+        sidecar: Sidecar | None = None,
     ) -> None:
         self.engine = engine
-        self.nc = nc
+        self.nc = nc  # events
         self.subjects = subjects
-        self.max_payload = max_payload
+        self.max_payload = engine.settings.limits.request_bytes if max_payload is None else max_payload
         self.engine_id = engine_id
+        self.sidecar = sidecar
+        self._requests_nc = sidecar.nc if sidecar is not None else nc
+        self._engine_loop: asyncio.AbstractEventLoop | None = None
         self._service: Service | None = None
         self._events: Subscription | None = None
         self._pump: asyncio.Task[None] | None = None
@@ -164,22 +181,30 @@ class ControlService:
         return self._service.id if self._service is not None else None
 
     async def start(self) -> None:
-        """Subscribe to the engine's events, then answer requests (the engine must be started)."""
+        """Subscribe to the engine's events, then answer requests (the engine must be started).
+
+        Called on the engine's loop.
+        """
         if self._service is not None:
             return
+        self._engine_loop = asyncio.get_running_loop()
         self._events = self.engine.events()
         self._pump = asyncio.create_task(self._publish_events(self._events), name="attune-events-pump")
+        self._service = await self._on_requests_loop(self._add_service())
+        log.info("control service on %s (%d operations)", self.subjects.api(">"), len(self._operations))
+
+    async def _add_service(self) -> Service:
+        nc = self._requests_nc
         metadata = {"prefix": self.subjects.prefix}
         if self.engine_id is not None:
             metadata["engine_id"] = self.engine_id
         service = await nats.micro.add_service(
-            self.nc,
+            nc,
             name=SERVICE_NAME,
             version=__version__,
             description="attune_actors workflow engine control API",
             metadata=metadata,
         )
-        self._service = service
         for operation in self._operations:
             await service.add_endpoint(
                 name=operation.replace(".", "_"),
@@ -187,14 +212,41 @@ class ControlService:
                 handler=self._handler(operation),
                 metadata={"operation": operation},
             )
-        await self.nc.flush()
-        log.info("control service on %s (%d operations)", self.subjects.api(">"), len(self._operations))
+        await nc.flush()
+        return service
+
+    async def _on_requests_loop(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run `coro` where requests are served: the sidecar's loop, or this one."""
+        if self.sidecar is None:
+            return await coro
+        return await self.sidecar.run(coro)
+
+    async def _on_engine_loop(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run an engine call on the engine's loop (from the sidecar's, when there is one).
+
+        The result is handed over as the call returns, not one loop turn later (as
+        `run_coroutine_threadsafe` would): work the call scheduled (an execution's first step)
+        must not hold the reply back.
+        """
+        loop = self._engine_loop
+        if loop is None or asyncio.get_running_loop() is loop:
+            return await coro
+        done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        async def run() -> None:
+            try:
+                done.set_result(await coro)
+            except BaseException as exc:  # handed to the caller, which re-raises it
+                done.set_exception(exc)
+
+        loop.call_soon_threadsafe(loop.create_task, run())
+        return await asyncio.wrap_future(done)
 
     async def stop(self) -> None:
         """Stop answering, then publish the events still buffered and stop the event stream."""
         service, self._service = self._service, None
         if service is not None:
-            await service.stop()
+            await self._on_requests_loop(service.stop())
         if self._events is not None:
             self._events.close()
             self._events = None
@@ -219,8 +271,13 @@ class ControlService:
         except BadRequest as bad:
             await self._reject(request._msg, bad.code, bad.message)
             return
+        except Exception as exc:  # a shape no check foresaw: still the caller's error, never a 500
+            await self._reject(
+                request._msg, "bad_request", f"{operation}: malformed request ({type(exc).__name__})"
+            )
+            return
         try:
-            result = await call(body)
+            result: Any = await self._on_engine_loop(call(body))
         except AttuneError as exc:
             await self._reply_error(request._msg, error_code(exc), exc)
             return
@@ -228,13 +285,18 @@ class ControlService:
             log.exception("%s failed", operation)
             await self._reply_error(request._msg, "internal", f"{operation} failed: internal error")
             return
-        data = _encode(result)
-        if len(data) > self.nc.max_payload:
+        try:
+            data = _encode(result)
+        except (ValueError, RecursionError) as exc:  # e.g. a result nested too deeply for JSON
+            log.error("%s: cannot encode the reply: %s", operation, exc)
+            await self._reply_error(request._msg, "internal", f"{operation}: the reply cannot be encoded")
+            return
+        if len(data) > self._requests_nc.max_payload:
             await self._reply_error(
                 request._msg,
                 "too_large",
                 f"the reply to {operation} is {len(data)} bytes, over the server's max_payload "
-                f"({self.nc.max_payload}); ask for less (e.g. a lower limit)",
+                f"({self._requests_nc.max_payload}); ask for less (e.g. a lower limit)",
             )
             return
         await self._send(request._msg, data)
@@ -244,7 +306,8 @@ class ControlService:
         if len(data) > self.max_payload:
             raise BadRequest(
                 "too_large",
-                f"{operation}: request of {len(data)} bytes, over the limit of {self.max_payload}",
+                f"{operation}: the request is {len(data)} bytes, which exceeds limits.request_bytes "
+                f"({self.max_payload})",
             )
         if not request._msg.reply:
             raise BadRequest(
@@ -256,6 +319,8 @@ class ControlService:
                 body = json.loads(data)
             except (UnicodeDecodeError, ValueError) as exc:
                 raise BadRequest("bad_request", f"{operation}: the request is not JSON: {exc}") from None
+            except RecursionError:
+                raise BadRequest("bad_request", f"{operation}: the request is nested too deeply") from None
         if not isinstance(body, dict):
             raise BadRequest(
                 "bad_request", f"{operation}: the request must be a JSON object, got {type(body).__name__}"
@@ -271,18 +336,19 @@ class ControlService:
                     raise BadRequest("bad_request", f"{operation}: missing '{name}' ({what})")
                 continue
             if not test(value):
-                got = printable(json.dumps(value, default=str))[:80]
+                got = printable(_shown(value))
                 raise BadRequest("bad_request", f"{operation}: '{name}' must be {what}, got {got}")
         return body
 
     # ------------------------------------------------------------------ replies, dead letters
 
     async def _reject(self, msg: Msg, code: str, message: str) -> None:
-        """Bad input: an error reply (when there is a reply subject), a dead-letter record, an error event."""
+        """Bad input: an error reply (when there is a reply subject), a dead-letter record, an error
+        event, and one line in the log."""
         if msg.reply:
             await self._reply_error(msg, code, message)
         who = {"engine_id": self.engine_id} if self.engine_id is not None else {}
-        await report_bad_input(self.nc, self.subjects, msg, code, message, **who)
+        await report_bad_input(self._requests_nc, self.subjects, msg, code, message, **who)
 
     async def _reply_error(self, msg: Msg, code: str, error: str | AttuneError) -> None:
         body: dict[str, Any] = {"code": code, "message": str(error)}
@@ -296,7 +362,7 @@ class ControlService:
 
     async def _send(self, msg: Msg, data: bytes, headers: dict[str, str] | None = None) -> None:
         try:
-            await self.nc.publish(msg.reply, data, headers=headers)
+            await self._requests_nc.publish(msg.reply, data, headers=headers)
         except Exception as exc:  # a closed or reconnecting connection: the requester times out
             log.warning("cannot reply on %s: %s", msg.subject, exc)
 
@@ -387,6 +453,14 @@ _SUMMARY_KEYS = (
     "items_total",
     "task",
 )
+
+
+def _shown(value: Any) -> str:
+    """At most 80 characters of a JSON value, for an error message (whatever its depth)."""
+    try:
+        return json.dumps(value, default=str)[:80]
+    except (RecursionError, ValueError):
+        return f"a deeply nested {type(value).__name__}"
 
 
 def _summary(event: dict[str, Any]) -> dict[str, Any]:

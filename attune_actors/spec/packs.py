@@ -20,7 +20,7 @@ from attune_actors.spec.model import BUILTIN_RUNNERS, ActionSpec, PackSpec, Work
 from attune_actors.spec.params import parse_params
 from attune_actors.spec.suggest import closest, unknown_key
 from attune_actors.spec.workflow import parse_workflow
-from attune_actors.spec.yamlsrc import YMap, load_yaml, plain
+from attune_actors.spec.yamlsrc import YamlLimits, YMap, load_yaml, plain, too_big
 
 CORE_PACK_PATH = Path(__file__).resolve().parent.parent / "packs" / "core"
 PACK_KEYS = (
@@ -135,11 +135,22 @@ def load_packs(
     return catalog, problems
 
 
-def _read(path: Path, problems: list[AttuneError]) -> Any:
+def read_yaml_text(path: Path, problems: list[AttuneError]) -> str | None:
+    """A YAML file's text; None (and a problem) if it cannot be read or is over limits.yaml_bytes."""
     try:
-        text = path.read_text(encoding="utf-8")
+        refused = too_big(path.stat().st_size, str(path))  # before reading a 1 GB file whole
+        if refused is not None:
+            problems.append(refused)
+            return None
+        return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(AttuneError(f"cannot read: {exc}", location=Location(str(path), 1, 1)))
+        return None
+
+
+def _read(path: Path, problems: list[AttuneError]) -> Any:
+    text = read_yaml_text(path, problems)
+    if text is None:
         return None
     value, found = load_yaml(text, str(path))
     problems.extend(found)
@@ -416,10 +427,8 @@ def _module_names(tree: ast.Module) -> set[str]:
 
 
 def load_workflow_file(file: Path, pack: str, problems: list[AttuneError]) -> WorkflowSpec | None:
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        problems.append(AttuneError(f"cannot read: {exc}", location=Location(str(file), 1, 1)))
+    text = read_yaml_text(file, problems)
+    if text is None:
         return None
     return load_workflow_text(
         text, pack=pack, file=str(file), default_ref=f"{pack}.{file.stem}", problems=problems
@@ -427,9 +436,15 @@ def load_workflow_file(file: Path, pack: str, problems: list[AttuneError]) -> Wo
 
 
 def load_workflow_text(
-    text: str, *, pack: str, file: str, default_ref: str, problems: list[AttuneError]
+    text: str,
+    *,
+    pack: str,
+    file: str,
+    default_ref: str,
+    problems: list[AttuneError],
+    limits: YamlLimits | None = None,
 ) -> WorkflowSpec | None:
-    data, found = load_yaml(text, file)
+    data, found = load_yaml(text, file, limits)
     problems.extend(found)
     if data is None and found:
         return None

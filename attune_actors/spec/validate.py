@@ -14,7 +14,13 @@ from typing import Any
 from attune_actors.errors import AttuneError, Location
 from attune_actors.spec.graph import TaskGraph
 from attune_actors.spec.model import ActionSpec, TaskSpec, WorkflowSpec
-from attune_actors.spec.packs import Catalog, load_packs, load_workflow_text, workflow_action
+from attune_actors.spec.packs import (
+    Catalog,
+    load_packs,
+    load_workflow_text,
+    read_yaml_text,
+    workflow_action,
+)
 from attune_actors.spec.params import check_value
 from attune_actors.spec.suggest import closest
 from attune_actors.spec.yamlsrc import load_yaml
@@ -381,10 +387,9 @@ def _validate_loose(
 ) -> list[AttuneError]:
     """A workflow file checked on its own: in pack `<ref prefix>` (or the pack it sits in)."""
     problems: list[AttuneError] = []
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        return [AttuneError(f"cannot read: {exc}", location=Location(str(file), 1, 1))]
+    text = read_yaml_text(file, problems)
+    if text is None:
+        return problems
     pack = next(
         (p.ref for p in catalog.packs.values() if pack_dir and Path(p.path).resolve() == pack_dir.resolve()),
         None,

@@ -3,15 +3,59 @@
 PyYAML's composer knows each node's line and column; the plain loaders throw that away. Here mappings
 become `YMap` (a dict that also knows its own location and each key's) and sequences `YList`, so the
 loader and validator can point at `FILE:LINE:COLUMN` for anything they reject.
+
+Limits (SPEC 12): a document longer than `YamlLimits.max_bytes` is refused before it is parsed, and
+one that holds more than `max_values` values once its aliases are expanded is refused after composing
+(which shares aliased nodes, so it is cheap) and before anything walks it: a 463-byte alias bomb
+would otherwise expand to billions of values in every later walk (locations, validation, storage).
+The limits in force are the `limits` argument, else those set with `use_yaml_limits` (the engine
+sets `limits.yaml_bytes` / `limits.yaml_values` while it loads packs), else the defaults.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from attune_actors.errors import AttuneError, Location
+
+
+@dataclass(frozen=True)
+class YamlLimits:
+    """How big one YAML document may be: its text, and its values once aliases are expanded."""
+
+    max_bytes: int = 1024 * 1024
+    max_values: int = 100_000
+
+
+_DEFAULTS = YamlLimits()
+_LIMITS = contextvars.ContextVar("yaml_limits", default=_DEFAULTS)
+
+
+@contextlib.contextmanager
+def use_yaml_limits(limits: YamlLimits) -> Iterator[None]:
+    """Within the block (this thread or task), `load_yaml` without `limits=` applies `limits`."""
+    token = _LIMITS.set(limits)
+    try:
+        yield
+    finally:
+        _LIMITS.reset(token)
+
+
+def too_big(size: int, file: str, limits: YamlLimits | None = None) -> AttuneError | None:
+    """The error for a YAML document of `size` bytes over `max_bytes`, or None if it is within."""
+    limit = (limits or _LIMITS.get()).max_bytes
+    if size <= limit:
+        return None
+    return AttuneError(
+        f"the YAML document is {size} bytes, which exceeds limits.yaml_bytes ({limit})",
+        location=Location(file, 1, 1),
+    )
 
 
 class YMap(dict[str, Any]):
@@ -172,12 +216,18 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_seq)
 
 
-def load_yaml(text: str, file: str) -> tuple[Any, list[AttuneError]]:
+def load_yaml(text: str, file: str, limits: YamlLimits | None = None) -> tuple[Any, list[AttuneError]]:
     """Parse one YAML document; returns (value, problems). Never raises for bad input.
 
     YAML syntax errors, duplicate keys and non-scalar keys come back as located problems; the value is
-    None when the document could not be parsed at all.
+    None when the document could not be parsed at all, or is over the limits (see the module doc).
     """
+    limits = limits or _LIMITS.get()
+    # A character is at most 4 bytes in UTF-8: short texts need no encoding to be counted.
+    size = len(text) if len(text) * 4 <= limits.max_bytes else len(text.encode("utf-8", "surrogatepass"))
+    refused = too_big(size, file, limits)
+    if refused is not None:
+        return None, [refused]
     try:
         loader = _Loader(text)  # the reader refuses control characters right here
     except yaml.YAMLError as exc:
@@ -185,7 +235,18 @@ def load_yaml(text: str, file: str) -> tuple[Any, list[AttuneError]]:
     loader.file_name = file
     loader.problems = []
     try:
-        value = loader.get_single_data()
+        node = loader.get_single_node()
+        if node is None:
+            return None, []
+        if _expanded_size(node, limits.max_values) > limits.max_values:
+            return None, [
+                AttuneError(
+                    "the YAML document's aliases expand it to more than "
+                    f"{limits.max_values} values, which exceeds limits.yaml_values ({limits.max_values})",
+                    location=_mark(file, node.start_mark),
+                )
+            ]
+        value = loader.construct_document(node)
     except yaml.YAMLError as exc:
         return None, [_yaml_problem(exc, file, text)]
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:
@@ -194,6 +255,39 @@ def load_yaml(text: str, file: str) -> tuple[Any, list[AttuneError]]:
     finally:
         loader.dispose()
     return value, loader.problems
+
+
+def _expanded_size(root: yaml.Node, limit: int) -> int:
+    """How many values `root` holds with every alias expanded (counting stops above `limit`).
+
+    Composed nodes share what an alias names, so each distinct node is visited once (iteratively:
+    nesting depth is not bounded here) and its size is the sum of its children's.
+    """
+    sizes: dict[int, int] = {}
+    busy: set[int] = set()  # on the current path: an alias to one of these makes a cycle
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        else:
+            children = []
+        if not children_done:
+            if id(node) in sizes:
+                continue
+            busy.add(id(node))
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes and id(c) not in busy)
+            continue
+        busy.discard(id(node))
+        # A recursive alias counts once here; constructing it reports the cycle.
+        total = 1 + sum(sizes.get(id(c), 1) for c in children)
+        sizes[id(node)] = min(total, limit + 1)
+        if id(node) == id(root):
+            break
+    return sizes.get(id(root), 1)
 
 
 def _yaml_problem(exc: yaml.YAMLError, file: str, text: str) -> AttuneError:

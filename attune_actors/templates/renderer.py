@@ -18,8 +18,14 @@ Rendering rules (SPEC 4 and 7):
   plus the key path inside a rendered dict or list), the missing path (`vars.nope is undefined`,
   with the keys that do exist) and the template source. Sandbox refusals and resource limits are
   `TemplateError`s too, as is any exception raised while rendering.
-- `{% macro %}`, `{% call %}`, `{% extends %}`, `{% include %}` and `{% import %}` are refused at
-  compile time: workflow templates are expressions and small text, not template libraries.
+- `{% macro %}`, `{% call %}`, `{% extends %}`, `{% include %}`, `{% import %}` and recursive
+  loops are refused at compile time: workflow templates are expressions and small text, not
+  template libraries.
+- Render budget (SPEC 12): every `{% for %}` is charged to the render's loop steps
+  (`max_loop_steps`, setting `limits.template_loop_steps`) before it starts; the text a render
+  produces, and a native value it builds, may not exceed `max_output` characters (setting
+  `limits.template_output_bytes`, counted as it is produced when the template loops). The error
+  names the setting.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from __future__ import annotations
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from jinja2 import nodes
 from jinja2.environment import Template
@@ -41,7 +47,16 @@ from jinja2.runtime import Undefined
 from jinja2.utils import missing
 
 from attune_actors.errors import TemplateError
-from attune_actors.templates.sandbox import RenderContext, TemplateEnvironment
+from attune_actors.templates.sandbox import (
+    DEFAULT_LOOP_STEPS,
+    DEFAULT_OUTPUT,
+    LOOP_BUDGET_FILTER,
+    PRINTED_BUDGET_FILTER,
+    RenderContext,
+    TemplateEnvironment,
+    check_built,
+    check_output,
+)
 from attune_actors.templates.scope import Scope
 from attune_actors.templates.ternary import rewrite_ternary
 
@@ -111,10 +126,17 @@ class _Failure(Exception):
 class _Compiled:
     """One compiled template; `run(context)` renders it (raises `_Failure`)."""
 
-    __slots__ = ("blocks", "deep_check", "env", "native", "root", "source", "template")
+    __slots__ = ("blocks", "deep_check", "env", "loops", "native", "root", "source", "template")
 
     def __init__(
-        self, env: TemplateEnvironment, source: str, template: Template, *, native: bool, deep: bool
+        self,
+        env: TemplateEnvironment,
+        source: str,
+        template: Template,
+        *,
+        native: bool,
+        deep: bool,
+        loops: bool,
     ) -> None:
         self.env = env
         self.source = source
@@ -123,6 +145,7 @@ class _Compiled:
         self.blocks = template.blocks or None
         self.native = native
         self.deep_check = deep
+        self.loops = loops
 
     def run(self, context: Mapping[str, Any]) -> Any:
         ctx = RenderContext(self.env, context, None, self.blocks)
@@ -134,13 +157,30 @@ class _Compiled:
                 tp = type(value)
                 if tp in _SCALAR_TYPES or (not self.deep_check and (tp is dict or tp is list)):
                     return value
-                return _native(value, deep=self.deep_check)
-            return "".join(self.root(ctx))
+                return _native(value, deep=self.deep_check, env=self.env)
+            if self.loops:
+                return self._text_counted(ctx)
+            text = "".join(self.root(ctx))
+            if len(text) > self.env.max_output:
+                check_output(self.env, len(text), "the template")
+            return text
         except Exception as exc:
             raise _failure(exc, self.env, self.source, context) from exc
 
+    def _text_counted(self, ctx: RenderContext) -> str:
+        """The text of a template with loops, refused as soon as it grows past the output budget."""
+        limit = self.env.max_output
+        parts: list[str] = []
+        size = 0
+        for part in self.root(ctx):
+            size += len(part)
+            if size > limit:
+                check_output(self.env, size, "the template")
+            parts.append(part)
+        return "".join(parts)
 
-def _native(value: Any, *, deep: bool) -> Any:
+
+def _native(value: Any, *, deep: bool, env: TemplateEnvironment) -> Any:
     """Normalise a native result: no Undefined, no generators/tuples/views, no Scope."""
     if isinstance(value, Undefined):
         value._fail_with_undefined_error()
@@ -153,21 +193,8 @@ def _native(value: Any, *, deep: bool) -> Any:
         elif isinstance(value, _LIST_LIKE):
             value = list(value)
     if deep:
-        _refuse_undefined(value)
+        check_built(env, value, "the value built by the template")
     return value
-
-
-def _refuse_undefined(value: Any) -> None:
-    """Raise for an Undefined inside a literal container (`{{ [vars.nope] }}`)."""
-    if isinstance(value, Undefined):
-        value._fail_with_undefined_error()
-    elif isinstance(value, list | tuple):
-        for item in value:
-            _refuse_undefined(item)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _refuse_undefined(key)
-            _refuse_undefined(item)
 
 
 def _template_lineno(exc: BaseException) -> int | None:
@@ -307,18 +334,19 @@ def _single_expression(ast: nodes.Template) -> nodes.Expr | None:
     return None
 
 
-_BUILDS_CONTAINERS = (nodes.List, nodes.Tuple, nodes.Dict, nodes.Call, nodes.Filter)
+def _builds_value(expr: nodes.Expr) -> bool:
+    """Can the expression build a new value (that may hold an Undefined, or be too large)?
 
-
-def _may_hold_undefined(expr: nodes.Expr) -> bool:
-    """Can the value hold an Undefined inside a container?
-
-    Literals (`[x.nope]`), calls (`dict(a=x.nope)`) and filters (`map(attribute='nope')`) can;
-    a plain lookup (`parameters.x`) cannot, so its result is returned without a scan.
+    Literals (`[x.nope]`), calls (`dict(a=x.nope)`), filters (`map(attribute='nope')`) and
+    operators (`[s] * 1000`) can; a plain lookup (`parameters.x`) or a constant cannot, so its
+    result is returned without a scan.
     """
-    if isinstance(expr, _BUILDS_CONTAINERS):
-        return True
-    return any(isinstance(node, _BUILDS_CONTAINERS) for node in expr.find_all(nodes.Expr))
+    lookup = expr
+    while isinstance(lookup, nodes.Getattr | nodes.Getitem):
+        if isinstance(lookup, nodes.Getitem) and not isinstance(lookup.arg, nodes.Const):
+            return True
+        lookup = lookup.node
+    return not isinstance(lookup, nodes.Name | nodes.Const)
 
 
 class Renderer:
@@ -327,8 +355,14 @@ class Renderer:
     Thread-safe for rendering; one instance is meant to be shared by an engine.
     """
 
-    def __init__(self, *, cache_size: int = 8192) -> None:
-        self.env = TemplateEnvironment()
+    def __init__(
+        self,
+        *,
+        cache_size: int = 8192,
+        max_loop_steps: int = DEFAULT_LOOP_STEPS,
+        max_output: int = DEFAULT_OUTPUT,
+    ) -> None:
+        self.env = TemplateEnvironment(max_loop_steps=max_loop_steps, max_output=max_output)
         self._lookup: Callable[[str], _Compiled] = lru_cache(maxsize=cache_size)(self._build)
 
     # -- public API ---------------------------------------------------------------------------
@@ -498,17 +532,50 @@ class Renderer:
                         refused.lineno,
                     )
             expr = _single_expression(ast)
+            loops = _add_budget(ast, printed=expr is None)
             if expr is None:
-                return _Compiled(env, source, env.from_string(ast), native=False, deep=False)
+                template = env.from_string(ast)
+                return _Compiled(env, source, template, native=False, deep=False, loops=loops)
             assign = nodes.Assign(
                 nodes.Name("result", "store", lineno=expr.lineno), expr, lineno=expr.lineno
             )
             tree = nodes.Template([assign], lineno=1)
             tree.set_environment(env)
             template = env.from_string(tree)
-            return _Compiled(env, source, template, native=True, deep=_may_hold_undefined(expr))
+            return _Compiled(
+                env, source, template, native=True, deep=_builds_value(expr), loops=loops
+            )
         except Exception as exc:
             raise _failure(exc, env, source, None) from exc
+
+
+def _add_budget(ast: nodes.Template, *, printed: bool) -> bool:
+    """Compile the render budget in (see `sandbox`): every `{% for %}` iterable through the loop
+    budget and, with `printed`, every `{{ }}` that builds a value through the printed-value check
+    (plain lookups print what is already there). Whether the template loops."""
+    found = False
+    for loop in ast.find_all(nodes.For):
+        assert isinstance(loop, nodes.For)
+        if loop.recursive:
+            raise TemplateAssertionError(
+                "recursive loops are not allowed in workflow templates", loop.lineno
+            )
+        loop.iter = _filtered(cast(nodes.Expr, loop.iter), LOOP_BUDGET_FILTER)
+        found = True
+    if printed:
+        for output in ast.find_all(nodes.Output):
+            assert isinstance(output, nodes.Output)
+            output.nodes = [
+                _filtered(n, PRINTED_BUDGET_FILTER)
+                if not isinstance(n, nodes.TemplateData) and _builds_value(n)
+                else n
+                for n in output.nodes
+            ]
+    return found
+
+
+def _filtered(expr: nodes.Expr, name: str) -> nodes.Filter:
+    return nodes.Filter(expr, name, [], [], None, None, lineno=expr.lineno)
 
 
 def _as_expression(source: str) -> str:

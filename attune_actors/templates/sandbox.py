@@ -14,6 +14,12 @@
   methods and the amplifying filters check their result size first, `namespace` attributes may not
   grow past `MAX_SIZE`; `{% macro %}`, `{% call %}` and template loading tags are refused at
   compile time (see `renderer`), so templates cannot recurse.
+- Render budget (SPEC 12, settings `limits.template_loop_steps` / `limits.template_output_bytes`):
+  the renderer compiles every `{% for %}` so that its iterable passes through `loop_budget`, which
+  charges the loop's length (counted item by item when it has none) to the render's step budget,
+  before the first iteration, and every printed `{{ }}` that builds a value through
+  `printed_budget`; `*`, `join` and `str.join` refuse results longer than the output budget; the
+  renderer also bounds the text and native values a render returns.
 """
 
 from __future__ import annotations
@@ -23,10 +29,11 @@ from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from jinja2 import StrictUndefined
+from jinja2.filters import make_attrgetter
 from jinja2.nodes import EvalContext
 from jinja2.runtime import Context, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedFormatter
-from jinja2.utils import Namespace, missing, pass_eval_context
+from jinja2.utils import Namespace, missing, pass_environment, pass_eval_context
 
 from attune_actors.templates.filters import (
     EXTRA_FILTERS,
@@ -40,7 +47,14 @@ from attune_actors.templates.filters import (
 )
 from attune_actors.templates.scope import Scope
 
-__all__ = ["RenderContext", "TemplateEnvironment"]
+__all__ = ["LOOP_BUDGET_FILTER", "PRINTED_BUDGET_FILTER", "RenderContext", "TemplateEnvironment"]
+
+#: The filter the renderer wraps around every `{% for %}` iterable (see `loop_budget`).
+LOOP_BUDGET_FILTER = "_attune_loop_budget"
+#: The filter the renderer wraps around a printed `{{ }}` that builds a value (see `printed_budget`).
+PRINTED_BUDGET_FILTER = "_attune_printed_budget"
+DEFAULT_LOOP_STEPS = 100_000
+DEFAULT_OUTPUT = 1024 * 1024
 
 _RANGE_BUDGET = "attune_range_budget"
 
@@ -57,6 +71,102 @@ def budget_range(eval_ctx: EvalContext, *args: int) -> range:
         )
     setattr(eval_ctx, _RANGE_BUDGET, left)
     return rng
+
+
+def _out_of_steps(environment: TemplateEnvironment) -> ResourceLimitError:
+    limit = environment.max_loop_steps
+    return ResourceLimitError(
+        f"the loops of this template run more than {limit} iterations in one render, which exceeds "
+        f"limits.template_loop_steps ({limit})"
+    )
+
+
+def check_output(environment: TemplateEnvironment, size: int, what: str) -> None:
+    """Refuse a value of `size` characters (or items) above the environment's output budget."""
+    limit = environment.max_output
+    if size > limit:
+        raise ResourceLimitError(
+            f"{what} would produce {size} characters or items, which exceeds "
+            f"limits.template_output_bytes ({limit})"
+        )
+
+
+@pass_eval_context
+def loop_budget(eval_ctx: EvalContext, iterable: Any) -> Any:
+    """Charge a `{% for %}` loop's iterations to the render's step budget, all at once if sized."""
+    env = cast(TemplateEnvironment, eval_ctx.environment)
+    try:
+        steps = len(iterable)
+    except TypeError:
+        return _counted(eval_ctx, env, iterable)
+    left: int = getattr(eval_ctx, "steps_left", env.max_loop_steps) - steps
+    if left < 0:
+        raise _out_of_steps(env)
+    eval_ctx.steps_left = left  # type: ignore[attr-defined]
+    return iterable
+
+
+def _counted(eval_ctx: EvalContext, env: TemplateEnvironment, iterable: Any) -> Any:
+    for item in iterable:
+        left: int = getattr(eval_ctx, "steps_left", env.max_loop_steps) - 1
+        if left < 0:
+            raise _out_of_steps(env)
+        eval_ctx.steps_left = left  # type: ignore[attr-defined]
+        yield item
+
+
+def joined_size(items: list[Any], separator: str) -> int:
+    """Length of `separator.join(map(str, items))`, computed without building it."""
+    size = len(separator) * max(len(items) - 1, 0)
+    for item in items:
+        size += len(item) if type(item) is str else len(str(item))
+    return size
+
+
+def check_built(environment: TemplateEnvironment, value: Any, what: str) -> None:
+    """Refuse a container whose strings and items add up to more than the output budget, and one
+    that holds an Undefined (`{{ [vars.nope] }}`).
+
+    A value counts each time it appears (`[s] * 1000` is 1000 times `s`), as it would in JSON.
+    """
+    limit = environment.max_output
+    if _left_after(value, limit) < 0:
+        raise ResourceLimitError(
+            f"{what} holds more than {limit} characters or items, which exceeds "
+            f"limits.template_output_bytes ({limit})"
+        )
+
+
+def _left_after(value: Any, left: int) -> int:
+    if isinstance(value, Undefined):
+        value._fail_with_undefined_error()
+    if isinstance(value, str):
+        return left - len(value)
+    if isinstance(value, list | tuple):
+        left -= len(value)
+        for item in value:
+            if left < 0:
+                break
+            left = _left_after(item, left)
+    elif isinstance(value, dict):
+        left -= len(value)
+        for key, item in value.items():
+            if left < 0:
+                break
+            left = _left_after(item, _left_after(key, left))
+    return left
+
+
+_CONTAINERS = frozenset((list, tuple, dict))
+
+
+@pass_environment
+def printed_budget(environment: TemplateEnvironment, value: Any) -> Any:
+    """A `{{ }}` of a text template that builds a value: a container is checked before `str()`
+    prints it whole (`x{{ [s] * 1000 }}`)."""
+    if type(value) in _CONTAINERS:
+        check_built(environment, value, "the value printed by the template")
+    return value
 
 
 class GuardedNamespace(Namespace):
@@ -98,6 +208,17 @@ def _check_str_method(method: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
         )
 
 
+@pass_eval_context
+def _budget_join(eval_ctx: EvalContext, value: Any, d: str = "", attribute: Any = None) -> str:
+    """Jinja's `join`, refusing a result over the output budget before building it."""
+    env = cast(TemplateEnvironment, eval_ctx.environment)
+    items = list(value)
+    if attribute is not None:
+        items = list(map(make_attrgetter(env, attribute), items))
+    check_output(env, joined_size(items, str(d)), "join")
+    return cast(str, EXTRA_FILTERS["join"](eval_ctx, items, d))
+
+
 class _EvalContext(EvalContext):
     """EvalContext without the per-render `callable(autoescape)` check (autoescape is off)."""
 
@@ -105,6 +226,7 @@ class _EvalContext(EvalContext):
         self.environment = environment
         self.autoescape = False
         self.volatile = False
+        self.steps_left = environment.max_loop_steps  # what `loop_budget` may still charge
 
 
 # Never mutated: Jinja only reads `globals_keys` (Template.module); shared to save a set per render.
@@ -161,6 +283,7 @@ def _pow(left: Any, right: Any) -> Any:
 
 
 def _mul(left: Any, right: Any) -> Any:
+    # The environment's call_binop checks the output budget first; MAX_SIZE bounds direct calls.
     if isinstance(left, int) and isinstance(right, str | list | tuple):
         check_size(len(right) * left, "*")
     elif isinstance(right, int) and isinstance(left, str | list | tuple):
@@ -179,7 +302,11 @@ class TemplateEnvironment(ImmutableSandboxedEnvironment):
 
     intercepted_binops = frozenset(("*", "**", "%"))
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, max_loop_steps: int = DEFAULT_LOOP_STEPS, max_output: int = DEFAULT_OUTPUT
+    ) -> None:
+        self.max_loop_steps = max_loop_steps
+        self.max_output = max_output
         super().__init__(
             undefined=StrictUndefined,
             autoescape=False,
@@ -191,8 +318,19 @@ class TemplateEnvironment(ImmutableSandboxedEnvironment):
         self.globals.update({"range": budget_range, "dict": dict, "namespace": GuardedNamespace})
         self.template_globals: dict[str, Any] = dict(self.globals)
         self.filters.update(EXTRA_FILTERS)
+        self.filters[LOOP_BUDGET_FILTER] = loop_budget
+        self.filters[PRINTED_BUDGET_FILTER] = printed_budget
+        self.filters["join"] = _budget_join
         self.binop_table = {**self.binop_table, "*": _mul, "**": _pow, "%": _mod}
         self.context_class = RenderContext
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            if type(left) is int and isinstance(right, str | list | tuple):
+                check_output(self, len(right) * left, "*")
+            elif type(right) is int and isinstance(left, str | list | tuple):
+                check_output(self, len(left) * right, "*")
+        return self.binop_table[operator](left, right)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         """Keys first on mappings; then (safe) attributes; else undefined."""
@@ -263,6 +401,6 @@ class TemplateEnvironment(ImmutableSandboxedEnvironment):
             _check_str_method(__obj, args, kwargs)
             if __obj.__name__ == "join" and args:
                 items = list(args[0])
-                check_size(len(__obj.__self__) * len(items), "str.join")
+                check_output(__self, joined_size(items, __obj.__self__), "str.join")
                 args = (items, *args[1:])
         return super().call(__context, __obj, *args, **kwargs)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from attune_actors.errors import ActionError, AttuneError
@@ -37,16 +38,22 @@ def immediate_outcome(run: ActionRun, action: ActionSpec) -> RunOutcome | None:
 
 
 async def run_attempt(
-    runners: RunnerSet, action: ActionSpec, run: ActionRun, *, slots: asyncio.Semaphore | None = None
+    runners: RunnerSet,
+    action: ActionSpec,
+    run: ActionRun,
+    *,
+    slots: asyncio.Semaphore | None = None,
+    now: Callable[[], float] = time.time,
 ) -> RunOutcome:
     """Run `run` with its runner until it ends, its deadline passes or it is cancelled.
 
     `slots` bounds how many attempts run at once: the attempt waits for one first (its deadline
-    counts from submission, so the wait counts against it once started).
+    counts from submission, so the wait counts against it once started). `now` reads the time
+    the deadline is in (the engine's clock in-process; wall time on a worker).
     """
     try:
         async with slots if slots is not None else contextlib.nullcontext():
-            timeout = None if run.deadline is None else run.deadline - time.time()
+            timeout = None if run.deadline is None else run.deadline - now()
             if timeout is not None and timeout <= 0:
                 raise TimeoutError
             runner = runners.get(action.runner_type)

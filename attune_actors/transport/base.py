@@ -70,3 +70,12 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def cancel(self, run: ActionRun) -> None:
         """Ask the worker running this attempt to stop it (processes get SIGTERM, then SIGKILL)."""
+
+    def waiting_on_clock(self) -> int:
+        """How many submitted attempts wait for nothing but the engine's clock.
+
+        A transport that ends attempts on clock timers (the scripted outcomes of
+        `attune_actors.testing`) counts them here, so a virtual clock may skip ahead while they
+        are out; every other attempt does real work, and time waits for it.
+        """
+        return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from attune_actors.clock import Clock, RealClock
 from attune_actors.errors import AttuneError
 from attune_actors.runners import RunnerSet
 from attune_actors.spec.model import ActionSpec
@@ -21,9 +22,17 @@ class InProcessTransport(Transport):
     """Runs attempts as tasks on the running loop, at most `max_inflight` at once."""
 
     def __init__(
-        self, actions: Callable[[str], ActionSpec], runners: RunnerSet, *, max_inflight: int = 10000
+        self,
+        actions: Callable[[str], ActionSpec],
+        runners: RunnerSet,
+        *,
+        max_inflight: int = 10000,
+        clock: Clock | None = None,
     ) -> None:
         self._actions = actions
+        # Deadlines are in the engine's time: with a virtual clock (which stands still while an
+        # action runs) the time left is still deadline - now.
+        self._clock: Clock = clock or RealClock()
         self._runners = runners
         self._running: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(max_inflight)
@@ -59,7 +68,7 @@ class InProcessTransport(Transport):
 
     async def _execute(self, run: ActionRun, action: ActionSpec, on_outcome: OutcomeCallback) -> None:
         try:
-            result = await run_attempt(self._runners, action, run, slots=self._slots)
+            result = await run_attempt(self._runners, action, run, slots=self._slots, now=self._clock.now)
         finally:
             self._running.pop(run.key, None)
         on_outcome(result)

@@ -344,7 +344,7 @@ async def test_oversized_request_is_refused(workflow: Any, serve: ApiFactory) ->
     big = {"ref": ref, "parameters": {"n": 1, "padding": "x" * 4096}}
     error = await api.error("executions.create", big)
     assert error["code"] == "too_large"
-    assert "over the limit of 2048" in error["message"]
+    assert "is 4158 bytes, which exceeds limits.request_bytes (2048)" in error["message"]
     record = await next_json(dead)
     assert record["code"] == "too_large"
     assert record["size"] > 4096
