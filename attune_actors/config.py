@@ -68,6 +68,9 @@ class LimitSettings:
     max_output_bytes: int = 256 * 1024  # kept of each captured output stream; the rest dropped
     http_max_seconds: float = 300.0  # largest total `timeout` of a core.http request
     http_max_body_bytes: int = 1024 * 1024  # a longer core.http response body fails the run
+    # -- per execution (SPEC 12): past these, the execution fails with an error naming the limit --
+    max_task_runs: int = 10000  # task runs of one execution (a cycle with no exit stops here)
+    max_items: int = 100000  # items of one with_items task run
 
 
 ROLES = ("viewer", "operator", "admin")  # each may do what the one before may, and more
@@ -126,6 +129,8 @@ class Settings:
             "yaml_values",
             "template_loop_steps",
             "template_output_bytes",
+            "max_task_runs",
+            "max_items",
         ):
             if getattr(self.limits, name) < 1:
                 raise ConfigError(

@@ -376,10 +376,10 @@ def test_catalog_lists_and_version(tmp_path: Path) -> None:
     assert {"ref": "core.local", "runner_type": "local"}.items() <= next(
         a for a in actions if a["ref"] == "core.local").items()
     rules = json.loads(cli("rules", "list", "--json", "--packs", EXAMPLES, cwd=tmp_path).stdout)
-    assert [(r["ref"], r["trigger"], r["action"]) for r in rules] == [
-        ("examples.on_push", "examples.git_push", "examples.deploy")]
+    assert ("examples.on_push", "core.nats", "examples.deploy", True) in [
+        (r["ref"], r["trigger"], r["action"], r["enabled"]) for r in rules]
     triggers = cli("triggers", "list", "--packs", EXAMPLES, cwd=tmp_path).stdout
-    assert "examples.heartbeat" in triggers
+    assert "examples.disk_usage" in triggers
     assert "core.webhook" in triggers
 
 

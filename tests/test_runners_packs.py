@@ -45,8 +45,10 @@ WORKFLOW_KEYS = {"ref", "label", "description", "version", "parameters", "vars",
 TASK_KEYS = {"name", "action", "input", "type", "tasks", "with_items", "batch_size", "concurrency",
              "retry", "timeout", "delay", "join", "publish", "next", "on_success", "on_failure",
              "on_complete", "on_timeout", "decision"}
-RULE_KEYS = {"name", "description", "enabled", "trigger", "criteria", "action", "parameters"}
-SENSOR_KEYS = {"name", "description", "enabled", "type", "trigger", "parameters", "payload"}
+RULE_KEYS = {"ref", "name", "description", "enabled", "trigger", "criteria", "action", "parameters"}
+SENSOR_KEYS = {
+    "name", "description", "enabled", "entry_point", "class_name", "poll_interval", "trigger_types"
+}
 STATUSES = {"succeeded", "failed", "timeout", "canceled"}
 CASE_KEYS = {"name", "workflow", "parameters", "responses", "status", "output", "waves",
              "task_status", "attempts", "items", "task_results", "min_seconds", "raises",
@@ -266,16 +268,17 @@ def test_every_workflow_has_expected_cases() -> None:
 
 
 def test_rules_and_sensors() -> None:
-    rule = load(EXAMPLES / "rules" / "on_push.yaml")
-    assert set(rule) <= RULE_KEYS
-    assert {"name", "trigger", "action"} <= set(rule)
-    assert rule["action"] in all_action_refs()
-    for template in templates_in(rule):
-        SandboxedEnvironment().parse(template)
-    sensor = load(EXAMPLES / "sensors" / "interval.yaml")
+    for file in sorted((EXAMPLES / "rules").glob("*.yaml")):
+        rule = load(file)
+        assert set(rule) <= RULE_KEYS, file
+        assert {"trigger", "action"} <= set(rule), file
+        assert rule["action"] in all_action_refs()
+        for template in templates_in(rule):
+            SandboxedEnvironment().parse(template)
+    sensor = load(EXAMPLES / "sensors" / "disk.yaml")
     assert set(sensor) <= SENSOR_KEYS
-    assert sensor["type"] in {"timer", "interval", "nats", "webhook"}
-    assert sensor["parameters"]["seconds"] > 0
+    assert (EXAMPLES / "sensors" / sensor["entry_point"]).is_file()
+    assert sensor["poll_interval"] > 0
 
 
 # -- the examples' actions, run through the python runner ------------------------------------------

@@ -4,6 +4,7 @@ and the validator use (SPEC sections 4 and 7)."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -15,6 +16,7 @@ from attune_actors.templates import (
     KVView,
     Renderer,
     Scope,
+    TaskViews,
     build_context,
     is_template,
     run_functions,
@@ -289,17 +291,57 @@ def test_filter_errors_are_template_errors(
         ("{{ task.build.result.keys }}", [1]),
         ("{{ task['get']['result'] }}", "the task named get"),
         ("{{ vars['keys'] }}", "the keys var"),
-        # without such a key, the read-only methods are still there
+        # inside a scope, a plain dict without such a key still has its read-only methods
         ("{{ parameters.spec.items() | list }}", [("replicas", 3)]),
         ("{{ pack.config.keys() | list }}", ["base_url", "api_key"]),
         ("{{ pack.config.get('nope', 'fallback') }}", "fallback"),
-        ("{{ system.get('execution_id') }}", "e-1"),
     ],
 )
 def test_keys_win_over_methods(
     renderer: Renderer, ctx: dict[str, Any], source: str, expected: Any
 ) -> None:
     assert render(renderer, source, ctx) == expected
+
+
+@pytest.mark.parametrize(
+    ("source", "missing"),
+    [
+        ("{{ system.get('execution_id') }}", "system.get"),
+        ("{{ parameters.update }}", "parameters.update"),
+        ("{{ task.values }}", "task.values"),
+        ("{{ vars['items'] }}", "vars['items']"),
+        ("{{ pack.keys }}", "pack.keys"),
+    ],
+)
+def test_a_scope_shows_keys_only_never_a_method(
+    renderer: Renderer, source: str, missing: str
+) -> None:
+    """SPEC 7, Lookup: a name a context scope does not hold is undefined, never the dict's method."""
+    ctx = build_context(parameters={"a": 1}, vars={"a": 1}, task={}, system={"execution_id": "e"})
+    with pytest.raises(TemplateError, match=re.escape(f"{missing} is undefined")):
+        render(renderer, source, ctx)
+    assert renderer.truthy("{{ vars.keys is not defined and vars.a is defined }}", ctx)
+
+
+def test_a_method_is_never_a_value(renderer: Renderer) -> None:
+    ctx = build_context(vars={"d": {"a": 1}})
+    with pytest.raises(TemplateError, match="renders to a function, not a value"):
+        render(renderer, "{{ vars.d.items }}", ctx)
+
+
+def test_a_task_that_has_not_run_reads_as_nulls(renderer: Renderer) -> None:
+    ctx = build_context(task=TaskViews(["later", "done"]))
+    assert render(renderer, "{{ task.later }}", ctx) == {
+        "status": None,
+        "result": None,
+        "error": None,
+        "attempts": 0,
+        "started_at": None,
+        "ended_at": None,
+    }
+    assert render(renderer, "{{ task.later.result is none and task.later.attempts == 0 }}", ctx)
+    with pytest.raises(TemplateError, match=r"task\.nope is undefined"):
+        render(renderer, "{{ task.nope }}", ctx)
 
 
 class EngineView(Mapping[str, Any]):

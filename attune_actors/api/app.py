@@ -16,13 +16,15 @@ from attune_actors import __version__, console
 from attune_actors.api import docs, errors
 from attune_actors.api.auth import Tokens
 from attune_actors.api.guard import Guard
-from attune_actors.api.routes import executions, inquiries, system, workflows
+from attune_actors.api.routes import executions, inquiries, rules, system, workflows
 from attune_actors.api.sse import EventStreams
 from attune_actors.config import Settings
 from attune_actors.engine.engine import Engine
 
 API_PREFIX = "/api/v1"
-ROUTERS: tuple[APIRouter, ...] = (system.router, workflows.router, executions.router, inquiries.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    system.router, workflows.router, executions.router, inquiries.router, rules.router
+)
 
 _DESCRIPTION = """\
 Workflow definitions, executions, their graphs and live events, and inquiries of an attune_actors

@@ -40,18 +40,12 @@ def _list(args: argparse.Namespace) -> int:
                 rows.append({"ref": action.ref, "pack": pack.ref, "runner_type": action.runner_type,
                              "description": action.description,
                              "parameters": [p.name for p in action.parameters]})
+        elif args.kind == "rules":
+            for rule in sorted(pack.rules, key=lambda r: r.ref):
+                rows.append({"ref": rule.ref, "pack": pack.ref, "description": rule.description,
+                             "enabled": rule.enabled, "trigger": rule.trigger_type, "action": rule.action})
         else:
-            entries = pack.rules if args.kind == "rules" else _triggers(pack)
-            for entry in entries:
-                name = entry.get("ref") or entry.get("name") or "?"
-                ref = name if "." in str(name) else f"{pack.ref}.{name}"
-                rows.append({"ref": ref, "pack": pack.ref, "description": entry.get("description") or "",
-                             **({"enabled": entry.get("enabled", True),
-                                 "trigger": (entry.get("trigger") or {}).get("type")
-                                 if isinstance(entry.get("trigger"), dict) else entry.get("trigger"),
-                                 "action": (entry.get("action") or {}).get("ref")
-                                 if isinstance(entry.get("action"), dict) else entry.get("action")}
-                                if args.kind == "rules" else {})})
+            rows.extend({"ref": ref, "pack": pack.ref, "description": text} for ref, text in _triggers(pack))
     if args.json:
         print_json(rows)
         return EXIT_OK
@@ -74,26 +68,14 @@ _BUILT_IN_TRIGGERS = {
 }
 
 
-def _triggers(pack: Any) -> list[dict[str, Any]]:
-    """Trigger types: those the pack's sensors emit and its rules use (SPEC section 10), and the
+def _triggers(pack: Any) -> list[tuple[str, str]]:
+    """(ref, description) of the trigger types the pack's sensors emit (SPEC section 10); the
     built-in ones under the core pack."""
-    found: dict[str, dict[str, Any]] = {}
-    if pack.ref == "core":
-        for ref, text in _BUILT_IN_TRIGGERS.items():
-            found[ref] = {"ref": ref, "description": text}
+    found: dict[str, str] = dict(_BUILT_IN_TRIGGERS) if pack.ref == "core" else {}
     for sensor in pack.sensors:
-        declared = sensor.get("trigger_types") or [sensor.get("trigger")]
-        for trigger in declared:
-            name = trigger.get("name") if isinstance(trigger, dict) else trigger
-            if name:
-                found.setdefault(str(name), {"ref": str(name), "description":
-                                             f"emitted by sensor {sensor.get('name') or '?'}"})
-    for rule in pack.rules:
-        trigger = rule.get("trigger")
-        name = trigger.get("type") if isinstance(trigger, dict) else trigger
-        if name and str(name) not in _BUILT_IN_TRIGGERS:
-            found.setdefault(str(name), {"ref": str(name), "description": "used by a rule"})
-    return list(found.values())
+        for trigger in sensor.trigger_types:
+            found.setdefault(trigger.ref, trigger.description or f"emitted by sensor {sensor.ref}")
+    return sorted(found.items())
 
 
 def _validate(args: argparse.Namespace) -> int:

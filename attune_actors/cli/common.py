@@ -57,7 +57,7 @@ async def engine_of(settings: Settings) -> AsyncIterator[Engine]:
 
     if settings.logging.level.upper() != "DEBUG":
         packs_log.setLevel(logging.ERROR)
-    async with Engine(settings=settings, recover=False) as engine:
+    async with Engine(settings=settings, recover=False, rules=False) as engine:  # one-shot: no triggers
         yield engine
 
 

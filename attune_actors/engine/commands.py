@@ -7,9 +7,47 @@ supervisor actor carries them out (dispatch through task actors, timers, child s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
+from typing import Any, NamedTuple
 
 from attune_actors.spec.model import ActionSpec
+
+
+class TimerKind(StrEnum):
+    """What a conductor timer is for."""
+
+    TIMEOUT = "timeout"  # the workflow's `timeout`
+    DELAY = "delay"  # a task's `delay` before its first dispatch
+    RETRY = "retry"  # the delay before a retry (of a run, or of one item)
+    INQUIRY = "inquiry"  # an inquiry's expiry
+
+
+class TimerKey(NamedTuple):
+    """Names one timer of one execution; a timer set again under the same key replaces it."""
+
+    kind: TimerKind
+    run_id: str | None = None
+    item: int | None = None  # RETRY of one with_items item
+    inquiry_id: str | None = None  # INQUIRY
+
+    def to_record(self) -> list[Any]:
+        """The stored form: `[kind]`, `[kind, run]`, `[retry, run, item]`, `[inquiry, run, id]`."""
+        if self.kind is TimerKind.TIMEOUT:
+            return [self.kind.value]
+        if self.kind is TimerKind.DELAY:
+            return [self.kind.value, self.run_id]
+        if self.kind is TimerKind.RETRY:
+            return [self.kind.value, self.run_id, self.item]
+        return [self.kind.value, self.run_id, self.inquiry_id]
+
+    @classmethod
+    def from_record(cls, rec: list[Any]) -> TimerKey:
+        kind = TimerKind(rec[0])
+        if kind is TimerKind.INQUIRY:
+            return cls(kind, rec[1], None, rec[2])
+        if kind is TimerKind.RETRY:
+            return cls(kind, rec[1], rec[2])
+        return cls(kind, rec[1] if len(rec) > 1 else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +98,7 @@ class CloseInquiry:
 class SetTimer:
     """Call back `on_timer(key)` at epoch time `at` (timers that became moot are ignored there)."""
 
-    key: tuple[Any, ...]
+    key: TimerKey
     at: float
 
 

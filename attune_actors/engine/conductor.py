@@ -6,15 +6,18 @@ out. It performs no I/O and reads no clock: every event carries `now` (epoch sec
 feed events and assert the commands, and a supervisor can be rebuilt from its records after a crash.
 
 Vocabulary: a *run* is one run of one task (`TaskRun`); an *attempt* is one try of a run (or of one
-item of a with_items run); retries are further attempts of the same run.
+item of a with_items run); retries are further attempts of the same run; an *arrival* is one run's
+transitions reaching a join task (several entries of one run that name the join arrive once).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from enum import Enum, StrEnum
+from typing import Any, NamedTuple
 
+from attune_actors.config import LimitSettings
 from attune_actors.engine.commands import (
     CloseInquiry,
     Command,
@@ -26,12 +29,14 @@ from attune_actors.engine.commands import (
     SetTimer,
     StartChild,
     StopRun,
+    TimerKey,
+    TimerKind,
 )
 from attune_actors.engine.graphdoc import RunMark
 from attune_actors.engine.state import ItemRun, TaskRun, iso
 from attune_actors.errors import AttuneError, ParameterError, TemplateError
 from attune_actors.spec.graph import TaskGraph
-from attune_actors.spec.model import ActionSpec, RetryPolicy, TaskSpec, Transition, WorkflowSpec
+from attune_actors.spec.model import ENGINE_COMMANDS, ActionSpec, RetryPolicy, TaskSpec, WorkflowSpec
 from attune_actors.spec.params import apply_params
 from attune_actors.statuses import (
     ABANDONED,
@@ -49,13 +54,67 @@ from attune_actors.statuses import (
     TERMINAL,
     TIMEOUT,
 )
-from attune_actors.templates import Renderer
+from attune_actors.templates import FAILED_STATUSES, Renderer, Scope, TaskViews
 
 log = logging.getLogger("attune_actors.engine")
 
-# Staged work, dispatched on resume: (kind, run_id, item index or None).
-_BEGIN, _ITEMS, _RETRY = "begin", "items", "retry"
 _COMMAND_RETRY_COUNT = 3  # `do: retry` without a retry policy (SPEC section 3)
+_DEFAULT_LIMITS = LimitSettings()
+
+
+class Work(StrEnum):
+    """Work that waits for the gate: a run to begin, items to fill, a retry to dispatch."""
+
+    BEGIN = "begin"
+    ITEMS = "items"
+    RETRY = "retry"
+
+
+class Staged(NamedTuple):
+    """Work held while the execution is paused, done on resume (`item`: a with_items item)."""
+
+    kind: Work
+    run_id: str
+    item: int | None
+
+
+class Gate(Enum):
+    """Whether new work may start now."""
+
+    OPEN = "open"  # dispatch now
+    STAGE = "stage"  # hold until resume (pausing, paused, not started)
+    CLOSED = "closed"  # nothing new will start (failing, canceling, timed out)
+
+
+# Members as module globals: an enum member read through its class costs several times more, and
+# these are read on every transition.
+_BEGIN, _ITEMS, _RETRY = Work.BEGIN, Work.ITEMS, Work.RETRY
+_OPEN, _STAGE, _CLOSED = Gate.OPEN, Gate.STAGE, Gate.CLOSED
+
+
+class Barrier:
+    """Arrivals at one join task not consumed yet: source task -> how many.
+
+    `join: all` runs each time every source has one, consuming one from each. `join: N` counts
+    distinct sources (values stay 1): it runs once, on the N-th; once every source has arrived the
+    barrier is reset, so a join inside a loop can run again on the next round.
+    """
+
+    __slots__ = ("arrivals", "fired")
+
+    def __init__(self, arrivals: dict[str, int] | None = None, fired: bool = False) -> None:
+        self.arrivals: dict[str, int] = arrivals if arrivals is not None else {}
+        self.fired = fired  # join: N only: ran in this round
+
+    def to_record(self) -> list[Any]:
+        return [dict(self.arrivals), self.fired]
+
+    @classmethod
+    def from_record(cls, rec: list[Any]) -> Barrier:
+        arrivals = rec[0]
+        if isinstance(arrivals, list):  # snapshots before arrival counts: a set of sources
+            arrivals = dict.fromkeys(arrivals, 1)
+        return cls(dict(arrivals), bool(rec[1]))
 
 
 class _SystemScope(dict[str, Any]):
@@ -89,6 +148,7 @@ class Conductor:
         parent_run: tuple[str, int] | None = None,
         definition: str = "",
         created_at: float = 0.0,
+        limits: LimitSettings = _DEFAULT_LIMITS,
     ) -> None:
         self.id = execution_id
         self.parent_run = parent_run  # (run id, attempt) of the parent's task this execution serves
@@ -99,6 +159,7 @@ class Conductor:
         self.graph = graph
         self._actions = actions
         self._renderer = renderer
+        self.limits = limits  # max_task_runs and max_items are enforced here
         self.parameters = parameters
         self.parent_id = parent_id
         self.status = REQUESTED
@@ -108,14 +169,17 @@ class Conductor:
         self.started_at: float | None = None
         self.ended_at: float | None = None
         self.runs: dict[str, TaskRun] = {}  # every run, in the order created (= seq order)
-        self.latest: dict[str, TaskRun] = {}  # task name -> its latest run (`task.<name>`)
+        # task name -> its latest run (`task.<name>`; a task that has not run reads as nulls)
+        self.latest = TaskViews(spec.task)
         self.active: set[str] = set()  # runs not terminal
         self.in_flight = 0  # attempts dispatched (actions, nested workflows) and not ended
-        self.paused_children: set[str] = set()  # runs whose nested workflow is paused
+        # runs whose nested workflow is PAUSED, or PENDING (waits on an inquiry), as it reported
+        self.children: dict[str, str] = {}
+        self.open_inquiries = 0  # runs `pending`: waiting for an inquiry's answer
         self._carried: dict[str, TaskRun] = {}  # task -> the run a rerun replaces (with_items)
-        self.barriers: dict[str, tuple[set[str], bool]] = {}  # join task -> (arrived sources, fired)
-        self.timers: dict[tuple[Any, ...], float] = {}
-        self.staged: list[tuple[str, str, int | None]] = []
+        self.barriers: dict[str, Barrier] = {}  # join task -> arrivals not consumed
+        self.timers: dict[TimerKey, float] = {}
+        self.staged: list[Staged] = []
         self.failing = False  # an unhandled failure or `fail`: nothing new starts
         self.ending: str | None = None  # CANCELED or TIMEOUT once a cancel or the workflow timeout began
         self.seq = 0
@@ -128,15 +192,16 @@ class Conductor:
         self.system = _SystemScope({k: v for k, v in system.items() if k != "timestamp"})
         self.system.clock = lambda: self.now
         self.secret_parameters = frozenset(p.name for p in spec.parameters if p.secret)
+        # Scopes show keys only: `vars.items` is a variable or undefined, never a method (SPEC 7).
         self._ctx: dict[str, Any] = {
-            "task": self.latest,
-            "vars": self.vars,
-            "parameters": parameters,
-            "pack": {"config": pack_config},
-            "system": self.system,
+            "task": Scope(self.latest),
+            "vars": Scope(self.vars),
+            "parameters": Scope(parameters),
+            "pack": Scope({"config": pack_config}),
+            "system": Scope(self.system),
             "kv": kv,
             "succeeded": lambda: getattr(self._current, "status", None) == SUCCEEDED,
-            "failed": lambda: getattr(self._current, "status", None) in (FAILED, TIMEOUT),
+            "failed": lambda: getattr(self._current, "status", None) in FAILED_STATUSES,
             "timed_out": lambda: getattr(self._current, "status", None) == TIMEOUT,
             "result": lambda: getattr(self._current, "result", None),
             "error": lambda: getattr(self._current, "error", None),
@@ -157,7 +222,7 @@ class Conductor:
         except TemplateError as exc:
             self._fail(str(exc), None)
         if self.spec.timeout is not None:
-            self._set_timer(("timeout",), now + self.spec.timeout)
+            self._set_timer(TimerKey(TimerKind.TIMEOUT), now + self.spec.timeout)
         if not self.failing:
             for name in self.graph.start:
                 self._new_run(name)
@@ -190,47 +255,52 @@ class Conductor:
             return self._flush()
         if target.status == RUNNING:
             self.in_flight -= 1
-        self.paused_children.discard(run_id)
+        if self.children:
+            self.children.pop(run_id, None)
         self._attempt_ended(run, item, target, status, result, error)
         self._progress()
         return self._flush()
 
-    def on_timer(self, key: tuple[Any, ...], now: float) -> list[Command]:
+    def on_timer(self, key: TimerKey, now: float) -> list[Command]:
         """A timer set by a SetTimer command fired; timers that became moot are ignored."""
         self._step(now)
         if self.timers.pop(key, None) is None or self.status in TERMINAL:
             return self._flush()
-        kind = key[0]
-        if kind == "timeout":
+        kind = key.kind
+        run = self.runs.get(key.run_id) if key.run_id is not None else None
+        if kind is TimerKind.TIMEOUT:
             self._end_with(TIMEOUT, stop_running=True)
-        elif kind == "delay":
-            run = self.runs.get(key[1])
-            if run is not None and run.status == DELAYED:
+        elif run is None or run.terminal:
+            pass
+        elif kind is TimerKind.DELAY:
+            if run.status == DELAYED:
                 self._gated(run, None, _BEGIN)
-        elif kind == "retry":
-            run = self.runs.get(key[1])
-            idx = key[2]
-            if run is not None and not run.terminal:
-                target = run if idx is None else run.item_runs[idx] if run.item_runs else None
-                if target is not None and target.status == DELAYED:
-                    self._gated(run, idx, _RETRY)
-        elif kind == "inquiry":
-            run = self.runs.get(key[1])
-            if run is not None and run.status == PENDING and run.inquiry_id == key[2]:
-                self._out.append(CloseInquiry(key[2], TIMEOUT))
+        elif kind is TimerKind.RETRY:
+            idx = key.item
+            target = run if idx is None else run.item_runs[idx] if run.item_runs else None
+            if target is not None and target.status == DELAYED:
+                self._gated(run, idx, _RETRY)
+        elif kind is TimerKind.INQUIRY:
+            inquiry = run.inquiry_id
+            if run.status == PENDING and inquiry is not None and inquiry == key.inquiry_id:
+                self._out.append(CloseInquiry(inquiry, TIMEOUT))
                 self._attempt_ended(run, None, run, TIMEOUT, None, "the inquiry expired unanswered")
         self._progress()
         return self._flush()
 
     def on_child_status(self, run_id: str, attempt: int, status: str, now: float) -> list[Command]:
-        """A nested workflow paused or resumed: a paused child no longer keeps its parent `pausing`."""
+        """A nested workflow paused, resumed or waits on an inquiry (`pending`), as its parent shows.
+
+        A paused child no longer keeps its parent `pausing`; a parent whose only work in flight
+        is children waiting on inquiries is `pending` itself.
+        """
         self._step(now)
         run = self.runs.get(run_id)
-        if run is not None and run.attempts == attempt and not run.terminal:
-            if status == PAUSED:
-                self.paused_children.add(run_id)
+        if run is not None and run.child_id is not None and run.attempts == attempt and not run.terminal:
+            if status in (PAUSED, PENDING):
+                self.children[run_id] = status
             else:
-                self.paused_children.discard(run_id)
+                self.children.pop(run_id, None)
         self._progress()
         return self._flush()
 
@@ -239,7 +309,7 @@ class Conductor:
         self._step(now)
         run = self.runs.get(run_id)
         if run is not None and run.status == PENDING and run.inquiry_id == inquiry_id:
-            self.timers.pop(("inquiry", run_id, inquiry_id), None)
+            self.timers.pop(TimerKey(TimerKind.INQUIRY, run_id, None, inquiry_id), None)
             self._attempt_ended(run, None, run, SUCCEEDED, response, None)
         self._progress()
         return self._flush()
@@ -247,7 +317,7 @@ class Conductor:
     def pause(self, now: float) -> list[Command]:
         """Stop dispatching; `paused` once in-flight attempts end. Idempotent."""
         self._step(now)
-        if self.status in (RUNNING, REQUESTED) and self.ending is None:
+        if self.status in (RUNNING, PENDING, REQUESTED) and self.ending is None:
             self.status = PAUSING
             for child in self._children():
                 self._out.append(ControlChild(child, "pause"))
@@ -259,14 +329,15 @@ class Conductor:
         self._step(now)
         if self.status in (PAUSING, PAUSED):
             self.status = RUNNING if self.started_at is not None else REQUESTED
-            self.paused_children.clear()
+            # Resumed children report again; one waiting on an inquiry stays so.
+            self.children = {k: v for k, v in self.children.items() if v == PENDING}
             for child in self._children():
                 self._out.append(ControlChild(child, "resume"))
             staged, self.staged = self.staged, []
-            for kind, run_id, idx in staged:
-                run = self.runs.get(run_id)
+            for work in staged:
+                run = self.runs.get(work.run_id)
                 if run is not None and not run.terminal:
-                    self._gated(run, idx, kind)
+                    self._gated(run, work.item, work.kind)
         self._progress()
         return self._flush()
 
@@ -290,6 +361,59 @@ class Conductor:
             self._progress()
         return self._flush()
 
+    def abort(self, message: str, now: float) -> list[Command]:
+        """End the execution `failed` at once, after an error outside the workflow's rules (a bug).
+
+        What the interrupted step asked for is dropped; attempts in flight are told to stop, nested
+        workflows are canceled, inquiries closed; every run not ended ends `canceled`. Values that
+        are not plain data are replaced by a description (one of them may be what failed: a
+        snapshot that could not be encoded), and every run is marked changed, since the
+        interrupted step's changes may not have been saved.
+        """
+        self._step(now)
+        self._out = []
+        if self.status in TERMINAL:
+            return []
+        self.error = {"message": message, "task": None}
+        self.failing = True
+        for run in self.runs.values():
+            if not run.terminal:
+                self._abort_run(run)
+            run.result, run.error = _plain(run.result), _plain(run.error)
+            self._touch(run)
+            for idx, item in enumerate(run.item_runs or ()):
+                if item.status != SCHEDULED:
+                    item.result, item.error = _plain(item.result), _plain(item.error)
+                    self._touch(run, idx)
+        for name, value in self.vars.items():
+            self.vars[name] = _plain(value)
+        self.active.clear()
+        self.open_inquiries = 0
+        self.staged.clear()
+        self.children.clear()
+        self.in_flight = 0
+        self.output = _plain(self.output)
+        self.status = FAILED
+        self.ended_at = now
+        self.timers.clear()
+        self._out.append(Finished(FAILED))
+        return self._flush()
+
+    def _abort_run(self, run: TaskRun) -> None:
+        if run.status == PENDING and run.inquiry_id is not None:
+            self._out.append(CloseInquiry(run.inquiry_id, CANCELED))
+        elif run.status == RUNNING and run.child_id is not None:
+            self._out.append(ControlChild(run.child_id, "cancel", force=True))
+        elif run.status == RUNNING and run.item_runs is None:
+            self._out.append(StopRun(run.id, None, run.attempts))
+        for idx, item in enumerate(run.item_runs or ()):
+            if item.status == RUNNING:
+                self._out.append(StopRun(run.id, idx, item.attempts))
+            if item.status not in TERMINAL:
+                item.status, item.ended_at, item.input = CANCELED, self.now, None
+        run.status, run.ended_at, run.input = CANCELED, self.now, None
+        self._out.append(RunEnded(run.id))
+
     def rerun(self, tasks: list[str] | None, now: float, *, reset_items: bool = False) -> list[Command]:
         """Run a failed, timed-out or canceled execution again from its failed tasks (or `tasks`).
 
@@ -310,7 +434,7 @@ class Conductor:
         self.failing, self.ending = False, None
         self.staged.clear()
         if self.spec.timeout is not None:
-            self._set_timer(("timeout",), now + self.spec.timeout)
+            self._set_timer(TimerKey(TimerKind.TIMEOUT), now + self.spec.timeout)
         for name in tasks:
             old = self.latest.get(name)
             if old is not None and old.group is not None:
@@ -378,12 +502,13 @@ class Conductor:
             "system": dict(self.system),
             "seq": self.seq,
             "inflight": self.in_flight,
-            "paused_children": sorted(self.paused_children),
+            "paused_children": sorted(k for k, v in self.children.items() if v == PAUSED),
+            "waiting_children": sorted(k for k, v in self.children.items() if v == PENDING),
             "failing": self.failing,
             "ending": self.ending,
-            "barriers": {k: [sorted(v[0]), v[1]] for k, v in self.barriers.items()},
-            "timers": [[list(k), at] for k, at in self.timers.items()],
-            "staged": [list(s) for s in self.staged],
+            "barriers": {k: b.to_record() for k, b in self.barriers.items()},
+            "timers": [[k.to_record(), at] for k, at in self.timers.items()],
+            "staged": [[w.kind.value, w.run_id, w.item] for w in self.staged],
         }
 
     def restore(
@@ -399,17 +524,20 @@ class Conductor:
         self.output, self.error = header["output"], header["error"]
         self.started_at, self.ended_at = header["started_at"], header["ended_at"]
         self.seq, self.in_flight = header["seq"], header["inflight"]
-        self.paused_children = set(header["paused_children"])
+        self.children = dict.fromkeys(header["paused_children"], PAUSED)
+        self.children.update(dict.fromkeys(header.get("waiting_children", ()), PENDING))
         self.failing, self.ending = header["failing"], header["ending"]
-        self.barriers = {k: (set(v[0]), v[1]) for k, v in header["barriers"].items()}
-        self.timers = {tuple(k): at for k, at in header["timers"]}
-        self.staged = [(s[0], s[1], s[2]) for s in header["staged"]]
+        self.barriers = {k: Barrier.from_record(v) for k, v in header["barriers"].items()}
+        self.timers = {TimerKey.from_record(k): at for k, at in header["timers"]}
+        self.staged = [Staged(Work(w[0]), w[1], w[2]) for w in header["staged"]]
         for rec in sorted(runs, key=lambda r: r["seq"]):
             run = TaskRun.from_record(rec)
             self.runs[run.id] = run
             self.latest[run.task] = run
             if not run.terminal:
                 self.active.add(run.id)
+                if run.status == PENDING:
+                    self.open_inquiries += 1
         for run_id, idx, item in items:
             owner = self.runs[run_id]
             if owner.item_runs is not None:
@@ -483,7 +611,7 @@ class Conductor:
                     Dispatch(run.id, run.task, None, run.attempts, action, run.input, run.deadline)
                 )
             elif run.status == PENDING and run.inquiry_id is not None:
-                expires = self.timers.get(("inquiry", run.id, run.inquiry_id))
+                expires = self.timers.get(TimerKey(TimerKind.INQUIRY, run.id, None, run.inquiry_id))
                 self._out.append(OpenInquiry(run.id, run.task, run.inquiry_id, run.input, expires))
         self._progress()
         return self._flush()
@@ -547,15 +675,14 @@ class Conductor:
             return True
         return self._renderer.truthy(source, self._ctx, where=f"{self.spec.ref} {where}")
 
-    def _gate(self) -> str:
-        """'open': dispatch now; 'stage': hold until resume; 'closed': nothing new will start."""
+    def _gate(self) -> Gate:
         if self.failing or self.ending is not None:
-            return "closed"
+            return _CLOSED
         if self.status in (PAUSING, PAUSED, REQUESTED):
-            return "stage"
-        return "open"
+            return _STAGE
+        return _OPEN
 
-    def _set_timer(self, key: tuple[Any, ...], at: float) -> None:
+    def _set_timer(self, key: TimerKey, at: float) -> None:
         self.timers[key] = at
         self._out.append(SetTimer(key, at))
 
@@ -570,43 +697,53 @@ class Conductor:
 
     # -- creating and starting runs ------------------------------------------------------------
 
-    def _new_run(self, name: str, group: str | None = None) -> TaskRun:
+    def _new_run(self, name: str, group: str | None = None) -> None:
+        task = self._task_spec(name)
+        if group is None:  # a parallel group's runs are counted when the group is created
+            limit = self.limits.max_task_runs
+            total = len(self.runs) + 1 + len(task.tasks)
+            if total > limit:
+                self._fail(
+                    f"task '{name}' would be task run {total} of this execution, which exceeds "
+                    f"limits.max_task_runs ({limit})",
+                    name,
+                )
+                return
         self.seq += 1
         run = TaskRun(f"{self.id}.{self.seq}", name, self.seq, group)
         self.runs[run.id] = run
         self.latest[name] = run
         self.active.add(run.id)
         self._touch(run)
-        task = self._task_spec(name)
         if task.delay:
             run.status = DELAYED
-            self._set_timer(("delay", run.id), self.now + task.delay)
+            self._set_timer(TimerKey(TimerKind.DELAY, run.id), self.now + task.delay)
         else:
             self._gated(run, None, _BEGIN)
-        return run
 
-    def _gated(self, run: TaskRun, idx: int | None, kind: str) -> None:
+    def _gated(self, run: TaskRun, idx: int | None, kind: Work) -> None:
         """Do `kind` for the run now, stage it for resume, or drop it, as the gate says."""
         gate = self._gate()
-        if gate == "stage":
-            if (kind, run.id, idx) not in self.staged:
-                self.staged.append((kind, run.id, idx))
+        if gate is _STAGE:
+            work = Staged(kind, run.id, idx)
+            if work not in self.staged:
+                self.staged.append(work)
             return
-        if gate == "closed":
+        if gate is _CLOSED:
             self._abort(run, idx, kind)
             return
-        if kind == _BEGIN:
+        if kind is _BEGIN:
             self._begin(run)
-        elif kind == _ITEMS:
+        elif kind is _ITEMS:
             self._fill_items(run)
         else:
             self._attempt(run, idx)
 
-    def _abort(self, run: TaskRun, idx: int | None, kind: str) -> None:
+    def _abort(self, run: TaskRun, idx: int | None, kind: Work) -> None:
         """Work that will never start: a run that never began ends canceled; a retry ends as it failed."""
-        if kind == _BEGIN:
+        if kind is _BEGIN:
             self._close_run(run, CANCELED if run.started_at is None else FAILED)
-        elif kind == _RETRY:
+        elif kind is _RETRY:
             target = run if idx is None else run.item_runs[idx]  # type: ignore[index]
             last = FAILED
             self._attempt_ended(run, idx, target, last, target.result, target.error, retry=False)
@@ -638,6 +775,16 @@ class Conductor:
                     ),
                 )
                 return
+            limit = self.limits.max_items
+            if len(items) > limit:  # checked before any per-item state exists
+                self._template_failure(
+                    run,
+                    AttuneError(
+                        f"task '{task.name}': with_items has {len(items)} items, which exceeds "
+                        f"limits.max_items ({limit})"
+                    ),
+                )
+                return
             run.item_runs = [ItemRun() for _ in items]
             run.input = {"items": list(items)}  # kept until the run ends, to render items after a crash
             self._carry_items(run)
@@ -654,9 +801,10 @@ class Conductor:
         limit = task.batch_size or len(run.item_runs)
         while run.next_item < len(run.item_runs) and run.inflight < limit:
             gate = self._gate()
-            if gate != "open":
-                if gate == "stage" and (_ITEMS, run.id, None) not in self.staged:
-                    self.staged.append((_ITEMS, run.id, None))
+            if gate is not _OPEN:
+                work = Staged(_ITEMS, run.id, None)
+                if gate is _STAGE and work not in self.staged:
+                    self.staged.append(work)
                 break
             idx = run.next_item
             run.next_item += 1
@@ -717,10 +865,11 @@ class Conductor:
         elif action.runner_type == "inquiry" and idx is None:
             run.status = PENDING
             run.inquiry_id = f"{run.id}-q{run.attempts}"
+            self.open_inquiries += 1
             timeout = inp.get("timeout")
             expires = self.now + float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else None
             if expires is not None:
-                self._set_timer(("inquiry", run.id, run.inquiry_id), expires)
+                self._set_timer(TimerKey(TimerKind.INQUIRY, run.id, None, run.inquiry_id), expires)
             self._out.append(OpenInquiry(run.id, run.task, run.inquiry_id, inp, expires))
         else:
             timeout = task.timeout if task.timeout is not None else action.timeout
@@ -763,20 +912,22 @@ class Conductor:
     ) -> None:
         target.result = result
         target.error = error
+        if target.status == PENDING:
+            self.open_inquiries -= 1
+        target.status = status  # `retry.when` sees the attempt as it ended (SPEC 7)
         self._current = target
         # A vanished worker (`abandoned`) is retried like a failure; with no retry left it stays abandoned.
-        if retry and status in (FAILED, TIMEOUT, ABANDONED) and self._should_retry(run, target):
+        if retry and status in FAILED_STATUSES and self._should_retry(run, target):
             task = self._task_spec(run.task)
             policy = task.retry or RetryPolicy(count=_COMMAND_RETRY_COUNT)
             delay = policy.delay_before(target.attempts)
             target.status = DELAYED
             self._touch(run, idx)
             if delay > 0:
-                self._set_timer(("retry", run.id, idx), self.now + delay)
+                self._set_timer(TimerKey(TimerKind.RETRY, run.id, idx), self.now + delay)
             else:
                 self._gated(run, idx, _RETRY)
             return
-        target.status = status
         target.ended_at = self.now
         target.input = None
         self._touch(run, idx)
@@ -831,8 +982,8 @@ class Conductor:
     def _run_ended(self, run: TaskRun) -> None:
         self.active.discard(run.id)
         run.input = None
-        self._out.append(RunEnded(run.id))
         if run.group is not None:
+            self._out.append(RunEnded(run.id))
             group = self.runs[run.group]
             group.pending_subs -= 1
             self._touch(group)
@@ -847,41 +998,57 @@ class Conductor:
             return
         if self.ending is None:
             self._transitions(run)
+        if run.status in TERMINAL:  # not reopened by `do: retry`
+            self._out.append(RunEnded(run.id))
 
     def _transitions(self, run: TaskRun) -> None:
-        """Publish and follow the run's `next` entries (SPEC section 3)."""
+        """Publish and follow the run's `next` entries (SPEC sections 3 and 7)."""
         task = self._task_spec(run.task)
         self._current = run
         where = f"task {task.name}"
-        fired: list[Transition] = []
+        failed = run.status != SUCCEEDED
+        run.handled = False  # for a failed run: whether a transition handled it
+        targets: list[str] = []
         taken: list[int] = []
         try:
-            if run.status == SUCCEEDED:
+            if not failed:
                 self._publish(task.publish, f"{where} publish")
             # In order: each entry's `when` sees what the entries before it published.
             for i, tr in enumerate(task.next):
                 if not self._truthy(tr.when, f"{where} next[{i}].when"):
                     continue
-                if "retry" in tr.do and run.status != SUCCEEDED and run.item_runs is None:
+                if failed and "retry" in tr.do and run.item_runs is None and not self.failing:
                     limit = task.retry.count if task.retry else _COMMAND_RETRY_COUNT
-                    if run.attempts <= limit and not self.failing:
+                    if run.attempts <= limit:
                         self._reopen(run)
                         return
                 self._publish(tr.publish, f"{where} next[{i}].publish")
-                fired.append(tr)
                 taken.append(i)
-                run.handled = True
+                # Any entry that fires handles a failure, except one that only asks for a retry
+                # that will not happen (attempts exhausted).
+                if failed and ("retry" not in tr.do or any(t != "retry" for t in tr.do)):
+                    run.handled = True
+                targets += tr.do
         except TemplateError as exc:
             self._fail(exc.message, task.name)
             return
         run.fired = tuple(taken)  # what the execution graph shows as taken edges
-        for tr in fired:
-            for target in tr.do:
-                if target == "fail":
-                    self._fail(f"task '{task.name}' ran the fail command{self._cause(run)}", task.name)
-                elif target not in ("noop", "retry"):
-                    self._arrive(task.name, target)
-        if run.status != SUCCEEDED and not fired:
+        joins = self.graph.barrier
+        joined: set[str] = set()
+        for target in targets:
+            if self.failing or self.ending is not None:
+                break
+            if target in ENGINE_COMMANDS:
+                continue
+            if target not in joins:
+                self._new_run(target)  # each satisfied transition starts its own run
+            elif target not in joined:  # several entries of one run arrive at a join once
+                joined.add(target)
+                self._arrive(task.name, target)
+        # `fail` last, as Orquesta does: the tasks it is sent with (a cleanup) run all the same.
+        if "fail" in targets:
+            self._fail(f"task '{task.name}' ran the fail command{self._cause(run)}", task.name)
+        if failed and not run.handled:
             self._fail(f"task '{task.name}' {run.status}: {run.error or 'no error message'}", task.name)
 
     def _reopen(self, run: TaskRun) -> None:
@@ -894,7 +1061,7 @@ class Conductor:
         self._touch(run)
         delay = policy.delay_before(run.attempts)
         if delay > 0:
-            self._set_timer(("retry", run.id, None), self.now + delay)
+            self._set_timer(TimerKey(TimerKind.RETRY, run.id), self.now + delay)
         else:
             self._gated(run, None, _RETRY)
 
@@ -903,21 +1070,35 @@ class Conductor:
             self.vars[name] = self._render(value, f"{where}.{name}")
 
     def _arrive(self, source: str, target: str) -> None:
-        """A transition from `source` to `target` fired: start it, or count it at its join."""
-        if self.failing or self.ending is not None:
-            return
-        need = self.graph.barrier.get(target)
-        if need is None:
+        """A run of `source` arrives at the join task `target`: run it when its barrier is met."""
+        need = self.graph.barrier[target]
+        barrier = self.barriers.get(target)
+        if barrier is None:
+            barrier = self.barriers[target] = Barrier()
+        arrivals = barrier.arrivals
+        inbound = self.graph.inbound[target]
+        run = False
+        if self._task_spec(target).join == "all":
+            arrivals[source] = arrivals.get(source, 0) + 1
+            if len(arrivals) == len(inbound):  # every source has an arrival: consume one each
+                for name in inbound:
+                    if arrivals[name] > 1:
+                        arrivals[name] -= 1
+                    else:
+                        del arrivals[name]
+                run = True
+        else:
+            arrivals[source] = 1
+            if not barrier.fired and len(arrivals) >= need:
+                barrier.fired = run = True
+            if barrier.fired and len(arrivals) >= len(inbound):
+                arrivals.clear()  # every source arrived: a loop may join again
+                barrier.fired = False
+        if not arrivals and not barrier.fired:
+            del self.barriers[target]
+        # Last: the new run may end at once (no items, a template error) and arrive here again.
+        if run:
             self._new_run(target)
-            return
-        arrived, fired = self.barriers.get(target, (set(), False))
-        arrived.add(source)
-        if not fired and len(arrived) >= need:
-            fired = True
-            self._new_run(target)
-        if fired and len(arrived) >= len(self.graph.inbound[target]):
-            arrived, fired = set(), False  # every inbound branch arrived: a loop may join again
-        self.barriers[target] = (arrived, fired)
 
     def _fail(self, message: str, task: str | None) -> None:
         """An unhandled failure: remember the first, stop starting anything new."""
@@ -930,10 +1111,10 @@ class Conductor:
 
     def _drop_staged(self) -> None:
         staged, self.staged = self.staged, []
-        for kind, run_id, idx in staged:
-            run = self.runs.get(run_id)
+        for work in staged:
+            run = self.runs.get(work.run_id)
             if run is not None and not run.terminal:
-                self._abort(run, idx, kind)
+                self._abort(run, work.item, work.kind)
         for run_id in list(self.active):
             run = self.runs[run_id]
             if run.status == DELAYED and run.started_at is None:
@@ -998,35 +1179,55 @@ class Conductor:
             self._close_run(run, CANCELED)
 
     def _progress(self) -> None:
-        """Settle the workflow status after an event: paused, finished, or still going."""
+        """Settle the workflow status after an event: paused, pending, finished, or still going."""
         if self.status in TERMINAL or self.status == REQUESTED:
             return
-        if self.status == PAUSING and self.in_flight - len(self.paused_children) <= 0:
+        if self.status == PAUSING and self.in_flight - self._children_in(PAUSED) <= 0:
             self.status = PAUSED
-        if self.active:
+        if self.barriers:
             self._check_joins()
-            if self.active:
-                return
+        if self.active:
+            # `pending`: all that is in flight waits for people (inquiries, here or nested).
+            if self.open_inquiries or self.children:
+                if self.status == RUNNING or self.status == PENDING:
+                    waiting = self.in_flight <= self._children_in(PENDING)
+                    self.status = PENDING if waiting else RUNNING
+            elif self.status == PENDING:
+                self.status = RUNNING
+            return
         if self.status == PAUSED and self.staged:
             return
         self._finish()
 
+    def _children_in(self, status: str) -> int:
+        return sum(1 for s in self.children.values() if s == status) if self.children else 0
+
     def _check_joins(self) -> None:
-        """Fail on a join that is partly satisfied and that no active run can still reach."""
-        if not self.barriers or self.failing or self.ending is not None:
+        """Fail on a join that is partly satisfied and that the active runs can no longer satisfy.
+
+        Checked after every event, also when nothing else is left running (SPEC 7, Joins).
+        """
+        if self.failing or self.ending is not None:
             return
-        for target, (arrived, fired) in self.barriers.items():
-            if fired or not arrived:
+        graph = self.graph
+        # A sub-task run counts as its group: the group's transitions are what reach on.
+        active = {self._top_task(self.runs[r]) for r in self.active}
+        for target, barrier in self.barriers.items():
+            if barrier.fired or not barrier.arrivals:
                 continue
-            missing = self.graph.inbound[target] - arrived
-            # A sub-task run counts as its group: the group's transitions are what reach on.
-            active_tasks = {self._top_task(self.runs[r]) for r in self.active}
-            if not any(self.graph.can_reach(a, m) for a in active_tasks for m in missing):
+            missing = graph.inbound[target] - barrier.arrivals.keys()
+            lost = sorted(m for m in missing if not any(graph.can_reach(a, m) for a in active))
+            if self._task_spec(target).join == "all":
+                need = len(missing)
+            else:
+                need = graph.barrier[target] - len(barrier.arrivals)
+            if len(missing) - len(lost) < need:
                 self._fail(
-                    f"unreachable join: task '{target}' waits for {', '.join(sorted(missing))}, "
+                    f"unreachable join: task '{target}' waits for {', '.join(lost)}, "
                     "which can no longer run",
                     target,
                 )
+                return
 
     def _top_task(self, run: TaskRun) -> str:
         return self.runs[run.group].task if run.group is not None else run.task
@@ -1048,4 +1249,17 @@ class Conductor:
         self._out.append(Finished(status))
 
 
-__all__ = ["Conductor"]
+def _plain(value: Any) -> Any:
+    """`value` as plain data: what is not JSON-like becomes a short description of it."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k if isinstance(k, (str, int)) else str(k): _plain(v) for k, v in value.items()}
+    return f"<{type(value).__name__} value>"
+
+
+__all__ = ["Barrier", "Conductor", "Gate", "Staged", "Work"]

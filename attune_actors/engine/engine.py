@@ -46,6 +46,7 @@ from attune_actors.errors import (
 )
 from attune_actors.kv import KVScope, KVStore, Masker
 from attune_actors.kv.secrets import Cipher
+from attune_actors.rules import RulesService, start_rules
 from attune_actors.runners import RunnerLimits, RunnerSet
 from attune_actors.spec.model import ActionSpec, ParamSpec
 from attune_actors.spec.packs import Catalog, load_packs, load_workflow_text, workflow_action
@@ -124,6 +125,7 @@ class Engine:
         transport: Transport | None = None,
         recover: bool = True,
         clock: Clock | None = None,
+        rules: bool = True,
     ) -> None:
         """`recover`: on start, adopt and continue every unfinished execution that no live process
         owns (the default, for long-lived engines); with False, only what this engine is asked to
@@ -159,6 +161,8 @@ class Engine:
         self._action_workflows: dict[tuple[str, tuple[str, ...]], tuple[ActionSpec, ActionSpec]] = {}
         self._invalid: dict[str, builtins.list[AttuneError]] = {}  # workflow ref -> its problems
         self._events = EventBus(self.settings.limits.event_buffer)
+        self._rules_wanted = rules
+        self._rules: RulesService | None = None  # rules, triggers, sensors (attune_actors.rules)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -213,6 +217,7 @@ class Engine:
             events=self._events,
             cipher=cipher,
             clock=self.clock,
+            limits=self.settings.limits,
         )
         if isinstance(self.clock, VirtualClock):
             self.clock.attach(self._rt.idle)
@@ -222,6 +227,8 @@ class Engine:
             await self._adopt(self._rt, self._rt.store.unfinished())
         if self._owners is not None:
             self._sweeper = asyncio.get_running_loop().create_task(self._housekeeping())
+        if self._rules_wanted:
+            self._rules = await start_rules(self, problems)
 
     def in_process_transport(self) -> InProcessTransport:
         """The transport this engine runs actions on by default: in-process, with its settings.
@@ -404,6 +411,9 @@ class Engine:
             return
         if self._sweeper is not None:
             self._sweeper.cancel()
+        rules, self._rules = self._rules, None
+        if rules is not None:
+            await rules.stop()
         for ref in rt.executions.supervisors():
             try:
                 ref.stop(block=False)
@@ -435,10 +445,23 @@ class Engine:
     # ------------------------------------------------------------------ executions
 
     async def execute(
-        self, ref: str, parameters: dict[str, Any] | None = None, identity: str | None = None
+        self,
+        ref: str,
+        parameters: dict[str, Any] | None = None,
+        identity: str | None = None,
+        *,
+        execution_id: str | None = None,
     ) -> Execution:
-        """Start an execution of workflow `ref`; parameters are validated before anything runs."""
+        """Start an execution of workflow `ref`; parameters are validated before anything runs.
+
+        With `execution_id`, starting is idempotent: if that execution exists, it is returned and
+        nothing new starts (the rules service relies on this to start each enforcement once).
+        """
         rt = self._runtime()
+        if execution_id is not None and (
+            execution_id in rt.executions or rt.store.load(execution_id) is not None
+        ):
+            return await self.get(execution_id)
         if ref in self._invalid:
             raise ValidationError(self._invalid[ref])
         action = self.catalog.action(ref)
@@ -448,7 +471,7 @@ class Engine:
             if bad and action.additional_parameters:
                 raise ParameterError(f"{action.ref}: {bad[0]!r} is not a parameter name")
             action = self._action_workflow(action, tuple(extra) if action.additional_parameters else ())
-        conductor = rt.new_conductor(action, parameters, identity=identity)
+        conductor = rt.new_conductor(action, parameters, identity=identity, execution_id=execution_id)
         # Accepted means durable: the execution is in the store before execute() returns, so a
         # crash right after cannot lose it (the group commit makes this cheap under load).
         try:
@@ -799,6 +822,53 @@ class Engine:
         """
         self._runtime()
         return self._events.subscribe(execution_id)
+
+    # ------------------------------------------------------------------ rules and triggers
+
+    def _rules_service(self) -> RulesService:
+        self._runtime()
+        if self._rules is None:
+            raise EngineClosedError("this engine runs no rules (it was started with rules=False)")
+        return self._rules
+
+    async def emit(
+        self, trigger_type: str, payload: Any = None, *, instance_id: str | None = None, **attributes: Any
+    ) -> str:
+        """Emit a trigger instance (e.g. `emit("core.webhook", body, name="release")`); its id.
+
+        Every enabled rule on `trigger_type` is evaluated and its enforcement recorded before this
+        returns; matching rules' executions are started. `instance_id` makes a retried emit
+        harmless (the same id enforces once); `attributes` become fields of the instance.
+        """
+        found, _ = await self._rules_service().emit(
+            trigger_type, payload, instance_id=instance_id, attributes=attributes
+        )
+        return found
+
+    async def list_rules(self, pack: str | None = None) -> builtins.list[dict[str, Any]]:
+        """Every rule (invalid ones too, with their errors)."""
+        return self._rules_service().list_rules(pack)
+
+    async def get_rule(self, ref: str) -> dict[str, Any]:
+        return self._rules_service().describe(ref)
+
+    async def enable_rule(self, ref: str) -> dict[str, Any]:
+        """Enable a rule now and across restarts."""
+        return await self._rules_service().set_enabled(ref, True)
+
+    async def disable_rule(self, ref: str) -> dict[str, Any]:
+        """Disable a rule now (its timer stops at once) and across restarts."""
+        return await self._rules_service().set_enabled(ref, False)
+
+    async def list_triggers(self) -> builtins.list[dict[str, Any]]:
+        """Trigger types (built-in and sensor-emitted), their rules and their sources' state."""
+        return self._rules_service().triggers()
+
+    async def enforcements(
+        self, rule: str | None = None, trigger_instance_id: str | None = None, limit: int = 50
+    ) -> builtins.list[dict[str, Any]]:
+        """Enforcement records, newest first."""
+        return await self._rules_service().enforcements(rule, trigger_instance_id, limit)
 
     # ------------------------------------------------------------------ workflow definitions
 

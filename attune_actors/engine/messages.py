@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from attune_actors.engine.commands import TimerKey
 from attune_actors.transport.base import ActionRun
 
 
@@ -39,7 +40,7 @@ class AttemptEnded:
 
 @dataclass(frozen=True, slots=True)
 class TimerFired:
-    key: tuple[Any, ...]
+    key: TimerKey
 
 
 @dataclass(frozen=True, slots=True)

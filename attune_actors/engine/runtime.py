@@ -14,6 +14,7 @@ from typing import Any
 
 from attune_actors.clock import Clock, RealClock
 from attune_actors.codec import decode, encode
+from attune_actors.config import LimitSettings
 from attune_actors.engine.conductor import Conductor
 from attune_actors.engine.events import EventBus
 from attune_actors.engine.graphdoc import RunMark, graph_document
@@ -52,6 +53,7 @@ class Runtime:
         events: EventBus,
         cipher: Cipher,
         clock: Clock | None = None,
+        limits: LimitSettings | None = None,
     ) -> None:
         self.catalog = catalog
         self.renderer = renderer
@@ -63,6 +65,7 @@ class Runtime:
         self.cipher = cipher
         self.clock: Clock = clock or RealClock()
         self.attempts = AttemptsInFlight()
+        self.limits = limits or LimitSettings()  # what each conductor enforces per execution
         self._specs: dict[str, WorkflowSpec] = {}  # definition digest -> spec
         self._graphs: dict[int, tuple[WorkflowSpec, TaskGraph]] = {}
         self.executions = ExecutionIndex()
@@ -145,6 +148,7 @@ class Runtime:
             parent_run=parent_run,
             definition=definition,
             created_at=created_at,
+            limits=self.limits,
         )
 
     def _remember_source(self, spec: WorkflowSpec) -> str:

@@ -27,6 +27,7 @@ from attune_actors.engine.commands import (
     SetTimer,
     StartChild,
     StopRun,
+    TimerKey,
 )
 from attune_actors.engine.conductor import Conductor
 from attune_actors.engine.messages import (
@@ -46,7 +47,7 @@ from attune_actors.engine.messages import (
 from attune_actors.engine.state import iso
 from attune_actors.engine.task import TaskActor
 from attune_actors.errors import AttuneError, StoreError
-from attune_actors.statuses import FAILED, PAUSED, RUNNING, TERMINAL
+from attune_actors.statuses import FAILED, PAUSED, PENDING, RUNNING, TERMINAL
 from attune_actors.transport.base import ActionRun
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ class WorkflowSupervisor(AsyncioActor):
         self._tasks: dict[str, ActorRef[Any]] = {}  # run id -> task actor
         self._idle: list[ActorRef[Any]] = []  # released task actors, ready for the next run
         self._clock = runtime.clock
-        self._timers: dict[tuple[Any, ...], TimerHandle] = {}
+        self._timers: dict[TimerKey, TimerHandle] = {}
         self._last_status = conductor.status
         self._emitted: dict[str, tuple[str, int]] = {}  # run id -> (status, attempts) last published
         self._done = False
@@ -99,8 +100,28 @@ class WorkflowSupervisor(AsyncioActor):
         token = logctx.execution_id.set(self._c.id)
         try:
             return self._handle(message)
+        except Exception as exc:  # a bug must not leave the execution running forever (SPEC 7)
+            self._crash(exc)
+            return None
         finally:
             logctx.execution_id.reset(token)
+
+    def _crash(self, exc: Exception) -> None:
+        """End the execution `failed` with a one-line error; the traceback goes to the log."""
+        if isinstance(exc, AttuneError):  # a deliberate error (a store that cannot write): no traceback
+            log.error("execution %s: %s", self._c.id, exc)
+        else:
+            log.error("execution %s: internal error", self._c.id, exc_info=exc)
+        if self._done:
+            return
+        detail = str(exc).strip().splitlines()
+        message = f"internal error: {type(exc).__name__}" + (f": {detail[0]}" if detail else "")
+        try:
+            self._carry_out(self._c.abort(message, self._clock.now()))
+        except Exception as again:
+            log.error("execution %s: its failure could not be recorded", self._c.id, exc_info=again)
+        if not self._done:
+            self._report_end()
 
     def _handle(self, message: Any) -> Any:
         if isinstance(message, GetGraph):
@@ -255,7 +276,7 @@ class WorkflowSupervisor(AsyncioActor):
                 self._publish_status(root)
         if changed:
             self._last_status = c.status
-            if self._link is not None and c.status in (PAUSED, RUNNING):
+            if self._link is not None and c.status in (PAUSED, RUNNING, PENDING):
                 try:
                     self._link.ref.tell(ChildStatus(self._link.run_id, self._link.attempt, c.status))
                 except ActorDeadError:
@@ -301,13 +322,13 @@ class WorkflowSupervisor(AsyncioActor):
             return self._idle.pop()
         return self.spawn(TaskActor, self.actor_ref, self._rt.transport, self._rt.attempts)
 
-    def _set_timer(self, key: tuple[Any, ...], at: float) -> None:
+    def _set_timer(self, key: TimerKey, at: float) -> None:
         old = self._timers.pop(key, None)
         if old is not None:
             old.cancel()
         self._timers[key] = self._clock.call_at(at, self._fire, key)
 
-    def _fire(self, key: tuple[Any, ...]) -> None:
+    def _fire(self, key: TimerKey) -> None:
         try:
             self.actor_ref.tell(TimerFired(key))
         except ActorDeadError:

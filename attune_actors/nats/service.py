@@ -64,6 +64,7 @@ from attune_actors.errors import ERROR_STATUS, AttuneError, ValidationError, err
 from attune_actors.nats.sidecar import Sidecar
 from attune_actors.nats.subjects import Subjects
 from attune_actors.nats.wire import report_bad_input
+from attune_actors.rules.nats_api import rule_operations
 from attune_actors.spec.suggest import printable, unknown_key
 
 log = logging.getLogger("attune_actors.nats.service")
@@ -170,6 +171,7 @@ class ControlService:
             "workflows.put": ({"pack": _required(TEXT), "yaml": _required(TEXT)}, self._put_workflow),
             "workflows.delete": ({"ref": _required(TEXT)}, self._delete_workflow),
         }
+        self._operations.update(rule_operations(engine))  # rules.*, triggers.*, enforcements.*, webhooks.*
 
     @property
     def operations(self) -> list[str]:

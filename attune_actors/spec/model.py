@@ -8,9 +8,12 @@ knows one transition shape. Every node keeps its `Location` for error messages.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from attune_actors.errors import Location
+
+if TYPE_CHECKING:
+    from attune_actors.spec.rules import RuleSpec, SensorSpec
 
 PARAMETER_TYPES = ("string", "integer", "number", "boolean", "array", "object")
 BACKOFFS = ("constant", "linear", "exponential")
@@ -203,6 +206,6 @@ class PackSpec:
     config: dict[str, Any] = field(default_factory=dict)
     config_schema: dict[str, Any] | None = None
     actions: dict[str, ActionSpec] = field(default_factory=dict)  # by full ref
-    rules: tuple[dict[str, Any], ...] = ()  # parsed and kept for the rules engine to come
-    sensors: tuple[dict[str, Any], ...] = ()
+    rules: tuple[RuleSpec, ...] = ()
+    sensors: tuple[SensorSpec, ...] = ()
     location: Location | None = None  # where its ref was written (pack.yaml)

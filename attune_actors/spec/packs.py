@@ -18,6 +18,7 @@ import jsonschema
 from attune_actors.errors import AttuneError, Location, NotFoundError
 from attune_actors.spec.model import BUILTIN_RUNNERS, ActionSpec, PackSpec, WorkflowSpec
 from attune_actors.spec.params import parse_params
+from attune_actors.spec.rules import parse_rule, parse_sensor
 from attune_actors.spec.suggest import closest, unknown_key
 from attune_actors.spec.workflow import parse_workflow
 from attune_actors.spec.yamlsrc import YamlLimits, YMap, load_yaml, plain, too_big
@@ -45,11 +46,6 @@ ACTION_KEYS = (
     "additional_parameters",
     "enabled",
 )
-
-
-RULE_KEYS = ("name", "description", "enabled", "trigger", "criteria", "action", "parameters")
-SENSOR_KEYS = ("name", "description", "enabled", "type", "trigger", "parameters", "payload")
-SENSOR_TYPES = ("timer", "interval", "nats", "webhook")
 
 
 @dataclass
@@ -219,11 +215,10 @@ def load_pack(path: Path) -> tuple[PackSpec | None, list[AttuneError]]:
             continue
         actions[workflow.ref] = workflow_action(workflow, path)
     rules = tuple(
-        _load_plain(f, problems, RULE_KEYS, ("trigger", "action"), "rule")
-        for f in sorted((path / "rules").glob("*.yaml"))
+        parse_rule(_read(f, problems), str(f), ref, problems) for f in sorted((path / "rules").glob("*.yaml"))
     )
     sensors = tuple(
-        _load_plain(f, problems, SENSOR_KEYS, ("type", "trigger"), "sensor")
+        parse_sensor(_read(f, problems), str(f), ref, str(path), problems)
         for f in sorted((path / "sensors").glob("*.yaml"))
     )
     return PackSpec(
@@ -243,32 +238,6 @@ def load_pack(path: Path) -> tuple[PackSpec | None, list[AttuneError]]:
 
 def _file_of(action: ActionSpec) -> str:
     return action.location.file if action.location is not None else action.ref
-
-
-def _load_plain(
-    file: Path, problems: list[AttuneError], keys: tuple[str, ...], required: tuple[str, ...], what: str
-) -> dict[str, Any] | None:
-    """A rule or sensor: its keys are checked, the rest is kept for the rules engine to come."""
-    value = _read(file, problems)
-    top = Location(str(file), 1, 1)
-    if not isinstance(value, dict):
-        if value is not None or not problems:
-            problems.append(AttuneError(f"a {what} must be a mapping", location=top))
-        return None
-    for key in value:
-        if key not in keys:
-            problems.append(AttuneError(unknown_key(key, keys, what), location=_at(value, key, top)))
-    for key in required:
-        if key not in value:
-            problems.append(AttuneError(f"{what} needs '{key}'", location=top))
-    if what == "sensor" and "type" in value and value["type"] not in SENSOR_TYPES:
-        problems.append(
-            AttuneError(
-                f"sensor 'type' must be one of {', '.join(SENSOR_TYPES)}, got {value['type']!r}",
-                location=_at(value, "type", top),
-            )
-        )
-    return {**plain(value), "file": str(file)}
 
 
 def _load_config(

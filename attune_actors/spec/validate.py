@@ -22,17 +22,19 @@ from attune_actors.spec.packs import (
     workflow_action,
 )
 from attune_actors.spec.params import check_value
+from attune_actors.spec.rules import validate_rules
 from attune_actors.spec.suggest import closest
 from attune_actors.spec.yamlsrc import load_yaml
 from attune_actors.templates import Renderer
 
 
 def validate_catalog(catalog: Catalog, renderer: Renderer) -> list[AttuneError]:
-    """Every problem in every workflow of the catalog."""
+    """Every problem in every workflow and rule of the catalog."""
     problems: list[AttuneError] = []
     for action in catalog.workflows():
         assert action.workflow is not None
         problems.extend(validate_workflow(action.workflow, catalog, renderer))
+    problems.extend(validate_rules(catalog, renderer))
     return problems
 
 

@@ -113,8 +113,38 @@ _V1 = (
     """,
 )
 
+_V2 = (
+    # One row per (trigger instance, rule) the rules service evaluated (attune_actors.rules.ledger).
+    # `id` is derived from both, so inserting it is the claim that makes an enforcement happen once.
+    """
+    CREATE TABLE rule_enforcement (
+        num                 INTEGER PRIMARY KEY,
+        id                  TEXT NOT NULL UNIQUE,
+        rule                TEXT NOT NULL,
+        trigger_instance_id TEXT NOT NULL,
+        trigger_type        TEXT NOT NULL,
+        matched             INTEGER NOT NULL,
+        execution_id        TEXT,
+        error               TEXT,
+        created_at          REAL NOT NULL   -- epoch seconds
+    )
+    """,
+    "CREATE INDEX rule_enforcement_by_rule ON rule_enforcement (rule, num)",
+    "CREATE INDEX rule_enforcement_by_instance ON rule_enforcement (trigger_instance_id)",
+    # Per-rule state that outlives the process: a timer's last nominal fire time, an enable override.
+    """
+    CREATE TABLE rule_state (
+        rule  TEXT NOT NULL,
+        key   TEXT NOT NULL,
+        value TEXT NOT NULL,                -- JSON
+        PRIMARY KEY (rule, key)
+    )
+    """,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "executions, task runs, items, definitions", _V1),
+    Migration(2, "rule enforcements and rule state", _V2),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 TABLES = (
@@ -123,6 +153,8 @@ TABLES = (
     "workflow_execution",
     "workflow_task_execution",
     "workflow_task_item",
+    "rule_enforcement",
+    "rule_state",
 )
 
 

@@ -21,9 +21,11 @@ from attune_actors.templates.renderer import Renderer, is_template
 from attune_actors.templates.sandbox import RenderContext, TemplateEnvironment
 from attune_actors.templates.scope import (
     FAILED_STATUSES,
+    NOT_RUN,
     KeyValueStore,
     KVView,
     Scope,
+    TaskViews,
     build_context,
     run_functions,
 )
@@ -35,12 +37,14 @@ __all__ = [
     "MAX_RANGE",
     "MAX_SIZE",
     "MAX_WIDTH",
+    "NOT_RUN",
     "KVView",
     "KeyValueStore",
     "RenderContext",
     "Renderer",
     "ResourceLimitError",
     "Scope",
+    "TaskViews",
     "TemplateEnvironment",
     "build_context",
     "is_template",

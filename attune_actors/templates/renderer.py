@@ -192,6 +192,10 @@ def _native(value: Any, *, deep: bool, env: TemplateEnvironment) -> Any:
             value = str(value)  # Markup and other str subclasses
         elif isinstance(value, _LIST_LIKE):
             value = list(value)
+        elif isinstance(value, Mapping):  # an engine view (`{{ task.a }}`) becomes plain data
+            value = dict(value)
+        elif callable(value):  # `{{ result().items }}` with no such key: a method, never data
+            raise TypeError("the template renders to a function, not a value")
     if deep:
         check_built(env, value, "the value built by the template")
     return value

@@ -6,8 +6,9 @@
   `joiner` are removed (nothing in a workflow needs them).
 - Strict undefined: using an undefined value is an error (the renderer names the missing path).
 - Keys win over attributes on mappings: `parameters.items` is the parameter named `items`, never the
-  dict method; attributes are looked up only when the key is missing, and only safe ones. On
-  mappings other than dicts (a `Scope`, an engine view) only the read-only Mapping methods
+  dict method. A context `Scope` shows keys only: a name it lacks is undefined, never a method
+  (SPEC 7). On other mappings, attributes are looked up only when the key is missing, and only
+  safe ones; on mappings other than dicts (an engine view) only the read-only Mapping methods
   `get`, `items`, `keys`, `values` are reachable that way, never other attributes.
 - Resource guards: `range` is budgeted per render (`MAX_RANGE` items over all calls), `*` `**` `%`
   are intercepted to refuse huge repetitions, powers and format widths, `str` padding/join/replace
@@ -333,16 +334,21 @@ class TemplateEnvironment(ImmutableSandboxedEnvironment):
         return self.binop_table[operator](left, right)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
-        """Keys first on mappings; then (safe) attributes; else undefined."""
+        """Keys only on scopes; keys first on mappings, then (safe) attributes; else undefined."""
         tp = type(obj)
+        if tp is Scope:
+            try:
+                return obj._data[attribute]
+            except KeyError:
+                return self.undefined(obj=obj, name=attribute)
         if tp is dict:
             try:
                 return obj[attribute]
             except KeyError:
                 pass
-        elif tp is Scope or isinstance(obj, Mapping):
+        elif isinstance(obj, Mapping):
             try:
-                return obj._data[attribute] if tp is Scope else obj[attribute]
+                return obj[attribute]
             except (KeyError, TypeError):
                 pass
             if attribute not in _MAPPING_METHODS:
@@ -352,6 +358,15 @@ class TemplateEnvironment(ImmutableSandboxedEnvironment):
         elif isinstance(obj, Undefined):
             obj._fail_with_undefined_error()  # `nope.x` names `nope`, whatever `x` is
         return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        """`scope['name']` is a key or undefined (Jinja would fall back to an attribute)."""
+        if type(obj) is Scope:
+            try:
+                return obj._data[argument]
+            except (KeyError, TypeError):
+                return self.undefined(obj=obj, name=argument)
+        return super().getitem(obj, argument)
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         if not isinstance(value, types.MethodType | types.BuiltinMethodType):

@@ -7,36 +7,51 @@ The engine builds one context per render batch without copying its state:
                         kv=KVView.of(datastore), **run_functions(status, result, error))
 
 `Scope` is a read-only view over a mapping (no copy; later changes to the mapping show through).
-In templates, attribute access on any mapping (a `Scope` or a plain dict inside one) returns the
-key first: `parameters.items`, `vars.keys`, `task.get` and `result.items` name data, never the dict
-methods; that rule lives in the environment's `getattr`, so nested plain dicts follow it too.
+In templates a scope has keys only (SPEC 7, Lookup): `parameters.items`, `vars.keys` and `task.get`
+name the parameter, variable or task, and a name that is not there is undefined, never a method.
+Plain dicts inside a scope (results, nested parameters) show their key first too, and fall back to
+their read-only methods (`result().items()`) only when no such key exists. Both rules live in the
+environment's `getattr`/`getitem`.
+
+`TaskViews` is what `task` wraps: task name -> the latest run's view, where a task of the workflow
+that has not run (yet) shows `NOT_RUN` (all fields null, `attempts` 0).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from types import MappingProxyType
 from typing import Any, Protocol
+
+from attune_actors.statuses import ABANDONED, FAILED, SUCCEEDED, TIMEOUT
 
 __all__ = [
     "FAILED_STATUSES",
+    "NOT_RUN",
     "KVView",
     "KeyValueStore",
     "Scope",
+    "TaskViews",
     "build_context",
     "run_functions",
 ]
 
-#: Statuses for which `failed()` is true (SPEC 2: `failed()` is true for `failed` and `timeout`).
-FAILED_STATUSES = frozenset(("failed", "timeout"))
+#: Statuses for which `failed()` is true (SPEC 7, Handled failure).
+FAILED_STATUSES: frozenset[str] = frozenset((FAILED, TIMEOUT, ABANDONED))
+
+#: `task.<name>` for a task of the workflow that has not run (yet).
+NOT_RUN: Mapping[str, Any] = MappingProxyType(
+    {"status": None, "result": None, "error": None, "attempts": 0, "started_at": None, "ended_at": None}
+)
 
 
 class Scope(Mapping[str, Any]):
-    """A read-only, no-copy view over a mapping; in templates its keys win over its methods.
+    """A read-only, no-copy view over a mapping; in templates it shows its keys and nothing else.
 
-    Keys first is a template rule (`{{ vars.items }}` is the variable `items`), applied by the
-    environment's `getattr`. In Python a Scope is a plain `Mapping`: `scope["items"]` is the key,
-    `scope.items()` the method, and there is no attribute access to keys (so type checkers still
-    catch typos).
+    Keys only is a template rule (`{{ vars.items }}` is the variable `items`, or undefined), applied
+    by the environment's `getattr`. In Python a Scope is a plain `Mapping`: `scope["items"]` is the
+    key, `scope.items()` the method, and there is no attribute access to keys (so type checkers
+    still catch typos).
     """
 
     __slots__ = ("_data",)
@@ -68,6 +83,25 @@ class Scope(Mapping[str, Any]):
     def to_dict(self) -> dict[str, Any]:
         """A shallow copy as a plain dict (what a template gets for `{{ vars }}`)."""
         return dict(self._data)
+
+
+class TaskViews(dict[str, Any]):
+    """Task name -> view of its latest run; a task of the workflow that has not run reads `NOT_RUN`.
+
+    A dict, so the lookups of runs that exist stay C-speed; `get` and `in` see only runs. `find`
+    tells whether a name is a task of the workflow (anything but None), asked only on a miss.
+    """
+
+    __slots__ = ("_find",)
+
+    def __init__(self, find: Callable[[str], object] | Collection[str]) -> None:
+        super().__init__()
+        self._find = find if callable(find) else frozenset(find).__contains__
+
+    def __missing__(self, key: str) -> Any:
+        if self._find(key) not in (None, False):
+            return NOT_RUN
+        raise KeyError(key)
 
 
 class KeyValueStore(Protocol):
@@ -117,13 +151,13 @@ class _RunOutcome:
         self._error = error
 
     def succeeded(self) -> bool:
-        return self._status == "succeeded"
+        return self._status == SUCCEEDED
 
     def failed(self) -> bool:
         return self._status in FAILED_STATUSES
 
     def timed_out(self) -> bool:
-        return self._status == "timeout"
+        return self._status == TIMEOUT
 
     def result(self) -> Any:
         return self._result
@@ -136,7 +170,7 @@ def run_functions(status: str, result: Any = None, error: Any = None) -> dict[st
     """`succeeded()`, `failed()`, `timed_out()`, `result()`, `error()` of one ended run.
 
     `status` is the run's status string (`Execution.status` values compare equal to them);
-    `failed()` is true for `failed` and `timeout`, `timed_out()` only for `timeout`.
+    `failed()` is true for `failed`, `timeout` and `abandoned`, `timed_out()` only for `timeout`.
     """
     outcome = _RunOutcome(str(status), result, error)
     return {

@@ -135,6 +135,7 @@ class WorkflowTest:
             store=self._store,
             transport=self._transport,
             clock=self.clock,
+            rules=False,  # a rehearsal runs its workflow only: no trigger events, timers or sensors
         )
         try:
             await engine.start()

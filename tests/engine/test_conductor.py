@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from attune_actors.engine.commands import Dispatch, Finished, SetTimer, StopRun
+from attune_actors.engine.commands import Dispatch, Finished, SetTimer, StopRun, TimerKey, TimerKind
 from attune_actors.engine.conductor import Conductor
 from attune_actors.spec.graph import TaskGraph
 from attune_actors.spec.packs import load_packs, load_workflow_text
@@ -53,7 +53,7 @@ def test_start_dispatches_start_tasks_and_arms_the_workflow_timeout() -> None:
     """)
     cmds = c.start(now=100.0)
     assert dispatches(cmds) == [("e1.1", "a", None, 1), ("e1.2", "b", None, 1)]
-    assert timers(cmds) == [(("timeout",), 130.0)]
+    assert timers(cmds) == [(TimerKey(TimerKind.TIMEOUT), 130.0)]
     assert c.status == "running"
 
 
@@ -106,7 +106,7 @@ def test_retry_backoff_deadlines(backoff: str, expected: list[float]) -> None:
     for attempt in range(1, 5):
         cmds = c.on_attempt_ended("e1.1", None, attempt, "failed", None, "boom", now=now)
         [(key, at)] = timers(cmds)
-        assert key == ("retry", "e1.1", None)
+        assert key == TimerKey(TimerKind.RETRY, "e1.1")
         delays.append(at - now)
         cmds = c.on_timer(key, now=at)
         assert dispatches(cmds) == [("e1.1", "a", None, attempt + 1)]
@@ -182,3 +182,127 @@ def test_system_timestamp_is_the_time_of_the_event_being_handled() -> None:
     assert first.input == {"at": "1970-01-01T00:00:00.500Z"}
     assert second.input == {"at": "1970-01-01T00:01:00.250Z"}
     assert "timestamp" not in c.header()["system"]
+
+
+def finished(cmds: list[Any]) -> list[Finished]:
+    return [x for x in cmds if isinstance(x, Finished)]
+
+
+def test_an_abandoned_run_counts_as_failed_for_transitions_and_retries() -> None:
+    c = conductor("""
+        tasks:
+          - name: a
+            action: core.noop
+            retry: {count: 1, when: "{{ failed() }}"}
+            on_failure: cleanup
+          - {name: cleanup, action: core.echo, input: {why: "{{ task.a.status }}"}}
+    """)
+    c.start(now=0.0)
+    retried = c.on_attempt_ended("e1.1", None, 1, "abandoned", None, "worker w1 vanished", now=1.0)
+    assert dispatches(retried) == [("e1.1", "a", None, 2)]
+    cmds = c.on_attempt_ended("e1.1", None, 2, "abandoned", None, "worker w2 vanished", now=2.0)
+    [d] = [x for x in cmds if isinstance(x, Dispatch)]
+    assert (d.task, d.input) == ("cleanup", {"why": "abandoned"})
+    assert finished(c.on_attempt_ended("e1.2", None, 1, "succeeded", None, None, now=3.0)) == [
+        Finished("succeeded")
+    ]
+    assert c.runs["e1.1"].status == "abandoned"
+
+
+def test_do_retry_is_never_applied_to_a_succeeded_run() -> None:
+    c = conductor("""
+        tasks:
+          - {name: a, action: core.noop, next: [{do: [retry, b]}]}
+          - {name: b, action: core.noop}
+    """)
+    c.start(now=0.0)
+    assert dispatches(c.on_attempt_ended("e1.1", None, 1, "succeeded", None, None, now=1.0)) == [
+        ("e1.2", "b", None, 1)
+    ]
+    assert c.runs["e1.1"].attempts == 1
+
+
+def test_a_run_reopened_by_do_retry_ends_once() -> None:
+    c = conductor("""
+        tasks:
+          - {name: a, action: core.noop, next: [{when: "{{ failed() }}", do: retry}]}
+    """)
+    c.start(now=0.0)
+    cmds = c.on_attempt_ended("e1.1", None, 1, "failed", None, "x", now=1.0)
+    assert [type(x).__name__ for x in cmds] == ["Dispatch"]  # no RunEnded before the next attempt
+    cmds = c.on_attempt_ended("e1.1", None, 2, "succeeded", None, None, now=2.0)
+    assert [type(x).__name__ for x in cmds] == ["RunEnded", "Finished"]
+
+
+def test_waiting_on_an_inquiry_is_pending_and_answering_it_runs_again() -> None:
+    c = conductor("""
+        tasks:
+          - {name: ask, action: core.inquiry, input: {prompt: "ok?", schema: {type: boolean}}, on_success: b}
+          - {name: slow, action: core.noop}
+          - {name: b, action: core.noop}
+    """)
+    c.start(now=0.0)
+    assert c.status == "running"  # `slow` is in flight
+    c.on_attempt_ended("e1.2", None, 1, "succeeded", None, None, now=1.0)
+    assert (c.status, c.runs["e1.1"].status) == ("pending", "pending")
+    assert dispatches(c.answer_inquiry("e1.1", "e1.1-q1", True, now=2.0)) == [("e1.3", "b", None, 1)]
+    assert c.status == "running"
+    c.pause(now=3.0)
+    assert c.status == "pausing"
+
+
+def test_abort_ends_the_execution_failed_and_stops_what_is_in_flight() -> None:
+    c = conductor("""
+        tasks:
+          - {name: a, action: core.noop, on_success: b}
+          - {name: b, action: core.noop}
+          - {name: ask, action: core.inquiry, input: {prompt: "ok?", schema: {type: boolean}}}
+    """)
+    c.start(now=0.0)
+    c.vars["odd"] = {1, 2}  # not plain data: what made the store fail
+    cmds = c.abort("internal error: RuntimeError: boom", now=5.0)
+    assert [type(x).__name__ for x in cmds] == [
+        "StopRun",
+        "RunEnded",
+        "CloseInquiry",
+        "RunEnded",
+        "Finished",
+    ]
+    assert (c.status, c.error) == ("failed", {"message": "internal error: RuntimeError: boom", "task": None})
+    assert [r.status for r in c.runs.values()] == ["canceled", "canceled"]
+    assert c.vars["odd"] == "<set value>"
+    runs, _ = c.take_dirty()
+    assert {r.id for r in runs} == set(c.runs)  # everything is saved again
+    assert c.abort("again", now=6.0) == []
+    assert c.on_attempt_ended("e1.1", None, 1, "succeeded", None, None, now=7.0) == []
+
+
+def test_snapshots_from_before_typed_keys_and_counted_joins_restore() -> None:
+    yaml_text = """
+        tasks:
+          - {name: s, action: core.noop, on_success: [a, b]}
+          - {name: a, action: core.noop, on_success: j}
+          - name: b
+            action: core.noop
+            retry: {count: 1, delay: 5}
+            on_success: j
+          - {name: j, action: core.noop, join: all}
+    """
+    first = conductor(yaml_text)
+    first.start(now=0.0)
+    first.on_attempt_ended("e1.1", None, 1, "succeeded", None, None, now=1.0)
+    first.on_attempt_ended("e1.2", None, 1, "succeeded", None, None, now=2.0)
+    first.on_attempt_ended("e1.3", None, 1, "failed", None, "x", now=3.0)
+    runs, items = first.take_dirty()
+    header = first.header()
+    assert header["barriers"] == {"j": [{"a": 1}, False]}
+    assert header["timers"] == [[["retry", "e1.3", None], 8.0]]
+    header["barriers"] = {"j": [["a"], False]}  # the form older snapshots hold
+    second = conductor(yaml_text)
+    second.restore(header, [r.to_record() for r in runs], [(r, i, it.to_record()) for r, i, it in items])
+    [timer] = [x for x in second.recovery_commands(now=4.0) if isinstance(x, SetTimer)]
+    assert timer == SetTimer(TimerKey(TimerKind.RETRY, "e1.3"), 8.0)
+    assert dispatches(second.on_timer(timer.key, now=8.0)) == [("e1.3", "b", None, 2)]
+    assert dispatches(second.on_attempt_ended("e1.3", None, 2, "succeeded", None, None, now=9.0)) == [
+        ("e1.4", "j", None, 1)
+    ]

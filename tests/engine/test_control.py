@@ -363,8 +363,9 @@ async def test_two_parallel_inquiries_each_resume_the_workflow(workflow, engine_
     while len(await engine.inquiries(execution_id=execution.id)) < 2:
         await next_event(events, lambda e: e["type"] == "inquiry")
     by_task = {i["task"]: i["id"] for i in await engine.inquiries(execution_id=execution.id)}
+    assert (await engine.get(execution.id)).status == "pending"
     await engine.respond(by_task["finance"], "ok-fin")
-    assert (await engine.get(execution.id)).status == "running"
+    assert (await engine.get(execution.id)).status == "pending"  # still waiting for security
     await engine.respond(by_task["security"], "ok-sec")
     final = await engine.wait(execution.id, timeout=10)
     events.close()

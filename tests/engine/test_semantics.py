@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import execution_reaches
 
 from attune_actors import Engine, ParameterError
 
@@ -293,16 +294,27 @@ async def test_join_n_runs_once_on_the_nth_arrival(workflow, engine_factory) -> 
         "join1",
         """
         tasks:
-          - {name: start, action: core.noop, on_success: [fast, slow]}
+          - {name: start, action: core.noop, on_success: [fast, gate]}
           - {name: fast, action: core.noop, on_success: first}
-          - {name: slow, action: testpack.wait, input: {seconds: 0.1}, on_success: first}
+          - name: gate
+            action: core.inquiry
+            input: {prompt: "go?", schema: {type: boolean}}
+            on_success: first
           - {name: first, action: core.noop, join: 1}
     """,
     )
-    final = await run(await engine_factory(), ref)
+    engine = await engine_factory()
+    execution = await engine.execute(ref)
+    # `first` runs on the first arrival, while the other branch still waits for its answer.
+    await execution_reaches(
+        engine, execution.id, lambda e: any(t.name == "first" and t.status == "succeeded" for t in e.tasks)
+    )
+    [inquiry] = await engine.inquiries(execution_id=execution.id)
+    await engine.respond(inquiry["id"], True)
+    final = await engine.wait(execution.id, timeout=10)
     assert final.status == "succeeded"
     assert names(final).count("first") == 1
-    assert final.task("first").started_at <= final.task("slow").ended_at
+    assert final.task("first").started_at <= final.task("gate").ended_at
 
 
 async def test_without_join_each_transition_starts_its_own_run(workflow, engine_factory) -> None:

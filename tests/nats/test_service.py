@@ -223,7 +223,7 @@ async def test_inquiries_list_and_respond(workflow: Any, serve: ApiFactory) -> N
     ref = workflow("inq", INQUIRY)
     api = await serve()
     execution = await api.ok("executions.create", {"ref": ref})
-    await wait_status(api, execution["id"], "running")
+    await wait_status(api, execution["id"], "pending")  # waiting on the inquiry
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 10
     while not (found := (await api.ok("inquiries.list", {"execution_id": execution["id"]}))["inquiries"]):

@@ -80,12 +80,27 @@ def test_the_example_packs_load_with_workflows_rules_and_sensors() -> None:
     assert deploy.name == "deploy"
     assert [a.ref for a in catalog.workflows("examples")][:2] == ["examples.decision", "examples.deploy"]
     assert all(a.is_workflow for a in catalog.workflows())
-    (rule,) = pack.rules
-    assert rule["name"] == "on_push"
-    assert rule["action"] == "examples.deploy"
-    assert rule["file"].endswith("rules/on_push.yaml")
+    rules = {r.ref: r for r in pack.rules}
+    assert set(rules) == {
+        "examples.on_push",
+        "examples.release_webhook",
+        "examples.nightly",
+        "examples.on_disk_full",
+    }
+    push = rules["examples.on_push"]
+    assert (push.trigger_type, push.trigger_parameters, push.action) == (
+        "core.nats",
+        {"subject": "git.push"},
+        "examples.deploy",
+    )
+    assert push.criteria[0] == ("trigger.payload.branch", "equals", "main")
+    assert push.file.endswith("rules/on_push.yaml")
     (sensor,) = pack.sensors
-    assert (sensor["type"], sensor["parameters"]) == ("interval", {"seconds": 60})
+    assert (sensor.ref, sensor.class_name, [t.ref for t in sensor.trigger_types]) == (
+        "examples.disk",
+        "DiskSensor",
+        ["examples.disk_usage"],
+    )
 
 
 def test_unknown_refs_name_the_closest() -> None:
@@ -409,25 +424,51 @@ def test_workflow_ref_taken_by_an_action_or_another_workflow(tmp_path: Path) -> 
 # -- rules and sensors ------------------------------------------------------------------------------
 
 
-def test_rules_and_sensors_are_kept_and_their_keys_checked(tmp_path: Path) -> None:
+def test_rules_and_sensors_are_checked_with_located_errors(tmp_path: Path) -> None:
     make_pack(
         tmp_path,
         "p",
         {
-            "rules/ok.yaml": "name: ok\ntrigger: p.push\naction: core.noop\nparameters: {x: 1}\n",
-            "rules/bad.yaml": "name: bad\ntriger: p.push\naction: core.noop\n",
-            "sensors/tick.yaml": "name: tick\ntype: interval\ntrigger: p.tick\nparameters: {seconds: 5}\n",
-            "sensors/odd.yaml": "name: odd\ntype: cron\ntrigger: p.tick\n",
+            "workflows/job.yaml": "parameters: {n: {type: integer, required: true}}\n"
+            "tasks: [{name: a, action: core.noop}]\n",
+            "rules/ok.yaml": "trigger: {type: core.webhook, parameters: {name: go}}\naction: p.job\n"
+            "parameters: {n: '{{ trigger.payload.n }}'}\n",
+            "rules/bad.yaml": "triger: x\naction: p.job\n",
+            "rules/ops.yaml": "trigger: {type: core.nats, parameters: {subject: a.b}}\n"
+            "criteria:\n  trigger.payload.x: {equal: 1}\n  trigger.payload.y: {regex: '(['}\n"
+            "  payload.z: {exists: true}\naction: p.job\nparameters: {n: 1}\n",
+            "rules/refs.yaml": "trigger: {type: core.webhok, parameters: {name: x}}\naction: p.jobb\n",
+            "rules/params.yaml": "trigger: {type: core.interval, parameters: {seconds: 0}}\naction: p.job\n"
+            "parameters: {n: 'x', m: 1, k: '{{ parameters.n }}'}\n",
+            "rules/cron.yaml": "trigger: {type: core.cron, parameters: {expression: '61 * * * *', "
+            "timezone: Mars/Base}}\naction: p.job\nparameters: {n: 2}\n",
+            "sensors/odd.yaml": "name: odd\nentry_point: nothere.py\nclass_name: X\ntrigger_types: [t]\n",
         },
     )
-    pack, _ = load_pack(tmp_path / "p")
-    assert pack is not None
-    assert sorted(r["name"] for r in pack.rules) == ["bad", "ok"]
-    assert sorted(s["name"] for s in pack.sensors) == ["odd", "tick"]
     assert problem_lines(tmp_path) == [
-        "p/rules/bad.yaml:1:1: rule needs 'trigger'",
-        "p/rules/bad.yaml:2:1: unknown key 'triger' in rule (did you mean 'trigger'?)",
-        "p/sensors/odd.yaml:2:1: sensor 'type' must be one of timer, interval, nats, webhook, got 'cron'",
+        "p/rules/bad.yaml:1:1: unknown key 'triger' in rule (did you mean 'trigger'?)",
+        "p/rules/bad.yaml:1:1: rule 'p.bad' needs 'trigger' ({type, parameters})",
+        "p/rules/cron.yaml:1:41: rule 'p.cron': core.cron 'expression' is not a valid cron expression: "
+        "'61 * * * *'",
+        "p/rules/cron.yaml:1:67: rule 'p.cron': core.cron 'timezone' is not a known time zone: 'Mars/Base'",
+        "p/rules/ops.yaml:3:23: rule 'p.ops': criteria 'trigger.payload.x': unknown operator 'equal' "
+        "(did you mean 'equals'?); one of equals, nequals, lt, lte, gt, gte, contains, ncontains, "
+        "startswith, endswith, regex, exists, nexists, in, nin",
+        "p/rules/ops.yaml:4:23: rule 'p.ops': criteria 'trigger.payload.y': bad regex '([': "
+        "unterminated character set at position 1",
+        "p/rules/ops.yaml:5:3: rule 'p.ops': criteria key 'payload.z' must be a path into the trigger "
+        "instance (trigger.payload.<key>, trigger.subject, ...)",
+        "p/rules/params.yaml:1:45: rule 'p.params': core.interval 'seconds' must be a number of seconds "
+        "above 0, got 0",
+        "p/rules/params.yaml:3:14: rule 'p.params': parameter 'n' must be of type integer, got string 'x'",
+        "p/rules/params.yaml:3:22: rule 'p.params': unknown parameter 'm' of p.job",
+        "p/rules/params.yaml:3:28: rule 'p.params': unknown parameter 'k' of p.job",
+        "p/rules/params.yaml:3:28: rule 'p.params': parameters.k: unknown name parameters "
+        "(a rule's templates see trigger.* and pack.config.*)",
+        "p/rules/refs.yaml:1:11: rule 'p.refs': unknown trigger type 'core.webhok' "
+        "(did you mean 'core.webhook'?)",
+        "p/rules/refs.yaml:2:1: rule 'p.refs': unknown action 'p.jobb' (did you mean 'p.job'?)",
+        "p/sensors/odd.yaml:2:1: sensor 'p.odd': entry point 'nothere.py' not found in p/sensors",
     ]
 
 

@@ -530,23 +530,24 @@ def test_schema_version_and_indexes(db: Path) -> None:
         assert "USING INDEX" in plan
 
 
-async def test_a_v2_migration_applies_on_top_of_v1(db: Path) -> None:
+async def test_a_later_migration_applies_on_top_of_the_current_one(db: Path) -> None:
     """The migration structure: a later version runs once, in order, keeping the data."""
     store = SQLiteStore(db)
     store.save("a", header("a"), [], [])
     await store.close()
-    v2 = migrations.Migration(2, "a note per execution",
+    nxt = migrations.SCHEMA_VERSION + 1
+    v2 = migrations.Migration(nxt, "a note per execution",
                               ["ALTER TABLE workflow_execution ADD COLUMN note TEXT"],
                               lambda conn: conn.execute("UPDATE workflow_execution SET note = 'v2'"))
     conn = sqlite3.connect(db, isolation_level=None)
     try:
-        assert migrations.migrate(conn, db, (*migrations.MIGRATIONS, v2)) == 2
-        assert migrations.migrate(conn, db, (*migrations.MIGRATIONS, v2)) == 2  # idempotent
+        assert migrations.migrate(conn, db, (*migrations.MIGRATIONS, v2)) == nxt
+        assert migrations.migrate(conn, db, (*migrations.MIGRATIONS, v2)) == nxt  # idempotent
         assert conn.execute("SELECT id, note FROM workflow_execution").fetchall() == [("a", "v2")]
-        assert migrations.stored_version(conn, db) == 2
+        assert migrations.stored_version(conn, db) == nxt
     finally:
         conn.close()
-    with pytest.raises(StoreError, match="schema version 2"):  # this program only knows v1
+    with pytest.raises(StoreError, match=f"schema version {nxt}"):  # this program does not know it
         SQLiteStore(db)
 
 
