@@ -76,6 +76,7 @@ class Runtime:
         self._graphs: dict[int, tuple[WorkflowSpec, TaskGraph]] = {}
         self.executions = ExecutionIndex()
         self.inquiries = Inquiries(self.executions, events, masker)
+        self.owner: str | None = None  # the token of this process on a shared data dir (store.owners)
 
     # -- building executions -------------------------------------------------------------------
 
@@ -247,6 +248,8 @@ class Runtime:
         """
         mask = self.masker.mask
         header = conductor.header()
+        if self.owner is not None:
+            header["owner"] = self.owner
         for key in ("vars", "output", "error"):
             header[key] = mask(header[key])
         secret_names = conductor.secret_parameters
@@ -321,8 +324,23 @@ def document_from_snapshot(snap: Snapshot) -> dict[str, Any]:
         "started_at": iso(h["started_at"]),
         "ended_at": iso(h["ended_at"]),
         "parent_id": h["parent_id"],
+        "rerun_of": h.get("rerun_of"),
         "tasks": [r.document() for r in sorted(runs.values(), key=lambda r: r.seq)],
     }
 
 
-__all__ = ["InquiryRecord", "Runtime", "document_from_snapshot"]
+def rerun_snapshot(snap: Snapshot, execution_id: str, now: float) -> Snapshot:
+    """A new execution `execution_id` that starts as the ended `snap` was: same runs and results.
+
+    Its conductor's `rerun` then runs again what is to be run again; the original is untouched.
+    """
+    h = dict(snap.header)
+    h["rerun_of"] = h["id"]
+    h["id"] = execution_id
+    h["system"] = {**h["system"], "execution_id": execution_id, "workflow_execution_id": execution_id}
+    h["started_at"] = h["created_at"] = now
+    h["ended_at"] = None
+    return Snapshot(h, dict(snap.runs), dict(snap.items))
+
+
+__all__ = ["InquiryRecord", "Runtime", "document_from_snapshot", "rerun_snapshot"]

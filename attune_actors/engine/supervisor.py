@@ -90,6 +90,7 @@ class WorkflowSupervisor(AsyncioActor):
         self._last_status = conductor.status
         self._emitted: dict[str, tuple[str, int]] = {}  # run id -> (status, attempts) last published
         self._done = False
+        self._new_attempts = False  # recovered embedded: attempts in flight died with the engine
         self._store_failed: StoreError | None = None  # the first failed save: the execution fails
         self._obs = ExecutionObserver(
             runtime, conductor, parent.trace if parent is not None else None, self._flush_progress_at
@@ -167,7 +168,12 @@ class WorkflowSupervisor(AsyncioActor):
             cmds = c.rerun(tasks, now, reset_items=message.reset_items)
         elif isinstance(message, Start):
             self._obs.started(message.recovered)
-            cmds = c.recovery_commands(now) if message.recovered else c.start(now)
+            self._new_attempts = message.new_attempts
+            cmds = (
+                c.recovery_commands(now, new_attempts=message.new_attempts)
+                if message.recovered
+                else c.start(now)
+            )
         elif message is FLUSH_PROGRESS:
             self._obs.flush_progress()
             return None
@@ -382,7 +388,7 @@ class WorkflowSupervisor(AsyncioActor):
             return
         ref = self.spawn(WorkflowSupervisor, self._rt, conductor, link)
         self._rt.executions.add(conductor.id, ref, parent_id=self._c.id)
-        ref.tell(Start(recovered=recovered))
+        ref.tell(Start(recovered=recovered, new_attempts=recovered and self._new_attempts))
 
     def _report_end(self) -> None:
         self._done = True

@@ -81,6 +81,10 @@ class Store(abc.ABC):
     def unfinished(self) -> list[str]:
         """Ids of executions whose snapshot is not terminal (to resume after a restart)."""
 
+    def ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        """Up to `limit` execution ids that start with `prefix` (ids may be abbreviated)."""
+        return [h["id"] for h in self.headers() if h["id"].startswith(prefix)][:limit]
+
     # The definition each execution started with (kept by content digest, shared by executions).
     @abc.abstractmethod
     def put_source(self, digest: str, pack: str, source: str) -> None: ...
@@ -99,6 +103,21 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def definitions(self) -> list[tuple[str, str, str]]:
         """Every stored (ref, pack, source)."""
+
+
+def resolve_id(store: Store, prefix: str) -> str:
+    """The one execution id starting with `prefix`; NotFoundError, or ParameterError if several do."""
+    from attune_actors.errors import NotFoundError, ParameterError
+
+    prefix = prefix.strip()
+    if not prefix:
+        raise ParameterError("an execution id is needed")
+    found = store.ids_with_prefix(prefix, 2)
+    if prefix in found or len(found) == 1:
+        return prefix if prefix in found else found[0]
+    if not found:
+        raise NotFoundError(f"no execution '{prefix}'")
+    raise ParameterError(f"'{prefix}' names more than one execution; give more of its id")
 
 
 class EncodedSnapshot:
@@ -208,6 +227,9 @@ class MemoryStore(Store):
         if limit is not None:
             found = found[:limit]
         return [decode(s.header) for s in found]
+
+    def ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        return [k for k in self._snapshots if k.startswith(prefix)][:limit]
 
     def unfinished(self) -> list[str]:
         return [k for k, s in self._snapshots.items() if s.status not in TERMINAL]

@@ -673,6 +673,22 @@ class SQLiteStore(Store):
                 del rows[limit:]
         return [decode(blob) for _, _, blob in rows]
 
+    def ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        with self._lock:
+            pending = self._pending_execs_locked()
+        found = sorted(eid for eid in pending if eid.startswith(prefix))[:limit]
+        # Ids are lowercase hex: the range [prefix, prefix + "~") holds exactly those it starts.
+        rows = self._read(
+            lambda c: c.execute(
+                "SELECT id FROM workflow_execution WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+                (prefix, prefix + "~", limit),
+            ).fetchall()
+        )
+        for (eid,) in rows:
+            if eid not in found and eid.startswith(prefix):
+                found.append(eid)
+        return found[:limit]
+
     def unfinished(self) -> list[str]:
         with self._lock:
             pending = self._pending_execs_locked()

@@ -209,8 +209,9 @@ async def test_rerun_a_canceled_execution(workflow: Any, serve: ApiFactory) -> N
     await api.ok("executions.cancel", {"id": execution["id"], "force": True})
     await wait_status(api, execution["id"], "canceled")
     rerun = await api.ok("executions.rerun", {"id": execution["id"], "tasks": ["slow"]})
-    assert rerun["id"] == execution["id"]
-    final = await api.engine.wait(execution["id"], timeout=10)
+    assert rerun["id"] != execution["id"]
+    assert rerun["rerun_of"] == execution["id"]
+    final = await api.engine.wait(rerun["id"], timeout=10)
     assert final.status == "succeeded"
     still_running = await api.ok("executions.create", {"ref": ref})
     error = await api.error("executions.rerun", {"id": still_running["id"]})
