@@ -14,7 +14,7 @@ import os
 import sys
 
 from attune_actors import __version__
-from attune_actors.cli import catalog, executions, inquiries, run, testing
+from attune_actors.cli import catalog, enforcements, executions, inquiries, run, testing
 from attune_actors.cli.catalog import located, validate_paths
 from attune_actors.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, short
 from attune_actors.errors import AttuneError, ValidationError
@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     executions.register(sub)
     inquiries.register(sub)
     catalog.register(sub)
+    enforcements.register(sub)
     testing.register(sub)
     from attune_actors.kv import command as kv_command
     from attune_actors.nats import serve, worker  # they import nats lazily

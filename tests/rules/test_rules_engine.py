@@ -6,7 +6,9 @@ Timers and sensor backoff run on the engine's clock, here a `VirtualClock` the t
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -181,3 +183,21 @@ async def test_a_crashing_sensor_is_restarted_with_backoff(tmp_path: Path) -> No
         clock.advance(2)
         assert await tags(e) == ["tick 3"]
         assert (await sensor())["status"] == "running"
+
+
+async def test_enforcements_list_on_the_command_line_shows_what_each_rule_did(tmp_path: Path) -> None:
+    async with engine(tmp_path, "rt") as e:
+        started = await post_webhook(e, "hook", {"n": 2})
+        skipped = await e.emit("core.webhook", {"n": 1}, name="hook")
+        await tags(e)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "attune_actors.cli", "enforcements", "list", "--json",
+        "--data-dir", str(tmp_path / "data"), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    records = {r["trigger_instance_id"]: r for r in json.loads(out)}
+    assert records[started]["rule"] == "rt.on_hook"
+    assert records[started]["matched"] is True
+    assert records[started]["execution_id"]
+    assert (records[skipped]["matched"], records[skipped]["execution_id"]) == (False, None)
