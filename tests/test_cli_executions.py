@@ -46,7 +46,7 @@ def eventually(what: str, probe: Callable[[], Any]) -> Any:
         if value:
             return value
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)  # noqa: sleep-ok - polling another process's state with a deadline
+        time.sleep(0.05)  # deliberate: polling another process's state with a deadline
 
 
 def listed(cwd: Path, data: Path) -> list[dict[str, Any]]:

@@ -156,7 +156,7 @@ async def test_second_cancel_during_cleanup_still_kills(tmp_path: Path) -> None:
     await eventually(lambda: read_pids(pids) is not None)
     (shell,) = read_pids(pids) or []
     task.cancel()
-    await asyncio.sleep(0)  # let the first cancellation reach the runner  # noqa: sleep-ok - one loop turn
+    await asyncio.sleep(0)  # let the first cancellation reach the runner  # deliberate: one loop turn
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -282,7 +282,7 @@ async def test_commands_do_not_outlive_an_engine_killed_outright(
     (actions / "napper.py").write_text(
         "import os, time\n\ndef run(pidfile):\n"
         "    open(pidfile, 'w').write(f'{os.getpid()}\\n')\n"
-        "    time.sleep(60)\n"  # noqa: sleep-ok - what the killed engine leaves running
+        "    time.sleep(60)\n"  # deliberate: what the killed engine leaves running
     )
     (actions / "napper.yaml").write_text(
         "name: napper\nrunner_type: python\nentry_point: napper.py\n"

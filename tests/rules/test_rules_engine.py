@@ -43,7 +43,7 @@ async def until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
                 value = await value
             if value:
                 return value
-            await asyncio.sleep(POLL)  # noqa: sleep-ok - polling with a deadline
+            await asyncio.sleep(POLL)  # deliberate: polling with a deadline
 
 
 def engine(tmp_path: Path, *packs: str, clock: VirtualClock | None = None) -> Engine:
@@ -136,7 +136,7 @@ async def test_an_interval_rule_fires_once_per_period_and_survives_a_restart(tmp
         # 5 s into the next period: nothing fires
         await timer_in(clock, 10)
         clock.advance(5)
-        await asyncio.sleep(0.05)  # noqa: sleep-ok - giving a wrongly woken timer time to fire
+        await asyncio.sleep(0.05)  # deliberate: giving a wrongly woken timer time to fire
         assert len(await e.enforcements()) == 3
     # Restarted 30 s later (within catchup): the one missed fire is made up once, the rest skipped.
     clock.advance(30)
@@ -148,7 +148,7 @@ async def test_an_interval_rule_fires_once_per_period_and_survives_a_restart(tmp
         await timer_in(clock, 5)  # restarted at +65 s: the next period is +70 s
         await e.disable_rule("rt.every")  # stops at once: the next period fires nothing
         clock.advance(10)
-        await asyncio.sleep(0.05)  # noqa: sleep-ok - giving a stopped timer time to misfire
+        await asyncio.sleep(0.05)  # deliberate: giving a stopped timer time to misfire
         assert len(await e.enforcements()) == 4
         assert len(await tags(e, 4)) == 4
 
@@ -174,7 +174,7 @@ async def test_a_crashing_sensor_is_restarted_with_backoff(tmp_path: Path) -> No
         assert (state["status"], state["restarts"]) == ("backoff", 1)
         assert "flaky sensor fails poll 1" in state["last_error"]
         clock.advance(0.9)
-        await asyncio.sleep(0.05)  # noqa: sleep-ok - a sensor polled before its backoff would show here
+        await asyncio.sleep(0.05)  # deliberate: a sensor polled before its backoff would show here
         assert (tmp_path / "polls").read_text() == "1"
         clock.advance(0.1)
         await until(lambda: (tmp_path / "polls").read_text() == "2")
