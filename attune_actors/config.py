@@ -21,6 +21,7 @@ from typing import Any
 
 from attune_actors import logctx
 from attune_actors.errors import ConfigError, Location
+from attune_actors.observability.jsonlog import JSON_FORMAT, JsonFormatter
 from attune_actors.spec.suggest import unknown_key
 from attune_actors.spec.yamlsrc import YMap, load_yaml
 
@@ -109,6 +110,7 @@ class HttpSettings:
 @dataclass(frozen=True)
 class LoggingSettings:
     level: str = "INFO"
+    # a `logging` format string, or `json`: one JSON object per line (observability/jsonlog.py)
     format: str = "%(asctime)s %(levelname)s %(name)s [%(execution_id)s %(task)s] %(message)s"
 
 
@@ -370,10 +372,14 @@ def configure_logging(settings: Settings) -> None:
     level = logging.getLevelName(settings.logging.level.upper())
     if not isinstance(level, int):
         raise ConfigError(f"logging.level {settings.logging.level!r} is not a logging level")
-    logging.basicConfig(level=level, format=settings.logging.format, stream=sys.stderr)
+    json_lines = settings.logging.format == JSON_FORMAT
+    line_format = logging.BASIC_FORMAT if json_lines else settings.logging.format
+    logging.basicConfig(level=level, format=line_format, stream=sys.stderr)
     # basicConfig does nothing when the root logger already has handlers; the level still applies.
     root = logging.getLogger()
     root.setLevel(level)
     # Records name the execution and task they are about (see attune_actors.logctx).
     for handler in root.handlers:
         logctx.install(handler)
+        if json_lines:  # `logging.format: json`: one JSON object per line
+            handler.setFormatter(JsonFormatter())

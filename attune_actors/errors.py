@@ -106,6 +106,12 @@ class EngineClosedError(AttuneError):
     """The engine was used before `start()` or after `close()`."""
 
 
+class ConflictError(ParameterError):
+    """The request conflicts with the execution's state: another live process runs it, it is still
+    running (rerun), or it has ended (control). A subclass of ParameterError, so front ends that do
+    not map it yet answer as for invalid input."""
+
+
 # Stable error codes of every front end (NATS control service, HTTP API) -> their HTTP status (on NATS,
 # the `Nats-Service-Error-Code` header). docs/distributed.md and docs/http.md list them.
 ERROR_STATUS: dict[str, int] = {

@@ -10,13 +10,26 @@ actions' own alike. `install` also puts the masking filter on the handler: every
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from contextvars import ContextVar
 
 from attune_actors.kv.masking import ProcessMaskingFilter
 
 execution_id: ContextVar[str | None] = ContextVar("attune_execution_id", default=None)
 task: ContextVar[str | None] = ContextVar("attune_task", default=None)
+
+
+@contextlib.contextmanager
+def about(execution: str | None, task_name: str | None) -> Iterator[None]:
+    """Records logged (and asyncio tasks started) within are about this execution and task."""
+    tokens = execution_id.set(execution), task.set(task_name)
+    try:
+        yield
+    finally:
+        task.reset(tokens[1])
+        execution_id.reset(tokens[0])
 
 
 class ContextFilter(logging.Filter):

@@ -101,8 +101,5 @@ class Progress:
         self._drawn = len(lines)
 
     def done(self, execution: Execution) -> None:
+        """The last update; the command prints the outcome (status, output or error) itself."""
         self.update(execution)
-        if execution.error:
-            self.stream.write(f"error: {execution.error.get('message')}\n")
-        self.stream.write(f"{execution.ref}: {execution.status.value}\n")
-        self.stream.flush()

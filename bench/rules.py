@@ -65,7 +65,7 @@ async def until_acknowledged(js: Any, n: int) -> None:
     execution started (the consumer acknowledges only then)."""
     stream = stream_name("bench")
     while (await js.consumer_info(stream, durable_name("bench", "bench.ev"))).ack_floor.consumer_seq < n:  # noqa: ASYNC110
-        await asyncio.sleep(0.005)  # noqa: sleep-ok - polling the bench's end condition
+        await asyncio.sleep(0.005)  # deliberate: polling the bench's end condition
 
 
 async def throughput(n: int, url: str, root: Path, packs: Path) -> dict[str, float]:
@@ -80,7 +80,7 @@ async def throughput(n: int, url: str, root: Path, packs: Path) -> dict[str, flo
                 while not any(  # noqa: ASYNC110 - polling the consumer's readiness
                     t["status"] == "running" for t in await engine.list_triggers() if t["type"] == "core.nats"
                 ):
-                    await asyncio.sleep(0.01)  # noqa: sleep-ok - waiting for the consumer
+                    await asyncio.sleep(0.01)  # deliberate: waiting for the consumer
                 nc = await nats.connect(url)
                 js = nc.jetstream()
                 start = time.perf_counter()
@@ -155,7 +155,7 @@ async def main() -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        await asyncio.sleep(0.5)  # noqa: sleep-ok - server start-up
+        await asyncio.sleep(0.5)  # deliberate: server start-up
         ev = await evaluation(make_pack(root / "many", 1000), rounds)
         tp = await throughput(n, f"nats://127.0.0.1:{port}", root, make_pack(root / "one", 0))
     finally:

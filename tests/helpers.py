@@ -2,7 +2,7 @@
 
 The one place tests poll. Prefer awaiting an event (`execution_reaches`); poll, with a deadline,
 only what sends no event (a file another process writes, a subprocess exiting, a store counter).
-Every other sleep in tests/ needs a `# noqa: sleep-ok` marker saying why (tests/test_sleeps.py).
+Every other sleep in tests/ needs a `# deliberate: why` marker saying why (tests/test_sleeps.py).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ async def eventually(
             return value  # type: ignore[return-value]
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-        await asyncio.sleep(interval)  # noqa: sleep-ok - polling with a deadline
+        await asyncio.sleep(interval)  # deliberate: polling with a deadline
 
 
 async def execution_reaches(engine: Engine, execution_id: str, check: Any, timeout: float = 10) -> None:

@@ -26,6 +26,7 @@ EXECUTION_KEYS = {
     "started_at",
     "ended_at",
     "parent_id",
+    "rerun_of",
     "tasks",
 }
 TASK_KEYS = {
@@ -256,7 +257,8 @@ def test_run_of_a_valid_workflow_beside_an_invalid_one(packs: Path, tmp_path: Pa
     write(packs / "t" / "workflows" / "ok.yaml", "tasks:\n  - {name: a, action: core.noop}\n")
     proc = cli("run", "t.ok", "--packs", packs, "--data-dir", tmp_path / "data", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "t.w" in proc.stderr  # one warning names the workflow that will not run
+    assert "t.w" not in proc.stderr  # not this run's business: `validate` says what is wrong there
+    assert "retyr" not in proc.stderr
 
 
 # -- run: parameters -------------------------------------------------------------------------------
@@ -438,13 +440,15 @@ def test_run_answers_an_inquiry(tmp_path: Path) -> None:
     assert approval["inquiry_id"]
 
 
-def test_run_without_json_prints_nothing_on_stdout(tmp_path: Path) -> None:
+def test_run_without_json_ends_with_the_status_and_output(tmp_path: Path) -> None:
     proc = cli(
         "run", "examples.sequential", "--packs", EXAMPLES, "--data-dir", tmp_path / "data", cwd=tmp_path
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == ""
-    assert "succeeded" in proc.stderr  # progress goes to stderr
+    first, *rest = proc.stdout.splitlines()
+    assert re.fullmatch(r"examples\.sequential [0-9a-f]{12}: succeeded", first)
+    assert json.loads("\n".join(rest))["image"] == "registry.example.test/shop:1.0.0"
+    assert "task3" in proc.stderr  # progress goes to stderr
 
 
 def test_no_command_prints_help(tmp_path: Path) -> None:

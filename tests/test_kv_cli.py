@@ -143,7 +143,7 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
 def test_an_unusable_data_dir_is_a_one_line_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a directory")
     result = kv(tmp_path, "--data-dir", "file", "set", "k", "v", ok=2)
-    assert result.stderr.startswith("error: cannot open the datastore")
+    assert result.stderr.splitlines() == ["error: cannot use the data dir file: it is not a folder"]
 
 
 def test_reading_does_not_create_a_data_dir(tmp_path: Path) -> None:

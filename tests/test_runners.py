@@ -115,7 +115,7 @@ async def test_async_action_is_awaited_in_a_worker(pack: Pack, python_runner: Py
         import asyncio, os
 
         async def run(name):
-            await asyncio.sleep(0)  # noqa: sleep-ok - one loop turn, so it really is a coroutine
+            await asyncio.sleep(0)  # deliberate: one loop turn, so it really is a coroutine
             return {"greeting": f"hello {name}", "pid": os.getpid()}
     """)
     result = await python_runner.run(pack.action("hello.py"), {"name": "bob"}, context())
@@ -335,7 +335,7 @@ async def test_cancelling_an_async_action_runs_its_cleanup(
         async def run(started, marker):
             Path(started).touch()
             try:
-                await asyncio.sleep(30)  # noqa: sleep-ok - the action the test cancels
+                await asyncio.sleep(30)  # deliberate: the action the test cancels
             finally:
                 Path(marker).touch()
     """)
@@ -360,7 +360,7 @@ async def test_cancelling_an_action_that_swallows_it_still_cancels(
         async def run(started):
             Path(started).touch()
             try:
-                await asyncio.sleep(30)  # noqa: sleep-ok - the action the test cancels
+                await asyncio.sleep(30)  # deliberate: the action the test cancels
             except asyncio.CancelledError:
                 return "ignored"
     """)
@@ -384,7 +384,7 @@ async def test_cancelling_a_sync_action_stops_its_process(
         def run(pidfile, marker):
             Path(pidfile).write_text(f"{os.getpid()}\\n")
             try:
-                time.sleep(30)  # noqa: sleep-ok - the action the test cancels
+                time.sleep(30)  # deliberate: the action the test cancels
             finally:
                 Path(marker).touch()
             return 1
@@ -416,7 +416,7 @@ async def test_a_timed_out_sync_action_is_gone_within_the_kill_grace(
         def run(pidfile):
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # it will take SIGKILL
             Path(pidfile).write_text(f"{os.getpid()}\\n")
-            time.sleep(30)  # noqa: sleep-ok - the action the test times out
+            time.sleep(30)  # deliberate: the action the test times out
     """)
     runner = PythonRunner(workers=1, kill_grace=0.5)
     try:
@@ -518,11 +518,11 @@ BARRIER = """
             if len(os.listdir(folder)) >= n:
                 return {"i": i, "pid": os.getpid()}
             try:
-                await asyncio.sleep(0.01)  # noqa: sleep-ok - polling with a deadline
+                await asyncio.sleep(0.01)  # deliberate: polling with a deadline
             except asyncio.CancelledError:
                 if not stubborn:
                     raise
-                await asyncio.sleep(30)  # noqa: sleep-ok - ignores its cancellation
+                await asyncio.sleep(30)  # deliberate: ignores its cancellation
         raise RuntimeError(f"only {len(os.listdir(folder))} of {n} runs were in flight at once")
 """
 
@@ -656,7 +656,7 @@ async def test_many_sleeps_run_concurrently() -> None:
 
 async def test_sleep_is_cancellable() -> None:
     task = asyncio.create_task(SleepRunner().run(action("sleep"), {"seconds": 30}, context()))
-    await asyncio.sleep(0)  # noqa: sleep-ok - let the task start, so the cancel hits the sleep
+    await asyncio.sleep(0)  # deliberate: let the task start, so the cancel hits the sleep
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -716,7 +716,7 @@ async def test_engine_timeout_stops_a_sleeping_sync_action(
 
         def run(pidfile):
             Path(pidfile).write_text(f"{os.getpid()}\\n")
-            time.sleep(30)  # noqa: sleep-ok - the action the engine times out
+            time.sleep(30)  # deliberate: the action the engine times out
     """))
     (actions / "sleeper.yaml").write_text(textwrap.dedent("""
         name: sleeper

@@ -79,7 +79,7 @@ class Server:
                         for _ in range(1000):
                             self.wfile.write(b"x")
                             self.wfile.flush()
-                            time.sleep(0.2)  # noqa: sleep-ok - the slow server under test
+                            time.sleep(0.2)  # deliberate: the slow server under test
                     except OSError:
                         pass
                 elif url.path == "/big":  # no Content-Length: only reading tells the size
@@ -237,7 +237,7 @@ async def test_body_is_read_up_to_the_limit_then_the_run_fails(server: Server) -
         deadline = time.monotonic() + 10
         while not server.big_cut:  # we hung up: the server could not send its 100 MB
             assert time.monotonic() < deadline
-            await asyncio.sleep(0.01)  # noqa: sleep-ok - polling with a deadline
+            await asyncio.sleep(0.01)  # deliberate: polling with a deadline
     async with RunnerSet(limits=RunnerLimits(http_max_body_bytes=1000)) as runners:
         with pytest.raises(ActionError, match=r"the response body is 5000 bytes, which exceeds "
                                               r"limits.http_max_body_bytes \(1000\)"):
@@ -249,7 +249,7 @@ async def test_cancel_in_flight(server: Server, runner: HttpRunner) -> None:
     deadline = asyncio.get_running_loop().time() + 10
     while not server.slow_started.is_set():
         assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.01)  # noqa: sleep-ok - polling with a deadline
+        await asyncio.sleep(0.01)  # deliberate: polling with a deadline
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

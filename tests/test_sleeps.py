@@ -1,6 +1,6 @@
 """Tests wait for events or poll with a deadline; a sleep must say why it is not waiting for state.
 
-Enforces the `# noqa: sleep-ok - reason` marker: every `asyncio.sleep(` or `time.sleep(` in a test
+Enforces the `# deliberate: reason` marker: every `asyncio.sleep(` or `time.sleep(` in a test
 module carries it on the same line. Action code in test packs (folders named `*packs`) is exempt:
 sleeping is what those actions are for.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
 SLEEP = re.compile(r"\b(?:asyncio|time)\.sleep\(")
-MARKER = "# noqa: sleep-ok"
+MARKER = "# deliberate:"
 
 
 def test_every_sleep_in_tests_is_marked_with_a_reason() -> None:
@@ -24,7 +24,7 @@ def test_every_sleep_in_tests_is_marked_with_a_reason() -> None:
             code = line.split("#", 1)[0]
             if SLEEP.search(code) and MARKER not in line:
                 unmarked.append(f"{path.relative_to(TESTS.parent)}:{number}: {line.strip()}")
-    assert not unmarked, "sleeps without a `# noqa: sleep-ok - reason` marker:\n" + "\n".join(unmarked)
+    assert not unmarked, "sleeps without a `# deliberate: reason` marker:\n" + "\n".join(unmarked)
 
 
 def test_the_scan_sees_an_unmarked_sleep() -> None:

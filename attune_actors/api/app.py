@@ -16,7 +16,7 @@ from attune_actors import __version__, console
 from attune_actors.api import docs, errors
 from attune_actors.api.auth import Tokens
 from attune_actors.api.guard import Guard
-from attune_actors.api.routes import executions, inquiries, rules, system, workflows
+from attune_actors.api.routes import executions, inquiries, metrics, rules, system, workflows
 from attune_actors.api.sse import EventStreams
 from attune_actors.config import Settings
 from attune_actors.engine.engine import Engine
@@ -51,6 +51,7 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(docs.router)
+    app.include_router(metrics.router)  # at the root, where Prometheus looks by default
     app.mount(docs.ASSETS_URL, docs.assets())
     app.include_router(console.router)
     app.mount(console.ASSETS_URL, console.assets())

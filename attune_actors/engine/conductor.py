@@ -154,6 +154,7 @@ class Conductor:
         self.parent_run = parent_run  # (run id, attempt) of the parent's task this execution serves
         self.definition = definition  # digest of the workflow source this execution runs
         self.created_at = created_at
+        self.rerun_of: str | None = None  # the execution this one re-runs
         self.spec = spec
         self.graph = graph
         self._actions = actions
@@ -445,6 +446,18 @@ class Conductor:
         self._progress()
         return self._flush()
 
+    def _cause(self, run: TaskRun) -> str:
+        """`, after task 'x' failed: why`: the failure that led to a `fail` command (the run's own,
+        else the latest handled failure before it), or nothing when none did."""
+        failed = (FAILED, TIMEOUT, ABANDONED)
+        cause = run if run.status in failed else None
+        if cause is None:
+            earlier = [r for r in self.runs.values() if r.seq < run.seq and r.status in failed and r.handled]
+            cause = earlier[-1] if earlier else None
+        if cause is None:
+            return ""
+        return f", after task '{cause.task}' {cause.status}: {cause.error or 'no error message'}"
+
     def _carry_items(self, run: TaskRun) -> None:
         """A rerun with_items run keeps the items its predecessor completed."""
         old = self._carried.pop(run.task, None)
@@ -483,6 +496,7 @@ class Conductor:
             "ended_at": self.ended_at,
             "parent_id": self.parent_id,
             "parent_run": list(self.parent_run) if self.parent_run else None,
+            "rerun_of": self.rerun_of,
             "definition": self.definition,
             "created_at": self.created_at,
             "system": dict(self.system),
@@ -505,6 +519,7 @@ class Conductor:
     ) -> None:
         """Rebuild state from snapshot records (the inverse of header/take_dirty)."""
         self.status = header["status"]
+        self.rerun_of = header.get("rerun_of")
         self.vars.update(header["vars"])
         self.output, self.error = header["output"], header["error"]
         self.started_at, self.ended_at = header["started_at"], header["ended_at"]
@@ -545,13 +560,15 @@ class Conductor:
                         run.error = f"item {bad}: {run.item_runs[bad].error}"
                         run.next_item = len(run.item_runs)
 
-    def recovery_commands(self, now: float) -> list[Command]:
+    def recovery_commands(self, now: float, *, new_attempts: bool = False) -> list[Command]:
         """After `restore`: re-arm timers and re-issue what was in flight when the engine stopped.
 
         Attempts whose outcome was not recorded go out again with the same run id and attempt, so
-        actions and workers can deduplicate; an attempt whose outcome was recorded is terminal in
-        the records and is never dispatched again. Nested workflows are resumed (or started, if
-        the child had not saved anything yet) and pending inquiries are opened again.
+        actions and workers can deduplicate, or, with `new_attempts` (the attempts died with the
+        engine that ran them), as the next attempt, counted in `attempts`. An attempt whose
+        outcome was recorded is terminal in the records and is never dispatched again. Nested
+        workflows are resumed (or started, if the child had not saved anything yet) and pending
+        inquiries are opened again.
         """
         if self.started_at is None:
             return self.start(now)  # accepted, then stopped before its first step: start it now
@@ -566,6 +583,9 @@ class Conductor:
             if run.item_runs is not None:
                 for idx, item in enumerate(run.item_runs):
                     if item.status == RUNNING and item.input is not None:
+                        if new_attempts:
+                            item.attempts += 1
+                            self._touch(run, idx)
                         self._out.append(
                             Dispatch(
                                 run.id,
@@ -584,6 +604,9 @@ class Conductor:
             if run.status == RUNNING and run.child_id is not None:
                 self._out.append(StartChild(run.id, run.task, run.attempts, run.child_id, action, run.input))
             elif run.status == RUNNING:
+                if new_attempts:
+                    run.attempts += 1
+                    self._touch(run)
                 self._out.append(
                     Dispatch(run.id, run.task, None, run.attempts, action, run.input, run.deadline)
                 )
@@ -607,6 +630,7 @@ class Conductor:
             "started_at": iso(self.started_at),
             "ended_at": iso(self.ended_at),
             "parent_id": self.parent_id,
+            "rerun_of": self.rerun_of,
             "tasks": [run.document() for run in self.runs.values()],
         }
         return mask(doc) if mask is not None else doc
@@ -1023,7 +1047,7 @@ class Conductor:
                 self._arrive(task.name, target)
         # `fail` last, as Orquesta does: the tasks it is sent with (a cleanup) run all the same.
         if "fail" in targets:
-            self._fail(f"task '{task.name}' ran the fail command", task.name)
+            self._fail(f"task '{task.name}' ran the fail command{self._cause(run)}", task.name)
         if failed and not run.handled:
             self._fail(f"task '{task.name}' {run.status}: {run.error or 'no error message'}", task.name)
 

@@ -31,6 +31,7 @@ class Subscription:
     def _offer(self, event: Event) -> None:
         if len(self._buffer) >= self._maxsize:
             self._missed += 1
+            self._bus.dropped += 1
             return
         if self._missed:
             self._buffer.append({"type": "gap", "missed": self._missed})
@@ -75,11 +76,15 @@ class EventBus:
     def __init__(self, maxsize: int = 1000) -> None:
         self._maxsize = maxsize
         self._subscriptions: set[Subscription] = set()
+        self.dropped = 0  # events some subscriber missed (for metrics)
 
     @property
     def active(self) -> bool:
         """Whether anyone listens (publishers skip building events otherwise)."""
         return bool(self._subscriptions)
+
+    def subscribers(self) -> int:
+        return len(self._subscriptions)
 
     def unread(self) -> bool:
         """Some subscriber has events it has not read yet."""

@@ -73,6 +73,7 @@ class Execution:
     ended_at: str | None = None
     parent_id: str | None = None
     tasks: list[TaskRunInfo] = field(default_factory=list)
+    rerun_of: str | None = None
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Execution:
@@ -87,6 +88,7 @@ class Execution:
             ended_at=doc.get("ended_at"),
             parent_id=doc.get("parent_id"),
             tasks=[TaskRunInfo.from_dict(t) for t in doc.get("tasks") or ()],
+            rerun_of=doc.get("rerun_of"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,6 +103,7 @@ class Execution:
             "started_at": self.started_at,
             "ended_at": self.ended_at,
             "parent_id": self.parent_id,
+            "rerun_of": self.rerun_of,
             "tasks": [t.to_dict() for t in self.tasks],
         }
 

@@ -16,9 +16,14 @@ from attune_actors.transport.base import ActionRun
 
 @dataclass(frozen=True, slots=True)
 class Start:
-    """Begin the execution (or, after a restart, resume it from its snapshot)."""
+    """Begin the execution (or, after a restart, resume it from its snapshot).
+
+    `new_attempts`: action attempts in flight when the engine stopped died with it (embedded
+    runners), so they go out again as new attempts rather than as the same ones.
+    """
 
     recovered: bool = False
+    new_attempts: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,8 @@ from attune_actors.engine.task import AttemptsInFlight
 from attune_actors.errors import NotFoundError, StoreError
 from attune_actors.kv import Masker
 from attune_actors.kv.secrets import Cipher
+from attune_actors.observability.metrics import EngineMetrics
+from attune_actors.observability.tracing import Tracing
 from attune_actors.spec.graph import TaskGraph
 from attune_actors.spec.model import ActionSpec, WorkflowSpec
 from attune_actors.spec.packs import Catalog, load_workflow_text
@@ -55,6 +57,8 @@ class Runtime:
         cipher: Cipher,
         clock: Clock | None = None,
         new_id: Callable[[], str] | None = None,
+        metrics: EngineMetrics | None = None,
+        tracing: Tracing | None = None,
         limits: LimitSettings | None = None,
     ) -> None:
         self.catalog = catalog
@@ -70,11 +74,14 @@ class Runtime:
         self.cipher = cipher
         self.clock: Clock = clock or RealClock()
         self.attempts = AttemptsInFlight()
+        self.metrics = metrics if metrics is not None else EngineMetrics()
+        self.tracing = tracing  # None: tracing is off (observability.tracing)
         self.limits = limits or LimitSettings()  # what each conductor enforces per execution
         self._specs: dict[str, WorkflowSpec] = {}  # definition digest -> spec
         self._graphs: dict[int, tuple[WorkflowSpec, TaskGraph]] = {}
         self.executions = ExecutionIndex()
         self.inquiries = Inquiries(self.executions, events, masker)
+        self.owner: str | None = None  # the token of this process on a shared data dir (store.owners)
 
     # -- building executions -------------------------------------------------------------------
 
@@ -246,6 +253,8 @@ class Runtime:
         """
         mask = self.masker.mask
         header = conductor.header()
+        if self.owner is not None:
+            header["owner"] = self.owner
         for key in ("vars", "output", "error"):
             header[key] = mask(header[key])
         secret_names = conductor.secret_parameters
@@ -320,8 +329,23 @@ def document_from_snapshot(snap: Snapshot) -> dict[str, Any]:
         "started_at": iso(h["started_at"]),
         "ended_at": iso(h["ended_at"]),
         "parent_id": h["parent_id"],
+        "rerun_of": h.get("rerun_of"),
         "tasks": [r.document() for r in sorted(runs.values(), key=lambda r: r.seq)],
     }
 
 
-__all__ = ["InquiryRecord", "Runtime", "document_from_snapshot"]
+def rerun_snapshot(snap: Snapshot, execution_id: str, now: float) -> Snapshot:
+    """A new execution `execution_id` that starts as the ended `snap` was: same runs and results.
+
+    Its conductor's `rerun` then runs again what is to be run again; the original is untouched.
+    """
+    h = dict(snap.header)
+    h["rerun_of"] = h["id"]
+    h["id"] = execution_id
+    h["system"] = {**h["system"], "execution_id": execution_id, "workflow_execution_id": execution_id}
+    h["started_at"] = h["created_at"] = now
+    h["ended_at"] = None
+    return Snapshot(h, dict(snap.runs), dict(snap.items))
+
+
+__all__ = ["InquiryRecord", "Runtime", "document_from_snapshot", "rerun_snapshot"]

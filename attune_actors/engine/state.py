@@ -229,7 +229,10 @@ class TaskRun(Mapping[str, Any]):
             "status": self.status,
             "result": self.result,
             "error": self.error,
-            "attempts": self.attempts,
+            # A with_items run's attempts are its items': it shows the most any item took.
+            "attempts": self.attempts
+            if self.item_runs is None
+            else max((it.attempts for it in self.item_runs), default=0),
             "started_at": iso(self.started_at),
             "ended_at": iso(self.ended_at),
             "items": None

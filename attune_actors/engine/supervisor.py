@@ -44,9 +44,11 @@ from attune_actors.engine.messages import (
     Start,
     TimerFired,
 )
+from attune_actors.engine.observer import FLUSH_PROGRESS, ExecutionObserver
 from attune_actors.engine.state import iso
 from attune_actors.engine.task import TaskActor
 from attune_actors.errors import AttuneError, StoreError
+from attune_actors.observability.tracing import Carrier
 from attune_actors.statuses import FAILED, PAUSED, PENDING, RUNNING, TERMINAL
 from attune_actors.transport.base import ActionRun
 
@@ -61,12 +63,13 @@ _IDLE_TASK_ACTORS = 4  # released task actors a supervisor keeps for its next ru
 class ParentLink:
     """Where a nested execution reports its end: the parent supervisor and the run it serves."""
 
-    __slots__ = ("attempt", "ref", "run_id")
+    __slots__ = ("attempt", "ref", "run_id", "trace")
 
-    def __init__(self, ref: ActorRef[Any], run_id: str, attempt: int) -> None:
+    def __init__(self, ref: ActorRef[Any], run_id: str, attempt: int, trace: Carrier | None = None) -> None:
         self.ref = ref
         self.run_id = run_id
         self.attempt = attempt
+        self.trace = trace  # the trace context of the run's span: the nested execution's span is its child
 
 
 class WorkflowSupervisor(AsyncioActor):
@@ -87,7 +90,11 @@ class WorkflowSupervisor(AsyncioActor):
         self._last_status = conductor.status
         self._emitted: dict[str, tuple[str, int]] = {}  # run id -> (status, attempts) last published
         self._done = False
+        self._new_attempts = False  # recovered embedded: attempts in flight died with the engine
         self._store_failed: StoreError | None = None  # the first failed save: the execution fails
+        self._obs = ExecutionObserver(
+            runtime, conductor, parent.trace if parent is not None else None, self._flush_progress_at
+        )
 
     @property
     def execution_id(self) -> str:
@@ -130,6 +137,7 @@ class WorkflowSupervisor(AsyncioActor):
         now = self._clock.now()
         c = self._c
         if isinstance(message, AttemptEnded):
+            self._obs.attempt_ended(message)
             cmds = c.on_attempt_ended(
                 message.run_id,
                 message.item,
@@ -159,7 +167,16 @@ class WorkflowSupervisor(AsyncioActor):
             tasks = list(message.tasks) if message.tasks is not None else None
             cmds = c.rerun(tasks, now, reset_items=message.reset_items)
         elif isinstance(message, Start):
-            cmds = c.recovery_commands(now) if message.recovered else c.start(now)
+            self._obs.started(message.recovered)
+            self._new_attempts = message.new_attempts
+            cmds = (
+                c.recovery_commands(now, new_attempts=message.new_attempts)
+                if message.recovered
+                else c.start(now)
+            )
+        elif message is FLUSH_PROGRESS:
+            self._obs.flush_progress()
+            return None
         else:
             return super().on_receive(message)
         self._carry_out(cmds)
@@ -190,6 +207,8 @@ class WorkflowSupervisor(AsyncioActor):
         return Directive.STOP
 
     def on_stop(self) -> None:
+        if not self._done:
+            self._obs.stopped()
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
@@ -211,11 +230,13 @@ class WorkflowSupervisor(AsyncioActor):
                         cmd.action.ref,
                         cmd.input,
                         cmd.deadline,
+                        self._obs.trace_of(cmd.run_id),
                     )
                 )
             elif isinstance(cmd, SetTimer):
                 self._set_timer(cmd.key, cmd.at)
             elif isinstance(cmd, RunEnded):
+                self._obs.run_ended(cmd.run_id)
                 self._end_task_actor(cmd.run_id, batches)
             elif isinstance(cmd, StopRun):
                 ref = self._tasks.get(cmd.run_id)
@@ -230,17 +251,18 @@ class WorkflowSupervisor(AsyncioActor):
             elif isinstance(cmd, CloseInquiry):
                 self._rt.inquiries.close(cmd.inquiry_id, cmd.status)
             elif isinstance(cmd, Finished):
+                self._obs.finished(cmd.status)
                 finished = cmd
         for run_id, runs in batches.items():
             ref = self._tasks.get(run_id)
             if ref is None:
                 ref = self._tasks[run_id] = self._task_actor()
             ref.tell(DispatchAttempts(tuple(runs)))
-        self._after_step()
+        self._after_step(cmds)
         if finished is not None:
             self._report_end()
 
-    def _after_step(self) -> None:
+    def _after_step(self, cmds: list[Command]) -> None:
         """Snapshot the step, publish its status changes, tell a parent we paused or resumed."""
         c = self._c
         runs, items = c.take_dirty()
@@ -251,7 +273,9 @@ class WorkflowSupervisor(AsyncioActor):
             if not self._store_failed:  # the store logs the failure; the execution fails, once
                 self._store_failed = store_failure = exc
         changed = c.status != self._last_status
-        if self._rt.events.active:
+        active = self._rt.events.active
+        self._obs.after_step(cmds, items, active)  # retries, abandons, item progress
+        if active:
             root = self._rt.executions.root_of(c.id)
             # A workflow's own change frames its tasks': `running` before them, an end after them.
             if changed and c.status not in TERMINAL:
@@ -316,6 +340,9 @@ class WorkflowSupervisor(AsyncioActor):
             return self._idle.pop()
         return self.spawn(TaskActor, self.actor_ref, self._rt.transport, self._rt.attempts)
 
+    def _flush_progress_at(self, at: float) -> None:
+        self._clock.call_at(at, self._tell_self, FLUSH_PROGRESS)
+
     def _set_timer(self, key: TimerKey, at: float) -> None:
         old = self._timers.pop(key, None)
         if old is not None:
@@ -323,14 +350,17 @@ class WorkflowSupervisor(AsyncioActor):
         self._timers[key] = self._clock.call_at(at, self._fire, key)
 
     def _fire(self, key: TimerKey) -> None:
+        self._tell_self(TimerFired(key))
+
+    def _tell_self(self, message: Any) -> None:
         try:
-            self.actor_ref.tell(TimerFired(key))
+            self.actor_ref.tell(message)
         except ActorDeadError:
             pass
 
     def _start_child(self, cmd: StartChild) -> None:
         """Start the nested execution of a run's attempt, or pick it up again after a restart."""
-        link = ParentLink(self.actor_ref, cmd.run_id, cmd.attempt)
+        link = ParentLink(self.actor_ref, cmd.run_id, cmd.attempt, self._obs.trace_of(cmd.run_id))
         recovered = False
         snap = self._rt.store.load(cmd.child_id)
         try:
@@ -358,7 +388,7 @@ class WorkflowSupervisor(AsyncioActor):
             return
         ref = self.spawn(WorkflowSupervisor, self._rt, conductor, link)
         self._rt.executions.add(conductor.id, ref, parent_id=self._c.id)
-        ref.tell(Start(recovered=recovered))
+        ref.tell(Start(recovered=recovered, new_attempts=recovered and self._new_attempts))
 
     def _report_end(self) -> None:
         self._done = True

@@ -117,7 +117,9 @@ def _reports_errors(command: _Command) -> _Command:
 
 
 def _store(args: argparse.Namespace) -> KVStore:
-    return KVStore(args.data_dir / DB_FILE_NAME, key_file=args.key_file)
+    from attune_actors.store.datadir import prepare_data_dir
+
+    return KVStore(prepare_data_dir(args.data_dir) / DB_FILE_NAME, key_file=args.key_file)
 
 
 def _require_store(args: argparse.Namespace) -> None:

@@ -65,6 +65,10 @@ class Cipher:
     def __repr__(self) -> str:
         return f"Cipher(source={self.source!r})"
 
+    def has_key(self) -> bool:
+        """Whether the key exists already (configured, or its file is there)."""
+        return self._fernet is not None or self._key_file.exists()
+
     def encrypt(self, plaintext: bytes) -> str:
         """The Fernet token (ASCII) of `plaintext`; creates the key file if it is the first need."""
         return self._get().encrypt(plaintext).decode("ascii")

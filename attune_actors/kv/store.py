@@ -103,6 +103,38 @@ class KVStore:
         )
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = _connect(self.path)
+        try:
+            self.check_key(decrypt=False)
+        except StoreError:
+            self.close()
+            raise
+
+    def check_key(self, *, decrypt: bool = True) -> None:
+        """Refuse a secret key that is missing, or (with `decrypt`) cannot read, the secrets stored.
+
+        Without this, a lost key file would be silently replaced by a new key on the first
+        secret written, and every older secret would be unreadable from then on. Opening a store
+        checks that the key exists; an engine checks that it fits, before it starts.
+        """
+        rows, _ = self._execute("SELECT key, value FROM kv WHERE secret = 1 ORDER BY key LIMIT 1")
+        if not rows:
+            return
+        count = self._execute("SELECT count(*) FROM kv WHERE secret = 1")[0][0][0]
+        held = f"the datastore {self.path} holds {count} encrypted secret(s)"
+        if not self._cipher.has_key():
+            raise StoreError(
+                f"{held} but {self._cipher.source} is missing: restore it from your backup "
+                "(or configure secret_key); a new key could not read them"
+            )
+        if not decrypt:
+            return
+        try:
+            self._cipher.decrypt(rows[0][1], what=f"secret {rows[0][0]!r}")
+        except StoreError:
+            raise StoreError(
+                f"{held} that {self._cipher.source} cannot decrypt: restore the key they were "
+                "written with from your backup"
+            ) from None
 
     def __repr__(self) -> str:
         return f"KVStore({str(self.path)!r})"

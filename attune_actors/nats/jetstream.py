@@ -136,6 +136,7 @@ class _Out:
     on_done: DoneCallback
     token: str
     created: float  # monotonic
+    headers: dict[str, str] | None = None  # sent with the message, besides Nats-Msg-Id
     sent: float = 0.0  # monotonic; 0 while never sent
     tries: int = 0
     queued: bool = False
@@ -195,9 +196,16 @@ class Publisher:
         """Until every message published so far is stored (or refused)."""
         await self._idle.wait()
 
-    def publish(self, subject: str, payload: bytes, msg_id: str, on_done: DoneCallback) -> None:
+    def publish(
+        self,
+        subject: str,
+        payload: bytes,
+        msg_id: str,
+        on_done: DoneCallback,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self._seq += 1
-        out = _Out(subject, payload, msg_id, on_done, str(self._seq), time.monotonic())
+        out = _Out(subject, payload, msg_id, on_done, str(self._seq), time.monotonic(), headers)
         self._inflight[out.token] = out
         self._idle.clear()
         self._enqueue(out)
@@ -239,7 +247,8 @@ class Publisher:
                 try:
                     await nc.publish(
                         out.subject, out.payload, reply=f"{self._inbox}.{out.token}",
-                        headers={MSG_ID: out.msg_id},
+                        headers={MSG_ID: out.msg_id} if out.headers is None
+                        else {**out.headers, MSG_ID: out.msg_id},
                     )
                 except Exception as exc:  # buffer full while reconnecting, closed: the sweep re-sends
                     log.debug("publish to %s failed (%s); will retry", out.subject, describe(exc))

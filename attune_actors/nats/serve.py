@@ -69,6 +69,7 @@ from attune_actors.nats.sidecar import Heartbeat, Sidecar
 from attune_actors.nats.store import NatsStore
 from attune_actors.nats.subjects import Subjects
 from attune_actors.nats.transport import NatsTransport
+from attune_actors.observability.metrics import listen_address, serve_metrics
 from attune_actors.spec.model import ActionSpec
 
 if TYPE_CHECKING:
@@ -145,6 +146,12 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help="also serve the HTTP API there; without --nats, on an embedded engine (no NATS needed)",
     )
+    p.add_argument(
+        "--metrics-port",
+        metavar="[HOST:]PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (host default 127.0.0.1); "
+        "with --http they are at /metrics there too",
+    )
     p.set_defaults(func=run)
 
 
@@ -154,7 +161,13 @@ def run(args: argparse.Namespace) -> int:
         settings = serve_settings(args)
         configure_logging(settings)
         engine_id = args.engine_id or default_engine_id()
-        return asyncio.run(serve(settings, engine_id=engine_id, http=getattr(args, "http", None)))
+        metrics_at = getattr(args, "metrics_port", None)
+        return asyncio.run(serve(
+            settings,
+            engine_id=engine_id,
+            http=getattr(args, "http", None),
+            metrics_address=listen_address(metrics_at, "--metrics-port") if metrics_at else None,
+        ))
     except AttuneError as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -196,11 +209,14 @@ async def serve(
     http: str | None = None,
     lease_ttl: float = LEASE_TTL,
     stall: float = STALL,
+    metrics_address: tuple[int, str] | None = None,
 ) -> int:
     """Run one engine until `stop` is set (default: until SIGTERM or SIGINT); the exit status.
 
     With `http` ("HOST:PORT") it also serves the HTTP API there; with `settings.transport`
-    "inprocess", it runs an embedded engine and no NATS at all (`serve_embedded`).
+    "inprocess", it runs an embedded engine and no NATS at all (`serve_embedded`). With
+    `metrics_address` (port, host), the engine's Prometheus metrics are served there.
+
     Raises AttuneError when it cannot start: StoreError for a held lease or a locked data dir,
     TransportError when NATS cannot be reached, ConfigError for an address it cannot or may not
     listen on. Returns 0 after a stop, 1 after losing the lease (another engine may have taken
@@ -210,7 +226,7 @@ async def serve(
         stop = asyncio.Event()
         _stop_on_signals(stop)
     if settings.transport == "inprocess":
-        return await serve_embedded(settings, stop=stop, http=http)
+        return await serve_embedded(settings, stop=stop, http=http, metrics_address=metrics_address)
     if settings.cluster.enabled:
         if http is not None:
             raise ConfigError("--http is not served by a cluster engine yet: use the NATS control API")
@@ -251,6 +267,12 @@ async def serve(
         stack.push_async_callback(lambda: sidecar.run(lease.release()))
         await sidecar.run(lease.start_renewing())
         engine = build_engine(settings, nc, subjects, engine_id)
+        engine.metrics.counter_from("attune_lease_renewals_total", "Renewals of the engine lease.",
+                                    lambda: lease.renewals)
+        engine.metrics.gauge("attune_lease_held", "1 while this engine holds its lease.",
+                             lambda: 1.0 if lease.held else 0.0)
+        if metrics_address is not None:
+            stack.callback(serve_metrics(engine.metrics, *metrics_address))
         server = _http_server(engine, http)
         stack.push_async_callback(engine.close)
         await engine.start()
@@ -345,12 +367,20 @@ def _exit_if_stuck(heartbeat: Heartbeat, waited: float) -> None:
         os._exit(EXIT_LEASE_LOST)
 
 
-async def serve_embedded(settings: Settings, *, stop: asyncio.Event, http: str | None) -> int:
+async def serve_embedded(
+    settings: Settings,
+    *,
+    stop: asyncio.Event,
+    http: str | None,
+    metrics_address: tuple[int, str] | None = None,
+) -> int:
     """`serve --http` without NATS: one embedded engine (actions in this process) until `stop`."""
     async with contextlib.AsyncExitStack() as stack:
         if settings.store == "sqlite":
             stack.enter_context(DataDirLock(settings.data_path))
         engine = Engine(settings=settings)
+        if metrics_address is not None:
+            stack.callback(serve_metrics(engine.metrics, *metrics_address))
         server = _http_server(engine, http)
         stack.push_async_callback(engine.close)
         await engine.start()

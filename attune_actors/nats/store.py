@@ -767,12 +767,16 @@ class NatsStore(Store):
                     continue
                 batch, self._open = self._open, _Batch(self._open.gen + 1)
                 self._inflight = batch
+                began = time.perf_counter()
                 try:
                     leftover, error = await self._write(batch)
                 finally:
                     self._inflight = None
+                metrics = self.metrics
                 if leftover is None:
                     self._group_commits += 1
+                    if metrics is not None:
+                        metrics.store_committed(time.perf_counter() - began, batch.records())
                     if self._failure is not None:
                         log.warning(
                             "nats store %s writes again (after %d failed attempts)",
@@ -791,6 +795,8 @@ class NatsStore(Store):
                     self._waiters.resolve(None, StoreError(self.fenced))
                     return
                 else:
+                    if metrics is not None:
+                        metrics.store_commit_failed()
                     self._open = leftover.under(self._open)
                     self._failed(error or "unknown error")
         except asyncio.CancelledError:

@@ -78,6 +78,8 @@ from attune_actors.nats.wire import (
     report_bad_input,
     result_binding,
 )
+from attune_actors.observability.metrics import EngineMetrics
+from attune_actors.observability.tracing import Tracing
 from attune_actors.spec.model import ActionSpec
 from attune_actors.transport.attempt import outcome
 from attune_actors.transport.base import ActionRun, OutcomeCallback, RunOutcome, Transport
@@ -175,6 +177,19 @@ class NatsTransport(Transport):
         self.dispatch_latencies: collections.deque[float] = collections.deque(maxlen=latency_samples)
 
     # -- lifecycle
+
+    def instrument(self, metrics: EngineMetrics, tracing: Tracing | None) -> None:
+        super().instrument(metrics, tracing)
+        metrics.gauge("attune_nats_attempts_waiting", "Attempts sent to NATS that no worker has started yet.",
+                      lambda: sum(1 for a in self._attempts.values() if a.worker is None))
+        metrics.gauge("attune_nats_attempts_running", "Attempts a worker has started and not ended.",
+                      lambda: sum(1 for a in self._attempts.values() if a.worker is not None))
+        metrics.gauge("attune_nats_publish_pending", "Dispatches not yet stored by the server.",
+                      lambda: self._publisher.pending)
+        metrics.gauge("attune_nats_workers", "Workers heard from within the heartbeat timeout.",
+                      lambda: len(self._workers))
+        metrics.counter_from("attune_nats_reconnects_total", "Reconnections to the NATS server.",
+                             lambda: self._nc.stats["reconnects"])
 
     async def start(self) -> None:
         if self._started:
@@ -311,7 +326,8 @@ class NatsTransport(Transport):
                 self._finish(key, "failed", None, f"cannot dispatch {run.action}: {error}")
 
         self._publisher.publish(
-            self.subjects.runs(action.pack, action.runner_type), payload, f"{key}@{self._incarnation}", sent
+            self.subjects.runs(action.pack, action.runner_type), payload, f"{key}@{self._incarnation}", sent,
+            run.trace,  # the task span's trace context: the worker's attempt span is its child
         )
 
     def cancel(self, run: ActionRun) -> None:
@@ -393,7 +409,10 @@ class NatsTransport(Transport):
                 continue
             if not attempt.measured:
                 attempt.measured = True
-                self.dispatch_latencies.append(event[2] - attempt.submitted)
+                latency = event[2] - attempt.submitted
+                self.dispatch_latencies.append(latency)
+                if self.metrics is not None:
+                    self.metrics.nats_dispatch_seconds.observe((), latency)
             if event[0] == STARTED:
                 if attempt.worker is None:
                     self._assign(attempt, worker, now)

@@ -55,6 +55,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from attune_actors import logctx
 from attune_actors.config import Settings, configure_logging, load_settings
 from attune_actors.errors import AttuneError, ConfigError, TransportError, ValidationError
 from attune_actors.kv.masking import Masker, default_masker
@@ -77,6 +78,9 @@ from attune_actors.nats.wire import (
     results_head,
     results_message,
 )
+from attune_actors.observability.metrics import WorkerMetrics, listen_address, serve_metrics
+from attune_actors.observability.tracing import Tracing, carrier_from_headers
+from attune_actors.observability.tracing import resolve as resolve_tracing
 from attune_actors.runners import RunnerLimits, RunnerSet
 from attune_actors.spec.model import ActionSpec
 from attune_actors.spec.packs import Catalog, load_packs
@@ -168,10 +172,14 @@ class Worker:
         streams: StreamOptions | None = None,
         cipher: PayloadCipher | None = None,
         masker: Masker | None = None,
+        metrics: WorkerMetrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         """`cipher` opens encrypted dispatches and seals their outcomes (`nats.payload_key`); the
         secret values a dispatch names are added to `masker` (default: the process's, which the
-        log handlers mask with)."""
+        log handlers mask with). `metrics` (default: a registry of its own) counts attempts;
+        `tracing` (default: as the OTEL_* variables say) makes each attempt a span, child of the
+        engine's task span named in the dispatch's headers."""
         if concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
         if not heartbeat_interval > 0:
@@ -212,6 +220,14 @@ class Worker:
         self._shutdown_task: asyncio.Task[None] | None = None
         self._started = False
         self.runs_started = 0  # attempts taken (for logs and tests)
+        self.metrics = metrics if metrics is not None else WorkerMetrics()
+        self._tracing = tracing if tracing is not None else resolve_tracing()
+        self.metrics.gauge("attune_worker_attempts_running", "Attempts running on this worker.",
+                           lambda: len(self._running))
+        self.metrics.gauge("attune_worker_attempts_held", "Attempts taken and not yet reported ended.",
+                           lambda: len(self._held))
+        self.metrics.counter_from("attune_nats_reconnects_total", "Reconnections to the NATS server.",
+                                  lambda: self._nc.stats["reconnects"])
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -418,12 +434,21 @@ class Worker:
             return
         known = immediate_outcome(run, action)
         if known is not None:  # like the in-process transport: no task to start
+            self._account_attempt(run, known.status, 0.0, known.error, logging.DEBUG)
             self._ended(engine, key, at, known.status, known.result, known.error, msg)
             return
         self._actions[key] = action.ref
-        self._running[key] = asyncio.get_running_loop().create_task(
-            self._execute(engine, run, action, at), name=f"run {key}"
-        )
+        trace = carrier_from_headers(msg.headers)
+        if trace is not None:
+            run = dataclasses.replace(run, trace=trace)
+        # The attempt's task inherits these: its records (the action's own too) name execution and task.
+        with logctx.about(run.execution_id, run.task):
+            log.info("attempt %s of %s started (%s)", run.attempt, run.action, key,
+                     extra={"attune_fields": {"event": "attempt_started", "key": key, "action": run.action,
+                                              "attempt": run.attempt, "item": run.item}})
+            self._running[key] = asyncio.get_running_loop().create_task(
+                self._execute(engine, run, action, at), name=f"run {key}"
+            )
         self._report(engine, _Event(STARTED, key, at, msgs=[msg]))
 
     async def _reject(self, msg: Msg, exc: BadMessage) -> None:
@@ -441,14 +466,34 @@ class Worker:
 
     async def _execute(self, engine: str, run: ActionRun, action: ActionSpec, at: float) -> None:
         assert self._runners is not None
+        began = time.monotonic()
         try:
-            ended = await run_attempt(self._runners, action, run)
+            ended = await run_attempt(
+                self._runners, action, run,
+                tracing=self._tracing, span_attributes={"attune.worker": self.worker_id},
+            )
         finally:
             self._running.pop(run.key, None)
         status, error = ended.status, ended.error
         if status == "canceled" and self._abandon:
             status, error = "abandoned", f"worker {self.worker_id} stopped before the attempt ended"
+        self._account_attempt(run, status, time.monotonic() - began, error, logging.INFO)
         self._ended(engine, run.key, at, status, ended.result, error, None)
+
+    def _account_attempt(
+        self, run: ActionRun, status: str, seconds: float, error: str | None, level: int
+    ) -> None:
+        """Count the attempt, log its end (masked by the handlers' filter, like every record)."""
+        self.metrics.attempts.inc((run.action, status))
+        self.metrics.attempt_seconds.observe((run.action,), seconds)
+        if log.isEnabledFor(level):
+            with logctx.about(run.execution_id, run.task):
+                log.log(level, "attempt %s of %s ended %s in %.3f s%s", run.attempt, run.action, status,
+                        seconds, f": {error}" if error else "",
+                        extra={"attune_fields": {"event": "attempt_ended", "key": run.key,
+                                                 "action": run.action, "attempt": run.attempt,
+                                                 "item": run.item, "status": status,
+                                                 "duration": round(seconds, 6)}})
 
     def _ended(
         self, engine: str, key: str, at: float, status: str, result: Any, error: str | None, msg: Msg | None
@@ -538,6 +583,8 @@ def add_arguments(parser: argparse.ArgumentParser, *, standalone: bool = False) 
     parser.add_argument("--worker-id", help="this worker's id (default: host-pid-random)")
     parser.add_argument("--heartbeat", type=float, default=1.0, metavar="SECONDS",
                         help="seconds between heartbeats (default 1)")
+    parser.add_argument("--metrics-port", metavar="[HOST:]PORT",
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics (host default 127.0.0.1)")
     default = None if standalone else argparse.SUPPRESS
     parser.add_argument("--config", default=default,
                         help="settings file (default: $ATTUNE_CONFIG, else built-in defaults)")
@@ -572,6 +619,8 @@ def command(args: argparse.Namespace) -> int:
         raise ConfigError(f"--heartbeat must be more than 0, got {args.heartbeat}")
     subjects = Subjects(settings.nats.subject_prefix)
     filter_subjects(subjects, args.subjects or [])  # bad patterns fail before connecting
+    if args.metrics_port is not None:
+        listen_address(args.metrics_port, "--metrics-port")  # so does a bad address
     PayloadCipher.from_settings(settings.nats)  # so does a bad payload key
     packs: Sequence[str] = settings.packs
     if args.packs is None and tuple(packs) == Settings().packs and not Path(packs[0]).is_dir():
@@ -606,6 +655,9 @@ async def _serve(settings: Settings, subjects: Subjects, catalog: Catalog, args:
         subjects_filter=args.subjects, runners=runners, heartbeat_interval=args.heartbeat,
         cipher=PayloadCipher.from_settings(settings.nats),
     )
+    stop_metrics = None
+    if args.metrics_port is not None:
+        stop_metrics = serve_metrics(worker.metrics, *listen_address(args.metrics_port, "--metrics-port"))
     loop = asyncio.get_running_loop()
     signals = 0
     background: set[asyncio.Task[None]] = set()
@@ -629,6 +681,8 @@ async def _serve(settings: Settings, subjects: Subjects, catalog: Catalog, args:
     try:
         await worker.run()
     finally:
+        if stop_metrics is not None:
+            stop_metrics()
         await runners.aclose()
         with contextlib.suppress(Exception):
             await nc.flush(timeout=2)

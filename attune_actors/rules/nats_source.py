@@ -171,11 +171,11 @@ class NatsTriggerSource:
                 except (nats.errors.TimeoutError, TimeoutError):
                     continue
                 except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
-                    await asyncio.sleep(0.5)  # noqa: sleep-ok - waiting out a reconnect
+                    await asyncio.sleep(0.5)  # deliberate: waiting out a reconnect
                     continue
                 except Exception as exc:
                     log.warning("reading %s: %s", subject, exc)
-                    await asyncio.sleep(0.5)  # noqa: sleep-ok - a broken fetch is retried, not spun
+                    await asyncio.sleep(0.5)  # deliberate: a broken fetch is retried, not spun
                     continue
                 for msg in msgs:
                     await slots.acquire()

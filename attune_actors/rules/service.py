@@ -199,7 +199,7 @@ class RulesService:
                     with contextlib.suppress(Exception):
                         await self._nc.close()
                     self._nc = None
-                await asyncio.sleep(delay)  # noqa: sleep-ok - reconnect backoff
+                await asyncio.sleep(delay)  # deliberate: reconnect backoff
                 delay = min(NATS_RETRY[1], delay * 2)
 
     # ------------------------------------------------------------------ timers

@@ -79,19 +79,25 @@ class LocalRunner:
             raise ActionError(f"parameter 'cwd' must be a string, not {cwd!r}")
         env = _environment(parameters.get("env"))
 
+        options: dict[str, Any] = {
+            "cwd": cwd or None, "env": env, "start_new_session": True,
+            "stdin": asyncio.subprocess.DEVNULL, "stdout": asyncio.subprocess.PIPE,
+            "stderr": asyncio.subprocess.PIPE,
+        }
+        spawn = asyncio.ensure_future(
+            asyncio.create_subprocess_shell(argv[0], **options)
+            if shell
+            else asyncio.create_subprocess_exec(*argv, **options)
+        )
         try:
-            if shell:
-                proc = await asyncio.create_subprocess_shell(
-                    argv[0], cwd=cwd or None, env=env, start_new_session=True,
-                    stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE,
-                )
-            else:
-                proc = await asyncio.create_subprocess_exec(
-                    *argv, cwd=cwd or None, env=env, start_new_session=True,
-                    stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE,
-                )
+            # Shielded: a cancellation while asyncio is still connecting the pipes would make it
+            # kill the shell alone and leave the rest of its group running; finish starting, then
+            # stop the whole group like any cancelled command.
+            proc = await asyncio.shield(spawn)
+        except asyncio.CancelledError:
+            with contextlib.suppress(OSError):
+                await self._stop(await spawn)
+            raise
         except OSError as exc:
             raise ActionError(f"cannot start command: {exc}") from None
 

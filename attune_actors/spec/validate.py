@@ -45,6 +45,11 @@ def validate_workflow(spec: WorkflowSpec, catalog: Catalog, renderer: Renderer) 
     problems.extend(_check_graph(spec, top))
 
     names = {t.name for t in _all_tasks(spec)}
+    variables = set(spec.vars) | {
+        name
+        for task in _all_tasks(spec)
+        for name, _ in (*task.publish, *(p for tr in task.next for p in tr.publish))
+    }
     for task in _all_tasks(spec):
         where = task.location or top
         if task.action is not None:
@@ -69,10 +74,12 @@ def validate_workflow(spec: WorkflowSpec, catalog: Catalog, renderer: Renderer) 
                     f"task '{task.name}' {label}",
                     _at(task.locations, label, where),
                     condition=label.endswith("when"),
+                    variables=variables,
                 )
             )
     for label, source in (*_walk(spec.vars, "vars"), *_walk(spec.output_map, "output_map")):
-        problems.extend(_check_template(renderer, source, names, label, _at(spec.locations, label, top)))
+        problems.extend(_check_template(renderer, source, names, label, _at(spec.locations, label, top),
+                                        variables=variables))
     problems.extend(_check_nesting(spec, catalog))
     return problems
 
@@ -211,6 +218,7 @@ def _check_template(
     where: Location,
     *,
     condition: bool = False,
+    variables: set[str] | None = None,
 ) -> list[AttuneError]:
     err = renderer.check(source, condition=condition)
     if err is not None:
@@ -222,6 +230,15 @@ def _check_template(
         problems.append(
             AttuneError(f"{label}: reference to undefined task 'task.{ref}'{hint}", location=where)
         )
+    if variables is not None:
+        for ref in sorted(renderer.references(source, "vars", condition=condition, calls=False) - variables):
+            guess = closest(ref, variables)
+            hint = f" (did you mean '{guess}'?)" if guess else ""
+            problems.append(AttuneError(
+                f"{label}: reference to undefined variable 'vars.{ref}': not in 'vars' and no task "
+                f"publishes it{hint}",
+                location=where,
+            ))
     return problems
 
 

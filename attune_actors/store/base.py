@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from attune_actors.codec import decode, encode
 from attune_actors.statuses import TERMINAL
@@ -29,9 +29,19 @@ class Snapshot:
     def item_records(self) -> list[ItemRecord]:
         return [(run_id, idx, rec) for (run_id, idx), rec in self.items.items()]
 
+if TYPE_CHECKING:
+    from attune_actors.observability.metrics import EngineMetrics
+
 
 class Store(abc.ABC):
     """Storage of execution snapshots and workflow definitions."""
+
+    # Set by the engine before `open` (`instrument`): group commits report their time and size.
+    metrics: EngineMetrics | None = None
+
+    def instrument(self, metrics: EngineMetrics) -> None:
+        """Report commits to `metrics` (stores that commit in batches; others ignore it)."""
+        self.metrics = metrics
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Create or migrate what the store needs."""
@@ -71,6 +81,10 @@ class Store(abc.ABC):
     def unfinished(self) -> list[str]:
         """Ids of executions whose snapshot is not terminal (to resume after a restart)."""
 
+    def ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        """Up to `limit` execution ids that start with `prefix` (ids may be abbreviated)."""
+        return [h["id"] for h in self.headers() if h["id"].startswith(prefix)][:limit]
+
     # The definition each execution started with (kept by content digest, shared by executions).
     @abc.abstractmethod
     def put_source(self, digest: str, pack: str, source: str) -> None: ...
@@ -89,6 +103,21 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def definitions(self) -> list[tuple[str, str, str]]:
         """Every stored (ref, pack, source)."""
+
+
+def resolve_id(store: Store, prefix: str) -> str:
+    """The one execution id starting with `prefix`; NotFoundError, or ParameterError if several do."""
+    from attune_actors.errors import NotFoundError, ParameterError
+
+    prefix = prefix.strip()
+    if not prefix:
+        raise ParameterError("an execution id is needed")
+    found = store.ids_with_prefix(prefix, 2)
+    if prefix in found or len(found) == 1:
+        return prefix if prefix in found else found[0]
+    if not found:
+        raise NotFoundError(f"no execution '{prefix}'")
+    raise ParameterError(f"'{prefix}' names more than one execution; give more of its id")
 
 
 class EncodedSnapshot:
@@ -198,6 +227,9 @@ class MemoryStore(Store):
         if limit is not None:
             found = found[:limit]
         return [decode(s.header) for s in found]
+
+    def ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        return [k for k in self._snapshots if k.startswith(prefix)][:limit]
 
     def unfinished(self) -> list[str]:
         return [k for k, s in self._snapshots.items() if s.status not in TERMINAL]

@@ -461,8 +461,15 @@ class SQLiteStore(Store):
             batch, self._open = self._open, _Batch(self._open.gen + 1)
             self._inflight = batch
             self._requested = self._force = False
+        began = time.perf_counter()
         error = self._commit(batch)
         written = batch.rows() if error is None else 0  # outside the lock: save() waits on it
+        metrics = self.metrics
+        if metrics is not None:
+            if error is None:
+                metrics.store_committed(time.perf_counter() - began, written)
+            else:
+                metrics.store_commit_failed()
         with self._cond:
             self._inflight = None
             if error is None:
@@ -665,6 +672,22 @@ class SQLiteStore(Store):
             if limit is not None:
                 del rows[limit:]
         return [decode(blob) for _, _, blob in rows]
+
+    def ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        with self._lock:
+            pending = self._pending_execs_locked()
+        found = sorted(eid for eid in pending if eid.startswith(prefix))[:limit]
+        # Ids are lowercase hex: the range [prefix, prefix + "~") holds exactly those it starts.
+        rows = self._read(
+            lambda c: c.execute(
+                "SELECT id FROM workflow_execution WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+                (prefix, prefix + "~", limit),
+            ).fetchall()
+        )
+        for (eid,) in rows:
+            if eid not in found and eid.startswith(prefix):
+                found.append(eid)
+        return found[:limit]
 
     def unfinished(self) -> list[str]:
         with self._lock:

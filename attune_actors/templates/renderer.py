@@ -455,6 +455,11 @@ class Renderer:
 
     def task_references(self, source: Any, *, condition: bool = False) -> set[str]:
         """Names X used as `task.X` or `task['X']` in a template (empty on a syntax error)."""
+        return self.references(source, "task", condition=condition)
+
+    def references(self, source: Any, scope: str, *, condition: bool = False, calls: bool = True) -> set[str]:
+        """Names X used as `<scope>.X` or `<scope>['X']` in a template (empty on a syntax error);
+        without `calls`, not those called as methods (`vars.get('x', 0)`)."""
         if not isinstance(source, str):
             return set()
         if condition and not is_template(source):
@@ -466,10 +471,13 @@ class Renderer:
         except Exception:
             return set()
         names: set[str] = set()
+        called = set() if calls else {id(call.node) for call in ast.find_all(nodes.Call)}
         for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
             assert isinstance(node, nodes.Getattr | nodes.Getitem)
+            if id(node) in called:
+                continue
             base = node.node
-            if not (isinstance(base, nodes.Name) and base.name == "task" and base.ctx == "load"):
+            if not (isinstance(base, nodes.Name) and base.name == scope and base.ctx == "load"):
                 continue
             if isinstance(node, nodes.Getattr):
                 names.add(node.attr)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from attune_actors.errors import ActionError, AttuneError
+from attune_actors.observability.tracing import Tracing
 from attune_actors.runners import RunContext, RunnerSet
 from attune_actors.spec.model import ActionSpec
 from attune_actors.transport.base import ActionRun, RunOutcome
@@ -44,13 +45,42 @@ async def run_attempt(
     *,
     slots: asyncio.Semaphore | None = None,
     now: Callable[[], float] = time.time,
+    tracing: Tracing | None = None,
+    span_attributes: dict[str, Any] | None = None,
 ) -> RunOutcome:
     """Run `run` with its runner until it ends, its deadline passes or it is cancelled.
 
     `slots` bounds how many attempts run at once: the attempt waits for one first (its deadline
     counts from submission, so the wait counts against it once started). `now` reads the time
-    the deadline is in (the engine's clock in-process; wall time on a worker).
+    the deadline is in (the engine's clock in-process; wall time on a worker). With `tracing`, the
+    attempt is a span, child of the task span `run.trace` names, with `span_attributes` too.
     """
+    if tracing is None:
+        return await _run(runners, action, run, slots, now)
+    span = tracing.start(
+        f"attempt {run.task}",
+        run.trace,
+        {
+            "attune.execution_id": run.execution_id,
+            "attune.task": run.task,
+            "attune.action": run.action,
+            "attune.attempt": run.attempt,
+            "attune.item": run.item,
+            **(span_attributes or {}),
+        },
+    )
+    ended = await _run(runners, action, run, slots, now)
+    tracing.end(span, ended.status)  # no error text: spans leave the process, unmasked
+    return ended
+
+
+async def _run(
+    runners: RunnerSet,
+    action: ActionSpec,
+    run: ActionRun,
+    slots: asyncio.Semaphore | None,
+    now: Callable[[], float],
+) -> RunOutcome:
     try:
         async with slots if slots is not None else contextlib.nullcontext():
             timeout = None if run.deadline is None else run.deadline - now()

@@ -11,7 +11,11 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from attune_actors.observability.metrics import EngineMetrics
+    from attune_actors.observability.tracing import Tracing
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +30,8 @@ class ActionRun:
     action: str  # action ref
     parameters: dict[str, Any]
     deadline: float | None  # epoch seconds; the attempt ends `timeout` then
+    # W3C trace context of the engine's task span (observability.tracing), when tracing is on
+    trace: dict[str, str] | None = None
 
     @property
     def key(self) -> str:
@@ -55,6 +61,15 @@ class Transport(abc.ABC):
     outcome. `on_outcome` is called exactly once per submitted attempt (unless it was canceled
     with `cancel`, after which an outcome may or may not come), on the event loop's thread.
     """
+
+    # Set by the engine before `start` (`instrument`).
+    metrics: EngineMetrics | None = None
+    tracing: Tracing | None = None
+
+    def instrument(self, metrics: EngineMetrics, tracing: Tracing | None) -> None:
+        """Report to `metrics`; with `tracing`, attempts are spans (and carry the trace context)."""
+        self.metrics = metrics
+        self.tracing = tracing
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Connect or allocate what the transport needs."""

@@ -68,7 +68,9 @@ class InProcessTransport(Transport):
 
     async def _execute(self, run: ActionRun, action: ActionSpec, on_outcome: OutcomeCallback) -> None:
         try:
-            result = await run_attempt(self._runners, action, run, slots=self._slots, now=self._clock.now)
+            result = await run_attempt(
+                self._runners, action, run, slots=self._slots, now=self._clock.now, tracing=self.tracing
+            )
         finally:
             self._running.pop(run.key, None)
         on_outcome(result)

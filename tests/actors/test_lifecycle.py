@@ -54,15 +54,15 @@ class AsyncHooks(AsyncioActor):
 
     # pykka declares these hooks `-> None`, so mypy wants the ignore on an `async def` override.
     async def on_start(self) -> None:  # type: ignore[override]
-        await asyncio.sleep(0)  # noqa: sleep-ok - one loop turn
+        await asyncio.sleep(0)  # deliberate: one loop turn
         self.log.append("start")
 
     async def on_stop(self) -> None:  # type: ignore[override]
-        await asyncio.sleep(0)  # noqa: sleep-ok - one loop turn
+        await asyncio.sleep(0)  # deliberate: one loop turn
         self.log.append("stop")
 
     async def on_receive(self, message: Any) -> Any:
-        await asyncio.sleep(0)  # noqa: sleep-ok - one loop turn
+        await asyncio.sleep(0)  # deliberate: one loop turn
         self.log.append(f"msg:{message}")
         return message
 

@@ -28,12 +28,12 @@ class Counter(AsyncioActor):
         return self.count
 
     async def add_later(self, n: int) -> int:
-        await asyncio.sleep(0)  # noqa: sleep-ok - one loop turn
+        await asyncio.sleep(0)  # deliberate: one loop turn
         self.count += n
         return self.count
 
     async def explode(self) -> None:
-        await asyncio.sleep(0)  # noqa: sleep-ok - one loop turn
+        await asyncio.sleep(0)  # deliberate: one loop turn
         raise KeyError("inside")
 
 

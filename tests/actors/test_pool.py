@@ -34,7 +34,7 @@ async def test_a_blocked_call_does_not_block_the_loop() -> None:
         blocked = asyncio.ensure_future(pool.run(release.wait, 5))
         ticks = 0
         for _ in range(10):  # the loop keeps running while the call blocks its thread
-            await asyncio.sleep(0)  # noqa: sleep-ok - one loop turn
+            await asyncio.sleep(0)  # deliberate: one loop turn
             ticks += 1
         assert ticks == 10
         assert not blocked.done()
@@ -61,7 +61,7 @@ async def test_at_most_max_workers_calls_run_at_once() -> None:
         deadline = asyncio.get_running_loop().time() + 5
         while running < 2:  # two calls start; the other four wait for a thread
             assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.001)  # noqa: sleep-ok - polling with a deadline
+            await asyncio.sleep(0.001)  # deliberate: polling with a deadline
         gate.set()
         await calls
     assert peak == 2
@@ -79,7 +79,7 @@ async def test_a_cancelled_queued_call_never_runs() -> None:
     async with BlockingPool(1) as pool:
         busy = asyncio.ensure_future(pool.run(release.wait, 5))
         queued = asyncio.ensure_future(pool.run(ran.append, "queued"))
-        await asyncio.sleep(0)  # both calls are handed to the pool; one runs, one waits  # noqa: sleep-ok - one loop turn
+        await asyncio.sleep(0)  # deliberate: both calls reach the pool; one runs, one waits
         queued.cancel()
         with pytest.raises(asyncio.CancelledError):
             await queued  # by now the pool has withdrawn the waiting call

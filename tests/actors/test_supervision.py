@@ -246,7 +246,7 @@ async def test_async_on_child_failure_is_awaited(events: asyncio.Queue[tuple[Any
         async def on_child_failure(  # type: ignore[override]
             self, child: ActorRef[Any], error: BaseException
         ) -> Directive:
-            await asyncio.sleep(0)  # noqa: sleep-ok - one loop turn
+            await asyncio.sleep(0)  # deliberate: one loop turn
             self.events.put_nowait(("thought", child))
             return Directive.RESTART
 

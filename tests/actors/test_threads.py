@@ -86,7 +86,7 @@ async def test_blocking_get_times_out() -> None:
 async def test_future_set_from_a_thread_wakes_the_awaiting_task() -> None:
     future: AsyncioFuture[str] = AsyncioFuture()
     waiter = asyncio.ensure_future(future)
-    await asyncio.sleep(0)  # the task now waits  # noqa: sleep-ok - one loop turn
+    await asyncio.sleep(0)  # the task now waits  # deliberate: one loop turn
     await asyncio.to_thread(future.set, "from thread")
     assert await waiter == "from thread"
 

@@ -79,7 +79,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             pytest.fail(f"serve --http did not come up: {log.read_text()[-2000:]}")
-        time.sleep(0.05)  # noqa: sleep-ok - polling a starting process with a deadline
+        time.sleep(0.05)  # deliberate: polling a starting process with a deadline
     yield Served(url, proc, log)
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)

@@ -130,8 +130,10 @@ async def test_rerun_from_the_failed_task_keeps_completed_results(workflow, engi
     with pytest.raises(ParameterError, match="no task 'nope'"):
         await engine.rerun(execution.id, tasks=["nope"])
     flag.unlink()
-    await engine.rerun(execution.id)
-    final = await engine.wait(execution.id, timeout=10)
+    rerun = await engine.rerun(execution.id)
+    assert rerun.id != execution.id
+    assert rerun.rerun_of == execution.id
+    final = await engine.wait(rerun.id, timeout=10)
     assert final.status == "succeeded"
     assert final.output == {"n": 2}
     assert [(t.name, t.status) for t in final.tasks] == [
@@ -140,8 +142,11 @@ async def test_rerun_from_the_failed_task_keeps_completed_results(workflow, engi
         ("risky", "succeeded"),
         ("last", "succeeded"),
     ]
+    original = await engine.get(execution.id)  # history is never overwritten
+    assert original.status == "failed"
+    assert [t.name for t in original.tasks] == ["first", "risky"]
     with pytest.raises(ParameterError, match="succeeded"):
-        await engine.rerun(execution.id)
+        await engine.rerun(rerun.id)
 
 
 async def test_rerun_with_items_runs_only_failed_items(workflow, engine_factory, tmp_path: Path) -> None:
@@ -169,8 +174,8 @@ async def test_rerun_with_items_runs_only_failed_items(workflow, engine_factory,
         "failed",
     ]
     before = len(log.read_text().splitlines())
-    await engine.rerun(execution.id)
-    final = await engine.wait(execution.id, timeout=10)
+    rerun = await engine.rerun(execution.id)
+    final = await engine.wait(rerun.id, timeout=10)
     after = [json.loads(line) for line in log.read_text().splitlines()[before:]]
     assert final.status == "failed"  # attempt 1 of the new run fails again for items 2 and 3
     assert sorted(e["item"] for e in after) == [2, 3]

@@ -620,7 +620,7 @@ async def test_output_map_renders_on_failure_and_its_error_fails_success(workflo
         """
         tasks:
           - {name: ok, action: core.noop}
-        output_map: {x: "{{ vars.missing }}"}
+        output_map: {x: "{{ task.ok.result.missing }}"}
     """,
     )
     engine = await engine_factory()
@@ -686,7 +686,7 @@ async def test_template_error_fails_the_workflow_naming_task_and_variable(workfl
         "tplerr",
         """
         tasks:
-          - {name: use, action: core.echo, input: {v: "{{ vars.nope }}"}}
+          - {name: use, action: core.echo, input: {v: "{{ parameters.nope }}"}}
     """,
     )
     final = await run(await engine_factory(), ref)
@@ -798,6 +798,7 @@ async def test_execution_document_has_the_spec_shape(workflow, engine_factory) -
         "started_at",
         "ended_at",
         "parent_id",
+        "rerun_of",
         "tasks",
     }
     assert set(doc["tasks"][0]) == {

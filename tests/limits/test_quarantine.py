@@ -74,7 +74,7 @@ def kill_while_resuming(
                 break
             assert engine.poll() is None, engine.stderr.read() if engine.stderr else ""
             assert time.monotonic() < deadline, f"the engine never got there: {found}"
-            time.sleep(0.02)  # noqa: sleep-ok - polling a file with a deadline
+            time.sleep(0.02)  # deliberate: polling a file with a deadline
     finally:
         kill(engine)  # as a watchdog, an operator or a deploy would
 

@@ -95,7 +95,7 @@ async def test_a_full_disk_fails_the_executions_it_hits_and_the_engine_serves_on
             break
         except StoreError:
             assert time.monotonic() < deadline, "the store did not recover"
-            await asyncio.sleep(0.05)  # noqa: sleep-ok - polling with a deadline
+            await asyncio.sleep(0.05)  # deliberate: polling with a deadline
     final = await engine.wait(accepted.id, timeout=30)
     assert final.status == "succeeded"
     await engine.close()

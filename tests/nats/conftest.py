@@ -60,7 +60,7 @@ class NatsServer:
                 pytest.fail(f"nats-server exited: {err[-2000:]}")
             if time.monotonic() > deadline:
                 pytest.fail("nats-server did not accept connections within 10 s")
-            time.sleep(0.02)  # noqa: sleep-ok - polling a socket with a deadline
+            time.sleep(0.02)  # deliberate: polling a socket with a deadline
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -106,7 +106,7 @@ HOLDER = textwrap.dedent(
         await lease.acquire()
         await lease.start_renewing()
         while lease.renewals < 2:
-            await asyncio.sleep(0.05)  # noqa: sleep-ok - polling with a deadline
+            await asyncio.sleep(0.05)  # deliberate: polling with a deadline
         print("held", flush=True)
         await asyncio.Event().wait()
 

@@ -213,7 +213,7 @@ async def test_ping_and_lease_renewals_go_on_while_a_template_keeps_the_loop_bus
                 break
             except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
                 assert time.monotonic() < deadline, "serve did not come up"
-                await asyncio.sleep(POLL)  # noqa: sleep-ok - polling with a deadline
+                await asyncio.sleep(POLL)  # deliberate: polling with a deadline
         lease = await (client.jetstream()).key_value(SUBJECTS.lease_bucket)
         revision_before = (await lease.get("engine")).revision
 
@@ -233,7 +233,7 @@ async def test_ping_and_lease_renewals_go_on_while_a_template_keeps_the_loop_bus
             assert (await ping(client))["name"] == "attune-engine"  # within 2 s, every time
             if not engine_calls.done():
                 pings_while_busy += 1
-            await asyncio.sleep(0.2)  # noqa: sleep-ok - spacing the pings
+            await asyncio.sleep(0.2)  # deliberate: spacing the pings
         busy_for = time.monotonic() - started
         document = await engine_calls
         revision_after = (await lease.get("engine")).revision
@@ -283,7 +283,7 @@ async def test_a_wedged_engine_gives_up_its_lease_and_exits_and_the_next_one_tak
             except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
                 assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
                 assert time.monotonic() < deadline, "serve did not come up"
-                await asyncio.sleep(POLL)  # noqa: sleep-ok - polling with a deadline
+                await asyncio.sleep(POLL)  # deliberate: polling with a deadline
 
     client = await nats.connect(nats_server.url)
     first = start(10**11)  # 2 * 10^10 steps allowed: the render would take many minutes
@@ -310,7 +310,7 @@ async def test_a_wedged_engine_gives_up_its_lease_and_exits_and_the_next_one_tak
             if document["status"] == "failed":
                 break
             assert time.monotonic() < deadline, document
-            await asyncio.sleep(POLL)  # noqa: sleep-ok - polling with a deadline
+            await asyncio.sleep(POLL)  # deliberate: polling with a deadline
         assert "exceeds limits.template_loop_steps (100000)" in document["error"]["message"]
     finally:
         await client.close()

@@ -37,7 +37,7 @@ async def until(check: Callable[[], Any], timeout: float = 15.0) -> Any:
                 value = await value
             if value:
                 return value
-            await asyncio.sleep(POLL)  # noqa: sleep-ok - polling with a deadline
+            await asyncio.sleep(POLL)  # deliberate: polling with a deadline
 
 
 def make_engine(server: NatsServer, tmp_path: Path) -> Engine:
@@ -95,7 +95,7 @@ async def test_an_event_starts_the_matching_rule_once_and_a_non_matching_one_not
             (False, False),
             (True, True),
         ]
-        await asyncio.sleep(0.2)  # noqa: sleep-ok - a second (wrong) start would show up here
+        await asyncio.sleep(0.2)  # deliberate: a second (wrong) start would show up here
         assert len(await e.list()) == 1
 
 
@@ -113,7 +113,7 @@ async def test_events_published_while_the_engine_is_down_start_once_it_is_back(
         assert await outputs(e, 5) == [f"push s{i}" for i in range(5)]
     async with make_engine(nats_server, tmp_path) as e:  # acknowledged: not delivered again
         await reading(e)
-        await asyncio.sleep(0.3)  # noqa: sleep-ok - a redelivery would start executions here
+        await asyncio.sleep(0.3)  # deliberate: a redelivery would start executions here
         assert len(await e.list()) == 5
 
 
@@ -128,7 +128,7 @@ async def test_a_duplicate_message_id_starts_nothing_new(nats_server: NatsServer
         assert await outputs(e, 1) == ["push d1"]
         # beyond the stream's duplicate window, the enforcement record still says it was done
         await e.emit("core.nats", {"branch": "main", "sha": "d1"}, subject="t.push", instance_id="dup")
-        await asyncio.sleep(0.2)  # noqa: sleep-ok - a second start would show up here
+        await asyncio.sleep(0.2)  # deliberate: a second start would show up here
         assert len(await e.list()) == 1
         assert len(await e.enforcements()) == 1
 

@@ -152,7 +152,7 @@ async def until_ready(nc: Client, engine: Served, timeout: float = 30) -> None:
         except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
             assert engine.proc.poll() is None, engine.stop()
             assert time.monotonic() < deadline, "the engine did not answer $SRV.PING"
-            await asyncio.sleep(0.05)  # noqa: sleep-ok - polling with a deadline
+            await asyncio.sleep(0.05)  # deliberate: polling with a deadline
 
 
 async def test_roles_hold_and_no_secret_crosses_the_bus_or_reaches_logs_or_disk(

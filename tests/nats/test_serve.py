@@ -213,13 +213,13 @@ async def test_serve_answers_holds_its_lease_and_stops_cleanly(
         ]
     ):
         assert time.monotonic() < deadline, "no inquiry opened"
-        await asyncio.sleep(POLL)  # noqa: sleep-ok - polling with a deadline
+        await asyncio.sleep(POLL)  # deliberate: polling with a deadline
     await call(nats_server.url, "inquiries.respond", {"id": pending[0]["id"], "response": {"approved": True}})
     while (doc := await call(nats_server.url, "executions.get", {"id": execution["id"]}))[
         "status"
     ] != "succeeded":
         assert time.monotonic() < deadline, doc
-        await asyncio.sleep(POLL)  # noqa: sleep-ok - polling with a deadline
+        await asyncio.sleep(POLL)  # deliberate: polling with a deadline
 
     # a second engine on the same subject prefix (even with its own data dir) refuses to start
     second = run_serve(*args, "--data-dir", "two", "--engine-id", "second", cwd=tmp_path)
@@ -389,7 +389,7 @@ async def test_the_documented_permissions_are_enough(
             except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
                 assert engine.proc.poll() is None, engine.stop()
                 assert time.monotonic() < deadline, "the engine did not answer $SRV.PING"
-                await asyncio.sleep(POLL)  # noqa: sleep-ok - polling with a deadline
+                await asyncio.sleep(POLL)  # deliberate: polling with a deadline
         assert ping["metadata"]["engine_id"] == "e1"
 
         events = await client.subscribe("attune.events.executions.*")

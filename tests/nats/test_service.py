@@ -134,7 +134,7 @@ async def wait_status(api: Api, execution_id: str, *statuses: str, timeout: floa
             return doc
         if loop.time() > deadline:
             raise AssertionError(f"execution stayed {doc['status']}, expected one of {statuses}")
-        await asyncio.sleep(POLL)  # noqa: sleep-ok - polling with a deadline
+        await asyncio.sleep(POLL)  # deliberate: polling with a deadline
 
 
 async def wait_task(api: Api, execution_id: str, name: str, status: str, timeout: float = 10) -> None:
@@ -147,7 +147,7 @@ async def wait_task(api: Api, execution_id: str, name: str, status: str, timeout
             return
         if loop.time() > deadline:
             raise AssertionError(f"task {name} did not become {status}: {tasks}")
-        await asyncio.sleep(POLL)  # noqa: sleep-ok - polling with a deadline
+        await asyncio.sleep(POLL)  # deliberate: polling with a deadline
 
 
 # ------------------------------------------------------------------------------------ round trips
@@ -209,8 +209,9 @@ async def test_rerun_a_canceled_execution(workflow: Any, serve: ApiFactory) -> N
     await api.ok("executions.cancel", {"id": execution["id"], "force": True})
     await wait_status(api, execution["id"], "canceled")
     rerun = await api.ok("executions.rerun", {"id": execution["id"], "tasks": ["slow"]})
-    assert rerun["id"] == execution["id"]
-    final = await api.engine.wait(execution["id"], timeout=10)
+    assert rerun["id"] != execution["id"]
+    assert rerun["rerun_of"] == execution["id"]
+    final = await api.engine.wait(rerun["id"], timeout=10)
     assert final.status == "succeeded"
     still_running = await api.ok("executions.create", {"ref": ref})
     error = await api.error("executions.rerun", {"id": still_running["id"]})
@@ -227,7 +228,7 @@ async def test_inquiries_list_and_respond(workflow: Any, serve: ApiFactory) -> N
     deadline = loop.time() + 10
     while not (found := (await api.ok("inquiries.list", {"execution_id": execution["id"]}))["inquiries"]):
         assert loop.time() < deadline, "no inquiry opened"
-        await asyncio.sleep(POLL)  # noqa: sleep-ok - polling with a deadline
+        await asyncio.sleep(POLL)  # deliberate: polling with a deadline
     [inquiry] = found
     assert inquiry["prompt"] == "Ship it?"
     assert inquiry["status"] == "pending"

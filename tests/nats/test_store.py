@@ -166,7 +166,7 @@ async def test_random_writes_match_memory_store_and_survive_reopening(nc: Client
         elif op < 0.9:
             p.put_source(f"d{rng.randrange(3)}", "pack", f"source {step}")
         elif op < 0.96:
-            await asyncio.sleep(0)  # end the turn: the writer takes the batch  # noqa: sleep-ok - one loop turn
+            await asyncio.sleep(0)  # end the turn: the writer takes the batch  # deliberate: one loop turn
         else:
             await store.flush()
         if step % 50 == 0:
@@ -405,7 +405,7 @@ async def test_what_flush_returned_for_survives_a_sigkilled_server(nats_server: 
             rid = f"e{i}.1"
             store.save(f"e{i}", header(f"e{i}", step=i), [run(rid, 1)], [(rid, 0, item("running"))])
             if i % 100 == 99:
-                await asyncio.sleep(0)  # noqa: sleep-ok - one loop turn
+                await asyncio.sleep(0)  # deliberate: one loop turn
         await store.flush()
         reconnects = nc.stats["reconnects"]
         nats_server.proc.kill()  # no clean shutdown: what the server acknowledged must be in its files
@@ -420,7 +420,7 @@ async def test_what_flush_returned_for_survives_a_sigkilled_server(nats_server: 
                 try:
                     again = await reopened(nc)
                 except StoreError:
-                    await asyncio.sleep(0.05)  # noqa: sleep-ok - polling with a deadline
+                    await asyncio.sleep(0.05)  # deliberate: polling with a deadline
         try:
             assert len(again.headers()) == 2000
             snap = again.load("e1999")
@@ -471,7 +471,7 @@ WRITER = textwrap.dedent(
             await store.flush()
             print(i - 1, flush=True)  # every save up to i - 1 is acknowledged
             for _ in range(5):
-                await asyncio.sleep(0)  # noqa: sleep-ok - a batch goes in flight, unawaited
+                await asyncio.sleep(0)  # deliberate: a batch goes in flight, unawaited
 
     asyncio.run(main())
     """

@@ -194,11 +194,11 @@ async def test_heartbeats_keep_an_attempt_alive_until_they_stop_listing_it(rig: 
     deadline = time.monotonic() + 3 * TIMEOUT
     while time.monotonic() < deadline:  # beating and listing it: it stays running
         await rig.heartbeat("w8", [run.key])
-        await asyncio.sleep(TIMEOUT / 5)  # noqa: sleep-ok - paces the heartbeats under test
+        await asyncio.sleep(TIMEOUT / 5)  # deliberate: paces the heartbeats under test
     assert rig.outcomes == []
     while not rig.outcomes:  # still beating, but it no longer holds the attempt
         await rig.heartbeat("w8", [])
-        await asyncio.sleep(TIMEOUT / 5)  # noqa: sleep-ok - paces the heartbeats under test
+        await asyncio.sleep(TIMEOUT / 5)  # deliberate: paces the heartbeats under test
     assert rig.outcomes[0].status == "abandoned"
     assert rig.outcomes[0].error == "worker w8 no longer runs this attempt"
 
@@ -223,7 +223,7 @@ async def test_cancel_before_start_is_sent_when_the_worker_reports_it(rig: Rig) 
     while len(cancels) < 2:
         assert time.monotonic() < deadline, "the cancel was not repeated"
         await rig.heartbeat("w9", [run.key])
-        await asyncio.sleep(0.1)  # noqa: sleep-ok - polling with a deadline
+        await asyncio.sleep(0.1)  # deliberate: polling with a deadline
     assert cancels[1]["keys"] == [run.key]
 
 

@@ -6,7 +6,9 @@ Timers and sensor backoff run on the engine's clock, here a `VirtualClock` the t
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,7 @@ async def until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
                 value = await value
             if value:
                 return value
-            await asyncio.sleep(POLL)  # noqa: sleep-ok - polling with a deadline
+            await asyncio.sleep(POLL)  # deliberate: polling with a deadline
 
 
 def engine(tmp_path: Path, *packs: str, clock: VirtualClock | None = None) -> Engine:
@@ -134,7 +136,7 @@ async def test_an_interval_rule_fires_once_per_period_and_survives_a_restart(tmp
         # 5 s into the next period: nothing fires
         await timer_in(clock, 10)
         clock.advance(5)
-        await asyncio.sleep(0.05)  # noqa: sleep-ok - giving a wrongly woken timer time to fire
+        await asyncio.sleep(0.05)  # deliberate: giving a wrongly woken timer time to fire
         assert len(await e.enforcements()) == 3
     # Restarted 30 s later (within catchup): the one missed fire is made up once, the rest skipped.
     clock.advance(30)
@@ -146,7 +148,7 @@ async def test_an_interval_rule_fires_once_per_period_and_survives_a_restart(tmp
         await timer_in(clock, 5)  # restarted at +65 s: the next period is +70 s
         await e.disable_rule("rt.every")  # stops at once: the next period fires nothing
         clock.advance(10)
-        await asyncio.sleep(0.05)  # noqa: sleep-ok - giving a stopped timer time to misfire
+        await asyncio.sleep(0.05)  # deliberate: giving a stopped timer time to misfire
         assert len(await e.enforcements()) == 4
         assert len(await tags(e, 4)) == 4
 
@@ -172,7 +174,7 @@ async def test_a_crashing_sensor_is_restarted_with_backoff(tmp_path: Path) -> No
         assert (state["status"], state["restarts"]) == ("backoff", 1)
         assert "flaky sensor fails poll 1" in state["last_error"]
         clock.advance(0.9)
-        await asyncio.sleep(0.05)  # noqa: sleep-ok - a sensor polled before its backoff would show here
+        await asyncio.sleep(0.05)  # deliberate: a sensor polled before its backoff would show here
         assert (tmp_path / "polls").read_text() == "1"
         clock.advance(0.1)
         await until(lambda: (tmp_path / "polls").read_text() == "2")
@@ -181,3 +183,21 @@ async def test_a_crashing_sensor_is_restarted_with_backoff(tmp_path: Path) -> No
         clock.advance(2)
         assert await tags(e) == ["tick 3"]
         assert (await sensor())["status"] == "running"
+
+
+async def test_enforcements_list_on_the_command_line_shows_what_each_rule_did(tmp_path: Path) -> None:
+    async with engine(tmp_path, "rt") as e:
+        started = await post_webhook(e, "hook", {"n": 2})
+        skipped = await e.emit("core.webhook", {"n": 1}, name="hook")
+        await tags(e)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "attune_actors.cli", "enforcements", "list", "--json",
+        "--data-dir", str(tmp_path / "data"), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    records = {r["trigger_instance_id"]: r for r in json.loads(out)}
+    assert records[started]["rule"] == "rt.on_hook"
+    assert records[started]["matched"] is True
+    assert records[started]["execution_id"]
+    assert (records[skipped]["matched"], records[skipped]["execution_id"]) == (False, None)

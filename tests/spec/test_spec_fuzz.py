@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from spec_helpers import EXAMPLES, TEST_PACK
 
-from attune_actors.cli import _located
+from attune_actors.cli import located as _located
 from attune_actors.errors import AttuneError
 from attune_actors.spec.packs import load_packs, load_workflow_text
 from attune_actors.spec.params import PARAM_KEYS

@@ -146,7 +146,7 @@ async def fixed_scenario(p: Pair) -> None:
     p.put_source("d1", "pack", "v1 again")
     p.put_source("d2", "other", "v2")
     p.check()  # pending on top of committed
-    await asyncio.sleep(0)  # noqa: sleep-ok - one loop turn
+    await asyncio.sleep(0)  # deliberate: one loop turn
     p.save("b", header("b", "succeeded", started_at=200.0, output={"r": 1}),
            [run("b2", 2, "succeeded", item_count=3)],
            [("b2", 0, item("succeeded", 1)), ("b2", 1, item("succeeded", 2))])
@@ -203,7 +203,7 @@ async def test_random_scenario_matches_memory_store(store: SQLiteStore, seed: in
         elif op < 0.9:
             p.put_source(f"d{rng.randrange(3)}", "pack", f"source {step}")
         elif op < 0.96:
-            await asyncio.sleep(0)  # end the turn: a commit starts in the background  # noqa: sleep-ok - one loop turn
+            await asyncio.sleep(0)  # deliberate: end the turn, a commit starts in the background
         else:
             await p.sql.flush()
         if step % 25 == 0:
@@ -308,7 +308,7 @@ async def test_reads_never_go_back_in_time_while_committing(store: SQLiteStore) 
             assert snap.header["step"] == step
             assert snap.runs[f"r{i}"]["attempts"] == step
         assert {h["step"] for h in store.headers()} == {step}
-        await asyncio.sleep(0)  # noqa: sleep-ok - one loop turn
+        await asyncio.sleep(0)  # deliberate: one loop turn
     await store.flush()
     assert store.stats().commits >= 2
 
@@ -345,7 +345,7 @@ def test_saves_without_an_event_loop_are_committed(db: Path) -> None:
         deadline = time.monotonic() + 10
         while count(db, "workflow_execution") < 100:
             assert time.monotonic() < deadline, "saves made without a loop were not committed"
-            time.sleep(0.005)  # noqa: sleep-ok - polling with a deadline
+            time.sleep(0.005)  # deliberate: polling with a deadline
     finally:
         asyncio.run(store.close())
 
@@ -370,7 +370,7 @@ async def main(db, mode):
         eid = f"f{i}"
         store.save(eid, header(eid, 1), [run("main", 1), run("r1", 1)], [("r1", 0, ["ok", i])])
         if i % 50 == 0:
-            await asyncio.sleep(0)  # noqa: sleep-ok - one loop turn
+            await asyncio.sleep(0)  # deliberate: one loop turn
     await store.flush()
     if mode == "flush":
         os._exit(0)  # no close(): what flush() returned for must be on disk
@@ -382,7 +382,7 @@ async def main(db, mode):
         for i in range(200):
             eid = f"k{i}"
             store.save(eid, header(eid, step), [run("main", step), run(f"r{step}", step)], [])
-        await asyncio.sleep(0)  # noqa: sleep-ok - one loop turn
+        await asyncio.sleep(0)  # deliberate: one loop turn
         if step == 20 or store.stats().commits == base + 10:
             print("busy", flush=True)
 
@@ -575,7 +575,7 @@ async def test_kv_store_shares_the_file(db: Path) -> None:
         for step in range(50):
             for i in range(20):
                 store.save(f"e{i}", header(f"e{i}", step=step), [run(f"r{step}", step)], [])
-            await asyncio.sleep(0)  # noqa: sleep-ok - one loop turn
+            await asyncio.sleep(0)  # deliberate: one loop turn
             assert kv.get("missing") is None
         await store.flush()
     finally:

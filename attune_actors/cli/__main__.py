@@ -1,0 +1,5 @@
+import sys
+
+from attune_actors.cli import main
+
+sys.exit(main())
