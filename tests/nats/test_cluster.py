@@ -45,7 +45,7 @@ import asyncio
 async def run(log, tag, seconds=0.0):
     with open(log, "a") as f:
         f.write(tag + "\\n")
-    await asyncio.sleep(seconds)  # noqa: sleep-ok - the action's work
+    await asyncio.sleep(seconds)  # deliberate: the action's work
     return tag
 """
 STEPS = """
@@ -113,7 +113,7 @@ async def eventually(check: Callable[[], Any], timeout: float, what: str) -> Any
             return found
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout} s")
-        await asyncio.sleep(0.1)  # noqa: sleep-ok - polling with a deadline
+        await asyncio.sleep(0.1)  # deliberate: polling with a deadline
 
 
 async def settled(nc: Any, members: int) -> dict[str, Any]:
