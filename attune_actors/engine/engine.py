@@ -583,9 +583,11 @@ class Engine:
         fut = rt.executions.end_of(execution_id)
         if fut is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(fut), timeout)
+                doc = await asyncio.wait_for(asyncio.shield(fut), timeout)
             except TimeoutError:
                 raise TimeoutError(f"execution {execution_id} did not end within {timeout} s") from None
+            if doc is not None:  # the supervisor's final document: no read back from the store
+                return Execution.from_dict(self.masker.mask(doc))
         return await self.get(execution_id)
 
     async def list(self, status: str | None = None, limit: int | None = None) -> builtins.list[Execution]:

@@ -257,15 +257,11 @@ class Runtime:
             header["owner"] = self.owner
         for key in ("vars", "output", "error"):
             header[key] = mask(header[key])
+        header["parameters"] = self.shown_parameters(conductor)
         secret_names = conductor.secret_parameters
         if secret_names:
             params = conductor.parameters
-            header["parameters"] = {
-                k: "***" if k in secret_names and v is not None else mask(v) for k, v in params.items()
-            }
             header["sealed_parameters"] = self._seal({k: params[k] for k in secret_names})
-        else:
-            header["parameters"] = mask(conductor.parameters)
         run_recs = []
         for run in runs:
             rec = run.to_record()
@@ -275,6 +271,20 @@ class Runtime:
         seal = self._seal_if_secret
         item_recs: list[ItemRecord] = [(run_id, idx, it.to_record(mask, seal)) for run_id, idx, it in items]
         self.store.save(conductor.id, header, run_recs, item_recs)
+
+    def shown_parameters(self, conductor: Conductor) -> dict[str, Any]:
+        """The parameters as stored and shown: secret ones as `***` (whatever their length), masked."""
+        mask, secret_names, params = self.masker.mask, conductor.secret_parameters, conductor.parameters
+        if not secret_names:
+            shown: dict[str, Any] = mask(params)
+            return shown
+        return {k: "***" if k in secret_names and v is not None else mask(v) for k, v in params.items()}
+
+    def end_document(self, conductor: Conductor) -> dict[str, Any]:
+        """An ended execution's document, as `document_from_store` would read it back (unmasked)."""
+        doc = conductor.document()
+        doc["parameters"] = self.shown_parameters(conductor)
+        return doc
 
     def _seal_if_secret(self, value: Any) -> Any:
         if value is None or self.masker.mask(value) is value:

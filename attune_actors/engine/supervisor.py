@@ -393,7 +393,7 @@ class WorkflowSupervisor(AsyncioActor):
     def _report_end(self) -> None:
         self._done = True
         c = self._c
-        self._rt.executions.ended(c.id)
+        self._rt.executions.ended(c.id, lambda: self._rt.end_document(c))
         if self._link is not None:
             message = (c.error or {}).get("message") if c.error else None
             try:
