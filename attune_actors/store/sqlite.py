@@ -12,6 +12,8 @@ key-value datastore keeps its `kv` table in the same file). Threads and what the
   one opens for the next writes) and writes it in one transaction. While it waits for the disk, the
   loop goes on filling the next batch, so a commit carries every turn since the previous one and
   the number of fsyncs per second, not of saves, is what the disk bounds.
+  Commits start at most every `COMMIT_INTERVAL` (2 ms) unless `flush()` asks: a lone busy
+  execution would otherwise pay a commit every few steps.
 - Reads (`load`, `headers`, `unfinished`, `definitions`, `get_source`) run on the caller's thread:
   first the batch being committed and the open batch, then SQLite through a reader connection of
   their own (WAL lets it read while the writer writes). A batch leaves memory only once committed,
@@ -19,8 +21,9 @@ key-value datastore keeps its `kv` table in the same file). Threads and what the
 
 Durability: what `flush()` returned for is committed (with `synchronous="FULL"`, on disk; with
 `"NORMAL"`, safe from a process crash but the last commits may be lost to a power cut). A crash
-loses the saves not yet committed: those of the current turn and of the commit in progress, a few
-milliseconds' worth (more when saves outpace the disk: the open batch then grows until the writer
+loses the saves not yet committed: those since the last commit started (at most
+`COMMIT_INTERVAL` plus the current turn) and those of the commit in progress, a few milliseconds'
+worth (more when saves outpace the disk: the open batch then grows until the writer
 catches up). The database itself stays valid, and each save is whole or absent, since a batch is
 one SQLite transaction.
 
@@ -52,11 +55,15 @@ from attune_actors.store import migrations
 from attune_actors.store.base import ItemRecord, Snapshot, Store
 from attune_actors.store.groupcommit import Backoff, CommitWaiters
 
-__all__ = ["BUSY_TIMEOUT", "SYNCHRONOUS_MODES", "SQLiteStore", "StoreStats"]
+__all__ = ["BUSY_TIMEOUT", "COMMIT_INTERVAL", "SYNCHRONOUS_MODES", "SQLiteStore", "StoreStats"]
 
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT = 10.0  # seconds a statement waits for another connection's write lock
+# Commits not asked for by flush() start at most this often. A lone chain of tasks would otherwise
+# commit every few steps, and a commit costs both threads far more CPU (fsync, wake-ups) than the
+# rows in it; a crash may lose this much more work, which recovery runs again.
+COMMIT_INTERVAL = 0.002  # seconds
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 _RETRY_FIRST = 0.05  # seconds before retrying a failed commit; doubled each failure...
 _RETRY_MAX = 2.0  # ...up to this
@@ -243,6 +250,7 @@ class SQLiteStore(Store):
         self._turn_loop: asyncio.AbstractEventLoop | None = None  # end-of-turn callback pending
         self._failure: StoreError | None = None  # the last commit failed; cleared by a success
         self._backoff = Backoff(_RETRY_FIRST, _RETRY_MAX)
+        self._paced_until = 0.0  # time.monotonic() before which only flush() starts a commit
         self._waiters = CommitWaiters()
         self._closing = False
         self._final_attempted = False
@@ -450,9 +458,12 @@ class SQLiteStore(Store):
                     self._requested = False  # a write after this asks again
                     self._cond.wait()
                 elif self._requested or self._failure is not None:
-                    if self._failure is None or self._force:
+                    if self._force:
                         break
-                    wait = self._backoff.remaining()
+                    if self._failure is not None:
+                        wait = self._backoff.remaining()
+                    else:
+                        wait = self._paced_until - time.monotonic()
                     if wait <= 0:
                         break
                     self._cond.wait(wait)
@@ -461,6 +472,7 @@ class SQLiteStore(Store):
             batch, self._open = self._open, _Batch(self._open.gen + 1)
             self._inflight = batch
             self._requested = self._force = False
+            self._paced_until = time.monotonic() + COMMIT_INTERVAL
         began = time.perf_counter()
         error = self._commit(batch)
         written = batch.rows() if error is None else 0  # outside the lock: save() waits on it
