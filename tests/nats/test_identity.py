@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import nats
+from helpers import eventually
 from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
 
 from attune_actors.nats.identity import Caller, caller
 
@@ -41,7 +43,17 @@ async def test_the_server_names_the_requester_and_a_forged_header_is_replaced(
         await engine.subscribe("attune.api.>", cb=serve)
         await engine.flush()
         forged = json.dumps({"acc": "PEOPLE", "user": "bob"})
-        await alice.request("attune.api.inquiries.respond", b"{}", timeout=5)
+
+        async def answered() -> bool:
+            # The service import reaches alice's account a moment after the subscription: until
+            # then a request finds no responders (and never reaches `serve`).
+            try:
+                await alice.request("attune.api.inquiries.respond", b"{}", timeout=5)
+            except NoRespondersError:
+                return False
+            return True
+
+        await eventually(answered, "the engine's service to be visible from alice's account")
         headers = {"Nats-Request-Info": forged}
         await alice.request("attune.api.inquiries.respond", b"{}", timeout=5, headers=headers)
     finally:

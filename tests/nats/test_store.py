@@ -25,6 +25,7 @@ from helpers import execution_reaches as until
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nats.aio.client import Client
+from nats.js.errors import NoKeysError
 from nats.js.kv import _is_key_valid
 
 from attune_actors import Engine
@@ -271,8 +272,16 @@ async def test_values_larger_than_max_payload_are_stored_in_parts(store: NatsSto
     store.put_definition("pack.big", "pack", big)
     await store.flush()
     kv = await nc.jetstream().key_value(store.bucket)
-    parts = [k for k in await kv.keys() if k.startswith("p.")]
-    assert len(parts) == 3 * 3
+
+    async def parts() -> list[str]:
+        # nats-py's keys() lists through a watcher that may end before the first delivery under
+        # load ("no keys found"): read again until the listing settles, within a deadline.
+        try:
+            return [k for k in await kv.keys() if k.startswith("p.")]
+        except NoKeysError:
+            return []
+
+    await wait_for(lambda: _count_is(parts, 3 * 3), timeout=10)
     again = await reopened(nc)
     try:
         snap = again.load("e")
@@ -286,7 +295,7 @@ async def test_values_larger_than_max_payload_are_stored_in_parts(store: NatsSto
         await again.flush()
     finally:
         await again.close()
-    assert [k for k in await kv.keys() if k.startswith("p.")] == []
+    await wait_for(lambda: _count_is(parts, 0), timeout=10)
     third = await reopened(nc)
     try:
         snap = third.load("e")
@@ -295,6 +304,10 @@ async def test_values_larger_than_max_payload_are_stored_in_parts(store: NatsSto
         assert third.definitions() == []
     finally:
         await third.close()
+
+
+async def _count_is(listing: Callable[[], Any], expected: int) -> bool:
+    return len(await listing()) == expected
 
 
 # -- the bucket -----------------------------------------------------------------------------------
