@@ -329,6 +329,9 @@ async def test_an_outcome_from_another_worker_is_refused_and_the_real_one_applie
     await rig.take()
     start = time.time()
     await rig.report("w-real", ["s", run.key, start])
+    # The real worker's heartbeat goes first on the same connection as the forger's, so the engine
+    # hears w-real claim the attempt before mallory does, whenever the JetStream report arrives.
+    await rig.heartbeat("w-real", [run.key])
     # a forger with a worker credential: a heartbeat claiming the attempt, then its outcome
     await rig.heartbeat("mallory", [run.key])
     await rig.report("mallory", ["e", run.key, start, "succeeded", {"pid": 666}, None])
