@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
+from helpers import eventually
 
 from attune_actors import Engine
 from attune_actors.config import NatsSettings, Settings
@@ -16,7 +17,6 @@ from attune_actors.config import NatsSettings, Settings
 NatsServer = Any  # the nats_server fixture (tests/nats/conftest.py)
 
 PACKS = Path(__file__).parent.parent / "rules" / "packs"
-POLL = 0.02
 
 
 async def ended(e: Engine, execution_id: str) -> Any:
@@ -29,15 +29,8 @@ async def ended(e: Engine, execution_id: str) -> Any:
     return await until(done)
 
 
-async def until(check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    async with asyncio.timeout(timeout):
-        while True:
-            value = check()
-            if asyncio.iscoroutine(value):
-                value = await value
-            if value:
-                return value
-            await asyncio.sleep(POLL)  # deliberate: polling with a deadline
+async def until(check: Callable[[], Any]) -> Any:
+    return await eventually(check, timeout=15.0)  # a NATS round trip or two per poll
 
 
 def make_engine(server: NatsServer, tmp_path: Path) -> Engine:

@@ -9,11 +9,11 @@ import asyncio
 import json
 import shutil
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import eventually as until
 
 from attune_actors import Engine
 from attune_actors.clock import VirtualClock
@@ -21,7 +21,6 @@ from attune_actors.errors import NotFoundError
 from attune_actors.rules import post_webhook
 
 PACKS = Path(__file__).parent / "packs"
-POLL = 0.01  # seconds between polls (each with a deadline)
 
 
 async def ended(e: Engine, execution_id: str) -> Any:
@@ -33,17 +32,6 @@ async def ended(e: Engine, execution_id: str) -> Any:
 
     return await until(done)
 
-
-async def until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """Poll `check` (sync or async) until it returns something truthy; fail after `timeout`."""
-    async with asyncio.timeout(timeout):
-        while True:
-            value = check()
-            if asyncio.iscoroutine(value):
-                value = await value
-            if value:
-                return value
-            await asyncio.sleep(POLL)  # deliberate: polling with a deadline
 
 
 def engine(tmp_path: Path, *packs: str, clock: VirtualClock | None = None) -> Engine:
