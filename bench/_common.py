@@ -192,3 +192,29 @@ def load_average() -> float | None:
         return os.getloadavg()[0]
     except OSError:
         return None
+
+
+def start_nats_server(store: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A nats-server with JetStream in `store` on a free loopback port, once it answers; its URL."""
+    import shutil
+    import socket
+
+    binary = shutil.which("nats-server") or str(Path(sys.executable).parent / "nats-server")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    proc = subprocess.Popen(
+        [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
+                if conn.recv(4).startswith(b"INFO"):
+                    return proc, f"nats://127.0.0.1:{port}"
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("nats-server did not start")
+        time.sleep(0.02)  # deliberate: waiting for the server's first INFO line

@@ -28,9 +28,7 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,6 +45,7 @@ import nats.errors  # noqa: E402
 
 from attune_actors.nats.cluster import cluster_status, partition_of  # noqa: E402
 from attune_actors.nats.subjects import Subjects  # noqa: E402
+from bench._common import start_nats_server  # noqa: E402
 
 PARTITIONS = 16
 LEASE_TTL = 3.0
@@ -62,11 +61,6 @@ def chain_yaml(n: int) -> str:
         lines.append(f"  - {{name: t{i}, action: core.noop{nxt}}}")
     return "\n".join(lines) + "\n"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -84,23 +78,7 @@ class Deployment:
         self.packs = packs
         self.procs: list[subprocess.Popen[bytes]] = []
         self.engines: dict[str, subprocess.Popen[bytes]] = {}
-        binary = shutil.which("nats-server") or str(Path(sys.executable).parent / "nats-server")
-        port = free_port()
-        self.url = f"nats://127.0.0.1:{port}"
-        self.server = subprocess.Popen(
-            [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(root / "js")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
-                    if conn.recv(4).startswith(b"INFO"):
-                        break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("nats-server did not start") from None
-                time.sleep(0.02)
+        self.server, self.url = start_nats_server(root / "js")
         self.env = {**os.environ, "ATTUNE_CLUSTER__PARTITIONS": str(PARTITIONS),
                     "ATTUNE_CLUSTER__LEASE_TTL": str(LEASE_TTL), "ATTUNE_LOGGING__LEVEL": "WARNING"}
 

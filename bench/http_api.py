@@ -73,7 +73,7 @@ async def serve_and_measure(args: argparse.Namespace) -> dict[str, Any]:
     from attune_actors.nats.subjects import Subjects
 
     tmp = Path(tempfile.mkdtemp(prefix="attune-bench-http-"))
-    nats_proc, nats_url = _start_nats(tmp / "js")
+    nats_proc, nats_url = common.start_nats_server(tmp / "js")
     try:
         settings = load_settings(
             overrides={
@@ -117,30 +117,6 @@ async def serve_and_measure(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def _start_nats(store: Path) -> tuple[subprocess.Popen[bytes], str]:
-    import shutil
-    import socket
-
-    binary = shutil.which("nats-server") or str(Path(sys.executable).parent / "nats-server")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    proc = subprocess.Popen(
-        [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
-                if conn.recv(4).startswith(b"INFO"):
-                    return proc, f"nats://127.0.0.1:{port}"
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("nats-server did not start")
-        time.sleep(0.02)
 
 
 # -- the client side (a child process) -------------------------------------------------------------

@@ -42,7 +42,6 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -116,31 +115,9 @@ def write_pack(root: Path, args: argparse.Namespace) -> Path:
 # -- processes -------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def start_server(store: Path) -> tuple[subprocess.Popen[bytes], str]:
-    binary = shutil.which("nats-server") or str(Path(sys.executable).parent / "nats-server")
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
-                if conn.recv(4).startswith(b"INFO"):
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("nats-server did not start")
-        time.sleep(0.02)
-    return proc, f"nats://127.0.0.1:{port}"
+    return common.start_nats_server(store)
 
 
 def start_workers(url: str, packs: Path, args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:

@@ -19,8 +19,6 @@ import asyncio
 import dataclasses
 import json
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +34,7 @@ from attune_actors.rules.nats_source import durable_name, stream_name
 from attune_actors.rules.service import RulesService
 from attune_actors.spec.packs import load_packs
 from attune_actors.templates import Renderer
+from bench._common import start_nats_server
 
 WORKFLOW = "parameters: {tag: {type: string}}\ntasks: [{name: a, action: core.noop}]\n"
 
@@ -147,17 +146,10 @@ async def main() -> None:
     n = 100 if args.quick else 1000
     rounds = 20 if args.quick else 200
     root = Path(tempfile.mkdtemp(prefix="attune-bench-rules-"))
-    server = shutil.which("nats-server") or str(Path(sys.executable).parent / "nats-server")
-    port = 14222 + (int(time.time()) % 1000)
-    proc = subprocess.Popen(  # noqa: ASYNC220 - before any measurement
-        [server, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(root / "js")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc, url = start_nats_server(root / "js")
     try:
-        await asyncio.sleep(0.5)  # deliberate: server start-up
         ev = await evaluation(make_pack(root / "many", 1000), rounds)
-        tp = await throughput(n, f"nats://127.0.0.1:{port}", root, make_pack(root / "one", 0))
+        tp = await throughput(n, url, root, make_pack(root / "one", 0))
     finally:
         proc.terminate()
         proc.wait()
