@@ -242,14 +242,7 @@ async def serve(
     async with contextlib.AsyncExitStack() as stack:  # unwinds in reverse: service, engine, lease, ...
         if settings.store == "sqlite":
             stack.enter_context(DataDirLock(settings.data_path))
-        nc = await _connect(settings, engine_id)
-        stack.push_async_callback(_close, nc)
-        heartbeat = Heartbeat()
-        heartbeat.start()
-        stack.push_async_callback(heartbeat.stop)
-        sidecar = Sidecar(f"attune-sidecar {engine_id}")
-        await sidecar.start(lambda: _connect(settings, f"{engine_id} control"))
-        stack.push_async_callback(sidecar.stop)
+        nc, heartbeat, sidecar = await _connections(stack, settings, engine_id)
 
         def lost_on_sidecar(reason: str) -> None:
             loop.call_soon_threadsafe(lease_lost, reason)
@@ -294,19 +287,28 @@ async def serve(
     return EXIT_LEASE_LOST if lost else EXIT_OK
 
 
+async def _connections(
+    stack: contextlib.AsyncExitStack, settings: Settings, engine_id: str
+) -> tuple[Client, Heartbeat, Sidecar]:
+    """The engine's NATS connection, its loop heartbeat, and the sidecar thread with its own
+    connection (lease renewals and the control service), each closed by `stack`."""
+    nc = await _connect(settings, engine_id)
+    stack.push_async_callback(_close, nc)
+    heartbeat = Heartbeat()
+    heartbeat.start()
+    stack.push_async_callback(heartbeat.stop)
+    sidecar = Sidecar(f"attune-sidecar {engine_id}")
+    await sidecar.start(lambda: _connect(settings, f"{engine_id} control"))
+    stack.push_async_callback(sidecar.stop)
+    return nc, heartbeat, sidecar
+
+
 async def serve_cluster(settings: Settings, *, engine_id: str, stop: asyncio.Event, stall: float) -> int:
     """One engine of a cluster (docs/distributed.md, "Several engines") until `stop`."""
     subjects = Subjects(settings.nats.subject_prefix)
     loop = asyncio.get_running_loop()
     async with contextlib.AsyncExitStack() as stack:
-        nc = await _connect(settings, engine_id)
-        stack.push_async_callback(_close, nc)
-        heartbeat = Heartbeat()
-        heartbeat.start()
-        stack.push_async_callback(heartbeat.stop)
-        sidecar = Sidecar(f"attune-sidecar {engine_id}")
-        await sidecar.start(lambda: _connect(settings, f"{engine_id} control"))
-        stack.push_async_callback(sidecar.stop)
+        nc, heartbeat, sidecar = await _connections(stack, settings, engine_id)
         secret_key = settings.secret_key or _shared_secret_key(settings.data_path)
 
         def build(p: int) -> tuple[Engine, NatsTransport]:
