@@ -24,6 +24,7 @@ from typing import Any, Self
 from attune_actors.errors import NotFoundError, ParameterError, StoreError
 from attune_actors.kv.masking import MASK
 from attune_actors.kv.secrets import KEY_FILE_NAME, Cipher
+from attune_actors.store.wal import enable_wal
 
 __all__ = ["BUSY_TIMEOUT", "MAX_KEY_LENGTH", "KVEntry", "KVStore", "validate_key"]
 
@@ -264,7 +265,7 @@ def _connect(path: Path) -> sqlite3.Connection:
         raise StoreError(f"cannot open the datastore {path}: {e}") from None
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        enable_wal(conn, BUSY_TIMEOUT)
         conn.execute("PRAGMA secure_delete = ON")  # zero what is deleted or overwritten
         conn.execute(_SCHEMA)
     except sqlite3.Error as e:

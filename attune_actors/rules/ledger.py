@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 
 from attune_actors.errors import StoreError
 from attune_actors.store import migrations
+from attune_actors.store.wal import enable_wal
 
 
 def enforcement_id(trigger_instance_id: str, rule: str) -> str:
@@ -161,7 +162,7 @@ class SQLiteLedger(RuleLedger):
     async def open(self) -> None:
         def connect() -> sqlite3.Connection:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
-            conn.execute("PRAGMA journal_mode=WAL")
+            enable_wal(conn, 10)
             conn.execute("PRAGMA synchronous=FULL")
             migrations.migrate(conn, self.path)
             return conn

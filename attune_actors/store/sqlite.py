@@ -54,6 +54,7 @@ from attune_actors.statuses import TERMINAL
 from attune_actors.store import migrations
 from attune_actors.store.base import ItemRecord, Snapshot, Store
 from attune_actors.store.groupcommit import Backoff, CommitWaiters
+from attune_actors.store.wal import enable_wal
 
 __all__ = ["BUSY_TIMEOUT", "COMMIT_INTERVAL", "SYNCHRONOUS_MODES", "SQLiteStore", "StoreStats"]
 
@@ -793,8 +794,8 @@ def _connect(path: Path, synchronous: str, *, reader: bool = False) -> sqlite3.C
             migrations.check(conn, path)
             return conn
         migrations.check(conn, path)  # refuse a newer or foreign file before writing anything
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
+        mode = enable_wal(conn, BUSY_TIMEOUT)
+        if mode.lower() != "wal":
             raise StoreError(
                 f"cannot open the store {path}: WAL mode refused (journal mode "
                 f"{mode!r}); is the folder on a network file system?"

@@ -513,6 +513,28 @@ def test_invalid_synchronous_mode(db: Path) -> None:
         SQLiteStore(db, synchronous="sometimes")
 
 
+@pytest.mark.parametrize("opener", [SQLiteStore, KVStore], ids=["store", "datastore"])
+def test_opening_waits_for_another_process_creating_the_file(db: Path, opener: Any) -> None:
+    """Two commands started together on a fresh data dir: the second waits for the first's lock
+    (SQLite fails the switch to WAL at once otherwise; `run` died with "database is locked")."""
+    db.parent.mkdir()
+    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE other (x)")  # still a rollback-journal file, as while being created
+    holder.execute("BEGIN IMMEDIATE")  # a writer: SQLite fails the switch to WAL without waiting
+    released = threading.Timer(0.3, lambda: holder.execute("COMMIT"))  # deliberate: the lock is held a while
+    released.start()
+    try:
+        opened = opener(db)
+    finally:
+        released.join()
+        holder.close()
+    if isinstance(opened, SQLiteStore):
+        opened.close_sync()
+    else:
+        opened.close()
+    assert sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
 def test_schema_version_and_indexes(db: Path) -> None:
     asyncio.run(SQLiteStore(db).close())
     with sqlite3.connect(db) as conn:
