@@ -28,21 +28,21 @@ lint: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
-# Benchmarks against peers (issue #8, docs/perf/peers.md): attune_actors vs Orquesta and Prefect,
-# in their own venv so the peers never touch .venv. `make bench-peers QUICK=1` is the < 1 min
-# smoke run. Orquesta 1.2.0 goes in with --no-deps: it pins jsonschema<3, which cannot coexist
-# with ours; the `bench` extra carries its other needs (networkx 1.11, yaql, ...) and
-# bench/peers/orquesta_shim.py makes it import on Python 3.11.
+# Benchmarks against peers (issue #8, docs/perf/peers.md): attune_actors vs Orquesta and Prefect.
+# The peers live in their own venv, without attune_actors (Prefect 3.9 needs fastapi<0.151, we
+# need >=0.165): the `peers` dependency group of pyproject.toml, then Orquesta 1.2.0 with --no-deps
+# (it pins jsonschema<3; bench/peers/orquesta_shim.py makes it run on ours, on Python 3.11). The
+# runner starts attune_actors' workers on .venv's python. `make bench-peers QUICK=1`: < 1 min.
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
 
 $(BENCH_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(BENCH_VENV)
-	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
-	$(BENCH_VENV)/bin/pip install --quiet -e '.[bench]'
+	$(BENCH_VENV)/bin/pip install --quiet --upgrade 'pip>=25.1'
+	$(BENCH_VENV)/bin/pip install --quiet --group peers
 	$(BENCH_VENV)/bin/pip install --quiet --no-deps 'orquesta==1.2.0'
 	touch $(BENCH_STAMP)
 
 .PHONY: bench-peers
-bench-peers: $(BENCH_STAMP)
-	$(BENCH_VENV)/bin/python -m bench.peers $(if $(QUICK),--quick) $(BENCH_PEERS_ARGS)
+bench-peers: $(STAMP) $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python -m bench.peers --attune-python $(BIN)/python $(if $(QUICK),--quick) $(BENCH_PEERS_ARGS)

@@ -59,6 +59,14 @@ from attune_actors.templates import FAILED_STATUSES, Renderer, Scope, TaskViews
 log = logging.getLogger("attune_actors.engine")
 
 _COMMAND_RETRY_COUNT = 3  # `do: retry` without a retry policy (SPEC section 3)
+# The conditions of `on_success`/`on_failure`/`on_timeout` (spec.workflow's sugar), written the same
+# way by hand or not: the statuses that make each true. Read off the ended run instead of rendered,
+# since nearly every transition has one (a render is most of a chain step's template cost).
+_STATUS_CONDITIONS: dict[str, frozenset[str]] = {
+    "{{ succeeded() }}": frozenset({SUCCEEDED}),
+    "{{ failed() }}": frozenset(FAILED_STATUSES),
+    "{{ timed_out() }}": frozenset({TIMEOUT}),
+}
 _DEFAULT_LIMITS = LimitSettings()
 
 
@@ -502,14 +510,18 @@ class Conductor:
             "system": dict(self.system),
             "seq": self.seq,
             "inflight": self.in_flight,
-            "paused_children": sorted(k for k, v in self.children.items() if v == PAUSED),
-            "waiting_children": sorted(k for k, v in self.children.items() if v == PENDING),
+            "paused_children": self._child_ids(PAUSED),
+            "waiting_children": self._child_ids(PENDING),
             "failing": self.failing,
             "ending": self.ending,
             "barriers": {k: b.to_record() for k, b in self.barriers.items()},
             "timers": [[k.to_record(), at] for k, at in self.timers.items()],
             "staged": [[w.kind.value, w.run_id, w.item] for w in self.staged],
         }
+
+    def _child_ids(self, status: str) -> list[str]:
+        children = self.children
+        return sorted(k for k, v in children.items() if v == status) if children else []
 
     def restore(
         self,
@@ -673,6 +685,9 @@ class Conductor:
     def _truthy(self, source: str | None, where: str) -> bool:
         if source is None:
             return True
+        statuses = _STATUS_CONDITIONS.get(source)
+        if statuses is not None:  # what `succeeded()` & co. in self._ctx answer, without a render
+            return getattr(self._current, "status", None) in statuses
         return self._renderer.truthy(source, self._ctx, where=f"{self.spec.ref} {where}")
 
     def _gate(self) -> Gate:

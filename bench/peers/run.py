@@ -7,7 +7,8 @@
     .venv-bench/bin/python -m bench.peers --from-json FILE   # tables and plots again from a saved run
     .venv-bench/bin/python -m bench.peers --profile DIR      # + one pyinstrument profile per attune run
 
-Systems, each in its own worker process (bench/peers/worker.py) started once and warmed up:
+Systems, each in its own worker process (bench/peers/worker.py) started once and warmed up (the
+peers' on this interpreter, attune_actors' on `--attune-python`, .venv's by default):
 attune_actors embedded with the in-memory store and with the durable SQLite store, and on NATS
 (when `attune_actors.nats.transport` imports and a nats-server binary is found; otherwise its row
 says "not yet"); Orquesta 1.2.0's `WorkflowConductor` alone, fed immediate successes
@@ -42,6 +43,7 @@ from bench import _common as common
 from bench.peers.shapes import ALL, CONCURRENCY_POINTS, GOAL_SHAPES, ITEMS_POINTS, SWEEP, Shape
 
 ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_ATTUNE_PYTHON = ROOT / ".venv" / "bin" / "python"
 ATTUNE = ("attune-memory", "attune-sqlite", "attune-nats")
 PEERS = ("orquesta", "prefect")
 GOAL_RATIO = 20.0
@@ -69,8 +71,11 @@ SHORT = {
 class Worker:
     """A system's worker process and its JSON-lines channel."""
 
-    def __init__(self, system: str, logdir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, system: str, logdir: Path, env: dict[str, str] | None = None, python: str | None = None
+    ) -> None:
         self.system = system
+        self.python = python or sys.executable
         self.env = env
         self.log = logdir / f"{system}.log"
         self.info: dict[str, Any] = {}
@@ -79,7 +84,7 @@ class Worker:
     def spawn(self) -> None:
         with open(self.log, "a") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bench.peers.worker", self.system],
+                [self.python, "-m", "bench.peers.worker", self.system],
                 cwd=ROOT,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -162,7 +167,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     load_before = os.getloadavg()
     common.progress(f"starting {len(systems)} workers (logs in {logdir}) ...")
     env = {**os.environ, "BENCH_PEERS_PREFECT_SERVICES": args.prefect_services}
-    workers = {s: Worker(s, logdir, env) for s in systems}
+    # attune_actors and Prefect cannot share a venv (their fastapi ranges do not meet): attune's
+    # workers run on its own interpreter, the peers' on this one.
+    workers = {s: Worker(s, logdir, env, args.attune_python if s in ATTUNE else None) for s in systems}
     for w in workers.values():
         w.spawn()
     status: dict[str, Any] = {}
@@ -479,6 +486,11 @@ def main() -> None:
         default="lean",
         help="Prefect server's event persister and task-run recorder off (lean, default) "
         "or on (Prefect's default)",
+    )
+    parser.add_argument(
+        "--attune-python",
+        default=str(DEFAULT_ATTUNE_PYTHON) if DEFAULT_ATTUNE_PYTHON.exists() else sys.executable,
+        help="the interpreter of attune_actors' workers (default: .venv/bin/python when it exists)",
     )
     parser.add_argument("--markdown", action="store_true", help="tables as Markdown")
     parser.add_argument(
