@@ -1,8 +1,8 @@
 """TaskActor: one per task run; submits the run's attempts to the transport and relays outcomes.
 
-It handles `DispatchAttempts` (submit each attempt), `CancelAttempt` (ask the transport to stop one),
-`Release` (its run ended: stop what is still out) and the transport's `RunOutcome` (forwarded to its
-supervisor as `AttemptEnded`). Its only state is the attempts it has in flight. A with_items run's
+It handles `DispatchAttempts` (submit each attempt), `CancelAttempt` (ask the transport to stop one)
+and `Release` (its run ended: stop what is still out), and relays the transport's `RunOutcome`s to
+its supervisor as `AttemptEnded`. Its only state is the attempts it has in flight. A with_items run's
 items all go through their run's one task actor. A released actor serves the next task run of the
 same execution: an actor per task run while it runs, without paying for a new actor per run.
 """
@@ -45,6 +45,7 @@ class TaskActor(AsyncioActor):
         # Keyed by the full attempt key: after a Release, a late outcome of the previous run must
         # not be taken for the same (item, attempt) of the run this actor serves now.
         self._inflight: dict[tuple[str, int | None, int], ActionRun] = {}
+        self._submitting = False  # in a DispatchAttempts handler: outcomes must wait their turn
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, RunOutcome):
@@ -55,11 +56,13 @@ class TaskActor(AsyncioActor):
                       logctx.task.set(message.runs[0].task))
             inflight = self._inflight
             before = len(inflight)
+            self._submitting = True
             try:
                 for attempt in message.runs:
                     inflight[(attempt.run_id, attempt.item, attempt.attempt)] = attempt
                     self._transport.submit(attempt, self._deliver)
             finally:
+                self._submitting = False
                 self._attempts.count += len(inflight) - before
                 logctx.task.reset(tokens[1])
                 logctx.execution_id.reset(tokens[0])
@@ -75,11 +78,22 @@ class TaskActor(AsyncioActor):
         return None
 
     def _deliver(self, outcome: RunOutcome) -> None:
-        """Transport callback: the outcome enters this actor's inbox like any message."""
-        try:
-            self.actor_ref.tell(outcome)
-        except ActorDeadError:
-            pass  # the run ended meanwhile (canceled, timed out): nothing waits for this outcome
+        """Transport callback: relay the outcome now, without a trip through the inbox.
+
+        Transports call it on the loop's thread, so never in the middle of one of this actor's
+        handlers (none of them awaits): its state is between two messages, as a handler would find
+        it, and the wake-up of a queued message per attempt is saved. Messages still queued (a
+        `Release`, a `CancelAttempt`) come after it, as if the outcome had arrived first; the
+        conductor ignores the outcome of an attempt it no longer waits for. An outcome given back
+        from inside `submit` (during a handler) is queued instead, like any message.
+        """
+        if self._submitting:
+            try:
+                self.actor_ref.tell(outcome)
+            except ActorDeadError:
+                pass
+        elif not self.actor_stopped.is_set():  # stopped: the run ended, nothing waits for this
+            self._outcome(outcome)
 
     def _outcome(self, outcome: RunOutcome) -> None:
         if self._inflight.pop((outcome.run_id, outcome.item, outcome.attempt), None) is None:

@@ -85,10 +85,16 @@ class StoreStats:
     failed_commits: int  # transactions that failed and were rolled back (their rows kept)
 
 
+# The columns besides the header (status, started_at, ended_at, parent_id, ref): indexed, listed.
+Listing = tuple[str, float | None, float | None, str | None, str | None]
+
+
 class _Exec:
     """One execution's pending rows: the latest header and the latest record of each run/item."""
 
-    __slots__ = ("ended_at", "header", "items", "parent_id", "ref", "runs", "started_at", "status")
+    __slots__ = (
+        "ended_at", "header", "items", "listed", "parent_id", "ref", "runs", "started_at", "status"
+    )
 
     def __init__(self) -> None:
         self.header = b""
@@ -99,12 +105,16 @@ class _Exec:
         self.ended_at: float | None = None
         self.runs: dict[str, RunRow] = {}
         self.items: dict[tuple[str, int], bytes] = {}
+        # Whether the listing columns may differ from the stored row: if not, the commit updates
+        # the header alone, and SQLite leaves the execution's three indexes untouched.
+        self.listed = False
 
     def under(self, newer: _Exec) -> _Exec:
         """`newer` with the runs and items only this older one has (newer rows win)."""
         merged = _Exec()
         for name in ("header", "ref", "status", "parent_id", "started_at", "ended_at"):
             setattr(merged, name, getattr(newer, name))
+        merged.listed = self.listed or newer.listed
         merged.runs = {**self.runs, **newer.runs}
         merged.items = {**self.items, **newer.items}
         return merged
@@ -190,11 +200,17 @@ def _set(*columns: str) -> str:
     return "DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in columns)
 
 
-_MAX_ROWS = 1024  # 5 tables x 11 statement shapes (1024, then powers of two), all cached
+_MAX_ROWS = 1024  # 6 upserts x 11 statement shapes (1024, then powers of two), all cached
 UPSERT_EXECUTION = _Upsert(
     "workflow_execution",
     ("id", "ref", "status", "parent_id", "started_at", "ended_at", "header"),
     "ON CONFLICT (id) " + _set("ref", "status", "parent_id", "started_at", "ended_at", "header"),
+)
+# Most steps change an execution's header but none of its listing columns (status, times, ...).
+UPSERT_HEADER = _Upsert(
+    "workflow_execution",
+    UPSERT_EXECUTION.columns,
+    "ON CONFLICT (id) " + _set("header"),
 )
 UPSERT_RUN = _Upsert(
     "workflow_task_execution",
@@ -257,6 +273,8 @@ class SQLiteStore(Store):
         self._final_attempted = False
         self._closed = False
         self._saves = self._commits = self._rows_written = self._failed_commits = 0
+        # The listing columns last buffered for each execution not ended yet (under _lock).
+        self._listings: dict[str, Listing] = {}
 
         self._read_lock = threading.Lock()
         self._wconn = _connect(self.path, mode)
@@ -369,6 +387,14 @@ class SQLiteStore(Store):
                 e = self._open.execs[execution_id] = _Exec()
             e.header, e.ref, e.status = blob, ref, status
             e.parent_id, e.started_at, e.ended_at = parent_id, started_at, ended_at
+            listing = (status, started_at, ended_at, parent_id, ref)
+            listings = self._listings
+            if listings.get(execution_id) != listing:
+                e.listed = True
+                if status in self._terminal:
+                    listings.pop(execution_id, None)
+                else:
+                    listings[execution_id] = listing
             for row in run_rows:
                 e.runs[row[0]] = row
             if item_rows:
@@ -522,13 +548,15 @@ class SQLiteStore(Store):
                     ((ref,) for ref, v in defs if v is None),
                 )
             execs = batch.execs.items()
-            UPSERT_EXECUTION.run(
-                conn,
-                (
-                    (eid, e.ref, e.status, e.parent_id, e.started_at, e.ended_at, e.header)
-                    for eid, e in execs
-                ),
-            )
+            for upsert, listed in ((UPSERT_EXECUTION, True), (UPSERT_HEADER, False)):
+                upsert.run(
+                    conn,
+                    (
+                        (eid, e.ref, e.status, e.parent_id, e.started_at, e.ended_at, e.header)
+                        for eid, e in execs
+                        if e.listed is listed
+                    ),
+                )
             UPSERT_RUN.run(
                 conn,
                 (
