@@ -291,6 +291,13 @@ class AsyncioActor(Actor):
         """Run in the actor's task after its children stopped, when it stops after a failure."""
         return None
 
+    def on_drained(self) -> None:
+        """Run in the actor's task each time its inbox runs empty, before it waits for the next
+        message: the end of a burst of messages (all those that arrived while it was busy).
+        Work that can wait for the burst's end (a snapshot of its state) is done once here instead
+        of after each message. Synchronous; raising is a failure. Not run when it stops."""
+        return None
+
     def on_child_failure(
         self, child: ActorRef[Any], error: BaseException
     ) -> Directive | Awaitable[Directive]:
@@ -328,12 +335,24 @@ class AsyncioActor(Actor):
             # The class's functions rather than bound methods: an idle actor keeps no method objects.
             handle = type(self)._handle_receive
             on_receive = type(self).on_receive
+            on_drained = type(self).on_drained
+            drained = None if on_drained is AsyncioActor.on_drained else on_drained
             envelope = message = reply_to = result = None
             while True:
                 items = inbox.take()
                 if not items:
                     # Parked actors hold no message, reply future or result of the last batch.
                     envelope = message = reply_to = result = None
+                    if drained is not None:
+                        try:
+                            drained(self)
+                        except BaseException as exc:
+                            if not _is_failure(exc):
+                                raise
+                            await self._fail(exc)
+                            return
+                        if inbox:  # the hook sent this actor messages: handle them first
+                            continue
                     await inbox.park()
                     continue
                 for index, envelope in enumerate(items):

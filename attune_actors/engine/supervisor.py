@@ -3,12 +3,15 @@
 It handles `Start`, `AttemptEnded`, `TimerFired`, `Control`, `AnswerInquiry`, `GetDocument` and
 `GetGraph`. Each message becomes one conductor event; the conductor's commands are carried out here
 (task actors for dispatch, timers on the loop, child supervisors for nested workflows), then the
-step's changes are saved as a snapshot and published as events. Nothing else touches the conductor.
+step's changes are published as events. They are saved as one snapshot once every message that
+came in together is handled (`on_drained`): a with_items batch or a fan-in whose outcomes arrive in
+one loop turn writes the header once, not once per outcome. Nothing else touches the conductor.
 """
 
 from __future__ import annotations
 
 import logging
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from pykka import ActorDeadError, ActorRef
@@ -45,7 +48,7 @@ from attune_actors.engine.messages import (
     TimerFired,
 )
 from attune_actors.engine.observer import FLUSH_PROGRESS, ExecutionObserver
-from attune_actors.engine.state import iso
+from attune_actors.engine.state import ItemRun, TaskRun, iso
 from attune_actors.engine.task import TaskActor
 from attune_actors.errors import AttuneError, StoreError
 from attune_actors.observability.tracing import Carrier
@@ -58,6 +61,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("attune_actors.engine")
 
 _IDLE_TASK_ACTORS = 4  # released task actors a supervisor keeps for its next runs
+_by_seq = attrgetter("seq")
 
 
 class ParentLink:
@@ -92,6 +96,10 @@ class WorkflowSupervisor(AsyncioActor):
         self._done = False
         self._new_attempts = False  # recovered embedded: attempts in flight died with the engine
         self._store_failed: StoreError | None = None  # the first failed save: the execution fails
+        # Changed since the last snapshot, saved by _save: runs by id, items by (run id, index).
+        self._unsaved = False
+        self._unsaved_runs: dict[str, TaskRun] = {}
+        self._unsaved_items: dict[tuple[str, int], tuple[str, int, ItemRun]] = {}
         self._obs = ExecutionObserver(
             runtime, conductor, parent.trace if parent is not None else None, self._flush_progress_at
         )
@@ -206,7 +214,11 @@ class WorkflowSupervisor(AsyncioActor):
                     )
         return Directive.STOP
 
+    def on_drained(self) -> None:
+        self._save()
+
     def on_stop(self) -> None:
+        self._save()
         if not self._done:
             self._obs.stopped()
         for handle in self._timers.values():
@@ -263,15 +275,19 @@ class WorkflowSupervisor(AsyncioActor):
             self._report_end()
 
     def _after_step(self, cmds: list[Command]) -> None:
-        """Snapshot the step, publish its status changes, tell a parent we paused or resumed."""
+        """Note the step's changes for the snapshot, publish its status changes, tell a parent we
+        paused or resumed."""
         c = self._c
         runs, items = c.take_dirty()
-        store_failure: StoreError | None = None
-        try:
-            self._rt.save_step(c, runs, items)  # buffered even when it raises
-        except StoreError as exc:
-            if not self._store_failed:  # the store logs the failure; the execution fails, once
-                self._store_failed = store_failure = exc
+        self._unsaved = True
+        if runs:
+            unsaved_runs = self._unsaved_runs
+            for run in runs:
+                unsaved_runs[run.id] = run
+        if items:
+            unsaved_items = self._unsaved_items
+            for item in items:
+                unsaved_items[item[0], item[1]] = item
         changed = c.status != self._last_status
         active = self._rt.events.active
         self._obs.after_step(cmds, items, active)  # retries, abandons, item progress
@@ -299,9 +315,24 @@ class WorkflowSupervisor(AsyncioActor):
                     self._link.ref.tell(ChildStatus(self._link.run_id, self._link.attempt, c.status))
                 except ActorDeadError:
                     pass
-        if store_failure is not None:
-            reason = f"the store cannot keep this execution: {store_failure}"
-            self._carry_out(c.fail(reason, self._clock.now()))
+
+    def _save(self) -> None:
+        """Save what changed since the last snapshot, as one step (records are built from the
+        runs and items as they are now)."""
+        c = self._c
+        while self._unsaved:
+            self._unsaved = False
+            runs = sorted(self._unsaved_runs.values(), key=_by_seq) if self._unsaved_runs else []
+            items = list(self._unsaved_items.values())
+            self._unsaved_runs.clear()
+            self._unsaved_items.clear()
+            try:
+                self._rt.save_step(c, runs, items)  # buffered even when it raises
+            except StoreError as exc:
+                if self._store_failed:
+                    continue
+                self._store_failed = exc  # the store logs the failure; the execution fails, once
+                self._carry_out(c.fail(f"the store cannot keep this execution: {exc}", self._clock.now()))
 
     def _publish_status(self, root: str) -> None:
         c = self._c
@@ -391,6 +422,7 @@ class WorkflowSupervisor(AsyncioActor):
         ref.tell(Start(recovered=recovered, new_attempts=recovered and self._new_attempts))
 
     def _report_end(self) -> None:
+        self._save()  # before anyone hears of the end: the store has it first, as before
         self._done = True
         c = self._c
         self._rt.executions.ended(c.id, lambda: self._rt.end_document(c))
