@@ -161,3 +161,50 @@ async def test_proxy_to_a_stopped_actor_is_refused() -> None:
     await ref.stop(block=False)
     with pytest.raises(pykka.ActorDeadError):
         ref.proxy()
+
+
+class Batcher(AsyncioActor):
+    """Records messages, and in `on_drained` closes the burst they arrived in."""
+
+    def __init__(self, fail_when_drained: bool = False) -> None:
+        super().__init__()
+        self.log: list[Any] = []
+        self.fail_when_drained = fail_when_drained
+        self.echo = False
+
+    def on_receive(self, message: Any) -> Any:
+        self.log.append(message)
+        self.echo = self.echo or message == "again"
+        return len(self.log)
+
+    def on_drained(self) -> None:
+        self.log.append("|")
+        if self.fail_when_drained:
+            raise RuntimeError("cannot close the burst")
+        if self.echo:  # a message sent from the hook is handled before the actor parks
+            self.echo = False
+            self.actor_ref.tell("echo")
+
+
+async def test_on_drained_runs_once_after_each_burst_of_messages() -> None:
+    ref = Batcher.start()
+    for i in range(3):
+        ref.tell(i)
+    assert await ref.ask("last", block=False) == 4  # the hook ran in that turn, before parking
+    ref.tell("again")
+    assert await ref.ask("later", block=False) == 7  # "|", "again", "later"
+    log = await ref.proxy().log  # a message too: the burst it ends adds the last "|"
+    # Each burst ends once; the second one's hook tells "echo", handled before the actor parks.
+    assert log == [0, 1, 2, "last", "|", "again", "later", "|", "echo", "|", "|"]
+
+
+async def test_a_failing_on_drained_fails_the_actor() -> None:
+    ref = Batcher.start(fail_when_drained=True)
+    ref.tell("x")
+    for _ in range(50):
+        if not ref.is_alive():
+            break
+        await asyncio.sleep(0)
+    assert not ref.is_alive()
+    with pytest.raises(pykka.ActorDeadError):
+        ref.tell("y")

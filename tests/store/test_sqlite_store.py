@@ -268,6 +268,36 @@ async def test_one_commit_per_turn_and_columns_filled(store: SQLiteStore, db: Pa
             "WHERE run_id = 'r7'").fetchone() == ("e7", "r7", 7, "t7", "succeeded")
 
 
+async def test_listing_columns_follow_the_header_across_commits(db: Path) -> None:
+    """Steps that change only the header update the header alone; the listing columns (status,
+    times, parent) still follow every change, across commits and a reopened store."""
+
+    def row(eid: str) -> tuple[Any, ...]:
+        with sqlite3.connect(db) as conn:
+            return tuple(conn.execute(
+                "SELECT status, started_at, ended_at, parent_id FROM workflow_execution "
+                "WHERE id = ?", (eid,)).fetchone())
+
+    store = SQLiteStore(db)
+    steps = [("requested", None, None), ("running", 5.0, None), ("running", 5.0, None),
+             ("paused", 5.0, None), ("running", 5.0, None), ("succeeded", 5.0, 9.0),
+             ("succeeded", 5.0, 9.0)]
+    for n, (status, started, ended) in enumerate(steps):
+        store.save("e", header("e", status, started_at=started, ended_at=ended, seq=n), [], [])
+        await store.flush()
+        assert row("e") == (status, started, ended, None)
+        loaded = store.load("e")
+        assert loaded is not None
+        assert loaded.header["seq"] == n
+    await store.close()
+    store = SQLiteStore(db)  # a new store knows nothing of the rows: it writes them whole first
+    store.save("e", header("e", "running", started_at=7.0, parent_id="p", seq=9), [], [])
+    await store.flush()
+    assert row("e") == ("running", 7.0, None, "p")
+    assert [h["id"] for h in store.headers(status="running", parent_id="p")] == ["e"]
+    await store.close()
+
+
 async def test_reads_see_pending_writes(store: SQLiteStore, db: Path) -> None:
     store.save("p", header("p", "running"), [run("r", 1)], [("r", 3, item("running"))])
     store.put_definition("pack.w", "pack", "src")
