@@ -507,7 +507,7 @@ class Conductor:
             "rerun_of": self.rerun_of,
             "definition": self.definition,
             "created_at": self.created_at,
-            "system": dict(self.system),
+            "system": self.system,  # read-only once built; the stores encode the header at once
             "seq": self.seq,
             "inflight": self.in_flight,
             "paused_children": self._child_ids(PAUSED),

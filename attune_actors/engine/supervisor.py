@@ -96,10 +96,11 @@ class WorkflowSupervisor(AsyncioActor):
         self._done = False
         self._new_attempts = False  # recovered embedded: attempts in flight died with the engine
         self._store_failed: StoreError | None = None  # the first failed save: the execution fails
-        # Changed since the last snapshot, saved by _save: runs by id, items by (run id, index).
+        # Changed since the last snapshot, saved by _save: runs by id, and items (an item changed
+        # twice is listed twice; its record is built once it is saved, so both are the same).
         self._unsaved = False
         self._unsaved_runs: dict[str, TaskRun] = {}
-        self._unsaved_items: dict[tuple[str, int], tuple[str, int, ItemRun]] = {}
+        self._unsaved_items: list[tuple[str, int, ItemRun]] = []
         self._obs = ExecutionObserver(
             runtime, conductor, parent.trace if parent is not None else None, self._flush_progress_at
         )
@@ -285,9 +286,7 @@ class WorkflowSupervisor(AsyncioActor):
             for run in runs:
                 unsaved_runs[run.id] = run
         if items:
-            unsaved_items = self._unsaved_items
-            for item in items:
-                unsaved_items[item[0], item[1]] = item
+            self._unsaved_items += items
         changed = c.status != self._last_status
         active = self._rt.events.active
         self._obs.after_step(cmds, items, active)  # retries, abandons, item progress
@@ -323,9 +322,8 @@ class WorkflowSupervisor(AsyncioActor):
         while self._unsaved:
             self._unsaved = False
             runs = sorted(self._unsaved_runs.values(), key=_by_seq) if self._unsaved_runs else []
-            items = list(self._unsaved_items.values())
+            items, self._unsaved_items = self._unsaved_items, []
             self._unsaved_runs.clear()
-            self._unsaved_items.clear()
             try:
                 self._rt.save_step(c, runs, items)  # buffered even when it raises
             except StoreError as exc:
