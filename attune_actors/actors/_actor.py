@@ -52,13 +52,13 @@ _live: set[AsyncioActor] = set()
 # Message types handled by the loop itself (control) or by pykka's `_handle_receive` (proxy calls);
 # every other message goes straight to `on_receive`, as `_handle_receive` would send it.
 _CONTROL = frozenset({_ActorStop, ChildStopped, ChildFailed})
+_SPECIAL = _CONTROL | {ProxyCall, ProxyGetAttr, ProxySetAttr}
 
 # Actor URNs: a random UUID per process whose last 48 bits count the actors started. Still
 # `urn:uuid:` in the UUID layout, unique in the process and, through the random part, between
 # processes; a tenth of the cost of `uuid4()` per actor (an execution starts several).
 _URN_PREFIX = uuid.uuid4().urn[:-12]
 _urn_serial = itertools.count()
-_SPECIAL = _CONTROL | {ProxyCall, ProxyGetAttr, ProxySetAttr}
 
 
 class _StopFlag(threading.Event):

@@ -1,0 +1,178 @@
+"""This tree against a baseline commit, side by side: the shapes of issue #19 on attune_actors alone.
+
+    .venv/bin/python bench/ab.py                      # against main, both stores, 3 alternations
+    .venv/bin/python bench/ab.py --baseline beaeed3 --stores sqlite --rounds 5
+    .venv/bin/python bench/ab.py --markdown           # the table as Markdown
+
+The baseline's `attune_actors` is taken with `git archive` into a temporary directory; every
+(shape, store, side) measurement runs in a fresh child process pinned to one CPU, baseline and
+this tree alternating, so load that comes and goes hits both alike. Figures are CPU time
+(`process_time`: the SQLite writer thread included), the median of the children's medians.
+
+Shapes, each through `Engine.execute` / `Engine.wait` with `core.noop` tasks, as bench/peers runs
+them (its pack, bench/peers/sys_attune.py):
+
+- `concurrent-1000`: 1,000 workflows of 10 tasks started at once (issue #19's durable goal);
+- `concurrent-200`: 200 workflows of 10 tasks started at once;
+- `fanout-4`: 20 executions in a row of a fan-out to 4 branches and a `join: all`;
+- `items-1000`: one task `with_items` over 1,000 items, all at once.
+
+The store is the default of `Engine(data_dir=...)` (`sqlite`) or `memory`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import _common as common  # noqa: E402
+
+SHAPES = {  # name: (kind, size, executions in a row)
+    "concurrent-1000": ("concurrent", 1000, 1),
+    "concurrent-200": ("concurrent", 200, 1),
+    "fanout-4": ("fanout", 4, 20),
+    "items-1000": ("items", 1000, 1),
+}
+TRANSITIONS = {"concurrent-1000": 10_000, "concurrent-200": 2_000, "fanout-4": 120, "items-1000": 1_000}
+
+
+# -- child -----------------------------------------------------------------------------------------
+
+
+def child(shape: str, store: str, rounds: int) -> None:
+    common.pin_to_cpu(common.default_cpu())
+    sys.path.append(str(ROOT))  # for `bench.peers`; last, so a baseline on PYTHONPATH comes first
+    from bench.peers.sys_attune import PACK, write_pack
+
+    kind, size, reps = SHAPES[shape]
+
+    async def main() -> dict[str, Any]:
+        from attune_actors import Engine
+        from attune_actors.config import load_settings
+
+        tmp = Path(tempfile.mkdtemp(prefix="attune-ab-"))
+        settings = load_settings(
+            overrides={"packs": [str(write_pack(tmp))], "data_dir": str(tmp / "data"), "store": store,
+                       "logging": {"level": "WARNING"}},
+            environ={},
+        )
+        engine = Engine(settings=settings)
+        await engine.start()
+
+        async def one() -> None:
+            for _ in range(reps):
+                if kind == "fanout":
+                    started = [await engine.execute(f"{PACK}.fanout_{size}", {})]
+                elif kind == "items":
+                    started = [await engine.execute(f"{PACK}.items", {"items": list(range(size))})]
+                else:
+                    ref = f"{PACK}.chain_10"
+                    started = await asyncio.gather(*(engine.execute(ref, {}) for _ in range(size)))
+                finals = await asyncio.gather(*(engine.wait(x.id) for x in started))
+                if any(f.status != "succeeded" for f in finals):
+                    raise SystemExit(f"{shape}: an execution did not succeed")
+
+        await one()  # warm-up
+        cpu = []
+        for _ in range(rounds):
+            gc.collect()
+            began = time.process_time()
+            await one()
+            cpu.append(time.process_time() - began)
+        await engine.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        import attune_actors
+
+        return {"cpu_s": common.median(cpu), "source": str(Path(attune_actors.__file__).parent)}
+
+    common.emit(asyncio.run(main()))
+
+
+# -- parent ----------------------------------------------------------------------------------------
+
+
+def baseline_tree(ref: str) -> Path:
+    """`ref`'s attune_actors, extracted into a temporary directory."""
+    out = Path(tempfile.mkdtemp(prefix="attune-ab-base-"))
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "attune_actors"], capture_output=True,
+                             check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
+    return out
+
+
+def run_side(tree: Path | None, shape: str, store: str, rounds: int) -> float:
+    saved = dict(os.environ)
+    if tree is not None:  # the baseline first on the path, before the editable install of this tree
+        os.environ["PYTHONPATH"] = str(tree)
+        os.environ["ATTUNE_AB_BASELINE"] = "1"
+    try:
+        got = common.run_child([sys.executable, __file__, "--child", shape, "--store", store,
+                                "--rounds", str(rounds)], timeout=600)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    if "error" in got:
+        raise SystemExit(f"{shape} on {store} ({'baseline' if tree else 'this tree'}): {got['error']}")
+    expected = str(tree / "attune_actors") if tree is not None else str(ROOT / "attune_actors")
+    if got["source"] != expected:
+        raise SystemExit(f"the child imported {got['source']}, not {expected}")
+    return float(got["cpu_s"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--baseline", default="main", help="the commit to compare with (default: main)")
+    parser.add_argument("--stores", default="memory,sqlite", help="comma-separated: memory, sqlite")
+    parser.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated of {', '.join(SHAPES)}")
+    parser.add_argument("--alternations", type=int, default=3, help="baseline/tree pairs per figure")
+    parser.add_argument("--rounds", type=int, default=5, help="measured rounds in each child")
+    parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--store", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.store, args.rounds)
+        return
+    tree = baseline_tree(args.baseline)
+    rows = []
+    try:
+        for shape in args.shapes.split(","):
+            for store in args.stores.split(","):
+                base: list[float] = []
+                mine: list[float] = []
+                for _ in range(args.alternations):
+                    base.append(run_side(tree, shape, store, args.rounds))
+                    mine.append(run_side(None, shape, store, args.rounds))
+                b, m = common.median(base), common.median(mine)
+                n = TRANSITIONS[shape]
+                common.progress(f"{shape} {store}: baseline {b * 1e3:.1f} ms, this tree {m * 1e3:.1f} ms")
+                rows.append([shape, store, f"{b * 1e3:,.1f} ms ({n / b / 1e3:,.1f}k/s)",
+                             f"{m * 1e3:,.1f} ms ({n / m / 1e3:,.1f}k/s)", f"{b / m:.2f}x"])
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True, check=False).stdout.strip()
+    print(f"CPU time per round (transitions per CPU second), median of {args.alternations} alternated "
+          f"children x {args.rounds} rounds; baseline {args.baseline}, this tree at {head}; "
+          f"load average {common.load_average() or 0:.1f}\n")
+    print(common.table(["shape", "store", "baseline", "this tree", "speed-up"], rows, markdown=args.markdown,
+                       right=[False, False, True, True, True]))
+
+
+if __name__ == "__main__":
+    if os.environ.get("ATTUNE_AB_BASELINE"):
+        # An editable install puts its finder ahead of PYTHONPATH: drop it, so the baseline imports.
+        sys.meta_path[:] = [f for f in sys.meta_path if "_EditableFinder" not in str(f)]
+    main()
