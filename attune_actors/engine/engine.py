@@ -24,7 +24,6 @@ from typing import Any
 import yaml
 from pykka import ActorDeadError
 
-from attune_actors.actors import wait_all_stopped
 from attune_actors.clock import Clock, RealClock, VirtualClock
 from attune_actors.config import Settings, load_settings
 from attune_actors.engine.events import EventBus, Subscription
@@ -443,13 +442,18 @@ class Engine:
         rules, self._rules = self._rules, None
         if rules is not None:
             await rules.stop()
+        stopping = []
         for ref in rt.executions.supervisors():
             try:
-                ref.stop(block=False)
+                stopping.append(ref.stop(block=False))
             except ActorDeadError:
                 pass
+        # Only this engine's actors: other engines of the process (a cluster's partitions) run on.
         try:
-            await wait_all_stopped(timeout=10)
+            async with asyncio.timeout(10):
+                for stopped in stopping:
+                    with contextlib.suppress(ActorDeadError):
+                        await stopped
         except TimeoutError:
             log.warning("some actors did not stop within 10 s")
         self._events.close()

@@ -1,10 +1,11 @@
 """The partitions one engine process owns, and requests routed to whichever engine owns theirs.
 
 `PartitionHost` (on the engine's loop) runs one `Engine` per owned partition: its executions are in
-the partition's own `nats` store (`Subjects.partition_bucket`, fenced: opened with this member as
-owner), its attempts go out and come back under the partition's transport identity
-(`Subjects.partition_engine_id`: a durable results consumer per partition, so a new owner receives
-the outcomes of attempts that ran while the old one died), and its ids name the partition. Adopting
+the partition's share of the `nats` store (`NatsStore(partition=...)`: its keys in the one snapshot
+bucket, fenced: opened with this member as owner), its attempts go out and come back under the
+partition's transport identity (`Subjects.partition_engine_id`: a durable results consumer per
+partition, so a new owner receives the outcomes of attempts that ran while the old one died), and
+its ids name the partition. Adopting
 a partition starts that engine (which resumes what the store holds unfinished); losing it closes
 the engine. Requests for the partition arrive on `Subjects.partition_api(p)`, which only its owner
 listens on.

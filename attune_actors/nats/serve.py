@@ -315,7 +315,7 @@ async def serve_cluster(settings: Settings, *, engine_id: str, stop: asyncio.Eve
             partition = dataclasses.replace(
                 settings, data_dir=str(settings.data_path / "partitions" / f"p{p}"), secret_key=secret_key
             )
-            store = NatsStore(nc, subjects, bucket=subjects.partition_bucket(p), owner=engine_id,
+            store = NatsStore(nc, subjects, partition=(p, settings.cluster.partitions), owner=engine_id,
                               close_timeout=5.0)
             return _engine_on_nats(partition, nc, subjects, subjects.partition_engine_id(p), store,
                                    new_id=lambda: new_execution_id(p), owned=lambda: member.owns(p))

@@ -70,6 +70,17 @@ STEPS = """
     output_map:
       last: "{{ task.three.result }}"
 """
+OUTER = """
+    parameters:
+      log: {type: string, required: true}
+      name: {type: string, required: true}
+    tasks:
+      - name: inner
+        action: testpack.steps
+        input: {log: "{{ parameters.log }}", name: "{{ parameters.name }}", seconds: 1.0}
+    output_map:
+      last: "{{ task.inner.result.last }}"
+"""
 
 
 class Cluster:
@@ -163,6 +174,7 @@ def cluster_packs(packs_dir: Path, workflow: Any) -> Path:
     (actions / "mark.yaml").write_text(MARK_YAML, encoding="utf-8")
     (actions / "mark.py").write_text(MARK_PY, encoding="utf-8")
     workflow("steps", STEPS)
+    workflow("outer", OUTER)
     return packs_dir
 
 
@@ -269,3 +281,54 @@ async def test_a_joining_engine_takes_partitions_over_and_a_paused_one_stops_act
     twice = {tag: n for tag, n in runs.items() if n > 1}
     assert not twice, f"actions ran more than once: {twice}"
     assert set(runs) == {f"y{i}-{step}" for i in range(8) for step in ("one", "two", "three")}
+
+
+@pytest.mark.timeout(120)
+async def test_executions_a_single_engine_stored_are_resumed_by_the_cluster(
+    nats_server: Any, cluster_packs: Path, tmp_path: Path, served: list[Served]
+) -> None:
+    cluster = Cluster(nats_server.url, cluster_packs, tmp_path, served)
+    cluster.worker("w1")
+    single = Served(["--nats", nats_server.url, "--packs", str(cluster_packs), "--store", "nats",
+                     "--engine-id", "single", "--data-dir", str(tmp_path / "single")], tmp_path, env=ENV)
+    served.append(single)
+    await wait_ready(nats_server.url, "single", single)
+    log = tmp_path / "runs.log"
+    nc = await nats.connect(nats_server.url)
+    try:
+        # The single engine parks a workflow whose nested workflow is mid-run (both paused).
+        doc = await request(nc, "executions.create", {
+            "ref": "testpack.outer", "parameters": {"log": str(log), "name": "z"}})
+        root = doc["id"]
+        assert not root.startswith("p")  # a single engine's id names no partition
+
+        async def first_step_ran() -> bool:
+            return log.exists() and "z-one" in log.read_text()
+
+        await eventually(first_step_ran, 30, "the nested workflow's first action ran")
+        await request(nc, "executions.pause", {"id": root})
+
+        async def paused() -> bool:
+            return (await request(nc, "executions.get", {"id": root}))["status"] == "paused"
+
+        await eventually(paused, 30, "the workflow paused")
+        code, err = single.stop()
+        assert code == 0, err
+
+        # Two cluster engines: the execution's partition owner adopts it, any engine routes to it.
+        await cluster.engine("alpha")
+        await cluster.engine("beta")
+        await settled(nc, 2)
+        child = (await request(nc, "executions.tasks", {"id": root}))["tasks"][0]
+        assert child["name"] == "inner"
+        shown = await request(nc, "executions.get", {"id": root})
+        assert shown["status"] == "paused"
+        assert root in {e["id"] for e in (await request(nc, "executions.list", {}))["executions"]}
+        await request(nc, "executions.resume", {"id": root})
+        docs = await all_done(nc, [root])
+    finally:
+        await nc.close()
+
+    assert docs[root]["status"] == "succeeded", docs
+    assert docs[root]["output"] == {"last": "z-three"}
+    assert Counter(log.read_text().split()) == {"z-one": 1, "z-two": 1, "z-three": 1}
