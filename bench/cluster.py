@@ -91,7 +91,7 @@ class Deployment:
     def engine(self, name: str, *, cluster: bool = True) -> None:
         proc = subprocess.Popen(
             [sys.executable, "-m", "attune_actors.nats.serve", "--nats", self.url, "--packs",
-             str(self.packs), "--store", "nats", *(["--cluster"] if cluster else []), "--engine-id", name,
+             str(self.packs), "--store", "nats", *([] if cluster else ["--no-cluster"]), "--engine-id", name,
              "--data-dir", str(self.root / name)],
             cwd=_ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.procs.append(proc)

@@ -48,6 +48,7 @@ from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
 from attune_actors.errors import StoreError
+from attune_actors.nats.lease import lease_holder
 from attune_actors.nats.subjects import Subjects
 
 __all__ = [
@@ -208,6 +209,12 @@ class ClusterMember:
             self._leases_kv = await _bucket(
                 self.js, self.subjects.partitions_bucket, self.ttl, "attune-actors: partition leases"
             )
+            single = await lease_holder(self.js, self.subjects)
+            if single is not None:
+                raise StoreError(
+                    f"engine {single} serves prefix {self.subjects.prefix} alone (it holds the exclusive "
+                    f"engine lease, --no-cluster): stop it, or start this one with --no-cluster too"
+                )
             for member, info in (await _entries(self._members_kv)).items():
                 if member == self.member_id:
                     raise StoreError(

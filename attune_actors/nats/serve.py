@@ -59,7 +59,7 @@ from attune_actors.config import Settings, configure_logging, load_settings
 from attune_actors.engine.engine import Engine
 from attune_actors.errors import AttuneError, ConfigError, StoreError, TransportError
 from attune_actors.kv.secrets import KEY_FILE_NAME, generate_key
-from attune_actors.nats.cluster import ClusterMember, new_execution_id
+from attune_actors.nats.cluster import ClusterMember, cluster_status, new_execution_id
 from attune_actors.nats.connection import connect
 from attune_actors.nats.lease import EngineLease
 from attune_actors.nats.partitions import ClusterRouter, PartitionHost
@@ -137,9 +137,10 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--cluster",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="with --store nats: share the deployment with other engines (partitions, failover)",
+        help="with --store nats: share the deployment with other engines (partitions, failover; the "
+        "default); --no-cluster: hold the exclusive engine lease instead (setting cluster.enabled)",
     )
     p.add_argument(
         "--http",
@@ -187,7 +188,7 @@ def serve_settings(args: argparse.Namespace) -> Settings:
             "logging": {"level": getattr(args, "log_level", None)},
         },
     )
-    if settings.cluster.enabled and settings.store != "nats":
+    if getattr(args, "cluster", None) and settings.store != "nats":
         raise ConfigError("a cluster keeps executions in JetStream: use --store nats with --cluster")
     if settings.store not in ("sqlite", "nats"):
         raise ConfigError(
@@ -195,6 +196,11 @@ def serve_settings(args: argparse.Namespace) -> Settings:
         )
     PayloadCipher.from_settings(settings.nats)  # a bad key is an error before connecting
     return settings
+
+
+def clustered(settings: Settings) -> bool:
+    """Whether `serve` joins a cluster of engines (the default with the nats store)."""
+    return settings.store == "nats" and settings.cluster.enabled
 
 
 def default_engine_id() -> str:
@@ -227,7 +233,7 @@ async def serve(
         _stop_on_signals(stop)
     if settings.transport == "inprocess":
         return await serve_embedded(settings, stop=stop, http=http, metrics_address=metrics_address)
-    if settings.cluster.enabled:
+    if clustered(settings):
         if http is not None:
             raise ConfigError("--http is not served by a cluster engine yet: use the NATS control API")
         return await serve_cluster(settings, engine_id=engine_id, stop=stop, stall=stall)
@@ -258,6 +264,7 @@ async def serve(
         )
         await sidecar.run(lease.acquire())
         stack.push_async_callback(lambda: sidecar.run(lease.release()))
+        await sidecar.run(_no_cluster_on(sidecar.nc, subjects))
         await sidecar.run(lease.start_renewing())
         engine = build_engine(settings, nc, subjects, engine_id)
         engine.metrics.counter_from("attune_lease_renewals_total", "Renewals of the engine lease.",
@@ -345,6 +352,16 @@ async def serve_cluster(settings: Settings, *, engine_id: str, stop: asyncio.Eve
         log.info("engine %s stopping", engine_id)
     log.info("engine %s stopped", engine_id)
     return EXIT_OK
+
+
+async def _no_cluster_on(nc: Client, subjects: Subjects) -> None:
+    """Refuse to serve alone a prefix that engines of a cluster serve."""
+    members = sorted((await cluster_status(nc, subjects)).members)
+    if members:
+        raise StoreError(
+            f"engines of a cluster serve prefix {subjects.prefix} ({', '.join(members)}): stop them, or "
+            "start this one in their cluster (--store nats without --no-cluster)"
+        )
 
 
 def _shared_secret_key(data_dir: Path) -> str:

@@ -1,4 +1,5 @@
-"""Several `serve --cluster` engines share one deployment: routing, failover, joining, fencing.
+"""Several `serve --store nats` engines share one deployment: routing, failover, joining, fencing,
+and executions a single engine (`--no-cluster`) left.
 
 Real processes (three engines, two workers) against a real nats-server. Every action run appends
 its key to a file, so "no action runs twice" is read from what the workers actually did.
@@ -19,7 +20,7 @@ from typing import Any
 
 import nats
 import pytest
-from test_serve import Served, wait_ready
+from test_serve import Served, error_lines, run_serve, wait_ready
 
 from attune_actors.nats.cluster import cluster_status, owner_of, partition_of
 from attune_actors.nats.subjects import Subjects
@@ -93,7 +94,7 @@ class Cluster:
 
     async def engine(self, name: str) -> Served:
         proc = Served(
-            ["--nats", self.url, "--packs", str(self.packs), "--store", "nats", "--cluster",
+            ["--nats", self.url, "--packs", str(self.packs), "--store", "nats",  # (a cluster by default)
              "--engine-id", name, "--data-dir", str(self.tmp / name)],
             self.tmp, env=ENV,
         )
@@ -290,7 +291,8 @@ async def test_executions_a_single_engine_stored_are_resumed_by_the_cluster(
     cluster = Cluster(nats_server.url, cluster_packs, tmp_path, served)
     cluster.worker("w1")
     single = Served(["--nats", nats_server.url, "--packs", str(cluster_packs), "--store", "nats",
-                     "--engine-id", "single", "--data-dir", str(tmp_path / "single")], tmp_path, env=ENV)
+                     "--no-cluster", "--engine-id", "single", "--data-dir", str(tmp_path / "single")],
+                    tmp_path, env=ENV)
     served.append(single)
     await wait_ready(nats_server.url, "single", single)
     log = tmp_path / "runs.log"
@@ -312,6 +314,12 @@ async def test_executions_a_single_engine_stored_are_resumed_by_the_cluster(
             return (await request(nc, "executions.get", {"id": root}))["status"] == "paused"
 
         await eventually(paused, 30, "the workflow paused")
+        # A cluster engine does not join while a single engine holds the prefix.
+        refused = await asyncio.to_thread(
+            run_serve, "--nats", nats_server.url, "--packs", str(cluster_packs), "--store", "nats",
+            "--engine-id", "early", "--data-dir", "early", cwd=tmp_path, env=ENV)
+        assert refused.returncode == 2
+        assert "serves prefix attune alone" in error_lines(refused.stderr)[0]
         code, err = single.stop()
         assert code == 0, err
 
@@ -319,6 +327,12 @@ async def test_executions_a_single_engine_stored_are_resumed_by_the_cluster(
         await cluster.engine("alpha")
         await cluster.engine("beta")
         await settled(nc, 2)
+        # ...nor does a single engine while a cluster serves it.
+        refused = await asyncio.to_thread(
+            run_serve, "--nats", nats_server.url, "--packs", str(cluster_packs), "--store", "nats",
+            "--no-cluster", "--engine-id", "late", "--data-dir", "late", cwd=tmp_path, env=ENV)
+        assert refused.returncode == 2
+        assert "engines of a cluster serve prefix attune (alpha, beta)" in error_lines(refused.stderr)[0]
         child = (await request(nc, "executions.tasks", {"id": root}))["tasks"][0]
         assert child["name"] == "inner"
         shown = await request(nc, "executions.get", {"id": root})
