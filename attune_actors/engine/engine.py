@@ -49,7 +49,7 @@ from attune_actors.observability.metrics import EngineMetrics
 from attune_actors.observability.tracing import resolve as resolve_tracing
 from attune_actors.rules import RulesService, start_rules
 from attune_actors.runners import RunnerLimits, RunnerSet
-from attune_actors.spec.model import ActionSpec, ParamSpec
+from attune_actors.spec.model import MISSING, ActionSpec, ParamSpec
 from attune_actors.spec.packs import Catalog, load_packs, load_workflow_text, workflow_action
 from attune_actors.spec.validate import validate_catalog, validate_workflow
 from attune_actors.spec.yamlsrc import YamlLimits, use_yaml_limits
@@ -88,6 +88,22 @@ class WorkflowInfo:
     source: str
     file: str
     runtime_defined: bool
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> WorkflowInfo:
+        """The workflow `to_dict` described (a parameter whose default is null has none)."""
+        parameters = tuple(
+            ParamSpec(
+                name, p.get("type"), bool(p.get("required")),
+                MISSING if p.get("default") is None else p["default"],
+                tuple(p["enum"]) if p.get("enum") is not None else None,
+                p.get("description") or "", bool(p.get("secret")),
+            )
+            for name, p in (doc.get("parameters") or {}).items()
+        )
+        return cls(doc["ref"], doc["pack"], doc.get("label") or "", doc.get("description") or "",
+                   doc.get("version") or "", parameters, doc.get("source") or "", doc.get("file") or "",
+                   bool(doc.get("runtime_defined")))
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -31,7 +31,8 @@ import nats.errors
 from nats.aio.client import Client
 
 from attune_actors.engine.engine import Engine
-from attune_actors.nats.service import ControlService, RoutedError
+from attune_actors.errors import RoutedError
+from attune_actors.nats.service import ControlService
 from attune_actors.nats.subjects import Subjects
 from attune_actors.nats.transport import NatsTransport
 
@@ -41,8 +42,8 @@ log = logging.getLogger(__name__)
 
 WORKER_HEARTBEAT = 1.0  # seconds between a worker's heartbeats (attune_actors.nats.worker default)
 _BY_ID = frozenset(
-    {"executions.get", "executions.tasks", "executions.pause", "executions.resume", "executions.cancel",
-     "executions.rerun"}
+    {"executions.get", "executions.tasks", "executions.graph", "executions.pause", "executions.resume",
+     "executions.cancel", "executions.rerun"}
 )
 _EVERYWHERE = frozenset({"workflows.put", "workflows.delete", "inquiries.respond"})
 

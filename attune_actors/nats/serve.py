@@ -64,16 +64,18 @@ from attune_actors.nats.connection import connect
 from attune_actors.nats.lease import EngineLease
 from attune_actors.nats.partitions import ClusterRouter, PartitionHost
 from attune_actors.nats.payload import PayloadCipher
+from attune_actors.nats.routed import RoutedEngine
 from attune_actors.nats.service import ControlService
 from attune_actors.nats.sidecar import Heartbeat, Sidecar
 from attune_actors.nats.store import NatsStore
 from attune_actors.nats.subjects import Subjects
 from attune_actors.nats.transport import NatsTransport
-from attune_actors.observability.metrics import listen_address, serve_metrics
+from attune_actors.observability.metrics import MergedMetrics, listen_address, serve_metrics
 from attune_actors.spec.model import ActionSpec
 
 if TYPE_CHECKING:
     from attune_actors.api import HttpServer
+    from attune_actors.api.deps import EngineApi
 
 log = logging.getLogger("attune_actors.nats.serve")
 
@@ -234,9 +236,8 @@ async def serve(
     if settings.transport == "inprocess":
         return await serve_embedded(settings, stop=stop, http=http, metrics_address=metrics_address)
     if clustered(settings):
-        if http is not None:
-            raise ConfigError("--http is not served by a cluster engine yet: use the NATS control API")
-        return await serve_cluster(settings, engine_id=engine_id, stop=stop, stall=stall)
+        return await serve_cluster(settings, engine_id=engine_id, stop=stop, stall=stall, http=http,
+                                   metrics_address=metrics_address)
     lost: list[str] = []
 
     def lease_lost(reason: str) -> None:
@@ -310,8 +311,19 @@ async def _connections(
     return nc, heartbeat, sidecar
 
 
-async def serve_cluster(settings: Settings, *, engine_id: str, stop: asyncio.Event, stall: float) -> int:
-    """One engine of a cluster (docs/distributed.md, "Several engines") until `stop`."""
+async def serve_cluster(
+    settings: Settings,
+    *,
+    engine_id: str,
+    stop: asyncio.Event,
+    stall: float,
+    http: str | None = None,
+    metrics_address: tuple[int, str] | None = None,
+) -> int:
+    """One engine of a cluster (docs/distributed.md, "Several engines") until `stop`.
+
+    Its HTTP API (`http`) takes every call where the NATS service takes it (`RoutedEngine`); its
+    metrics are those of the partition engines it runs, added up."""
     subjects = Subjects(settings.nats.subject_prefix)
     loop = asyncio.get_running_loop()
     async with contextlib.AsyncExitStack() as stack:
@@ -330,6 +342,15 @@ async def serve_cluster(settings: Settings, *, engine_id: str, stop: asyncio.Eve
         host = PartitionHost(nc, subjects, build=build, engine_id=engine_id)
         host.bind()
         stack.push_async_callback(host.close)
+        metrics = MergedMetrics(lambda: [engine.metrics for engine in list(host.engines.values())])
+        metrics.gauge("attune_cluster_partitions", "Partitions whose engine runs in this process.",
+                      lambda: float(len(host.engines)))
+        # The HTTP API's calls take the NATS service's routes, from this loop's connection.
+        routed = RoutedEngine(ClusterRouter(nc, subjects, settings.cluster.partitions), nc, subjects,
+                              settings, metrics)
+        server = _http_server(routed, http)
+        if metrics_address is not None:
+            stack.callback(serve_metrics(metrics, *metrics_address))
 
         def gain(p: int) -> None:
             asyncio.run_coroutine_threadsafe(host.adopt(p), loop)
@@ -346,6 +367,8 @@ async def serve_cluster(settings: Settings, *, engine_id: str, stop: asyncio.Eve
                                  max_payload=settings.limits.request_bytes)
         stack.push_async_callback(service.stop)
         await service.start()
+        stack.push_async_callback(routed.close)
+        await _start_http(stack, server)
         log.info("engine %s serving in a cluster of %d partitions on %s", engine_id,
                  settings.cluster.partitions, settings.nats.url)
         await stop.wait()
@@ -409,7 +432,7 @@ async def serve_embedded(
     return EXIT_OK
 
 
-def _http_server(engine: Engine, listen: str | None) -> HttpServer | None:
+def _http_server(engine: EngineApi, listen: str | None) -> HttpServer | None:
     """The HTTP API to serve, if asked for; an address it may not listen on is refused before
     anything starts."""
     if listen is None:

@@ -80,6 +80,11 @@ class Subjects:
         return f"{self.prefix}.events.executions.{token(execution_id)}"
 
     @property
+    def executions_events(self) -> str:
+        """Every execution's events (one subject per top-level execution)."""
+        return f"{self.prefix}.events.executions.*"
+
+    @property
     def events_all(self) -> str:
         return f"{self.prefix}.events.>"
 

@@ -18,8 +18,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import nats
 import pytest
+from conftest import free_port
 from test_serve import Served, error_lines, run_serve, wait_ready
 
 from attune_actors.nats.cluster import cluster_status, owner_of, partition_of
@@ -92,10 +94,10 @@ class Cluster:
         self.served = served
         self.engines: dict[str, Served] = {}
 
-    async def engine(self, name: str) -> Served:
+    async def engine(self, name: str, *options: str) -> Served:
         proc = Served(
             ["--nats", self.url, "--packs", str(self.packs), "--store", "nats",  # (a cluster by default)
-             "--engine-id", name, "--data-dir", str(self.tmp / name)],
+             "--engine-id", name, "--data-dir", str(self.tmp / name), *options],
             self.tmp, env=ENV,
         )
         self.served.append(proc)
@@ -346,3 +348,68 @@ async def test_executions_a_single_engine_stored_are_resumed_by_the_cluster(
     assert docs[root]["status"] == "succeeded", docs
     assert docs[root]["output"] == {"last": "z-three"}
     assert Counter(log.read_text().split()) == {"z-one": 1, "z-two": 1, "z-three": 1}
+
+
+@pytest.mark.timeout(120)
+async def test_the_http_api_and_metrics_of_a_cluster_engine(
+    nats_server: Any, cluster_packs: Path, tmp_path: Path, served: list[Served]
+) -> None:
+    cluster = Cluster(nats_server.url, cluster_packs, tmp_path, served)
+    cluster.worker("w1")
+    http_port, metrics_ports = free_port(), {"alpha": free_port(), "beta": free_port()}
+    await cluster.engine("alpha", "--http", f"127.0.0.1:{http_port}", "--metrics-port",
+                         str(metrics_ports["alpha"]))
+    await cluster.engine("beta", "--metrics-port", str(metrics_ports["beta"]))
+    log = tmp_path / "runs.log"
+    nc = await nats.connect(nats_server.url)
+    try:
+        status = await settled(nc, 2)
+        beta_owns = set(status["members"]["beta"]["partitions"])
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}/api/v1", timeout=30) as http:
+            # Executions started through alpha's HTTP API land on every partition, beta's too.
+            ids = []
+            while len(ids) < 4 or not any(partition_of(i, PARTITIONS) in beta_owns for i in ids):
+                started = await http.post("/workflows/testpack.steps/execute", json={
+                    "parameters": {"log": str(log), "name": f"h{len(ids)}", "seconds": 1.0}})
+                assert started.status_code == 201, started.text
+                ids.append(started.json()["id"])
+            on_beta = next(i for i in ids if partition_of(i, PARTITIONS) in beta_owns)
+
+            # Its live events come from beta, through alpha's server-sent events.
+            seen = []
+            async with http.stream("GET", f"/workflow-executions/{on_beta}/events") as stream:
+                async for line in stream.aiter_lines():
+                    if line.startswith("data: "):
+                        seen.append(json.loads(line[6:]))
+            assert seen[-1]["type"] == "execution"
+            assert seen[-1]["status"] == "succeeded"
+            assert seen[0]["status"] == "running"  # (each of its first two steps takes a second)
+            assert ("three", "succeeded") in [(e["name"], e["status"]) for e in seen if e["type"] == "task"]
+
+            docs = await all_done(nc, ids)
+            shown = (await http.get(f"/workflow-executions/{on_beta}")).json()
+            assert shown == docs[on_beta]  # the HTTP and NATS APIs answer alike
+            tasks = (await http.get(f"/workflow-executions/{on_beta}/tasks")).json()["tasks"]
+            assert [t["name"] for t in tasks] == ["one", "two", "three"]
+            graph = (await http.get(f"/workflow-executions/{on_beta}/graph")).json()
+            assert {n["id"] for n in graph["nodes"]} >= {"one", "two", "three"}
+            listed = (await http.get("/workflow-executions", params={"limit": 100})).json()["executions"]
+            assert set(ids) <= {e["id"] for e in listed}
+            missing = await http.get("/workflow-executions/p0-00000000000000000000000000000000")
+            assert missing.status_code == 404
+            assert missing.json()["error"]["code"] == "not_found"
+            workflow = (await http.get("/workflows/testpack.steps")).json()
+            assert workflow["parameters_schema"]["required"] == ["log", "name"]
+
+        # Each engine's metrics add up its partitions' engines; together, every execution.
+        ended = 0.0
+        for name, port in metrics_ports.items():
+            async with httpx.AsyncClient() as scrape:
+                text = (await scrape.get(f"http://127.0.0.1:{port}/metrics")).text
+            assert f"attune_cluster_partitions {float(len(status['members'][name]['partitions']))}" in text
+            for line in text.splitlines():
+                if line.startswith('attune_executions_total{ref="testpack.steps",status="succeeded"}'):
+                    ended += float(line.split()[-1])
+        assert ended == len(ids)
+    finally:
+        await nc.close()
