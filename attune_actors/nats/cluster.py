@@ -179,6 +179,7 @@ class ClusterMember:
         on_lose: Callable[[int], Any],
         alive: Callable[[], bool] | None = None,
         serving: Callable[[], list[int]] | None = None,
+        on_wedged: Callable[[str], Any] | None = None,
     ) -> None:
         self.js = nc.jetstream()
         self.subjects = subjects
@@ -189,6 +190,8 @@ class ClusterMember:
         self.on_lose = on_lose
         self.alive = alive
         self.serving = serving  # the partitions whose engines are started (shown to others)
+        self.on_wedged = on_wedged  # called once when leases lapse because `alive()` said no
+        self._retired = False
         self.held: dict[int, int] = {}  # partition -> revision of our lease
         self._lease_at: dict[int, float] = {}  # partition -> monotonic time of its last write
         self.members: set[str] = set()
@@ -256,11 +259,17 @@ class ClusterMember:
             await asyncio.sleep(period)
 
     async def _tick(self) -> None:
+        if self._retired:
+            return
         assert self._members_kv is not None
         assert self._leases_kv is not None
         if self.alive is not None and not self.alive():
-            if time.monotonic() - self._renewed_at >= self.ttl:
-                self._lose_all("the engine has not answered for the lease ttl")
+            if time.monotonic() - self._renewed_at >= self.ttl and self.held:
+                reason = "the engine has not answered for the lease ttl"
+                self._lose_all(reason)
+                if self.on_wedged is not None:
+                    self.on_wedged(reason)
+                    self._retired = True  # the engine stops: it must not take partitions again
             return
         try:
             await self._beat()

@@ -326,9 +326,22 @@ async def serve_cluster(
     metrics are those of the partition engines it runs, added up."""
     subjects = Subjects(settings.nats.subject_prefix)
     loop = asyncio.get_running_loop()
+    ttl = settings.cluster.lease_ttl
+    wedged: list[str] = []
+
+    def lapsed(reason: str) -> None:
+        wedged.append(reason)
+        stop.set()
+
     async with contextlib.AsyncExitStack() as stack:
         nc, heartbeat, sidecar = await _connections(stack, settings, engine_id)
         secret_key = settings.secret_key or _shared_secret_key(settings.data_path)
+
+        def lapsed_on_sidecar(reason: str) -> None:
+            # As a standalone engine whose lease lapsed: stop once the loop answers again, or exit
+            # now if it still does not (the others run its partitions already).
+            loop.call_soon_threadsafe(lapsed, reason)
+            sidecar.loop.call_later(ttl, _exit_if_stuck, heartbeat, ttl)
 
         def build(p: int) -> tuple[Engine, NatsTransport]:
             partition = dataclasses.replace(
@@ -357,8 +370,8 @@ async def serve_cluster(
 
         member = ClusterMember(
             sidecar.nc, subjects, member_id=engine_id, partitions=settings.cluster.partitions,
-            ttl=settings.cluster.lease_ttl, on_gain=gain, on_lose=host.drop,
-            alive=lambda: heartbeat.age() < stall, serving=lambda: sorted(host.engines),
+            ttl=ttl, on_gain=gain, on_lose=host.drop, alive=lambda: heartbeat.age() < stall,
+            serving=lambda: sorted(host.engines), on_wedged=lapsed_on_sidecar,
         )
         await sidecar.run(member.start())
         stack.push_async_callback(lambda: sidecar.run(member.stop()))
@@ -374,7 +387,7 @@ async def serve_cluster(
         await stop.wait()
         log.info("engine %s stopping", engine_id)
     log.info("engine %s stopped", engine_id)
-    return EXIT_OK
+    return EXIT_LEASE_LOST if wedged else EXIT_OK
 
 
 async def _no_cluster_on(nc: Client, subjects: Subjects) -> None:
