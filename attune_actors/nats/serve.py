@@ -1,7 +1,8 @@
 """`attune-actors serve`: one engine process on NATS (control service, events, actions run by workers).
 
     attune-actors serve [--nats URL] [--packs DIR]... [--data-dir DIR] [--store sqlite|nats]
-                        [--subject-prefix PREFIX] [--engine-id ID] [--cluster] [--http HOST:PORT]
+                        [--subject-prefix PREFIX] [--engine-id ID] [--cluster | --no-cluster]
+                        [--http HOST:PORT] [--metrics-port [HOST:]PORT]
 
 `--http HOST:PORT` also serves the HTTP API (`attune_actors.api`, docs/http.md); `--http` without
 `--nats` runs an embedded engine instead: actions in this process, no NATS at all.
@@ -11,15 +12,17 @@ The engine sends action attempts to `attune-actors worker` processes through the
 publishes every status change on `<prefix>.events.executions.<id>`. Executions are kept in SQLite
 under the data dir (`--store sqlite`, the default) or in JetStream (`--store nats`).
 
-With `--store nats --cluster` (setting `cluster.enabled`), several engines share the deployment:
-each owns a share of the partitions, takes over those of an engine that dies, and any of them
-answers any request (`serve_cluster`; `attune_actors.nats.cluster`, `attune_actors.nats.partitions`).
+With `--store nats` (unless `--no-cluster`, setting `cluster.enabled`), several engines share the
+deployment: each owns a share of the partitions, takes over those of an engine that dies, and any
+of them answers any request, on NATS or HTTP (`serve_cluster`; `attune_actors.nats.cluster`,
+`attune_actors.nats.partitions`, `attune_actors.nats.routed`).
 
-Otherwise one engine per deployment: `serve` holds an exclusive lease, renewed while it runs, on its
-subject prefix (a JetStream KV entry, so it covers the `nats` store and the control API alike); with
-`--store sqlite` it also locks the data dir (`<data_dir>/engine.lock`, released by the OS when the
-process dies). A second engine against the same prefix or data dir refuses to start. After a crash
-the prefix lease expires within its TTL.
+Otherwise (`--store sqlite`, or `--no-cluster`) one engine per deployment: `serve` holds an
+exclusive lease, renewed while it runs, on its subject prefix (a JetStream KV entry, so it covers
+the `nats` store and the control API alike); with `--store sqlite` it also locks the data dir
+(`<data_dir>/engine.lock`, released by the OS when the process dies). A second engine against the
+same prefix or data dir refuses to start, and so do a single engine and a cluster on one prefix.
+After a crash the prefix lease expires within its TTL.
 
 The lease renewals and the control service run on a sidecar thread with its own NATS connection
 (`attune_actors.nats.sidecar`), so they go on while the engine's loop is busy; the lease is given

@@ -133,7 +133,7 @@ Router = Callable[[str, dict[str, Any]], Coroutine[Any, Any, Any]]
 class ControlService:
     """Serves one engine's API on NATS and publishes its events; `start()` then, at the end, `stop()`.
 
-    In a cluster (`serve --store nats --cluster`) the service answers for every engine in one queue group and
+    In a cluster (`serve --store nats`) the service answers for every engine in one queue group and
     a `router` (`attune_actors.nats.partitions.ClusterRouter`) takes each checked request to the
     engine of its partition, whose own service answers on `start_partition(subject)`.
     """
