@@ -78,6 +78,7 @@ from nats.js import JetStreamContext, api
 
 from attune_actors.codec import decode, encode
 from attune_actors.errors import StoreError
+from attune_actors.nats.cluster import partition_of
 from attune_actors.nats.subjects import Subjects
 from attune_actors.store.base import EncodedSnapshot, ItemRecord, MemoryStore, Snapshot, Store
 from attune_actors.store.groupcommit import Backoff, CommitWaiters
@@ -604,8 +605,6 @@ class NatsStore(Store):
         engine after a cluster) and so are keys outside any (a partition store after a single
         engine; of those executions, only its partition's): they are written back where they are.
         """
-        from attune_actors.nats.cluster import partition_of
-
         own, mine = self.namespace, self.partition
         parts: dict[str, dict[int, bytes]] = {}
         for key in values:
@@ -635,9 +634,6 @@ class NatsStore(Store):
                     )
                 has_meta = has_meta or ns == own
                 continue
-            if value[:1] == _MANIFEST:
-                value = self._assemble(key, value, parts.get(key, {}))
-                used.update((key, n) for n in range(self._parts[key]))
             if kind == "x.":
                 eid_token, _, rest = local[2:].partition(".")
                 eid = unescape(eid_token)
@@ -646,6 +642,10 @@ class NatsStore(Store):
                         skipped.add(eid)
                         continue
                     self._units[eid] = ns
+            if value[:1] == _MANIFEST:
+                value = self._assemble(key, value, parts.get(key, {}))
+                used.update((key, n) for n in range(self._parts[key]))
+            if kind == "x.":
                 if rest == "h":
                     headers[eid] = value
                     order[eid] = created.get(f"{ns}x.{eid_token}", _NO_MARK)
