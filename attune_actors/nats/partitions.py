@@ -5,10 +5,9 @@ the partition's share of the `nats` store (`NatsStore(partition=...)`: its keys 
 bucket, fenced: opened with this member as owner), its attempts go out and come back under the
 partition's transport identity (`Subjects.partition_engine_id`: a durable results consumer per
 partition, so a new owner receives the outcomes of attempts that ran while the old one died), and
-its ids name the partition. Adopting
-a partition starts that engine (which resumes what the store holds unfinished); losing it closes
-the engine. Requests for the partition arrive on `Subjects.partition_api(p)`, which only its owner
-listens on.
+its ids name the partition. Adopting a partition starts that engine (which resumes what the store
+holds unfinished); losing it closes the engine. Requests for the partition arrive on
+`Subjects.partition_api(p)`, which only its owner listens on.
 
 `ClusterRouter` (on the control service's loop) is what the control service calls instead of an
 engine in a cluster: every engine answers `<prefix>.api.*` in one queue group, and the router sends
