@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,7 +22,6 @@ from typing import Any
 import httpx
 import nats
 import pytest
-from conftest import free_port
 from test_serve import Served, error_lines, run_serve, wait_ready
 
 from attune_actors.nats.cluster import cluster_status, owner_of, partition_of
@@ -84,6 +84,12 @@ OUTER = """
     output_map:
       last: "{{ task.inner.result.last }}"
 """
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class Cluster:
