@@ -7,6 +7,7 @@ from typing import Any
 
 import pykka
 import pytest
+from helpers import eventually
 
 from attune_actors.actors import AsyncioActor, AsyncioFuture
 
@@ -201,10 +202,6 @@ async def test_on_drained_runs_once_after_each_burst_of_messages() -> None:
 async def test_a_failing_on_drained_fails_the_actor() -> None:
     ref = Batcher.start(fail_when_drained=True)
     ref.tell("x")
-    for _ in range(50):
-        if not ref.is_alive():
-            break
-        await asyncio.sleep(0)
-    assert not ref.is_alive()
+    await eventually(lambda: not ref.is_alive(), "the actor to fail")
     with pytest.raises(pykka.ActorDeadError):
         ref.tell("y")
