@@ -59,7 +59,7 @@ class InProcessTransport(Transport):
             loop.call_soon(on_outcome, known)
             return
         key = run.key
-        self._running[key] = loop.create_task(self._execute(run, action, on_outcome), name=f"run {key}")
+        self._running[key] = loop.create_task(self._execute(run, action, on_outcome), name=key)
 
     def cancel(self, run: ActionRun) -> None:
         task = self._running.get(run.key)
