@@ -129,6 +129,20 @@ class _SystemScope(dict[str, Any]):
         raise KeyError(key)
 
 
+_NO_SECRETS: frozenset[str] = frozenset()
+_pack_scopes: dict[int, tuple[Mapping[str, Any], Scope]] = {}  # id(pack config) -> it, `pack` scope
+
+
+def _pack_scope(config: Mapping[str, Any]) -> Scope:
+    """`pack` for templates, one per pack's configuration rather than one per execution."""
+    found = _pack_scopes.get(id(config))
+    if found is None or found[0] is not config:
+        if len(_pack_scopes) >= 256:  # configurations replaced over a long life: forget the old
+            _pack_scopes.clear()
+        found = _pack_scopes[id(config)] = (config, Scope({"config": config}))
+    return found[1]
+
+
 class Conductor:
     """State and rules of one workflow execution. Not thread-safe: its supervisor owns it."""
 
@@ -236,13 +250,13 @@ class Conductor:
         # `system.timestamp` is formatted when a template reads it, not on every event.
         self.system = _SystemScope({k: v for k, v in system.items() if k != "timestamp"})
         self.system.conductor = self
-        self.secret_parameters = frozenset(p.name for p in spec.parameters if p.secret)
+        self.secret_parameters = frozenset(p.name for p in spec.parameters if p.secret) or _NO_SECRETS
         # Scopes show keys only: `vars.items` is a variable or undefined, never a method (SPEC 7).
         self._ctx: dict[str, Any] = {
             "task": Scope(self.latest),
             "vars": Scope(self.vars),
             "parameters": Scope(parameters),
-            "pack": Scope({"config": pack_config}),
+            "pack": _pack_scope(pack_config),
             "system": Scope(self.system),
             "kv": kv,
             # Bound methods: a third of the memory of a closure each.
@@ -871,7 +885,7 @@ class Conductor:
                 break
             idx = run.next_item
             run.next_item += 1
-            if run.item_runs[idx].status != SCHEDULED:
+            if run.item_runs.status[idx] != SCHEDULED:
                 continue  # kept from the run a rerun replaces
             run.inflight += 1
             self._attempt(run, idx)

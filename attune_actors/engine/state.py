@@ -73,10 +73,9 @@ class ItemRuns:
         return len(self.status)
 
     def __getitem__(self, index: int) -> ItemRun:
-        count = len(self.status)
-        if not -count <= index < count:
-            raise IndexError(f"item {index} of {count}")
-        return ItemRun(self, index % count)
+        if not 0 <= index < len(self.status):
+            raise IndexError(f"no item {index} of {len(self.status)}")
+        return ItemRun(self, index)
 
     def __iter__(self) -> Iterator[ItemRun]:
         return (ItemRun(self, i) for i in range(len(self.status)))

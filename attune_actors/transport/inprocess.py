@@ -10,6 +10,7 @@ traced): an execution parked in a sleep holds a timer handle, not a task and its
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable
 
 from attune_actors.clock import Clock, RealClock
@@ -17,7 +18,7 @@ from attune_actors.errors import ActionError, AttuneError
 from attune_actors.runners import RunnerSet, sleep_seconds
 from attune_actors.spec.model import ActionSpec
 from attune_actors.transport.attempt import immediate_outcome, outcome, run_attempt
-from attune_actors.transport.base import ActionRun, OutcomeCallback, RunOutcome, Transport
+from attune_actors.transport.base import ActionRun, OutcomeCallback, Transport
 
 
 class InProcessTransport(Transport):
@@ -84,17 +85,15 @@ class InProcessTransport(Transport):
         except ActionError as exc:
             loop.call_soon(on_outcome, outcome(run, "failed", error=exc.message))
             return
-        ended = outcome(run, "succeeded")
+        timeout: str | None = None  # the action's ref when its deadline comes first
         if run.deadline is not None:
             left = run.deadline - self._clock.now()
             if left <= seconds:
-                seconds, ended = max(left, 0.0), outcome(run, "timeout", error=f"{action.ref} timed out")
+                seconds, timeout = max(left, 0.0), action.ref
         key = run.key
-        self._sleeping[key] = loop.call_later(seconds, self._slept, key, ended, on_outcome)
-
-    def _slept(self, key: str, ended: RunOutcome, on_outcome: OutcomeCallback) -> None:
-        del self._sleeping[key]
-        on_outcome(ended)
+        self._sleeping[key] = loop.call_later(
+            seconds, _slept, self._sleeping, key, run, timeout, on_outcome, context=_NO_VARS
+        )
 
     def cancel(self, run: ActionRun) -> None:
         task = self._running.get(run.key)
@@ -112,3 +111,19 @@ class InProcessTransport(Transport):
         finally:
             self._running.pop(run.key, None)
         on_outcome(result)
+
+
+# What a sleep's timer runs in: its callback reads no context variable, and a copy of the
+# submitter's context per parked sleep would cost one more object each.
+_NO_VARS = contextvars.Context()
+
+
+def _slept(
+    sleeping: dict[str, asyncio.TimerHandle], key: str, run: ActionRun, timeout: str | None,
+    on_outcome: OutcomeCallback,
+) -> None:
+    del sleeping[key]
+    if timeout is None:
+        on_outcome(outcome(run, "succeeded"))
+    else:
+        on_outcome(outcome(run, "timeout", error=f"{timeout} timed out"))
