@@ -54,7 +54,7 @@ from attune_actors.statuses import (
     TERMINAL,
     TIMEOUT,
 )
-from attune_actors.templates import FAILED_STATUSES, Renderer, Scope, TaskViews
+from attune_actors.templates import FAILED_STATUSES, LAST_RUN, LAST_RUN_FUNCTIONS, Renderer, Scope, TaskViews
 
 log = logging.getLogger("attune_actors.engine")
 
@@ -152,7 +152,6 @@ class Conductor:
         "_actions",
         "_carried",
         "_ctx",
-        "_current",
         "_dirty_items",
         "_dirty_runs",
         "_out",
@@ -246,7 +245,6 @@ class Conductor:
         self._out: list[Command] = []
         self._dirty_runs: dict[str, None] = {}
         self._dirty_items: dict[tuple[str, int], None] = {}
-        self._current: Any = None  # the run or item whose attempt just ended (for succeeded() etc.)
         # `system.timestamp` is formatted when a template reads it, not on every event.
         self.system = _SystemScope({k: v for k, v in system.items() if k != "timestamp"})
         self.system.conductor = self
@@ -259,30 +257,11 @@ class Conductor:
             "pack": _pack_scope(pack_config),
             "system": Scope(self.system),
             "kv": kv,
-            # Bound methods: a third of the memory of a closure each.
-            "succeeded": self._succeeded,
-            "failed": self._failed,
-            "timed_out": self._timed_out,
-            "result": self._result,
-            "error": self._error,
+            # `succeeded()` & co. (shared by all executions) read the run or item whose attempt
+            # just ended from LAST_RUN.
+            **LAST_RUN_FUNCTIONS,
+            LAST_RUN: None,
         }
-
-    # `succeeded()`, `failed()`, ... in templates: about the run or item whose attempt just ended.
-
-    def _succeeded(self) -> bool:
-        return getattr(self._current, "status", None) == SUCCEEDED
-
-    def _failed(self) -> bool:
-        return getattr(self._current, "status", None) in FAILED_STATUSES
-
-    def _timed_out(self) -> bool:
-        return getattr(self._current, "status", None) == TIMEOUT
-
-    def _result(self) -> Any:
-        return getattr(self._current, "result", None)
-
-    def _error(self) -> Any:
-        return getattr(self._current, "error", None)
 
     # ------------------------------------------------------------------ events (public)
 
@@ -992,7 +971,7 @@ class Conductor:
         if target.status == PENDING:
             self.open_inquiries -= 1
         target.status = status  # `retry.when` sees the attempt as it ended (SPEC 7)
-        self._current = target
+        self._ctx[LAST_RUN] = target
         # A vanished worker (`abandoned`) is retried like a failure; with no retry left it stays abandoned.
         if retry and status in FAILED_STATUSES and self._should_retry(run, target):
             task = self._task_spec(run.task)
@@ -1081,7 +1060,7 @@ class Conductor:
     def _transitions(self, run: TaskRun) -> None:
         """Publish and follow the run's `next` entries (SPEC sections 3 and 7)."""
         task = self._task_spec(run.task)
-        self._current = run
+        self._ctx[LAST_RUN] = run
         where = f"task {task.name}"
         failed = run.status != SUCCEEDED
         run.handled = False  # for a failed run: whether a transition handled it
@@ -1311,7 +1290,7 @@ class Conductor:
 
     def _finish(self) -> None:
         status = self.ending or (FAILED if self.failing else SUCCEEDED)
-        self._current = None
+        self._ctx[LAST_RUN] = None
         if self.spec.output_map is not None:
             try:
                 self.output = self._render(self.spec.output_map, "output_map")
