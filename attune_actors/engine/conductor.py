@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from enum import Enum, StrEnum
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from attune_actors.config import LimitSettings
 from attune_actors.engine.commands import (
@@ -57,6 +57,8 @@ from attune_actors.statuses import (
 from attune_actors.templates import FAILED_STATUSES, LAST_RUN, LAST_RUN_FUNCTIONS, Renderer, Scope, TaskViews
 
 log = logging.getLogger("attune_actors.engine")
+
+T = TypeVar("T")
 
 _COMMAND_RETRY_COUNT = 3  # `do: retry` without a retry policy (SPEC section 3)
 _DEFAULT_LIMITS = LimitSettings()
@@ -130,17 +132,19 @@ class _SystemScope(dict[str, Any]):
 
 
 _NO_SECRETS: frozenset[str] = frozenset()
-_pack_scopes: dict[int, tuple[Mapping[str, Any], Scope]] = {}  # id(pack config) -> it, `pack` scope
+_pack_scopes: dict[int, tuple[object, Any]] = {}  # id(pack config) -> it, its `pack` scope
+_task_finders: dict[int, tuple[object, Any]] = {}  # id(workflow spec) -> it, its `task` bound method
 
 
-def _pack_scope(config: Mapping[str, Any]) -> Scope:
-    """`pack` for templates, one per pack's configuration rather than one per execution."""
-    found = _pack_scopes.get(id(config))
-    if found is None or found[0] is not config:
-        if len(_pack_scopes) >= 256:  # configurations replaced over a long life: forget the old
-            _pack_scopes.clear()
-        found = _pack_scopes[id(config)] = (config, Scope({"config": config}))
-    return found[1]
+def _shared(cache: dict[int, tuple[object, Any]], owner: object, make: Callable[[], T]) -> T:
+    """What `make` builds for `owner`, built once per owner rather than once per execution."""
+    found = cache.get(id(owner))
+    if found is None or found[0] is not owner:
+        if len(cache) >= 256:  # owners replaced over a long life (packs reloaded): forget the old
+            cache.clear()
+        found = cache[id(owner)] = (owner, make())
+    value: T = found[1]
+    return value
 
 
 class Conductor:
@@ -227,7 +231,7 @@ class Conductor:
         self.ended_at: float | None = None
         self.runs: dict[str, TaskRun] = {}  # every run, in the order created (= seq order)
         # task name -> its latest run (`task.<name>`; a task that has not run reads as nulls)
-        self.latest = TaskViews(spec.task)
+        self.latest = TaskViews(_shared(_task_finders, spec, lambda: spec.task))
         # Dicts as ordered sets: an emptied dict drops its table, an emptied set keeps ~200 bytes.
         self.active: dict[str, None] = {}  # runs not terminal
         self.in_flight = 0  # attempts dispatched (actions, nested workflows) and not ended
@@ -254,7 +258,7 @@ class Conductor:
             "task": Scope(self.latest),
             "vars": Scope(self.vars),
             "parameters": Scope(parameters),
-            "pack": _pack_scope(pack_config),
+            "pack": _shared(_pack_scopes, pack_config, lambda: Scope({"config": pack_config})),
             "system": Scope(self.system),
             "kv": kv,
             # `succeeded()` & co. (shared by all executions) read the run or item whose attempt
