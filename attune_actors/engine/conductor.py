@@ -33,7 +33,7 @@ from attune_actors.engine.commands import (
     TimerKind,
 )
 from attune_actors.engine.graphdoc import RunMark
-from attune_actors.engine.state import ItemRun, ItemRuns, TaskRun, iso
+from attune_actors.engine.state import ItemRun, TaskRun, iso
 from attune_actors.errors import AttuneError, ParameterError, TemplateError
 from attune_actors.spec.graph import TaskGraph
 from attune_actors.spec.model import ENGINE_COMMANDS, ActionSpec, RetryPolicy, TaskSpec, WorkflowSpec
@@ -601,7 +601,7 @@ class Conductor:
         for run_id, idx, item in items:
             owner = self.runs[run_id]
             if owner.item_runs is not None:
-                owner.item_runs.load(idx, item)
+                owner.item_runs[idx] = ItemRun.from_record(item)
         for run in self.runs.values():
             if run.item_runs is not None and not run.terminal:
                 started = [i for i, it in enumerate(run.item_runs) if it.status != SCHEDULED]
@@ -845,7 +845,7 @@ class Conductor:
                     ),
                 )
                 return
-            run.item_runs = ItemRuns(len(items))
+            run.item_runs = [ItemRun() for _ in items]
             run.input = {"items": list(items)}  # kept until the run ends, to render items after a crash
             self._carry_items(run)
             if not items:
@@ -868,7 +868,7 @@ class Conductor:
                 break
             idx = run.next_item
             run.next_item += 1
-            if run.item_runs.status[idx] != SCHEDULED:
+            if run.item_runs[idx].status != SCHEDULED:
                 continue  # kept from the run a rerun replaces
             run.inflight += 1
             self._attempt(run, idx)
@@ -1028,7 +1028,7 @@ class Conductor:
         failed = next((it for it in run.item_runs if it.status not in (SUCCEEDED, CANCELED)), None)
         # Items left unrun without a failure: the run was canceled (cancel or workflow timeout).
         status = FAILED if failed is not None else CANCELED if remaining else SUCCEEDED
-        self._close_run(run, status, result=run.item_runs.results(), keep_error=True)
+        self._close_run(run, status, result=[it.result for it in run.item_runs], keep_error=True)
 
     def _close_run(self, run: TaskRun, status: str, *, result: Any = None, keep_error: bool = False) -> None:
         run.status = status

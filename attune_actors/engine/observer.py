@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from attune_actors.engine.commands import Command, SetTimer, TimerKey, TimerKind
 from attune_actors.engine.conductor import Conductor
 from attune_actors.engine.messages import AttemptEnded
-from attune_actors.engine.state import ItemRun, ItemRuns, TaskRun, iso
+from attune_actors.engine.state import ItemRun, TaskRun, iso
 from attune_actors.observability.metrics import ActionStats
 from attune_actors.observability.tracing import Carrier
 from attune_actors.statuses import ABANDONED, SUCCEEDED, TERMINAL
@@ -46,11 +46,11 @@ _OK, _BAD = 1, 2  # per-item marks of what was counted as done
 class _Progress:
     __slots__ = ("done", "failed", "marks", "published", "published_at")
 
-    def __init__(self, items: ItemRuns) -> None:
+    def __init__(self, items: list[ItemRun]) -> None:
         self.marks = bytearray(len(items))
         self.done = self.failed = 0
-        for idx, status in enumerate(items.status):
-            self.mark(idx, status)
+        for idx, item in enumerate(items):
+            self.mark(idx, item.status)
         self.published = -1
         self.published_at = float("-inf")
 

@@ -343,7 +343,7 @@ def document_from_snapshot(snap: Snapshot) -> dict[str, Any]:
     for (rid, idx), rec in snap.items.items():
         run = runs.get(rid)
         if run is not None and run.item_runs is not None and idx < len(run.item_runs):
-            run.item_runs.load(idx, rec)
+            run.item_runs[idx] = ItemRun.from_record(rec)
     return {
         "id": h["id"],
         "ref": h["ref"],

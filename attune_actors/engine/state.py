@@ -48,145 +48,20 @@ def _same(value: Any) -> Any:
     return value
 
 
-class ItemRuns:
-    """The items of one with_items run: one list per field, not one object per item.
-
-    100,000 items as 100,000 objects were that many more objects for every full garbage collection
-    to walk while the run lasts (the collector took 20 % of a 100,000-item run, 10 % of a 10,000
-    one); lists of plain values are walked at a fraction of that. `items[i]` is an `ItemRun`, a
-    view that reads and writes item i's fields here.
-    """
+class ItemRun:
+    """One item of a with_items task run: its own attempts, result and times."""
 
     __slots__ = ("attempts", "deadline", "ended_at", "error", "input", "result", "started_at", "status")
 
-    def __init__(self, count: int) -> None:
-        self.status: list[str] = [SCHEDULED] * count
-        self.result: list[Any] = [None] * count
-        self.error: list[str | None] = [None] * count
-        self.attempts: list[int] = [0] * count
-        self.started_at: list[float | None] = [None] * count
-        self.ended_at: list[float | None] = [None] * count
-        self.input: list[dict[str, Any] | None] = [None] * count  # while in flight, for recovery
-        self.deadline: list[float | None] = [None] * count
-
-    def __len__(self) -> int:
-        return len(self.status)
-
-    def __getitem__(self, index: int) -> ItemRun:
-        if not 0 <= index < len(self.status):
-            raise IndexError(f"no item {index} of {len(self.status)}")
-        return ItemRun(self, index)
-
-    def __iter__(self) -> Iterator[ItemRun]:
-        return (ItemRun(self, i) for i in range(len(self.status)))
-
-    def load(self, index: int, rec: list[Any]) -> None:
-        """Set item `index` from its stored record (`ItemRun.to_record`)."""
-        (
-            self.status[index],
-            self.result[index],
-            self.error[index],
-            self.attempts[index],
-            self.started_at[index],
-            self.ended_at[index],
-            self.input[index],
-            self.deadline[index],
-        ) = rec
-
-    def results(self) -> list[Any]:
-        return list(self.result)
-
-    def documents(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "index": i,
-                "status": status,
-                "result": result,
-                "error": error,
-                "attempts": attempts,
-                "started_at": iso(started),
-                "ended_at": iso(ended),
-            }
-            for i, (status, result, error, attempts, started, ended) in enumerate(
-                zip(self.status, self.result, self.error, self.attempts, self.started_at, self.ended_at,
-                    strict=True)
-            )
-        ]
-
-
-class ItemRun:
-    """One item of a with_items task run (its own attempts, result and times): a view of its
-    fields in the run's `ItemRuns`, made when asked for."""
-
-    __slots__ = ("_at", "_items")
-
-    def __init__(self, items: ItemRuns | None = None, index: int = 0) -> None:
-        self._items = items if items is not None else ItemRuns(1)
-        self._at = index
-
-    @property
-    def status(self) -> str:
-        return self._items.status[self._at]
-
-    @status.setter
-    def status(self, value: str) -> None:
-        self._items.status[self._at] = value
-
-    @property
-    def result(self) -> Any:
-        return self._items.result[self._at]
-
-    @result.setter
-    def result(self, value: Any) -> None:
-        self._items.result[self._at] = value
-
-    @property
-    def error(self) -> str | None:
-        return self._items.error[self._at]
-
-    @error.setter
-    def error(self, value: str | None) -> None:
-        self._items.error[self._at] = value
-
-    @property
-    def attempts(self) -> int:
-        return self._items.attempts[self._at]
-
-    @attempts.setter
-    def attempts(self, value: int) -> None:
-        self._items.attempts[self._at] = value
-
-    @property
-    def started_at(self) -> float | None:
-        return self._items.started_at[self._at]
-
-    @started_at.setter
-    def started_at(self, value: float | None) -> None:
-        self._items.started_at[self._at] = value
-
-    @property
-    def ended_at(self) -> float | None:
-        return self._items.ended_at[self._at]
-
-    @ended_at.setter
-    def ended_at(self, value: float | None) -> None:
-        self._items.ended_at[self._at] = value
-
-    @property
-    def input(self) -> dict[str, Any] | None:
-        return self._items.input[self._at]
-
-    @input.setter
-    def input(self, value: dict[str, Any] | None) -> None:
-        self._items.input[self._at] = value
-
-    @property
-    def deadline(self) -> float | None:
-        return self._items.deadline[self._at]
-
-    @deadline.setter
-    def deadline(self, value: float | None) -> None:
-        self._items.deadline[self._at] = value
+    def __init__(self) -> None:
+        self.status: str = SCHEDULED
+        self.result: Any = None
+        self.error: str | None = None
+        self.attempts: int = 0
+        self.started_at: float | None = None
+        self.ended_at: float | None = None
+        self.input: dict[str, Any] | None = None  # kept while in flight, to re-dispatch after a crash
+        self.deadline: float | None = None
 
     def to_record(self, mask: Callable[[Any], Any] = _same, seal: Callable[[Any], Any] = _same) -> list[Any]:
         """The stored form, a plain array in the order `from_record` reads.
@@ -194,23 +69,31 @@ class ItemRun:
         `mask` is applied to the result and error, `seal` to the input (what a snapshot must not
         hold in clear), while the record is built: a with_items step stores thousands of these.
         """
-        items, at = self._items, self._at
         return [
-            items.status[at],
-            mask(items.result[at]),
-            mask(items.error[at]),
-            items.attempts[at],
-            items.started_at[at],
-            items.ended_at[at],
-            seal(items.input[at]),
-            items.deadline[at],
+            self.status,
+            mask(self.result),
+            mask(self.error),
+            self.attempts,
+            self.started_at,
+            self.ended_at,
+            seal(self.input),
+            self.deadline,
         ]
 
     @classmethod
     def from_record(cls, rec: list[Any]) -> ItemRun:
-        items = ItemRuns(1)
-        items.load(0, rec)
-        return cls(items)
+        item = cls()
+        (
+            item.status,
+            item.result,
+            item.error,
+            item.attempts,
+            item.started_at,
+            item.ended_at,
+            item.input,
+            item.deadline,
+        ) = rec
+        return item
 
     def document(self, index: int) -> dict[str, Any]:
         return {
@@ -265,7 +148,7 @@ class TaskRun(Mapping[str, Any]):
         self.deadline: float | None = None  # per-attempt deadline (epoch seconds), kept across restarts
         self.inquiry_id: str | None = None
         self.child_id: str | None = None  # nested workflow execution of the current attempt
-        self.item_runs: ItemRuns | None = None  # with_items runs only
+        self.item_runs: list[ItemRun] | None = None  # with_items runs only
         self.next_item = 0  # index of the next item to dispatch
         self.inflight = 0  # items dispatched and not ended
         self.pending_subs = 0  # parallel groups: sub-task runs not ended
@@ -336,7 +219,7 @@ class TaskRun(Mapping[str, Any]):
             setattr(run, key, rec[key])
         run.fired = tuple(rec.get("fired") or ())  # records saved before it was kept have none
         if rec["item_count"] is not None:
-            run.item_runs = ItemRuns(rec["item_count"])
+            run.item_runs = [ItemRun() for _ in range(rec["item_count"])]
         return run
 
     def document(self) -> dict[str, Any]:
@@ -349,11 +232,11 @@ class TaskRun(Mapping[str, Any]):
             # A with_items run's attempts are its items': it shows the most any item took.
             "attempts": self.attempts
             if self.item_runs is None
-            else max(self.item_runs.attempts, default=0),
+            else max((it.attempts for it in self.item_runs), default=0),
             "started_at": iso(self.started_at),
             "ended_at": iso(self.ended_at),
             "items": None
             if self.item_runs is None
-            else self.item_runs.documents(),
+            else [it.document(i) for i, it in enumerate(self.item_runs)],
             "inquiry_id": self.inquiry_id,
         }
