@@ -33,7 +33,7 @@ from attune_actors.engine.commands import (
     TimerKind,
 )
 from attune_actors.engine.graphdoc import RunMark
-from attune_actors.engine.state import ItemRun, TaskRun, iso
+from attune_actors.engine.state import ItemRun, TaskRun, iso, own_item, unstarted_items
 from attune_actors.errors import AttuneError, ParameterError, TemplateError
 from attune_actors.spec.graph import TaskGraph
 from attune_actors.spec.model import ENGINE_COMMANDS, ActionSpec, RetryPolicy, TaskSpec, WorkflowSpec
@@ -470,6 +470,7 @@ class Conductor:
             if item.status == RUNNING:
                 self._out.append(StopRun(run.id, idx, item.attempts))
             if item.status not in TERMINAL:
+                item = own_item(run.item_runs, idx)  # type: ignore[arg-type]
                 item.status, item.ended_at, item.input = CANCELED, self.now, None
         run.status, run.ended_at, run.input = CANCELED, self.now, None
         self._out.append(RunEnded(run.id))
@@ -523,8 +524,9 @@ class Conductor:
         old = self._carried.pop(run.task, None)
         if old is None or old.item_runs is None or run.item_runs is None:
             return
-        for idx, (new, prev) in enumerate(zip(run.item_runs, old.item_runs, strict=False)):
+        for idx, prev in enumerate(old.item_runs[: len(run.item_runs)]):
             if prev.status == SUCCEEDED:
+                new = own_item(run.item_runs, idx)
                 new.status, new.result, new.attempts = SUCCEEDED, prev.result, prev.attempts
                 new.started_at, new.ended_at = prev.started_at, prev.ended_at
                 self._touch(run, idx)
@@ -845,7 +847,7 @@ class Conductor:
                     ),
                 )
                 return
-            run.item_runs = [ItemRun() for _ in items]
+            run.item_runs = unstarted_items(len(items))
             run.input = {"items": list(items)}  # kept until the run ends, to render items after a crash
             self._carry_items(run)
             if not items:
@@ -880,7 +882,7 @@ class Conductor:
         """Dispatch the next attempt of the run (or of one of its items)."""
         task = self._task_spec(run.task)
         assert task.action is not None
-        target: TaskRun | ItemRun = run if idx is None else run.item_runs[idx]  # type: ignore[index]
+        target: TaskRun | ItemRun = run if idx is None else own_item(run.item_runs, idx)  # type: ignore[arg-type]
         try:
             action = self._actions(task.action)
         except AttuneError as exc:
@@ -948,7 +950,7 @@ class Conductor:
         """An item's input failed to render: the item fails before dispatch, and the workflow fails."""
         assert run.item_runs is not None
         self._fail(exc.message, run.task)
-        item = run.item_runs[idx]
+        item = own_item(run.item_runs, idx)
         item.status, item.error, item.ended_at = FAILED, exc.message, self.now
         run.inflight -= 1
         if run.error is None:
@@ -1023,7 +1025,7 @@ class Conductor:
             return  # staged: more items run on resume
         for idx, item in enumerate(run.item_runs):
             if item.status == SCHEDULED:  # never started: its result stays null
-                item.status = CANCELED
+                own_item(run.item_runs, idx).status = CANCELED
                 self._touch(run, idx)
         failed = next((it for it in run.item_runs if it.status not in (SUCCEEDED, CANCELED)), None)
         # Items left unrun without a failure: the run was canceled (cancel or workflow timeout).

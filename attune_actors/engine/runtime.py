@@ -177,12 +177,12 @@ class Runtime:
         if known is not None and known[0] is spec:
             return known[1]  # one string for all its executions, and no hashing per execution
         digest = hashlib.sha256(f"{spec.ref}\n{spec.source}".encode()).hexdigest()[:32]
-        if len(self._digests) > 1024:
-            self._digests.clear()
-        self._digests[id(spec)] = (spec, digest)
         if digest not in self._specs:
             self.store.put_source(digest, spec.pack, spec.source)
             self._specs[digest] = spec
+        if len(self._digests) > 1024:
+            self._digests.clear()
+        self._digests[id(spec)] = (spec, digest)  # once stored
         return digest
 
     def _started_spec(self, h: dict[str, Any]) -> WorkflowSpec:
