@@ -399,8 +399,11 @@ class TemplateEnvironment(ImmutableSandboxedEnvironment):
         **kwargs: Any,
     ) -> Any:
         tp = type(__obj)
-        if tp is types.FunctionType and __obj in _LAST_RUN_CALLS:
-            return __obj(__context, *args, **kwargs)  # `succeeded()` & co., on every transition
+        if tp is types.FunctionType and __obj in _LAST_RUN_CALLS:  # `succeeded()` & co., every transition
+            if kwargs:
+                kwargs.pop("_loop_vars", None)
+                kwargs.pop("_block_vars", None)
+            return __obj(__context, *args, **kwargs)
         if (tp is types.MethodType or tp is types.FunctionType) and not (
             hasattr(__obj, "jinja_pass_arg")
             or getattr(__obj, "unsafe_callable", False)

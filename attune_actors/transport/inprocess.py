@@ -74,7 +74,7 @@ class InProcessTransport(Transport):
             self._sleep(loop, run, action, on_outcome)
             return
         key = run.key
-        self._running[key] = loop.create_task(self._execute(run, action, on_outcome), name=key)
+        self._running[key] = loop.create_task(self._execute(run, action, on_outcome), name=f"run {key}")
 
     def _sleep(
         self, loop: asyncio.AbstractEventLoop, run: ActionRun, action: ActionSpec, on_outcome: OutcomeCallback

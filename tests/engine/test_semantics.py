@@ -857,3 +857,30 @@ async def test_a_forced_cancel_stops_a_sleep_at_once(workflow, engine_factory) -
     final = await engine.wait(execution.id, timeout=30)
     assert final.status == "canceled"
     assert final.task("nap").status == "canceled"
+
+
+async def test_run_functions_work_in_loops_and_see_the_run_that_just_ended(workflow, engine_factory) -> None:
+    ref = workflow(
+        "runfns",
+        """
+        tasks:
+          - name: make
+            action: core.echo
+            input: {a: 1, b: 2}
+            next:
+              - when: "{% for k in result() %}{% if succeeded() and not failed() %}x{% endif %}{% endfor %}"
+                publish: {keys: "{% for k in result() | sort %}{{ k }}{{ timed_out() }}{% endfor %}"}
+                do: bad
+          - name: bad
+            action: testpack.fail
+            next:
+              - when: "{{ failed() and error() == 'boom' }}"
+                publish: {after: "{{ succeeded() }}"}
+        output_map:
+          keys: "{{ vars.keys }}"
+          after: "{{ vars.after }}"
+    """,
+    )
+    final = await run(await engine_factory(), ref)
+    assert final.status == "succeeded", (final.error, [(t.name, t.status, t.error) for t in final.tasks])
+    assert final.output == {"keys": "aFalsebFalse", "after": False}
