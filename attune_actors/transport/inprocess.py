@@ -4,7 +4,7 @@ Sync Python actions run in the runners' bounded thread pool; everything else is 
 loop. `core.noop` and `core.echo` skip the coroutine entirely (their outcome is known at submit),
 which is what keeps a long chain of noop tasks cheap. `core.sleep` is a timer (unless attempts are
 traced): an execution parked in a sleep holds a timer handle, not a task and its coroutines
-(~2.4 KiB less each), and takes none of the `max_inflight` slots, which are for actions at work.
+(~2 KiB less each), and takes none of the `max_inflight` slots, which are for actions at work.
 """
 
 from __future__ import annotations
