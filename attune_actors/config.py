@@ -53,9 +53,9 @@ class NatsSettings:
 class ClusterSettings:
     """How `serve --store nats` engines share a deployment (docs/distributed.md, "Several engines")."""
 
-    # `serve --store nats` joins the cluster of engines on its subject prefix (`--cluster`); off,
-    # it holds the exclusive engine lease instead (one engine per deployment).
-    enabled: bool = False
+    # `serve --store nats` joins the cluster of engines on its subject prefix; off (`--no-cluster`),
+    # it holds the exclusive engine lease instead (one engine per deployment), as `--store sqlite` does.
+    enabled: bool = True
     # The execution space is split into this many partitions, each owned by one live engine at a
     # time. Every engine of a deployment must use the same number (the first one records it).
     partitions: int = 16

@@ -150,6 +150,17 @@ _ERROR_CODES: tuple[tuple[type[AttuneError], str], ...] = (
 )
 
 
+class RoutedError(AttuneError):
+    """The error another engine of a cluster replied with to a request routed to it (or the lack of
+    a reply): its code is kept, so every front end answers as that engine did."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code if code in ERROR_STATUS else "error"
+
+
 def error_code(exc: AttuneError) -> str:
     """The stable error code of one of our exceptions (its class, or the nearest mapped base)."""
+    if isinstance(exc, RoutedError):
+        return exc.code
     return next((code for cls, code in _ERROR_CODES if isinstance(exc, cls)), "error")

@@ -1,12 +1,12 @@
-"""Cluster benchmark (issue #22): throughput of 1, 2 and 3 `serve --cluster` engines, transitions
+"""Cluster benchmark (issue #22): throughput of 1, 2 and 3 `serve --store nats` engines, transitions
 per engine-CPU-second, and the time from an engine's death to its partitions running again.
 
     .venv/bin/python bench/cluster.py              # the recorded run (a few minutes)
     .venv/bin/python bench/cluster.py --quick      # smoke run
 
 Set-up: a nats-server (the venv's binary, JetStream in a temporary directory), two worker
-processes, and one standalone engine (`serve --store nats`, the exclusive lease: the baseline), then
-1, 2 and 3 cluster engines (`serve --store nats --cluster`, 16 partitions), each set-up on a fresh
+processes, and one standalone engine (`serve --store nats --no-cluster`, the exclusive lease: the
+baseline), then 1, 2 and 3 cluster engines (`serve --store nats`, 16 partitions), each set-up on a fresh
 server. W workflows of T sequential `core.noop`
 tasks are created through the control API (the queue group spreads the requests over the engines)
 and counted done from their `execution` events. A transition is one task run dispatched, run and
@@ -91,7 +91,7 @@ class Deployment:
     def engine(self, name: str, *, cluster: bool = True) -> None:
         proc = subprocess.Popen(
             [sys.executable, "-m", "attune_actors.nats.serve", "--nats", self.url, "--packs",
-             str(self.packs), "--store", "nats", *(["--cluster"] if cluster else []), "--engine-id", name,
+             str(self.packs), "--store", "nats", *([] if cluster else ["--no-cluster"]), "--engine-id", name,
              "--data-dir", str(self.root / name)],
             cwd=_ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.procs.append(proc)
@@ -132,7 +132,7 @@ async def create_all(nc: Any, count: int, ref: str) -> list[str]:
 
 
 async def throughput(engines: int, args: argparse.Namespace, packs: Path) -> dict[str, Any]:
-    """`engines` cluster engines; 0: one engine without --cluster (the exclusive lease), the baseline."""
+    """`engines` cluster engines; 0: one engine with --no-cluster (the exclusive lease), the baseline."""
     with tempfile.TemporaryDirectory() as tmp:
         d = Deployment(Path(tmp), packs)
         try:

@@ -420,14 +420,12 @@ async def test_a_timed_out_sync_action_is_gone_within_the_kill_grace(
     """)
     runner = PythonRunner(workers=1, kill_grace=0.5)
     try:
-        started = time.monotonic()
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(1):
                 await runner.run(pack.action("stubborn.py"), {"pidfile": str(pidfile)}, context())
         pid = read_int(pidfile)
         assert pid is not None
         assert not alive(pid)
-        assert time.monotonic() - started < 25  # not the action's 30 s: it was killed
     finally:
         await runner.aclose()
 
@@ -731,14 +729,12 @@ async def test_engine_timeout_stops_a_sleeping_sync_action(
           - {{name: nap, action: testpack.sleeper, timeout: 1, input: {{pidfile: "{pidfile}"}}}}
     """)
     engine = await engine_factory()
-    started = time.monotonic()
     done = await engine.wait((await engine.execute(ref)).id, timeout=30)
     assert done.status == "failed"
     assert done.task("nap").status == "timeout"
     pid = read_int(pidfile)
     assert pid is not None
     await eventually(lambda: not alive(pid), timeout=engine.settings.limits.kill_grace + 1)
-    assert time.monotonic() - started < 15  # not the action's 30 s
 
 
 async def test_run_json_stdout_stays_clean_when_an_action_prints(

@@ -212,11 +212,10 @@ async def test_request_timeout(server: Server, runner: HttpRunner) -> None:
 async def test_timeout_is_a_total_deadline_against_a_dripping_server(
     server: Server, runner: HttpRunner
 ) -> None:
-    # Each byte comes well within any per-read timeout; only a total deadline stops this.
-    started = time.monotonic()
+    # Each byte comes well within any per-read timeout; only a total deadline stops this (the
+    # message is the deadline's: not a read timeout, not the 200 s the server would take).
     with pytest.raises(ActionError, match=r"GET .*/drip failed: no complete response within 1 seconds"):
         await runner.run(HTTP, {"url": f"{server.url}/drip", "timeout": 1}, CTX)
-    assert time.monotonic() - started < 10  # not the 200 s the server would take
 
 
 async def test_timeout_above_the_limit_is_refused(server: Server) -> None:

@@ -98,6 +98,9 @@ async def test_bad_parameters_and_start_failures(tmp_path: Path) -> None:
     runner = LocalRunner()
     with pytest.raises(ActionError, match="'cmd' is required"):
         await runner.run(LOCAL, {}, CTX)
+    for empty in ("", []):
+        with pytest.raises(ActionError, match="'cmd' is empty"):
+            await runner.run(LOCAL, {"cmd": empty}, CTX)
     with pytest.raises(ActionError, match="'env' must be an object"):
         await runner.run(LOCAL, {"cmd": "true", "env": ["A=1"]}, CTX)
     with pytest.raises(ActionError, match="cannot start command"):

@@ -15,11 +15,11 @@ from fastapi import APIRouter, FastAPI
 from attune_actors import __version__, console
 from attune_actors.api import docs, errors
 from attune_actors.api.auth import Tokens
+from attune_actors.api.deps import EngineApi
 from attune_actors.api.guard import Guard
 from attune_actors.api.routes import executions, inquiries, metrics, rules, system, workflows
 from attune_actors.api.sse import EventStreams
 from attune_actors.config import Settings
-from attune_actors.engine.engine import Engine
 
 API_PREFIX = "/api/v1"
 ROUTERS: tuple[APIRouter, ...] = (
@@ -34,7 +34,7 @@ With tokens configured (`http.tokens`), every route but `/api/v1/health` needs
 """
 
 
-def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
+def create_app(engine: EngineApi, settings: Settings | None = None) -> FastAPI:
     """The API of `engine` (started or not: routes need it started), configured by `settings`
     (default: the engine's)."""
     settings = settings or engine.settings

@@ -16,9 +16,9 @@ import uvicorn
 
 from attune_actors.api.app import create_app
 from attune_actors.api.auth import check_listen
+from attune_actors.api.deps import EngineApi
 from attune_actors.api.sse import EventStreams
 from attune_actors.config import Settings
-from attune_actors.engine.engine import Engine
 from attune_actors.errors import ConfigError
 
 log = logging.getLogger("attune_actors.api")
@@ -38,7 +38,7 @@ def parse_listen(text: str) -> tuple[str, int]:
 class HttpServer:
     """One engine's HTTP API on one address."""
 
-    def __init__(self, engine: Engine, listen: str, *, settings: Settings | None = None) -> None:
+    def __init__(self, engine: EngineApi, listen: str, *, settings: Settings | None = None) -> None:
         self.engine = engine
         self.host, self.port = parse_listen(listen)
         self.app = create_app(engine, settings)

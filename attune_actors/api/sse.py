@@ -20,7 +20,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from attune_actors.engine.engine import Engine
+from attune_actors.api.deps import EngineApi
 from attune_actors.engine.events import Subscription
 from attune_actors.engine.execution import Execution
 from attune_actors.statuses import TERMINAL
@@ -36,7 +36,7 @@ class EventStreams:
         self._open: set[Subscription] = set()
         self._closed = False
 
-    async def open(self, engine: Engine, execution_id: str) -> AsyncIterator[bytes]:
+    async def open(self, engine: EngineApi, execution_id: str) -> AsyncIterator[bytes]:
         """The stream of `execution_id`; NotFoundError (before anything is sent) if there is none."""
         # Subscribe before reading the status: a change in between is then sent, not lost.
         sub = engine.events(execution_id)
@@ -56,7 +56,7 @@ class EventStreams:
             sub.close()
 
     async def _frames(
-        self, engine: Engine, execution_id: str, sub: Subscription, first: Execution
+        self, engine: EngineApi, execution_id: str, sub: Subscription, first: Execution
     ) -> AsyncIterator[bytes]:
         seq = 0
 

@@ -866,8 +866,12 @@ class Conductor:
             run.status = PENDING
             run.inquiry_id = f"{run.id}-q{run.attempts}"
             self.open_inquiries += 1
-            timeout = inp.get("timeout")
-            expires = self.now + float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else None
+            # The task's `timeout` bounds an inquiry as it bounds any attempt; the earlier wins.
+            limits = [
+                float(t) for t in (inp.get("timeout"), task.timeout)
+                if isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0
+            ]
+            expires = self.now + min(limits) if limits else None
             if expires is not None:
                 self._set_timer(TimerKey(TimerKind.INQUIRY, run.id, None, run.inquiry_id), expires)
             self._out.append(OpenInquiry(run.id, run.task, run.inquiry_id, inp, expires))

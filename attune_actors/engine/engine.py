@@ -24,7 +24,6 @@ from typing import Any
 import yaml
 from pykka import ActorDeadError
 
-from attune_actors.actors import wait_all_stopped
 from attune_actors.clock import Clock, RealClock, VirtualClock
 from attune_actors.config import Settings, load_settings
 from attune_actors.engine.events import EventBus, Subscription
@@ -50,7 +49,7 @@ from attune_actors.observability.metrics import EngineMetrics
 from attune_actors.observability.tracing import resolve as resolve_tracing
 from attune_actors.rules import RulesService, start_rules
 from attune_actors.runners import RunnerLimits, RunnerSet
-from attune_actors.spec.model import ActionSpec, ParamSpec
+from attune_actors.spec.model import MISSING, ActionSpec, ParamSpec
 from attune_actors.spec.packs import Catalog, load_packs, load_workflow_text, workflow_action
 from attune_actors.spec.validate import validate_catalog, validate_workflow
 from attune_actors.spec.yamlsrc import YamlLimits, use_yaml_limits
@@ -89,6 +88,22 @@ class WorkflowInfo:
     source: str
     file: str
     runtime_defined: bool
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> WorkflowInfo:
+        """The workflow `to_dict` described (a parameter whose default is null has none)."""
+        parameters = tuple(
+            ParamSpec(
+                name, p.get("type"), bool(p.get("required")),
+                MISSING if p.get("default") is None else p["default"],
+                tuple(p["enum"]) if p.get("enum") is not None else None,
+                p.get("description") or "", bool(p.get("secret")),
+            )
+            for name, p in (doc.get("parameters") or {}).items()
+        )
+        return cls(doc["ref"], doc["pack"], doc.get("label") or "", doc.get("description") or "",
+                   doc.get("version") or "", parameters, doc.get("source") or "", doc.get("file") or "",
+                   bool(doc.get("runtime_defined")))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -443,13 +458,18 @@ class Engine:
         rules, self._rules = self._rules, None
         if rules is not None:
             await rules.stop()
+        stopping = []
         for ref in rt.executions.supervisors():
             try:
-                ref.stop(block=False)
+                stopping.append(ref.stop(block=False))
             except ActorDeadError:
                 pass
+        # Only this engine's actors: other engines of the process (a cluster's partitions) run on.
         try:
-            await wait_all_stopped(timeout=10)
+            async with asyncio.timeout(10):
+                for stopped in stopping:
+                    with contextlib.suppress(ActorDeadError):
+                        await stopped
         except TimeoutError:
             log.warning("some actors did not stop within 10 s")
         self._events.close()

@@ -11,7 +11,6 @@ import builtins
 from dataclasses import dataclass
 from typing import Any
 
-import jsonschema
 from pykka import ActorDeadError, ActorRef
 
 from attune_actors.engine.commands import OpenInquiry
@@ -147,6 +146,8 @@ def check_response(schema: dict[str, Any], response: Any, inquiry_id: str) -> No
     """Raise InquiryResponseError naming the first schema violation (and where in the response)."""
     if not schema:
         return
+    import jsonschema  # imported here: ~50 ms at start-up, needed only for an answer
+
     try:
         validator_cls = jsonschema.validators.validator_for(schema)
         validator_cls.check_schema(schema)

@@ -1,8 +1,9 @@
 """A cluster of engines on one deployment: members, partitions, and who owns which.
 
 The execution space is split into `cluster.partitions` partitions. An execution's id names its
-partition (`p<n>-<random hex>`, `partition_of`); ids without that form (made before clustering)
-fall in the partition their CRC-32 says.
+partition (`p<n>-<random hex>`, `partition_of`); ids without that form (made by a single engine
+before clustering) fall in the partition the CRC-32 of their top-level execution's id says, so an
+execution and its nested ones (`<parent id>.<run>-<attempt>`) stay together.
 
 `ClusterMember` runs on the sidecar's loop (`attune_actors.nats.sidecar`), so a busy engine loop
 neither misses a renewal nor stops answering:
@@ -47,6 +48,7 @@ from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
 from attune_actors.errors import StoreError
+from attune_actors.nats.lease import lease_holder
 from attune_actors.nats.subjects import Subjects
 
 __all__ = [
@@ -69,7 +71,7 @@ def partition_of(execution_id: str, partitions: int) -> int:
     found = _ID.match(execution_id)
     if found is not None and int(found[1]) < partitions:
         return int(found[1])
-    return zlib.crc32(execution_id.encode()) % partitions
+    return zlib.crc32(execution_id.split(".", 1)[0].encode()) % partitions
 
 
 def new_execution_id(partition: int) -> str:
@@ -177,6 +179,7 @@ class ClusterMember:
         on_lose: Callable[[int], Any],
         alive: Callable[[], bool] | None = None,
         serving: Callable[[], list[int]] | None = None,
+        on_wedged: Callable[[str], Any] | None = None,
     ) -> None:
         self.js = nc.jetstream()
         self.subjects = subjects
@@ -187,6 +190,8 @@ class ClusterMember:
         self.on_lose = on_lose
         self.alive = alive
         self.serving = serving  # the partitions whose engines are started (shown to others)
+        self.on_wedged = on_wedged  # called once when leases lapse because `alive()` said no
+        self._retired = False
         self.held: dict[int, int] = {}  # partition -> revision of our lease
         self._lease_at: dict[int, float] = {}  # partition -> monotonic time of its last write
         self.members: set[str] = set()
@@ -195,6 +200,8 @@ class ClusterMember:
         self._renewed_at = 0.0
         self._task: asyncio.Task[None] | None = None
         self._dropping: set[asyncio.Task[None]] = set()
+        self._handing: dict[int, asyncio.Task[None]] = {}  # partitions being handed over
+        self._writing = asyncio.Lock()  # one lease write at a time (a hand-over runs beside the ticks)
 
     async def start(self) -> None:
         """Join: check the other members agree on the partition count, write our member key."""
@@ -205,6 +212,12 @@ class ClusterMember:
             self._leases_kv = await _bucket(
                 self.js, self.subjects.partitions_bucket, self.ttl, "attune-actors: partition leases"
             )
+            single = await lease_holder(self.js, self.subjects)
+            if single is not None:
+                raise StoreError(
+                    f"engine {single} serves prefix {self.subjects.prefix} alone (it holds the exclusive "
+                    f"engine lease, --no-cluster): stop it, or start this one with --no-cluster too"
+                )
             for member, info in (await _entries(self._members_kv)).items():
                 if member == self.member_id:
                     raise StoreError(
@@ -246,11 +259,17 @@ class ClusterMember:
             await asyncio.sleep(period)
 
     async def _tick(self) -> None:
+        if self._retired:
+            return
         assert self._members_kv is not None
         assert self._leases_kv is not None
         if self.alive is not None and not self.alive():
-            if time.monotonic() - self._renewed_at >= self.ttl:
-                self._lose_all("the engine has not answered for the lease ttl")
+            if time.monotonic() - self._renewed_at >= self.ttl and self.held:
+                reason = "the engine has not answered for the lease ttl"
+                self._lose_all(reason)
+                if self.on_wedged is not None:
+                    self.on_wedged(reason)
+                    self._retired = True  # the engine stops: it must not take partitions again
             return
         try:
             await self._beat()
@@ -265,20 +284,20 @@ class ClusterMember:
             self.members = live
         mine = {p for p in range(self.partitions) if owner_of(p, live) == self.member_id}
         kv = self._leases_kv
-        for p in sorted(set(self.held) - mine):  # hand over: stop first, then let go
-            revision = self.held.pop(p)
-            await self._call(self.on_lose, p)
-            with contextlib.suppress(*_NATS_ERRORS, nats.js.errors.KeyWrongLastSequenceError):
-                await kv.delete(f"p{p}", last=revision)
-            log.info("cluster: partition %d handed over", p)
-        for p in sorted(set(self.held) & mine):
-            try:
-                self.held[p] = await kv.update(f"p{p}", self._lease_value(), last=self.held[p])
-                self._lease_at[p] = time.monotonic()
-            except nats.js.errors.KeyWrongLastSequenceError:
-                del self.held[p]
-                log.critical("cluster: lease of partition %d lost (expired or taken)", p)
-                await self._call(self.on_lose, p)
+        for p in sorted(set(self.held) - mine - set(self._handing)):
+            # Stopping a partition's engine takes a while: it must not hold up the renewals.
+            self._handing[p] = asyncio.get_running_loop().create_task(self._hand_over(p))
+        for p in sorted(self.held):  # (renewed while handed over too, so it does not lapse meanwhile)
+            async with self._writing:
+                if p not in self.held:
+                    continue
+                try:
+                    self.held[p] = await kv.update(f"p{p}", self._lease_value(), last=self.held[p])
+                    self._lease_at[p] = time.monotonic()
+                except nats.js.errors.KeyWrongLastSequenceError:
+                    del self.held[p]
+                    log.critical("cluster: lease of partition %d lost (expired or taken)", p)
+                    self._drop_later(p)
         for p in sorted(mine - set(self.held)):
             try:
                 at = time.monotonic()
@@ -289,16 +308,33 @@ class ClusterMember:
             log.info("cluster: partition %d taken", p)
             await self._call(self.on_gain, p)
 
+    async def _hand_over(self, p: int) -> None:
+        """Stop acting on `p`, then let go of its lease (the new owner takes it at its next tick)."""
+        try:
+            await self._call(self.on_lose, p)
+            async with self._writing:
+                revision = self.held.pop(p, None)
+                if revision is not None and self._leases_kv is not None:
+                    with contextlib.suppress(*_NATS_ERRORS, nats.js.errors.KeyWrongLastSequenceError):
+                        await self._leases_kv.delete(f"p{p}", last=revision)
+            log.info("cluster: partition %d handed over", p)
+        finally:
+            self._handing.pop(p, None)
+
     def _lose_all(self, reason: str) -> None:
         if not self.held:
             return
         log.critical("cluster: every partition lease is lost: %s", reason)
         for p in sorted(self.held):
             del self.held[p]
-            # not awaited: this loop must go on renewing while the engine's loop stops (or is stuck)
-            task = asyncio.get_running_loop().create_task(self._call(self.on_lose, p))
-            self._dropping.add(task)
-            task.add_done_callback(self._dropping.discard)
+            self._drop_later(p)
+
+    def _drop_later(self, p: int) -> None:
+        """`on_lose(p)`, not awaited: this loop must go on renewing while the partition's engine
+        stops (or while the engine's loop is stuck)."""
+        task = asyncio.get_running_loop().create_task(self._call(self.on_lose, p))
+        self._dropping.add(task)
+        task.add_done_callback(self._dropping.discard)
 
     @staticmethod
     async def _call(callback: Callable[[int], Any], p: int) -> None:
@@ -310,7 +346,8 @@ class ClusterMember:
         """Whether this engine surely still holds partition `p` (from any thread): its lease was
         written within 3/4 of the ttl (a paused or cut-off engine learns it no longer is at once)."""
         at = self._lease_at.get(p)
-        return p in self.held and at is not None and time.monotonic() - at < self.ttl * 0.75
+        return (p in self.held and p not in self._handing and at is not None
+                and time.monotonic() - at < self.ttl * 0.75)
 
     async def stop(self) -> None:
         """Leave: stop acting on every partition, delete our leases and member key."""
@@ -319,6 +356,7 @@ class ClusterMember:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await asyncio.gather(*self._handing.values(), return_exceptions=True)
         for p in sorted(self.held):
             revision = self.held.pop(p)
             await self._call(self.on_lose, p)

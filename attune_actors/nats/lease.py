@@ -44,7 +44,7 @@ from nats.js.kv import KeyValue
 from attune_actors.errors import StoreError
 from attune_actors.nats.subjects import Subjects
 
-__all__ = ["LEASE_KEY", "EngineLease"]
+__all__ = ["LEASE_KEY", "EngineLease", "lease_holder"]
 
 log = logging.getLogger(__name__)
 
@@ -291,6 +291,15 @@ class EngineLease:
 
 class _Lost(Exception):
     """The lease is no longer this engine's."""
+
+
+async def lease_holder(js: JetStreamContext, subjects: Subjects) -> str | None:
+    """Who holds the engine lease of `subjects.prefix` now (None: nobody)."""
+    try:
+        kv = await js.key_value(subjects.lease_bucket)
+        return _holder((await kv.get(LEASE_KEY)).value)
+    except (nats.js.errors.BucketNotFoundError, nats.js.errors.KeyNotFoundError):
+        return None
 
 
 def _holder(value: bytes | None) -> str:

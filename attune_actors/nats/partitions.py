@@ -1,13 +1,13 @@
 """The partitions one engine process owns, and requests routed to whichever engine owns theirs.
 
 `PartitionHost` (on the engine's loop) runs one `Engine` per owned partition: its executions are in
-the partition's own `nats` store (`Subjects.partition_bucket`, fenced: opened with this member as
-owner), its attempts go out and come back under the partition's transport identity
-(`Subjects.partition_engine_id`: a durable results consumer per partition, so a new owner receives
-the outcomes of attempts that ran while the old one died), and its ids name the partition. Adopting
-a partition starts that engine (which resumes what the store holds unfinished); losing it closes
-the engine. Requests for the partition arrive on `Subjects.partition_api(p)`, which only its owner
-listens on.
+the partition's share of the `nats` store (`NatsStore(partition=...)`: its keys in the one snapshot
+bucket, fenced: opened with this member as owner), its attempts go out and come back under the
+partition's transport identity (`Subjects.partition_engine_id`: a durable results consumer per
+partition, so a new owner receives the outcomes of attempts that ran while the old one died), and
+its ids name the partition. Adopting a partition starts that engine (which resumes what the store
+holds unfinished); losing it closes the engine. Requests for the partition arrive on
+`Subjects.partition_api(p)`, which only its owner listens on.
 
 `ClusterRouter` (on the control service's loop) is what the control service calls instead of an
 engine in a cluster: every engine answers `<prefix>.api.*` in one queue group, and the router sends
@@ -30,7 +30,8 @@ import nats.errors
 from nats.aio.client import Client
 
 from attune_actors.engine.engine import Engine
-from attune_actors.nats.service import ControlService, RoutedError
+from attune_actors.errors import RoutedError
+from attune_actors.nats.service import ControlService
 from attune_actors.nats.subjects import Subjects
 from attune_actors.nats.transport import NatsTransport
 
@@ -40,8 +41,8 @@ log = logging.getLogger(__name__)
 
 WORKER_HEARTBEAT = 1.0  # seconds between a worker's heartbeats (attune_actors.nats.worker default)
 _BY_ID = frozenset(
-    {"executions.get", "executions.tasks", "executions.pause", "executions.resume", "executions.cancel",
-     "executions.rerun"}
+    {"executions.get", "executions.tasks", "executions.graph", "executions.pause", "executions.resume",
+     "executions.cancel", "executions.rerun"}
 )
 _EVERYWHERE = frozenset({"workflows.put", "workflows.delete", "inquiries.respond"})
 

@@ -1,7 +1,8 @@
 """`attune-actors serve`: one engine process on NATS (control service, events, actions run by workers).
 
     attune-actors serve [--nats URL] [--packs DIR]... [--data-dir DIR] [--store sqlite|nats]
-                        [--subject-prefix PREFIX] [--engine-id ID] [--cluster] [--http HOST:PORT]
+                        [--subject-prefix PREFIX] [--engine-id ID] [--cluster | --no-cluster]
+                        [--http HOST:PORT] [--metrics-port [HOST:]PORT]
 
 `--http HOST:PORT` also serves the HTTP API (`attune_actors.api`, docs/http.md); `--http` without
 `--nats` runs an embedded engine instead: actions in this process, no NATS at all.
@@ -11,15 +12,17 @@ The engine sends action attempts to `attune-actors worker` processes through the
 publishes every status change on `<prefix>.events.executions.<id>`. Executions are kept in SQLite
 under the data dir (`--store sqlite`, the default) or in JetStream (`--store nats`).
 
-With `--store nats --cluster` (setting `cluster.enabled`), several engines share the deployment:
-each owns a share of the partitions, takes over those of an engine that dies, and any of them
-answers any request (`serve_cluster`; `attune_actors.nats.cluster`, `attune_actors.nats.partitions`).
+With `--store nats` (unless `--no-cluster`, setting `cluster.enabled`), several engines share the
+deployment: each owns a share of the partitions, takes over those of an engine that dies, and any
+of them answers any request, on NATS or HTTP (`serve_cluster`; `attune_actors.nats.cluster`,
+`attune_actors.nats.partitions`, `attune_actors.nats.routed`).
 
-Otherwise one engine per deployment: `serve` holds an exclusive lease, renewed while it runs, on its
-subject prefix (a JetStream KV entry, so it covers the `nats` store and the control API alike); with
-`--store sqlite` it also locks the data dir (`<data_dir>/engine.lock`, released by the OS when the
-process dies). A second engine against the same prefix or data dir refuses to start. After a crash
-the prefix lease expires within its TTL.
+Otherwise (`--store sqlite`, or `--no-cluster`) one engine per deployment: `serve` holds an
+exclusive lease, renewed while it runs, on its subject prefix (a JetStream KV entry, so it covers
+the `nats` store and the control API alike); with `--store sqlite` it also locks the data dir
+(`<data_dir>/engine.lock`, released by the OS when the process dies). A second engine against the
+same prefix or data dir refuses to start, and so do a single engine and a cluster on one prefix.
+After a crash the prefix lease expires within its TTL.
 
 The lease renewals and the control service run on a sidecar thread with its own NATS connection
 (`attune_actors.nats.sidecar`), so they go on while the engine's loop is busy; the lease is given
@@ -59,21 +62,23 @@ from attune_actors.config import Settings, configure_logging, load_settings
 from attune_actors.engine.engine import Engine
 from attune_actors.errors import AttuneError, ConfigError, StoreError, TransportError
 from attune_actors.kv.secrets import KEY_FILE_NAME, generate_key
-from attune_actors.nats.cluster import ClusterMember, new_execution_id
+from attune_actors.nats.cluster import ClusterMember, cluster_status, new_execution_id
 from attune_actors.nats.connection import connect
 from attune_actors.nats.lease import EngineLease
 from attune_actors.nats.partitions import ClusterRouter, PartitionHost
 from attune_actors.nats.payload import PayloadCipher
+from attune_actors.nats.routed import RoutedEngine
 from attune_actors.nats.service import ControlService
 from attune_actors.nats.sidecar import Heartbeat, Sidecar
 from attune_actors.nats.store import NatsStore
 from attune_actors.nats.subjects import Subjects
 from attune_actors.nats.transport import NatsTransport
-from attune_actors.observability.metrics import listen_address, serve_metrics
+from attune_actors.observability.metrics import MergedMetrics, listen_address, serve_metrics
 from attune_actors.spec.model import ActionSpec
 
 if TYPE_CHECKING:
     from attune_actors.api import HttpServer
+    from attune_actors.api.deps import EngineApi
 
 log = logging.getLogger("attune_actors.nats.serve")
 
@@ -137,9 +142,10 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--cluster",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="with --store nats: share the deployment with other engines (partitions, failover)",
+        help="with --store nats: share the deployment with other engines (partitions, failover; the "
+        "default); --no-cluster: hold the exclusive engine lease instead (setting cluster.enabled)",
     )
     p.add_argument(
         "--http",
@@ -187,7 +193,7 @@ def serve_settings(args: argparse.Namespace) -> Settings:
             "logging": {"level": getattr(args, "log_level", None)},
         },
     )
-    if settings.cluster.enabled and settings.store != "nats":
+    if getattr(args, "cluster", None) and settings.store != "nats":
         raise ConfigError("a cluster keeps executions in JetStream: use --store nats with --cluster")
     if settings.store not in ("sqlite", "nats"):
         raise ConfigError(
@@ -195,6 +201,11 @@ def serve_settings(args: argparse.Namespace) -> Settings:
         )
     PayloadCipher.from_settings(settings.nats)  # a bad key is an error before connecting
     return settings
+
+
+def clustered(settings: Settings) -> bool:
+    """Whether `serve` joins a cluster of engines (the default with the nats store)."""
+    return settings.store == "nats" and settings.cluster.enabled
 
 
 def default_engine_id() -> str:
@@ -227,10 +238,9 @@ async def serve(
         _stop_on_signals(stop)
     if settings.transport == "inprocess":
         return await serve_embedded(settings, stop=stop, http=http, metrics_address=metrics_address)
-    if settings.cluster.enabled:
-        if http is not None:
-            raise ConfigError("--http is not served by a cluster engine yet: use the NATS control API")
-        return await serve_cluster(settings, engine_id=engine_id, stop=stop, stall=stall)
+    if clustered(settings):
+        return await serve_cluster(settings, engine_id=engine_id, stop=stop, stall=stall, http=http,
+                                   metrics_address=metrics_address)
     lost: list[str] = []
 
     def lease_lost(reason: str) -> None:
@@ -258,6 +268,7 @@ async def serve(
         )
         await sidecar.run(lease.acquire())
         stack.push_async_callback(lambda: sidecar.run(lease.release()))
+        await sidecar.run(_no_cluster_on(sidecar.nc, subjects))
         await sidecar.run(lease.start_renewing())
         engine = build_engine(settings, nc, subjects, engine_id)
         engine.metrics.counter_from("attune_lease_renewals_total", "Renewals of the engine lease.",
@@ -303,19 +314,43 @@ async def _connections(
     return nc, heartbeat, sidecar
 
 
-async def serve_cluster(settings: Settings, *, engine_id: str, stop: asyncio.Event, stall: float) -> int:
-    """One engine of a cluster (docs/distributed.md, "Several engines") until `stop`."""
+async def serve_cluster(
+    settings: Settings,
+    *,
+    engine_id: str,
+    stop: asyncio.Event,
+    stall: float,
+    http: str | None = None,
+    metrics_address: tuple[int, str] | None = None,
+) -> int:
+    """One engine of a cluster (docs/distributed.md, "Several engines") until `stop`.
+
+    Its HTTP API (`http`) takes every call where the NATS service takes it (`RoutedEngine`); its
+    metrics are those of the partition engines it runs, added up."""
     subjects = Subjects(settings.nats.subject_prefix)
     loop = asyncio.get_running_loop()
+    ttl = settings.cluster.lease_ttl
+    wedged: list[str] = []
+
+    def lapsed(reason: str) -> None:
+        wedged.append(reason)
+        stop.set()
+
     async with contextlib.AsyncExitStack() as stack:
         nc, heartbeat, sidecar = await _connections(stack, settings, engine_id)
         secret_key = settings.secret_key or _shared_secret_key(settings.data_path)
+
+        def lapsed_on_sidecar(reason: str) -> None:
+            # As a standalone engine whose lease lapsed: stop once the loop answers again, or exit
+            # now if it still does not (the others run its partitions already).
+            loop.call_soon_threadsafe(lapsed, reason)
+            sidecar.loop.call_later(ttl, _exit_if_stuck, heartbeat, ttl)
 
         def build(p: int) -> tuple[Engine, NatsTransport]:
             partition = dataclasses.replace(
                 settings, data_dir=str(settings.data_path / "partitions" / f"p{p}"), secret_key=secret_key
             )
-            store = NatsStore(nc, subjects, bucket=subjects.partition_bucket(p), owner=engine_id,
+            store = NatsStore(nc, subjects, partition=(p, settings.cluster.partitions), owner=engine_id,
                               close_timeout=5.0)
             return _engine_on_nats(partition, nc, subjects, subjects.partition_engine_id(p), store,
                                    new_id=lambda: new_execution_id(p), owned=lambda: member.owns(p))
@@ -323,14 +358,23 @@ async def serve_cluster(settings: Settings, *, engine_id: str, stop: asyncio.Eve
         host = PartitionHost(nc, subjects, build=build, engine_id=engine_id)
         host.bind()
         stack.push_async_callback(host.close)
+        metrics = MergedMetrics(lambda: [engine.metrics for engine in list(host.engines.values())])
+        metrics.gauge("attune_cluster_partitions", "Partitions whose engine runs in this process.",
+                      lambda: float(len(host.engines)))
+        # The HTTP API's calls take the NATS service's routes, from this loop's connection.
+        routed = RoutedEngine(ClusterRouter(nc, subjects, settings.cluster.partitions), nc, subjects,
+                              settings, metrics)
+        server = _http_server(routed, http)
+        if metrics_address is not None:
+            stack.callback(serve_metrics(metrics, *metrics_address))
 
         def gain(p: int) -> None:
             asyncio.run_coroutine_threadsafe(host.adopt(p), loop)
 
         member = ClusterMember(
             sidecar.nc, subjects, member_id=engine_id, partitions=settings.cluster.partitions,
-            ttl=settings.cluster.lease_ttl, on_gain=gain, on_lose=host.drop,
-            alive=lambda: heartbeat.age() < stall, serving=lambda: sorted(host.engines),
+            ttl=ttl, on_gain=gain, on_lose=host.drop, alive=lambda: heartbeat.age() < stall,
+            serving=lambda: sorted(host.engines), on_wedged=lapsed_on_sidecar,
         )
         await sidecar.run(member.start())
         stack.push_async_callback(lambda: sidecar.run(member.stop()))
@@ -339,12 +383,24 @@ async def serve_cluster(settings: Settings, *, engine_id: str, stop: asyncio.Eve
                                  max_payload=settings.limits.request_bytes)
         stack.push_async_callback(service.stop)
         await service.start()
+        stack.push_async_callback(routed.close)
+        await _start_http(stack, server)
         log.info("engine %s serving in a cluster of %d partitions on %s", engine_id,
                  settings.cluster.partitions, settings.nats.url)
         await stop.wait()
         log.info("engine %s stopping", engine_id)
     log.info("engine %s stopped", engine_id)
-    return EXIT_OK
+    return EXIT_LEASE_LOST if wedged else EXIT_OK
+
+
+async def _no_cluster_on(nc: Client, subjects: Subjects) -> None:
+    """Refuse to serve alone a prefix that engines of a cluster serve."""
+    members = sorted((await cluster_status(nc, subjects)).members)
+    if members:
+        raise StoreError(
+            f"engines of a cluster serve prefix {subjects.prefix} ({', '.join(members)}): stop them, or "
+            "start this one in their cluster (--store nats without --no-cluster)"
+        )
 
 
 def _shared_secret_key(data_dir: Path) -> str:
@@ -392,7 +448,7 @@ async def serve_embedded(
     return EXIT_OK
 
 
-def _http_server(engine: Engine, listen: str | None) -> HttpServer | None:
+def _http_server(engine: EngineApi, listen: str | None) -> HttpServer | None:
     """The HTTP API to serve, if asked for; an address it may not listen on is refused before
     anything starts."""
     if listen is None:

@@ -8,6 +8,7 @@ whose subject is `Subjects.api(operation)` and which maps 1:1 onto an `Engine` m
     executions.get    {id}                            -> execution document
     executions.list   {status?, limit?}               -> {"executions": [document, ...]} newest first
     executions.tasks  {id}                            -> {"tasks": [task run, ...]}
+    executions.graph  {id}                            -> the graph document (nodes, edges)
     executions.pause / executions.resume {id}         -> execution document
     executions.cancel {id, force?}                    -> execution document
     executions.rerun  {id, tasks?, reset_items?}      -> execution document
@@ -15,7 +16,7 @@ whose subject is `Subjects.api(operation)` and which maps 1:1 onto an `Engine` m
     inquiries.respond {id, response, identity?}       -> the inquiry
     workflows.list    {pack?}                         -> {"workflows": [...]}
     workflows.get     {ref}                           -> the workflow
-    workflows.put     {pack, yaml}                    -> the workflow
+    workflows.put     {pack, yaml, ref?}              -> the workflow (`ref`: the one the yaml must define)
     workflows.delete  {ref}                           -> {"ref": ..., "deleted": true}
 
 Every reply is JSON. A failure is `{"error": {"code": ..., "message": ...}}` (with the micro
@@ -63,7 +64,7 @@ from attune_actors import __version__
 from attune_actors.engine.engine import Engine
 from attune_actors.engine.events import Subscription
 from attune_actors.engine.execution import Status
-from attune_actors.errors import ERROR_STATUS, AttuneError, ValidationError, error_code
+from attune_actors.errors import ERROR_STATUS, AttuneError, RoutedError, ValidationError, error_code
 from attune_actors.nats.sidecar import Sidecar
 from attune_actors.nats.subjects import Subjects
 from attune_actors.nats.wire import report_bad_input
@@ -126,22 +127,13 @@ def _encode(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
-class RoutedError(Exception):
-    """The error another engine replied with (or the lack of one) to a request routed to it."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code if code in ERROR_STATUS else "error"
-        self.message = message
-
-
 Router = Callable[[str, dict[str, Any]], Coroutine[Any, Any, Any]]
 
 
 class ControlService:
     """Serves one engine's API on NATS and publishes its events; `start()` then, at the end, `stop()`.
 
-    In a cluster (`serve --store nats --cluster`) the service answers for every engine in one queue group and
+    In a cluster (`serve --store nats`) the service answers for every engine in one queue group and
     a `router` (`attune_actors.nats.partitions.ClusterRouter`) takes each checked request to the
     engine of its partition, whose own service answers on `start_partition(subject)`.
     """
@@ -184,6 +176,7 @@ class ControlService:
             "executions.get": ({"id": _required(TEXT)}, self._get),
             "executions.list": ({"status": _optional(STATUS), "limit": _optional(COUNT)}, self._list),
             "executions.tasks": ({"id": _required(TEXT)}, self._tasks),
+            "executions.graph": ({"id": _required(TEXT)}, self._graph),
             "executions.pause": ({"id": _required(TEXT)}, self._pause),
             "executions.resume": ({"id": _required(TEXT)}, self._resume),
             "executions.cancel": ({"id": _required(TEXT), "force": _optional(FLAG)}, self._cancel),
@@ -198,7 +191,9 @@ class ControlService:
             ),
             "workflows.list": ({"pack": _optional(TEXT)}, self._workflows),
             "workflows.get": ({"ref": _required(TEXT)}, self._workflow),
-            "workflows.put": ({"pack": _required(TEXT), "yaml": _required(TEXT)}, self._put_workflow),
+            "workflows.put": (
+                {"pack": _required(TEXT), "yaml": _required(TEXT), "ref": _optional(TEXT)}, self._put_workflow
+            ),
             "workflows.delete": ({"ref": _required(TEXT)}, self._delete_workflow),
         }
         # rules.*, triggers.*, enforcements.*, webhooks.*; a router only needs their fields (the
@@ -496,6 +491,9 @@ class ControlService:
     async def _tasks(self, body: dict[str, Any]) -> Any:
         return {"tasks": [t.to_dict() for t in await self._engine.tasks(body["id"])]}
 
+    async def _graph(self, body: dict[str, Any]) -> Any:
+        return await self._engine.graph(body["id"])
+
     async def _pause(self, body: dict[str, Any]) -> Any:
         return (await self._engine.pause(body["id"])).to_dict()
 
@@ -525,7 +523,7 @@ class ControlService:
         return (await self._engine.get_workflow(body["ref"])).to_dict()
 
     async def _put_workflow(self, body: dict[str, Any]) -> Any:
-        ref = await self._engine.put_workflow(body["pack"], body["yaml"])
+        ref = await self._engine.put_workflow(body["pack"], body["yaml"], ref=body.get("ref"))
         return (await self._engine.get_workflow(ref)).to_dict()
 
     async def _delete_workflow(self, body: dict[str, Any]) -> Any:

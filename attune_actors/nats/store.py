@@ -2,8 +2,9 @@
 
 `NatsStore` keeps what `Store` describes in the KV bucket `Subjects.snapshot_bucket` (a JetStream
 stream `KV_<bucket>` on subjects `$KV.<bucket>.>`, one message kept per key). The engine that
-opens it holds the engine lease (`attune_actors.nats.lease`), so it is the only writer, and the
-store works like this:
+opens it holds the engine lease (`attune_actors.nats.lease`), or, in a cluster, the lease of the
+partition the store is opened for (`partition=`, its keys under `p<n>.`, fenced by `owner=`), so it
+is the only writer of its keys, and the store works like this:
 
 - `open()` creates or checks the bucket, then reads every key once (one push consumer, last value
   per subject, flow-controlled) into an in-memory mirror, a `MemoryStore`. The mirror is the truth:
@@ -30,6 +31,11 @@ byte, and so is a dot that would make an empty token, or any dot in an execution
 - `p.<n>.<key>`: part `n` of a value larger than the server's `max_payload`; the key itself then
   holds `0xc1` (a byte msgpack never uses) + the number of parts. Parts and their key are written in
   the same atomic batch.
+- A cluster's partition n (`attune_actors.nats.cluster`) keeps all of the above under `p<n>.`
+  (`p3.x.<id>.h`, `p3.meta`, `p3.p.0.x.<id>.h`, ...), so a partition's owner reads only its own
+  keys, and fences with `owner.p<n>`. It also reads the keys outside any namespace (written by a
+  single engine): the executions there whose id falls in its partition (`partition_of`) are its
+  own, written back at their keys. A single engine reads every namespace the same way.
 
 Durability: what `flush()` returned for is acknowledged by JetStream, which with file storage means
 written to the server's files; whether it is on disk depends on the server's `sync_interval` (see
@@ -72,6 +78,7 @@ from nats.js import JetStreamContext, api
 
 from attune_actors.codec import decode, encode
 from attune_actors.errors import StoreError
+from attune_actors.nats.cluster import partition_of
 from attune_actors.nats.subjects import Subjects
 from attune_actors.store.base import EncodedSnapshot, ItemRecord, MemoryStore, Snapshot, Store
 from attune_actors.store.groupcommit import Backoff, CommitWaiters
@@ -141,8 +148,16 @@ def unescape(key_part: str) -> str:
     return raw.decode("utf-8", "surrogatepass")
 
 
+def _namespace(key: str) -> str:
+    """The partition namespace a key is in (`p<n>.`), or "" for a key outside any."""
+    if key[:1] == "p" and key[1:2].isdigit():
+        return key[: key.index(".") + 1]
+    return ""
+
+
 def _part_key(n: int, key: str) -> str:
-    return f"p.{n}.{key}"
+    ns = _namespace(key)
+    return f"{ns}p.{n}.{key[len(ns):]}"
 
 
 # -- batches ---------------------------------------------------------------------------------------
@@ -232,7 +247,7 @@ class NatsStore(Store):
         batch_size: int = 1000,
         ack_timeout: float = 10.0,
         close_timeout: float = 30.0,
-        bucket: str | None = None,
+        partition: tuple[int, int] | None = None,
         owner: str | None = None,
     ) -> None:
         if storage not in STORAGE_TYPES:
@@ -248,11 +263,20 @@ class NatsStore(Store):
         self.batch_size = batch_size
         self.ack_timeout = ack_timeout
         self.close_timeout = close_timeout
-        self.bucket = bucket or subjects.snapshot_bucket
-        # Fencing (a cluster's partition store): `open()` writes `owner`, and every batch is stored
-        # only while that key is still at the revision this store wrote: once another engine opened
-        # the bucket, this one can no longer write (`fenced` says why).
+        self.bucket = subjects.snapshot_bucket
+        # A cluster's partition store (index, count): its keys are under `p<index>.`, and it also
+        # takes the executions of that partition stored outside any namespace (by a single engine).
+        self.partition = partition
+        self.namespace = f"{subjects.partition_engine_id(partition[0])}." if partition else ""
+        # Executions kept where they were found, outside this store's namespace: id -> key prefix.
+        self._units: dict[str, str] = {}
+        # Definitions found outside this store's namespace: ref -> their keys (deleted with it).
+        self._elsewhere: dict[str, set[str]] = {}
+        # Fencing (a cluster's partition store): `open()` writes the owner key, and every batch is
+        # stored only while that key is still at the revision this store wrote: once another engine
+        # opened the partition, this one can no longer write (`fenced` says why).
         self.owner = owner
+        self._owner_key = f"{OWNER_KEY}.{self.namespace[:-1]}" if partition else OWNER_KEY
         self._fence = 0
         self.fenced: str | None = None
         self.stream = f"KV_{self.bucket}"
@@ -284,7 +308,8 @@ class NatsStore(Store):
         self.loaded_keys = 0
 
     def __repr__(self) -> str:
-        return f"NatsStore(bucket={self.bucket!r}, storage={self.storage!r}, replicas={self.replicas})"
+        return (f"NatsStore(bucket={self.bucket!r}, namespace={self.namespace!r}, "
+                f"storage={self.storage!r}, replicas={self.replicas})")
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -301,7 +326,7 @@ class NatsStore(Store):
             self._inbox = self.nc.new_inbox()
             self._ack_sub = await self.nc.subscribe(f"{self._inbox}.*", cb=self._on_ack)
             if self.owner is not None:  # before reading: what the previous owner writes later is refused
-                self._fence = (await js.publish(self._prefix + OWNER_KEY, self.owner.encode())).seq
+                self._fence = (await js.publish(self._prefix + self._owner_key, self.owner.encode())).seq
             start = time.perf_counter()
             values, created = await self._load(js)
             self._fill(values, created)
@@ -519,15 +544,23 @@ class NatsStore(Store):
                 values.pop(key, None)
             else:
                 values[key] = msg.data
-                if key[-2:] == ".n" and key[:2] == "x." and key.find(".", 2) == len(key) - 2:
-                    # an execution's creation mark: its sequence orders executions
-                    state.created[key[2:-2]] = int(sseq)
+                if key[-2:] == ".n":
+                    local = key[len(_namespace(key)):] if key[:1] == "p" else key
+                    if local[:2] == "x." and local.find(".", 2) == len(local) - 2:
+                        # an execution's creation mark: its sequence orders executions
+                        state.created[key[:-2]] = int(sseq)
             if pending == 0:
                 done.set()
 
         inbox = nc.new_inbox()
         sub = await nc.subscribe(inbox, cb=on_msg, pending_msgs_limit=1 << 24, pending_bytes_limit=1 << 34)
         consumer = None
+        if self.namespace:  # its partition's keys, and what a single engine stored (not other partitions')
+            filters: dict[str, Any] = {"filter_subjects": [
+                f"{self._prefix}{top}" for top in (f"{self.namespace}>", "x.>", "d.>", "s.>", "p.>", "meta")
+            ]}
+        else:
+            filters = {"filter_subject": f"{self._prefix}>"}
         try:
             info = await js.add_consumer(
                 self.stream,
@@ -535,7 +568,7 @@ class NatsStore(Store):
                     deliver_subject=inbox,
                     deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
                     ack_policy=api.AckPolicy.NONE,
-                    filter_subject=f"{self._prefix}>",
+                    **filters,
                     flow_control=True,
                     idle_heartbeat=5.0,
                     mem_storage=True,
@@ -566,38 +599,56 @@ class NatsStore(Store):
                     await js.delete_consumer(self.stream, consumer)
 
     def _fill(self, values: dict[str, bytes], created: dict[str, int]) -> None:
-        """Put the bucket's records into the mirror (executions in the order of their first save)."""
-        meta = values.get("meta")
-        if meta is not None:
-            found = decode(meta).get("format")
-            if not isinstance(found, int) or found > FORMAT:
-                raise StoreError(
-                    f"the nats store's bucket {self.bucket} was written by a newer attune-actors "
-                    f"(format {found!r}; this one reads format {FORMAT})"
-                )
+        """Put the bucket's records into the mirror (executions in the order of their first save).
+
+        Keys in a partition namespace (`p<n>.`) other than this store's are read too (a single
+        engine after a cluster) and so are keys outside any (a partition store after a single
+        engine; of those executions, only its partition's): they are written back where they are.
+        """
+        own, mine = self.namespace, self.partition
         parts: dict[str, dict[int, bytes]] = {}
         for key in values:
-            if key.startswith("p."):
-                _, number, whole = key.split(".", 2)
-                parts.setdefault(whole, {})[int(number)] = values[key]
+            ns = _namespace(key)
+            if key[len(ns):len(ns) + 2] == "p.":
+                _, number, whole = key[len(ns):].split(".", 2)
+                parts.setdefault(ns + whole, {})[int(number)] = values[key]
         used: set[tuple[str, int]] = set()
         headers: dict[str, bytes] = {}
         order: dict[str, int] = {}
         runs: dict[str, dict[str, bytes]] = {}
         items: dict[str, dict[tuple[str, int], bytes]] = {}
+        skipped: set[str] = set()  # another partition's executions (stored outside any namespace)
+        has_meta = False
         for key, value in values.items():
-            kind = key[:2]
-            if kind == "p." or key in ("meta", OWNER_KEY):
+            ns = _namespace(key) if key[:1] == "p" else ""
+            local = key[len(ns):] if ns else key
+            kind = local[:2]
+            if kind == "p." or local == OWNER_KEY or local.startswith(OWNER_KEY + "."):
                 continue
+            if local == "meta":
+                found = decode(value).get("format")
+                if not isinstance(found, int) or found > FORMAT:
+                    raise StoreError(
+                        f"the nats store's bucket {self.bucket} was written by a newer attune-actors "
+                        f"(format {found!r}; this one reads format {FORMAT})"
+                    )
+                has_meta = has_meta or ns == own
+                continue
+            if kind == "x.":
+                eid_token, _, rest = local[2:].partition(".")
+                eid = unescape(eid_token)
+                if ns != own:
+                    if mine is not None and partition_of(eid, mine[1]) != mine[0]:
+                        skipped.add(eid)
+                        continue
+                    self._units[eid] = ns
             if value[:1] == _MANIFEST:
                 value = self._assemble(key, value, parts.get(key, {}))
                 used.update((key, n) for n in range(self._parts[key]))
             if kind == "x.":
-                eid_token, _, rest = key[2:].partition(".")
-                eid = unescape(eid_token)
                 if rest == "h":
                     headers[eid] = value
-                    order[eid] = created.get(eid_token, _NO_MARK)
+                    order[eid] = created.get(f"{ns}x.{eid_token}", _NO_MARK)
                 elif rest == "n":
                     pass
                 elif rest.startswith("r."):
@@ -610,11 +661,16 @@ class NatsStore(Store):
             elif kind == "d.":
                 ref, pack, source = decode(value)
                 self._mirror.put_definition(ref, pack, source)
+                if ns != own:
+                    self._elsewhere.setdefault(ref, set()).add(key)
             elif kind == "s.":
                 digest, pack, source = decode(value)
                 self._mirror.put_source(digest, pack, source)
             else:
                 log.warning("nats store %s: ignoring unknown key %s", self.bucket, key)
+        if skipped:
+            log.info("nats store %s: %d executions of other partitions left to their owners",
+                     self.bucket, len(skipped))
         decoded = {eid: decode(blob) for eid, blob in headers.items()}
         for eid in sorted(decoded, key=lambda e: (order[e], decoded[e].get("created_at") or 0.0, e)):
             h = decoded[eid]
@@ -628,11 +684,13 @@ class NatsStore(Store):
         for eid in {*runs, *items}:
             log.warning("nats store %s: records of execution %s without its header ignored", self.bucket, eid)
         for key, found in parts.items():  # parts no key refers to (left by a bug): delete them
+            if _namespace(key) != own:
+                continue  # (another partition's, or a legacy execution's: not ours to judge)
             for n in found:
                 if (key, n) not in used:
                     self._put("p", _part_key(n, key), None)
-        if meta is None:
-            self._put("meta", "meta", encode({"format": FORMAT}))
+        if not has_meta:
+            self._put(own + "meta", own + "meta", encode({"format": FORMAT}))
 
     def _assemble(self, key: str, manifest: bytes, parts: dict[int, bytes]) -> bytes:
         count = decode(manifest[1:])
@@ -660,7 +718,7 @@ class NatsStore(Store):
         mirror.save(execution_id, header, runs, items)
         snap = mirror.encoded(execution_id)
         assert snap is not None
-        unit = f"x.{escape_token(execution_id)}"
+        unit = f"{self._units.get(execution_id, self.namespace)}x.{escape_token(execution_id)}"
         records = self._open.units.get(unit)
         if records is None:
             records = self._open.units[unit] = {}
@@ -678,14 +736,14 @@ class NatsStore(Store):
     def put_source(self, digest: str, pack: str, source: str) -> None:
         self._check_writable()
         self._mirror.put_source(digest, pack, source)
-        key = f"s.{escape_path(digest)}"
+        key = f"{self.namespace}s.{escape_path(digest)}"
         self._put(key, key, encode([digest, pack, source]))
         self._ask_write()
 
     def put_definition(self, ref: str, pack: str, source: str) -> None:
         self._check_writable()
         self._mirror.put_definition(ref, pack, source)
-        key = f"d.{escape_path(ref)}"
+        key = f"{self.namespace}d.{escape_path(ref)}"
         self._put(key, key, encode([ref, pack, source]))
         self._ask_write()
 
@@ -693,8 +751,8 @@ class NatsStore(Store):
         self._check_writable()
         existed = self._mirror.delete_definition(ref)
         if existed:
-            key = f"d.{escape_path(ref)}"
-            self._put(key, key, None)
+            for key in {f"{self.namespace}d.{escape_path(ref)}", *self._elsewhere.pop(ref, ())}:
+                self._put(key, key, None)
             self._ask_write()
         return existed
 
@@ -929,7 +987,7 @@ class NatsStore(Store):
             headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(seq)}
             if seq == 1 and self._fence:
                 headers["Nats-Expected-Last-Subject-Sequence"] = str(self._fence)
-                headers["Nats-Expected-Last-Subject-Sequence-Subject"] = self._prefix + OWNER_KEY
+                headers["Nats-Expected-Last-Subject-Sequence-Subject"] = self._prefix + self._owner_key
             if extra:
                 headers.update(extra)
             if seq < last:

@@ -99,6 +99,11 @@ class Subjects:
         return f"{self.prefix}.events.executions.{token(execution_id)}"
 
     @property
+    def executions_events(self) -> str:
+        """Every execution's events (one subject per top-level execution)."""
+        return f"{self.prefix}.events.executions.*"
+
+    @property
     def events_all(self) -> str:
         return f"{self.prefix}.events.>"
 
@@ -131,15 +136,12 @@ class Subjects:
         """Partition leases: key `p<n>` names the engine that owns partition n, expiring unless renewed."""
         return f"{token(self.prefix)}_partitions"
 
-    def partition_bucket(self, partition: int) -> str:
-        """The snapshots of one partition's executions (its owner's `nats` store)."""
-        return f"{token(self.prefix)}_p{partition}_snapshots"
-
     def partition_api(self, partition: int) -> str:
         """Requests forwarded to the owner of a partition (only the owner listens)."""
         return f"{self.prefix}.cluster.p{partition}"
 
     def partition_engine_id(self, partition: int) -> str:
         """The transport identity of a partition: its results subject and durable consumer, so that
-        whoever owns the partition receives the outcomes of the attempts it dispatched."""
+        whoever owns the partition receives the outcomes of the attempts it dispatched; also its
+        key namespace in `snapshot_bucket`."""
         return f"p{partition}"

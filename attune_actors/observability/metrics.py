@@ -169,6 +169,34 @@ class Metrics(Collector):
         return generate_latest(self.registry)
 
 
+class MergedMetrics(Metrics):
+    """The metrics of several engines of one process (a cluster's partitions) as one: samples with
+    the same name and labels are added up (counters, histogram buckets and sums, gauges of counts),
+    next to this registry's own families. `sources()` gives the engines' metrics at scrape time."""
+
+    def __init__(self, sources: Callable[[], Iterable[Metrics]]) -> None:
+        super().__init__()
+        self._sources = sources
+
+    def collect(self) -> Iterable[Metric]:
+        yield from super().collect()
+        families: dict[str, Metric] = {}
+        sums: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+        for source in self._sources():
+            for family in source.collect():
+                if family.name not in families:
+                    families[family.name] = Metric(family.name, family.documentation, family.type)
+                    sums[family.name] = {}
+                found = sums[family.name]
+                for sample in family.samples:
+                    key = (sample.name, tuple(sorted(sample.labels.items())))
+                    found[key] = found.get(key, 0.0) + sample.value
+        for name, merged in families.items():
+            for (sample_name, labels), value in sums[name].items():
+                merged.add_sample(sample_name, dict(labels), value)
+            yield merged
+
+
 def _one(kind: type[GaugeMetricFamily] | type[CounterMetricFamily], name: str, doc: str,
          value: float | None) -> Metric | None:
     return None if value is None else kind(name, doc, value=value)
@@ -343,6 +371,7 @@ __all__ = [
     "Counter",
     "EngineMetrics",
     "Histogram",
+    "MergedMetrics",
     "Metrics",
     "WorkerMetrics",
     "listen_address",

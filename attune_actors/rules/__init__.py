@@ -8,7 +8,7 @@ API calls for `POST /api/v1/webhooks/{name}`. Timers and sensor backoff run on t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from attune_actors.errors import AttuneError
 from attune_actors.rules.ledger import Enforcement, MemoryLedger, RuleLedger, SQLiteLedger
@@ -61,7 +61,17 @@ def _invalid_rules(catalog: Catalog, problems: list[AttuneError]) -> dict[str, l
     }
 
 
-async def post_webhook(engine: Engine, name: str, payload: Any, headers: dict[str, str] | None = None) -> str:
+class Emitter(Protocol):
+    """What emits trigger instances: an `Engine` (or what routes to one)."""
+
+    async def emit(
+        self, trigger_type: str, payload: Any = None, *, instance_id: str | None = None, **attributes: Any
+    ) -> str: ...
+
+
+async def post_webhook(
+    engine: Emitter, name: str, payload: Any, headers: dict[str, str] | None = None
+) -> str:
     """`POST /api/v1/webhooks/{name}`: emit a `core.webhook` instance; its id (202 trigger_instance_id).
 
     NotFoundError when no rule listens on `name` (404).
@@ -70,6 +80,7 @@ async def post_webhook(engine: Engine, name: str, payload: Any, headers: dict[st
 
 
 __all__ = [
+    "Emitter",
     "Enforcement",
     "RulesService",
     "post_webhook",

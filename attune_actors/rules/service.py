@@ -27,7 +27,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import jsonschema
 from pykka import ActorDeadError, ActorRef
 
 from attune_actors.clock import Clock, RealClock
@@ -250,6 +249,8 @@ class RulesService:
             raise ParameterError("a core.nats instance needs a 'subject'")
         spec = self._types[trigger_type]
         if spec is not None and spec.payload_schema is not None:
+            import jsonschema  # imported here: ~50 ms at start-up, needed only for a payload schema
+
             try:
                 jsonschema.validate(payload, spec.payload_schema)
             except jsonschema.ValidationError as exc:

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import json as jsonlib
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from attune_actors.errors import ActionError
 from attune_actors.runners._base import DEFAULT_MAX_RESULT_BYTES, RunContext
 from attune_actors.spec.model import ActionSpec
+
+if TYPE_CHECKING:
+    import httpx  # imported on the first request: ~100 ms of every command's start-up otherwise
 
 __all__ = ["HttpRunner"]
 
@@ -53,6 +54,8 @@ class HttpRunner:
     def _client(self, verify: bool) -> httpx.AsyncClient:
         client = self._clients.get(verify)
         if client is None:
+            import httpx
+
             client = httpx.AsyncClient(verify=verify, follow_redirects=True)
             self._clients[verify] = client
         return client
@@ -84,6 +87,8 @@ class HttpRunner:
             raise ActionError(
                 f"parameter 'timeout' ({timeout}) exceeds limits.http_max_seconds ({self.max_seconds})"
             )
+
+        import httpx
 
         # The deadline below is the limit; httpx's per-operation timeouts only back it up.
         request: dict[str, Any] = {"timeout": httpx.Timeout(float(timeout) + 1.0)}

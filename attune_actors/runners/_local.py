@@ -161,8 +161,10 @@ async def _read_bounded(stream: asyncio.StreamReader, limit: int) -> tuple[bytes
 
 
 def _command(cmd: Any, shell: bool) -> list[str]:
-    if cmd is None or cmd == "" or cmd == []:
+    if cmd is None:
         raise ActionError("parameter 'cmd' is required")
+    if cmd == "" or cmd == []:
+        raise ActionError("parameter 'cmd' is empty: give a command line or a list of arguments")
     if shell:
         if isinstance(cmd, list):
             if not all(isinstance(a, str) for a in cmd):

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-
 from attune_actors.errors import AttuneError, Location, NotFoundError
 from attune_actors.spec.model import BUILTIN_RUNNERS, ActionSpec, PackSpec, WorkflowSpec
 from attune_actors.spec.params import parse_params
@@ -260,6 +258,8 @@ def _load_config(
     for key, prop in (properties if isinstance(properties, dict) else {}).items():
         if isinstance(prop, dict) and "default" in prop and key not in config:
             config[key] = prop["default"]
+    import jsonschema  # imported here: ~50 ms at start-up, needed only for a config schema
+
     try:
         validator_cls = jsonschema.validators.validator_for(schema)
         validator_cls.check_schema(schema)

@@ -104,3 +104,25 @@ async def test_an_unanswered_inquiry_expires_in_virtual_time(workflow, engine_fa
     assert final.task("approve").status == "timeout"
     assert [t.name for t in final.tasks] == ["approve", "expired"]
     assert ts(final.task("approve").ended_at) - ts(final.task("approve").started_at) >= 3600 - 0.001
+
+
+async def test_the_tasks_timeout_bounds_an_inquiry_too(workflow, engine_factory) -> None:
+    ref = workflow(
+        "ask_briefly",
+        """
+        tasks:
+          - name: approve
+            action: core.inquiry
+            timeout: 60
+            input: {prompt: "ok?", timeout: 3600}
+            next:
+              - {when: "{{ succeeded() }}", do: approved}
+            on_timeout: expired
+          - {name: approved, action: core.noop}
+          - {name: expired, action: core.noop}
+        """,
+    )
+    final = await run(await engine_factory(clock=VirtualClock()), ref)
+    assert [(t.name, t.status) for t in final.tasks] == [("approve", "timeout"), ("expired", "succeeded")]
+    waited = ts(final.task("approve").ended_at) - ts(final.task("approve").started_at)
+    assert 60 - 0.001 <= waited < 3600

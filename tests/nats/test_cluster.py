@@ -1,4 +1,5 @@
-"""Several `serve --cluster` engines share one deployment: routing, failover, joining, fencing.
+"""Several `serve --store nats` engines share one deployment: routing, failover, joining, fencing,
+and executions a single engine (`--no-cluster`) left.
 
 Real processes (three engines, two workers) against a real nats-server. Every action run appends
 its key to a file, so "no action runs twice" is read from what the workers actually did.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,9 +19,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import nats
 import pytest
-from test_serve import Served, wait_ready
+from test_serve import Served, error_lines, run_serve, wait_ready
 
 from attune_actors.nats.cluster import cluster_status, owner_of, partition_of
 from attune_actors.nats.subjects import Subjects
@@ -70,6 +73,23 @@ STEPS = """
     output_map:
       last: "{{ task.three.result }}"
 """
+OUTER = """
+    parameters:
+      log: {type: string, required: true}
+      name: {type: string, required: true}
+    tasks:
+      - name: inner
+        action: testpack.steps
+        input: {log: "{{ parameters.log }}", name: "{{ parameters.name }}", seconds: 1.0}
+    output_map:
+      last: "{{ task.inner.result.last }}"
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class Cluster:
@@ -80,10 +100,10 @@ class Cluster:
         self.served = served
         self.engines: dict[str, Served] = {}
 
-    async def engine(self, name: str) -> Served:
+    async def engine(self, name: str, *options: str) -> Served:
         proc = Served(
-            ["--nats", self.url, "--packs", str(self.packs), "--store", "nats", "--cluster",
-             "--engine-id", name, "--data-dir", str(self.tmp / name)],
+            ["--nats", self.url, "--packs", str(self.packs), "--store", "nats",  # (a cluster by default)
+             "--engine-id", name, "--data-dir", str(self.tmp / name), *options],
             self.tmp, env=ENV,
         )
         self.served.append(proc)
@@ -163,6 +183,7 @@ def cluster_packs(packs_dir: Path, workflow: Any) -> Path:
     (actions / "mark.yaml").write_text(MARK_YAML, encoding="utf-8")
     (actions / "mark.py").write_text(MARK_PY, encoding="utf-8")
     workflow("steps", STEPS)
+    workflow("outer", OUTER)
     return packs_dir
 
 
@@ -269,3 +290,132 @@ async def test_a_joining_engine_takes_partitions_over_and_a_paused_one_stops_act
     twice = {tag: n for tag, n in runs.items() if n > 1}
     assert not twice, f"actions ran more than once: {twice}"
     assert set(runs) == {f"y{i}-{step}" for i in range(8) for step in ("one", "two", "three")}
+
+
+@pytest.mark.timeout(120)
+async def test_executions_a_single_engine_stored_are_resumed_by_the_cluster(
+    nats_server: Any, cluster_packs: Path, tmp_path: Path, served: list[Served]
+) -> None:
+    cluster = Cluster(nats_server.url, cluster_packs, tmp_path, served)
+    cluster.worker("w1")
+    single = Served(["--nats", nats_server.url, "--packs", str(cluster_packs), "--store", "nats",
+                     "--no-cluster", "--engine-id", "single", "--data-dir", str(tmp_path / "single")],
+                    tmp_path, env=ENV)
+    served.append(single)
+    await wait_ready(nats_server.url, "single", single)
+    log = tmp_path / "runs.log"
+    nc = await nats.connect(nats_server.url)
+    try:
+        # The single engine parks a workflow whose nested workflow is mid-run (both paused).
+        doc = await request(nc, "executions.create", {
+            "ref": "testpack.outer", "parameters": {"log": str(log), "name": "z"}})
+        root = doc["id"]
+        assert not root.startswith("p")  # a single engine's id names no partition
+
+        async def first_step_ran() -> bool:
+            return log.exists() and "z-one" in log.read_text()
+
+        await eventually(first_step_ran, 30, "the nested workflow's first action ran")
+        await request(nc, "executions.pause", {"id": root})
+
+        async def paused() -> bool:
+            return (await request(nc, "executions.get", {"id": root}))["status"] == "paused"
+
+        await eventually(paused, 30, "the workflow paused")
+        # A cluster engine does not join while a single engine holds the prefix.
+        refused = await asyncio.to_thread(
+            run_serve, "--nats", nats_server.url, "--packs", str(cluster_packs), "--store", "nats",
+            "--engine-id", "early", "--data-dir", "early", cwd=tmp_path, env=ENV)
+        assert refused.returncode == 2
+        assert "serves prefix attune alone" in error_lines(refused.stderr)[0]
+        code, err = single.stop()
+        assert code == 0, err
+
+        # Two cluster engines: the execution's partition owner adopts it, any engine routes to it.
+        await cluster.engine("alpha")
+        await cluster.engine("beta")
+        await settled(nc, 2)
+        # ...nor does a single engine while a cluster serves it.
+        refused = await asyncio.to_thread(
+            run_serve, "--nats", nats_server.url, "--packs", str(cluster_packs), "--store", "nats",
+            "--no-cluster", "--engine-id", "late", "--data-dir", "late", cwd=tmp_path, env=ENV)
+        assert refused.returncode == 2
+        assert "engines of a cluster serve prefix attune (alpha, beta)" in error_lines(refused.stderr)[0]
+        child = (await request(nc, "executions.tasks", {"id": root}))["tasks"][0]
+        assert child["name"] == "inner"
+        shown = await request(nc, "executions.get", {"id": root})
+        assert shown["status"] == "paused"
+        assert root in {e["id"] for e in (await request(nc, "executions.list", {}))["executions"]}
+        await request(nc, "executions.resume", {"id": root})
+        docs = await all_done(nc, [root])
+    finally:
+        await nc.close()
+
+    assert docs[root]["status"] == "succeeded", docs
+    assert docs[root]["output"] == {"last": "z-three"}
+    assert Counter(log.read_text().split()) == {"z-one": 1, "z-two": 1, "z-three": 1}
+
+
+@pytest.mark.timeout(120)
+async def test_the_http_api_and_metrics_of_a_cluster_engine(
+    nats_server: Any, cluster_packs: Path, tmp_path: Path, served: list[Served]
+) -> None:
+    cluster = Cluster(nats_server.url, cluster_packs, tmp_path, served)
+    cluster.worker("w1")
+    http_port, metrics_ports = free_port(), {"alpha": free_port(), "beta": free_port()}
+    await cluster.engine("alpha", "--http", f"127.0.0.1:{http_port}", "--metrics-port",
+                         str(metrics_ports["alpha"]))
+    await cluster.engine("beta", "--metrics-port", str(metrics_ports["beta"]))
+    log = tmp_path / "runs.log"
+    nc = await nats.connect(nats_server.url)
+    try:
+        status = await settled(nc, 2)
+        beta_owns = set(status["members"]["beta"]["partitions"])
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}/api/v1", timeout=30) as http:
+            # Executions started through alpha's HTTP API land on every partition, beta's too.
+            ids = []
+            while len(ids) < 4 or not any(partition_of(i, PARTITIONS) in beta_owns for i in ids):
+                started = await http.post("/workflows/testpack.steps/execute", json={
+                    "parameters": {"log": str(log), "name": f"h{len(ids)}", "seconds": 1.0}})
+                assert started.status_code == 201, started.text
+                ids.append(started.json()["id"])
+            on_beta = next(i for i in ids if partition_of(i, PARTITIONS) in beta_owns)
+
+            # Its live events come from beta, through alpha's server-sent events.
+            seen = []
+            async with http.stream("GET", f"/workflow-executions/{on_beta}/events") as stream:
+                async for line in stream.aiter_lines():
+                    if line.startswith("data: "):
+                        seen.append(json.loads(line[6:]))
+            assert seen[-1]["type"] == "execution"
+            assert seen[-1]["status"] == "succeeded"
+            assert seen[0]["status"] == "running"  # (each of its first two steps takes a second)
+            assert ("three", "succeeded") in [(e["name"], e["status"]) for e in seen if e["type"] == "task"]
+
+            docs = await all_done(nc, ids)
+            shown = (await http.get(f"/workflow-executions/{on_beta}")).json()
+            assert shown == docs[on_beta]  # the HTTP and NATS APIs answer alike
+            tasks = (await http.get(f"/workflow-executions/{on_beta}/tasks")).json()["tasks"]
+            assert [t["name"] for t in tasks] == ["one", "two", "three"]
+            graph = (await http.get(f"/workflow-executions/{on_beta}/graph")).json()
+            assert {n["id"] for n in graph["nodes"]} >= {"one", "two", "three"}
+            listed = (await http.get("/workflow-executions", params={"limit": 100})).json()["executions"]
+            assert set(ids) <= {e["id"] for e in listed}
+            missing = await http.get("/workflow-executions/p0-00000000000000000000000000000000")
+            assert missing.status_code == 404
+            assert missing.json()["error"]["code"] == "not_found"
+            workflow = (await http.get("/workflows/testpack.steps")).json()
+            assert workflow["parameters_schema"]["required"] == ["log", "name"]
+
+        # Each engine's metrics add up its partitions' engines; together, every execution.
+        ended = 0.0
+        for name, port in metrics_ports.items():
+            async with httpx.AsyncClient() as scrape:
+                text = (await scrape.get(f"http://127.0.0.1:{port}/metrics")).text
+            assert f"attune_cluster_partitions {float(len(status['members'][name]['partitions']))}" in text
+            for line in text.splitlines():
+                if line.startswith('attune_executions_total{ref="testpack.steps",status="succeeded"}'):
+                    ended += float(line.split()[-1])
+        assert ended == len(ids)
+    finally:
+        await nc.close()

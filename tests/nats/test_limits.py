@@ -8,6 +8,7 @@ go on while the engine's loop is blocked by a template at the edge of its budget
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -26,6 +27,7 @@ from nats.aio.client import Client
 
 from attune_actors import Engine
 from attune_actors.config import load_settings
+from attune_actors.nats.cluster import cluster_status
 from attune_actors.nats.serve import serve
 from attune_actors.nats.service import ControlService
 from attune_actors.nats.subjects import Subjects
@@ -71,9 +73,9 @@ async def service(
     await engine.close()
 
 
-async def call(client: Client, operation: str, data: bytes) -> tuple[str | None, Any]:
+async def call(client: Client, operation: str, data: bytes, timeout: float = 10) -> tuple[str | None, Any]:
     """(the error code header or None, the JSON reply)."""
-    msg = await client.request(SUBJECTS.api(operation), data, timeout=10)
+    msg = await client.request(SUBJECTS.api(operation), data, timeout=timeout)
     assert msg.data, "an empty reply"
     code = msg.headers.get("Nats-Service-Error-Code") if msg.headers else None
     return code, json.loads(msg.data)
@@ -312,6 +314,65 @@ async def test_a_wedged_engine_gives_up_its_lease_and_exits_and_the_next_one_tak
             assert time.monotonic() < deadline, document
             await asyncio.sleep(POLL)  # deliberate: polling with a deadline
         assert "exceeds limits.template_loop_steps (100000)" in document["error"]["message"]
+    finally:
+        await client.close()
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+async def test_a_wedged_cluster_engine_exits_and_another_resumes_its_partitions(
+    nats_server: Any, packs_dir: Path, tmp_path: Path
+) -> None:
+    ref = write_workflow(packs_dir, "wedge", WEDGE)
+    driver = Path(__file__).parent / "wedge_serve.py"
+
+    def start(steps: int, name: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, str(driver), nats_server.url, str(packs_dir), str(tmp_path / name), str(steps),
+             "cluster", name],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+
+    async def served_by(name: str, proc: subprocess.Popen[str]) -> None:
+        deadline = time.monotonic() + 30
+        while True:
+            status = await cluster_status(client, SUBJECTS)
+            if set(status.members) == {name} and status.served():
+                return
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, f"{name} did not take every partition: {status}"
+            await asyncio.sleep(POLL)  # deliberate: polling with a deadline
+
+    client = await nats.connect(nats_server.url)
+    first = start(10**11, "wedged")
+    second: subprocess.Popen[str] | None = None
+    try:
+        await served_by("wedged", first)
+        # The create is stored, then its first step wedges the loop (the reply may never leave).
+        with contextlib.suppress(nats.errors.TimeoutError):
+            await call(client, "executions.create", json.dumps({"ref": ref}).encode(), timeout=5)
+        returncode = await asyncio.to_thread(first.wait, 60)
+        stderr = first.stderr.read() if first.stderr else ""
+        assert returncode == 1, stderr
+        assert "the engine's event loop is stuck and its lease is lost: exiting" in stderr
+
+        second = start(100_000, "next")  # the default budget
+        await served_by("next", second)
+        deadline = time.monotonic() + 30
+        while True:
+            _, listed = await call(client, "executions.list", b"{}")
+            found = [e for e in listed["executions"] if e["ref"] == ref]
+            if found and found[0]["status"] == "failed":
+                break
+            assert time.monotonic() < deadline, listed
+            await asyncio.sleep(POLL)  # deliberate: polling with a deadline
+        assert "exceeds limits.template_loop_steps (100000)" in found[0]["error"]["message"]
     finally:
         await client.close()
         for proc in (first, second):

@@ -1,7 +1,8 @@
 """Trust boundaries on a shared NATS bus (SPEC 12), tried as an attacker with the documented roles.
 
 A real nats-server runs with the `authorization` block of docs/distributed.md; a real engine
-(`serve`) and worker run as the `engine` and `worker` users with a payload key; the test connects
+(`serve --store nats`: a cluster engine, owning every partition) and worker run as the `engine` and
+`worker` users with a payload key; the test connects
 as `admin`, `operator` and `viewer`, and snoops with `operator` and `worker` credentials while a
 workflow whose parameter is a secret runs.
 """
@@ -25,11 +26,14 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from attune_actors import codec
+from attune_actors.config import ClusterSettings
+from attune_actors.nats.cluster import partition_of
 
 DOCS = Path(__file__).parents[2] / "docs" / "distributed.md"
 SECRET = "S3cr3t-tok3n-42"
 PAYLOAD_KEY = base64.b64encode(bytes(range(32))).decode()
 ROLES = ("engine", "worker", "admin", "operator", "viewer")
+PARTITIONS = ClusterSettings().partitions
 
 LEAKY = """
 ref: testpack.leaky
@@ -231,7 +235,7 @@ async def test_roles_hold_and_no_secret_crosses_the_bus_or_reaches_logs_or_disk(
             if key and key not in forged:
                 forged.append(key)
                 fake = codec.encode([1, "mallory", ["e", key, time.time(), "succeeded", "forged", None]])
-                await forger.publish("attune.results.e1", fake)
+                await forger.publish(f"attune.results.p{partition_of(key, PARTITIONS)}", fake)
 
         await forger.subscribe("_INBOX_worker.>", cb=forge)
         await forger.flush()
@@ -241,6 +245,24 @@ async def test_roles_hold_and_no_secret_crosses_the_bus_or_reaches_logs_or_disk(
         assert final["status"] == "succeeded", final
         assert final["output"] == {"value": "real"}
 
+        # The cluster's own subjects and buckets are the engines' alone: no other role may send a
+        # request past the checks at the door, listen in on routed ones, or touch a partition lease.
+        routed = json.dumps({"op": "executions.list", "body": {}}).encode()
+        for role, nc in (("admin", admin), ("operator", operator), ("worker", forger)):
+            before = len(conns.errors[role])
+            with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
+                await nc.request("attune.cluster.p0", routed, timeout=1)
+            await nc.subscribe("attune.cluster.>")
+            await nc.publish("$KV.attune_partitions.p0", b'{"holder": "mallory"}')
+            await nc.publish("$KV.attune_snapshots.p0.x.forged.h", b"")
+            await nc.publish("$JS.API.STREAM.INFO.KV_attune_members", b"")
+            await nc.flush()
+            deadline = time.monotonic() + 10
+            wanted = ("publish to \"attune.cluster.p0\"", "subscription to \"attune.cluster.>\"",
+                      "$kv.attune_partitions.p0", "$kv.attune_snapshots.p0", "kv_attune_members")
+            while not all(any(w in e.lower() for e in conns.errors[role][before:]) for w in wanted):
+                assert time.monotonic() < deadline, (role, conns.errors[role][before:])
+                await asyncio.sleep(0.05)  # deliberate: the server's errors arrive asynchronously
         assert snoops["worker _INBOX_worker.>"].seen, "the control snooper saw no deliveries"
         for name, snoop in snoops.items():
             assert not snoop.holding(SECRET.encode()), f"{name} saw the secret"
@@ -255,7 +277,7 @@ async def test_roles_hold_and_no_secret_crosses_the_bus_or_reaches_logs_or_disk(
     assert "action says login failed for token ***" in outputs["worker"]
     # refused: from a worker that did not take the attempt, or (before its worker reported it
     # started) in clear for an attempt sent sealed
-    refusals = [line for line in outputs["engine"].splitlines() if "bad message on attune.results.e1" in line]
+    refusals = [line for line in outputs["engine"].splitlines() if "bad message on attune.results.p" in line]
     assert [line for line in refusals if forged[0] in line], outputs["engine"][-3000:]
     for name, text in outputs.items():
         assert SECRET not in text, f"the {name}'s log holds the secret"

@@ -370,8 +370,9 @@ async def test_the_documented_permissions_are_enough(
         lease_writes = await observer.subscribe("$KV.attune_lease.engine")
         await observer.flush()
         engine = Served(
-            ["--nats", url, "--packs", str(packs_dir), "--store", "nats", "--engine-id", "e1"], tmp_path,
-            env=as_user("engine"),
+            ["--nats", url, "--packs", str(packs_dir), "--store", "nats", "--no-cluster",
+             "--engine-id", "e1"],
+            tmp_path, env=as_user("engine"),
         )
         served.append(engine)
         worker = Served(
