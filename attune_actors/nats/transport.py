@@ -381,7 +381,7 @@ class NatsTransport(Transport):
             return  # ended or canceled meanwhile
         sender = None if queued is None or queued.data is None else dispatch_engine(queued.data)
         if queued is None or queued.seq is None or sender == self.engine_id:
-            log.info("%s was dispatched before and is still queued: not sent again", key)
+            log.info("%s was queued before (and not taken then): not sent again", key)
             return
         log.warning("%s is queued for engine %s, not this one (%s): replacing it", key, sender,
                     self.engine_id)
