@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from enum import Enum, StrEnum
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from attune_actors.config import LimitSettings
 from attune_actors.engine.commands import (
@@ -33,7 +33,7 @@ from attune_actors.engine.commands import (
     TimerKind,
 )
 from attune_actors.engine.graphdoc import RunMark
-from attune_actors.engine.state import ItemRun, TaskRun, iso
+from attune_actors.engine.state import ItemRun, TaskRun, iso, own_item, unstarted_items
 from attune_actors.errors import AttuneError, ParameterError, TemplateError
 from attune_actors.spec.graph import TaskGraph
 from attune_actors.spec.model import ENGINE_COMMANDS, ActionSpec, RetryPolicy, TaskSpec, WorkflowSpec
@@ -54,9 +54,11 @@ from attune_actors.statuses import (
     TERMINAL,
     TIMEOUT,
 )
-from attune_actors.templates import FAILED_STATUSES, Renderer, Scope, TaskViews
+from attune_actors.templates import FAILED_STATUSES, LAST_RUN, LAST_RUN_FUNCTIONS, Renderer, Scope, TaskViews
 
 log = logging.getLogger("attune_actors.engine")
+
+T = TypeVar("T")
 
 _COMMAND_RETRY_COUNT = 3  # `do: retry` without a retry policy (SPEC section 3)
 _DEFAULT_LIMITS = LimitSettings()
@@ -120,17 +122,76 @@ class Barrier:
 class _SystemScope(dict[str, Any]):
     """`system.*`: the execution's fixed values, and `timestamp`, the time of the current event."""
 
-    __slots__ = ("clock",)
-    clock: Callable[[], float]
+    __slots__ = ("conductor",)
+    conductor: Conductor
 
     def __missing__(self, key: str) -> Any:
         if key == "timestamp":
-            return iso(self.clock())
+            return iso(self.conductor.now)
         raise KeyError(key)
+
+
+_NO_SECRETS: frozenset[str] = frozenset()
+_pack_scopes: dict[int, tuple[object, Any]] = {}  # id(pack config) -> it, its `pack` scope
+_task_finders: dict[int, tuple[object, Any]] = {}  # id(workflow spec) -> it, its `task` bound method
+
+
+def _shared(cache: dict[int, tuple[object, Any]], owner: object, make: Callable[[], T]) -> T:
+    """What `make` builds for `owner`, built once per owner rather than once per execution."""
+    found = cache.get(id(owner))
+    if found is None or found[0] is not owner:
+        if len(cache) >= 256:  # owners replaced over a long life (packs reloaded): forget the old
+            cache.clear()
+        found = cache[id(owner)] = (owner, make())
+    value: T = found[1]
+    return value
 
 
 class Conductor:
     """State and rules of one workflow execution. Not thread-safe: its supervisor owns it."""
+
+    # Slots: 10,000 parked executions each keep one, and an instance dict of this many attributes
+    # (more than CPython shares keys for) costs about 1.3 KiB more than the slots.
+    __slots__ = (
+        "_actions",
+        "_carried",
+        "_ctx",
+        "_dirty_items",
+        "_dirty_runs",
+        "_out",
+        "_renderer",
+        "active",
+        "barriers",
+        "children",
+        "created_at",
+        "definition",
+        "ended_at",
+        "ending",
+        "error",
+        "failing",
+        "graph",
+        "id",
+        "in_flight",
+        "latest",
+        "limits",
+        "now",
+        "open_inquiries",
+        "output",
+        "parameters",
+        "parent_id",
+        "parent_run",
+        "rerun_of",
+        "runs",
+        "secret_parameters",
+        "seq",
+        "spec",
+        "staged",
+        "started_at",
+        "status",
+        "system",
+        "timers",
+        "vars",
+    )
 
     def __init__(
         self,
@@ -170,8 +231,9 @@ class Conductor:
         self.ended_at: float | None = None
         self.runs: dict[str, TaskRun] = {}  # every run, in the order created (= seq order)
         # task name -> its latest run (`task.<name>`; a task that has not run reads as nulls)
-        self.latest = TaskViews(spec.task)
-        self.active: set[str] = set()  # runs not terminal
+        self.latest = TaskViews(_shared(_task_finders, spec, lambda: spec.task))
+        # Dicts as ordered sets: an emptied dict drops its table, an emptied set keeps ~200 bytes.
+        self.active: dict[str, None] = {}  # runs not terminal
         self.in_flight = 0  # attempts dispatched (actions, nested workflows) and not ended
         # runs whose nested workflow is PAUSED, or PENDING (waits on an inquiry), as it reported
         self.children: dict[str, str] = {}
@@ -185,26 +247,24 @@ class Conductor:
         self.seq = 0
         self.now = 0.0
         self._out: list[Command] = []
-        self._dirty_runs: set[str] = set()
-        self._dirty_items: set[tuple[str, int]] = set()
-        self._current: Any = None  # the run or item whose attempt just ended (for succeeded() etc.)
+        self._dirty_runs: dict[str, None] = {}
+        self._dirty_items: dict[tuple[str, int], None] = {}
         # `system.timestamp` is formatted when a template reads it, not on every event.
         self.system = _SystemScope({k: v for k, v in system.items() if k != "timestamp"})
-        self.system.clock = lambda: self.now
-        self.secret_parameters = frozenset(p.name for p in spec.parameters if p.secret)
+        self.system.conductor = self
+        self.secret_parameters = frozenset(p.name for p in spec.parameters if p.secret) or _NO_SECRETS
         # Scopes show keys only: `vars.items` is a variable or undefined, never a method (SPEC 7).
         self._ctx: dict[str, Any] = {
             "task": Scope(self.latest),
             "vars": Scope(self.vars),
             "parameters": Scope(parameters),
-            "pack": Scope({"config": pack_config}),
+            "pack": _shared(_pack_scopes, pack_config, lambda: Scope({"config": pack_config})),
             "system": Scope(self.system),
             "kv": kv,
-            "succeeded": lambda: getattr(self._current, "status", None) == SUCCEEDED,
-            "failed": lambda: getattr(self._current, "status", None) in FAILED_STATUSES,
-            "timed_out": lambda: getattr(self._current, "status", None) == TIMEOUT,
-            "result": lambda: getattr(self._current, "result", None),
-            "error": lambda: getattr(self._current, "error", None),
+            # `succeeded()` & co. (shared by all executions) read the run or item whose attempt
+            # just ended from LAST_RUN.
+            **LAST_RUN_FUNCTIONS,
+            LAST_RUN: None,
         }
 
     # ------------------------------------------------------------------ events (public)
@@ -410,6 +470,7 @@ class Conductor:
             if item.status == RUNNING:
                 self._out.append(StopRun(run.id, idx, item.attempts))
             if item.status not in TERMINAL:
+                item = own_item(run.item_runs, idx)  # type: ignore[arg-type]
                 item.status, item.ended_at, item.input = CANCELED, self.now, None
         run.status, run.ended_at, run.input = CANCELED, self.now, None
         self._out.append(RunEnded(run.id))
@@ -463,8 +524,9 @@ class Conductor:
         old = self._carried.pop(run.task, None)
         if old is None or old.item_runs is None or run.item_runs is None:
             return
-        for idx, (new, prev) in enumerate(zip(run.item_runs, old.item_runs, strict=False)):
+        for idx, prev in enumerate(old.item_runs[: len(run.item_runs)]):
             if prev.status == SUCCEEDED:
+                new = own_item(run.item_runs, idx)
                 new.status, new.result, new.attempts = SUCCEEDED, prev.result, prev.attempts
                 new.started_at, new.ended_at = prev.started_at, prev.ended_at
                 self._touch(run, idx)
@@ -535,7 +597,7 @@ class Conductor:
             self.runs[run.id] = run
             self.latest[run.task] = run
             if not run.terminal:
-                self.active.add(run.id)
+                self.active[run.id] = None
                 if run.status == PENDING:
                     self.open_inquiries += 1
         for run_id, idx, item in items:
@@ -691,9 +753,9 @@ class Conductor:
         # list included) per item would make big item lists quadratic. The run's counters are
         # derived from its items again on restore.
         if idx is None:
-            self._dirty_runs.add(run.id)
+            self._dirty_runs[run.id] = None
         else:
-            self._dirty_items.add((run.id, idx))
+            self._dirty_items[run.id, idx] = None
 
     # -- creating and starting runs ------------------------------------------------------------
 
@@ -713,7 +775,7 @@ class Conductor:
         run = TaskRun(f"{self.id}.{self.seq}", name, self.seq, group)
         self.runs[run.id] = run
         self.latest[name] = run
-        self.active.add(run.id)
+        self.active[run.id] = None
         self._touch(run)
         if task.delay:
             run.status = DELAYED
@@ -785,7 +847,7 @@ class Conductor:
                     ),
                 )
                 return
-            run.item_runs = [ItemRun() for _ in items]
+            run.item_runs = unstarted_items(len(items))
             run.input = {"items": list(items)}  # kept until the run ends, to render items after a crash
             self._carry_items(run)
             if not items:
@@ -820,7 +882,7 @@ class Conductor:
         """Dispatch the next attempt of the run (or of one of its items)."""
         task = self._task_spec(run.task)
         assert task.action is not None
-        target: TaskRun | ItemRun = run if idx is None else run.item_runs[idx]  # type: ignore[index]
+        target: TaskRun | ItemRun = run if idx is None else own_item(run.item_runs, idx)  # type: ignore[arg-type]
         try:
             action = self._actions(task.action)
         except AttuneError as exc:
@@ -892,7 +954,7 @@ class Conductor:
         """An item's input failed to render: the item fails before dispatch, and the workflow fails."""
         assert run.item_runs is not None
         self._fail(exc.message, run.task)
-        item = run.item_runs[idx]
+        item = own_item(run.item_runs, idx)
         item.status, item.error, item.ended_at = FAILED, exc.message, self.now
         run.inflight -= 1
         if run.error is None:
@@ -919,7 +981,7 @@ class Conductor:
         if target.status == PENDING:
             self.open_inquiries -= 1
         target.status = status  # `retry.when` sees the attempt as it ended (SPEC 7)
-        self._current = target
+        self._ctx[LAST_RUN] = target
         # A vanished worker (`abandoned`) is retried like a failure; with no retry left it stays abandoned.
         if retry and status in FAILED_STATUSES and self._should_retry(run, target):
             task = self._task_spec(run.task)
@@ -967,7 +1029,7 @@ class Conductor:
             return  # staged: more items run on resume
         for idx, item in enumerate(run.item_runs):
             if item.status == SCHEDULED:  # never started: its result stays null
-                item.status = CANCELED
+                own_item(run.item_runs, idx).status = CANCELED
                 self._touch(run, idx)
         failed = next((it for it in run.item_runs if it.status not in (SUCCEEDED, CANCELED)), None)
         # Items left unrun without a failure: the run was canceled (cancel or workflow timeout).
@@ -984,7 +1046,7 @@ class Conductor:
         self._run_ended(run)
 
     def _run_ended(self, run: TaskRun) -> None:
-        self.active.discard(run.id)
+        self.active.pop(run.id, None)
         run.input = None
         if run.group is not None:
             self._out.append(RunEnded(run.id))
@@ -1008,7 +1070,7 @@ class Conductor:
     def _transitions(self, run: TaskRun) -> None:
         """Publish and follow the run's `next` entries (SPEC sections 3 and 7)."""
         task = self._task_spec(run.task)
-        self._current = run
+        self._ctx[LAST_RUN] = run
         where = f"task {task.name}"
         failed = run.status != SUCCEEDED
         run.handled = False  # for a failed run: whether a transition handled it
@@ -1059,7 +1121,7 @@ class Conductor:
         """`do: retry`: the ended run becomes active again for another attempt."""
         task = self._task_spec(run.task)
         policy = task.retry or RetryPolicy(count=_COMMAND_RETRY_COUNT)
-        self.active.add(run.id)
+        self.active[run.id] = None
         run.status = DELAYED
         run.ended_at = None
         self._touch(run)
@@ -1238,7 +1300,7 @@ class Conductor:
 
     def _finish(self) -> None:
         status = self.ending or (FAILED if self.failing else SUCCEEDED)
-        self._current = None
+        self._ctx[LAST_RUN] = None
         if self.spec.output_map is not None:
             try:
                 self.output = self._render(self.spec.output_map, "output_map")

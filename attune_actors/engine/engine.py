@@ -350,11 +350,14 @@ class Engine:
         async with owners.claiming() if owners is not None else contextlib.nullcontext():
             # One at a time under a recovery marker: one whose recovery wedged or kept killing the
             # engine last time fails instead (see `engine.quarantine`).
-            guard = RecoveryGuard(self.settings.data_path, stall=self.settings.limits.recovery_stall)
+            guard = RecoveryGuard(
+                self.settings.data_path, stall=self.settings.limits.recovery_stall, order=execution_ids
+            )
             left = guard.left_over()
-            if (left is not None and left.quarantine
-                    and fail_stored(rt.store, left.execution_id, left.reason, self.clock.now())):
-                log.error("execution %s failed: %s", left.execution_id, left.reason)
+            if left is not None and left.quarantine:
+                (culprit,) = left.execution_ids
+                if fail_stored(rt.store, culprit, left.reason, self.clock.now()):
+                    log.error("execution %s failed: %s", culprit, left.reason)
             for execution_id in execution_ids:
                 if execution_id in rt.executions:
                     started = True

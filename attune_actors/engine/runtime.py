@@ -62,6 +62,9 @@ class Runtime:
         limits: LimitSettings | None = None,
     ) -> None:
         self.catalog = catalog
+        self._action = catalog.action  # one bound method for every conductor
+        self._identities: dict[str | None, dict[str, Any]] = {}  # login -> `system.identity`, shared
+        self._digests: dict[int, tuple[WorkflowSpec, str]] = {}  # id(spec) -> it, its digest
         # Ids of new executions (nested ones too): a cluster's partition engines name their
         # partition in them (`attune_actors.nats.cluster`).
         self.new_id: Callable[[], str] = new_id or (lambda: uuid.uuid4().hex)
@@ -113,6 +116,12 @@ class Runtime:
                 self.masker.add(params[p.name])
         execution_id = execution_id or self.new_id()
         login = identity.get("login") if isinstance(identity, dict) else identity
+        if len(self._identities) > 1024:
+            self._identities.clear()
+        shown = (
+            self._identities.setdefault(login, {"login": login})
+            if login is None or isinstance(login, str) else {"login": login}
+        )
         system = {
             "execution_id": execution_id,
             "workflow_execution_id": execution_id,
@@ -120,7 +129,7 @@ class Runtime:
             "timestamp": None,
             "workflow_ref": spec.ref,
             "pack": spec.pack,
-            "identity": {"login": login},
+            "identity": shown,
         }
         return self._conductor(
             spec,
@@ -149,7 +158,7 @@ class Runtime:
             execution_id=execution_id,
             spec=spec,
             graph=self.graph(spec),
-            actions=self.catalog.action,
+            actions=self._action,
             renderer=self.renderer,
             parameters=params,
             pack_config=pack.config if pack is not None else {},
@@ -164,10 +173,16 @@ class Runtime:
 
     def _remember_source(self, spec: WorkflowSpec) -> str:
         """Store the definition an execution starts with (once per distinct source)."""
+        known = self._digests.get(id(spec))
+        if known is not None and known[0] is spec:
+            return known[1]  # one string for all its executions, and no hashing per execution
         digest = hashlib.sha256(f"{spec.ref}\n{spec.source}".encode()).hexdigest()[:32]
         if digest not in self._specs:
             self.store.put_source(digest, spec.pack, spec.source)
             self._specs[digest] = spec
+        if len(self._digests) > 1024:
+            self._digests.clear()
+        self._digests[id(spec)] = (spec, digest)  # once stored
         return digest
 
     def _started_spec(self, h: dict[str, Any]) -> WorkflowSpec:

@@ -14,7 +14,7 @@ under its `runner_type`. `inquiry` and `workflow` actions are carried out by the
 """
 
 from attune_actors.runners._base import Closeable, RunContext, Runner, json_result
-from attune_actors.runners._builtin import EchoRunner, NoopRunner, SleepRunner
+from attune_actors.runners._builtin import EchoRunner, NoopRunner, SleepRunner, sleep_seconds
 from attune_actors.runners._http import HttpRunner
 from attune_actors.runners._local import LocalRunner
 from attune_actors.runners._python import PythonRunner
@@ -40,4 +40,5 @@ __all__ = [
     "SleepRunner",
     "default_runners",
     "json_result",
+    "sleep_seconds",
 ]

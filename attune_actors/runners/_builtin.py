@@ -10,7 +10,7 @@ from attune_actors.errors import ActionError
 from attune_actors.runners._base import RunContext
 from attune_actors.spec.model import ActionSpec
 
-__all__ = ["EchoRunner", "NoopRunner", "SleepRunner"]
+__all__ = ["EchoRunner", "NoopRunner", "SleepRunner", "sleep_seconds"]
 
 
 class NoopRunner:
@@ -31,22 +31,28 @@ class EchoRunner:
         return dict(parameters)
 
 
+def sleep_seconds(parameters: dict[str, Any]) -> float:
+    """The `seconds` a sleep waits; ActionError unless a number >= 0."""
+    seconds = parameters.get("seconds")
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not math.isfinite(seconds)
+        or seconds < 0
+    ):
+        raise ActionError(f"parameter 'seconds' must be a number >= 0, not {seconds!r}")
+    return seconds
+
+
 class SleepRunner:
     """Waits `seconds` (a number >= 0) on the event loop; the result is None.
 
-    A parked run costs one timer handle and the caller's task: no thread, no process.
+    A parked run costs one timer handle and the caller's task: no thread, no process. (The
+    engine's in-process transport does not even start a task for it: see `InProcessTransport`.)
     """
 
     async def run(
         self, action: ActionSpec, parameters: dict[str, Any], context: RunContext
     ) -> Any:
-        seconds = parameters.get("seconds")
-        if (
-            isinstance(seconds, bool)
-            or not isinstance(seconds, int | float)
-            or not math.isfinite(seconds)
-            or seconds < 0
-        ):
-            raise ActionError(f"parameter 'seconds' must be a number >= 0, not {seconds!r}")
-        await asyncio.sleep(seconds)
+        await asyncio.sleep(sleep_seconds(parameters))
         return None

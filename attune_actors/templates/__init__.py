@@ -21,6 +21,8 @@ from attune_actors.templates.renderer import Renderer, is_template
 from attune_actors.templates.sandbox import RenderContext, TemplateEnvironment
 from attune_actors.templates.scope import (
     FAILED_STATUSES,
+    LAST_RUN,
+    LAST_RUN_FUNCTIONS,
     NOT_RUN,
     KeyValueStore,
     KVView,
@@ -33,6 +35,8 @@ from attune_actors.templates.ternary import rewrite_ternary
 
 __all__ = [
     "FAILED_STATUSES",
+    "LAST_RUN",
+    "LAST_RUN_FUNCTIONS",
     "MAX_INT_BITS",
     "MAX_RANGE",
     "MAX_SIZE",

@@ -46,7 +46,7 @@ from attune_actors.templates.filters import (
     check_size,
     replacement_size,
 )
-from attune_actors.templates.scope import Scope
+from attune_actors.templates.scope import LAST_RUN_FUNCTIONS, Scope
 
 __all__ = ["LOOP_BUDGET_FILTER", "PRINTED_BUDGET_FILTER", "RenderContext", "TemplateEnvironment"]
 
@@ -234,6 +234,9 @@ class _EvalContext(EvalContext):
 _NO_KEYS = cast(set[str], frozenset())
 
 
+_LAST_RUN_CALLS = frozenset(LAST_RUN_FUNCTIONS.values())  # trusted, and given the context
+
+
 class RenderContext(Context):
     """A Jinja `Context` made cheaply per render: no copy of the caller's mapping.
 
@@ -396,6 +399,11 @@ class TemplateEnvironment(ImmutableSandboxedEnvironment):
         **kwargs: Any,
     ) -> Any:
         tp = type(__obj)
+        if tp is types.FunctionType and __obj in _LAST_RUN_CALLS:  # `succeeded()` & co., every transition
+            if kwargs:
+                kwargs.pop("_loop_vars", None)
+                kwargs.pop("_block_vars", None)
+            return __obj(__context, *args, **kwargs)
         if (tp is types.MethodType or tp is types.FunctionType) and not (
             hasattr(__obj, "jinja_pass_arg")
             or getattr(__obj, "unsafe_callable", False)

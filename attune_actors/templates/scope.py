@@ -23,10 +23,15 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from jinja2.runtime import Context
+from jinja2.utils import pass_context
+
 from attune_actors.statuses import ABANDONED, FAILED, SUCCEEDED, TIMEOUT
 
 __all__ = [
     "FAILED_STATUSES",
+    "LAST_RUN",
+    "LAST_RUN_FUNCTIONS",
     "NOT_RUN",
     "KVView",
     "KeyValueStore",
@@ -164,6 +169,54 @@ class _RunOutcome:
 
     def error(self) -> Any:
         return self._error
+
+
+#: Where `LAST_RUN_FUNCTIONS` find the run (or item) whose attempt just ended: a context key that
+#: is not an identifier, so no template can name it.
+LAST_RUN = "#last run"
+
+
+def _last_run(context: Context) -> Any:
+    return context.resolve_or_missing(LAST_RUN)
+
+
+@pass_context
+def _last_succeeded(context: Context) -> bool:
+    return getattr(_last_run(context), "status", None) == SUCCEEDED
+
+
+@pass_context
+def _last_failed(context: Context) -> bool:
+    return getattr(_last_run(context), "status", None) in FAILED_STATUSES
+
+
+@pass_context
+def _last_timed_out(context: Context) -> bool:
+    return getattr(_last_run(context), "status", None) == TIMEOUT
+
+
+@pass_context
+def _last_result(context: Context) -> Any:
+    return getattr(_last_run(context), "result", None)
+
+
+@pass_context
+def _last_error(context: Context) -> Any:
+    return getattr(_last_run(context), "error", None)
+
+
+#: `succeeded()`, `failed()`, `timed_out()`, `result()`, `error()` of the run (or item) a context
+#: holds under `LAST_RUN` (a `status`, `result`, `error`; None before any): one set of functions
+#: for every context, where `run_functions` makes five per call.
+LAST_RUN_FUNCTIONS: Mapping[str, Callable[..., Any]] = MappingProxyType(
+    {
+        "succeeded": _last_succeeded,
+        "failed": _last_failed,
+        "timed_out": _last_timed_out,
+        "result": _last_result,
+        "error": _last_error,
+    }
+)
 
 
 def run_functions(status: str, result: Any = None, error: Any = None) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from attune_actors.errors import ActionError, AttuneError
@@ -38,7 +38,7 @@ def immediate_outcome(run: ActionRun, action: ActionSpec) -> RunOutcome | None:
     return None
 
 
-async def run_attempt(
+def run_attempt(
     runners: RunnerSet,
     action: ActionSpec,
     run: ActionRun,
@@ -47,7 +47,7 @@ async def run_attempt(
     now: Callable[[], float] = time.time,
     tracing: Tracing | None = None,
     span_attributes: dict[str, Any] | None = None,
-) -> RunOutcome:
+) -> Coroutine[Any, Any, RunOutcome]:
     """Run `run` with its runner until it ends, its deadline passes or it is cancelled.
 
     `slots` bounds how many attempts run at once: the attempt waits for one first (its deadline
@@ -55,8 +55,21 @@ async def run_attempt(
     the deadline is in (the engine's clock in-process; wall time on a worker). With `tracing`, the
     attempt is a span, child of the task span `run.trace` names, with `span_attributes` too.
     """
+    # Not a coroutine itself: a parked attempt (a long sleep) keeps one frame less.
     if tracing is None:
-        return await _run(runners, action, run, slots, now)
+        return _run(runners, action, run, slots, now)
+    return _traced(runners, action, run, slots, now, tracing, span_attributes)
+
+
+async def _traced(
+    runners: RunnerSet,
+    action: ActionSpec,
+    run: ActionRun,
+    slots: asyncio.Semaphore | None,
+    now: Callable[[], float],
+    tracing: Tracing,
+    span_attributes: dict[str, Any] | None,
+) -> RunOutcome:
     span = tracing.start(
         f"attempt {run.task}",
         run.trace,

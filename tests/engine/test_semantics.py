@@ -817,3 +817,70 @@ async def test_execution_document_has_the_spec_shape(workflow, engine_factory) -
     assert doc["parent_id"] is None
     assert (await engine.get(final.id)).to_dict() == final.to_dict()
     assert [e.id for e in await engine.list()] == [final.id]
+
+
+async def test_core_sleep_waits_times_out_and_refuses_bad_seconds(workflow, engine_factory) -> None:
+    # In-process, a sleep is a timer rather than a running task: the same outcomes as the runner.
+    ref = workflow(
+        "sleeps",
+        """
+        parameters:
+          seconds: {type: number}
+        tasks:
+          - {name: nap, action: core.sleep, input: {seconds: 0.05}, on_success: long}
+          - name: long
+            action: core.sleep
+            input: {seconds: "{{ parameters.seconds }}"}
+            timeout: 0.2
+            on_timeout: after
+          - {name: after, action: core.noop}
+    """,
+    )
+    engine = await engine_factory()
+    final = await run(engine, ref, {"seconds": 30})
+    assert final.status == "succeeded"
+    assert [(t.name, t.status.value) for t in final.tasks] == [
+        ("nap", "succeeded"), ("long", "timeout"), ("after", "succeeded"),
+    ]
+    assert final.task("long").error == "core.sleep timed out"
+    bad = await run(engine, ref, {"seconds": -1})
+    assert bad.status == "failed"
+    assert bad.task("long").error == "parameter 'seconds' must be a number >= 0, not -1"
+
+
+async def test_a_forced_cancel_stops_a_sleep_at_once(workflow, engine_factory) -> None:
+    ref = workflow("park", "tasks:\n  - {name: nap, action: core.sleep, input: {seconds: 3600}}\n")
+    engine = await engine_factory()
+    execution = await engine.execute(ref)
+    await execution_reaches(engine, execution.id, lambda x: bool(x.tasks) and x.tasks[0].status == "running")
+    await engine.cancel(execution.id, force=True)
+    final = await engine.wait(execution.id, timeout=30)
+    assert final.status == "canceled"
+    assert final.task("nap").status == "canceled"
+
+
+async def test_run_functions_work_in_loops_and_see_the_run_that_just_ended(workflow, engine_factory) -> None:
+    ref = workflow(
+        "runfns",
+        """
+        tasks:
+          - name: make
+            action: core.echo
+            input: {a: 1, b: 2}
+            next:
+              - when: "{% for k in result() %}{% if succeeded() and not failed() %}x{% endif %}{% endfor %}"
+                publish: {keys: "{% for k in result() | sort %}{{ k }}{{ timed_out() }}{% endfor %}"}
+                do: bad
+          - name: bad
+            action: testpack.fail
+            next:
+              - when: "{{ failed() and error() == 'boom' }}"
+                publish: {after: "{{ succeeded() }}"}
+        output_map:
+          keys: "{{ vars.keys }}"
+          after: "{{ vars.after }}"
+    """,
+    )
+    final = await run(await engine_factory(), ref)
+    assert final.status == "succeeded", (final.error, [(t.name, t.status, t.error) for t in final.tasks])
+    assert final.output == {"keys": "aFalsebFalse", "after": False}

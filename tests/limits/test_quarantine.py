@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from attune_actors.engine.quarantine import RecoveryGuard
+
 DRIVER = Path(__file__).parent / "recovery_driver.py"
 
 
@@ -61,16 +63,18 @@ def accept(data: Path) -> tuple[str, str]:
 
 
 def kill_while_resuming(
-    data: Path, heavy_id: str, stall: float, *, stuck: bool, deaths: int = 0
+    data: Path, ask_id: str, heavy_id: str, stall: float, *, stuck: bool, deaths: int = 0
 ) -> None:
     """An engine killed while resuming lim.heavy (after `deaths` earlier engines died doing so):
     once it counts as stuck, or at once."""
     engine = start(data, "recover", str(stall))
     try:
         deadline = time.monotonic() + 60
-        while True:  # resumed one at a time: the marker names the execution being resumed
+        while True:  # the marker names the executions being resumed (a batch of them)
             found = marker(data)
-            if found == {"id": heavy_id, "deaths": deaths, "stuck": stuck}:
+            # Stuck or after a death, the marker names it alone; else with the other one.
+            ids = [heavy_id] if stuck or deaths else [ask_id, heavy_id]  # in the order they began
+            if found == {"ids": ids, "deaths": deaths, "stuck": stuck}:
                 break
             assert engine.poll() is None, engine.stderr.read() if engine.stderr else ""
             assert time.monotonic() < deadline, f"the engine never got there: {found}"
@@ -103,7 +107,7 @@ def resumed_ask(ask_id: str) -> dict[str, Any]:
 def test_an_execution_whose_recovery_got_stuck_is_failed_and_the_others_resume(tmp_path: Path) -> None:
     data = tmp_path / "data"
     ask_id, heavy_id = accept(data)
-    kill_while_resuming(data, heavy_id, 0.5, stuck=True)
+    kill_while_resuming(data, ask_id, heavy_id, 0.5, stuck=True)
     done, log = final(data)
     heavy = done["lim.heavy"]
     assert heavy["id"] == heavy_id
@@ -120,7 +124,7 @@ def test_an_execution_whose_recovery_got_stuck_is_failed_and_the_others_resume(t
 def test_a_recovery_interrupted_by_a_kill_is_resumed_again(tmp_path: Path) -> None:
     data = tmp_path / "data"
     ask_id, heavy_id = accept(data)
-    kill_while_resuming(data, heavy_id, 600, stuck=False)
+    kill_while_resuming(data, ask_id, heavy_id, 600, stuck=False)
     done, _ = final(data)
     heavy = done["lim.heavy"]
     assert heavy["id"] == heavy_id
@@ -134,7 +138,7 @@ def test_an_execution_whose_recovery_kills_the_engine_again_and_again_is_failed(
     data = tmp_path / "data"
     ask_id, heavy_id = accept(data)
     for deaths in range(3):  # MAX_DEATHS
-        kill_while_resuming(data, heavy_id, 600, stuck=False, deaths=deaths)
+        kill_while_resuming(data, ask_id, heavy_id, 600, stuck=False, deaths=deaths)
     done, _ = final(data)
     assert done["lim.heavy"]["status"] == "failed"
     assert done["lim.heavy"]["error"]["message"] == (
@@ -142,3 +146,26 @@ def test_an_execution_whose_recovery_kills_the_engine_again_and_again_is_failed(
         "not resumed again"
     )
     assert done["lim.ask"] == resumed_ask(ask_id)
+
+
+def test_after_a_death_each_execution_of_its_batch_is_resumed_under_a_marker_alone(tmp_path: Path) -> None:
+    order = [f"x{i}" for i in range(7)]
+    first = RecoveryGuard(tmp_path, stall=600, order=order, batch=3)
+    assert first.left_over() is None
+    for eid in order[:4]:  # the engine dies while resuming x3, in the second batch
+        first.mark(eid)
+    assert marker(tmp_path) == {"ids": ["x3", "x4", "x5"], "deaths": 0, "stuck": False}
+
+    second = RecoveryGuard(tmp_path, stall=600, order=order, batch=3)
+    left = second.left_over()
+    assert left is not None
+    assert (left.quarantine, left.deaths) == (False, 1)
+    named = []
+    for eid in order:
+        second.mark(eid)
+        named.append(marker(tmp_path))
+    assert named[0] == named[2] == {"ids": ["x0", "x1", "x2"], "deaths": 0, "stuck": False}
+    assert named[3:6] == [{"ids": [eid], "deaths": 1, "stuck": False} for eid in ("x3", "x4", "x5")]
+    assert named[6] == {"ids": ["x6"], "deaths": 0, "stuck": False}
+    second.clear()
+    assert marker(tmp_path) is None
