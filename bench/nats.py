@@ -62,6 +62,10 @@ _spec.loader.exec_module(common)
 
 GOAL_RUNS = 3000.0
 GOAL_P50_MS = 2.0
+# issue #19: one 1,000-task chain at 0.5 ms a hop; 16 such chains at once, dispatch p50 <= 1 ms
+GOAL_CHAIN_RUNS = 2000.0
+GOAL_LANES_RUNS = 8000.0
+GOAL_LANES_P50_MS = 1.0
 
 PACK_YAML = """\
 ref: nbench
@@ -128,7 +132,10 @@ def start_workers(url: str, packs: Path, args: argparse.Namespace) -> list[subpr
                    "import sys, uvloop; uvloop.install(); from attune_actors.nats.worker import main; "
                    "sys.exit(main(sys.argv[1:]))", *command[3:]]
     env = {**os.environ, "ATTUNE_NATS__PAYLOAD_KEY": PAYLOAD_KEY}
-    return [subprocess.Popen(command, cwd=common.repo_root(), env=env) for _ in range(args.workers)]
+    source = Path(args.src) if args.src else common.repo_root()
+    if args.src:  # `-m` puts the working directory first on the path: that tree's attune_actors runs
+        env["PYTHONPATH"] = args.src
+    return [subprocess.Popen(command, cwd=source, env=env) for _ in range(args.workers)]
 
 
 def stop(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -258,7 +265,7 @@ async def run_nats(
     engine = Engine(packs=[packs], data_dir=data, store=MemoryStore(), transport=transport)
     await engine.start()
     try:
-        return {name: await scenario(engine, transport, name, args, others) for name in SCENARIOS}
+        return {name: await scenario(engine, transport, name, args, others) for name in args.scenarios}
     finally:
         await engine.close()
         await nc.close()
@@ -271,7 +278,7 @@ async def run_inprocess(packs: Path, data: Path, args: argparse.Namespace) -> di
     engine = Engine(packs=[packs], data_dir=data, store=MemoryStore())
     await engine.start()
     try:
-        return {name: await scenario(engine, None, name, args, {}) for name in SCENARIOS}
+        return {name: await scenario(engine, None, name, args, {}) for name in args.scenarios}
     finally:
         await engine.close()
 
@@ -318,7 +325,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
     rows = []
     labels = {"nats": f"NATS, {args.workers} workers", "sealed": f"NATS, {args.workers} workers, sealed",
               "inprocess": "embedded (in-process)"}
-    for name in SCENARIOS:
+    for name in args.scenarios:
         for transport in ("nats", "sealed", "inprocess"):
             if transport not in results:
                 continue
@@ -363,6 +370,66 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(out)
 
 
+def side_by_side(args: argparse.Namespace) -> None:
+    """--baseline REV: the NATS scenarios with REV's attune_actors and with this tree's, alternately, each
+    in a child (its own nats-server and workers); medians over the --alternate runs of each."""
+    root = Path(tempfile.mkdtemp(prefix="attune-bench-nats-base-"))
+    try:
+        tree = root / "baseline"
+        tree.mkdir()
+        archive = subprocess.run(["git", "archive", args.baseline, "attune_actors"], cwd=common.repo_root(),
+                                 stdout=subprocess.PIPE, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+        passed = [a for a in sys.argv[1:] if a not in ("--markdown",)]
+        i = passed.index("--baseline")
+        del passed[i : i + 2]
+        variants = {f"baseline {args.baseline}": str(tree), "this tree": str(common.repo_root())}
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+        for n in range(args.alternate):
+            for name, src in variants.items():
+                common.progress(f"[{n + 1}/{args.alternate}] {name} ...")
+                out = common.run_child([sys.executable, __file__, *passed, "--src", src], timeout=1800)
+                if "error" in out:
+                    raise SystemExit(f"{name}: {out['error']}")
+                runs[name].append(out["nats"])
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    figures = ("runs_per_s", "p50_ms", "p99_ms", "engine_cpu_s", "workers_cpu_s", "server_cpu_s")
+    merged = {name: {scenario: {f: common.median([r[scenario][f] for r in results]) for f in figures}
+                     | {"runs": results[0][scenario]["runs"],
+                        "runs_per_s_all": [r[scenario]["runs_per_s"] for r in results]}
+                     for scenario in args.scenarios}
+              for name, results in runs.items()}
+    rows = []
+    for scenario in args.scenarios:
+        for name in variants:
+            r = merged[name][scenario]
+            per_run = 1e6 / r["runs"]
+            rows.append([
+                describe(scenario, args), name, f"{r['runs_per_s']:,.0f}",
+                " ".join(f"{v:,.0f}" for v in r["runs_per_s_all"]),
+                f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",
+                f"{r['engine_cpu_s'] * per_run:.0f}", f"{r['workers_cpu_s'] * per_run:.0f}",
+                f"{r['server_cpu_s'] * per_run:.0f}",
+            ])
+    headers = ["scenario", "attune_actors", "runs/s (median)", "each run", "dispatch p50 ms", "p99 ms",
+               "CPU us/run: engine", "workers", "nats-server"]
+    print(common.table(headers, rows, markdown=args.markdown, right=[False, False, *[True] * 7]))
+    base, this = merged[f"baseline {args.baseline}"], merged["this tree"]
+    print()
+    for scenario in args.scenarios:
+        ratio = this[scenario]["runs_per_s"] / base[scenario]["runs_per_s"]
+        print(f"{scenario}: this tree / baseline runs/s x{ratio:.2f}")
+    goals = {"chain": (GOAL_CHAIN_RUNS, None), "lanes": (GOAL_LANES_RUNS, GOAL_LANES_P50_MS)}
+    for scenario, (runs_goal, p50_goal) in goals.items():
+        if scenario in this:
+            r = this[scenario]
+            met = r["runs_per_s"] >= runs_goal and (p50_goal is None or r["p50_ms"] <= p50_goal)
+            p50 = "" if p50_goal is None else f", p50 <= {p50_goal:g} ms: {r['p50_ms']:.2f}"
+            print(f"goal ({scenario}) >= {runs_goal:,.0f} runs/s: {r['runs_per_s']:,.0f}{p50} -> "
+                  f"{'met' if met else 'NOT met'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -377,14 +444,26 @@ def main() -> None:
     parser.add_argument("--lanes", type=int, default=16, help="chains run at once in the lanes scenario")
     parser.add_argument("--payload-bytes", type=int, default=4096, help="echo blob of the payload scenario")
     parser.add_argument("--sealed", action="store_true", help="NATS scenarios also with a payload key")
+    parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS), metavar="NAME",
+                        help=f"run only these ({', '.join(SCENARIOS)})")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=256, help="each worker's --concurrency")
     parser.add_argument("--loop", choices=common.LOOPS, default="asyncio", help="the engine's event loop")
     parser.add_argument("--worker-loop", choices=common.LOOPS, default="asyncio")
+    parser.add_argument("--baseline", metavar="REV",
+                        help="side by side: the NATS scenarios with attune_actors of git revision REV and "
+                        "with this tree, alternately (--alternate times each), each in a child process")
+    parser.add_argument("--alternate", type=int, default=3, metavar="N")
+    parser.add_argument("--src", help=argparse.SUPPRESS)  # a child: import attune_actors from this tree
     args = parser.parse_args()
     if args.quick:
         args.items, args.workflows, args.chain, args.lanes, args.rounds = 2_000, 100, 200, 4, 1
+    if args.src:
+        sys.path.insert(0, args.src)
+    if args.baseline:
+        side_by_side(args)
+        return
     root = Path(tempfile.mkdtemp(prefix="attune-bench-nats-"))
     server: list[subprocess.Popen[bytes]] = []
     workers: list[subprocess.Popen[bytes]] = []
@@ -406,6 +485,9 @@ def main() -> None:
             )
         stop(workers)
         stop(server)
+        if args.src:
+            common.emit(results)
+            return
         common.progress("embedded scenarios ...")
         results["inprocess"] = common.run_on_loop(args.loop, lambda: run_inprocess(packs, root / "d2", args))
     finally:

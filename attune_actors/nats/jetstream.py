@@ -125,7 +125,22 @@ async def ensure_consumer(nc: Client, stream: str, config: ConsumerConfig) -> No
 
 # ---------------------------------------------------------------------------------------- publisher
 
-DoneCallback = Callable[[str | None], Awaitable[None]]
+# JetStream's error code for a publish whose `Nats-Expected-Last-Subject-Sequence` does not hold
+WRONG_LAST_SEQUENCE = 10071
+
+
+@dataclass(frozen=True, slots=True)
+class PublishError:
+    """Why the server refused a message for good; `err_code` is JetStream's (e.g. WRONG_LAST_SEQUENCE)."""
+
+    description: str
+    err_code: int = 0
+
+    def __str__(self) -> str:
+        return self.description
+
+
+DoneCallback = Callable[[PublishError | None], Awaitable[None]]
 
 
 @dataclass(slots=True, eq=False)
@@ -147,13 +162,18 @@ class Publisher:
 
     `publish` only queues; a writer task sends while connected. `on_done(None)` runs once the
     message is stored (or recognised as a duplicate), `on_done(error)` when the server refuses it for
-    good (too large, ...). An unavailable server or a missing stream is waited out: the owner calls
-    `sweep()` periodically (and `sweep(resend_all=True)` + `kick()` after a reconnect).
+    good (too large, an expectation in its headers that does not hold, ...). An unavailable server
+    or a missing stream is waited out: the owner calls `sweep()` periodically (and
+    `sweep(resend_all=True)` + `kick()` after a reconnect). `ack` acknowledges consumed messages
+    with the next write.
     """
 
-    def __init__(self, nc: Client, *, ack_timeout: float = 2.0) -> None:
+    def __init__(self, nc: Client, *, ack_timeout: float = 2.0, ack_delay: float = 0.002) -> None:
         self._nc = nc
         self._ack_timeout = ack_timeout
+        self._ack_delay = ack_delay
+        self._acks: list[str] = []  # reply subjects of consumed messages, acknowledged with the next write
+        self._ack_timer: asyncio.TimerHandle | None = None
         self._queue: collections.deque[_Out] = collections.deque()
         self._inflight: dict[str, _Out] = {}  # every message not stored yet, oldest first
         self._seq = 0
@@ -174,6 +194,7 @@ class Publisher:
         self._writer = asyncio.get_running_loop().create_task(self._write(), name="nats publisher")
 
     async def close(self) -> None:
+        await self._send_acks()
         if self._writer is not None:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -209,6 +230,29 @@ class Publisher:
         self._inflight[out.token] = out
         self._idle.clear()
         self._enqueue(out)
+
+    def ack(self, msg: Msg) -> None:
+        """Acknowledge a consumed JetStream message with the next write, or within `ack_delay`.
+
+        An acknowledgement on its own costs a write (a system call, a wake-up of the server) per
+        message; riding along with the next publish, it costs nothing more. Until it arrives the
+        server keeps the message, and delivers it again only after the consumer's ack_wait.
+        """
+        if msg.reply:
+            self._acks.append(msg.reply)
+            if self._ack_timer is None:
+                self._ack_timer = asyncio.get_running_loop().call_later(self._ack_delay, self._wake.set)
+
+    async def _send_acks(self) -> None:
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+        acks, self._acks = self._acks, []
+        for reply in acks:
+            try:
+                await self._nc.publish(reply)
+            except Exception as exc:  # not acknowledged: the server delivers it again after ack_wait
+                log.debug("acknowledgement not sent (%s)", describe(exc))
 
     def _enqueue(self, out: _Out) -> None:
         if not out.queued:
@@ -252,6 +296,8 @@ class Publisher:
                     )
                 except Exception as exc:  # buffer full while reconnecting, closed: the sweep re-sends
                     log.debug("publish to %s failed (%s); will retry", out.subject, describe(exc))
+            if self._acks and nc.is_connected:
+                await self._send_acks()
 
     async def _on_reply(self, msg: Msg) -> None:
         out = self._inflight.get(msg.subject[self._prefix_len :])
@@ -260,7 +306,7 @@ class Publisher:
         headers = msg.headers
         if headers and headers.get("Status") == "503":
             return  # no stream (yet): the sweep re-sends after the timeout
-        error: str | None = None
+        error: PublishError | None = None
         data = msg.data
         if b'"error"' in data:
             try:
@@ -268,12 +314,12 @@ class Publisher:
                 err = body.get("error") or {}
                 code = int(err.get("code", 0))
                 description = str(err.get("description", "unknown error"))
+                error = PublishError(description, int(err.get("err_code", 0)))
             except (ValueError, TypeError, AttributeError):
-                code, description = 500, f"unreadable reply {data[:200]!r}"
+                code, error = 500, PublishError(f"unreadable reply {data[:200]!r}")
             if code >= 500:
-                log.debug("transient publish error on %s: %s", out.subject, description)
+                log.debug("transient publish error on %s: %s", out.subject, error)
                 return  # the sweep re-sends
-            error = description
         del self._inflight[out.token]
         if not self._inflight:
             self._idle.set()

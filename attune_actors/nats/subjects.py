@@ -6,12 +6,24 @@ and lets several deployments share a server under different prefixes (`nats.subj
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 
 def token(text: str) -> str:
     """`text` as one subject token: NATS forbids '.', '*', '>' and whitespace inside one."""
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text) or "_"
+
+
+_KEPT = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-"
+# byte (as a latin-1 character) -> itself if kept, else `_XX`
+_ESCAPE = {b: (chr(b) if b in _KEPT else f"_{b:02X}") for b in range(256)}
+
+
+def key_token(key: str) -> str:
+    """An attempt key as one subject token, one-to-one (unlike `token`): letters, digits and '-' stay,
+    every other byte is `_` and two hex digits, so two keys never share a runs subject."""
+    return key.encode().decode("latin-1").translate(_ESCAPE)
 
 
 def _wild(text: str) -> str:
@@ -33,13 +45,20 @@ class Subjects:
     def runs_all(self) -> str:
         return f"{self.prefix}.runs.>"
 
-    def runs(self, pack: str, runner: str) -> str:
-        """Where attempts of actions of `pack` with `runner` are queued (workers may specialise)."""
+    def runs(self, pack: str, runner: str, key: str) -> str:
+        """Where an attempt (`key`) of an action of `pack` with `runner` is queued: one subject per
+        attempt, so the stream can tell whether that attempt is still queued; workers may specialise
+        on pack and runner."""
+        return f"{self.runs_of(pack, runner)}.{key_token(key)}"
+
+    @functools.lru_cache(maxsize=1024)  # noqa: B019 - a few (pack, runner) pairs; Subjects is frozen
+    def runs_of(self, pack: str, runner: str) -> str:
+        """The subject prefix of the attempts of actions of `pack` with `runner`."""
         return f"{self.prefix}.runs.{token(pack)}.{token(runner)}"
 
     def runs_filter(self, pack: str, runner: str) -> str:
-        """A runs subject a worker may take, where `pack` and `runner` are names or the wildcard `*`."""
-        return f"{self.prefix}.runs.{_wild(pack)}.{_wild(runner)}"
+        """The runs subjects a worker may take, where `pack` and `runner` are names or the wildcard `*`."""
+        return f"{self.prefix}.runs.{_wild(pack)}.{_wild(runner)}.>"
 
     @property
     def workers_consumer(self) -> str:

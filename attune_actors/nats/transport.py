@@ -2,17 +2,25 @@
 
 Engine side (`NatsTransport`, behind the `Transport` interface):
 
-- `submit` publishes the attempt to `Subjects.runs(pack, runner_type)` on the runs stream (retention
-  WORK_QUEUE: each attempt is taken by one worker) with `Nats-Msg-Id: <run key>@<incarnation>`. A
-  publish that is not acknowledged (server down, restarting) is re-sent with the same id until it is
-  stored, and the server keeps one copy. (The incarnation is random per transport: an engine that
-  restarts and recovers an execution re-dispatches its unfinished attempt for real, instead of having
-  it dropped as a duplicate of the copy a worker may already have taken and lost.) `submit` never
-  waits: a writer task pipelines the publishes.
+- `submit` publishes the attempt to `Subjects.runs(pack, runner_type, key)` (a subject per attempt)
+  on the runs stream (retention WORK_QUEUE: each attempt is taken by one worker, which removes it)
+  with `Nats-Msg-Id: <run key>@<incarnation>`. A publish that is not acknowledged (server down,
+  restarting) is re-sent with the same id until it is stored, and the server keeps one copy. (The
+  incarnation is random per transport: an engine that restarts and recovers an execution
+  re-dispatches its unfinished attempt for real, instead of having it dropped as a duplicate of the
+  copy a worker may already have taken and lost.) `submit` never waits: a writer task pipelines the
+  publishes.
+- An attempt is queued once: every dispatch carries `Nats-Expected-Last-Subject-Sequence: 0`, so the
+  server refuses it while an earlier dispatch of the same attempt is still queued (an engine that
+  died before any worker took it, whose execution this engine resumed). The attempt then waits for
+  that copy, whose worker reports to the engine id it names; only if another engine id sent it is it
+  deleted and replaced (read and deleted by sequence: off the hot path, resumed attempts only).
 - Workers report `started` and `ended` events, batched, on `Subjects.results(engine_id)`; the results
   stream keeps them until this engine's durable consumer has taken and acknowledged them, so an
-  outcome survives a disconnect of the engine or of the worker, and a server restart. `start`
-  returns once what was waiting there has been taken.
+  outcome survives a disconnect of the engine or of the worker, and a server restart. An outcome is
+  acknowledged once applied, with the next dispatch (or within 2 ms): until then the server keeps
+  it, and one delivered again (after `ack_wait`) is ignored. `start` returns once what was waiting
+  there has been taken.
 - Outcomes are applied once: an event for an attempt this engine does not have in flight (finished,
   abandoned, duplicate) is ignored. A real outcome (not `canceled`/`abandoned`) that arrives before
   its attempt is submitted (an engine restarted with the same id) is kept a minute and applied at
@@ -59,10 +67,19 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError as JsNotFoundError
 
 from attune_actors.errors import AttuneError
 from attune_actors.nats.connection import ConnectionWatch, describe
-from attune_actors.nats.jetstream import Publisher, Puller, StreamOptions, ensure_consumer, ensure_streams
+from attune_actors.nats.jetstream import (
+    WRONG_LAST_SEQUENCE,
+    Publisher,
+    PublishError,
+    Puller,
+    StreamOptions,
+    ensure_consumer,
+    ensure_streams,
+)
 from attune_actors.nats.payload import PayloadCipher
 from attune_actors.nats.subjects import Subjects
 from attune_actors.nats.wire import (
@@ -72,6 +89,7 @@ from attune_actors.nats.wire import (
     BadMessage,
     decode_heartbeat,
     decode_results,
+    dispatch_engine,
     encode_cancel,
     encode_dispatch,
     open_ended,
@@ -85,6 +103,9 @@ from attune_actors.transport.attempt import outcome
 from attune_actors.transport.base import ActionRun, OutcomeCallback, RunOutcome, Transport
 
 log = logging.getLogger("attune_actors.nats.transport")
+
+# Stored only if the subject (one per attempt) holds no message: the attempt is not queued already.
+EXPECT_NONE_QUEUED = "Nats-Expected-Last-Subject-Sequence"
 
 
 @dataclass(slots=True, eq=False)
@@ -317,18 +338,59 @@ class NatsTransport(Transport):
                          f"worker: {len(payload)} bytes (limit {limit})"),
             )
             return
-        self._attempts[key] = _Attempt(run, on_outcome, time.time(), sealed=self._cipher is not None)
+        attempt = _Attempt(run, on_outcome, time.time(), sealed=self._cipher is not None)
+        self._attempts[key] = attempt
         if run.deadline is not None:
             heapq.heappush(self._deadlines, (run.deadline, key))
+        self._dispatch(attempt, self.subjects.runs(action.pack, action.runner_type, key), payload)
 
-        async def sent(error: str | None) -> None:
-            if error is not None:
-                self._finish(key, "failed", None, f"cannot dispatch {run.action}: {error}")
+    def _dispatch(self, attempt: _Attempt, subject: str, payload: bytes) -> None:
+        # Only if no message of this attempt is queued: one a previous run of this engine (or the
+        # partition's previous owner) dispatched and no worker has taken yet is refused, not doubled.
+        headers = {EXPECT_NONE_QUEUED: "0"}
+        if attempt.run.trace:  # the task span's trace context: the worker's attempt span is its child
+            headers.update(attempt.run.trace)
+        key = attempt.run.key
 
-        self._publisher.publish(
-            self.subjects.runs(action.pack, action.runner_type), payload, f"{key}@{self._incarnation}", sent,
-            run.trace,  # the task span's trace context: the worker's attempt span is its child
-        )
+        async def sent(error: PublishError | None) -> None:
+            if error is None:
+                return
+            if error.err_code == WRONG_LAST_SEQUENCE:
+                await self._queued_before(attempt, subject, payload)
+            else:
+                self._finish(key, "failed", None, f"cannot dispatch {attempt.run.action}: {error}")
+
+        self._publisher.publish(subject, payload, f"{key}@{self._incarnation}", sent, headers)
+
+    async def _queued_before(self, attempt: _Attempt, subject: str, payload: bytes) -> None:
+        """The attempt is still queued (not taken by any worker) from an earlier dispatch: off the hot
+        path (only attempts of resumed executions get here), read who sent it. If that was this
+        engine's id, the worker that takes it reports here: wait for it. If another engine id sent it
+        (an engine restarted under a new id), its outcome would go there: replace it with ours."""
+        key = attempt.run.key
+        js = self._nc.jetstream()
+        try:
+            queued = await js.get_last_msg(self.subjects.runs_stream, subject)
+        except JsNotFoundError:
+            queued = None  # taken meanwhile; its worker reports to whoever sent it
+        except Exception as exc:
+            log.warning("%s is queued already; cannot read who sent it (%s): waiting for it", key,
+                        describe(exc))
+            return
+        if self._attempts.get(key) is not attempt:
+            return  # ended or canceled meanwhile
+        sender = None if queued is None or queued.data is None else dispatch_engine(queued.data)
+        if queued is None or queued.seq is None or sender == self.engine_id:
+            log.info("%s was queued before (and not taken then): not sent again", key)
+            return
+        log.warning("%s is queued for engine %s, not this one (%s): replacing it", key, sender,
+                    self.engine_id)
+        try:
+            await js.delete_msg(self.subjects.runs_stream, queued.seq)
+        except Exception as exc:
+            log.warning("cannot remove the queued %s (%s): waiting for it", key, describe(exc))
+            return
+        self._dispatch(attempt, subject, payload)
 
     def cancel(self, run: ActionRun) -> None:
         attempt = self._attempts.get(run.key)
@@ -428,8 +490,7 @@ class NatsTransport(Transport):
                 )
                 continue
             self._finish(key, event[3], result, error)
-        with contextlib.suppress(Exception):
-            await msg.ack()
+        self._publisher.ack(msg)  # with the next dispatch: an outcome applied twice is ignored
 
     def _open(self, event: list[Any], worker: str) -> tuple[Any, str | None]:
         """(result, error) of an outcome event; BadMessage when it is sealed and does not open."""

@@ -17,7 +17,6 @@ an `error` event on `Subjects.service_events` (JSON, the control service's forma
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
@@ -112,6 +111,28 @@ def encode_dispatch(
     return codec.encode(body)
 
 
+_RUN_TYPES = (
+    ("execution_id", str),
+    ("run_id", str),
+    ("item", (int, type(None))),
+    ("attempt", int),
+    ("task", str),
+    ("action", str),
+    ("parameters", dict),
+    ("deadline", (int, float, type(None))),
+)
+
+
+def dispatch_engine(data: bytes) -> str | None:
+    """The id of the engine that sent a dispatch (its outcome goes there); None if unreadable."""
+    try:
+        body = codec.decode(data)
+    except AttuneError:
+        return None
+    engine = body.get("engine") if isinstance(body, dict) else None
+    return engine if isinstance(engine, str) else None
+
+
 def decode_dispatch(data: bytes, cipher: PayloadCipher | None = None) -> Dispatch:
     """The dispatch in a message (its parameters opened with `cipher`); BadMessage naming what is wrong."""
     try:
@@ -125,29 +146,17 @@ def decode_dispatch(data: bytes, cipher: PayloadCipher | None = None) -> Dispatc
         raise BadMessage("dispatch without an engine id")
     run = body.get("run")
     key: str | None = None
-    if isinstance(run, dict):
-        with contextlib.suppress(Exception):
-            if isinstance(run.get("run_id"), str) and isinstance(run.get("attempt"), int):
-                item = run.get("item")
-                key = f"{run['run_id']}/{'' if item is None else item}/{run['attempt']}"
+    if isinstance(run, dict) and isinstance(run.get("run_id"), str) and isinstance(run.get("attempt"), int):
+        item = run.get("item")
+        key = f"{run['run_id']}/{'' if item is None else item}/{run['attempt']}"
     if body.get("v") != PROTOCOL:
         raise BadMessage(f"unknown dispatch version {body.get('v')!r}", engine=engine, key=key)
     if not isinstance(run, dict):
         raise BadMessage("dispatch without a run", engine=engine)
-    problems = []
-    for name, kinds in (
-        ("execution_id", (str,)),
-        ("run_id", (str,)),
-        ("item", (int, type(None))),
-        ("attempt", (int,)),
-        ("task", (str,)),
-        ("action", (str,)),
-        ("parameters", (dict,)),
-        ("deadline", (int, float, type(None))),
-    ):
-        value = run.get(name)
-        if isinstance(value, bool) or not isinstance(value, kinds):
-            problems.append(name)
+    problems = [
+        name for name, kinds in _RUN_TYPES
+        if not isinstance(value := run.get(name), kinds) or isinstance(value, bool)
+    ]
     if problems:
         raise BadMessage(f"dispatch with a missing or mistyped {', '.join(problems)}", engine=engine, key=key)
     attempt = ActionRun(**{name: run[name] for name in RUN_FIELDS})

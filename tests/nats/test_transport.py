@@ -96,7 +96,7 @@ async def test_dispatch_goes_to_the_pack_runner_subject_with_a_message_id(rig: R
     run = attempt(item=3, attempt=2, parameters={"seconds": 0.5}, deadline=time.time() + 60)
     rig.submit(run)
     (msg,) = await rig.take()
-    assert msg.subject == S.runs("natstest", "python")
+    assert msg.subject == S.runs("natstest", "python", run.key)
     assert msg.headers is not None
     assert msg.headers[MSG_ID].startswith(f"{run.key}@")
     dispatch = decode_dispatch(msg.data)
@@ -298,8 +298,8 @@ async def test_worker_runs_a_redelivered_attempt_once_and_drains(rig: Rig, tmp_p
     run = attempt(action="natstest.slow", parameters={"seconds": 0.3, "marker_dir": str(markers)})
     rig.submit(run)
     # the same attempt again under another message id: the server keeps both, the worker runs one
-    await rig.nc.jetstream().publish(S.runs("natstest", "python"), encode_dispatch(ENGINE, run, "python"),
-                                     headers={MSG_ID: "another"})
+    await rig.nc.jetstream().publish(S.runs("natstest", "python", run.key),
+                                     encode_dispatch(ENGINE, run, "python"), headers={MSG_ID: "another"})
     await until(lambda: list(markers.iterdir()), "the run to start")
     await worker.drain()
     assert serving.done()
@@ -389,7 +389,7 @@ async def test_sealed_parameters_and_outcomes_cross_the_bus_encrypted(
     assert any(b".runs." in m for m in seen)
     assert any(b".results." in m for m in seen)
     assert [m[:200] for m in seen if SECRET.encode() in m] == []
-    dispatches = [m for m in seen if m.startswith(S.runs("core", "echo").encode())]
+    dispatches = [m for m in seen if m.startswith(S.runs("core", "echo", run.key).encode())]
     assert dispatches  # the publish and its delivery to the worker: neither holds any parameter
     assert [m for m in dispatches if b"Bearer" in m] == []
 

@@ -380,9 +380,10 @@ async def test_malformed_dispatch_is_dead_lettered_and_the_worker_keeps_serving(
     await cluster.nc.subscribe(subjects.dead_letters, cb=on_dead)
     await cluster.nc.subscribe(subjects.service_events, cb=on_event)
     js = cluster.nc.jetstream()
-    await js.publish(subjects.runs("natstest", "python"), b"\xc1 not msgpack")
-    await js.publish(subjects.runs("natstest", "python"), codec.encode({"v": 1, "engine": "e", "run": []}))
-    await js.publish(subjects.runs("core", "noop"), codec.encode(["a", "list"]))
+    await js.publish(subjects.runs("natstest", "python", "r/1/1"), b"\xc1 not msgpack")
+    await js.publish(subjects.runs("natstest", "python", "r/2/1"),
+                     codec.encode({"v": 1, "engine": "e", "run": []}))
+    await js.publish(subjects.runs("core", "noop", "r/3/1"), codec.encode(["a", "list"]))
     await until(lambda: len(dead) >= 3, "three dead-letter records")
     assert {d["code"] for d in dead} == {"bad_dispatch"}
     assert {d["worker_id"] for d in dead} == {"w1"}
@@ -454,3 +455,56 @@ def test_worker_command_errors_are_one_line_exit_2(nats_server: Any, tmp_path: P
     assert "is not PACK.RUNNER" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
 
+
+
+def _start_engine_process(cluster: Cluster, markers: Path, engine_id: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "dispatch_and_hang.py"), cluster.server.url,
+         str(WORKER_PACKS), str(cluster.tmp / "crashed"), engine_id, str(markers)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )
+
+
+async def _engine_dies_with_an_attempt_queued(cluster: Cluster, markers: Path, engine_id: str) -> str:
+    """SIGKILL an engine (a process of its own) once its attempt is queued and no worker runs: the
+    execution id. Its executions are in cluster.tmp / "crashed" (SQLite)."""
+    proc = _start_engine_process(cluster, markers, engine_id)
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), timeout=30)
+        assert line, "the engine exited before its attempt was queued"
+    finally:
+        proc.kill()
+        proc.wait()
+    return line.decode().strip()
+
+
+@pytest.mark.parametrize("same_id", [True, False], ids=["same engine id", "another engine id"])
+async def test_an_attempt_queued_by_a_dead_engine_runs_once(
+    cluster: Cluster, markers: Path, same_id: bool
+) -> None:
+    execution_id = await _engine_dies_with_an_attempt_queued(cluster, markers, "crashy")
+    js = cluster.nc.jetstream()
+    assert (await js.stream_info(Subjects().runs_stream)).state.messages == 1
+    # The next engine resumes the execution and submits the attempt again: with the same id, the
+    # queued copy stands (its worker will report here); under another id, ours replaces it.
+    engine = await cluster.open_engine(
+        nc=cluster.nc, engine_id="crashy" if same_id else "renamed", data_dir=cluster.tmp / "crashed"
+    )
+    try:
+        assert (await engine.get(execution_id)).status == "running"
+        # one attempt at a time: a second copy would run after the first (not be taken as a redelivery)
+        await cluster.workers_ready("w1", extra=("--concurrency", "1"))
+        final = await engine.wait(execution_id, timeout=30)
+        assert final.status == "succeeded", final.error
+        assert final.tasks[0].attempts == 1
+
+        async def settled() -> bool:  # nothing queued, nothing held: a second copy would have run
+            held = cluster.heartbeats.seen["w1"]["running"]
+            queued = (await js.stream_info(Subjects().runs_stream)).state.messages
+            return queued == 0 and not any(held.values())
+
+        await until(settled, "the runs stream to be empty and the worker idle")
+        assert len(started_runs(markers)) == 1  # the action ran once
+    finally:
+        await engine.close()
