@@ -263,6 +263,18 @@ tasks:
 """
 
 
+def stop(*procs: subprocess.Popen[str] | None) -> None:
+    """SIGTERM the engines still running, SIGKILL one that does not stop within 30 s."""
+    for proc in procs:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 async def test_a_wedged_engine_gives_up_its_lease_and_exits_and_the_next_one_takes_over(
     nats_server: Any, packs_dir: Path, tmp_path: Path
 ) -> None:
@@ -316,14 +328,7 @@ async def test_a_wedged_engine_gives_up_its_lease_and_exits_and_the_next_one_tak
         assert "exceeds limits.template_loop_steps (100000)" in document["error"]["message"]
     finally:
         await client.close()
-        for proc in (first, second):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        stop(first, second)
 
 
 async def test_a_wedged_cluster_engine_exits_and_another_resumes_its_partitions(
@@ -375,11 +380,4 @@ async def test_a_wedged_cluster_engine_exits_and_another_resumes_its_partitions(
         assert "exceeds limits.template_loop_steps (100000)" in found[0]["error"]["message"]
     finally:
         await client.close()
-        for proc in (first, second):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        stop(first, second)
