@@ -194,6 +194,28 @@ def load_average() -> float | None:
         return None
 
 
+# -- workloads and processes -------------------------------------------------------------------
+
+
+def chain_yaml(n: int) -> str:
+    """A workflow of `n` core.noop tasks, each on_success of the one before."""
+    lines = [f"description: {n} sequential core.noop tasks", "tasks:"]
+    for i in range(n):
+        nxt = f", on_success: t{i + 1}" if i < n - 1 else ""
+        lines.append(f"  - {{name: t{i}, action: core.noop{nxt}}}")
+    return "\n".join(lines) + "\n"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc/PID/stat), 0 if it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_nats_server(store: Path) -> tuple[subprocess.Popen[bytes], str]:
     """A nats-server with JetStream in `store` on a free loopback port, once it answers; its URL."""
     import shutil

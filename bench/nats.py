@@ -97,21 +97,13 @@ def echo_yaml(n: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def chain_yaml(n: int) -> str:
-    lines = [f"description: {n} sequential core.noop tasks", "tasks:"]
-    for i in range(n):
-        nxt = f", on_success: t{i + 1}" if i < n - 1 else ""
-        lines.append(f"  - {{name: t{i}, action: core.noop{nxt}}}")
-    return "\n".join(lines) + "\n"
-
-
 def write_pack(root: Path, args: argparse.Namespace) -> Path:
     pack = root / "packs" / "nbench"
     (pack / "workflows").mkdir(parents=True)
     (pack / "pack.yaml").write_text(PACK_YAML)
     (pack / "workflows" / "items.yaml").write_text(items_yaml(args.batch))
-    (pack / "workflows" / "flow.yaml").write_text(chain_yaml(args.wf_tasks))
-    (pack / "workflows" / "chain.yaml").write_text(chain_yaml(args.chain))
+    (pack / "workflows" / "flow.yaml").write_text(common.chain_yaml(args.wf_tasks))
+    (pack / "workflows" / "chain.yaml").write_text(common.chain_yaml(args.chain))
     (pack / "workflows" / "echo.yaml").write_text(echo_yaml(args.chain))
     return root / "packs"
 
@@ -153,16 +145,6 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
 # -- scenarios -------------------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (from /proc/PID/stat), 0 if it cannot be read."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -179,7 +161,7 @@ async def scenario(
     async def once() -> tuple[int, float, float]:
         if transport is not None:
             transport.dispatch_latencies.clear()
-        before = {k: sum(cpu_seconds(p) for p in pids) for k, pids in others.items()}
+        before = {k: sum(common.cpu_seconds(p) for p in pids) for k, pids in others.items()}
         cpu0, t0 = time.process_time(), time.perf_counter()
         if name == "items":
             execution = await engine.execute("nbench.items", {"n": args.items})
@@ -202,7 +184,7 @@ async def scenario(
             runs = args.chain
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         for k, pids in others.items():
-            others_cpu[k].append(sum(cpu_seconds(p) for p in pids) - before[k])
+            others_cpu[k].append(sum(common.cpu_seconds(p) for p in pids) - before[k])
         for final in finals:
             if final.status != "succeeded":
                 raise SystemExit(f"{name}: execution ended {final.status}: {final.error}")
