@@ -276,11 +276,8 @@ class _Worker:
             result = await coroutine
         except (asyncio.CancelledError, _Stopped):
             raise
-        except ActionError as exc:
-            return _action_failure(message, exc, is_async=True)
         except (Exception, SystemExit) as exc:
-            return _failure(message, describe_exception(exc, under=pack_dir,
-                                                        fallback=_definition(function)), True)
+            return _raised(message, exc, function, pack_dir, is_async=True)
         return _success(message, result, is_async=True)
 
     def call(self, message: dict[str, Any], function: Any, pack_dir: Path, mode: str | None) -> Any:
@@ -298,11 +295,8 @@ class _Worker:
                     result = thread.submit(asyncio.run, _awaited(result)).result()
         except _Stopped:
             raise
-        except ActionError as exc:
-            return _action_failure(message, exc, is_async=is_async)
         except (Exception, SystemExit) as exc:
-            return _failure(message, describe_exception(exc, under=pack_dir,
-                                                        fallback=_definition(function)), is_async)
+            return _raised(message, exc, function, pack_dir, is_async=is_async)
         return _success(message, result, is_async=False)
 
     def load(self, ref: str, path: str, pack_dir: Path, stamp: list[int]) -> tuple[Any, bool]:
@@ -354,6 +348,17 @@ def _success(message: dict[str, Any], result: Any, *, is_async: bool) -> dict[st
     if too_big is not None:
         return _failure(message, too_big.message, is_async)
     return {"id": message["id"], "ok": True, "result": result, "async": is_async}
+
+
+def _raised(
+    message: dict[str, Any], exc: BaseException, function: Any, pack_dir: Path, *, is_async: bool
+) -> dict[str, Any]:
+    """The reply for a run whose action raised: an ActionError's own failure, else the exception
+    described (its traceback within the pack only)."""
+    if isinstance(exc, ActionError):
+        return _action_failure(message, exc, is_async=is_async)
+    described = describe_exception(exc, under=pack_dir, fallback=_definition(function))
+    return _failure(message, described, is_async)
 
 
 def _action_failure(message: dict[str, Any], exc: ActionError, *, is_async: bool) -> dict[str, Any]:
