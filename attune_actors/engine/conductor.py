@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from enum import Enum, StrEnum
+from math import isnan
 from typing import Any, NamedTuple, TypeVar
 
 from attune_actors.config import LimitSettings
@@ -33,7 +34,7 @@ from attune_actors.engine.commands import (
     TimerKind,
 )
 from attune_actors.engine.graphdoc import RunMark
-from attune_actors.engine.state import ItemRun, TaskRun, iso, own_item, unstarted_items
+from attune_actors.engine.state import NO_TIME, ItemRun, Items, TaskRun, iso
 from attune_actors.errors import AttuneError, ParameterError, TemplateError
 from attune_actors.spec.graph import TaskGraph
 from attune_actors.spec.model import ENGINE_COMMANDS, ActionSpec, RetryPolicy, TaskSpec, WorkflowSpec
@@ -70,6 +71,7 @@ _STATUS_CONDITIONS: dict[str, frozenset[str]] = {
     "{{ timed_out() }}": frozenset({TIMEOUT}),
 }
 _DEFAULT_LIMITS = LimitSettings()
+_ITEM_FAILED = (FAILED, TIMEOUT, CANCELED, ABANDONED)  # an item ended so: no new item starts
 
 
 class Work(StrEnum):
@@ -312,20 +314,19 @@ class Conductor:
         run = self.runs.get(run_id)
         if run is None or run.terminal:
             return self._flush()
-        target: TaskRun | ItemRun
         if item is None:
-            target = run
-        elif run.item_runs is not None and 0 <= item < len(run.item_runs):
-            target = run.item_runs[item]
+            current, attempts = run.status, run.attempts
+        elif run.item_state is not None and 0 <= item < len(run.item_state):
+            current, attempts = run.item_state.status[item], run.item_state.attempts[item]
         else:
             return self._flush()
-        if target.attempts != attempt or target.status not in (RUNNING, PENDING):
+        if attempts != attempt or current not in (RUNNING, PENDING):
             return self._flush()
-        if target.status == RUNNING:
+        if current == RUNNING:
             self.in_flight -= 1
         if self.children:
             self.children.pop(run_id, None)
-        self._attempt_ended(run, item, target, status, result, error)
+        self._attempt_ended(run, item, status, result, error)
         self._progress()
         return self._flush()
 
@@ -345,14 +346,17 @@ class Conductor:
                 self._gated(run, None, _BEGIN)
         elif kind is TimerKind.RETRY:
             idx = key.item
-            target = run if idx is None else run.item_runs[idx] if run.item_runs else None
-            if target is not None and target.status == DELAYED:
+            if idx is None:
+                waiting = run.status == DELAYED
+            else:
+                waiting = run.item_state is not None and run.item_state.status[idx] == DELAYED
+            if waiting:
                 self._gated(run, idx, _RETRY)
         elif kind is TimerKind.INQUIRY:
             inquiry = run.inquiry_id
             if run.status == PENDING and inquiry is not None and inquiry == key.inquiry_id:
                 self._out.append(CloseInquiry(inquiry, TIMEOUT))
-                self._attempt_ended(run, None, run, TIMEOUT, None, "the inquiry expired unanswered")
+                self._attempt_ended(run, None, TIMEOUT, None, "the inquiry expired unanswered")
         self._progress()
         return self._flush()
 
@@ -378,7 +382,7 @@ class Conductor:
         run = self.runs.get(run_id)
         if run is not None and run.status == PENDING and run.inquiry_id == inquiry_id:
             self.timers.pop(TimerKey(TimerKind.INQUIRY, run_id, None, inquiry_id), None)
-            self._attempt_ended(run, None, run, SUCCEEDED, response, None)
+            self._attempt_ended(run, None, SUCCEEDED, response, None)
         self._progress()
         return self._flush()
 
@@ -449,9 +453,11 @@ class Conductor:
                 self._abort_run(run)
             run.result, run.error = _plain(run.result), _plain(run.error)
             self._touch(run)
-            for idx, item in enumerate(run.item_runs or ()):
-                if item.status != SCHEDULED:
-                    item.result, item.error = _plain(item.result), _plain(item.error)
+            items = run.item_state
+            for idx, item_status in enumerate(items.status if items is not None else ()):
+                if item_status != SCHEDULED:
+                    assert items is not None
+                    items.result[idx], items.error[idx] = _plain(items.result[idx]), _plain(items.error[idx])
                     self._touch(run, idx)
         for name, value in self.vars.items():
             self.vars[name] = _plain(value)
@@ -472,14 +478,16 @@ class Conductor:
             self._out.append(CloseInquiry(run.inquiry_id, CANCELED))
         elif run.status == RUNNING and run.child_id is not None:
             self._out.append(ControlChild(run.child_id, "cancel", force=True))
-        elif run.status == RUNNING and run.item_runs is None:
+        elif run.status == RUNNING and run.item_state is None:
             self._out.append(StopRun(run.id, None, run.attempts))
-        for idx, item in enumerate(run.item_runs or ()):
-            if item.status == RUNNING:
-                self._out.append(StopRun(run.id, idx, item.attempts))
-            if item.status not in TERMINAL:
-                item = own_item(run.item_runs, idx)  # type: ignore[arg-type]
-                item.status, item.ended_at, item.input = CANCELED, self.now, None
+        items = run.item_state
+        for idx, item_status in enumerate(items.status if items is not None else ()):
+            assert items is not None
+            if item_status == RUNNING:
+                self._out.append(StopRun(run.id, idx, items.attempts[idx]))
+            if item_status not in TERMINAL:
+                items.status[idx], items.ended_at[idx] = CANCELED, self.now
+                items.input.pop(idx, None)
         run.status, run.ended_at, run.input = CANCELED, self.now, None
         self._out.append(RunEnded(run.id))
 
@@ -509,7 +517,7 @@ class Conductor:
             if old is not None and old.group is not None:
                 name = self.runs[old.group].task  # a sub-task reruns with its group
                 old = self.latest.get(name)
-            if old is not None and old.item_runs is not None and not reset_items:
+            if old is not None and old.item_state is not None and not reset_items:
                 self._carried[name] = old
             self._new_run(name)
         self._progress()
@@ -530,13 +538,14 @@ class Conductor:
     def _carry_items(self, run: TaskRun) -> None:
         """A rerun with_items run keeps the items its predecessor completed."""
         old = self._carried.pop(run.task, None)
-        if old is None or old.item_runs is None or run.item_runs is None:
+        if old is None or old.item_state is None or run.item_state is None:
             return
-        for idx, prev in enumerate(old.item_runs[: len(run.item_runs)]):
-            if prev.status == SUCCEEDED:
-                new = own_item(run.item_runs, idx)
-                new.status, new.result, new.attempts = SUCCEEDED, prev.result, prev.attempts
-                new.started_at, new.ended_at = prev.started_at, prev.ended_at
+        prev, new = old.item_state, run.item_state
+        for idx, prev_status in enumerate(prev.status[: len(new)]):
+            if prev_status == SUCCEEDED:
+                new.status[idx], new.result[idx] = SUCCEEDED, prev.result[idx]
+                new.attempts[idx] = prev.attempts[idx]
+                new.started_at[idx], new.ended_at[idx] = prev.started_at[idx], prev.ended_at[idx]
                 self._touch(run, idx)
 
     # ------------------------------------------------------------------ snapshot support
@@ -546,9 +555,9 @@ class Conductor:
         runs = sorted((self.runs[r] for r in self._dirty_runs), key=lambda r: r.seq)
         items = []
         for run_id, idx in self._dirty_items:
-            run = self.runs[run_id]
-            if run.item_runs is not None:
-                items.append((run_id, idx, run.item_runs[idx]))
+            state = self.runs[run_id].item_state
+            if state is not None:
+                items.append((run_id, idx, ItemRun(state, idx)))
         self._dirty_runs.clear()
         self._dirty_items.clear()
         return runs, items
@@ -613,26 +622,23 @@ class Conductor:
                 if run.status == PENDING:
                     self.open_inquiries += 1
         for run_id, idx, item in items:
-            owner = self.runs[run_id]
-            if owner.item_runs is not None:
-                owner.item_runs[idx] = ItemRun.from_record(item)
+            owner = self.runs[run_id].item_state
+            if owner is not None:
+                owner.load(idx, item)
         for run in self.runs.values():
-            if run.item_runs is not None and not run.terminal:
-                started = [i for i, it in enumerate(run.item_runs) if it.status != SCHEDULED]
+            state = run.item_state
+            if state is not None and not run.terminal:
+                started = [i for i, st in enumerate(state.status) if st != SCHEDULED]
                 run.next_item = max(started) + 1 if started else 0
-                run.inflight = sum(1 for it in run.item_runs if it.status in (RUNNING, DELAYED))
+                run.inflight = sum(1 for st in state.status if st in (RUNNING, DELAYED))
                 if run.error is None:
                     bad = next(
-                        (
-                            i
-                            for i, it in enumerate(run.item_runs)
-                            if it.status in (FAILED, TIMEOUT, CANCELED, ABANDONED)
-                        ),
+                        (i for i, st in enumerate(state.status) if st in _ITEM_FAILED),
                         None,
                     )
                     if bad is not None:
-                        run.error = f"item {bad}: {run.item_runs[bad].error}"
-                        run.next_item = len(run.item_runs)
+                        run.error = f"item {bad}: {state.error[bad]}"
+                        run.next_item = len(state)
 
     def recovery_commands(self, now: float, *, new_attempts: bool = False) -> list[Command]:
         """After `restore`: re-arm timers and re-issue what was in flight when the engine stopped.
@@ -654,21 +660,22 @@ class Conductor:
             task = self._task_spec(run.task)
             if task.is_parallel or task.action is None:
                 continue
-            if run.item_runs is not None:
-                for idx, item in enumerate(run.item_runs):
-                    if item.status == RUNNING and item.input is not None:
+            state = run.item_state
+            if state is not None:
+                for idx in sorted(state.input):
+                    if state.status[idx] == RUNNING:
                         if new_attempts:
-                            item.attempts += 1
+                            state.attempts[idx] += 1
                             self._touch(run, idx)
                         self._out.append(
                             Dispatch(
                                 run.id,
                                 run.task,
                                 idx,
-                                item.attempts,
+                                state.attempts[idx],
                                 self._actions(task.action),
-                                item.input,
-                                item.deadline,
+                                state.input[idx],
+                                ItemRun(state, idx).deadline,
                             )
                         )
                 continue
@@ -821,9 +828,12 @@ class Conductor:
         if kind is _BEGIN:
             self._close_run(run, CANCELED if run.started_at is None else FAILED)
         elif kind is _RETRY:
-            target = run if idx is None else run.item_runs[idx]  # type: ignore[index]
-            last = FAILED
-            self._attempt_ended(run, idx, target, last, target.result, target.error, retry=False)
+            if idx is None:
+                result, error = run.result, run.error
+            else:
+                assert run.item_state is not None
+                result, error = run.item_state.result[idx], run.item_state.error[idx]
+            self._attempt_ended(run, idx, FAILED, result, error, retry=False)
         else:
             self._maybe_finish_items(run)
 
@@ -862,7 +872,7 @@ class Conductor:
                     ),
                 )
                 return
-            run.item_runs = unstarted_items(len(items))
+            run.item_state = Items(len(items))
             run.input = {"items": list(items)}  # kept until the run ends, to render items after a crash
             self._carry_items(run)
             if not items:
@@ -874,9 +884,11 @@ class Conductor:
 
     def _fill_items(self, run: TaskRun) -> None:
         task = self._task_spec(run.task)
-        assert run.item_runs is not None
-        limit = task.batch_size or len(run.item_runs)
-        while run.next_item < len(run.item_runs) and run.inflight < limit:
+        state = run.item_state
+        assert state is not None
+        count = len(state)
+        limit = task.batch_size or count
+        while run.next_item < count and run.inflight < limit:
             gate = self._gate()
             if gate is not _OPEN:
                 work = Staged(_ITEMS, run.id, None)
@@ -885,7 +897,7 @@ class Conductor:
                 break
             idx = run.next_item
             run.next_item += 1
-            if run.item_runs[idx].status != SCHEDULED:
+            if state.status[idx] != SCHEDULED:
                 continue  # kept from the run a rerun replaces
             run.inflight += 1
             self._attempt(run, idx)
@@ -897,7 +909,6 @@ class Conductor:
         """Dispatch the next attempt of the run (or of one of its items)."""
         task = self._task_spec(run.task)
         assert task.action is not None
-        target: TaskRun | ItemRun = run if idx is None else own_item(run.item_runs, idx)  # type: ignore[arg-type]
         try:
             action = self._actions(task.action)
         except AttuneError as exc:
@@ -917,10 +928,19 @@ class Conductor:
             else:
                 self._item_failure(run, idx, exc)
             return
-        target.attempts += 1
-        target.status = RUNNING
-        if target.started_at is None:
-            target.started_at = self.now
+        state = run.item_state
+        if idx is None:
+            run.attempts += 1
+            run.status = RUNNING
+            if run.started_at is None:
+                run.started_at = self.now
+            attempt = run.attempts
+        else:
+            assert state is not None
+            attempt = state.attempts[idx] = state.attempts[idx] + 1
+            state.status[idx] = RUNNING
+            if isnan(state.started_at[idx]):
+                state.started_at[idx] = self.now
         self._touch(run, idx)
         if action.runner_type != "workflow":
             # The action's own declarations: defaults filled in, types and enums checked.
@@ -932,9 +952,12 @@ class Conductor:
                     allow_extra=action.additional_parameters,
                 )
             except ParameterError as exc:
-                self._attempt_ended(run, idx, target, FAILED, None, exc.message, retry=False)
+                self._attempt_ended(run, idx, FAILED, None, exc.message, retry=False)
                 return
-        target.input = inp
+        if idx is None:
+            run.input = inp
+        else:
+            state.input[idx] = inp  # type: ignore[union-attr]
         if action.runner_type == "workflow":
             run.child_id = f"{run.id}-{run.attempts}"
             self.in_flight += 1
@@ -955,9 +978,12 @@ class Conductor:
         else:
             timeout = task.timeout if task.timeout is not None else action.timeout
             deadline = self.now + timeout if timeout else None
-            target.deadline = deadline
+            if idx is None:
+                run.deadline = deadline
+            else:
+                state.deadline[idx] = NO_TIME if deadline is None else deadline  # type: ignore[union-attr]
             self.in_flight += 1
-            self._out.append(Dispatch(run.id, run.task, idx, target.attempts, action, inp, deadline))
+            self._out.append(Dispatch(run.id, run.task, idx, attempt, action, inp, deadline))
 
     def _template_failure(self, run: TaskRun, exc: AttuneError) -> None:
         """A template (or action lookup) failed: the run fails and so does the workflow."""
@@ -967,14 +993,14 @@ class Conductor:
 
     def _item_failure(self, run: TaskRun, idx: int, exc: AttuneError) -> None:
         """An item's input failed to render: the item fails before dispatch, and the workflow fails."""
-        assert run.item_runs is not None
+        state = run.item_state
+        assert state is not None
         self._fail(exc.message, run.task)
-        item = own_item(run.item_runs, idx)
-        item.status, item.error, item.ended_at = FAILED, exc.message, self.now
+        state.status[idx], state.error[idx], state.ended_at[idx] = FAILED, exc.message, self.now
         run.inflight -= 1
         if run.error is None:
             run.error = f"item {idx}: {exc.message}"
-        run.next_item = len(run.item_runs)
+        run.next_item = len(state)
         self._touch(run, idx)
         self._maybe_finish_items(run)
 
@@ -984,49 +1010,70 @@ class Conductor:
         self,
         run: TaskRun,
         idx: int | None,
-        target: TaskRun | ItemRun,
         status: str,
         result: Any,
         error: str | None,
         *,
         retry: bool = True,
     ) -> None:
-        target.result = result
-        target.error = error
-        if target.status == PENDING:
-            self.open_inquiries -= 1
-        target.status = status  # `retry.when` sees the attempt as it ended (SPEC 7)
-        self._ctx[LAST_RUN] = target
-        # A vanished worker (`abandoned`) is retried like a failure; with no retry left it stays abandoned.
-        if retry and status in FAILED_STATUSES and self._should_retry(run, target):
-            task = self._task_spec(run.task)
-            policy = task.retry or RetryPolicy(count=_COMMAND_RETRY_COUNT)
-            delay = policy.delay_before(target.attempts)
-            target.status = DELAYED
-            self._touch(run, idx)
-            if delay > 0:
-                self._set_timer(TimerKey(TimerKind.RETRY, run.id, idx), self.now + delay)
-            else:
-                self._gated(run, idx, _RETRY)
+        """An attempt of the run (`idx` None) or of its item `idx` ended: retry, or end it."""
+        if idx is not None:
+            self._item_ended(run, idx, status, result, error, retry)
             return
-        target.ended_at = self.now
-        target.input = None
-        self._touch(run, idx)
-        if idx is None:
-            self._run_ended(run)
-        else:
-            run.inflight -= 1
-            if status != SUCCEEDED and run.error is None:
-                run.error = f"item {idx}: {error or status}"
-                run.next_item = len(run.item_runs or ())  # no new item starts after a failure
-            self._fill_items(run)
+        run.result = result
+        run.error = error
+        if run.status == PENDING:
+            self.open_inquiries -= 1
+        run.status = status  # `retry.when` sees the attempt as it ended (SPEC 7)
+        self._ctx[LAST_RUN] = run
+        # A vanished worker (`abandoned`) is retried like a failure; with no retry left it stays abandoned.
+        if retry and status in FAILED_STATUSES and self._should_retry(run, run.attempts):
+            run.status = DELAYED
+            self._retry_later(run, None, run.attempts)
+            return
+        run.ended_at = self.now
+        run.input = None
+        self._touch(run)
+        self._run_ended(run)
 
-    def _should_retry(self, run: TaskRun, target: TaskRun | ItemRun) -> bool:
+    def _item_ended(
+        self, run: TaskRun, idx: int, status: str, result: Any, error: str | None, retry: bool
+    ) -> None:
+        state = run.item_state
+        assert state is not None
+        state.result[idx] = result
+        state.error[idx] = error
+        state.status[idx] = status
+        self._ctx[LAST_RUN] = ItemRun(state, idx)
+        if retry and status in FAILED_STATUSES and self._should_retry(run, state.attempts[idx]):
+            state.status[idx] = DELAYED
+            self._retry_later(run, idx, state.attempts[idx])
+            return
+        state.ended_at[idx] = self.now
+        state.input.pop(idx, None)
+        self._touch(run, idx)
+        run.inflight -= 1
+        if status != SUCCEEDED and run.error is None:
+            run.error = f"item {idx}: {error or status}"
+            run.next_item = len(state)  # no new item starts after a failure
+        self._fill_items(run)
+
+    def _retry_later(self, run: TaskRun, idx: int | None, attempts: int) -> None:
+        task = self._task_spec(run.task)
+        policy = task.retry or RetryPolicy(count=_COMMAND_RETRY_COUNT)
+        delay = policy.delay_before(attempts)
+        self._touch(run, idx)
+        if delay > 0:
+            self._set_timer(TimerKey(TimerKind.RETRY, run.id, idx), self.now + delay)
+        else:
+            self._gated(run, idx, _RETRY)
+
+    def _should_retry(self, run: TaskRun, attempts: int) -> bool:
         task = self._task_spec(run.task)
         policy = task.retry
         if policy is None or self.failing or self.ending is not None:
             return False
-        if target.attempts > policy.count:
+        if attempts > policy.count:
             return False
         if policy.when is not None:
             try:
@@ -1037,19 +1084,22 @@ class Conductor:
         return True
 
     def _maybe_finish_items(self, run: TaskRun) -> None:
-        if run.terminal or run.item_runs is None or run.inflight > 0:
+        state = run.item_state
+        if run.terminal or state is None or run.inflight > 0:
             return
-        remaining = run.next_item < len(run.item_runs)
+        remaining = run.next_item < len(state)
         if remaining and run.error is None and not self.failing and self.ending is None:
             return  # staged: more items run on resume
-        for idx, item in enumerate(run.item_runs):
-            if item.status == SCHEDULED:  # never started: its result stays null
-                own_item(run.item_runs, idx).status = CANCELED
-                self._touch(run, idx)
-        failed = next((it for it in run.item_runs if it.status not in (SUCCEEDED, CANCELED)), None)
+        statuses = state.status
+        if SCHEDULED in statuses:
+            for idx, item_status in enumerate(statuses):
+                if item_status == SCHEDULED:  # never started: its result stays null
+                    statuses[idx] = CANCELED
+                    self._touch(run, idx)
+        failed = statuses.count(SUCCEEDED) + statuses.count(CANCELED) != len(statuses)
         # Items left unrun without a failure: the run was canceled (cancel or workflow timeout).
-        status = FAILED if failed is not None else CANCELED if remaining else SUCCEEDED
-        self._close_run(run, status, result=[it.result for it in run.item_runs], keep_error=True)
+        status = FAILED if failed else CANCELED if remaining else SUCCEEDED
+        self._close_run(run, status, result=list(state.result), keep_error=True)
 
     def _close_run(self, run: TaskRun, status: str, *, result: Any = None, keep_error: bool = False) -> None:
         run.status = status
@@ -1098,7 +1148,7 @@ class Conductor:
             for i, tr in enumerate(task.next):
                 if not self._truthy(tr.when, f"{where} next[{i}].when"):
                     continue
-                if failed and "retry" in tr.do and run.item_runs is None and not self.failing:
+                if failed and "retry" in tr.do and run.item_state is None and not self.failing:
                     limit = task.retry.count if task.retry else _COMMAND_RETRY_COUNT
                     if run.attempts <= limit:
                         self._reopen(run)
@@ -1213,7 +1263,7 @@ class Conductor:
                 continue  # sub-task runs are stopped with their group below
             if run.status == PENDING and run.inquiry_id is not None:
                 self._out.append(CloseInquiry(run.inquiry_id, CANCELED))
-                self._attempt_ended(run, None, run, CANCELED, None, "canceled", retry=False)
+                self._attempt_ended(run, None, CANCELED, None, "canceled", retry=False)
             elif run.child_id is not None and run.status == RUNNING:
                 # The child is canceled with the same policy and reports back when it ends.
                 self._out.append(ControlChild(run.child_id, "cancel", force=stop_running or force))
@@ -1224,10 +1274,11 @@ class Conductor:
 
     def _drop_waits(self, run: TaskRun) -> None:
         """Attempts waiting for a retry will not get it: they end as their last attempt did."""
-        if run.item_runs is not None:
-            for idx, item in enumerate(run.item_runs):
-                if item.status == DELAYED:
-                    self._attempt_ended(run, idx, item, FAILED, item.result, item.error, retry=False)
+        state = run.item_state
+        if state is not None:
+            for idx, item_status in enumerate(state.status):
+                if item_status == DELAYED:
+                    self._attempt_ended(run, idx, FAILED, state.result[idx], state.error[idx], retry=False)
             self._maybe_finish_items(run)
         elif run.status == DELAYED:
             self._abort(run, None, _RETRY if run.started_at is not None else _BEGIN)
@@ -1241,19 +1292,20 @@ class Conductor:
                 else:
                     self._stop_run(sub)
             return
-        if run.item_runs is not None:
-            for idx, item in enumerate(run.item_runs):
-                if item.status == RUNNING:
+        state = run.item_state
+        if state is not None:
+            for idx, item_status in enumerate(state.status):
+                if item_status == RUNNING:
                     self.in_flight -= 1
-                    self._out.append(StopRun(run.id, idx, item.attempts))
-                    self._attempt_ended(run, idx, item, CANCELED, None, "canceled", retry=False)
-                elif item.status == DELAYED:
-                    self._attempt_ended(run, idx, item, CANCELED, item.result, item.error, retry=False)
+                    self._out.append(StopRun(run.id, idx, state.attempts[idx]))
+                    self._attempt_ended(run, idx, CANCELED, None, "canceled", retry=False)
+                elif item_status == DELAYED:
+                    self._attempt_ended(run, idx, CANCELED, state.result[idx], state.error[idx], retry=False)
             self._maybe_finish_items(run)
         elif run.status == RUNNING:
             self.in_flight -= 1
             self._out.append(StopRun(run.id, None, run.attempts))
-            self._attempt_ended(run, None, run, CANCELED, None, "canceled", retry=False)
+            self._attempt_ended(run, None, CANCELED, None, "canceled", retry=False)
         elif run.status == DELAYED:
             self._abort(run, None, _RETRY if run.started_at is not None else _BEGIN)
         elif run.status == SCHEDULED:

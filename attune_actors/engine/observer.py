@@ -46,11 +46,11 @@ _OK, _BAD = 1, 2  # per-item marks of what was counted as done
 class _Progress:
     __slots__ = ("done", "failed", "marks", "published", "published_at")
 
-    def __init__(self, items: list[ItemRun]) -> None:
-        self.marks = bytearray(len(items))
+    def __init__(self, statuses: list[str]) -> None:
+        self.marks = bytearray(len(statuses))
         self.done = self.failed = 0
-        for idx, item in enumerate(items):
-            self.mark(idx, item.status)
+        for idx, status in enumerate(statuses):
+            self.mark(idx, status)
         self.published = -1
         self.published_at = float("-inf")
 
@@ -130,8 +130,9 @@ class ExecutionObserver:
         if status == SUCCEEDED:
             return
         target: TaskRun | ItemRun | None = run
-        if message.item is not None:
-            target = run.item_runs[message.item] if run.item_runs is not None else None
+        idx, state = message.item, run.item_state
+        if idx is not None:
+            target = ItemRun(state, idx) if state is not None and 0 <= idx < len(state) else None
         if target is not None and target.attempts == message.attempt and target.status not in TERMINAL:
             self._ending = (message, target)
 
@@ -212,8 +213,8 @@ class ExecutionObserver:
                 progress = self._progress.get(run_id)
                 if progress is None:
                     run = self._c.runs[run_id]
-                    assert run.item_runs is not None
-                    progress = self._progress[run_id] = _Progress(run.item_runs)
+                    assert run.item_state is not None
+                    progress = self._progress[run_id] = _Progress(run.item_state.status)
                 else:
                     progress.mark(idx, item.status)
                 touched[run_id] = None

@@ -21,7 +21,7 @@ from attune_actors.engine.events import EventBus
 from attune_actors.engine.graphdoc import RunMark, graph_document
 from attune_actors.engine.index import ExecutionIndex
 from attune_actors.engine.inquiry import Inquiries, InquiryRecord
-from attune_actors.engine.state import ItemRun, TaskRun, iso
+from attune_actors.engine.state import ITEM_INPUT, ItemRun, TaskRun, iso
 from attune_actors.engine.task import AttemptsInFlight
 from attune_actors.errors import NotFoundError, StoreError
 from attune_actors.kv import Masker
@@ -249,9 +249,9 @@ class Runtime:
         runs = [dict(rec, input=self._unseal(rec["input"])) for rec in snap.runs.values()]
         items = []
         for run_id, idx, rec in snap.item_records():
-            item = ItemRun.from_record(rec)
-            item.input = self._unseal(item.input)
-            items.append((run_id, idx, item.to_record()))
+            rec = list(rec)
+            rec[ITEM_INPUT] = self._unseal(rec[ITEM_INPUT])
+            items.append((run_id, idx, rec))
         conductor.restore(h, runs, items)
         return conductor
 
@@ -342,8 +342,8 @@ def document_from_snapshot(snap: Snapshot) -> dict[str, Any]:
     runs = {rid: TaskRun.from_record(rec) for rid, rec in snap.runs.items()}  # inputs are not shown
     for (rid, idx), rec in snap.items.items():
         run = runs.get(rid)
-        if run is not None and run.item_runs is not None and idx < len(run.item_runs):
-            run.item_runs[idx] = ItemRun.from_record(rec)
+        if run is not None and run.item_state is not None and idx < len(run.item_state):
+            run.item_state.load(idx, rec)
     return {
         "id": h["id"],
         "ref": h["ref"],

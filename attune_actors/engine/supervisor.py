@@ -301,9 +301,9 @@ class WorkflowSupervisor(AsyncioActor):
                     self._emitted[run.id] = key
                     doc = run.document()
                     doc.pop("items")
-                    if run.item_runs is not None:
-                        doc["items_done"] = sum(1 for it in run.item_runs if it.status in TERMINAL)
-                        doc["items_total"] = len(run.item_runs)
+                    if run.item_state is not None:
+                        doc["items_done"] = sum(1 for s in run.item_state.status if s in TERMINAL)
+                        doc["items_total"] = len(run.item_state)
                     self._rt.publish({"type": "task", "execution_id": c.id, "root_id": root, **doc})
             if changed and c.status in TERMINAL:
                 self._publish_status(root)
