@@ -13,9 +13,10 @@ transitions reaching a join task (several entries of one run that name the join 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from enum import Enum, StrEnum
 from math import isnan
+from operator import attrgetter
 from typing import Any, NamedTuple, TypeVar
 
 from attune_actors.config import LimitSettings
@@ -71,6 +72,7 @@ _STATUS_CONDITIONS: dict[str, frozenset[str]] = {
     "{{ timed_out() }}": frozenset({TIMEOUT}),
 }
 _DEFAULT_LIMITS = LimitSettings()
+_by_seq = attrgetter("seq")
 _ITEM_FAILED = (FAILED, TIMEOUT, CANCELED, ABANDONED)  # an item ended so: no new item starts
 
 
@@ -258,7 +260,8 @@ class Conductor:
         self.now = 0.0
         self._out: list[Command] = []
         self._dirty_runs: dict[str, None] = {}
-        self._dirty_items: dict[tuple[str, int], None] = {}
+        # run id -> indices of its changed items: dicts of ints, which the collector does not track
+        self._dirty_items: dict[str, dict[int, None]] = {}
         # `system.timestamp` is formatted when a template reads it, not on every event.
         self.system = _SystemScope({k: v for k, v in system.items() if k != "timestamp"})
         self.system.conductor = self
@@ -552,15 +555,26 @@ class Conductor:
 
     def take_dirty(self) -> tuple[list[TaskRun], list[tuple[str, int, ItemRun]]]:
         """Runs and items changed since the last call (the snapshot delta besides the header)."""
-        runs = sorted((self.runs[r] for r in self._dirty_runs), key=lambda r: r.seq)
-        items = []
-        for run_id, idx in self._dirty_items:
+        runs, items = self.take_changes()
+        return runs, self.item_views(items)
+
+    def take_changes(self) -> tuple[list[TaskRun], dict[str, dict[int, None]]]:
+        """Runs changed since the last call, in start order, and the indices of changed items by
+        run id (`item_views` makes them what a snapshot step saves)."""
+        runs = [self.runs[r] for r in self._dirty_runs]
+        if len(runs) > 1:
+            runs.sort(key=_by_seq)
+        self._dirty_runs.clear()
+        items, self._dirty_items = self._dirty_items, {}
+        return runs, items
+
+    def item_views(self, items: Mapping[str, Iterable[int]]) -> list[tuple[str, int, ItemRun]]:
+        views = []
+        for run_id, indices in items.items():
             state = self.runs[run_id].item_state
             if state is not None:
-                items.append((run_id, idx, ItemRun(state, idx)))
-        self._dirty_runs.clear()
-        self._dirty_items.clear()
-        return runs, items
+                views += [(run_id, idx, ItemRun(state, idx)) for idx in indices]
+        return views
 
     def header(self) -> dict[str, Any]:
         """The execution-level record: everything but runs and items."""
@@ -777,7 +791,10 @@ class Conductor:
         if idx is None:
             self._dirty_runs[run.id] = None
         else:
-            self._dirty_items[run.id, idx] = None
+            dirty = self._dirty_items.get(run.id)
+            if dirty is None:
+                dirty = self._dirty_items[run.id] = {}
+            dirty[idx] = None
 
     # -- creating and starting runs ------------------------------------------------------------
 

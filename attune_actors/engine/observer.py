@@ -191,7 +191,7 @@ class ExecutionObserver:
     # -- events
 
     def after_step(
-        self, commands: list[Command], items: list[tuple[str, int, ItemRun]], active: bool
+        self, commands: list[Command], items: dict[str, dict[int, None]], active: bool
     ) -> None:
         """Publish this step's retry, abandon and progress events (if anyone listens)."""
         ending = self._ending
@@ -208,17 +208,17 @@ class ExecutionObserver:
             return
         if items:
             now = self._rt.clock.now()
-            touched: dict[str, None] = {}
-            for run_id, idx, item in items:
+            for run_id, indices in items.items():
+                state = self._c.runs[run_id].item_state
+                assert state is not None
                 progress = self._progress.get(run_id)
                 if progress is None:
-                    run = self._c.runs[run_id]
-                    assert run.item_state is not None
-                    progress = self._progress[run_id] = _Progress(run.item_state.status)
+                    self._progress[run_id] = _Progress(state.status)
                 else:
-                    progress.mark(idx, item.status)
-                touched[run_id] = None
-            for run_id in touched:
+                    statuses = state.status
+                    for idx in indices:
+                        progress.mark(idx, statuses[idx])
+            for run_id in items:
                 self._maybe_publish(run_id, now)
 
     def flush_progress(self) -> None:

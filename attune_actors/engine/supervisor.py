@@ -48,7 +48,7 @@ from attune_actors.engine.messages import (
     TimerFired,
 )
 from attune_actors.engine.observer import FLUSH_PROGRESS, ExecutionObserver
-from attune_actors.engine.state import ItemRun, TaskRun, iso
+from attune_actors.engine.state import TaskRun, iso
 from attune_actors.engine.task import TaskActor
 from attune_actors.errors import AttuneError, StoreError
 from attune_actors.observability.tracing import Carrier
@@ -89,6 +89,9 @@ class WorkflowSupervisor(AsyncioActor):
         self._link = parent
         self._tasks: dict[str, ActorRef[Any]] = {}  # run id -> task actor
         self._idle: list[ActorRef[Any]] = []  # released task actors, ready for the next run
+        # Attempts dispatched by the messages handled since the inbox last ran empty, by run id:
+        # told to the task actors once it does (`_send_dispatches`).
+        self._outbox: dict[str, list[ActionRun]] = {}
         self._clock = runtime.clock
         self._timers: dict[TimerKey, TimerHandle] = {}
         self._last_status = conductor.status
@@ -96,11 +99,12 @@ class WorkflowSupervisor(AsyncioActor):
         self._done = False
         self._new_attempts = False  # recovered embedded: attempts in flight died with the engine
         self._store_failed: StoreError | None = None  # the first failed save: the execution fails
-        # Changed since the last snapshot, saved by _save: runs by id, and items (an item changed
-        # twice is listed twice; its record is built once it is saved, so both are the same).
+        # Changed since the last snapshot, saved by _save: runs by id, and item indices by run id
+        # (ints in dicts: a burst of 1,000 item outcomes keeps no object per item alive until it
+        # is saved, for the collector to promote; records are built when saved).
         self._unsaved = False
         self._unsaved_runs: dict[str, TaskRun] = {}
-        self._unsaved_items: list[tuple[str, int, ItemRun]] = []
+        self._unsaved_items: dict[str, dict[int, None]] = {}
         self._obs = ExecutionObserver(
             runtime, conductor, parent.trace if parent is not None else None, self._flush_progress_at
         )
@@ -217,6 +221,7 @@ class WorkflowSupervisor(AsyncioActor):
 
     def on_drained(self) -> None:
         self._save()
+        self._send_dispatches()
 
     def on_stop(self) -> None:
         self._save()
@@ -229,29 +234,33 @@ class WorkflowSupervisor(AsyncioActor):
     # ------------------------------------------------------------------ commands
 
     def _carry_out(self, cmds: list[Command]) -> None:
-        batches: dict[str, list[ActionRun]] = {}
         finished: Finished | None = None
+        outbox = self._outbox
         for cmd in cmds:
             if isinstance(cmd, Dispatch):
-                batches.setdefault(cmd.run_id, []).append(
-                    ActionRun(
-                        self._c.id,
-                        cmd.run_id,
-                        cmd.item,
-                        cmd.attempt,
-                        cmd.task,
-                        cmd.action.ref,
-                        cmd.input,
-                        cmd.deadline,
-                        self._obs.trace_of(cmd.run_id),
-                    )
+                attempt = ActionRun(
+                    self._c.id,
+                    cmd.run_id,
+                    cmd.item,
+                    cmd.attempt,
+                    cmd.task,
+                    cmd.action.ref,
+                    cmd.input,
+                    cmd.deadline,
+                    self._obs.trace_of(cmd.run_id),
                 )
+                queued = outbox.get(cmd.run_id)
+                if queued is None:
+                    outbox[cmd.run_id] = [attempt]
+                else:
+                    queued.append(attempt)
             elif isinstance(cmd, SetTimer):
                 self._set_timer(cmd.key, cmd.at)
             elif isinstance(cmd, RunEnded):
                 self._obs.run_ended(cmd.run_id)
-                self._end_task_actor(cmd.run_id, batches)
+                self._end_task_actor(cmd.run_id)
             elif isinstance(cmd, StopRun):
+                self._send_dispatches(cmd.run_id)  # the attempt to stop goes out first
                 ref = self._tasks.get(cmd.run_id)
                 if ref is not None:
                     ref.tell(CancelAttempt(cmd.run_id, cmd.item, cmd.attempt))
@@ -266,11 +275,6 @@ class WorkflowSupervisor(AsyncioActor):
             elif isinstance(cmd, Finished):
                 self._obs.finished(cmd.status)
                 finished = cmd
-        for run_id, runs in batches.items():
-            ref = self._tasks.get(run_id)
-            if ref is None:
-                ref = self._tasks[run_id] = self._task_actor()
-            ref.tell(DispatchAttempts(tuple(runs)))
         self._after_step(cmds)
         if finished is not None:
             self._report_end()
@@ -279,16 +283,24 @@ class WorkflowSupervisor(AsyncioActor):
         """Note the step's changes for the snapshot, publish its status changes, tell a parent we
         paused or resumed."""
         c = self._c
-        runs, items = c.take_dirty()
+        runs, items = c.take_changes()
         self._unsaved = True
         if runs:
             unsaved_runs = self._unsaved_runs
             for run in runs:
                 unsaved_runs[run.id] = run
         if items:
-            self._unsaved_items += items
+            unsaved_items = self._unsaved_items
+            for run_id, indices in items.items():
+                known = unsaved_items.get(run_id)
+                if known is None:
+                    unsaved_items[run_id] = indices
+                else:
+                    known.update(indices)
         changed = c.status != self._last_status
         active = self._rt.events.active
+        if active and self._outbox:
+            self._send_dispatches()  # whoever hears a task is running finds its attempt out
         self._obs.after_step(cmds, items, active)  # retries, abandons, item progress
         if active:
             root = self._rt.executions.root_of(c.id)
@@ -322,7 +334,8 @@ class WorkflowSupervisor(AsyncioActor):
         while self._unsaved:
             self._unsaved = False
             runs = sorted(self._unsaved_runs.values(), key=_by_seq) if self._unsaved_runs else []
-            items, self._unsaved_items = self._unsaved_items, []
+            items = c.item_views(self._unsaved_items) if self._unsaved_items else []
+            self._unsaved_items = {}
             self._unsaved_runs.clear()
             try:
                 self._rt.save_step(c, runs, items)  # buffered even when it raises
@@ -350,9 +363,29 @@ class WorkflowSupervisor(AsyncioActor):
             }
         )
 
-    def _end_task_actor(self, run_id: str, pending: dict[str, list[ActionRun]]) -> None:
-        if run_id in pending:
-            return  # ended and re-dispatched in one step cannot happen; keep the actor if it does
+    def _send_dispatches(self, run_id: str | None = None) -> None:
+        """Tell the task actors the attempts dispatched since the inbox last ran empty (of one run).
+
+        Once per burst of messages rather than once per message: the 1,000 item outcomes of a
+        with_items batch that arrive in one loop turn send their 1,000 next attempts as one
+        message. Nothing is later for it: the task actors run only once this actor waits. (With
+        event subscribers, each step sends its own before its events are published.)
+        """
+        if run_id is not None:
+            queued = self._outbox.pop(run_id, None)
+            sends = [(run_id, queued)] if queued else []
+        else:
+            sends = list(self._outbox.items())
+            self._outbox.clear()
+        for rid, runs in sends:
+            ref = self._tasks.get(rid)
+            if ref is None:
+                ref = self._tasks[rid] = self._task_actor()
+            ref.tell(DispatchAttempts(tuple(runs)))
+
+    def _end_task_actor(self, run_id: str) -> None:
+        if run_id in self._outbox:
+            return  # ended and re-dispatched at once cannot happen; keep the actor if it does
         ref = self._tasks.pop(run_id, None)
         if ref is None:
             return
@@ -421,6 +454,7 @@ class WorkflowSupervisor(AsyncioActor):
 
     def _report_end(self) -> None:
         self._save()  # before anyone hears of the end: the store has it first, as before
+        self._send_dispatches()
         self._done = True
         c = self._c
         self._rt.executions.ended(c.id, lambda: self._rt.end_document(c))
