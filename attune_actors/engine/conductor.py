@@ -740,8 +740,14 @@ class Conductor:
         self.now = now
 
     def _flush(self) -> list[Command]:
-        out, self._out = self._out, []
-        return out
+        # A copy, and the list kept: a new list kept per event until the next one outlives the
+        # young collections meanwhile (1,000 executions interleave) and the collector promotes it.
+        out = self._out
+        if not out:
+            return []
+        commands = out.copy()
+        out.clear()
+        return commands
 
     def _children(self) -> list[str]:
         return [
