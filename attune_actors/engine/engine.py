@@ -606,11 +606,12 @@ class Engine:
         fut = rt.executions.end_of(execution_id)
         if fut is not None:
             try:
-                doc = await asyncio.wait_for(asyncio.shield(fut), timeout)
+                # The future is this caller's own: a timeout may cancel it (nothing else waits on it).
+                final = await (fut if timeout is None else asyncio.wait_for(fut, timeout))
             except TimeoutError:
                 raise TimeoutError(f"execution {execution_id} did not end within {timeout} s") from None
-            if doc is not None:  # the supervisor's final document: no read back from the store
-                return Execution.from_dict(self.masker.mask(doc))
+            if final is not None:  # from the ending supervisor: no read back from the store
+                return final
         return await self.get(execution_id)
 
     async def list(self, status: str | None = None, limit: int | None = None) -> builtins.list[Execution]:

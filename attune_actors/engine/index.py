@@ -12,6 +12,8 @@ from typing import Any
 
 from pykka import ActorDeadError, ActorRef
 
+from attune_actors.engine.execution import Execution
+
 
 class ExecutionIndex:
     """Live executions by id: supervisor, top-level execution, and futures waiting for the end."""
@@ -21,7 +23,7 @@ class ExecutionIndex:
     def __init__(self) -> None:
         self._supervisors: dict[str, ActorRef[Any]] = {}
         self._roots: dict[str, str] = {}  # nested execution id -> top-level execution id
-        self._waiters: dict[str, list[asyncio.Future[dict[str, Any] | None]]] = {}
+        self._waiters: dict[str, list[asyncio.Future[Execution | None]]] = {}
 
     def add(self, execution_id: str, supervisor: ActorRef[Any], *, parent_id: str | None = None) -> None:
         """A supervisor now runs `execution_id` (nested in `parent_id`, if given)."""
@@ -53,26 +55,26 @@ class ExecutionIndex:
             return False
         return True
 
-    def end_of(self, execution_id: str) -> asyncio.Future[dict[str, Any] | None] | None:
-        """A future resolved when the live execution ends, with its final document when its
-        supervisor gave one (None otherwise); None if it is not live."""
+    def end_of(self, execution_id: str) -> asyncio.Future[Execution | None] | None:
+        """A future resolved when the live execution ends, with it as it ended when its supervisor
+        gave that (None otherwise); None if it is not live."""
         if execution_id not in self._supervisors:
             return None
-        fut: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Execution | None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(execution_id, []).append(fut)
         return fut
 
-    def ended(self, execution_id: str, document: Callable[[], dict[str, Any]] | None = None) -> None:
-        """The execution ended: drop it and wake whoever waits for it, each with a `document()`.
+    def ended(self, execution_id: str, final: Callable[[], Execution] | None = None) -> None:
+        """The execution ended: drop it and wake whoever waits for it, each with `final()`.
 
-        Handing the final document to the waiters saves each of them reading it back from the store
-        (a SQL read and a decode per execution); it is built only when someone waits.
+        Handing the final execution to the waiters saves each of them reading it back from the
+        store (a SQL read and a decode per execution); it is built only when someone waits.
         """
         self._supervisors.pop(execution_id, None)
         self._roots.pop(execution_id, None)
         for fut in self._waiters.pop(execution_id, ()):
             if not fut.done():
-                fut.set_result(None if document is None else document())
+                fut.set_result(None if final is None else final())
 
     def cancel_waiters(self) -> None:
         """The engine closes: nobody will see these executions end."""

@@ -18,10 +18,11 @@ from attune_actors.codec import decode, encode
 from attune_actors.config import LimitSettings
 from attune_actors.engine.conductor import Conductor
 from attune_actors.engine.events import EventBus
+from attune_actors.engine.execution import Execution
 from attune_actors.engine.graphdoc import RunMark, graph_document
 from attune_actors.engine.index import ExecutionIndex
 from attune_actors.engine.inquiry import Inquiries, InquiryRecord
-from attune_actors.engine.state import ITEM_INPUT, ItemRun, TaskRun, iso
+from attune_actors.engine.state import ITEM_INPUT, STATUSES, ItemRun, TaskRun, iso
 from attune_actors.engine.task import AttemptsInFlight
 from attune_actors.errors import NotFoundError, StoreError
 from attune_actors.kv import Masker
@@ -300,6 +301,25 @@ class Runtime:
         doc = conductor.document()
         doc["parameters"] = self.shown_parameters(conductor)
         return doc
+
+    def end_execution(self, conductor: Conductor) -> Execution:
+        """`end_document` as the masked `Execution` that `Engine.wait` returns."""
+        if self.masker:  # secrets known: mask the document as a whole, as `Engine.get` does
+            return Execution.from_dict(self.masker.mask(self.end_document(conductor)))
+        c = conductor
+        return Execution(
+            c.id,
+            c.spec.ref,
+            STATUSES[c.status],
+            self.shown_parameters(c),
+            c.output,
+            c.error,
+            iso(c.started_at),
+            iso(c.ended_at),
+            c.parent_id,
+            [run.info() for run in c.runs.values()],
+            c.rerun_of,
+        )
 
     def _seal_if_secret(self, value: Any) -> Any:
         if value is None or self.masker.mask(value) is value:

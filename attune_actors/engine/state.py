@@ -13,12 +13,16 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from attune_actors.statuses import SCHEDULED, TERMINAL
+from attune_actors.engine.execution import TaskRunInfo
+from attune_actors.statuses import SCHEDULED, TERMINAL, Status
 
 _VIEW_KEYS = ("status", "result", "error", "attempts", "started_at", "ended_at")
 
 
 _last_second: tuple[int, str] = (0, "1970-01-01T00:00:00")
+_last_iso: tuple[float, str] = (0.0, "1970-01-01T00:00:00.000Z")
+#: Status members by value (`Status(value)` goes through the enum machinery: ~0.5 µs).
+STATUSES: dict[str, Status] = {s.value: s for s in Status}
 
 
 def iso(ts: float | None) -> str | None:
@@ -29,9 +33,11 @@ def iso(ts: float | None) -> str | None:
     The date-and-time part of the last second is kept, because a with_items document formats
     hundreds of thousands of times that mostly fall within the same few seconds.
     """
-    global _last_second
+    global _last_second, _last_iso
     if ts is None:
         return None
+    if _last_iso[0] == ts:  # a run ends when the next one starts: the same time, twice in a row
+        return _last_iso[1]
     frac, whole = math.modf(ts)
     micros = round(frac * 1e6)
     if micros >= 1_000_000:
@@ -42,7 +48,9 @@ def iso(ts: float | None) -> str | None:
     cached = _last_second
     if cached[0] != second:
         cached = _last_second = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
-    return f"{cached[1]}.{micros // 1000:03d}Z"
+    text = f"{cached[1]}.{micros // 1000:03d}Z"
+    _last_iso = (ts, text)
+    return text
 
 
 def _same(value: Any) -> Any:
@@ -290,6 +298,22 @@ class TaskRun(Mapping[str, Any]):
         if rec["item_count"] is not None:
             run.item_state = Items(rec["item_count"])
         return run
+
+    def info(self) -> TaskRunInfo:
+        """`document()` as the `TaskRunInfo` callers get (no dict in between)."""
+        items = self.item_state
+        return TaskRunInfo(
+            self.id,
+            self.task,
+            STATUSES[self.status],
+            self.result,
+            self.error,
+            self.attempts if items is None else max(items.attempts, default=0),
+            iso(self.started_at),
+            iso(self.ended_at),
+            None if items is None else items.documents(),
+            self.inquiry_id,
+        )
 
     def document(self) -> dict[str, Any]:
         return {

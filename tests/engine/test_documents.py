@@ -38,6 +38,46 @@ async def test_wait_returns_the_stored_document_with_secret_parameters_hidden(
         await engine.close()
 
 
+async def test_wait_returns_the_stored_document_with_items_retries_and_failures(
+    workflow, engine_factory
+) -> None:
+    # No secret known: `wait()` builds the execution without a document in between; it must be
+    # the one `get()` reads back from the store, items, attempts and errors included.
+    ref = workflow(
+        "docs_items",
+        """
+        tasks:
+          - name: squares
+            action: testpack.square
+            with_items: "{{ [2, 3, -1, 4] }}"
+            input: {n: "{{ item }}"}
+            batch_size: 1
+            retry: {count: 1}
+            on_failure: cleanup
+          - {name: cleanup, action: core.echo, input: {done: true}}
+    """,
+    )
+    for store in (None, MemoryStore()):
+        engine: Engine = await engine_factory(**({} if store is None else {"store": store}))
+        execution = await engine.execute(ref)
+        waited = await engine.wait(execution.id, timeout=10)
+        assert waited.status == "succeeded"
+        squares = waited.task("squares")
+        assert squares.status == "failed"
+        assert squares.result == [4, 9, None, None]
+        assert squares.items is not None
+        assert [(it["index"], it["status"], it["attempts"]) for it in squares.items] == [
+            (0, "succeeded", 1),
+            (1, "succeeded", 1),
+            (2, "failed", 2),  # retried once, failed again; item 3 never started
+            (3, "canceled", 0),
+        ]
+        assert squares.attempts == 2
+        assert waited.task("cleanup").result == {"done": True}
+        assert waited == await engine.get(execution.id)
+        await engine.close()
+
+
 class _BrokenForTask(Transport):
     """The engine's own transport, except that `submit` raises for one task (a transport bug)."""
 
