@@ -371,17 +371,23 @@ class WorkflowSupervisor(AsyncioActor):
         message. Nothing is later for it: the task actors run only once this actor waits. (With
         event subscribers, each step sends its own before its events are published.)
         """
+        outbox = self._outbox
+        if not outbox:
+            return
         if run_id is not None:
-            queued = self._outbox.pop(run_id, None)
-            sends = [(run_id, queued)] if queued else []
-        else:
-            sends = list(self._outbox.items())
-            self._outbox.clear()
-        for rid, runs in sends:
-            ref = self._tasks.get(rid)
-            if ref is None:
-                ref = self._tasks[rid] = self._task_actor()
-            ref.tell(DispatchAttempts(tuple(runs)))
+            queued = outbox.pop(run_id, None)
+            if queued:
+                self._tell_attempts(run_id, queued)
+            return
+        for rid, runs in outbox.items():  # telling an actor never comes back here
+            self._tell_attempts(rid, runs)
+        outbox.clear()
+
+    def _tell_attempts(self, run_id: str, runs: list[ActionRun]) -> None:
+        ref = self._tasks.get(run_id)
+        if ref is None:
+            ref = self._tasks[run_id] = self._task_actor()
+        ref.tell(DispatchAttempts(tuple(runs)))
 
     def _end_task_actor(self, run_id: str) -> None:
         if run_id in self._outbox:
