@@ -16,7 +16,7 @@ import threading
 import uuid
 from inspect import isawaitable
 from types import CoroutineType
-from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar, cast
 
 from pykka import Actor, ActorDeadError, ActorRef, ActorRegistry
 from pykka.messages import ProxyCall, ProxyGetAttr, ProxySetAttr, _ActorStop
@@ -117,6 +117,30 @@ def _is_failure(exc: BaseException) -> bool:
     if isinstance(exc, Exception):
         return True
     return isinstance(exc, asyncio.CancelledError) and not _task_is_cancelling()
+
+
+class _ChildrenStopping:
+    """A stopping actor's count of its children's answers to its stop requests (a stopped or dead
+    child answers alike); whichever comes last, an answer or the end of the asking, stops it."""
+
+    __slots__ = ("actor", "left", "reply_to")
+
+    def __init__(self, actor: AsyncioActor, reply_to: Future[Any] | None, children: int) -> None:
+        self.actor = actor
+        self.reply_to = reply_to
+        self.left = children + 1  # the asking itself counts: answers may come while it asks
+
+    def all_asked(self) -> Coroutine[Any, Any, bool] | None:
+        """Called once every child was asked; the job to run if this ended the count."""
+        self.left -= 1
+        return self.actor._stop_self(self.reply_to) if self.left == 0 else None
+
+    def answered(self, _answer: Future[Any]) -> None:
+        self.left -= 1
+        if self.left == 0:
+            job = self.actor._stop_self(self.reply_to)
+            if job is not None:
+                self.actor._go_async(job)
 
 
 class AsyncioActor(Actor):
@@ -376,9 +400,9 @@ class AsyncioActor(Actor):
             self._task = None
 
     def _handle_queued(self) -> Coroutine[Any, Any, bool] | None:
-        """Handle queued messages until the inbox is empty (then park and return `None`) or one
-        needs awaiting: return the job that awaits it (which returns whether the actor goes on).
-        Messages taken but not handled yet are put back first."""
+        """Handle queued messages until the inbox is empty (the actor parks) or the actor stopped,
+        and return `None`; or until one needs awaiting: return the job that awaits it (the job
+        returns whether the actor goes on). Messages taken but not handled are put back first."""
         inbox = self.actor_inbox
         cls = type(self)
         on_receive = cls.on_receive
@@ -407,7 +431,7 @@ class AsyncioActor(Actor):
                         result = on_receive(self, message)
                     elif kind is _ActorStop:
                         inbox.unshift(items[index + 1 :])  # for _detach() to answer
-                        return self._stopping(reply_to)
+                        return self._stop_now(reply_to)
                     elif kind in _CONTROL:
                         inbox.unshift(items[index + 1 :])
                         return self._handled(self._handle_notice(message), reply_to)
@@ -453,8 +477,12 @@ class AsyncioActor(Actor):
             reply_to.set(value)
         return True
 
-    async def _stopping(self, reply_to: Future[Any] | None) -> bool:
-        await self._shutdown(reply_to)
+    async def _stopping_after(self, on_stop: Awaitable[None], reply_to: Future[Any] | None) -> bool:
+        try:
+            await on_stop
+        except Exception:
+            logger.exception("Unhandled exception in %s.on_stop():", self)
+        self._stopped(reply_to)
         return False
 
     async def _failed(self, exc: BaseException) -> bool:
@@ -539,15 +567,34 @@ class AsyncioActor(Actor):
                 parent.tell(notice)
         _live.discard(self)
 
-    async def _shutdown(self, reply_to: Future[Any] | None) -> None:
+    def _stop_now(self, reply_to: Future[Any] | None) -> Coroutine[Any, Any, bool] | None:
+        """Stop: refuse messages, stop the children, then `on_stop`. Without a task unless
+        `on_stop` awaits (a task per stop cost as much as the stop): the children's answers are
+        counted by callbacks, and the last one stops this actor. Returns the job if one awaits."""
         self._detach()
-        await self._stop_children()
+        children = self._children
+        if not children:
+            return self._stop_self(reply_to)
+        self._children = None
+        waiting = _ChildrenStopping(self, reply_to, len(children))
+        # Asked directly rather than through `ref.stop()`: one future per child, not two.
+        for child in children:
+            asked = cast("AsyncioFuture[Any]", child.ask(_ActorStop(), block=False))
+            asked.add_done_callback(waiting.answered)
+        return waiting.all_asked()
+
+    def _stop_self(self, reply_to: Future[Any] | None) -> Coroutine[Any, Any, bool] | None:
         try:
             result = self.on_stop()
-            if result is not None and isawaitable(result):
-                await result
         except Exception:
             logger.exception("Unhandled exception in %s.on_stop():", self)
+            result = None
+        if result is not None and isawaitable(result):
+            return self._stopping_after(result, reply_to)
+        self._stopped(reply_to)
+        return None
+
+    def _stopped(self, reply_to: Future[Any] | None) -> None:
         logger.debug("Stopped %s", self)
         self._finish(ChildStopped(self.actor_ref))
         if reply_to is not None:
