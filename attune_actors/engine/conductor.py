@@ -319,7 +319,7 @@ class Conductor:
             return self._flush()
         if item is None:
             current, attempts = run.status, run.attempts
-        elif run.item_state is not None and 0 <= item < len(run.item_state):
+        elif run.item_state is not None and 0 <= item < len(run.item_state.status):
             current, attempts = run.item_state.status[item], run.item_state.attempts[item]
         else:
             return self._flush()
@@ -909,7 +909,7 @@ class Conductor:
         task = self._task_spec(run.task)
         state = run.item_state
         assert state is not None
-        count = len(state)
+        count = len(state.status)
         limit = task.batch_size or count
         while run.next_item < count and run.inflight < limit:
             gate = self._gate()

@@ -20,7 +20,6 @@ _VIEW_KEYS = ("status", "result", "error", "attempts", "started_at", "ended_at")
 
 
 _last_second: tuple[int, str] = (0, "1970-01-01T00:00:00")
-_last_iso: tuple[float, str] = (0.0, "1970-01-01T00:00:00.000Z")
 #: Status members by value (`Status(value)` goes through the enum machinery: ~0.5 µs).
 STATUSES: dict[str, Status] = {s.value: s for s in Status}
 
@@ -33,11 +32,9 @@ def iso(ts: float | None) -> str | None:
     The date-and-time part of the last second is kept, because a with_items document formats
     hundreds of thousands of times that mostly fall within the same few seconds.
     """
-    global _last_second, _last_iso
+    global _last_second
     if ts is None:
         return None
-    if _last_iso[0] == ts:  # a run ends when the next one starts: the same time, twice in a row
-        return _last_iso[1]
     frac, whole = math.modf(ts)
     micros = round(frac * 1e6)
     if micros >= 1_000_000:
@@ -48,9 +45,7 @@ def iso(ts: float | None) -> str | None:
     cached = _last_second
     if cached[0] != second:
         cached = _last_second = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
-    text = f"{cached[1]}.{micros // 1000:03d}Z"
-    _last_iso = (ts, text)
-    return text
+    return f"{cached[1]}.{micros // 1000:03d}Z"
 
 
 def _same(value: Any) -> Any:
@@ -102,15 +97,16 @@ class Items:
         `mask` is applied to the result and error, `seal` to the input (what a snapshot must not
         hold in clear), while the record is built: a with_items step stores thousands of these.
         """
+        started, ended, deadline = self.started_at[idx], self.ended_at[idx], self.deadline[idx]
         return [
             self.status[idx],
             mask(self.result[idx]),
             mask(self.error[idx]),
             self.attempts[idx],
-            _time(self.started_at[idx]),
-            _time(self.ended_at[idx]),
+            None if started != started else started,  # NaN: not set
+            None if ended != ended else ended,
             seal(self.input.get(idx)),
-            _time(self.deadline[idx]),
+            None if deadline != deadline else deadline,
         ]
 
     def load(self, idx: int, rec: list[Any]) -> None:

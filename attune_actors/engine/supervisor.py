@@ -291,12 +291,15 @@ class WorkflowSupervisor(AsyncioActor):
                 unsaved_runs[run.id] = run
         if items:
             unsaved_items = self._unsaved_items
-            for run_id, indices in items.items():
-                known = unsaved_items.get(run_id)
-                if known is None:
-                    unsaved_items[run_id] = indices
-                else:
-                    known.update(indices)
+            if not unsaved_items:
+                self._unsaved_items = items  # the conductor hands the dict over
+            else:
+                for run_id, indices in items.items():
+                    known = unsaved_items.get(run_id)
+                    if known is None:
+                        unsaved_items[run_id] = indices
+                    else:
+                        known.update(indices)
         changed = c.status != self._last_status
         active = self._rt.events.active
         if active and self._outbox:
