@@ -90,8 +90,9 @@ class WorkflowSupervisor(AsyncioActor):
         self._tasks: dict[str, ActorRef[Any]] = {}  # run id -> task actor
         self._idle: list[ActorRef[Any]] = []  # released task actors, ready for the next run
         # Attempts dispatched by the messages handled since the inbox last ran empty, by run id:
-        # told to the task actors once it does (`_send_dispatches`).
-        self._outbox: dict[str, list[ActionRun]] = {}
+        # told to the task actors once it does (`_send_dispatches`); None while empty (a parked
+        # execution keeps no dict).
+        self._outbox: dict[str, list[ActionRun]] | None = None
         self._clock = runtime.clock
         self._timers: dict[TimerKey, TimerHandle] = {}
         self._last_status = conductor.status
@@ -249,6 +250,8 @@ class WorkflowSupervisor(AsyncioActor):
                     cmd.deadline,
                     self._obs.trace_of(cmd.run_id),
                 )
+                if outbox is None:
+                    outbox = self._outbox = {}
                 queued = outbox.get(cmd.run_id)
                 if queued is None:
                     outbox[cmd.run_id] = [attempt]
@@ -382,9 +385,9 @@ class WorkflowSupervisor(AsyncioActor):
             if queued:
                 self._tell_attempts(run_id, queued)
             return
-        for rid, runs in outbox.items():  # telling an actor never comes back here
+        self._outbox = None
+        for rid, runs in outbox.items():
             self._tell_attempts(rid, runs)
-        outbox.clear()
 
     def _tell_attempts(self, run_id: str, runs: list[ActionRun]) -> None:
         ref = self._tasks.get(run_id)
@@ -393,7 +396,7 @@ class WorkflowSupervisor(AsyncioActor):
         ref.tell(DispatchAttempts(tuple(runs)))
 
     def _end_task_actor(self, run_id: str) -> None:
-        if run_id in self._outbox:
+        if self._outbox is not None and run_id in self._outbox:
             return  # ended and re-dispatched at once cannot happen; keep the actor if it does
         ref = self._tasks.pop(run_id, None)
         if ref is None:
