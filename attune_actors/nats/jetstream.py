@@ -5,7 +5,8 @@ publisher and a continuous pull consumer.
   carries attempts from engines to workers; the results stream keeps outcomes until their engine's
   durable consumer has taken them. `ensure_streams`/`ensure_consumer` create them when missing.
 - `Publisher`: JetStream publishes, pipelined, each re-sent with the same `Nats-Msg-Id` until the
-  server stores it (the server keeps one copy).
+  server stores it (the server keeps one copy); and `send`s, which ask for no reply (the owner
+  finds out another way whether they were stored, and re-publishes those it cannot confirm).
 - `Puller`: keeps pull requests out for as many messages as its owner has room for.
 """
 
@@ -148,8 +149,8 @@ class _Out:
     subject: str
     payload: bytes
     msg_id: str
-    on_done: DoneCallback
-    token: str
+    on_done: DoneCallback | None  # None: a `send`, no reply asked for
+    token: str  # "" for a `send`
     created: float  # monotonic
     headers: dict[str, str] | None = None  # sent with the message, besides Nats-Msg-Id
     sent: float = 0.0  # monotonic; 0 while never sent
@@ -231,6 +232,12 @@ class Publisher:
         self._idle.clear()
         self._enqueue(out)
 
+    def send(self, subject: str, payload: bytes, msg_id: str, headers: dict[str, str] | None = None) -> None:
+        """Publish once, without asking for the server's acknowledgement (one wake-up less for this
+        process and one write less for the server). Nothing says whether it was stored: the caller
+        must learn that another way and `publish` it (same `msg_id`: not stored twice) otherwise."""
+        self._enqueue(_Out(subject, payload, msg_id, None, "", 0.0, headers))
+
     def ack(self, msg: Msg) -> None:
         """Acknowledge a consumed JetStream message with the next write, or within `ack_delay`.
 
@@ -284,13 +291,14 @@ class Publisher:
             while self._queue and nc.is_connected:
                 out = self._queue.popleft()
                 out.queued = False
-                if out.token not in self._inflight:
-                    continue  # acknowledged while it waited to be re-sent
-                out.sent = time.monotonic()
-                out.tries += 1
+                if out.token:
+                    if out.token not in self._inflight:
+                        continue  # acknowledged while it waited to be re-sent
+                    out.sent = time.monotonic()
+                    out.tries += 1
                 try:
                     await nc.publish(
-                        out.subject, out.payload, reply=f"{self._inbox}.{out.token}",
+                        out.subject, out.payload, reply=f"{self._inbox}.{out.token}" if out.token else "",
                         headers={MSG_ID: out.msg_id} if out.headers is None
                         else {**out.headers, MSG_ID: out.msg_id},
                     )
@@ -323,6 +331,7 @@ class Publisher:
         del self._inflight[out.token]
         if not self._inflight:
             self._idle.set()
+        assert out.on_done is not None
         try:
             await out.on_done(error)
         except Exception:

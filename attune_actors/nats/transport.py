@@ -10,6 +10,16 @@ Engine side (`NatsTransport`, behind the `Transport` interface):
   re-dispatches its unfinished attempt for real, instead of having it dropped as a duplicate of the
   copy a worker may already have taken and lost.) `submit` never waits: a writer task pipelines the
   publishes.
+- Most dispatches ask the server for no acknowledgement (`Publisher.send`: the engine's wake-up for
+  it was a fifth of a hop's CPU): the worker's `started` (or its heartbeat, or the outcome) says the
+  dispatch was stored. One that nothing confirms within `confirm_after` seconds (lost in a server
+  restart or a disconnect, refused: too large for the stream, no stream, queued already), and every
+  one after a reconnect, is published again the acknowledged way, same `Nats-Msg-Id` (so a copy
+  that was stored is not stored twice): from there on it is handled as below, and for
+  `10 * confirm_after` seconds every dispatch asks for the acknowledgement (workers are slow to
+  start what is sent: a backlog). Only small dispatches go unacknowledged, and only
+  `unconfirmed_max` at once: under load the acknowledgements share wake-ups anyway, and what waits
+  for a confirmation is held in memory.
 - An attempt is queued once: every dispatch carries `Nats-Expected-Last-Subject-Sequence: 0`, so the
   server refuses it while an earlier dispatch of the same attempt is still queued (an engine that
   died before any worker took it, whose execution this engine resumed). The attempt then waits for
@@ -120,6 +130,21 @@ class _Attempt:
     cancel_sent: float = 0.0  # monotonic
 
 
+@dataclass(slots=True, eq=False)
+class _Unconfirmed:
+    """A dispatch sent without asking for the server's acknowledgement, until something confirms it."""
+
+    attempt: _Attempt
+    subject: str
+    payload: bytes
+    sent: float  # monotonic
+
+
+# Dispatches larger than this always ask for the server's acknowledgement (what waits unconfirmed
+# is held in memory).
+UNCONFIRMED_BYTES = 16 * 1024
+
+
 @dataclass
 class _WorkerSeen:
     last: float  # monotonic
@@ -151,6 +176,8 @@ class NatsTransport(Transport):
         secrets_in: Callable[[Any], list[str]] | None = None,
         owned: Callable[[], bool] | None = None,
         ack_wait: float = 30.0,
+        confirm_after: float = 1.0,
+        unconfirmed_max: int = 256,
     ) -> None:
         if not engine_id:
             raise ValueError("engine_id must not be empty")
@@ -183,6 +210,12 @@ class NatsTransport(Transport):
             collections.OrderedDict()
         )
         self._foreign: dict[str, tuple[str, float]] = {}  # key we do not have -> (worker holding it, when)
+        # Dispatches sent unacknowledged that no worker has confirmed yet, oldest first (see the
+        # module docstring); 0 for `unconfirmed_max`: every dispatch waits for the server's ack.
+        self._unconfirmed: dict[str, _Unconfirmed] = {}
+        self.confirm_after = confirm_after
+        self._unconfirmed_max = unconfirmed_max
+        self._acknowledged_until = 0.0  # monotonic; till then every dispatch asks for the server's ack
         self._publisher = Publisher(nc)
         self._puller = Puller(
             nc, subjects.results_stream, self._consumer, self._on_results, lambda: 512,
@@ -205,8 +238,8 @@ class NatsTransport(Transport):
                       lambda: sum(1 for a in self._attempts.values() if a.worker is None))
         metrics.gauge("attune_nats_attempts_running", "Attempts a worker has started and not ended.",
                       lambda: sum(1 for a in self._attempts.values() if a.worker is not None))
-        metrics.gauge("attune_nats_publish_pending", "Dispatches not yet stored by the server.",
-                      lambda: self._publisher.pending)
+        metrics.gauge("attune_nats_publish_pending", "Dispatches not yet known stored by the server.",
+                      lambda: self._publisher.pending + len(self._unconfirmed))
         metrics.gauge("attune_nats_workers", "Workers heard from within the heartbeat timeout.",
                       lambda: len(self._workers))
         metrics.counter_from("attune_nats_reconnects_total", "Reconnections to the NATS server.",
@@ -285,6 +318,7 @@ class NatsTransport(Transport):
         await self._puller.close()
         await self._publisher.close()
         self._attempts.clear()
+        self._unconfirmed.clear()
 
     # -- the Transport interface
 
@@ -344,13 +378,28 @@ class NatsTransport(Transport):
             heapq.heappush(self._deadlines, (run.deadline, key))
         self._dispatch(attempt, self.subjects.runs(action.pack, action.runner_type, key), payload)
 
-    def _dispatch(self, attempt: _Attempt, subject: str, payload: bytes) -> None:
+    def _dispatch(
+        self, attempt: _Attempt, subject: str, payload: bytes, *, acknowledged: bool = False
+    ) -> None:
         # Only if no message of this attempt is queued: one a previous run of this engine (or the
         # partition's previous owner) dispatched and no worker has taken yet is refused, not doubled.
         headers = {EXPECT_NONE_QUEUED: "0"}
         if attempt.run.trace:  # the task span's trace context: the worker's attempt span is its child
             headers.update(attempt.run.trace)
         key = attempt.run.key
+        msg_id = f"{key}@{self._incarnation}"
+        if (
+            not acknowledged
+            and len(self._unconfirmed) < self._unconfirmed_max
+            and len(payload) <= UNCONFIRMED_BYTES
+            and self._nc.is_connected
+        ):
+            now = time.monotonic()
+            if now >= self._acknowledged_until:
+                self._unconfirmed.pop(key, None)
+                self._unconfirmed[key] = _Unconfirmed(attempt, subject, payload, now)
+                self._publisher.send(subject, payload, msg_id, headers)
+                return
 
         async def sent(error: PublishError | None) -> None:
             if error is None:
@@ -360,7 +409,23 @@ class NatsTransport(Transport):
             else:
                 self._finish(key, "failed", None, f"cannot dispatch {attempt.run.action}: {error}")
 
-        self._publisher.publish(subject, payload, f"{key}@{self._incarnation}", sent, headers)
+        self._publisher.publish(subject, payload, msg_id, sent, headers)
+
+    def _confirm(self, everything: bool = False) -> None:
+        """Publish again, acknowledged, the dispatches nothing confirmed in time (all: after a reconnect)."""
+        if not self._unconfirmed or (self._owned is not None and not self._owned()):
+            return
+        now = time.monotonic()
+        due = now - self.confirm_after
+        for key, entry in list(self._unconfirmed.items()):
+            if not everything and entry.sent > due:
+                break  # the younger ones are not due either
+            del self._unconfirmed[key]
+            if self._attempts.get(key) is entry.attempt:
+                # Workers are slow to start what is sent (a backlog), or the server lost it: for a
+                # while every dispatch asks for the server's ack (under load they share wake-ups).
+                self._acknowledged_until = now + 10 * self.confirm_after
+                self._dispatch(entry.attempt, entry.subject, entry.payload, acknowledged=True)
 
     async def _queued_before(self, attempt: _Attempt, subject: str, payload: bytes) -> None:
         """The attempt is still queued (not taken by any worker) from an earlier dispatch: off the hot
@@ -390,7 +455,7 @@ class NatsTransport(Transport):
         except Exception as exc:
             log.warning("cannot remove the queued %s (%s): waiting for it", key, describe(exc))
             return
-        self._dispatch(attempt, subject, payload)
+        self._dispatch(attempt, subject, payload, acknowledged=True)
 
     def cancel(self, run: ActionRun) -> None:
         attempt = self._attempts.get(run.key)
@@ -425,6 +490,7 @@ class NatsTransport(Transport):
         if attempt is None:
             return
         self._missing.pop(key, None)
+        self._unconfirmed.pop(key, None)
         if attempt.worker is not None:
             seen = self._workers.get(attempt.worker)
             if seen is not None:
@@ -501,6 +567,7 @@ class NatsTransport(Transport):
         if attempt.worker is not None and attempt.worker in self._workers:
             self._workers[attempt.worker].keys.discard(key)
         attempt.worker = worker
+        self._unconfirmed.pop(key, None)  # a worker took it: it was stored
         seen = self._workers.get(worker)
         if seen is None:
             seen = self._workers[worker] = _WorkerSeen(now)
@@ -561,10 +628,12 @@ class NatsTransport(Transport):
                 if came_back or offline:
                     offline = False
                     self._grace()
+                    self._confirm(everything=True)  # what was on its way may be lost
                     self._publisher.sweep(resend_all=True)
                     self._publisher.kick()
                     await self._puller.maintain(reconnected=True)
                 else:
+                    self._confirm()
                     self._publisher.sweep()
                     await self._puller.maintain()
                 self._check_liveness()

@@ -1,6 +1,7 @@
 """The worker: takes attempts from the runs stream, runs them, and reports to the engine that sent them.
 
     attune-actors worker --nats URL [--packs DIR]... [--concurrency N] [--subjects PACK.RUNNER ...]
+                         [--loop auto|uvloop|asyncio]
     python -m attune_actors.nats.worker ...          # the same, without the rest of the CLI
 
 Any number of workers share one durable pull consumer on the runs stream (a work queue), so each
@@ -60,6 +61,7 @@ from attune_actors import logctx
 from attune_actors.config import Settings, configure_logging, load_settings
 from attune_actors.errors import AttuneError, ConfigError, TransportError, ValidationError
 from attune_actors.kv.masking import Masker, default_masker
+from attune_actors.nats import loop as event_loop
 from attune_actors.nats.connection import ConnectionWatch, connect
 from attune_actors.nats.jetstream import (
     Publisher,
@@ -262,9 +264,9 @@ class Worker:
             tasks.append(loop.create_task(self._maintain(watch), name="worker maintenance"))
             await self._puller.start()
             log.info(
-                "worker %s ready: consumer %s (%s), concurrency %d",
+                "worker %s ready: consumer %s (%s), concurrency %d, loop %s",
                 self.worker_id, self.consumer, ", ".join(self.filters) or self.subjects.runs_all,
-                self.concurrency,
+                self.concurrency, event_loop.running_loop_name(),
             )
             await self._stopped.wait()
         finally:
@@ -595,6 +597,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, standalone: bool = False) 
                         help="seconds between heartbeats (default 1)")
     parser.add_argument("--metrics-port", metavar="[HOST:]PORT",
                         help="serve Prometheus metrics at http://HOST:PORT/metrics (host default 127.0.0.1)")
+    event_loop.add_argument(parser)
     default = None if standalone else argparse.SUPPRESS
     parser.add_argument("--config", default=default,
                         help="settings file (default: $ATTUNE_CONFIG, else built-in defaults)")
@@ -638,7 +641,7 @@ def command(args: argparse.Namespace) -> int:
     catalog, problems = load_packs(packs)
     if problems:
         raise ValidationError(problems)
-    return asyncio.run(_serve(settings, subjects, catalog, args))
+    return event_loop.run(getattr(args, "loop", "auto"), lambda: _serve(settings, subjects, catalog, args))
 
 
 async def _serve(settings: Settings, subjects: Subjects, catalog: Catalog, args: argparse.Namespace) -> int:
