@@ -8,9 +8,12 @@ processes on loopback, with dispatch latency, next to the embedded engine in the
     .venv/bin/python bench/nats.py --sealed        # also with nats.payload_key (AES-GCM), side by side
 
 Set-up: a nats-server (the venv's binary, JetStream on a temporary directory) on a free loopback
-port; two worker processes (`python -m attune_actors.nats.worker --concurrency C`); the engine in
-this process with `NatsTransport` (then, for comparison, a fresh engine with the default
-`InProcessTransport`). Both engines use the in-memory store, so the figures are about dispatch, not
+port, with `GOMAXPROCS=1` on a host of two cores or fewer (`--server-gomaxprocs`; what
+docs/operations.md advises there); two worker processes (`python -m attune_actors.nats.worker
+--concurrency C`, on the loop that command chooses unless `--worker-loop`); the engine in this
+process with `NatsTransport`, on the loop `attune-actors serve` would choose unless `--loop` (then,
+for comparison, a fresh engine with the default `InProcessTransport`). The report's last line says
+which loops and GOMAXPROCS were used. Both engines use the in-memory store, so the figures are about dispatch, not
 disk. Scenarios, through the public API (`Engine.execute` then `Engine.wait`):
 
 1. items: one execution, one task `with_items` over N `core.noop` items, `batch_size` B in flight;

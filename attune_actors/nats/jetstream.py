@@ -225,12 +225,15 @@ class Publisher:
         msg_id: str,
         on_done: DoneCallback,
         headers: dict[str, str] | None = None,
+        *,
+        write: bool = True,
     ) -> None:
+        """Queue a message; the writer task sends it (`write=False`: the caller awaits `flush()` next)."""
         self._seq += 1
         out = _Out(subject, payload, msg_id, on_done, str(self._seq), time.monotonic(), headers)
         self._inflight[out.token] = out
         self._idle.clear()
-        self._enqueue(out)
+        self._enqueue(out, wake=write)
 
     def send(self, subject: str, payload: bytes, msg_id: str, headers: dict[str, str] | None = None) -> None:
         """Publish once, without asking for the server's acknowledgement (one wake-up less for this
@@ -261,11 +264,12 @@ class Publisher:
             except Exception as exc:  # not acknowledged: the server delivers it again after ack_wait
                 log.debug("acknowledgement not sent (%s)", describe(exc))
 
-    def _enqueue(self, out: _Out) -> None:
+    def _enqueue(self, out: _Out, *, wake: bool = True) -> None:
         if not out.queued:
             out.queued = True
             self._queue.append(out)
-            self._wake.set()
+            if wake:
+                self._wake.set()
 
     def sweep(self, *, resend_all: bool = False) -> None:
         """Re-send what was not acknowledged in time (everything sent, after a reconnect)."""
@@ -284,28 +288,33 @@ class Publisher:
             self._wake.set()
 
     async def _write(self) -> None:
-        nc = self._nc
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._queue and nc.is_connected:
-                out = self._queue.popleft()
-                out.queued = False
-                if out.token:
-                    if out.token not in self._inflight:
-                        continue  # acknowledged while it waited to be re-sent
-                    out.sent = time.monotonic()
-                    out.tries += 1
-                try:
-                    await nc.publish(
-                        out.subject, out.payload, reply=f"{self._inbox}.{out.token}" if out.token else "",
-                        headers={MSG_ID: out.msg_id} if out.headers is None
-                        else {**out.headers, MSG_ID: out.msg_id},
-                    )
-                except Exception as exc:  # buffer full while reconnecting, closed: the sweep re-sends
-                    log.debug("publish to %s failed (%s); will retry", out.subject, describe(exc))
-            if self._acks and nc.is_connected:
-                await self._send_acks()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Send what is queued (and the acknowledgements waiting) now, from the caller's task: the
+        writer task's turn is saved when the caller is awake anyway."""
+        nc = self._nc
+        while self._queue and nc.is_connected:
+            out = self._queue.popleft()
+            out.queued = False
+            if out.token:
+                if out.token not in self._inflight:
+                    continue  # acknowledged while it waited to be re-sent
+                out.sent = time.monotonic()
+                out.tries += 1
+            try:
+                await nc.publish(
+                    out.subject, out.payload, reply=f"{self._inbox}.{out.token}" if out.token else "",
+                    headers={MSG_ID: out.msg_id} if out.headers is None
+                    else {**out.headers, MSG_ID: out.msg_id},
+                )
+            except Exception as exc:  # buffer full while reconnecting, closed: the sweep re-sends
+                log.debug("publish to %s failed (%s); will retry", out.subject, describe(exc))
+        if self._acks and nc.is_connected:
+            await self._send_acks()
 
     async def _on_reply(self, msg: Msg) -> None:
         out = self._inflight.get(msg.subject[self._prefix_len :])
@@ -346,8 +355,9 @@ MessageHandler = Callable[[Msg], Awaitable[None]]
 class Puller:
     """A continuous pull consumer: keeps pull requests out for as many messages as `free()` allows.
 
-    Delivered messages go to `handler` one at a time. Credits: every delivered message uses one (of
-    the oldest request: the server serves requests in order); a request that expires (408) or is
+    Delivered messages go to `handler` one at a time, and `on_drained()` follows the last of those
+    that arrived together (nothing more is waiting to be handled). Credits: every delivered message
+    uses one (of the oldest request: the server serves requests in order); a request that expires (408) or is
     refused (409, 503) gives back what it did not deliver. After a reconnect, or when `ensure`
     re-creates a missing consumer, the accounting starts over (the server forgot our requests).
     """
@@ -363,6 +373,7 @@ class Puller:
         ensure: Callable[[], Awaitable[None]],
         expires: float = 5.0,
         min_batch: int = 1,
+        on_drained: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._nc = nc
         self._next = f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
@@ -371,6 +382,7 @@ class Puller:
         self._ensure = ensure
         self._expires = expires
         self._min_batch = max(1, min_batch)
+        self._on_drained = on_drained
         self._credits = 0
         # token -> [messages still due, expires at (monotonic)], oldest first
         self._requests: collections.OrderedDict[str, list[float]] = collections.OrderedDict()
@@ -479,6 +491,12 @@ class Puller:
             log.exception("message handler failed on %s", msg.subject)
         if self._free() - self._credits >= self._min_batch:
             await self.top_up()
+        sub = self._sub
+        if self._on_drained is not None and sub is not None and not sub.pending_msgs:
+            try:
+                await self._on_drained()  # the last of what arrived together: answer them now
+            except Exception:
+                log.exception("after-delivery hook failed")
 
     async def _on_status(self, msg: Msg, headers: dict[str, str]) -> None:
         status = headers.get("Status", "")
