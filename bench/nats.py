@@ -13,8 +13,8 @@ docs/operations.md advises there); two worker processes (`python -m attune_actor
 --concurrency C`, on the loop that command chooses unless `--worker-loop`); the engine in this
 process with `NatsTransport`, on the loop `attune-actors serve` would choose unless `--loop` (then,
 for comparison, a fresh engine with the default `InProcessTransport`). The report's last line says
-which loops and GOMAXPROCS were used. Both engines use the in-memory store, so the figures are about dispatch, not
-disk. Scenarios, through the public API (`Engine.execute` then `Engine.wait`):
+which loops and GOMAXPROCS were used. Both engines use the in-memory store, so the figures are
+about dispatch, not disk. Scenarios, through the public API (`Engine.execute` then `Engine.wait`):
 
 1. items: one execution, one task `with_items` over N `core.noop` items, `batch_size` B in flight;
 2. workflows: W workflows of T sequential `core.noop` tasks, all started at once;
