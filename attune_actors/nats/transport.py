@@ -560,7 +560,8 @@ class NatsTransport(Transport):
 
     def _open(self, event: list[Any], worker: str) -> tuple[Any, str | None]:
         """(result, error) of an outcome event; BadMessage when it is sealed and does not open."""
-        return open_ended(event, self._cipher, result_binding(self.engine_id, worker, event[1]))
+        binding = b"" if event[0] == ENDED else result_binding(self.engine_id, worker, event[1])
+        return open_ended(event, self._cipher, binding)  # (only a sealed one is bound)
 
     def _assign(self, attempt: _Attempt, worker: str, now: float) -> None:
         key = attempt.run.key
