@@ -95,6 +95,7 @@ from attune_actors.nats.subjects import Subjects
 from attune_actors.nats.wire import (
     ENDED,
     MAX_MSG_SIZE,
+    MSG_ID,
     STARTED,
     BadMessage,
     decode_heartbeat,
@@ -429,9 +430,10 @@ class NatsTransport(Transport):
 
     async def _queued_before(self, attempt: _Attempt, subject: str, payload: bytes) -> None:
         """The attempt is still queued (not taken by any worker) from an earlier dispatch: off the hot
-        path (only attempts of resumed executions get here), read who sent it. If that was this
-        engine's id, the worker that takes it reports here: wait for it. If another engine id sent it
-        (an engine restarted under a new id), its outcome would go there: replace it with ours."""
+        path (attempts of resumed executions, and unacknowledged dispatches no worker confirmed in
+        time), read who sent it. If that was this engine's id, the worker that takes it reports
+        here: wait for it. If another engine id sent it (an engine restarted under a new id), its
+        outcome would go there: replace it with ours."""
         key = attempt.run.key
         js = self._nc.jetstream()
         try:
@@ -446,7 +448,10 @@ class NatsTransport(Transport):
             return  # ended or canceled meanwhile
         sender = None if queued is None or queued.data is None else dispatch_engine(queued.data)
         if queued is None or queued.seq is None or sender == self.engine_id:
-            log.info("%s was queued before (and not taken then): not sent again", key)
+            ours = queued is not None and (queued.headers or {}).get(MSG_ID) == f"{key}@{self._incarnation}"
+            # (our own unacknowledged copy, waiting for a free worker, is no news)
+            log.log(logging.DEBUG if ours else logging.INFO,
+                    "%s was queued before (and not taken then): not sent again", key)
             return
         log.warning("%s is queued for engine %s, not this one (%s): replacing it", key, sender,
                     self.engine_id)

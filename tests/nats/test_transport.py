@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -313,6 +314,33 @@ async def test_a_dispatch_the_server_dropped_is_published_again_and_stored_once(
     await rig.outcome(2)
     assert {o.status for o in rig.outcomes} == {"succeeded"}
     assert (await js.stream_info(S.runs_stream)).state.messages == 0
+
+
+async def test_a_dispatch_no_worker_takes_in_time_stays_queued_once(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="attune_actors.nats.transport")
+    rig.transport.confirm_after = 0.1
+    js = rig.nc.jetstream()
+    run = attempt()
+    rig.submit(run)
+    # published again, acknowledged, after confirm_after: refused (queued already), found to be ours
+    await until(lambda: "was queued before" in caplog.text, "the transport to check the queued copy")
+    (checked,) = [r for r in caplog.records if "was queued before" in r.getMessage()]
+    assert checked.levelno == logging.DEBUG  # its own copy waiting for a worker: no news
+    later = attempt("ex1.2")
+    rig.submit(later)  # for a while every dispatch asks for the server's acknowledgement
+
+    async def both_stored() -> bool:
+        return (await js.stream_info(S.runs_stream)).state.messages == 2
+
+    await until(both_stored, "the second dispatch to be stored")
+    msgs = await rig.take(3)
+    assert sorted(decode_dispatch(m.data).run.run_id for m in msgs) == ["ex1.1", "ex1.2"]
+    await rig.report("w", ["e", run.key, time.time(), "succeeded", None, None],
+                     ["e", later.key, time.time(), "succeeded", None, None])
+    await rig.outcome(2)
+    assert [o.status for o in rig.outcomes] == ["succeeded", "succeeded"]
 
 
 async def test_a_dispatch_the_stream_refuses_fails_with_the_server_s_reason(nats_server: Any) -> None:
