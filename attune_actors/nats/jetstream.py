@@ -169,21 +169,10 @@ class Publisher:
     with the next write.
     """
 
-    def __init__(
-        self,
-        nc: Client,
-        *,
-        ack_timeout: float = 2.0,
-        ack_delay: float = 0.002,
-        acks_after_replies: bool = False,
-    ) -> None:
-        """`acks_after_replies`: the acknowledgements `on_done` callbacks queue leave once the last
-        reply that arrived with theirs is handled (not with the next publish, or after `ack_delay`:
-        an owner that acknowledges what a stored message answers saves a wake-up)."""
+    def __init__(self, nc: Client, *, ack_timeout: float = 2.0, ack_delay: float = 0.002) -> None:
         self._nc = nc
         self._ack_timeout = ack_timeout
         self._ack_delay = ack_delay
-        self._acks_after_replies = acks_after_replies
         self._acks: list[str] = []  # reply subjects of consumed messages, acknowledged with the next write
         self._ack_timer: asyncio.TimerHandle | None = None
         self._queue: collections.deque[_Out] = collections.deque()
@@ -356,8 +345,6 @@ class Publisher:
             await out.on_done(error)
         except Exception:
             log.exception("publish callback failed")
-        if self._acks_after_replies and self._acks and self._sub is not None and not self._sub.pending_msgs:
-            await self.flush()
 
 
 # ------------------------------------------------------------------------------------------- puller

@@ -12,8 +12,9 @@ that overlap (another set, or the unfiltered default), so specialised workers us
 
 For each attempt: decode it (malformed: acknowledged, dead-lettered, an `error` event, and a
 `failed` outcome when its engine and key can be read), report `started` to the engine's results
-subject, acknowledge the message once that report is stored (as soon as the server says so; a
-worker that dies before gets the message redelivered to another after `ack_wait`), run it with
+subject, acknowledge the message once that report is stored, with the next report (or within
+2 ms: one write for both; a worker that dies before gets the message redelivered to another after
+`ack_wait`), run it with
 `transport.attempt.run_attempt` (the in-process transport's way: deadline, `RunContext`, errors to
 outcomes), and report how it ended. Reports are batched per engine (one JetStream message for what
 arrived together, or per loop turn) and re-sent until stored. `noop` and `echo` attempts end as
@@ -217,8 +218,7 @@ class Worker:
         self._outbox: dict[str, dict[str, _Event]] = {}
         self._flush_handle: asyncio.Handle | None = None
         self._batch_seq = 0
-        # A run message is acknowledged once its report is stored: as soon as the server says so.
-        self._publisher = Publisher(nc, acks_after_replies=True)
+        self._publisher = Publisher(nc)
         self._puller = Puller(
             nc, subjects.runs_stream, self.consumer, self._on_dispatch, self._free,
             ensure=self._ensure, min_batch=max(1, concurrency // 4), on_drained=self._flush_now,
