@@ -165,8 +165,9 @@ class Publisher:
     message is stored (or recognised as a duplicate), `on_done(error)` when the server refuses it for
     good (too large, an expectation in its headers that does not hold, ...). An unavailable server
     or a missing stream is waited out: the owner calls `sweep()` periodically (and
-    `sweep(resend_all=True)` + `kick()` after a reconnect). `ack` acknowledges consumed messages
-    with the next write.
+    `sweep(resend_all=True)` + `kick()` after a reconnect). `send` publishes once, asking for no
+    reply. `ack` acknowledges consumed messages with the next write. `flush()` writes what is
+    queued from the caller's task, for an owner that is awake anyway.
     """
 
     def __init__(self, nc: Client, *, ack_timeout: float = 2.0, ack_delay: float = 0.002) -> None:
@@ -357,9 +358,10 @@ class Puller:
 
     Delivered messages go to `handler` one at a time, and `on_drained()` follows the last of those
     that arrived together (nothing more is waiting to be handled). Credits: every delivered message
-    uses one (of the oldest request: the server serves requests in order); a request that expires (408) or is
-    refused (409, 503) gives back what it did not deliver. After a reconnect, or when `ensure`
-    re-creates a missing consumer, the accounting starts over (the server forgot our requests).
+    uses one (of the oldest request: the server serves requests in order); a request that expires
+    (408) or is refused (409, 503) gives back what it did not deliver. After a reconnect, or when
+    `ensure` re-creates a missing consumer, the accounting starts over (the server forgot our
+    requests).
     """
 
     def __init__(

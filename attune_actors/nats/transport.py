@@ -159,8 +159,9 @@ class NatsTransport(Transport):
     `engine_id` names this engine's results subject and durable consumer: it must be unique among
     live engines, and keeping it across restarts lets outcomes sent while it was down arrive.
     `cipher` seals parameters and outcomes; `secrets_in(parameters)` names the secret values they
-    hold (the worker masks them in its logs; without a cipher such attempts are refused). The
-    caller owns `nc` (it is not closed here).
+    hold (the worker masks them in its logs; without a cipher such attempts are refused).
+    `confirm_after` (seconds) and `unconfirmed_max` (0: none) bound the dispatches sent without
+    waiting for the server's acknowledgement. The caller owns `nc` (it is not closed here).
     """
 
     def __init__(
@@ -212,7 +213,7 @@ class NatsTransport(Transport):
         )
         self._foreign: dict[str, tuple[str, float]] = {}  # key we do not have -> (worker holding it, when)
         # Dispatches sent unacknowledged that no worker has confirmed yet, oldest first (see the
-        # module docstring); 0 for `unconfirmed_max`: every dispatch waits for the server's ack.
+        # module docstring).
         self._unconfirmed: dict[str, _Unconfirmed] = {}
         self.confirm_after = confirm_after
         self._unconfirmed_max = unconfirmed_max
