@@ -125,7 +125,7 @@ def server_gomaxprocs(args: argparse.Namespace) -> int:
 
 
 def start_server(store: Path, gomaxprocs: int) -> tuple[subprocess.Popen[bytes], str]:
-    saved = os.environ.get("GOMAXPROCS")
+    saved = os.environ.pop("GOMAXPROCS", None)
     if gomaxprocs:  # the server inherits it; the Python processes ignore it
         os.environ["GOMAXPROCS"] = str(gomaxprocs)
     try:
@@ -256,7 +256,6 @@ async def scenario(
     return out
 
 
-WORKER_LOOPS = {"cli": "as `attune-actors worker` chooses"}
 SCENARIOS = ("items", "workflows", "lanes", "chain", "payload")
 PAYLOAD_KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="  # bench only: 32 bytes, base64
 
@@ -502,7 +501,8 @@ def main() -> None:
         proc, url = start_server(root / "jetstream", gomaxprocs)
         server.append(proc)
         workers = start_workers(url, packs, args)
-        setup = (f"engine loop {loop}, workers' loop {WORKER_LOOPS.get(args.worker_loop, args.worker_loop)}, "
+        workers_loop = "as `attune-actors worker` chooses" if args.worker_loop == "cli" else args.worker_loop
+        setup = (f"engine loop {loop}, workers' loop {workers_loop}, "
                  f"nats-server GOMAXPROCS {gomaxprocs or 'unset'}")
         common.progress(f"nats-server at {url}, {args.workers} workers ({setup}); NATS scenarios ...")
         others = {"workers": [w.pid for w in workers], "server": [proc.pid]}
