@@ -12,10 +12,13 @@ Engine side (`NatsTransport`, behind the `Transport` interface):
   publishes.
 - Most dispatches ask the server for no acknowledgement (`Publisher.send`: the engine's wake-up for
   it was a fifth of a hop's CPU): the worker's `started` (or its heartbeat, or the outcome) says the
-  dispatch was stored. One that nothing confirms within `confirm_after` seconds (lost in a server
-  restart or a disconnect, refused: too large for the stream, no stream, queued already), and every
-  one after a reconnect, is published again the acknowledged way, same `Nats-Msg-Id` (so a copy
-  that was stored is not stored twice): from there on it is handled as below, and for
+  dispatch was stored. Not the first of an execution here: an execution resumed after its engine
+  died may have its attempt queued still, and the refusal must be handled (below) before a worker
+  takes that copy; once a worker started one of its attempts for this transport, it is live. A
+  dispatch that nothing confirms within `confirm_after` seconds (lost in a server restart or a
+  disconnect, refused: too large for the stream, no stream, queued already), and every one after
+  a reconnect, is published again the acknowledged way, same `Nats-Msg-Id` (so a copy that was
+  stored is not stored twice): from there on it is handled as below, and for
   `10 * confirm_after` seconds every dispatch asks for the acknowledgement (workers are slow to
   start what is sent: a backlog). Only small dispatches go unacknowledged, and only
   `unconfirmed_max` at once: under load the acknowledgements share wake-ups anyway, and what waits
@@ -144,6 +147,7 @@ class _Unconfirmed:
 # Dispatches larger than this always ask for the server's acknowledgement (what waits unconfirmed
 # is held in memory).
 UNCONFIRMED_BYTES = 16 * 1024
+LIVE_EXECUTIONS = 10_000  # executions remembered as started here (older ones: acknowledged again)
 
 
 @dataclass
@@ -218,6 +222,11 @@ class NatsTransport(Transport):
         self.confirm_after = confirm_after
         self._unconfirmed_max = unconfirmed_max
         self._acknowledged_until = 0.0  # monotonic; till then every dispatch asks for the server's ack
+        # Executions a worker has started an attempt of for this transport, newest last: only their
+        # dispatches go unacknowledged. The first dispatch of an execution here (a new one, or one
+        # resumed after an engine died, whose attempt that engine may have left queued) waits for
+        # the server's answer, so that a refusal is handled at once, before a worker takes the copy.
+        self._live: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._publisher = Publisher(nc)
         self._puller = Puller(
             nc, subjects.results_stream, self._consumer, self._on_results, lambda: 512,
@@ -394,6 +403,7 @@ class NatsTransport(Transport):
             not acknowledged
             and len(self._unconfirmed) < self._unconfirmed_max
             and len(payload) <= UNCONFIRMED_BYTES
+            and attempt.run.execution_id in self._live
             and self._nc.is_connected
         ):
             now = time.monotonic()
@@ -575,6 +585,11 @@ class NatsTransport(Transport):
             self._workers[attempt.worker].keys.discard(key)
         attempt.worker = worker
         self._unconfirmed.pop(key, None)  # a worker took it: it was stored
+        execution = attempt.run.execution_id
+        if execution not in self._live:
+            self._live[execution] = None
+            if len(self._live) > LIVE_EXECUTIONS:
+                self._live.popitem(last=False)  # its next dispatch just asks for the server's answer
         seen = self._workers.get(worker)
         if seen is None:
             seen = self._workers[worker] = _WorkerSeen(now)

@@ -290,7 +290,20 @@ async def test_a_submit_while_the_server_is_down_is_sent_once_it_is_back(rig: Ri
 # ------------------------------------------------- dispatches sent without waiting for the server's ack
 
 
+async def make_live(rig: Rig) -> None:
+    """Run one attempt of execution ex1 through the rig: a worker started one of its attempts, so
+    the transport sends its next dispatches without waiting for the server's acknowledgement."""
+    first = attempt("ex1.0")
+    rig.submit(first)
+    await rig.take()
+    now = time.time()
+    await rig.report("w", ["s", first.key, now], ["e", first.key, now, "succeeded", None, None])
+    await rig.outcome()
+    rig.outcomes.clear()
+
+
 async def test_a_dispatch_the_server_dropped_is_published_again_and_stored_once(rig: Rig) -> None:
+    await make_live(rig)
     rig.transport.confirm_after = 0.2
     js = rig.nc.jetstream()
     config = (await js.stream_info(S.runs_stream)).config
@@ -320,6 +333,7 @@ async def test_a_dispatch_no_worker_takes_in_time_stays_queued_once(
     rig: Rig, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="attune_actors.nats.transport")
+    await make_live(rig)
     rig.transport.confirm_after = 0.1
     js = rig.nc.jetstream()
     run = attempt()
@@ -354,6 +368,14 @@ async def test_a_dispatch_the_stream_refuses_fails_with_the_server_s_reason(nats
     await transport.start()
     outcomes: list[RunOutcome] = []
     try:
+        first = attempt("ex1.0")  # a worker started one of ex1's attempts: the next go unacknowledged
+        transport.submit(first, outcomes.append)
+        await js.publish(S.results(ENGINE), codec.encode(
+            [1, "w", ["s", first.key, time.time()], ["e", first.key, time.time(), "succeeded", None, None]]
+        ))
+        await until(lambda: outcomes, "the first outcome")
+        outcomes.clear()
+        await js.purge_stream(S.runs_stream)
         transport.submit(attempt(parameters={"blob": "x" * 4000}), outcomes.append)
         transport.submit(attempt("ex1.2", parameters={"seconds": 0}), outcomes.append)
         await until(lambda: outcomes, "the refusal")
