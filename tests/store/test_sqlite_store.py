@@ -264,7 +264,8 @@ async def test_one_commit_per_turn_and_columns_filled(store: SQLiteStore, db: Pa
             "SELECT id, ref, status, parent_id, started_at, ended_at FROM workflow_execution "
             "WHERE id = 'e7'").fetchone() == ("e7", "pack.flow", "running", "root", 7.0, None)
         assert conn.execute(
-            "SELECT execution_id, run_id, seq, task, status FROM workflow_task_execution "
+            "SELECT e.id, t.run_id, t.seq, t.task, t.status FROM workflow_task_execution t "
+            "JOIN workflow_execution e ON e.num = t.execution_num "
             "WHERE run_id = 'r7'").fetchone() == ("e7", "r7", 7, "t7", "succeeded")
 
 
@@ -577,9 +578,59 @@ def test_schema_version_and_indexes(db: Path) -> None:
         assert "workflow_execution_by_status" in plan
         assert "TEMP B-TREE FOR ORDER BY" not in plan  # only ties are sorted (RIGHT PART)
         plan = " ".join(str(r) for r in conn.execute(
-            "EXPLAIN QUERY PLAN SELECT record FROM workflow_task_execution WHERE execution_id = ?",
-            ("x",)))
+            "EXPLAIN QUERY PLAN SELECT record FROM workflow_task_execution "
+            "WHERE execution_num = ? ORDER BY seq", (1,)))
         assert "USING INDEX" in plan
+        plan = " ".join(str(r) for r in conn.execute(
+            "EXPLAIN QUERY PLAN SELECT record FROM workflow_task_item "
+            "WHERE execution_num = ? ORDER BY run_id, idx", (1,)))
+        assert "USING INDEX" in plan
+        assert "TEMP B-TREE" not in plan
+
+
+async def test_a_version_2_file_is_migrated_with_its_runs_and_items(db: Path) -> None:
+    """A data dir written before runs and items were keyed by their execution's num: every
+    execution reads back the same after the migration, and goes on saving."""
+    from attune_actors.codec import encode
+
+    db.parent.mkdir(parents=True)
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        assert migrations.migrate(conn, db, migrations.MIGRATIONS[:2]) == 2
+        for eid in ("a", "b"):
+            conn.execute("INSERT INTO workflow_execution (id, ref, status, started_at, header) "
+                         "VALUES (?, 'pack.flow', 'running', 1.0, ?)", (eid, encode(header(eid))))
+            for seq in (2, 1):
+                conn.execute("INSERT INTO workflow_task_execution VALUES (?, ?, ?, ?, 'running', ?)",
+                             (eid, f"{eid}{seq}", seq, f"t{seq}", encode(run(f"{eid}{seq}", seq))))
+            conn.execute("INSERT INTO workflow_task_item VALUES (?, ?, 0, ?)",
+                         (eid, f"{eid}1", encode(item("ok", eid))))
+    finally:
+        conn.close()
+    store = SQLiteStore(db)
+    try:
+        for eid in ("a", "b"):
+            snap = store.load(eid)
+            assert snap is not None
+            assert snap.header == header(eid)
+            assert list(snap.runs) == [f"{eid}1", f"{eid}2"]  # in seq order
+            assert snap.runs[f"{eid}2"] == run(f"{eid}2", 2)
+            assert snap.items == {(f"{eid}1", 0): item("ok", eid)}
+        store.save("b", header("b", "succeeded"), [run("b2", 2, "succeeded")], [])
+        await store.flush()
+    finally:
+        await store.close()
+    reopened = SQLiteStore(db)
+    try:
+        b = reopened.load("b")
+        a = reopened.load("a")
+        assert b is not None
+        assert a is not None
+        assert (b.header["status"], b.runs["b2"]["status"], b.runs["b1"]["status"]) == (
+            "succeeded", "succeeded", "running")
+        assert a.runs["a2"]["status"] == "running"
+    finally:
+        await reopened.close()
 
 
 async def test_a_later_migration_applies_on_top_of_the_current_one(db: Path) -> None:
