@@ -52,7 +52,14 @@ from attune_actors.codec import decode, encode
 from attune_actors.errors import StoreError
 from attune_actors.statuses import TERMINAL
 from attune_actors.store import migrations
-from attune_actors.store.base import ItemRecord, Snapshot, Store
+from attune_actors.store.base import (
+    HeaderBase,
+    ItemRecord,
+    Snapshot,
+    Store,
+    encode_header,
+    header_listing,
+)
 from attune_actors.store.groupcommit import Backoff, CommitWaiters
 from attune_actors.store.wal import enable_wal
 
@@ -369,15 +376,16 @@ class SQLiteStore(Store):
         header: dict[str, Any],
         runs: list[dict[str, Any]],
         items: list[ItemRecord],
+        base: HeaderBase | None = None,
     ) -> None:
         """Buffer a step's records (latest wins per row); committed by the end of the loop turn.
 
         Raises `StoreError` when the store is closed, or when commits are failing: the records are
         buffered all the same (and retried), the error says durability is not keeping up.
         """
-        blob = encode(header)
-        status, parent_id, started_at = header["status"], header["parent_id"], header["started_at"]
-        ref, ended_at = header.get("ref"), header.get("ended_at")
+        blob = encode_header(header, base)
+        status, started_at, ended_at = header["status"], header["started_at"], header.get("ended_at")
+        parent_id, ref = header_listing(header, base)
         run_rows = [
             (rec["id"], rec.get("seq", 0), rec.get("task", ""), rec.get("status", ""), encode(rec))
             for rec in runs
@@ -590,8 +598,8 @@ class SQLiteStore(Store):
         if len(known) > _NUMS_KEPT:
             known.clear()
         known.update(nums)
-        for eid, e in execs:
-            if e.status in self._terminal:
+        for eid, ex in execs:
+            if ex.status in self._terminal:
                 known.pop(eid, None)
         return None
 

@@ -22,7 +22,7 @@ from helpers import eventually
 from attune_actors.errors import StoreError
 from attune_actors.kv import KVStore
 from attune_actors.store import migrations
-from attune_actors.store.base import ItemRecord, MemoryStore, Store
+from attune_actors.store.base import HeaderBase, ItemRecord, MemoryStore, Store
 from attune_actors.store.sqlite import SQLiteStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -212,6 +212,44 @@ async def test_random_scenario_matches_memory_store(store: SQLiteStore, seed: in
     await p.sql.flush()
     p.check()
     assert store.stats().failed_commits == 0
+
+
+# -- a header in two parts (the runtime encodes its fixed part once per execution) ---------------
+
+
+def split(whole: dict[str, Any], fixed: list[str]) -> tuple[dict[str, Any], HeaderBase]:
+    return {k: v for k, v in whole.items() if k not in fixed}, HeaderBase({k: whole[k] for k in fixed})
+
+
+@pytest.mark.parametrize(("fixed_extra", "step_extra"), [(0, 0), (40, 0), (0, 40), (20, 70000)],
+                         ids=["small", "large-base", "large-step", "over-65535-fields"])
+async def test_a_header_saved_in_two_parts_reads_back_whole(
+    db: Path, fixed_extra: int, step_extra: int
+) -> None:
+    """Whatever the sizes of the two parts (msgpack counts maps in 4, 16 or 32 bits), the stored
+    header is the whole one, in every store and after reopening; listing reads its parent."""
+    whole = header("e", parent_id="root", system={"execution_id": "e"},
+                   **{f"f{i}": i for i in range(fixed_extra)}, **{f"s{i}": [i] for i in range(step_extra)})
+    step, base = split(whole, ["id", "ref", "parent_id", "system", *(f"f{i}" for i in range(fixed_extra))])
+    sql = SQLiteStore(db)
+    for store in (MemoryStore(), sql):
+        store.save("e", step, [run("r", 1)], [], base)
+        store.save("other", header("other"), [], [])
+        snap = store.load("e")
+        assert snap is not None
+        assert snap.header == whole
+        assert [h["id"] for h in store.headers(parent_id="root")] == ["e"]
+        assert [h["id"] for h in store.headers(roots_only=True)] == ["other"]
+    await sql.close()
+    reopened = SQLiteStore(db)
+    try:
+        snap = reopened.load("e")
+        assert snap is not None
+        assert snap.header == whole
+        assert set(snap.runs) == {"r"}
+        assert [h["id"] for h in reopened.headers(parent_id="root")] == ["e"]
+    finally:
+        await reopened.close()
 
 
 # -- group commit ---------------------------------------------------------------------------------
