@@ -40,7 +40,9 @@ from attune_actors.transport.base import Transport
 log = logging.getLogger("attune_actors.engine")
 
 SEALED = "__attune_sealed__"  # marks a stored value encrypted with the data dir's secret key
-_BASES_KEPT = 1 << 16  # executions whose header base the runtime keeps (beyond: built again)
+# Executions whose header base the runtime keeps (~0.45 KiB each): enough for the executions that
+# step at once, not one per parked execution (RSS); a base dropped is built again when needed.
+_BASES_KEPT = 2048
 
 
 class Runtime:
@@ -87,8 +89,9 @@ class Runtime:
         self.executions = ExecutionIndex()
         self.inquiries = Inquiries(self.executions, events, masker)
         self.owner: str | None = None  # the token of this process on a shared data dir (store.owners)
-        # Execution id -> its header's fixed part (save_step), for executions not ended; built
-        # with the masker's version and owner in `_bases_stamp` (a change of either clears it).
+        # Execution id -> its header's fixed part (save_step), for the latest executions saved and
+        # not ended; built with the masker's version and owner in `_bases_stamp` (a change of either
+        # clears it).
         self._bases: dict[str, HeaderBase] = {}
         self._bases_stamp: tuple[int, str | None] = (0, None)
 
@@ -292,7 +295,7 @@ class Runtime:
         """The part of `conductor`'s header no step changes: built, masked, sealed and encoded
         once per execution (again when the owner or the secrets to mask change)."""
         bases, stamp = self._bases, (self.masker.version, self.owner)
-        if stamp != self._bases_stamp or len(bases) >= _BASES_KEPT:
+        if stamp != self._bases_stamp:
             bases.clear()
             self._bases_stamp = stamp
         base = bases.get(conductor.id)
@@ -305,7 +308,10 @@ class Runtime:
             if secret_names:
                 params = conductor.parameters
                 fields["sealed_parameters"] = self._seal({k: params[k] for k in secret_names})
-            base = bases[conductor.id] = HeaderBase(fields)
+            base = HeaderBase(fields)
+            if len(bases) >= _BASES_KEPT:
+                del bases[next(iter(bases))]  # the oldest: parked executions make way for busy ones
+            bases[conductor.id] = base
         return base
 
     def shown_parameters(self, conductor: Conductor) -> dict[str, Any]:

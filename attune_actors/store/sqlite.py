@@ -76,7 +76,7 @@ SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 _RETRY_FIRST = 0.05  # seconds before retrying a failed commit; doubled each failure...
 _RETRY_MAX = 2.0  # ...up to this
 _WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes of WAL kept after a checkpoint
-_NUMS_KEPT = 1 << 17  # executions whose num the writer remembers (beyond: read again)
+_NUMS_KEPT = 4096  # executions whose num the writer remembers (the busy ones; others: read again)
 
 _T = TypeVar("_T")
 
@@ -284,7 +284,7 @@ class SQLiteStore(Store):
         self._saves = self._commits = self._rows_written = self._failed_commits = 0
         # The listing columns last buffered for each execution not ended yet (under _lock).
         self._listings: dict[str, Listing] = {}
-        # The writer's: `num` of executions not ended yet, as committed (the key of their rows).
+        # The writer's: `num` of the latest executions not ended, as committed (their rows' key).
         self._nums: dict[str, int] = {}
 
         self._read_lock = threading.Lock()
@@ -595,12 +595,13 @@ class SQLiteStore(Store):
                 pass  # the next BEGIN will say what is wrong
             return StoreError(f"cannot write to the store {self.path}: {e}")
         known = self._nums
-        if len(known) > _NUMS_KEPT:
-            known.clear()
-        known.update(nums)
         for eid, ex in execs:
             if ex.status in self._terminal:
                 known.pop(eid, None)
+            elif eid in nums and eid not in known:
+                if len(known) >= _NUMS_KEPT:
+                    del known[next(iter(known))]  # the oldest: a parked execution, likely
+                known[eid] = nums[eid]
         return None
 
     def _nums_of(self, conn: sqlite3.Connection, batch: _Batch) -> dict[str, int]:

@@ -22,6 +22,7 @@ from helpers import eventually
 from attune_actors.errors import StoreError
 from attune_actors.kv import KVStore
 from attune_actors.store import migrations
+from attune_actors.store import sqlite as sqlite_store
 from attune_actors.store.base import HeaderBase, ItemRecord, MemoryStore, Store
 from attune_actors.store.sqlite import SQLiteStore
 
@@ -291,6 +292,34 @@ async def test_batches_of_any_size_are_written_whole(store: SQLiteStore, db: Pat
     assert many.items[("r", n - 1)] == item("ok", n - 1)
 
 
+async def test_runs_of_executions_whose_num_the_writer_forgot_land_on_their_execution(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer keys runs by their execution's num and remembers it for a few executions only:
+    the others' are read again, in the commit that needs them."""
+    monkeypatch.setattr(sqlite_store, "_NUMS_KEPT", 2)
+    store = SQLiteStore(db)
+    try:
+        for step in range(1, 4):
+            for i in range(6):
+                store.save(f"e{i}", header(f"e{i}", seq=step), [run(f"e{i}.{step}", step)],
+                           [(f"e{i}.{step}", 0, item("ok", [i, step]))])
+                if i % 2:
+                    await store.flush()  # several commits per step, each knowing some nums
+        await store.flush()
+    finally:
+        await store.close()
+    reopened = SQLiteStore(db)
+    try:
+        for i in range(6):
+            snap = reopened.load(f"e{i}")
+            assert snap is not None
+            assert list(snap.runs) == [f"e{i}.1", f"e{i}.2", f"e{i}.3"]
+            assert snap.items == {(f"e{i}.{n}", 0): item("ok", [i, n]) for n in (1, 2, 3)}
+    finally:
+        await reopened.close()
+
+
 async def test_one_commit_per_turn_and_columns_filled(store: SQLiteStore, db: Path) -> None:
     for i in range(50):
         store.save(f"e{i}", header(f"e{i}", parent_id="root", started_at=float(i)),
@@ -424,6 +453,7 @@ def test_saves_without_an_event_loop_are_committed(db: Path) -> None:
 _CHILD = """
 import asyncio, os, sys
 from pathlib import Path
+from attune_actors.store import sqlite as sqlite_store
 from attune_actors.store.sqlite import SQLiteStore
 
 def header(eid, step):
