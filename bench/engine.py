@@ -414,8 +414,10 @@ def child_main(args: argparse.Namespace) -> None:
     cpu = common.pin_to_cpu(None if args.no_pin else args.cpu)
     tmp = Path(tempfile.mkdtemp(prefix="attune-bench-"))
     packs = write_pack(tmp / "packs", workflows_for(args.child, args))
-    profiler = cProfile.Profile() if args.profile else None
+    profiler = cProfile.Profile() if args.profile or args.profile_file else None
     gc.callbacks.append(_gc_callback)
+    if args.gc_threshold:
+        gc.set_threshold(args.gc_threshold)
 
     async def main() -> dict[str, Any]:
         from attune_actors import Engine
@@ -426,6 +428,8 @@ def child_main(args: argparse.Namespace) -> None:
         engine = Engine(packs=[packs], data_dir=tmp / "data", store=store)
         await engine.start()
         load_s = time.perf_counter() - started
+        if args.gc_freeze:
+            gc.freeze()  # what an application can do once it has started: see docs/operations.md
         if profiler is not None:
             profiler.enable()
         try:
@@ -445,6 +449,8 @@ def child_main(args: argparse.Namespace) -> None:
     result = common.run_on_loop(args.loop, main)
     if profiler is not None:
         print_profile(profiler, f"{args.child} on {args.loop}")
+        if args.profile_file:
+            profiler.dump_stats(args.profile_file)
     common.emit(result)
     shutil.rmtree(tmp, ignore_errors=True)
     sys.stderr.flush()
@@ -507,6 +513,12 @@ def child_args(args: argparse.Namespace, loop: str, scenario: str) -> list[str]:
         cmd += ["--cpu", str(args.cpu)]
     if args.profile:
         cmd.append("--profile")
+    if args.profile_file:
+        cmd += ["--profile-file", f"{args.profile_file}.{loop}.{scenario}"]
+    if args.gc_threshold:
+        cmd += ["--gc-threshold", str(args.gc_threshold)]
+    if args.gc_freeze:
+        cmd.append("--gc-freeze")
     return cmd
 
 
@@ -758,6 +770,18 @@ def main() -> None:
     )
     parser.add_argument(
         "--profile", action="store_true", help="run each child under cProfile; summaries go to stderr"
+    )
+    parser.add_argument(
+        "--gc-threshold", type=int, metavar="N",
+        help="the application's tuning: gc.set_threshold(N) in each child (CPython's default: 700)",
+    )
+    parser.add_argument(
+        "--gc-freeze", action="store_true",
+        help="the application's tuning: gc.freeze() once the engine has started",
+    )
+    parser.add_argument(
+        "--profile-file", metavar="PATH",
+        help="also write each child's cProfile stats to PATH.<loop>.<scenario> (for pstats)",
     )
     parser.add_argument("--write-pack", metavar="DIR", help="write the benchmark pack to DIR and exit")
     parser.add_argument("--child", choices=SCENARIOS, help=argparse.SUPPRESS)

@@ -1,8 +1,9 @@
 """AsyncioActor: a pykka actor whose inbox, message loop and futures live on a running asyncio loop.
 
-Each actor handles the messages of its own inbox, one at a time, in its own asyncio task, and
-touches only its own state. A parent also owns the table of the children it spawned; children
-report to it by messages (see `_supervision`).
+Each actor handles the messages of its own inbox, one at a time, on the loop that started it, and
+touches only its own state. An idle actor costs no asyncio task: its inbox wakes it with a loop
+callback, and it runs as a task only while it has something to await. A parent also owns the
+table of the children it spawned; children report to it by messages (see `_supervision`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import threading
 import uuid
 from inspect import isawaitable
 from types import CoroutineType
-from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar, cast
 
 from pykka import Actor, ActorDeadError, ActorRef, ActorRegistry
 from pykka.messages import ProxyCall, ProxyGetAttr, ProxySetAttr, _ActorStop
@@ -32,7 +33,7 @@ from attune_actors.actors._supervision import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
+    from collections.abc import Awaitable, Coroutine
     from types import TracebackType
 
     from pykka import Future
@@ -44,7 +45,7 @@ logger = logging.getLogger("attune_actors.actors")
 
 C = TypeVar("C", bound="AsyncioActor")
 
-# Running actors, by strong reference. asyncio keeps only weak references to tasks, so this is what
+# Running actors, by strong reference. Refs hold their actor weakly and asyncio its tasks, so this is what
 # keeps an actor (and through `_task`, its task) alive while nobody else holds it; it is also how
 # `stop_all_actors()` finds actors that are not in pykka's ActorRegistry.
 _live: set[AsyncioActor] = set()
@@ -118,8 +119,32 @@ def _is_failure(exc: BaseException) -> bool:
     return isinstance(exc, asyncio.CancelledError) and not _task_is_cancelling()
 
 
+class _ChildrenStopping:
+    """A stopping actor's count of its children's answers to its stop requests (a stopped or dead
+    child answers alike); whichever comes last, an answer or the end of the asking, stops it."""
+
+    __slots__ = ("actor", "left", "reply_to")
+
+    def __init__(self, actor: AsyncioActor, reply_to: Future[Any] | None, children: int) -> None:
+        self.actor = actor
+        self.reply_to = reply_to
+        self.left = children + 1  # the asking itself counts: answers may come while it asks
+
+    def all_asked(self) -> Coroutine[Any, Any, bool] | None:
+        """Called once every child was asked; the job to run if this ended the count."""
+        self.left -= 1
+        return self.actor._stop_self(self.reply_to) if self.left == 0 else None
+
+    def answered(self, _answer: Future[Any]) -> None:
+        self.left -= 1
+        if self.left == 0:
+            job = self.actor._stop_self(self.reply_to)
+            if job is not None:
+                self.actor._go_async(job)
+
+
 class AsyncioActor(Actor):
-    """An actor whose message loop is an asyncio task on the loop that started it.
+    """An actor whose messages are handled on the asyncio loop that started it.
 
     Start it from a coroutine (or callback) on the running loop: `ref = MyActor.start(*args)`, or
     `self.spawn(MyActor, *args)` from another actor to make it a supervised child. The loop must keep
@@ -127,7 +152,7 @@ class AsyncioActor(Actor):
 
     - `ref.tell(msg)` queues `msg` for `on_receive` and returns at once; `ref.ask(msg, block=False)`
       returns an `AsyncioFuture` to `await` for `on_receive`'s return value (or its exception);
-      `await ref.proxy().method(...)` calls a method in the actor's task. From other threads the
+      `await ref.proxy().method(...)` calls a method in the actor. From other threads the
       same calls are safe: messages are handed to the loop with `call_soon_threadsafe` (each
       sender's order is kept), and a blocking `ref.ask(msg)` waits in that thread. Blocking calls
       (`ref.ask(msg)` with the default `block=True`, `future.get()`, `ref.stop()`, assigning a proxy
@@ -142,18 +167,22 @@ class AsyncioActor(Actor):
       exception in a handler of a `tell` (or a `proxy.method.defer()`) or in `on_start` is a
       failure: the actor refuses new messages, fails the queued asks with `ActorDeadError`, stops
       its children, runs `on_failure` (unlike pykka's ThreadingActor, also after a failed
-      `on_start`) and ends its task; its parent, if any, then decides what to do
+      `on_start`) and ends; its parent, if any, then decides what to do
       (`on_child_failure`).
     - `ref.stop()` (or `self.stop()`) is queued like any message. When it is handled the actor
       refuses new messages, answers the queued asks with `ActorDeadError`, stops its children (all
-      at once, each of them children first), runs `on_stop`, tells its parent and ends its task;
-      the stop future resolves after the task has ended. Exceptions in `on_stop`/`on_failure` are
-      logged.
-    - If the task itself is cancelled (e.g. `asyncio.run()` returning with actors still running),
-      or a handler raises `KeyboardInterrupt`/`SystemExit`, the actor stops abruptly: no `on_stop`,
+      at once, each of them children first), runs `on_stop`, tells its parent and ends;
+      the stop future resolves after that (and after its task, if it was awaiting, has ended).
+      Exceptions in `on_stop`/`on_failure` are logged.
+    - Handlers run as loop callbacks while they need not await, in one context per loop thread (not
+      a copy of the sender's: a handler that sets a context variable resets it). The first time a
+      hook or handler returns an awaitable, the actor continues in an asyncio task (`_task`) until
+      its inbox is empty again; messages are still handled one at a time, in order.
+    - If that task is cancelled (e.g. `asyncio.run()` returning while an actor awaits), or a
+      handler raises `KeyboardInterrupt`/`SystemExit`, the actor stops abruptly: no `on_stop`,
       the asker of the current message and the queued asks get `ActorDeadError`, children are told
       to stop, the parent is told it stopped, and the exception propagates. Stop actors before the
-      loop ends: cancelling many registered actors costs a registry scan each.
+      loop ends: an idle actor has no task for the loop's end to cancel, so it is never stopped.
 
     Class attributes to declare per actor class:
     """
@@ -211,14 +240,15 @@ class AsyncioActor(Actor):
 
     def _start_actor_loop(self) -> None:
         _live.add(self)
-        self._task = self.actor_inbox.loop.create_task(self._actor_loop_async())
+        inbox = self.actor_inbox
+        inbox.loop.call_soon(self._begin, context=inbox.context)
 
     # -- starting --------------------------------------------------------------------------------
 
     @classmethod
     def start(cls, *args: Any, **kwargs: Any) -> ActorRef[Self]:
         """Create the actor with `cls(*args, **kwargs)`, register it (unless `use_actor_registry` is
-        false) and start its task on the running loop. `on_start` runs in that task, first."""
+        false) and schedule it on the running loop: `on_start` runs there first."""
         return cls._launch(None, args, kwargs)
 
     @classmethod
@@ -275,11 +305,11 @@ class AsyncioActor(Actor):
     # -- hooks (all may be `async def` or return an awaitable, which is awaited) ----------------
 
     def on_start(self) -> Awaitable[None] | None:  # type: ignore[override]
-        """Run in the actor's task before the first message. Raising is a failure."""
+        """Run before the first message. Raising is a failure."""
         return None
 
     def on_stop(self) -> Awaitable[None] | None:  # type: ignore[override]
-        """Run in the actor's task after its children stopped, when it stops normally."""
+        """Run after the actor's children stopped, when it stops normally."""
         return None
 
     def on_failure(  # type: ignore[override]
@@ -288,11 +318,11 @@ class AsyncioActor(Actor):
         exception_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> Awaitable[None] | None:
-        """Run in the actor's task after its children stopped, when it stops after a failure."""
+        """Run after the actor's children stopped, when it stops after a failure."""
         return None
 
     def on_drained(self) -> None:
-        """Run in the actor's task each time its inbox runs empty, before it waits for the next
+        """Run each time the actor's inbox runs empty, before it waits for the next
         message: the end of a burst of messages (all those that arrived while it was busy).
         Work that can wait for the burst's end (a snapshot of its state) is done once here instead
         of after each message. Synchronous; raising is a failure. Not run when it stops."""
@@ -303,7 +333,7 @@ class AsyncioActor(Actor):
     ) -> Directive | Awaitable[Directive]:
         """Decide what to do about a child that failed with `error` (it has already stopped).
 
-        Runs in this actor's task, like a message handler. The default returns the class's
+        Runs like a message handler. The default returns the class's
         `supervisor_strategy`. Raising here is this actor's own failure.
         """
         return self.supervisor_strategy
@@ -319,80 +349,145 @@ class AsyncioActor(Actor):
 
     # -- the message loop ------------------------------------------------------------------------
 
-    async def _actor_loop_async(self) -> None:
-        """The actor's task: `on_start`, then messages one at a time until stopped or failed."""
-        inbox = self.actor_inbox
+    # The loop is callback-driven: an actor with nothing to await has no asyncio task. Its inbox
+    # schedules `_drain` when a message arrives; `_drain` handles everything queued, synchronously,
+    # then parks the actor on its inbox again. The first time something must be awaited (an async
+    # hook or handler, a stop, a child's notice, a failure), the rest of the burst moves to a task
+    # (`_run_async`), which ends, and leaves the actor task-less again, when the inbox is empty.
+    # A task per actor cost a wake-up future, a task step per message burst and ~1 KiB per actor.
+
+    def _begin(self) -> None:
+        """First callback of a started actor: `on_start`, then the messages sent meanwhile."""
         try:
-            try:
-                started = self.on_start()
-                if started is not None and isawaitable(started):
-                    await started
-            except BaseException as exc:
-                if not _is_failure(exc):
-                    raise
-                await self._fail(exc)
-                return
-            # The class's functions rather than bound methods: an idle actor keeps no method objects.
-            handle = type(self)._handle_receive
-            on_receive = type(self).on_receive
-            on_drained = type(self).on_drained
-            drained = None if on_drained is AsyncioActor.on_drained else on_drained
-            envelope = message = reply_to = result = None
-            while True:
-                items = inbox.take()
-                if not items:
-                    # Parked actors hold no message, reply future or result of the last batch.
-                    envelope = message = reply_to = result = None
-                    if drained is not None:
-                        try:
-                            drained(self)
-                        except BaseException as exc:
-                            if not _is_failure(exc):
-                                raise
-                            await self._fail(exc)
-                            return
-                        if inbox:  # the hook sent this actor messages: handle them first
-                            continue
-                    await inbox.park()
-                    continue
-                for index, envelope in enumerate(items):
-                    message = envelope.message
-                    reply_to = envelope.reply_to
-                    try:
-                        kind = type(message)
-                        if kind not in _SPECIAL:
-                            result = on_receive(self, message)
-                        elif kind is _ActorStop:
-                            inbox.unshift(items[index + 1 :])  # for _detach() to answer
-                            await self._shutdown(reply_to)
-                            return
-                        elif kind in _CONTROL:
-                            await self._handle_notice(message)
-                            if reply_to is not None:
-                                reply_to.set(None)
-                            continue
-                        else:
-                            result = handle(self, message)
-                        if isinstance(result, CoroutineType):
-                            result = await result
-                    except BaseException as exc:
-                        if not _is_failure(exc):
-                            inbox.unshift(items[index + 1 :])
-                            if reply_to is not None:
-                                reply_to.set_exception(self._dead_exc_info())
-                            raise
-                        if reply_to is not None:
-                            logger.info("Exception returned from %s to caller:", self, exc_info=exc)
-                            reply_to.set_exception((type(exc), exc, exc.__traceback__))
-                            continue
-                        inbox.unshift(items[index + 1 :])
-                        await self._fail(exc)
-                        return
-                    if reply_to is not None:
-                        reply_to.set(result)
+            started = self.on_start()
+        except BaseException as exc:
+            if not _is_failure(exc):
+                self._abort()
+                raise
+            self._go_async(self._failed(exc))
+            return
+        if started is not None and isawaitable(started):
+            self._go_async(self._handled(started, None))
+            return
+        self._drain()
+
+    def _drain(self) -> None:
+        """Handle the queued messages now; hand over to a task at the first thing to await."""
+        try:
+            pending = self._handle_queued()
         except BaseException:
             self._abort()
             raise
+        if pending is not None:
+            self._go_async(pending)
+
+    def _go_async(self, job: Coroutine[Any, Any, bool]) -> None:
+        self._task = self.actor_inbox.loop.create_task(self._run_async(job))
+
+    async def _run_async(self, job: Coroutine[Any, Any, bool]) -> None:
+        """The actor's task while it has something to await: the job, then the queued messages,
+        until the inbox is empty (the actor parks, task-less) or the actor has ended."""
+        try:
+            while await job:
+                next_job = self._handle_queued()
+                if next_job is None:
+                    break
+                job = next_job
+        except BaseException:
+            self._abort()
+            raise
+        finally:
+            self._task = None
+
+    def _handle_queued(self) -> Coroutine[Any, Any, bool] | None:
+        """Handle queued messages until the inbox is empty (the actor parks) or the actor stopped,
+        and return `None`; or until one needs awaiting: return the job that awaits it (the job
+        returns whether the actor goes on). Messages taken but not handled are put back first."""
+        inbox = self.actor_inbox
+        cls = type(self)
+        on_receive = cls.on_receive
+        handle = cls._handle_receive
+        drained = None if cls.on_drained is AsyncioActor.on_drained else cls.on_drained
+        while True:
+            items = inbox.take()
+            if not items:
+                if drained is not None:
+                    try:
+                        drained(self)
+                    except BaseException as exc:
+                        if not _is_failure(exc):
+                            raise
+                        return self._failed(exc)
+                    if inbox:  # the hook sent this actor messages: handle them first
+                        continue
+                inbox.park(self)
+                return None
+            for index, envelope in enumerate(items):
+                message = envelope.message
+                reply_to = envelope.reply_to
+                try:
+                    kind = type(message)
+                    if kind not in _SPECIAL:
+                        result = on_receive(self, message)
+                    elif kind is _ActorStop:
+                        inbox.unshift(items[index + 1 :])  # for _detach() to answer
+                        return self._stop_now(reply_to)
+                    elif kind in _CONTROL:
+                        inbox.unshift(items[index + 1 :])
+                        return self._handled(self._handle_notice(message), reply_to)
+                    else:
+                        result = handle(self, message)
+                except BaseException as exc:
+                    if not _is_failure(exc):
+                        inbox.unshift(items[index + 1 :])
+                        if reply_to is not None:
+                            reply_to.set_exception(self._dead_exc_info())
+                        raise
+                    if reply_to is not None:
+                        logger.info("Exception returned from %s to caller:", self, exc_info=exc)
+                        reply_to.set_exception((type(exc), exc, exc.__traceback__))
+                        continue
+                    inbox.unshift(items[index + 1 :])
+                    return self._failed(exc)
+                if isinstance(result, CoroutineType):
+                    inbox.unshift(items[index + 1 :])
+                    return self._handled(result, reply_to)
+                if reply_to is not None:
+                    reply_to.set(result)
+
+    # Jobs: each awaits one thing and returns whether the actor goes on handling messages.
+    # `_handled` is the message loop's own error handling, for a hook, handler or notice that
+    # awaits: an ask gets the exception, anything else fails the actor.
+
+    async def _handled(self, result: Awaitable[Any], reply_to: Future[Any] | None) -> bool:
+        try:
+            value = await result
+        except BaseException as exc:
+            if not _is_failure(exc):
+                if reply_to is not None:
+                    reply_to.set_exception(self._dead_exc_info())
+                raise
+            if reply_to is not None:
+                logger.info("Exception returned from %s to caller:", self, exc_info=exc)
+                reply_to.set_exception((type(exc), exc, exc.__traceback__))
+                return True
+            await self._fail(exc)
+            return False
+        if reply_to is not None:
+            reply_to.set(value)
+        return True
+
+    async def _stopping_after(self, on_stop: Awaitable[None], reply_to: Future[Any] | None) -> bool:
+        try:
+            await on_stop
+        except Exception:
+            logger.exception("Unhandled exception in %s.on_stop():", self)
+        self._stopped(reply_to)
+        return False
+
+    async def _failed(self, exc: BaseException) -> bool:
+        await self._fail(exc)
+        return False
 
     async def _handle_notice(self, notice: ChildStopped | ChildFailed) -> None:
         if isinstance(notice, ChildStopped):
@@ -472,15 +567,34 @@ class AsyncioActor(Actor):
                 parent.tell(notice)
         _live.discard(self)
 
-    async def _shutdown(self, reply_to: Future[Any] | None) -> None:
+    def _stop_now(self, reply_to: Future[Any] | None) -> Coroutine[Any, Any, bool] | None:
+        """Stop: refuse messages, stop the children, then `on_stop`. Without a task unless
+        `on_stop` awaits (a task per stop cost as much as the stop): the children's answers are
+        counted by callbacks, and the last one stops this actor. Returns the job if one awaits."""
         self._detach()
-        await self._stop_children()
+        children = self._children
+        if not children:
+            return self._stop_self(reply_to)
+        self._children = None
+        waiting = _ChildrenStopping(self, reply_to, len(children))
+        # Asked directly rather than through `ref.stop()`: one future per child, not two.
+        for child in children:
+            asked = cast("AsyncioFuture[Any]", child.ask(_ActorStop(), block=False))
+            asked.add_done_callback(waiting.answered)
+        return waiting.all_asked()
+
+    def _stop_self(self, reply_to: Future[Any] | None) -> Coroutine[Any, Any, bool] | None:
         try:
             result = self.on_stop()
-            if result is not None and isawaitable(result):
-                await result
         except Exception:
             logger.exception("Unhandled exception in %s.on_stop():", self)
+            result = None
+        if result is not None and isawaitable(result):
+            return self._stopping_after(result, reply_to)
+        self._stopped(reply_to)
+        return None
+
+    def _stopped(self, reply_to: Future[Any] | None) -> None:
         logger.debug("Stopped %s", self)
         self._finish(ChildStopped(self.actor_ref))
         if reply_to is not None:
@@ -503,7 +617,7 @@ class AsyncioActor(Actor):
         self._finish(ChildFailed(self.actor_ref, exc))
 
     def _abort(self) -> None:
-        """Stop at once, without awaiting anything: the task is cancelled or the process exits."""
+        """Stop at once, without awaiting anything: its task is cancelled or the process exits."""
         self._detach()
         children, self._children = self._children, None
         for child in children or ():
@@ -515,7 +629,7 @@ class AsyncioActor(Actor):
 
     # pykka's thread-style loop pieces are not used by this actor type.
     def _actor_loop(self) -> None:
-        msg = "AsyncioActor runs its loop as an asyncio task"
+        msg = "AsyncioActor runs its loop on an asyncio event loop"
         raise NotImplementedError(msg)
 
     def _stop(self) -> None:

@@ -1,28 +1,44 @@
 """AsyncioInbox: where messages for one AsyncioActor wait, and how senders on other threads get in.
 
-Senders call `put()` (through pykka's `ActorRef.tell/ask`) from any thread; the actor's own task is the
-only reader. All inbox state is touched on the actor's loop thread only: a sender on another thread
+Senders call `put()` (through pykka's `ActorRef.tell/ask`) from any thread; the actor is the only
+reader. All inbox state is touched on the actor's loop thread only: a sender on another thread
 hands its envelope over with `loop.call_soon_threadsafe`, which keeps each sender's messages in order.
+An idle actor has no task waiting on its inbox: the inbox holds it as its *reader* and schedules
+the reader's `_drain()` on the loop when the next envelope arrives.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 from pykka import ActorDeadError
 from pykka._envelope import Envelope
 from pykka.messages import _ActorStop
 
-__all__ = ["AsyncioInbox"]
+__all__ = ["AsyncioInbox", "Reader"]
 
 logger = logging.getLogger("attune_actors.actors")
 
 # `asyncio._get_running_loop()` costs a getpid() system call on Python 3.11; the thread id is enough,
 # since the actor's loop runs on the thread that created the actor.
 _get_ident = threading.get_ident
+
+# What actors' handlers run in: one empty context per loop thread, not a copy of the sender's (a
+# handler sees no variable a sender had set, and a wake-up copies no context). Handlers that set
+# a variable reset it before they return (`logctx` does).
+_local = threading.local()
+
+
+def _thread_context() -> contextvars.Context:
+    try:
+        context: contextvars.Context = _local.context
+    except AttributeError:
+        context = _local.context = contextvars.Context()
+    return context
 
 
 def reject(envelope: Envelope[Any], owner: object) -> None:
@@ -38,22 +54,30 @@ def reject(envelope: Envelope[Any], owner: object) -> None:
         reply_to.set_exception((ActorDeadError, error, None))
 
 
+class Reader(Protocol):
+    """What an inbox wakes: `_drain()` runs on the loop, as a callback, when envelopes wait."""
+
+    def _drain(self) -> None: ...
+
+
 class AsyncioInbox:
     """An asyncio queue of pykka envelopes for one actor (implements pykka's `ActorInbox` protocol).
 
-    Unbounded; `put()` never blocks. The reader (the actor's task) takes all queued envelopes at
-    once with `take()` and, when there are none, awaits `park()`, a future the next `put()`
-    resolves. After `close()` every new envelope is rejected at once: asks get `ActorDeadError`,
-    tells from the loop thread raise it, tells that arrive from other threads are dropped.
+    Unbounded; `put()` never blocks. The reader (the actor) takes all queued envelopes at once
+    with `take()` and, when there are none, `park()`s itself: the next `put()` schedules its
+    `_drain()` on the loop (once; the reader parks again when it has drained). After `close()`
+    every new envelope is rejected at once: asks get `ActorDeadError`, tells from the loop thread
+    raise it, tells that arrive from other threads are dropped.
     """
 
-    __slots__ = ("_closed", "_items", "_loop", "_owner", "_thread_id", "_waiter")
+    __slots__ = ("_closed", "_context", "_items", "_loop", "_owner", "_reader", "_thread_id")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, owner: object = "actor") -> None:
         self._loop = loop
         self._thread_id = _get_ident()  # created on the loop's thread (it runs the loop)
+        self._context = _thread_context()
         self._items: list[Envelope[Any]] = []
-        self._waiter: asyncio.Future[None] | None = None
+        self._reader: Reader | None = None  # parked: wake it with the next envelope
         self._closed = False
         self._owner = owner  # names the actor in errors; the actor sets its URN (no extra string)
 
@@ -61,6 +85,11 @@ class AsyncioInbox:
     def loop(self) -> asyncio.AbstractEventLoop:
         """The event loop that runs the reader."""
         return self._loop
+
+    @property
+    def context(self) -> contextvars.Context:
+        """The context the reader's callbacks run in (one per loop thread, shared by its actors)."""
+        return self._context
 
     def put(self, envelope: Envelope[Any], /) -> None:
         """Queue an envelope from any thread; never blocks."""
@@ -74,13 +103,10 @@ class AsyncioInbox:
             self._refuse(envelope)
             return
         self._items.append(envelope)
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            try:
-                waiter.set_result(None)
-            except asyncio.InvalidStateError:  # the reader was cancelled while parked: stopping
-                pass
+        reader = self._reader
+        if reader is not None:
+            self._reader = None
+            self._loop.call_soon(reader._drain, context=self._context)
 
     def _deliver(self, envelope: Envelope[Any]) -> None:
         """`put()` for envelopes from other threads, run on the loop thread."""
@@ -88,11 +114,10 @@ class AsyncioInbox:
             reject(envelope, self._owner)
             return
         self._items.append(envelope)
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        reader = self._reader
+        if reader is not None:
+            self._reader = None
+            self._context.run(reader._drain)  # already a callback on the loop
 
     def _refuse(self, envelope: Envelope[Any]) -> None:
         if envelope.reply_to is None:
@@ -111,7 +136,7 @@ class AsyncioInbox:
     def __len__(self) -> int:
         return len(self._items)
 
-    # -- reader side (the actor's task, on the loop thread) --------------------------------------
+    # -- reader side (the actor, on the loop thread) ---------------------------------------------
 
     def take(self) -> list[Envelope[Any]]:
         """Remove and return every queued envelope, oldest first."""
@@ -125,13 +150,14 @@ class AsyncioInbox:
         if envelopes:
             self._items[:0] = envelopes
 
-    def park(self) -> asyncio.Future[None]:
-        """A future the next `put()` resolves; the reader awaits it when `take()` found nothing."""
-        waiter = self._waiter = self._loop.create_future()
-        return waiter
+    def park(self, reader: Reader) -> None:
+        """Have the next `put()` schedule `reader._drain()`; the reader calls it when `take()`
+        found nothing, and handles nothing until then."""
+        self._reader = reader
 
     def close(self) -> list[Envelope[Any]]:
         """Refuse every later envelope and return the ones still queued."""
         self._closed = True
+        self._reader = None
         items, self._items = self._items, []
         return items

@@ -90,11 +90,27 @@ async def test_async_hooks_and_handlers_are_awaited() -> None:
     assert log == ["start", "msg:a", "stop"]
 
 
-async def test_stop_leaves_no_task_and_no_running_actor() -> None:
+async def test_idle_actors_have_no_task_and_stopped_ones_leave_none() -> None:
     before = actor_tasks()
     refs = [Recorder.start([]) for _ in range(20)]
-    assert len(actor_tasks()) == len(before) + 20
+    for ref in refs:
+        assert await ref.ask("hello", block=False) == "hello"
+    assert actor_tasks() == before  # an idle actor waits on its inbox without a task
     assert len(running_actors()) == 20
+    for future in [ref.stop(block=False) for ref in refs]:
+        assert await future is True
+    assert actor_tasks() == before
+    assert running_actors() == []
+
+
+async def test_an_actor_awaiting_has_a_task_until_its_stop_answers() -> None:
+    before = actor_tasks()
+    refs = [AsyncHooks.start([]) for _ in range(20)]
+    asked = [ref.ask("a", block=False) for ref in refs]
+    await asyncio.sleep(0)  # deliberate: one loop turn, each actor is awaiting its on_start
+    assert len(actor_tasks()) == len(before) + 20
+    for future in asked:
+        assert await future == "a"
     for future in [ref.stop(block=False) for ref in refs]:
         assert await future is True
     assert actor_tasks() == before  # the stop future resolves after the task has ended
@@ -183,9 +199,9 @@ async def test_cancelling_the_task_stops_the_actor_abruptly() -> None:
     ref = Blocked.start()
     pending = ref.ask("wait", block=False)
     queued = ref.ask("queued", block=False)
+    await waiting.wait()
     task = ref._actor_weakref()._task  # type: ignore[union-attr]
     assert task is not None
-    await waiting.wait()
     task.cancel()
     with pytest.raises(pykka.ActorDeadError):
         await pending

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import Any
 
 import pykka
@@ -205,3 +206,31 @@ async def test_a_failing_on_drained_fails_the_actor() -> None:
     await eventually(lambda: not ref.is_alive(), "the actor to fail")
     with pytest.raises(pykka.ActorDeadError):
         ref.tell("y")
+
+
+_who = contextvars.ContextVar("who", default="nobody")
+
+
+class ContextReader(AsyncioActor):
+    def on_receive(self, message: Any) -> Any:
+        seen = _who.get()
+        if message == "set":
+            self.token = _who.set("the actor")  # left set: the next message shows where it ran
+        elif message == "reset":
+            _who.reset(self.token)
+        return seen
+
+
+async def test_handlers_run_in_the_loop_context_not_the_senders() -> None:
+    ref = ContextReader.start()
+    token = _who.set("the sender")
+    try:
+        assert await ref.ask("read", block=False) == "nobody"
+        assert await ref.ask("set", block=False) == "nobody"
+        assert await ref.ask("read", block=False) == "the actor"  # hence: handlers reset what they set
+        assert _who.get() == "the sender"
+        assert await ref.ask("reset", block=False) == "the actor"
+        assert await ref.ask("read", block=False) == "nobody"
+    finally:
+        _who.reset(token)
+    await ref.stop(block=False)

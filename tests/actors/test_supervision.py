@@ -224,6 +224,22 @@ async def test_stopping_a_parent_stops_children_first_depth_first(
     assert events.empty()
 
 
+async def test_a_parent_stops_when_its_child_stopped_just_before(
+    events: asyncio.Queue[tuple[Any, ...]],
+) -> None:
+    log: list[str] = []
+    root = Supervisor.start(log, events)
+    child = await root.proxy().spawn_worker("w")
+    # The child stops first; its notice reaches the parent only after the parent's own stop, so
+    # the parent asks a dead child to stop, whose answer comes at once.
+    child_stopped = child.stop(block=False)
+    root_stopped = root.stop(block=False)
+    assert await child_stopped is True
+    assert await root_stopped is True
+    assert log == ["w:start", "w:stop", "supervisor:stop"]
+    assert events.empty()
+
+
 async def test_a_failing_parent_stops_its_children_before_on_failure(
     events: asyncio.Queue[tuple[Any, ...]],
 ) -> None:

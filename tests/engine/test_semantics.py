@@ -98,12 +98,14 @@ async def test_handled_failure_takes_the_failure_branch_and_succeeds(workflow, e
 
 
 async def test_unhandled_failure_fails_fast(workflow, engine_factory) -> None:
+    # `slow` lasts long enough for `bad` to fail first even when its worker process starts slowly
+    # on a busy machine (at 0.2 s it once did not).
     ref = workflow(
         "failfast",
         """
         tasks:
           - {name: bad, action: testpack.fail, on_success: after_bad}
-          - {name: slow, action: testpack.wait, input: {seconds: 0.2}, on_success: after_slow}
+          - {name: slow, action: testpack.wait, input: {seconds: 1.0}, on_success: after_slow}
           - {name: after_bad, action: core.noop}
           - {name: after_slow, action: core.noop}
     """,
