@@ -14,12 +14,11 @@ For each attempt: decode it (malformed: acknowledged, dead-lettered, an `error` 
 `failed` outcome when its engine and key can be read), report `started` to the engine's results
 subject, acknowledge the message once that report is stored, with the next report (or within
 2 ms: one write for both; a worker that dies before gets the message redelivered to another after
-`ack_wait`), run it with
-`transport.attempt.run_attempt` (the in-process transport's way: deadline, `RunContext`, errors to
-outcomes), and report how it ended. Reports are batched per engine (one JetStream message for what
-arrived together, or per loop turn) and re-sent until stored. `noop` and `echo` attempts end as
-soon as they are taken, as in-process. A redelivered message this worker already took, or an
-attempt it still holds, is acknowledged and not run again.
+`ack_wait`), run it with `transport.attempt.run_attempt` (the in-process transport's way: deadline,
+`RunContext`, errors to outcomes), and report how it ended. Reports are batched per engine (one
+JetStream message for what arrived together, or per loop turn) and re-sent until stored. `noop`
+and `echo` attempts end as soon as they are taken, as in-process. A redelivered message this
+worker already took, or an attempt it still holds, is acknowledged and not run again.
 
 With `nats.payload_key` the worker opens sealed dispatches and seals their outcomes (`nats.payload`);
 the secret values a dispatch names are added to the process's masker, so its log handlers print
