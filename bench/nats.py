@@ -8,10 +8,13 @@ processes on loopback, with dispatch latency, next to the embedded engine in the
     .venv/bin/python bench/nats.py --sealed        # also with nats.payload_key (AES-GCM), side by side
 
 Set-up: a nats-server (the venv's binary, JetStream on a temporary directory) on a free loopback
-port; two worker processes (`python -m attune_actors.nats.worker --concurrency C`); the engine in
-this process with `NatsTransport` (then, for comparison, a fresh engine with the default
-`InProcessTransport`). Both engines use the in-memory store, so the figures are about dispatch, not
-disk. Scenarios, through the public API (`Engine.execute` then `Engine.wait`):
+port, with `GOMAXPROCS=1` on a host of two cores or fewer (`--server-gomaxprocs`; what
+docs/operations.md advises there); two worker processes (`python -m attune_actors.nats.worker
+--concurrency C`, on the loop that command chooses unless `--worker-loop`); the engine in this
+process with `NatsTransport`, on the loop `attune-actors serve` would choose unless `--loop` (then,
+for comparison, a fresh engine with the default `InProcessTransport`). The report's last line says
+which loops and GOMAXPROCS were used. Both engines use the in-memory store, so the figures are
+about dispatch, not disk. Scenarios, through the public API (`Engine.execute` then `Engine.wait`):
 
 1. items: one execution, one task `with_items` over N `core.noop` items, `batch_size` B in flight;
 2. workflows: W workflows of T sequential `core.noop` tasks, all started at once;
@@ -112,19 +115,51 @@ def write_pack(root: Path, args: argparse.Namespace) -> Path:
 
 
 
-def start_server(store: Path) -> tuple[subprocess.Popen[bytes], str]:
-    return common.start_nats_server(store)
+def server_gomaxprocs(args: argparse.Namespace) -> int:
+    """GOMAXPROCS for the nats-server (0: the Go runtime's own choice, every core). On a small shared
+    host one OS thread serving everything costs less CPU per hop than Go scheduling work across
+    threads that wake each other (docs/perf/round2.md); it is what docs/operations.md advises."""
+    if args.server_gomaxprocs is not None:
+        return max(0, args.server_gomaxprocs)
+    return 1 if (os.cpu_count() or 1) <= 2 else 0
+
+
+def start_server(store: Path, gomaxprocs: int) -> tuple[subprocess.Popen[bytes], str]:
+    saved = os.environ.pop("GOMAXPROCS", None)
+    if gomaxprocs:  # the server inherits it; the Python processes ignore it
+        os.environ["GOMAXPROCS"] = str(gomaxprocs)
+    try:
+        return common.start_nats_server(store)
+    finally:
+        if saved is None:
+            os.environ.pop("GOMAXPROCS", None)
+        else:
+            os.environ["GOMAXPROCS"] = saved
+
+
+def engine_loop(args: argparse.Namespace) -> str:
+    """The engine's loop: `--loop serve` is what `attune-actors serve` of the tree measured uses."""
+    if args.loop != "serve":
+        return str(args.loop)
+    try:
+        from attune_actors.nats.loop import loop_factory
+    except ImportError:  # a tree from before --loop: serve ran asyncio.run
+        return "asyncio"
+    return "asyncio" if loop_factory("auto") is None else "uvloop"
 
 
 def start_workers(url: str, packs: Path, args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
     command = [sys.executable, "-m", "attune_actors.nats.worker", "--nats", url, "--packs", str(packs),
                "--concurrency", str(args.concurrency), "--log-level", "WARNING"]
-    if args.worker_loop == "uvloop":
-        command = [sys.executable, "-c",
-                   "import sys, uvloop; uvloop.install(); from attune_actors.nats.worker import main; "
-                   "sys.exit(main(sys.argv[1:]))", *command[3:]]
-    env = {**os.environ, "ATTUNE_NATS__PAYLOAD_KEY": PAYLOAD_KEY}
     source = Path(args.src) if args.src else common.repo_root()
+    if args.worker_loop != "cli":
+        if (source / "attune_actors" / "nats" / "loop.py").exists():  # the worker has --loop
+            command += ["--loop", args.worker_loop]
+        elif args.worker_loop == "uvloop":  # an older tree: its asyncio.run runs on uvloop's policy
+            command = [sys.executable, "-c",
+                       "import sys, uvloop; uvloop.install(); from attune_actors.nats.worker import main; "
+                       "sys.exit(main(sys.argv[1:]))", *command[3:]]
+    env = {**os.environ, "ATTUNE_NATS__PAYLOAD_KEY": PAYLOAD_KEY}
     if args.src:  # `-m` puts the working directory first on the path: that tree's attune_actors runs
         env["PYTHONPATH"] = args.src
     return [subprocess.Popen(command, cwd=source, env=env) for _ in range(args.workers)]
@@ -327,14 +362,15 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
                "dispatch p50 ms", "p99 ms"]
     out = [common.table(headers, rows, markdown=args.markdown, right=[False, False, *[True] * 7])]
     nats = results["nats"]
-    best = max(("items", "workflows", "lanes"), key=lambda n: nats[n]["runs_per_s"])
-    lanes = nats["lanes"]
     out.append("")
-    out.append(f"goal >= {GOAL_RUNS:,.0f} runs/s: {nats[best]['runs_per_s']:,.0f} ({best}), "
-               f"{lanes['runs_per_s']:,.0f} (lanes) -> "
-               f"{'met' if nats[best]['runs_per_s'] >= GOAL_RUNS else 'NOT met'}")
+    loaded = [n for n in ("items", "workflows", "lanes") if n in nats]
+    if loaded:
+        best = max(loaded, key=lambda n: nats[n]["runs_per_s"])
+        lanes = f", {nats['lanes']['runs_per_s']:,.0f} (lanes)" if "lanes" in nats else ""
+        out.append(f"goal >= {GOAL_RUNS:,.0f} runs/s: {nats[best]['runs_per_s']:,.0f} ({best}){lanes} -> "
+                   f"{'met' if nats[best]['runs_per_s'] >= GOAL_RUNS else 'NOT met'}")
     for name in ("lanes", "chain"):
-        p50 = nats[name].get("p50_ms")
+        p50 = nats[name].get("p50_ms") if name in nats else None
         if p50 is not None:
             out.append(f"goal dispatch p50 <= {GOAL_P50_MS:g} ms: {p50:.2f} ms ({name}, "
                        f"at {nats[name]['runs_per_s']:,.0f} runs/s) -> "
@@ -367,6 +403,7 @@ def side_by_side(args: argparse.Namespace) -> None:
         del passed[i : i + 2]
         variants = {f"baseline {args.baseline}": str(tree), "this tree": str(common.repo_root())}
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+        setups: dict[str, str] = {}
         for n in range(args.alternate):
             for name, src in variants.items():
                 common.progress(f"[{n + 1}/{args.alternate}] {name} ...")
@@ -374,6 +411,7 @@ def side_by_side(args: argparse.Namespace) -> None:
                 if "error" in out:
                     raise SystemExit(f"{name}: {out['error']}")
                 runs[name].append(out["nats"])
+                setups[name] = out.get("setup", "")
     finally:
         shutil.rmtree(root, ignore_errors=True)
     figures = ("runs_per_s", "p50_ms", "p99_ms", "engine_cpu_s", "workers_cpu_s", "server_cpu_s")
@@ -399,6 +437,8 @@ def side_by_side(args: argparse.Namespace) -> None:
     print(common.table(headers, rows, markdown=args.markdown, right=[False, False, *[True] * 7]))
     base, this = merged[f"baseline {args.baseline}"], merged["this tree"]
     print()
+    for name, setup in setups.items():
+        print(f"{name}: {setup}")
     for scenario in args.scenarios:
         ratio = this[scenario]["runs_per_s"] / base[scenario]["runs_per_s"]
         print(f"{scenario}: this tree / baseline runs/s x{ratio:.2f}")
@@ -431,8 +471,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=256, help="each worker's --concurrency")
-    parser.add_argument("--loop", choices=common.LOOPS, default="asyncio", help="the engine's event loop")
-    parser.add_argument("--worker-loop", choices=common.LOOPS, default="asyncio")
+    parser.add_argument("--loop", choices=("serve", *common.LOOPS), default="serve",
+                        help="the engine's event loop (default: the one `attune-actors serve` of the tree "
+                        "measured runs on: uvloop where it is installed, asyncio before it had --loop)")
+    parser.add_argument("--worker-loop", choices=("cli", *common.LOOPS), default="cli",
+                        help="the workers' event loop (default: `attune-actors worker`'s own choice)")
+    parser.add_argument("--server-gomaxprocs", type=int, default=None, metavar="N",
+                        help="GOMAXPROCS of the nats-server started here (default: 1 on a host of 2 "
+                        "cores or fewer, else the Go runtime's own; 0: the Go runtime's own)")
     parser.add_argument("--baseline", metavar="REV",
                         help="side by side: the NATS scenarios with attune_actors of git revision REV and "
                         "with this tree, alternately (--alternate times each), each in a child process")
@@ -451,19 +497,24 @@ def main() -> None:
     workers: list[subprocess.Popen[bytes]] = []
     try:
         packs = write_pack(root, args)
-        proc, url = start_server(root / "jetstream")
+        loop, gomaxprocs = engine_loop(args), server_gomaxprocs(args)
+        proc, url = start_server(root / "jetstream", gomaxprocs)
         server.append(proc)
         workers = start_workers(url, packs, args)
-        common.progress(f"nats-server at {url}, {args.workers} workers; NATS scenarios ...")
+        workers_loop = "as `attune-actors worker` chooses" if args.worker_loop == "cli" else args.worker_loop
+        setup = (f"engine loop {loop}, workers' loop {workers_loop}, "
+                 f"nats-server GOMAXPROCS {gomaxprocs or 'unset'}")
+        common.progress(f"nats-server at {url}, {args.workers} workers ({setup}); NATS scenarios ...")
         others = {"workers": [w.pid for w in workers], "server": [proc.pid]}
         results: dict[str, Any] = {
-            "nats": common.run_on_loop(args.loop, lambda: run_nats(url, packs, root / "d1", args, others))
+            "setup": setup,
+            "nats": common.run_on_loop(loop, lambda: run_nats(url, packs, root / "d1", args, others)),
         }
         if args.sealed:
             results["wire"] = wire_costs(args)
             common.progress("NATS scenarios, sealed ...")
             results["sealed"] = common.run_on_loop(
-                args.loop, lambda: run_nats(url, packs, root / "d3", args, others, sealed=True)
+                loop, lambda: run_nats(url, packs, root / "d3", args, others, sealed=True)
             )
         stop(workers)
         stop(server)
@@ -471,7 +522,7 @@ def main() -> None:
             common.emit(results)
             return
         common.progress("embedded scenarios ...")
-        results["inprocess"] = common.run_on_loop(args.loop, lambda: run_inprocess(packs, root / "d2", args))
+        results["inprocess"] = common.run_on_loop(loop, lambda: run_inprocess(packs, root / "d2", args))
     finally:
         stop(workers)
         stop(server)
@@ -488,6 +539,7 @@ def main() -> None:
         common.emit(document)
         return
     print(report(results, args))
+    print(setup)
     if args.json:
         Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
 

@@ -107,12 +107,17 @@ def one_commit_per_step(path: Path, steps: list[Step], synchronous: str) -> Resu
     conn.execute(f"PRAGMA synchronous = {synchronous}")
     migrations.migrate(conn, path)
     rows = 0
+    nums: dict[str, int] = {}  # runs are keyed by their execution's num, as the store keeps them
     start = time.perf_counter()
     for eid, hdr, runs in steps:
         conn.execute("BEGIN IMMEDIATE")
         conn.execute(UPSERT_EXECUTION.sql(1), (eid, hdr["ref"], hdr["status"], hdr["parent_id"],
                                          hdr["started_at"], hdr["ended_at"], encode(hdr)))
-        conn.executemany(UPSERT_RUN.sql(1), [(eid, r["id"], r["seq"], r["task"], r["status"], encode(r))
+        num = nums.get(eid)
+        if num is None:
+            found = conn.execute("SELECT num FROM workflow_execution WHERE id = ?", (eid,)).fetchone()
+            num = nums[eid] = found[0]
+        conn.executemany(UPSERT_RUN.sql(1), [(num, r["id"], r["seq"], r["task"], r["status"], encode(r))
                                        for r in runs])
         conn.execute("COMMIT")
         rows += 1 + len(runs)

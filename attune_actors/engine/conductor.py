@@ -578,21 +578,30 @@ class Conductor:
 
     def header(self) -> dict[str, Any]:
         """The execution-level record: everything but runs and items."""
+        return {**self.header_base(), **self.header_step()}
+
+    def header_base(self) -> dict[str, Any]:
+        """The header's fields that no step changes (the runtime encodes them once)."""
         return {
             "id": self.id,
             "ref": self.spec.ref,
+            "parent_id": self.parent_id,
+            "parent_run": list(self.parent_run) if self.parent_run else None,
+            "rerun_of": self.rerun_of,
+            "definition": self.definition,
+            "created_at": self.created_at,
+            "system": self.system,  # read-only once built
+        }
+
+    def header_step(self) -> dict[str, Any]:
+        """The header's fields a step may change."""
+        return {
             "status": self.status,
             "vars": self.vars,
             "output": self.output,
             "error": self.error,
             "started_at": self.started_at,
             "ended_at": self.ended_at,
-            "parent_id": self.parent_id,
-            "parent_run": list(self.parent_run) if self.parent_run else None,
-            "rerun_of": self.rerun_of,
-            "definition": self.definition,
-            "created_at": self.created_at,
-            "system": self.system,  # read-only once built; the stores encode the header at once
             "seq": self.seq,
             "inflight": self.in_flight,
             "paused_children": self._child_ids(PAUSED),

@@ -33,13 +33,17 @@ from attune_actors.spec.graph import TaskGraph
 from attune_actors.spec.model import ActionSpec, WorkflowSpec
 from attune_actors.spec.packs import Catalog, load_workflow_text
 from attune_actors.spec.params import apply_params
-from attune_actors.store.base import ItemRecord, Snapshot, Store
+from attune_actors.statuses import TERMINAL
+from attune_actors.store.base import HeaderBase, ItemRecord, Snapshot, Store
 from attune_actors.templates import Renderer
 from attune_actors.transport.base import Transport
 
 log = logging.getLogger("attune_actors.engine")
 
 SEALED = "__attune_sealed__"  # marks a stored value encrypted with the data dir's secret key
+# Executions whose header base the runtime keeps (~0.45 KiB each): enough for the executions that
+# step at once, not one per parked execution (RSS); a base dropped is built again when needed.
+_BASES_KEPT = 2048
 
 
 class Runtime:
@@ -86,6 +90,11 @@ class Runtime:
         self.executions = ExecutionIndex()
         self.inquiries = Inquiries(self.executions, events, masker)
         self.owner: str | None = None  # the token of this process on a shared data dir (store.owners)
+        # Execution id -> its header's fixed part (save_step), for the latest executions saved and
+        # not ended; built with the masker's version and owner in `_bases_stamp` (a change of either
+        # clears it).
+        self._bases: dict[str, HeaderBase] = {}
+        self._bases_stamp: tuple[int, str | None] = (0, None)
 
     # -- building executions -------------------------------------------------------------------
 
@@ -268,16 +277,9 @@ class Runtime:
         encrypted with the data dir's secret key.
         """
         mask = self.masker.mask
-        header = conductor.header()
-        if self.owner is not None:
-            header["owner"] = self.owner
+        header = conductor.header_step()
         for key in ("vars", "output", "error"):
             header[key] = mask(header[key])
-        header["parameters"] = self.shown_parameters(conductor)
-        secret_names = conductor.secret_parameters
-        if secret_names:
-            params = conductor.parameters
-            header["sealed_parameters"] = self._seal({k: params[k] for k in secret_names})
         run_recs = []
         for run in runs:
             rec = run.to_record()
@@ -286,7 +288,32 @@ class Runtime:
             run_recs.append(rec)
         seal = self._seal_if_secret
         item_recs: list[ItemRecord] = [(run_id, idx, it.to_record(mask, seal)) for run_id, idx, it in items]
-        self.store.save(conductor.id, header, run_recs, item_recs)
+        self.store.save(conductor.id, header, run_recs, item_recs, self._header_base(conductor))
+        if header["status"] in TERMINAL:
+            self._bases.pop(conductor.id, None)
+
+    def _header_base(self, conductor: Conductor) -> HeaderBase:
+        """The part of `conductor`'s header no step changes: built, masked, sealed and encoded
+        once per execution (again when the owner or the secrets to mask change)."""
+        bases, stamp = self._bases, (self.masker.version, self.owner)
+        if stamp != self._bases_stamp:
+            bases.clear()
+            self._bases_stamp = stamp
+        base = bases.get(conductor.id)
+        if base is None:
+            fields = conductor.header_base()
+            if self.owner is not None:
+                fields["owner"] = self.owner
+            fields["parameters"] = self.shown_parameters(conductor)
+            secret_names = conductor.secret_parameters
+            if secret_names:
+                params = conductor.parameters
+                fields["sealed_parameters"] = self._seal({k: params[k] for k in secret_names})
+            base = HeaderBase(fields)
+            if len(bases) >= _BASES_KEPT:
+                del bases[next(iter(bases))]  # the oldest: parked executions make way for busy ones
+            bases[conductor.id] = base
+        return base
 
     def shown_parameters(self, conductor: Conductor) -> dict[str, Any]:
         """The parameters as stored and shown: secret ones as `***` (whatever their length), masked."""

@@ -41,13 +41,14 @@ class Masker:
     never forgotten (a value once decrypted may still sit in any later output).
     """
 
-    __slots__ = ("__weakref__", "_lock", "_state")
+    __slots__ = ("__weakref__", "_lock", "_state", "version")
 
     def __init__(self, secrets: Iterable[Any] = ()) -> None:
         _live.add(self)  # for the log handlers' ProcessMaskingFilter
         self._lock = threading.Lock()
         # The pattern and the strings it matches, replaced as one so readers need no lock.
         self._state: tuple[re.Pattern[str], frozenset[str]] | None = None
+        self.version = 0  # counts the changes: what was masked before a change may need it again
         for value in secrets:
             self.add(value)
 
@@ -70,6 +71,7 @@ class Masker:
             # Longest first: where secrets overlap, the longer one is masked whole.
             alternatives = sorted(secrets, key=len, reverse=True)
             self._state = (re.compile("|".join(map(re.escape, alternatives))), secrets)
+            self.version += 1
 
     def mask_text(self, text: str) -> str:
         """`text` with every occurrence of a secret replaced by `***`."""

@@ -5,7 +5,8 @@ publisher and a continuous pull consumer.
   carries attempts from engines to workers; the results stream keeps outcomes until their engine's
   durable consumer has taken them. `ensure_streams`/`ensure_consumer` create them when missing.
 - `Publisher`: JetStream publishes, pipelined, each re-sent with the same `Nats-Msg-Id` until the
-  server stores it (the server keeps one copy).
+  server stores it (the server keeps one copy); and `send`s, which ask for no reply (the owner
+  finds out another way whether they were stored, and re-publishes those it cannot confirm).
 - `Puller`: keeps pull requests out for as many messages as its owner has room for.
 """
 
@@ -148,8 +149,8 @@ class _Out:
     subject: str
     payload: bytes
     msg_id: str
-    on_done: DoneCallback
-    token: str
+    on_done: DoneCallback | None  # None: a `send`, no reply asked for
+    token: str  # "" for a `send`
     created: float  # monotonic
     headers: dict[str, str] | None = None  # sent with the message, besides Nats-Msg-Id
     sent: float = 0.0  # monotonic; 0 while never sent
@@ -164,8 +165,9 @@ class Publisher:
     message is stored (or recognised as a duplicate), `on_done(error)` when the server refuses it for
     good (too large, an expectation in its headers that does not hold, ...). An unavailable server
     or a missing stream is waited out: the owner calls `sweep()` periodically (and
-    `sweep(resend_all=True)` + `kick()` after a reconnect). `ack` acknowledges consumed messages
-    with the next write.
+    `sweep(resend_all=True)` + `kick()` after a reconnect). `send` publishes once, asking for no
+    reply. `ack` acknowledges consumed messages with the next write. `flush()` writes what is
+    queued from the caller's task, for an owner that is awake anyway.
     """
 
     def __init__(self, nc: Client, *, ack_timeout: float = 2.0, ack_delay: float = 0.002) -> None:
@@ -224,12 +226,21 @@ class Publisher:
         msg_id: str,
         on_done: DoneCallback,
         headers: dict[str, str] | None = None,
+        *,
+        write: bool = True,
     ) -> None:
+        """Queue a message; the writer task sends it (`write=False`: the caller awaits `flush()` next)."""
         self._seq += 1
         out = _Out(subject, payload, msg_id, on_done, str(self._seq), time.monotonic(), headers)
         self._inflight[out.token] = out
         self._idle.clear()
-        self._enqueue(out)
+        self._enqueue(out, wake=write)
+
+    def send(self, subject: str, payload: bytes, msg_id: str, headers: dict[str, str] | None = None) -> None:
+        """Publish once, without asking for the server's acknowledgement (one wake-up less for this
+        process and one write less for the server). Nothing says whether it was stored: the caller
+        must learn that another way and `publish` it (same `msg_id`: not stored twice) otherwise."""
+        self._enqueue(_Out(subject, payload, msg_id, None, "", 0.0, headers))
 
     def ack(self, msg: Msg) -> None:
         """Acknowledge a consumed JetStream message with the next write, or within `ack_delay`.
@@ -254,11 +265,12 @@ class Publisher:
             except Exception as exc:  # not acknowledged: the server delivers it again after ack_wait
                 log.debug("acknowledgement not sent (%s)", describe(exc))
 
-    def _enqueue(self, out: _Out) -> None:
+    def _enqueue(self, out: _Out, *, wake: bool = True) -> None:
         if not out.queued:
             out.queued = True
             self._queue.append(out)
-            self._wake.set()
+            if wake:
+                self._wake.set()
 
     def sweep(self, *, resend_all: bool = False) -> None:
         """Re-send what was not acknowledged in time (everything sent, after a reconnect)."""
@@ -277,27 +289,33 @@ class Publisher:
             self._wake.set()
 
     async def _write(self) -> None:
-        nc = self._nc
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._queue and nc.is_connected:
-                out = self._queue.popleft()
-                out.queued = False
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Send what is queued (and the acknowledgements waiting) now, from the caller's task: the
+        writer task's turn is saved when the caller is awake anyway."""
+        nc = self._nc
+        while self._queue and nc.is_connected:
+            out = self._queue.popleft()
+            out.queued = False
+            if out.token:
                 if out.token not in self._inflight:
                     continue  # acknowledged while it waited to be re-sent
                 out.sent = time.monotonic()
                 out.tries += 1
-                try:
-                    await nc.publish(
-                        out.subject, out.payload, reply=f"{self._inbox}.{out.token}",
-                        headers={MSG_ID: out.msg_id} if out.headers is None
-                        else {**out.headers, MSG_ID: out.msg_id},
-                    )
-                except Exception as exc:  # buffer full while reconnecting, closed: the sweep re-sends
-                    log.debug("publish to %s failed (%s); will retry", out.subject, describe(exc))
-            if self._acks and nc.is_connected:
-                await self._send_acks()
+            try:
+                await nc.publish(
+                    out.subject, out.payload, reply=f"{self._inbox}.{out.token}" if out.token else "",
+                    headers={MSG_ID: out.msg_id} if out.headers is None
+                    else {**out.headers, MSG_ID: out.msg_id},
+                )
+            except Exception as exc:  # buffer full while reconnecting, closed: the sweep re-sends
+                log.debug("publish to %s failed (%s); will retry", out.subject, describe(exc))
+        if self._acks and nc.is_connected:
+            await self._send_acks()
 
     async def _on_reply(self, msg: Msg) -> None:
         out = self._inflight.get(msg.subject[self._prefix_len :])
@@ -323,6 +341,7 @@ class Publisher:
         del self._inflight[out.token]
         if not self._inflight:
             self._idle.set()
+        assert out.on_done is not None
         try:
             await out.on_done(error)
         except Exception:
@@ -337,10 +356,12 @@ MessageHandler = Callable[[Msg], Awaitable[None]]
 class Puller:
     """A continuous pull consumer: keeps pull requests out for as many messages as `free()` allows.
 
-    Delivered messages go to `handler` one at a time. Credits: every delivered message uses one (of
-    the oldest request: the server serves requests in order); a request that expires (408) or is
-    refused (409, 503) gives back what it did not deliver. After a reconnect, or when `ensure`
-    re-creates a missing consumer, the accounting starts over (the server forgot our requests).
+    Delivered messages go to `handler` one at a time, and `on_drained()` follows the last of those
+    that arrived together (nothing more is waiting to be handled). Credits: every delivered message
+    uses one (of the oldest request: the server serves requests in order); a request that expires
+    (408) or is refused (409, 503) gives back what it did not deliver. After a reconnect, or when
+    `ensure` re-creates a missing consumer, the accounting starts over (the server forgot our
+    requests).
     """
 
     def __init__(
@@ -354,6 +375,7 @@ class Puller:
         ensure: Callable[[], Awaitable[None]],
         expires: float = 5.0,
         min_batch: int = 1,
+        on_drained: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._nc = nc
         self._next = f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
@@ -362,6 +384,7 @@ class Puller:
         self._ensure = ensure
         self._expires = expires
         self._min_batch = max(1, min_batch)
+        self._on_drained = on_drained
         self._credits = 0
         # token -> [messages still due, expires at (monotonic)], oldest first
         self._requests: collections.OrderedDict[str, list[float]] = collections.OrderedDict()
@@ -470,6 +493,12 @@ class Puller:
             log.exception("message handler failed on %s", msg.subject)
         if self._free() - self._credits >= self._min_batch:
             await self.top_up()
+        sub = self._sub
+        if self._on_drained is not None and sub is not None and not sub.pending_msgs:
+            try:
+                await self._on_drained()  # the last of what arrived together: answer them now
+            except Exception:
+                log.exception("after-delivery hook failed")
 
     async def _on_status(self, msg: Msg, headers: dict[str, str]) -> None:
         status = headers.get("Status", "")

@@ -2,7 +2,7 @@
 
     attune-actors serve [--nats URL] [--packs DIR]... [--data-dir DIR] [--store sqlite|nats]
                         [--subject-prefix PREFIX] [--engine-id ID] [--cluster | --no-cluster]
-                        [--http HOST:PORT] [--metrics-port [HOST:]PORT]
+                        [--http HOST:PORT] [--metrics-port [HOST:]PORT] [--loop auto|uvloop|asyncio]
 
 `--http HOST:PORT` also serves the HTTP API (`attune_actors.api`, docs/http.md); `--http` without
 `--nats` runs an embedded engine instead: actions in this process, no NATS at all.
@@ -62,6 +62,7 @@ from attune_actors.config import Settings, configure_logging, load_settings
 from attune_actors.engine.engine import Engine
 from attune_actors.errors import AttuneError, ConfigError, StoreError, TransportError
 from attune_actors.kv.secrets import KEY_FILE_NAME, generate_key
+from attune_actors.nats import loop as event_loop
 from attune_actors.nats.cluster import ClusterMember, cluster_status, new_execution_id
 from attune_actors.nats.connection import connect
 from attune_actors.nats.lease import EngineLease
@@ -158,6 +159,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         help="serve Prometheus metrics at http://HOST:PORT/metrics (host default 127.0.0.1); "
         "with --http they are at /metrics there too",
     )
+    event_loop.add_argument(p)
     p.set_defaults(func=run)
 
 
@@ -168,11 +170,9 @@ def run(args: argparse.Namespace) -> int:
         configure_logging(settings)
         engine_id = args.engine_id or default_engine_id()
         metrics_at = getattr(args, "metrics_port", None)
-        return asyncio.run(serve(
-            settings,
-            engine_id=engine_id,
-            http=getattr(args, "http", None),
-            metrics_address=listen_address(metrics_at, "--metrics-port") if metrics_at else None,
+        metrics_address = listen_address(metrics_at, "--metrics-port") if metrics_at else None
+        return event_loop.run(getattr(args, "loop", "auto"), lambda: serve(
+            settings, engine_id=engine_id, http=getattr(args, "http", None), metrics_address=metrics_address,
         ))
     except AttuneError as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
@@ -285,12 +285,13 @@ async def serve(
         await service.start()
         await _start_http(stack, server)
         log.info(
-            "engine %s serving on %s (subjects %s.*, store %s, data dir %s)",
+            "engine %s serving on %s (subjects %s.*, store %s, data dir %s, loop %s)",
             engine_id,
             settings.nats.url,
             subjects.prefix,
             settings.store,
             settings.data_dir,
+            event_loop.running_loop_name(),
         )
         await stop.wait()
         log.info("engine %s stopping", engine_id)

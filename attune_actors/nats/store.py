@@ -80,7 +80,14 @@ from attune_actors.codec import decode, encode
 from attune_actors.errors import StoreError
 from attune_actors.nats.cluster import partition_of
 from attune_actors.nats.subjects import Subjects
-from attune_actors.store.base import EncodedSnapshot, ItemRecord, MemoryStore, Snapshot, Store
+from attune_actors.store.base import (
+    EncodedSnapshot,
+    HeaderBase,
+    ItemRecord,
+    MemoryStore,
+    Snapshot,
+    Store,
+)
 from attune_actors.store.groupcommit import Backoff, CommitWaiters
 
 __all__ = [
@@ -710,12 +717,13 @@ class NatsStore(Store):
         header: dict[str, Any],
         runs: list[dict[str, Any]],
         items: list[ItemRecord],
+        base: HeaderBase | None = None,
     ) -> None:
         """Record a step's changes in the mirror and the open batch (latest wins per key)."""
         self._check_writable()
         mirror = self._mirror
         new = execution_id not in mirror
-        mirror.save(execution_id, header, runs, items)
+        mirror.save(execution_id, header, runs, items, base)
         snap = mirror.encoded(execution_id)
         assert snap is not None
         unit = f"{self._units.get(execution_id, self.namespace)}x.{escape_token(execution_id)}"

@@ -10,6 +10,19 @@ Engine side (`NatsTransport`, behind the `Transport` interface):
   re-dispatches its unfinished attempt for real, instead of having it dropped as a duplicate of the
   copy a worker may already have taken and lost.) `submit` never waits: a writer task pipelines the
   publishes.
+- Most dispatches ask the server for no acknowledgement (`Publisher.send`: the engine's wake-up for
+  it was a fifth of a hop's CPU): the worker's `started` (or its heartbeat, or the outcome) says the
+  dispatch was stored. Not the first of an execution here: an execution resumed after its engine
+  died may have its attempt queued still, and the refusal must be handled (below) before a worker
+  takes that copy; once a worker started one of its attempts for this transport, it is live. A
+  dispatch that nothing confirms within `confirm_after` seconds (lost in a server restart or a
+  disconnect, refused: too large for the stream, no stream, queued already), and every one after
+  a reconnect, is published again the acknowledged way, same `Nats-Msg-Id` (so a copy that was
+  stored is not stored twice): from there on it is handled as below, and for
+  `10 * confirm_after` seconds every dispatch asks for the acknowledgement (workers are slow to
+  start what is sent: a backlog). Only small dispatches go unacknowledged, and only
+  `unconfirmed_max` at once: under load the acknowledgements share wake-ups anyway, and what waits
+  for a confirmation is held in memory.
 - An attempt is queued once: every dispatch carries `Nats-Expected-Last-Subject-Sequence: 0`, so the
   server refuses it while an earlier dispatch of the same attempt is still queued (an engine that
   died before any worker took it, whose execution this engine resumed). The attempt then waits for
@@ -85,6 +98,7 @@ from attune_actors.nats.subjects import Subjects
 from attune_actors.nats.wire import (
     ENDED,
     MAX_MSG_SIZE,
+    MSG_ID,
     STARTED,
     BadMessage,
     decode_heartbeat,
@@ -120,6 +134,22 @@ class _Attempt:
     cancel_sent: float = 0.0  # monotonic
 
 
+@dataclass(slots=True, eq=False)
+class _Unconfirmed:
+    """A dispatch sent without asking for the server's acknowledgement, until something confirms it."""
+
+    attempt: _Attempt
+    subject: str
+    payload: bytes
+    sent: float  # monotonic
+
+
+# Dispatches larger than this always ask for the server's acknowledgement (what waits unconfirmed
+# is held in memory).
+UNCONFIRMED_BYTES = 16 * 1024
+LIVE_EXECUTIONS = 10_000  # executions remembered as started here (older ones: acknowledged again)
+
+
 @dataclass
 class _WorkerSeen:
     last: float  # monotonic
@@ -133,8 +163,9 @@ class NatsTransport(Transport):
     `engine_id` names this engine's results subject and durable consumer: it must be unique among
     live engines, and keeping it across restarts lets outcomes sent while it was down arrive.
     `cipher` seals parameters and outcomes; `secrets_in(parameters)` names the secret values they
-    hold (the worker masks them in its logs; without a cipher such attempts are refused). The
-    caller owns `nc` (it is not closed here).
+    hold (the worker masks them in its logs; without a cipher such attempts are refused).
+    `confirm_after` (seconds) and `unconfirmed_max` (0: none) bound the dispatches sent without
+    waiting for the server's acknowledgement. The caller owns `nc` (it is not closed here).
     """
 
     def __init__(
@@ -151,6 +182,8 @@ class NatsTransport(Transport):
         secrets_in: Callable[[Any], list[str]] | None = None,
         owned: Callable[[], bool] | None = None,
         ack_wait: float = 30.0,
+        confirm_after: float = 1.0,
+        unconfirmed_max: int = 256,
     ) -> None:
         if not engine_id:
             raise ValueError("engine_id must not be empty")
@@ -183,6 +216,17 @@ class NatsTransport(Transport):
             collections.OrderedDict()
         )
         self._foreign: dict[str, tuple[str, float]] = {}  # key we do not have -> (worker holding it, when)
+        # Dispatches sent unacknowledged that no worker has confirmed yet, oldest first (see the
+        # module docstring).
+        self._unconfirmed: dict[str, _Unconfirmed] = {}
+        self.confirm_after = confirm_after
+        self._unconfirmed_max = unconfirmed_max
+        self._acknowledged_until = 0.0  # monotonic; till then every dispatch asks for the server's ack
+        # Executions a worker has started an attempt of for this transport, newest last: only their
+        # dispatches go unacknowledged. The first dispatch of an execution here (a new one, or one
+        # resumed after an engine died, whose attempt that engine may have left queued) waits for
+        # the server's answer, so that a refusal is handled at once, before a worker takes the copy.
+        self._live: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._publisher = Publisher(nc)
         self._puller = Puller(
             nc, subjects.results_stream, self._consumer, self._on_results, lambda: 512,
@@ -205,8 +249,8 @@ class NatsTransport(Transport):
                       lambda: sum(1 for a in self._attempts.values() if a.worker is None))
         metrics.gauge("attune_nats_attempts_running", "Attempts a worker has started and not ended.",
                       lambda: sum(1 for a in self._attempts.values() if a.worker is not None))
-        metrics.gauge("attune_nats_publish_pending", "Dispatches not yet stored by the server.",
-                      lambda: self._publisher.pending)
+        metrics.gauge("attune_nats_publish_pending", "Dispatches not yet known stored by the server.",
+                      lambda: self._publisher.pending + len(self._unconfirmed))
         metrics.gauge("attune_nats_workers", "Workers heard from within the heartbeat timeout.",
                       lambda: len(self._workers))
         metrics.counter_from("attune_nats_reconnects_total", "Reconnections to the NATS server.",
@@ -285,6 +329,7 @@ class NatsTransport(Transport):
         await self._puller.close()
         await self._publisher.close()
         self._attempts.clear()
+        self._unconfirmed.clear()
 
     # -- the Transport interface
 
@@ -344,13 +389,29 @@ class NatsTransport(Transport):
             heapq.heappush(self._deadlines, (run.deadline, key))
         self._dispatch(attempt, self.subjects.runs(action.pack, action.runner_type, key), payload)
 
-    def _dispatch(self, attempt: _Attempt, subject: str, payload: bytes) -> None:
+    def _dispatch(
+        self, attempt: _Attempt, subject: str, payload: bytes, *, acknowledged: bool = False
+    ) -> None:
         # Only if no message of this attempt is queued: one a previous run of this engine (or the
         # partition's previous owner) dispatched and no worker has taken yet is refused, not doubled.
         headers = {EXPECT_NONE_QUEUED: "0"}
         if attempt.run.trace:  # the task span's trace context: the worker's attempt span is its child
             headers.update(attempt.run.trace)
         key = attempt.run.key
+        msg_id = f"{key}@{self._incarnation}"
+        if (
+            not acknowledged
+            and len(self._unconfirmed) < self._unconfirmed_max
+            and len(payload) <= UNCONFIRMED_BYTES
+            and attempt.run.execution_id in self._live
+            and self._nc.is_connected
+        ):
+            now = time.monotonic()
+            if now >= self._acknowledged_until:
+                self._unconfirmed.pop(key, None)
+                self._unconfirmed[key] = _Unconfirmed(attempt, subject, payload, now)
+                self._publisher.send(subject, payload, msg_id, headers)
+                return
 
         async def sent(error: PublishError | None) -> None:
             if error is None:
@@ -360,13 +421,30 @@ class NatsTransport(Transport):
             else:
                 self._finish(key, "failed", None, f"cannot dispatch {attempt.run.action}: {error}")
 
-        self._publisher.publish(subject, payload, f"{key}@{self._incarnation}", sent, headers)
+        self._publisher.publish(subject, payload, msg_id, sent, headers)
+
+    def _confirm(self, everything: bool = False) -> None:
+        """Publish again, acknowledged, the dispatches nothing confirmed in time (all: after a reconnect)."""
+        if not self._unconfirmed or (self._owned is not None and not self._owned()):
+            return
+        now = time.monotonic()
+        due = now - self.confirm_after
+        for key, entry in list(self._unconfirmed.items()):
+            if not everything and entry.sent > due:
+                break  # the younger ones are not due either
+            del self._unconfirmed[key]
+            if self._attempts.get(key) is entry.attempt:
+                # Workers are slow to start what is sent (a backlog), or the server lost it: for a
+                # while every dispatch asks for the server's ack (under load they share wake-ups).
+                self._acknowledged_until = now + 10 * self.confirm_after
+                self._dispatch(entry.attempt, entry.subject, entry.payload, acknowledged=True)
 
     async def _queued_before(self, attempt: _Attempt, subject: str, payload: bytes) -> None:
         """The attempt is still queued (not taken by any worker) from an earlier dispatch: off the hot
-        path (only attempts of resumed executions get here), read who sent it. If that was this
-        engine's id, the worker that takes it reports here: wait for it. If another engine id sent it
-        (an engine restarted under a new id), its outcome would go there: replace it with ours."""
+        path (attempts of resumed executions, and unacknowledged dispatches no worker confirmed in
+        time), read who sent it. If that was this engine's id, the worker that takes it reports
+        here: wait for it. If another engine id sent it (an engine restarted under a new id), its
+        outcome would go there: replace it with ours."""
         key = attempt.run.key
         js = self._nc.jetstream()
         try:
@@ -381,7 +459,10 @@ class NatsTransport(Transport):
             return  # ended or canceled meanwhile
         sender = None if queued is None or queued.data is None else dispatch_engine(queued.data)
         if queued is None or queued.seq is None or sender == self.engine_id:
-            log.info("%s was queued before (and not taken then): not sent again", key)
+            ours = queued is not None and (queued.headers or {}).get(MSG_ID) == f"{key}@{self._incarnation}"
+            # (our own unacknowledged copy, waiting for a free worker, is no news)
+            log.log(logging.DEBUG if ours else logging.INFO,
+                    "%s was queued before (and not taken then): not sent again", key)
             return
         log.warning("%s is queued for engine %s, not this one (%s): replacing it", key, sender,
                     self.engine_id)
@@ -390,7 +471,7 @@ class NatsTransport(Transport):
         except Exception as exc:
             log.warning("cannot remove the queued %s (%s): waiting for it", key, describe(exc))
             return
-        self._dispatch(attempt, subject, payload)
+        self._dispatch(attempt, subject, payload, acknowledged=True)
 
     def cancel(self, run: ActionRun) -> None:
         attempt = self._attempts.get(run.key)
@@ -425,6 +506,7 @@ class NatsTransport(Transport):
         if attempt is None:
             return
         self._missing.pop(key, None)
+        self._unconfirmed.pop(key, None)
         if attempt.worker is not None:
             seen = self._workers.get(attempt.worker)
             if seen is not None:
@@ -494,13 +576,20 @@ class NatsTransport(Transport):
 
     def _open(self, event: list[Any], worker: str) -> tuple[Any, str | None]:
         """(result, error) of an outcome event; BadMessage when it is sealed and does not open."""
-        return open_ended(event, self._cipher, result_binding(self.engine_id, worker, event[1]))
+        binding = b"" if event[0] == ENDED else result_binding(self.engine_id, worker, event[1])
+        return open_ended(event, self._cipher, binding)  # (only a sealed one is bound)
 
     def _assign(self, attempt: _Attempt, worker: str, now: float) -> None:
         key = attempt.run.key
         if attempt.worker is not None and attempt.worker in self._workers:
             self._workers[attempt.worker].keys.discard(key)
         attempt.worker = worker
+        self._unconfirmed.pop(key, None)  # a worker took it: it was stored
+        execution = attempt.run.execution_id
+        if execution not in self._live:
+            self._live[execution] = None
+            if len(self._live) > LIVE_EXECUTIONS:
+                self._live.popitem(last=False)  # its next dispatch just asks for the server's answer
         seen = self._workers.get(worker)
         if seen is None:
             seen = self._workers[worker] = _WorkerSeen(now)
@@ -561,10 +650,12 @@ class NatsTransport(Transport):
                 if came_back or offline:
                     offline = False
                     self._grace()
+                    self._confirm(everything=True)  # what was on its way may be lost
                     self._publisher.sweep(resend_all=True)
                     self._publisher.kick()
                     await self._puller.maintain(reconnected=True)
                 else:
+                    self._confirm()
                     self._publisher.sweep()
                     await self._puller.maintain()
                 self._check_liveness()

@@ -18,6 +18,49 @@ from attune_actors.statuses import TERMINAL
 ItemRecord = tuple[str, int, list[Any]]  # (run_id, item index, ItemRun record)
 
 
+class HeaderBase:
+    """The fields of an execution's header that no step changes, encoded once per execution.
+
+    `Store.save` takes it beside the step's other fields and stores the two as one header record:
+    msgpack writes a map as a count and then its entries, so entries encoded apart concatenate
+    into the same record one `encode` of the whole header gives (the fields in another order).
+    The runtime builds one per execution (id, definition, parameters as shown, sealed
+    parameters, `system`, ...); `parent_id` and `ref` are kept for the stores' listing columns.
+    """
+
+    __slots__ = ("count", "entries", "parent_id", "ref")
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.count = len(fields)
+        self.entries = _entries(encode(fields))
+        self.parent_id: str | None = fields.get("parent_id")
+        self.ref: str | None = fields.get("ref")
+
+
+def encode_header(header: dict[str, Any], base: HeaderBase | None) -> bytes:
+    """The stored header record: `header`, or `base`'s fields and `header`'s (no key in both)."""
+    if base is None:
+        return encode(header)
+    count = base.count + len(header)
+    start = b"\xde" + count.to_bytes(2, "big") if count < 0x10000 else b"\xdf" + count.to_bytes(4, "big")
+    return start + base.entries + _entries(encode(header))
+
+
+def header_listing(header: dict[str, Any], base: HeaderBase | None) -> tuple[str | None, str | None]:
+    """(parent_id, ref) of a header given to `Store.save`."""
+    if base is None:
+        return header["parent_id"], header.get("ref")
+    return base.parent_id, base.ref
+
+
+def _entries(packed_map: bytes) -> bytes:
+    """The entries of an encoded map, without the count before them."""
+    first = packed_map[0]
+    if 0x80 <= first <= 0x8F:  # fixmap: the count is in the type byte
+        return packed_map[1:]
+    return packed_map[3:] if first == 0xDE else packed_map[5:]  # map 16, map 32
+
+
 @dataclass
 class Snapshot:
     """Everything stored about one execution."""
@@ -56,8 +99,13 @@ class Store(abc.ABC):
         header: dict[str, Any],
         runs: list[dict[str, Any]],
         items: list[ItemRecord],
+        base: HeaderBase | None = None,
     ) -> None:
-        """Record a step's changes. May be buffered until `flush`."""
+        """Record a step's changes. May be buffered until `flush`.
+
+        `header` is the whole header record, or with `base`, the fields `base` does not hold
+        (`encode_header` makes the record of both).
+        """
 
     async def flush(self) -> None:  # noqa: B027 - optional hook
         """Make everything saved so far durable."""
@@ -185,13 +233,14 @@ class MemoryStore(Store):
         header: dict[str, Any],
         runs: list[dict[str, Any]],
         items: list[ItemRecord],
+        base: HeaderBase | None = None,
     ) -> None:
         snap = self._snapshots.get(execution_id)
         if snap is None:
             snap = self._snapshots[execution_id] = EncodedSnapshot()
-        snap.header = encode(header)
+        snap.header = encode_header(header, base)
         snap.status = header["status"]
-        snap.parent_id = header["parent_id"]
+        snap.parent_id = header_listing(header, base)[0]
         snap.started_at = header["started_at"] or 0.0
         for rec in runs:
             snap.runs[rec["id"]] = encode(rec)

@@ -142,9 +142,51 @@ _V2 = (
     """,
 )
 
+_V3 = (
+    # Task runs and items keyed by their execution's `num` instead of its id. Ids are random, so
+    # every new run landed on a random page of the (execution_id, run_id) index: a commit of N
+    # steps dirtied ~N index pages (measured: 28 -> 15 µs of writer CPU per transition). `num`
+    # grows with each new execution, so the live executions' rows share the index's last pages.
+    "ALTER TABLE workflow_task_execution RENAME TO workflow_task_execution_v2",
+    """
+    CREATE TABLE workflow_task_execution (
+        execution_num INTEGER NOT NULL,     -- workflow_execution.num
+        run_id        TEXT NOT NULL,
+        seq           INTEGER NOT NULL,
+        task          TEXT NOT NULL,
+        status        TEXT NOT NULL,
+        record        BLOB NOT NULL,
+        PRIMARY KEY (execution_num, run_id)
+    )
+    """,
+    """
+    INSERT INTO workflow_task_execution (execution_num, run_id, seq, task, status, record)
+    SELECT e.num, t.run_id, t.seq, t.task, t.status, t.record
+    FROM workflow_task_execution_v2 t JOIN workflow_execution e ON e.id = t.execution_id
+    """,
+    "DROP TABLE workflow_task_execution_v2",
+    "ALTER TABLE workflow_task_item RENAME TO workflow_task_item_v2",
+    """
+    CREATE TABLE workflow_task_item (
+        execution_num INTEGER NOT NULL,     -- workflow_execution.num
+        run_id        TEXT NOT NULL,
+        idx           INTEGER NOT NULL,
+        record        BLOB NOT NULL,
+        PRIMARY KEY (execution_num, run_id, idx)
+    )
+    """,
+    """
+    INSERT INTO workflow_task_item (execution_num, run_id, idx, record)
+    SELECT e.num, i.run_id, i.idx, i.record
+    FROM workflow_task_item_v2 i JOIN workflow_execution e ON e.id = i.execution_id
+    """,
+    "DROP TABLE workflow_task_item_v2",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "executions, task runs, items, definitions", _V1),
     Migration(2, "rule enforcements and rule state", _V2),
+    Migration(3, "task runs and items keyed by their execution's num", _V3),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 TABLES = (

@@ -52,7 +52,14 @@ from attune_actors.codec import decode, encode
 from attune_actors.errors import StoreError
 from attune_actors.statuses import TERMINAL
 from attune_actors.store import migrations
-from attune_actors.store.base import ItemRecord, Snapshot, Store
+from attune_actors.store.base import (
+    HeaderBase,
+    ItemRecord,
+    Snapshot,
+    Store,
+    encode_header,
+    header_listing,
+)
 from attune_actors.store.groupcommit import Backoff, CommitWaiters
 from attune_actors.store.wal import enable_wal
 
@@ -69,6 +76,7 @@ SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 _RETRY_FIRST = 0.05  # seconds before retrying a failed commit; doubled each failure...
 _RETRY_MAX = 2.0  # ...up to this
 _WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes of WAL kept after a checkpoint
+_NUMS_KEPT = 4096  # executions whose num the writer remembers (the busy ones; others: read again)
 
 _T = TypeVar("_T")
 
@@ -212,15 +220,16 @@ UPSERT_HEADER = _Upsert(
     UPSERT_EXECUTION.columns,
     "ON CONFLICT (id) " + _set("header"),
 )
+# Runs and items are keyed by their execution's `num` (see migrations: index locality).
 UPSERT_RUN = _Upsert(
     "workflow_task_execution",
-    ("execution_id", "run_id", "seq", "task", "status", "record"),
-    "ON CONFLICT (execution_id, run_id) " + _set("seq", "task", "status", "record"),
+    ("execution_num", "run_id", "seq", "task", "status", "record"),
+    "ON CONFLICT (execution_num, run_id) " + _set("seq", "task", "status", "record"),
 )
 UPSERT_ITEM = _Upsert(
     "workflow_task_item",
-    ("execution_id", "run_id", "idx", "record"),
-    "ON CONFLICT (execution_id, run_id, idx) " + _set("record"),
+    ("execution_num", "run_id", "idx", "record"),
+    "ON CONFLICT (execution_num, run_id, idx) " + _set("record"),
 )
 UPSERT_DEFINITION = _Upsert(
     "workflow_definition",
@@ -275,6 +284,8 @@ class SQLiteStore(Store):
         self._saves = self._commits = self._rows_written = self._failed_commits = 0
         # The listing columns last buffered for each execution not ended yet (under _lock).
         self._listings: dict[str, Listing] = {}
+        # The writer's: `num` of the latest executions not ended, as committed (their rows' key).
+        self._nums: dict[str, int] = {}
 
         self._read_lock = threading.Lock()
         self._wconn = _connect(self.path, mode)
@@ -365,15 +376,16 @@ class SQLiteStore(Store):
         header: dict[str, Any],
         runs: list[dict[str, Any]],
         items: list[ItemRecord],
+        base: HeaderBase | None = None,
     ) -> None:
         """Buffer a step's records (latest wins per row); committed by the end of the loop turn.
 
         Raises `StoreError` when the store is closed, or when commits are failing: the records are
         buffered all the same (and retried), the error says durability is not keeping up.
         """
-        blob = encode(header)
-        status, parent_id, started_at = header["status"], header["parent_id"], header["started_at"]
-        ref, ended_at = header.get("ref"), header.get("ended_at")
+        blob = encode_header(header, base)
+        status, started_at, ended_at = header["status"], header["started_at"], header.get("ended_at")
+        parent_id, ref = header_listing(header, base)
         run_rows = [
             (rec["id"], rec.get("seq", 0), rec.get("task", ""), rec.get("status", ""), encode(rec))
             for rec in runs
@@ -557,17 +569,22 @@ class SQLiteStore(Store):
                         if e.listed is listed
                     ),
                 )
+            nums = self._nums_of(conn, batch)
             UPSERT_RUN.run(
                 conn,
                 (
-                    (eid, rid, seq, task, status, rec)
+                    (nums[eid], rid, seq, task, status, rec)
                     for eid, e in execs
                     for rid, seq, task, status, rec in e.runs.values()
                 ),
             )
             UPSERT_ITEM.run(
                 conn,
-                ((eid, rid, idx, rec) for eid, e in execs for (rid, idx), rec in e.items.items()),
+                (
+                    (nums[eid], rid, idx, rec)
+                    for eid, e in execs
+                    for (rid, idx), rec in e.items.items()
+                ),
             )
             conn.execute("COMMIT")
         except Exception as e:  # sqlite3.Error, OSError, a bad value: all mean "not written"
@@ -577,7 +594,37 @@ class SQLiteStore(Store):
             except sqlite3.Error:
                 pass  # the next BEGIN will say what is wrong
             return StoreError(f"cannot write to the store {self.path}: {e}")
+        known = self._nums
+        for eid, ex in execs:
+            if ex.status in self._terminal:
+                known.pop(eid, None)
+            elif eid in nums and eid not in known:
+                if len(known) >= _NUMS_KEPT:
+                    del known[next(iter(known))]  # the oldest: a parked execution, likely
+                known[eid] = nums[eid]
         return None
+
+    def _nums_of(self, conn: sqlite3.Connection, batch: _Batch) -> dict[str, int]:
+        """The `num` of each execution of `batch` with runs or items (their rows' key), read in the
+        commit's transaction after its executions were upserted."""
+        known = self._nums
+        nums: dict[str, int] = {}
+        missing = []
+        for eid, e in batch.execs.items():
+            if e.runs or e.items:
+                num = known.get(eid)
+                if num is None:
+                    missing.append(eid)
+                else:
+                    nums[eid] = num
+        if missing:
+            nums.update(
+                conn.execute(
+                    f"SELECT id, num FROM workflow_execution WHERE id IN {_IDS}",
+                    (json.dumps(missing),),
+                ).fetchall()
+            )
+        return nums
 
     # -- reads: pending batches, then the file ---------------------------------------------------
 
@@ -631,21 +678,22 @@ class SQLiteStore(Store):
 
         def query(c: sqlite3.Connection) -> tuple[Any, list[Any], list[Any]]:
             row = c.execute(
-                "SELECT header FROM workflow_execution WHERE id = ?", (execution_id,)
+                "SELECT num, header FROM workflow_execution WHERE id = ?", (execution_id,)
             ).fetchone()
             if row is None:
                 return None, [], []
+            num, blob = row
             return (
-                row[0],
+                blob,
                 c.execute(
                     "SELECT run_id, record FROM workflow_task_execution "
-                    "WHERE execution_id = ? ORDER BY seq",
-                    (execution_id,),
+                    "WHERE execution_num = ? ORDER BY seq",
+                    (num,),
                 ).fetchall(),
                 c.execute(
                     "SELECT run_id, idx, record FROM workflow_task_item "
-                    "WHERE execution_id = ? ORDER BY run_id, idx",
-                    (execution_id,),
+                    "WHERE execution_num = ? ORDER BY run_id, idx",
+                    (num,),
                 ).fetchall(),
             )
 

@@ -34,7 +34,7 @@ from attune_actors.errors import StoreError
 from attune_actors.nats.connection import connect
 from attune_actors.nats.store import NatsStore, escape_path, escape_token, unescape
 from attune_actors.nats.subjects import Subjects
-from attune_actors.store.base import ItemRecord, MemoryStore, Store
+from attune_actors.store.base import HeaderBase, ItemRecord, MemoryStore, Store
 
 REPO = Path(__file__).resolve().parents[2]
 STATUSES = ("requested", "running", "paused", "succeeded", "failed", "canceled")
@@ -178,6 +178,28 @@ async def test_random_writes_match_memory_store_and_survive_reopening(nc: Client
     again = await reopened(nc)
     try:
         p.check(again)  # ties in started_at keep the first-save order, as MemoryStore's
+    finally:
+        await again.close()
+
+
+async def test_a_header_saved_in_two_parts_reads_back_whole(store: NatsStore, nc: Client) -> None:
+    """The runtime encodes a header's fixed part once per execution (`HeaderBase`): the bucket
+    holds the whole header, as a reopened store reads it."""
+    whole = header("e", parent_id="root", system={"execution_id": "e"}, owner="me")
+    fixed = ["id", "ref", "parent_id", "system", "owner"]
+    base = HeaderBase({k: whole[k] for k in fixed})
+    store.save("e", {k: v for k, v in whole.items() if k not in fixed}, [run("e.1", 1)], [], base)
+    snap = store.load("e")
+    assert snap is not None
+    assert snap.header == whole
+    await store.flush()
+    again = await reopened(nc)
+    try:
+        snap = again.load("e")
+        assert snap is not None
+        assert snap.header == whole
+        assert set(snap.runs) == {"e.1"}
+        assert [h["id"] for h in again.headers(parent_id="root")] == ["e"]
     finally:
         await again.close()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -284,6 +285,110 @@ async def test_a_submit_while_the_server_is_down_is_sent_once_it_is_back(rig: Ri
     assert info.state.messages == 1
     (msg,) = await rig.take()
     assert decode_dispatch(msg.data).run == run
+
+
+# ------------------------------------------------- dispatches sent without waiting for the server's ack
+
+
+async def make_live(rig: Rig) -> None:
+    """Run one attempt of execution ex1 through the rig: a worker started one of its attempts, so
+    the transport sends its next dispatches without waiting for the server's acknowledgement."""
+    first = attempt("ex1.0")
+    rig.submit(first)
+    await rig.take()
+    now = time.time()
+    await rig.report("w", ["s", first.key, now], ["e", first.key, now, "succeeded", None, None])
+    await rig.outcome()
+    rig.outcomes.clear()
+
+
+async def test_a_dispatch_the_server_dropped_is_published_again_and_stored_once(rig: Rig) -> None:
+    await make_live(rig)
+    rig.transport.confirm_after = 0.2
+    js = rig.nc.jetstream()
+    config = (await js.stream_info(S.runs_stream)).config
+    await js.delete_stream(S.runs_stream)  # what is sent meanwhile is dropped: no stream holds it
+    run = attempt()
+    rig.submit(run)
+    dropped = attempt("ex1.2")
+    rig.submit(dropped)
+    await rig.nc.flush()
+    await js.add_stream(config)
+    await js.add_consumer(S.runs_stream, ConsumerConfig(durable_name="workers", filter_subject=S.runs_all))
+
+    async def stored() -> bool:
+        return (await js.stream_info(S.runs_stream)).state.messages >= 2
+
+    await until(stored, "both dispatches to be stored", timeout=20)
+    msgs = await rig.take(3)
+    assert sorted(decode_dispatch(m.data).run.run_id for m in msgs) == ["ex1.1", "ex1.2"]
+    await rig.report("w", ["e", run.key, time.time(), "succeeded", None, None],
+                     ["e", dropped.key, time.time(), "succeeded", None, None])
+    await rig.outcome(2)
+    assert {o.status for o in rig.outcomes} == {"succeeded"}
+    assert (await js.stream_info(S.runs_stream)).state.messages == 0
+
+
+async def test_a_dispatch_no_worker_takes_in_time_stays_queued_once(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="attune_actors.nats.transport")
+    await make_live(rig)
+    rig.transport.confirm_after = 0.1
+    js = rig.nc.jetstream()
+    run = attempt()
+    rig.submit(run)
+    # published again, acknowledged, after confirm_after: refused (queued already), found to be ours
+    await until(lambda: "was queued before" in caplog.text, "the transport to check the queued copy")
+    (checked,) = [r for r in caplog.records if "was queued before" in r.getMessage()]
+    assert checked.levelno == logging.DEBUG  # its own copy waiting for a worker: no news
+    later = attempt("ex1.2")
+    rig.submit(later)  # for a while every dispatch asks for the server's acknowledgement
+
+    async def both_stored() -> bool:
+        return (await js.stream_info(S.runs_stream)).state.messages == 2
+
+    await until(both_stored, "the second dispatch to be stored")
+    msgs = await rig.take(3)
+    assert sorted(decode_dispatch(m.data).run.run_id for m in msgs) == ["ex1.1", "ex1.2"]
+    await rig.report("w", ["e", run.key, time.time(), "succeeded", None, None],
+                     ["e", later.key, time.time(), "succeeded", None, None])
+    await rig.outcome(2)
+    assert [o.status for o in rig.outcomes] == ["succeeded", "succeeded"]
+
+
+async def test_a_dispatch_the_stream_refuses_fails_with_the_server_s_reason(nats_server: Any) -> None:
+    nc = await connect(NatsSettings(url=nats_server.url), name="transport test")
+    catalog, problems = load_packs([WORKER_PACKS])
+    assert not problems
+    js = nc.jetstream()
+    # created by someone else with a smaller message limit than the engine's: kept as it is
+    await js.add_stream(name=S.runs_stream, subjects=[S.runs_all], retention="workqueue", max_msg_size=2048)
+    transport = NatsTransport(nc, S, engine_id=ENGINE, actions=catalog.action, confirm_after=0.2)
+    await transport.start()
+    outcomes: list[RunOutcome] = []
+    try:
+        first = attempt("ex1.0")  # a worker started one of ex1's attempts: the next go unacknowledged
+        transport.submit(first, outcomes.append)
+        await js.publish(S.results(ENGINE), codec.encode(
+            [1, "w", ["s", first.key, time.time()], ["e", first.key, time.time(), "succeeded", None, None]]
+        ))
+        await until(lambda: outcomes, "the first outcome")
+        outcomes.clear()
+        await js.purge_stream(S.runs_stream)
+        transport.submit(attempt(parameters={"blob": "x" * 4000}), outcomes.append)
+        transport.submit(attempt("ex1.2", parameters={"seconds": 0}), outcomes.append)
+        await until(lambda: outcomes, "the refusal")
+        (refusal,) = outcomes
+        assert refusal.run_id == "ex1.1"
+        assert refusal.status == "failed"
+        assert refusal.error is not None
+        assert refusal.error.startswith("cannot dispatch natstest.whoami: ")
+        assert "maximum" in refusal.error
+        assert (await js.stream_info(S.runs_stream)).state.messages == 1  # the other one went out
+    finally:
+        await transport.close()
+        await nc.close()
 
 
 # ------------------------------------------------------------------------------- the worker in-process

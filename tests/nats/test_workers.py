@@ -224,7 +224,9 @@ async def wait_exit(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> int
 
 
 async def test_two_workers_share_the_load(cluster: Cluster) -> None:
-    w1, w2 = await cluster.workers_ready("w1", "w2")
+    # one on asyncio's own loop, one on the default (uvloop, a dependency except on Windows)
+    w1, w2 = cluster.worker("w1", "--loop", "asyncio"), cluster.worker("w2")
+    await cluster.heartbeats.ready(w1, w2)
     execution = await cluster.engine.execute("natstest.share", {"n": 40, "seconds": 0.05})
     chain = await cluster.engine.execute("natstest.chain", {"n": 20})
     final = await cluster.engine.wait(execution.id, timeout=30)
@@ -236,6 +238,9 @@ async def test_two_workers_share_the_load(cluster: Cluster) -> None:
     assert len(final_chain.tasks) == 1 + 3 * 20
     # submit -> worker start is measured for every attempt
     assert len(cluster.transport.dispatch_latencies) >= 40 + 3 * 20
+    assert "concurrency 16, loop asyncio" in w1.log.read_text()
+    default = "asyncio" if sys.platform == "win32" else "uvloop"
+    assert f"concurrency 16, loop {default}" in w2.log.read_text()
 
 
 async def test_killed_worker_run_is_retried_on_the_other(cluster: Cluster, markers: Path) -> None:
@@ -449,6 +454,10 @@ def test_worker_command_errors_are_one_line_exit_2(nats_server: Any, tmp_path: P
                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=30)
     assert packs.returncode == 2
     assert packs.stderr.strip() == f"{tmp_path / 'nope'}: no such pack folder"
+    loop = subprocess.run([*base, "--nats", nats_server.url, "--loop", "trio"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=30)
+    assert loop.returncode == 2
+    assert "--loop: invalid choice: 'trio'" in loop.stderr
     bad = subprocess.run([*base, "--nats", nats_server.url, "--subjects", "a.b.c"],
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=30)
     assert bad.returncode == 2

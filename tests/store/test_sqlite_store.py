@@ -22,7 +22,8 @@ from helpers import eventually
 from attune_actors.errors import StoreError
 from attune_actors.kv import KVStore
 from attune_actors.store import migrations
-from attune_actors.store.base import ItemRecord, MemoryStore, Store
+from attune_actors.store import sqlite as sqlite_store
+from attune_actors.store.base import HeaderBase, ItemRecord, MemoryStore, Store
 from attune_actors.store.sqlite import SQLiteStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -214,6 +215,44 @@ async def test_random_scenario_matches_memory_store(store: SQLiteStore, seed: in
     assert store.stats().failed_commits == 0
 
 
+# -- a header in two parts (the runtime encodes its fixed part once per execution) ---------------
+
+
+def split(whole: dict[str, Any], fixed: list[str]) -> tuple[dict[str, Any], HeaderBase]:
+    return {k: v for k, v in whole.items() if k not in fixed}, HeaderBase({k: whole[k] for k in fixed})
+
+
+@pytest.mark.parametrize(("fixed_extra", "step_extra"), [(0, 0), (40, 0), (0, 40), (20, 70000)],
+                         ids=["small", "large-base", "large-step", "over-65535-fields"])
+async def test_a_header_saved_in_two_parts_reads_back_whole(
+    db: Path, fixed_extra: int, step_extra: int
+) -> None:
+    """Whatever the sizes of the two parts (msgpack counts maps in 4, 16 or 32 bits), the stored
+    header is the whole one, in every store and after reopening; listing reads its parent."""
+    whole = header("e", parent_id="root", system={"execution_id": "e"},
+                   **{f"f{i}": i for i in range(fixed_extra)}, **{f"s{i}": [i] for i in range(step_extra)})
+    step, base = split(whole, ["id", "ref", "parent_id", "system", *(f"f{i}" for i in range(fixed_extra))])
+    sql = SQLiteStore(db)
+    for store in (MemoryStore(), sql):
+        store.save("e", step, [run("r", 1)], [], base)
+        store.save("other", header("other"), [], [])
+        snap = store.load("e")
+        assert snap is not None
+        assert snap.header == whole
+        assert [h["id"] for h in store.headers(parent_id="root")] == ["e"]
+        assert [h["id"] for h in store.headers(roots_only=True)] == ["other"]
+    await sql.close()
+    reopened = SQLiteStore(db)
+    try:
+        snap = reopened.load("e")
+        assert snap is not None
+        assert snap.header == whole
+        assert set(snap.runs) == {"r"}
+        assert [h["id"] for h in reopened.headers(parent_id="root")] == ["e"]
+    finally:
+        await reopened.close()
+
+
 # -- group commit ---------------------------------------------------------------------------------
 
 
@@ -253,6 +292,34 @@ async def test_batches_of_any_size_are_written_whole(store: SQLiteStore, db: Pat
     assert many.items[("r", n - 1)] == item("ok", n - 1)
 
 
+async def test_runs_of_executions_whose_num_the_writer_forgot_land_on_their_execution(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer keys runs by their execution's num and remembers it for a few executions only:
+    the others' are read again, in the commit that needs them."""
+    monkeypatch.setattr(sqlite_store, "_NUMS_KEPT", 2)
+    store = SQLiteStore(db)
+    try:
+        for step in range(1, 4):
+            for i in range(6):
+                store.save(f"e{i}", header(f"e{i}", seq=step), [run(f"e{i}.{step}", step)],
+                           [(f"e{i}.{step}", 0, item("ok", [i, step]))])
+                if i % 2:
+                    await store.flush()  # several commits per step, each knowing some nums
+        await store.flush()
+    finally:
+        await store.close()
+    reopened = SQLiteStore(db)
+    try:
+        for i in range(6):
+            snap = reopened.load(f"e{i}")
+            assert snap is not None
+            assert list(snap.runs) == [f"e{i}.1", f"e{i}.2", f"e{i}.3"]
+            assert snap.items == {(f"e{i}.{n}", 0): item("ok", [i, n]) for n in (1, 2, 3)}
+    finally:
+        await reopened.close()
+
+
 async def test_one_commit_per_turn_and_columns_filled(store: SQLiteStore, db: Path) -> None:
     for i in range(50):
         store.save(f"e{i}", header(f"e{i}", parent_id="root", started_at=float(i)),
@@ -264,7 +331,8 @@ async def test_one_commit_per_turn_and_columns_filled(store: SQLiteStore, db: Pa
             "SELECT id, ref, status, parent_id, started_at, ended_at FROM workflow_execution "
             "WHERE id = 'e7'").fetchone() == ("e7", "pack.flow", "running", "root", 7.0, None)
         assert conn.execute(
-            "SELECT execution_id, run_id, seq, task, status FROM workflow_task_execution "
+            "SELECT e.id, t.run_id, t.seq, t.task, t.status FROM workflow_task_execution t "
+            "JOIN workflow_execution e ON e.num = t.execution_num "
             "WHERE run_id = 'r7'").fetchone() == ("e7", "r7", 7, "t7", "succeeded")
 
 
@@ -385,6 +453,7 @@ def test_saves_without_an_event_loop_are_committed(db: Path) -> None:
 _CHILD = """
 import asyncio, os, sys
 from pathlib import Path
+from attune_actors.store import sqlite as sqlite_store
 from attune_actors.store.sqlite import SQLiteStore
 
 def header(eid, step):
@@ -577,9 +646,59 @@ def test_schema_version_and_indexes(db: Path) -> None:
         assert "workflow_execution_by_status" in plan
         assert "TEMP B-TREE FOR ORDER BY" not in plan  # only ties are sorted (RIGHT PART)
         plan = " ".join(str(r) for r in conn.execute(
-            "EXPLAIN QUERY PLAN SELECT record FROM workflow_task_execution WHERE execution_id = ?",
-            ("x",)))
+            "EXPLAIN QUERY PLAN SELECT record FROM workflow_task_execution "
+            "WHERE execution_num = ? ORDER BY seq", (1,)))
         assert "USING INDEX" in plan
+        plan = " ".join(str(r) for r in conn.execute(
+            "EXPLAIN QUERY PLAN SELECT record FROM workflow_task_item "
+            "WHERE execution_num = ? ORDER BY run_id, idx", (1,)))
+        assert "USING INDEX" in plan
+        assert "TEMP B-TREE" not in plan
+
+
+async def test_a_version_2_file_is_migrated_with_its_runs_and_items(db: Path) -> None:
+    """A data dir written before runs and items were keyed by their execution's num: every
+    execution reads back the same after the migration, and goes on saving."""
+    from attune_actors.codec import encode
+
+    db.parent.mkdir(parents=True)
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        assert migrations.migrate(conn, db, migrations.MIGRATIONS[:2]) == 2
+        for eid in ("a", "b"):
+            conn.execute("INSERT INTO workflow_execution (id, ref, status, started_at, header) "
+                         "VALUES (?, 'pack.flow', 'running', 1.0, ?)", (eid, encode(header(eid))))
+            for seq in (2, 1):
+                conn.execute("INSERT INTO workflow_task_execution VALUES (?, ?, ?, ?, 'running', ?)",
+                             (eid, f"{eid}{seq}", seq, f"t{seq}", encode(run(f"{eid}{seq}", seq))))
+            conn.execute("INSERT INTO workflow_task_item VALUES (?, ?, 0, ?)",
+                         (eid, f"{eid}1", encode(item("ok", eid))))
+    finally:
+        conn.close()
+    store = SQLiteStore(db)
+    try:
+        for eid in ("a", "b"):
+            snap = store.load(eid)
+            assert snap is not None
+            assert snap.header == header(eid)
+            assert list(snap.runs) == [f"{eid}1", f"{eid}2"]  # in seq order
+            assert snap.runs[f"{eid}2"] == run(f"{eid}2", 2)
+            assert snap.items == {(f"{eid}1", 0): item("ok", eid)}
+        store.save("b", header("b", "succeeded"), [run("b2", 2, "succeeded")], [])
+        await store.flush()
+    finally:
+        await store.close()
+    reopened = SQLiteStore(db)
+    try:
+        b = reopened.load("b")
+        a = reopened.load("a")
+        assert b is not None
+        assert a is not None
+        assert (b.header["status"], b.runs["b2"]["status"], b.runs["b1"]["status"]) == (
+            "succeeded", "succeeded", "running")
+        assert a.runs["a2"]["status"] == "running"
+    finally:
+        await reopened.close()
 
 
 async def test_a_later_migration_applies_on_top_of_the_current_one(db: Path) -> None:
