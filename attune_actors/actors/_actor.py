@@ -438,22 +438,31 @@ class AsyncioActor(Actor):
                     else:
                         result = handle(self, message)
                 except BaseException as exc:
-                    if not _is_failure(exc):
-                        inbox.unshift(items[index + 1 :])
-                        if reply_to is not None:
-                            reply_to.set_exception(self._dead_exc_info())
-                        raise
-                    if reply_to is not None:
-                        logger.info("Exception returned from %s to caller:", self, exc_info=exc)
-                        reply_to.set_exception((type(exc), exc, exc.__traceback__))
+                    if self._settled(exc, reply_to):
                         continue
                     inbox.unshift(items[index + 1 :])
+                    if not _is_failure(exc):
+                        raise
                     return self._failed(exc)
                 if isinstance(result, CoroutineType):
                     inbox.unshift(items[index + 1 :])
                     return self._handled(result, reply_to)
                 if reply_to is not None:
                     reply_to.set(result)
+
+    def _settled(self, exc: BaseException, reply_to: Future[Any] | None) -> bool:
+        """After a handler raised `exc`: whether the actor goes on (an ask got the exception).
+        Otherwise it is a tell's failure (the actor fails), or not a failure at all (cancelled,
+        exiting: the asker is told the actor is dead, and the caller re-raises)."""
+        if not _is_failure(exc):
+            if reply_to is not None:
+                reply_to.set_exception(self._dead_exc_info())
+            return False
+        if reply_to is None:
+            return False
+        logger.info("Exception returned from %s to caller:", self, exc_info=exc)
+        reply_to.set_exception((type(exc), exc, exc.__traceback__))
+        return True
 
     # Jobs: each awaits one thing and returns whether the actor goes on handling messages.
     # `_handled` is the message loop's own error handling, for a hook, handler or notice that
@@ -463,14 +472,10 @@ class AsyncioActor(Actor):
         try:
             value = await result
         except BaseException as exc:
-            if not _is_failure(exc):
-                if reply_to is not None:
-                    reply_to.set_exception(self._dead_exc_info())
-                raise
-            if reply_to is not None:
-                logger.info("Exception returned from %s to caller:", self, exc_info=exc)
-                reply_to.set_exception((type(exc), exc, exc.__traceback__))
+            if self._settled(exc, reply_to):
                 return True
+            if not _is_failure(exc):
+                raise
             await self._fail(exc)
             return False
         if reply_to is not None:
