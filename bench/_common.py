@@ -197,11 +197,11 @@ def load_average() -> float | None:
 # -- workloads and processes -------------------------------------------------------------------
 
 
-def chain_yaml(n: int) -> str:
-    """A workflow of `n` core.noop tasks, each on_success of the one before."""
+def chain_yaml(n: int, *, on: str = "on_success") -> str:
+    """A workflow of `n` core.noop tasks, each `on` (`on_success`, `on_complete`) of the one before."""
     lines = [f"description: {n} sequential core.noop tasks", "tasks:"]
     for i in range(n):
-        nxt = f", on_success: t{i + 1}" if i < n - 1 else ""
+        nxt = f", {on}: t{i + 1}" if i < n - 1 else ""
         lines.append(f"  - {{name: t{i}, action: core.noop{nxt}}}")
     return "\n".join(lines) + "\n"
 

@@ -27,17 +27,10 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from bench._common import chain_yaml
 from bench.peers.shapes import Shape
 
 PACK = "peers"
-
-
-def chain_yaml(n: int) -> str:
-    lines = [f"description: {n} sequential core.noop tasks", "tasks:"]
-    for i in range(n):
-        nxt = f", on_complete: t{i + 1}" if i < n - 1 else ""
-        lines.append(f"  - {{name: t{i}, action: core.noop{nxt}}}")
-    return "\n".join(lines) + "\n"
 
 
 def fanout_yaml(width: int) -> str:
@@ -67,7 +60,7 @@ def write_pack(root: Path) -> Path:
     pack = root / "packs" / PACK
     (pack / "workflows").mkdir(parents=True)
     (pack / "pack.yaml").write_text(f'ref: {PACK}\nlabel: Peer benchmarks\nversion: "1.0.0"\n')
-    workflows = {f"chain_{n}": chain_yaml(n) for n in (1, 10, 100, 1000)}
+    workflows = {f"chain_{n}": chain_yaml(n, on="on_complete") for n in (1, 10, 100, 1000)}
     workflows["fanout_4"] = fanout_yaml(4)
     workflows["items"] = ITEMS_YAML
     for name, text in workflows.items():
