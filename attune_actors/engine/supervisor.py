@@ -396,8 +396,10 @@ class WorkflowSupervisor(AsyncioActor):
         ref.tell(DispatchAttempts(tuple(runs)))
 
     def _end_task_actor(self, run_id: str) -> None:
-        if self._outbox is not None and run_id in self._outbox:
-            return  # ended and re-dispatched at once cannot happen; keep the actor if it does
+        if self._outbox is not None:
+            # Dispatched earlier in this burst and not told yet: an ended run's attempts never go
+            # out (told at once, as before the outbox, they would have been canceled here).
+            self._outbox.pop(run_id, None)
         ref = self._tasks.pop(run_id, None)
         if ref is None:
             return
