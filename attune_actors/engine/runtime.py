@@ -34,16 +34,33 @@ from attune_actors.spec.model import ActionSpec, WorkflowSpec
 from attune_actors.spec.packs import Catalog, load_workflow_text
 from attune_actors.spec.params import apply_params
 from attune_actors.statuses import TERMINAL
-from attune_actors.store.base import HeaderBase, ItemRecord, Snapshot, Store
+from attune_actors.store.base import HeaderBase, Snapshot, Store
 from attune_actors.templates import Renderer
 from attune_actors.transport.base import Transport
 
 log = logging.getLogger("attune_actors.engine")
 
 SEALED = "__attune_sealed__"  # marks a stored value encrypted with the data dir's secret key
-# Executions whose header base the runtime keeps (~0.45 KiB each): enough for the executions that
-# step at once, not one per parked execution (RSS); a base dropped is built again when needed.
-_BASES_KEPT = 2048
+# Executions whose `_Saved` the runtime keeps (~0.6 KiB each): enough for the executions that step
+# at once, not one per parked execution (RSS); one dropped is built again when needed.
+_SAVED_KEPT = 2048
+# The active runs a header carries, and the largest record it carries: a run record rewritten with
+# every header costs more than its own row once there are many, or once it is large (an input).
+_ACTIVE_KEPT = 8
+_ACTIVE_BYTES = 1024
+
+
+class _Saved:
+    """What `Runtime.save_step` keeps of one execution between its steps."""
+
+    __slots__ = ("active", "base", "conductor", "stamp")
+
+    def __init__(self, conductor: Conductor, base: HeaderBase, stamp: tuple[int, str | None]) -> None:
+        self.conductor = conductor  # a restored execution's new conductor starts afresh
+        self.base = base
+        self.stamp = stamp  # the masker's version and the owner `base` was built with
+        # Run id -> encoded record, for the active runs the header carries.
+        self.active: dict[str, bytes] = {}
 
 
 class Runtime:
@@ -90,11 +107,8 @@ class Runtime:
         self.executions = ExecutionIndex()
         self.inquiries = Inquiries(self.executions, events, masker)
         self.owner: str | None = None  # the token of this process on a shared data dir (store.owners)
-        # Execution id -> its header's fixed part (save_step), for the latest executions saved and
-        # not ended; built with the masker's version and owner in `_bases_stamp` (a change of either
-        # clears it).
-        self._bases: dict[str, HeaderBase] = {}
-        self._bases_stamp: tuple[int, str | None] = (0, None)
+        # Execution id -> what save_step keeps of it, for the latest executions saved and not ended.
+        self._saved: dict[str, _Saved] = {}
 
     # -- building executions -------------------------------------------------------------------
 
@@ -272,48 +286,70 @@ class Runtime:
     ) -> None:
         """Save a step's snapshot delta: the header and the runs and items that changed.
 
+        The header carries the records of the execution's active runs (up to `_ACTIVE_KEPT`
+        small ones, `store.base.ACTIVE_RUNS`); a run gets a row of its own when it ends (or does
+        not fit there), so a run that starts and ends is written as a row once.
+
         Nothing stored holds a secret in clear: values that contain one are masked (results,
         vars, errors), except what recovery must send again (inputs, secret parameters), which is
         encrypted with the data dir's secret key.
         """
-        mask = self.masker.mask
-        header = conductor.header_step()
-        for key in ("vars", "output", "error"):
-            header[key] = mask(header[key])
-        run_recs = []
+        saved = self._saved.get(conductor.id)
+        if saved is None or saved.conductor is not conductor or saved.stamp != self._stamp():
+            saved = self._start_saving(conductor)
+            changed = {run.id for run in runs}
+            runs = runs + [conductor.runs[r] for r in conductor.active if r not in changed]
+        masker = self.masker
+        mask, seal = masker.mask, self._seal_if_secret
+        active, rows = saved.active, []
         for run in runs:
-            rec = run.to_record()
-            rec["result"], rec["error"] = mask(rec["result"]), mask(rec["error"])
-            rec["input"] = self._seal_if_secret(rec["input"])
-            run_recs.append(rec)
-        seal = self._seal_if_secret
-        item_recs: list[ItemRecord] = [(run_id, idx, it.to_record(mask, seal)) for run_id, idx, it in items]
-        self.store.save(conductor.id, header, run_recs, item_recs, self._header_base(conductor))
-        if header["status"] in TERMINAL:
-            self._bases.pop(conductor.id, None)
+            blob = encode(run.record(mask, seal))
+            rid = run.id
+            if (
+                run.status not in TERMINAL
+                and len(blob) <= _ACTIVE_BYTES
+                and (rid in active or len(active) < _ACTIVE_KEPT)
+            ):
+                active[rid] = blob
+            else:
+                active.pop(rid, None)
+                rows.append((rid, run.seq, run.task, run.status, blob))
+        step = conductor.header_step()
+        if masker:
+            for key in ("vars", "output", "error"):
+                step[key] = mask(step[key])
+        base = saved.base
+        self.store.save_encoded(
+            conductor.id,
+            base.record(step, active.values()),
+            base.listing(step),
+            rows,
+            [((run_id, idx), encode(it.to_record(mask, seal))) for run_id, idx, it in items],
+        )
+        if step["status"] in TERMINAL:
+            self._saved.pop(conductor.id, None)
 
-    def _header_base(self, conductor: Conductor) -> HeaderBase:
-        """The part of `conductor`'s header no step changes: built, masked, sealed and encoded
-        once per execution (again when the owner or the secrets to mask change)."""
-        bases, stamp = self._bases, (self.masker.version, self.owner)
-        if stamp != self._bases_stamp:
-            bases.clear()
-            self._bases_stamp = stamp
-        base = bases.get(conductor.id)
-        if base is None:
-            fields = conductor.header_base()
-            if self.owner is not None:
-                fields["owner"] = self.owner
-            fields["parameters"] = self.shown_parameters(conductor)
-            secret_names = conductor.secret_parameters
-            if secret_names:
-                params = conductor.parameters
-                fields["sealed_parameters"] = self._seal({k: params[k] for k in secret_names})
-            base = HeaderBase(fields)
-            if len(bases) >= _BASES_KEPT:
-                del bases[next(iter(bases))]  # the oldest: parked executions make way for busy ones
-            bases[conductor.id] = base
-        return base
+    def _stamp(self) -> tuple[int, str | None]:
+        return self.masker.version, self.owner
+
+    def _start_saving(self, conductor: Conductor) -> _Saved:
+        """What `save_step` keeps of `conductor` between steps, built again: the part of its
+        header no step changes, built, masked, sealed and encoded once per execution (again when
+        the owner or the secrets to mask change), and no active run yet (`save_step` adds them)."""
+        fields = conductor.header_base()
+        if self.owner is not None:
+            fields["owner"] = self.owner
+        fields["parameters"] = self.shown_parameters(conductor)
+        secret_names = conductor.secret_parameters
+        if secret_names:
+            params = conductor.parameters
+            fields["sealed_parameters"] = self._seal({k: params[k] for k in secret_names})
+        kept = self._saved
+        kept.pop(conductor.id, None)
+        if len(kept) >= _SAVED_KEPT:
+            del kept[next(iter(kept))]  # the oldest: parked executions make way for busy ones
+        saved = kept[conductor.id] = _Saved(conductor, HeaderBase(fields), self._stamp())
+        return saved
 
     def shown_parameters(self, conductor: Conductor) -> dict[str, Any]:
         """The parameters as stored and shown: secret ones as `***` (whatever their length), masked."""

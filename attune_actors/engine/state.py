@@ -15,6 +15,7 @@ from typing import Any
 
 from attune_actors.engine.execution import TaskRunInfo
 from attune_actors.statuses import SCHEDULED, TERMINAL, Status
+from attune_actors.store.base import RUN_FIELDS
 
 _VIEW_KEYS = ("status", "result", "error", "attempts", "started_at", "ended_at")
 
@@ -248,31 +249,39 @@ class TaskRun(Mapping[str, Any]):
     def terminal(self) -> bool:
         return self.status in TERMINAL
 
+    def record(self, mask: Callable[[Any], Any] = _same, seal: Callable[[Any], Any] = _same) -> list[Any]:
+        """The stored form (`RUN_FIELDS`' order): `mask` applied to the result and error, `seal`
+        to the input (kept only while the run is active, for recovery to send it again)."""
+        items = self.item_state
+        return [
+            self.id,
+            self.seq,
+            self.task,
+            self.status,
+            mask(self.result),
+            mask(self.error),
+            self.attempts,
+            self.started_at,
+            self.ended_at,
+            self.group,
+            None if self.status in TERMINAL else seal(self.input),
+            self.deadline,
+            self.inquiry_id,
+            self.child_id,
+            None if items is None else len(items),
+            self.next_item,
+            self.pending_subs,
+            self.handled,
+            self.fired,
+        ]
+
     def to_record(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "task": self.task,
-            "seq": self.seq,
-            "status": self.status,
-            "result": self.result,
-            "error": self.error,
-            "attempts": self.attempts,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-            "group": self.group,
-            "input": None if self.terminal else self.input,
-            "deadline": self.deadline,
-            "inquiry_id": self.inquiry_id,
-            "child_id": self.child_id,
-            "item_count": None if self.item_state is None else len(self.item_state),
-            "next_item": self.next_item,
-            "pending_subs": self.pending_subs,
-            "handled": self.handled,
-            "fired": list(self.fired),
-        }
+        """`record` as a dict, the shape stores read records back in (`run_fields`)."""
+        return dict(zip(RUN_FIELDS, self.record(), strict=True))
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> TaskRun:
+        """A run from its record as stores read it back (`run_fields`)."""
         run = cls(rec["id"], rec["task"], rec["seq"], rec["group"])
         for key in (
             "status",

@@ -21,13 +21,15 @@ is the only writer of its keys, and the store works like this:
 Key layout (KV keys allow `[-/_=.a-zA-Z0-9]`; anything else in an id is written `=XX`, per UTF-8
 byte, and so is a dot that would make an empty token, or any dot in an execution id):
 
-- `x.<execution id>.h`: the header; `x.<id>.r.<run id>`: a task run; `x.<id>.i.<run id>.<index>`:
+- `x.<execution id>.h`: the header (with its active runs' records, see `store.base`);
+  `x.<id>.r.<run id>`: a task run's row; `x.<id>.i.<run id>.<index>`:
   a with_items item; `x.<id>.n`: empty, written with the first save and never again, so that its
   stream sequence orders executions by first save (as `MemoryStore` and `SQLiteStore` do). An
   execution's records of one group commit go in the same atomic batch, header last.
 - `d.<ref>`: a workflow definition put at run time (value: `[ref, pack, source]`).
 - `s.<digest>`: the definition an execution started with (value: `[digest, pack, source]`).
-- `meta`: `{"format": 1}`; a bucket written by a newer format is refused.
+- `meta`: `{"format": 2}`; a bucket written by a newer format is refused, one of format 1 (run
+  records as dicts, no active runs in the header: `store.base` reads both) is marked 2 on open.
 - `p.<n>.<key>`: part `n` of a value larger than the server's `max_payload`; the key itself then
   holds `0xc1` (a byte msgpack never uses) + the number of parts. Parts and their key are written in
   the same atomic batch.
@@ -82,9 +84,10 @@ from attune_actors.nats.cluster import partition_of
 from attune_actors.nats.subjects import Subjects
 from attune_actors.store.base import (
     EncodedSnapshot,
-    HeaderBase,
-    ItemRecord,
+    ItemRow,
+    Listing,
     MemoryStore,
+    RunRow,
     Snapshot,
     Store,
 )
@@ -102,7 +105,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # the key layout and value encoding; `meta` records it
+# The key layout and value encoding; `meta` records it. 2: run records are lists and the header
+# carries the active runs (store.base); format 1 buckets are read as they are, then marked 2.
+FORMAT = 2
 STORAGE_TYPES = ("file", "memory")
 KV_OPERATION = "KV-Operation"
 OWNER_KEY = "owner"  # who opened the bucket last (fencing, see `NatsStore`)
@@ -639,7 +644,7 @@ class NatsStore(Store):
                         f"the nats store's bucket {self.bucket} was written by a newer attune-actors "
                         f"(format {found!r}; this one reads format {FORMAT})"
                     )
-                has_meta = has_meta or ns == own
+                has_meta = has_meta or (ns == own and found == FORMAT)
                 continue
             if kind == "x.":
                 eid_token, _, rest = local[2:].partition(".")
@@ -711,33 +716,30 @@ class NatsStore(Store):
 
     # -- writes: buffered ------------------------------------------------------------------------
 
-    def save(
+    def save_encoded(
         self,
         execution_id: str,
-        header: dict[str, Any],
-        runs: list[dict[str, Any]],
-        items: list[ItemRecord],
-        base: HeaderBase | None = None,
+        header: bytes,
+        listing: Listing,
+        runs: list[RunRow],
+        items: list[ItemRow],
     ) -> None:
         """Record a step's changes in the mirror and the open batch (latest wins per key)."""
         self._check_writable()
         mirror = self._mirror
         new = execution_id not in mirror
-        mirror.save(execution_id, header, runs, items, base)
-        snap = mirror.encoded(execution_id)
-        assert snap is not None
+        mirror.save_encoded(execution_id, header, listing, runs, items)
         unit = f"{self._units.get(execution_id, self.namespace)}x.{escape_token(execution_id)}"
         records = self._open.units.get(unit)
         if records is None:
             records = self._open.units[unit] = {}
         if new:
             records[f"{unit}.n"] = b""
-        for rec in runs:
-            rid = rec["id"]
-            records[f"{unit}.r.{escape_path(rid)}"] = snap.runs[rid]
-        for run_id, idx, _ in items:
-            records[f"{unit}.i.{escape_path(run_id)}.{idx}"] = snap.items[(run_id, idx)]
-        records[f"{unit}.h"] = snap.header
+        for row in runs:
+            records[f"{unit}.r.{escape_path(row[0])}"] = row[4]
+        for (run_id, idx), blob in items:
+            records[f"{unit}.i.{escape_path(run_id)}.{idx}"] = blob
+        records[f"{unit}.h"] = header
         self._saves += 1
         self._ask_write()
 

@@ -4,11 +4,24 @@ A snapshot is a set of records per execution: one header (status, vars, timers, 
 record per task run and one per with_items item. Supervisors `save` only what changed in a step, so
 the cost of a snapshot does not grow with the length of the workflow; implementations may buffer
 and group-commit, and `flush` makes everything saved so far durable.
+
+The stored form (every store writes the same bytes, msgpack-encoded by `attune_actors.codec`):
+
+- A task run record is a list in the order of `RUN_FIELDS` (`TaskRun.record`). Records written
+  before SQLite schema 4 / NATS store format 2 are dicts with the same keys; both read back as
+  dicts (`run_fields`), so readers see one shape.
+- The header carries the records of the execution's *active* runs (not ended) under `ACTIVE_RUNS`,
+  up to a few small ones: a run's record is then written once, in a run row, when it ends, instead
+  of once when it starts and again when it ends (a chain's step writes the header and one run row,
+  not two). A run listed there is read from there, whatever its row says (its row, if any, is an
+  older state); readers get the header without that key and the runs beside the others.
+- An item record is a list (`Items.record`).
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -16,54 +29,134 @@ from attune_actors.codec import decode, encode
 from attune_actors.statuses import TERMINAL
 
 ItemRecord = tuple[str, int, list[Any]]  # (run_id, item index, ItemRun record)
+# A run's row as the stores write it: (run_id, seq, task, status, encoded record).
+RunRow = tuple[str, int, str, str, bytes]
+ItemRow = tuple[tuple[str, int], bytes]  # ((run_id, item index), encoded record)
+# The header's fields the stores list executions by: (status, started_at, ended_at, parent_id, ref).
+Listing = tuple[str, float | None, float | None, str | None, str | None]
+
+#: A task run record's fields, in the order `TaskRun.record` lists them (new ones go at the end).
+RUN_FIELDS = (
+    "id", "seq", "task", "status", "result", "error", "attempts", "started_at", "ended_at",
+    "group", "input", "deadline", "inquiry_id", "child_id", "item_count", "next_item",
+    "pending_subs", "handled", "fired",
+)
+#: The header key holding the active runs' records.
+ACTIVE_RUNS = "active_runs"
+_ACTIVE_KEY = encode(ACTIVE_RUNS)
+
+
+def run_fields(rec: list[Any] | dict[str, Any]) -> dict[str, Any]:
+    """A stored run record as a dict keyed by `RUN_FIELDS` (older records are dicts already)."""
+    if isinstance(rec, dict):
+        return rec
+    return dict(zip(RUN_FIELDS, rec, strict=False))
+
+
+def run_record(fields: dict[str, Any]) -> list[Any]:
+    """A run record given as a dict (`run_fields`' shape) in its stored form; missing keys: None."""
+    get = fields.get
+    return [get(name) for name in RUN_FIELDS]
+
+
+def run_row(rec: list[Any]) -> RunRow:
+    """A run record's row: its key columns and its encoded record."""
+    return rec[0], rec[1] or 0, rec[2] or "", rec[3] or "", encode(rec)
 
 
 class HeaderBase:
     """The fields of an execution's header that no step changes, encoded once per execution.
 
-    `Store.save` takes it beside the step's other fields and stores the two as one header record:
-    msgpack writes a map as a count and then its entries, so entries encoded apart concatenate
-    into the same record one `encode` of the whole header gives (the fields in another order).
-    The runtime builds one per execution (id, definition, parameters as shown, sealed
-    parameters, `system`, ...); `parent_id` and `ref` are kept for the stores' listing columns.
+    `record` makes the stored header of a step from it, the step's other fields and the encoded
+    records of the active runs: msgpack writes a map as a count and then its entries, so entries
+    encoded apart concatenate into the same record one `encode` of the whole header gives (the
+    fields in another order). The runtime builds one per execution (id, definition, parameters as
+    shown, sealed parameters, `system`, ...); `parent_id` and `ref` are kept for the listings.
     """
 
     __slots__ = ("count", "entries", "parent_id", "ref")
 
     def __init__(self, fields: dict[str, Any]) -> None:
         self.count = len(fields)
-        self.entries = _entries(encode(fields))
+        self.entries = bytes(_entries(encode(fields)))
         self.parent_id: str | None = fields.get("parent_id")
         self.ref: str | None = fields.get("ref")
 
+    def record(self, step: dict[str, Any], active: Collection[bytes] = ()) -> bytes:
+        """The header record of this base, `step`'s fields (no key in both) and `active`, the
+        encoded records of the active runs it carries (`ACTIVE_RUNS`)."""
+        packed = encode(step)
+        count = self.count + len(step)
+        if not active:
+            return b"".join((_map_start(count), self.entries, _entries(packed)))
+        n = len(active)
+        runs = (0x90 | n).to_bytes(1, "big") if n < 16 else b"\xdc" + n.to_bytes(2, "big")
+        return b"".join(
+            (_map_start(count + 1), self.entries, _entries(packed), _ACTIVE_KEY, runs, *active)
+        )
 
-def encode_header(header: dict[str, Any], base: HeaderBase | None) -> bytes:
-    """The stored header record: `header`, or `base`'s fields and `header`'s (no key in both)."""
+    def listing(self, step: dict[str, Any]) -> Listing:
+        return step["status"], step["started_at"], step.get("ended_at"), self.parent_id, self.ref
+
+
+def encode_step(
+    header: dict[str, Any], runs: Iterable[dict[str, Any]], items: Iterable[ItemRecord],
+    base: HeaderBase | None = None,
+) -> tuple[bytes, Listing, list[RunRow], list[ItemRow]]:
+    """`Store.save`'s records in the stored form `Store.save_encoded` takes: runs as rows."""
     if base is None:
-        return encode(header)
-    count = base.count + len(header)
-    start = b"\xde" + count.to_bytes(2, "big") if count < 0x10000 else b"\xdf" + count.to_bytes(4, "big")
-    return start + base.entries + _entries(encode(header))
+        blob = encode(header)
+        listing: Listing = (
+            header["status"], header["started_at"], header.get("ended_at"),
+            header["parent_id"], header.get("ref"),
+        )
+    else:
+        blob, listing = base.record(header), base.listing(header)
+    return (
+        blob,
+        listing,
+        [run_row(run_record(rec)) for rec in runs],
+        [((run_id, idx), encode(rec)) for run_id, idx, rec in items],
+    )
 
 
-def header_listing(header: dict[str, Any], base: HeaderBase | None) -> tuple[str | None, str | None]:
-    """(parent_id, ref) of a header given to `Store.save`."""
-    if base is None:
-        return header["parent_id"], header.get("ref")
-    return base.parent_id, base.ref
+def _map_start(count: int) -> bytes:
+    if count < 16:
+        return (0x80 | count).to_bytes(1, "big")
+    return b"\xde" + count.to_bytes(2, "big") if count < 0x10000 else b"\xdf" + count.to_bytes(4, "big")
 
 
-def _entries(packed_map: bytes) -> bytes:
+def _entries(packed_map: bytes) -> memoryview:
     """The entries of an encoded map, without the count before them."""
     first = packed_map[0]
-    if 0x80 <= first <= 0x8F:  # fixmap: the count is in the type byte
-        return packed_map[1:]
-    return packed_map[3:] if first == 0xDE else packed_map[5:]  # map 16, map 32
+    skip = 1 if 0x80 <= first <= 0x8F else 3 if first == 0xDE else 5  # fixmap, map 16, map 32
+    return memoryview(packed_map)[skip:]
+
+
+def decode_header(blob: bytes) -> tuple[dict[str, Any], list[Any]]:
+    """A stored header, without the active runs' records it carries, and those records."""
+    header: dict[str, Any] = decode(blob)
+    return header, header.pop(ACTIVE_RUNS, None) or []
+
+
+def decode_snapshot(
+    header: bytes, runs: Iterable[bytes], items: Iterable[tuple[tuple[str, int], bytes]]
+) -> Snapshot:
+    """An execution's stored records as the `Snapshot` readers get (runs as dicts, by id)."""
+    fields, active = decode_header(header)
+    by_id: dict[str, dict[str, Any]] = {}
+    for blob in runs:
+        rec = run_fields(decode(blob))
+        by_id[rec["id"]] = rec
+    for stored in active:  # the header's records are the runs' latest
+        rec = run_fields(stored)
+        by_id[rec["id"]] = rec
+    return Snapshot(fields, by_id, {k: decode(v) for k, v in items})
 
 
 @dataclass
 class Snapshot:
-    """Everything stored about one execution."""
+    """Everything stored about one execution: its header and its runs as dicts (`RUN_FIELDS`)."""
 
     header: dict[str, Any]
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -92,7 +185,6 @@ class Store(abc.ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Flush and release resources."""
 
-    @abc.abstractmethod
     def save(
         self,
         execution_id: str,
@@ -103,8 +195,24 @@ class Store(abc.ABC):
     ) -> None:
         """Record a step's changes. May be buffered until `flush`.
 
-        `header` is the whole header record, or with `base`, the fields `base` does not hold
-        (`encode_header` makes the record of both).
+        `header` is the whole header record, or with `base`, the fields `base` does not hold;
+        `runs` are run records as dicts (`run_fields`' shape), written as rows.
+        """
+        self.save_encoded(execution_id, *encode_step(header, runs, items, base))
+
+    @abc.abstractmethod
+    def save_encoded(
+        self,
+        execution_id: str,
+        header: bytes,
+        listing: Listing,
+        runs: list[RunRow],
+        items: list[ItemRow],
+    ) -> None:
+        """`save` with the records in their stored form (what `Runtime.save_step` makes).
+
+        `header` is the encoded header record (with the active runs it carries); `listing`
+        repeats some of its fields; a row of `runs` or `items` replaces the stored one.
         """
 
     async def flush(self) -> None:  # noqa: B027 - optional hook
@@ -227,35 +335,30 @@ class MemoryStore(Store):
     def get_source(self, digest: str) -> tuple[str, str] | None:
         return self._sources.get(digest)
 
-    def save(
+    def save_encoded(
         self,
         execution_id: str,
-        header: dict[str, Any],
-        runs: list[dict[str, Any]],
-        items: list[ItemRecord],
-        base: HeaderBase | None = None,
+        header: bytes,
+        listing: Listing,
+        runs: list[RunRow],
+        items: list[ItemRow],
     ) -> None:
         snap = self._snapshots.get(execution_id)
         if snap is None:
             snap = self._snapshots[execution_id] = EncodedSnapshot()
-        snap.header = encode_header(header, base)
-        snap.status = header["status"]
-        snap.parent_id = header_listing(header, base)[0]
-        snap.started_at = header["started_at"] or 0.0
-        for rec in runs:
-            snap.runs[rec["id"]] = encode(rec)
-        for run_id, idx, item in items:
-            snap.items[(run_id, idx)] = encode(item)
+        status, started_at, _, parent_id, _ = listing
+        snap.header, snap.status, snap.parent_id = header, status, parent_id
+        snap.started_at = started_at or 0.0
+        for row in runs:
+            snap.runs[row[0]] = row[4]
+        if items:
+            snap.items.update(items)
 
     def load(self, execution_id: str) -> Snapshot | None:
         snap = self._snapshots.get(execution_id)
         if snap is None:
             return None
-        return Snapshot(
-            decode(snap.header),
-            {k: decode(v) for k, v in snap.runs.items()},
-            {k: decode(v) for k, v in snap.items.items()},
-        )
+        return decode_snapshot(snap.header, snap.runs.values(), snap.items.items())
 
     def headers(
         self,
@@ -275,7 +378,7 @@ class MemoryStore(Store):
         found.sort(key=lambda s: s.started_at, reverse=True)
         if limit is not None:
             found = found[:limit]
-        return [decode(s.header) for s in found]
+        return [decode_header(s.header)[0] for s in found]
 
     def ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
         return [k for k in self._snapshots if k.startswith(prefix)][:limit]

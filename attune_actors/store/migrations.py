@@ -183,10 +183,18 @@ _V3 = (
     "DROP TABLE workflow_task_item_v2",
 )
 
+# Version 4 changes what the blobs hold, not the tables (store.base): a task run's record is a list
+# in `RUN_FIELDS` order (a dict before), and an execution's header carries the records of its
+# active runs (`ACTIVE_RUNS`), so a run's row is written when it ends, not also when it starts.
+# Records written before are read as they are, so nothing is rewritten; the version is raised so
+# that an older attune_actors refuses the file rather than misread it.
+_V4: tuple[str, ...] = ()
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "executions, task runs, items, definitions", _V1),
     Migration(2, "rule enforcements and rule state", _V2),
     Migration(3, "task runs and items keyed by their execution's num", _V3),
+    Migration(4, "run records as lists, active runs in the header (blobs only)", _V4),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 TABLES = (

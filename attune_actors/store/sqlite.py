@@ -48,17 +48,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-from attune_actors.codec import decode, encode
 from attune_actors.errors import StoreError
 from attune_actors.statuses import TERMINAL
 from attune_actors.store import migrations
 from attune_actors.store.base import (
-    HeaderBase,
-    ItemRecord,
+    ItemRow,
+    Listing,
+    RunRow,
     Snapshot,
     Store,
-    encode_header,
-    header_listing,
+    decode_header,
+    decode_snapshot,
 )
 from attune_actors.store.groupcommit import Backoff, CommitWaiters
 from attune_actors.store.wal import enable_wal
@@ -80,8 +80,6 @@ _NUMS_KEPT = 4096  # executions whose num the writer remembers (the busy ones; o
 
 _T = TypeVar("_T")
 
-RunRow = tuple[str, int, str, str, bytes]  # run_id, seq, task, status, encoded record
-
 
 @dataclass(frozen=True, slots=True)
 class StoreStats:
@@ -93,24 +91,14 @@ class StoreStats:
     failed_commits: int  # transactions that failed and were rolled back (their rows kept)
 
 
-# The columns besides the header (status, started_at, ended_at, parent_id, ref): indexed, listed.
-Listing = tuple[str, float | None, float | None, str | None, str | None]
-
-
 class _Exec:
     """One execution's pending rows: the latest header and the latest record of each run/item."""
 
-    __slots__ = (
-        "ended_at", "header", "items", "listed", "parent_id", "ref", "runs", "started_at", "status"
-    )
+    __slots__ = ("header", "items", "listed", "listing", "runs")
 
     def __init__(self) -> None:
         self.header = b""
-        self.ref: str | None = None
-        self.status = ""
-        self.parent_id: str | None = None
-        self.started_at: float | None = None
-        self.ended_at: float | None = None
+        self.listing: Listing = ("", None, None, None, None)
         self.runs: dict[str, RunRow] = {}
         self.items: dict[tuple[str, int], bytes] = {}
         # Whether the listing columns may differ from the stored row: if not, the commit updates
@@ -120,8 +108,7 @@ class _Exec:
     def under(self, newer: _Exec) -> _Exec:
         """`newer` with the runs and items only this older one has (newer rows win)."""
         merged = _Exec()
-        for name in ("header", "ref", "status", "parent_id", "started_at", "ended_at"):
-            setattr(merged, name, getattr(newer, name))
+        merged.header, merged.listing = newer.header, newer.listing
         merged.listed = self.listed or newer.listed
         merged.runs = {**self.runs, **newer.runs}
         merged.items = {**self.items, **newer.items}
@@ -370,47 +357,37 @@ class SQLiteStore(Store):
 
     # -- writes: buffered ------------------------------------------------------------------------
 
-    def save(
+    def save_encoded(
         self,
         execution_id: str,
-        header: dict[str, Any],
-        runs: list[dict[str, Any]],
-        items: list[ItemRecord],
-        base: HeaderBase | None = None,
+        header: bytes,
+        listing: Listing,
+        runs: list[RunRow],
+        items: list[ItemRow],
     ) -> None:
         """Buffer a step's records (latest wins per row); committed by the end of the loop turn.
 
         Raises `StoreError` when the store is closed, or when commits are failing: the records are
         buffered all the same (and retried), the error says durability is not keeping up.
         """
-        blob = encode_header(header, base)
-        status, started_at, ended_at = header["status"], header["started_at"], header.get("ended_at")
-        parent_id, ref = header_listing(header, base)
-        run_rows = [
-            (rec["id"], rec.get("seq", 0), rec.get("task", ""), rec.get("status", ""), encode(rec))
-            for rec in runs
-        ]
-        item_rows = [((run_id, idx), encode(rec)) for run_id, idx, rec in items]
         with self._lock:
             if self._closing:
                 raise StoreError(f"the store {self.path} is closed")
             e = self._open.execs.get(execution_id)
             if e is None:
                 e = self._open.execs[execution_id] = _Exec()
-            e.header, e.ref, e.status = blob, ref, status
-            e.parent_id, e.started_at, e.ended_at = parent_id, started_at, ended_at
-            listing = (status, started_at, ended_at, parent_id, ref)
+            e.header, e.listing = header, listing
             listings = self._listings
             if listings.get(execution_id) != listing:
                 e.listed = True
-                if status in self._terminal:
+                if listing[0] in self._terminal:
                     listings.pop(execution_id, None)
                 else:
                     listings[execution_id] = listing
-            for row in run_rows:
+            for row in runs:
                 e.runs[row[0]] = row
-            if item_rows:
-                e.items.update(item_rows)
+            if items:
+                e.items.update(items)
             self._saves += 1
             self._ask_commit_locked()
             failure = self._failure
@@ -564,9 +541,10 @@ class SQLiteStore(Store):
                 upsert.run(
                     conn,
                     (
-                        (eid, e.ref, e.status, e.parent_id, e.started_at, e.ended_at, e.header)
+                        (eid, ref, status, parent_id, started_at, ended_at, e.header)
                         for eid, e in execs
                         if e.listed is listed
+                        for status, started_at, ended_at, parent_id, ref in (e.listing,)
                     ),
                 )
             nums = self._nums_of(conn, batch)
@@ -596,7 +574,7 @@ class SQLiteStore(Store):
             return StoreError(f"cannot write to the store {self.path}: {e}")
         known = self._nums
         for eid, ex in execs:
-            if ex.status in self._terminal:
+            if ex.listing[0] in self._terminal:
                 known.pop(eid, None)
             elif eid in nums and eid not in known:
                 if len(known) >= _NUMS_KEPT:
@@ -639,7 +617,8 @@ class SQLiteStore(Store):
         found: dict[str, tuple[str, str | None, float | None, bytes]] = {}
         for batch in self._layers_locked():
             for eid, e in batch.execs.items():
-                found[eid] = (e.status, e.parent_id, e.started_at, e.header)
+                status, started_at, _, parent_id, _ = e.listing
+                found[eid] = (status, parent_id, started_at, e.header)
         return found
 
     def _pending_definition_locked(self, ref: str) -> tuple[tuple[str, str] | None] | None:
@@ -706,11 +685,7 @@ class SQLiteStore(Store):
         all_runs.update(runs)
         all_items = {(rid, idx): rec for rid, idx, rec in stored_items}
         all_items.update(items)
-        return Snapshot(
-            decode(header),
-            {k: decode(v) for k, v in all_runs.items()},
-            {k: decode(v) for k, v in all_items.items()},
-        )
+        return decode_snapshot(header, all_runs.values(), all_items.items())
 
     def headers(
         self,
@@ -760,7 +735,7 @@ class SQLiteStore(Store):
             rows.sort(key=_newest_first)
             if limit is not None:
                 del rows[limit:]
-        return [decode(blob) for _, _, blob in rows]
+        return [decode_header(blob)[0] for _, _, blob in rows]
 
     def ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
         with self._lock:

@@ -54,7 +54,8 @@ def run(run_id: str, seq: int, status: str = "running", **extra: Any) -> dict[st
     return {"id": run_id, "task": f"t{seq}", "seq": seq, "status": status, "result": None,
             "error": None, "attempts": 1, "started_at": 100.0, "ended_at": None, "group": None,
             "input": {"x": seq}, "deadline": None, "inquiry_id": None, "child_id": None,
-            "item_count": None, "next_item": 0, "pending_subs": 0, **extra}
+            "item_count": None, "next_item": 0, "pending_subs": 0, "handled": False, "fired": [],
+            **extra}
 
 
 def item(status: str, result: Any = None) -> list[Any]:

@@ -19,11 +19,22 @@ from typing import Any
 import pytest
 from helpers import eventually
 
+from attune_actors.codec import encode
 from attune_actors.errors import StoreError
 from attune_actors.kv import KVStore
 from attune_actors.store import migrations
 from attune_actors.store import sqlite as sqlite_store
-from attune_actors.store.base import HeaderBase, ItemRecord, MemoryStore, Store
+from attune_actors.store.base import (
+    HeaderBase,
+    ItemRecord,
+    ItemRow,
+    Listing,
+    MemoryStore,
+    RunRow,
+    Store,
+    encode_step,
+    run_record,
+)
 from attune_actors.store.sqlite import SQLiteStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,7 +55,17 @@ def run(run_id: str, seq: int, status: str = "running", **extra: Any) -> dict[st
     return {"id": run_id, "task": f"t{seq}", "seq": seq, "status": status, "result": None,
             "error": None, "attempts": 1, "started_at": 100.0, "ended_at": None, "group": None,
             "input": {"x": seq}, "deadline": None, "inquiry_id": None, "child_id": None,
-            "item_count": None, "next_item": 0, "pending_subs": 0, **extra}
+            "item_count": None, "next_item": 0, "pending_subs": 0, "handled": False, "fired": [],
+            **extra}
+
+
+def encoded_step(
+    hdr: dict[str, Any], runs: list[dict[str, Any]], items: list[ItemRecord], active: list[dict[str, Any]]
+) -> tuple[bytes, Listing, list[RunRow], list[ItemRow]]:
+    """A step's records as `Runtime.save_step` makes them: `active` runs carried by the header."""
+    _blob, listing, rows, item_rows = encode_step(hdr, runs, items)
+    carried = [encode(run_record(rec)) for rec in active]
+    return HeaderBase({}).record(hdr, carried), listing, rows, item_rows
 
 
 def item(status: str, result: Any = None) -> list[Any]:
@@ -88,11 +109,15 @@ class Pair:
         self.digests: set[str] = set()
 
     def save(self, eid: str, hdr: dict[str, Any], runs: list[dict[str, Any]],
-             items: list[ItemRecord]) -> None:
+             items: list[ItemRecord], active: list[dict[str, Any]] | None = None) -> None:
+        """Save a step; runs in `active` go in the header (as `Runtime.save_step` saves them)."""
         if eid not in self.ids:
             self.ids.append(eid)
         for s in self.stores:
-            s.save(eid, hdr, runs, items)
+            if active is None:
+                s.save(eid, hdr, runs, items)
+            else:
+                s.save_encoded(eid, *encoded_step(hdr, runs, items, active))
 
     def put_definition(self, ref: str, pack: str, source: str) -> None:
         self.refs.add(ref)
@@ -185,18 +210,19 @@ async def test_random_scenario_matches_memory_store(store: SQLiteStore, seed: in
         if op < 0.75:
             eid = f"e{rng.randrange(12)}"
             parent = None if eid in ("e0", "e1", "e2") else f"e{rng.randrange(3)}"
-            runs = []
+            runs, active = [], []
             for _ in range(rng.randrange(3)):
                 rid = f"{eid}-r{rng.randrange(4)}"
                 seq = run_seq.setdefault(rid, len(run_seq))
-                runs.append(run(rid, seq, rng.choice(STATUSES), attempts=step))
+                rec = run(rid, seq, rng.choice(STATUSES), attempts=step)
+                (active if rng.random() < 0.4 else runs).append(rec)
             items: list[ItemRecord] = [
                 (f"{eid}-r0", rng.randrange(5), item(rng.choice(STATUSES), step))
                 for _ in range(rng.randrange(3))
             ]
             started = rng.choice((None, 100.0, 200.0, 200.0, float(step)))
             p.save(eid, header(eid, rng.choice(STATUSES), parent_id=parent, started_at=started,
-                               step=step), runs, items)
+                               step=step), runs, items, active if rng.random() < 0.5 else None)
         elif op < 0.82:
             p.put_definition(f"pack.w{rng.randrange(4)}", "pack", f"source {step}")
         elif op < 0.86:
@@ -461,7 +487,7 @@ def header(eid, step):
             "started_at": 1.0, "ended_at": None, "step": step}
 
 def run(rid, step):
-    return {"id": rid, "task": "t", "seq": step, "status": "running", "step": step}
+    return {"id": rid, "task": "t", "seq": step, "status": "running", "attempts": step}
 
 async def main(db, mode):
     store = SQLiteStore(Path(db))
@@ -531,7 +557,7 @@ async def test_sigkill_while_writing_leaves_a_valid_database(db: Path) -> None:
             if snap is None:
                 continue
             step = snap.header["step"]
-            assert snap.runs["main"]["step"] == step
+            assert snap.runs["main"]["attempts"] == step
             assert max(r["seq"] for r in snap.runs.values()) == step
             assert set(snap.runs) == {"main", *(f"r{s}" for s in range(2, step + 1))}
     finally:
