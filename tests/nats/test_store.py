@@ -371,6 +371,35 @@ async def test_a_bucket_with_other_storage_or_a_ttl_or_a_newer_format_is_refused
         await other.open()
 
 
+async def test_a_format_1_bucket_is_read_as_written_and_marked_format_2(store: NatsStore, nc: Client) -> None:
+    """Format 1 (before the header carried active runs): run records are dicts, each with a key."""
+    from attune_actors.codec import decode, encode
+
+    await store.flush()
+    await store.close()
+    kv = await nc.jetstream().key_value(store.bucket)
+    old_header = header("e1", parent_id=None)
+    old_runs = {"e1.1": run("e1.1", 1, "succeeded", result={"ok": True}), "e1.2": run("e1.2", 2, "running")}
+    await kv.put("meta", encode({"format": 1}))
+    await kv.put("x.e1.n", b"")
+    for rid, rec in old_runs.items():
+        await kv.put(f"x.e1.r.{escape_path(rid)}", encode(rec))
+    await kv.put(f"x.e1.i.{escape_path('e1.2')}.0", encode(item("running")))
+    await kv.put("x.e1.h", encode(old_header))
+    again = await reopened(nc)
+    try:
+        snap = again.load("e1")
+        assert snap is not None
+        assert snap.header == old_header
+        assert snap.runs == old_runs
+        assert snap.items == {("e1.2", 0): item("running")}
+        assert again.headers() == [old_header]
+        await again.flush()
+        assert decode((await kv.get("meta")).value) == {"format": 2}
+    finally:
+        await again.close()
+
+
 async def test_writes_are_refused_when_closed_or_from_another_thread(store: NatsStore) -> None:
     errors: list[BaseException] = []
 
@@ -500,7 +529,7 @@ WRITER = textwrap.dedent(
             for _ in range(20):
                 eid = f"e{i}"
                 store.save(eid, {"id": eid, "status": "running", "parent_id": None, "started_at": float(i),
-                                 "vars": {"i": i}}, [{"id": f"{eid}.1", "seq": 1, "i": i}], [])
+                                 "vars": {"i": i}}, [{"id": f"{eid}.1", "seq": 1, "attempts": i}], [])
                 store.save("counter", {"id": "counter", "status": "running", "parent_id": None,
                                        "started_at": 0.0, "vars": {"n": i}}, [], [])
                 i += 1
@@ -543,7 +572,7 @@ async def test_what_flush_returned_for_survives_sigkill(nats_server: Any, nc: Cl
             snap = store.load(f"e{i}")
             assert snap is not None, i
             assert snap.header["vars"] == {"i": i}
-            assert snap.runs[f"e{i}.1"]["i"] == i
+            assert snap.runs[f"e{i}.1"]["attempts"] == i
         # What was written after the last flush is whole, per execution, or absent.
         n = counter.header["vars"]["n"]
         for i in range(flushed + 1, n + 1):
