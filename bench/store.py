@@ -111,8 +111,8 @@ def one_commit_per_step(path: Path, steps: list[Step], synchronous: str) -> Resu
     start = time.perf_counter()
     for eid, hdr, runs in steps:
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute(UPSERT_EXECUTION.sql(1), (eid, hdr["ref"], hdr["status"], hdr["parent_id"],
-                                         hdr["started_at"], hdr["ended_at"], encode(hdr)))
+        conn.execute(UPSERT_EXECUTION.sql(1), (eid, hdr["status"], hdr["started_at"], hdr["ended_at"],
+                                               hdr["parent_id"], hdr["ref"], encode(hdr)))
         num = nums.get(eid)
         if num is None:
             found = conn.execute("SELECT num FROM workflow_execution WHERE id = ?", (eid,)).fetchone()

@@ -150,7 +150,7 @@ class _Batch:
 
 @dataclass(frozen=True, slots=True)
 class _Upsert:
-    """An upsert of many rows per statement: the writer releases the GIL once per statement.
+    """A write of many rows per statement: the writer releases the GIL once per statement.
 
     sqlite3 releases the GIL around every step, and a thread that wants it back waits up to the
     switch interval (5 ms) while the loop thread runs Python: one row per step makes the writer
@@ -160,9 +160,12 @@ class _Upsert:
     caches the prepared ones.
     """
 
-    table: str
-    columns: tuple[str, ...]
-    conflict: str  # the ON CONFLICT clause
+    width: int  # parameters per row
+    template: str  # the statement, with `{values}` where the rows' `(?, ...)` go
+
+    @classmethod
+    def insert(cls, table: str, columns: tuple[str, ...], conflict: str) -> _Upsert:
+        return cls(len(columns), f"INSERT INTO {table} ({', '.join(columns)}) VALUES {{values}} {conflict}")
 
     def sql(self, rows: int) -> str:
         return _values_sql(self, rows)
@@ -176,7 +179,7 @@ class _Upsert:
             if n == _MAX_ROWS:
                 conn.execute(self.sql(n), params)
                 params, n = [], 0
-        width, start = len(self.columns), 0
+        width, start = self.width, 0
         while n:
             size = 1 << (n.bit_length() - 1)  # the largest power of two <= n
             conn.execute(self.sql(size), params[start : start + size * width])
@@ -186,44 +189,51 @@ class _Upsert:
 
 @functools.cache
 def _values_sql(upsert: _Upsert, rows: int) -> str:
-    one = "(" + ", ".join("?" * len(upsert.columns)) + ")"
-    return (f"INSERT INTO {upsert.table} ({', '.join(upsert.columns)}) "
-            f"VALUES {', '.join([one] * rows)} {upsert.conflict}")
+    one = "(" + ", ".join("?" * upsert.width) + ")"
+    return upsert.template.format(values=", ".join([one] * rows))
 
 
 def _set(*columns: str) -> str:
     return "DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in columns)
 
 
-_MAX_ROWS = 1024  # 6 upserts x 11 statement shapes (1024, then powers of two), all cached
-UPSERT_EXECUTION = _Upsert(
+_MAX_ROWS = 1024  # 7 statements x 11 shapes (1024, then powers of two), all cached
+# (id, *Listing, header): the order `_Exec.listing` holds them in.
+_EXECUTION_COLUMNS = ("id", "status", "started_at", "ended_at", "parent_id", "ref", "header")
+UPSERT_EXECUTION = _Upsert.insert(
     "workflow_execution",
-    ("id", "ref", "status", "parent_id", "started_at", "ended_at", "header"),
+    _EXECUTION_COLUMNS,
     "ON CONFLICT (id) " + _set("ref", "status", "parent_id", "started_at", "ended_at", "header"),
 )
-# Most steps change an execution's header but none of its listing columns (status, times, ...).
-UPSERT_HEADER = _Upsert(
+# Most steps change an execution's header but none of its listing columns (status, times, ...):
+# the header alone, by `num` (the table's rowid) where the writer knows it, else by id.
+UPDATE_HEADER = _Upsert(
+    2,
+    "UPDATE workflow_execution SET header = v.column2 FROM (VALUES {values}) AS v "
+    "WHERE workflow_execution.num = v.column1",
+)
+UPSERT_HEADER = _Upsert.insert(
     "workflow_execution",
-    UPSERT_EXECUTION.columns,
+    _EXECUTION_COLUMNS,
     "ON CONFLICT (id) " + _set("header"),
 )
 # Runs and items are keyed by their execution's `num` (see migrations: index locality).
-UPSERT_RUN = _Upsert(
+UPSERT_RUN = _Upsert.insert(
     "workflow_task_execution",
     ("execution_num", "run_id", "seq", "task", "status", "record"),
     "ON CONFLICT (execution_num, run_id) " + _set("seq", "task", "status", "record"),
 )
-UPSERT_ITEM = _Upsert(
+UPSERT_ITEM = _Upsert.insert(
     "workflow_task_item",
     ("execution_num", "run_id", "idx", "record"),
     "ON CONFLICT (execution_num, run_id, idx) " + _set("record"),
 )
-UPSERT_DEFINITION = _Upsert(
+UPSERT_DEFINITION = _Upsert.insert(
     "workflow_definition",
     ("ref", "pack", "source", "updated_at"),
     "ON CONFLICT (ref) " + _set("pack", "source", "updated_at"),
 )
-UPSERT_SOURCE = _Upsert(
+UPSERT_SOURCE = _Upsert.insert(
     "workflow_definition_version", ("digest", "pack", "source"),
     "ON CONFLICT (digest) " + _set("pack", "source"),
 )
@@ -537,16 +547,20 @@ class SQLiteStore(Store):
                     ((ref,) for ref, v in defs if v is None),
                 )
             execs = batch.execs.items()
-            for upsert, listed in ((UPSERT_EXECUTION, True), (UPSERT_HEADER, False)):
-                upsert.run(
-                    conn,
-                    (
-                        (eid, ref, status, parent_id, started_at, ended_at, e.header)
-                        for eid, e in execs
-                        if e.listed is listed
-                        for status, started_at, ended_at, parent_id, ref in (e.listing,)
-                    ),
-                )
+            known = self._nums
+            listed, by_id, by_num = [], [], []
+            for eid, e in execs:
+                if e.listed:
+                    listed.append((eid, *e.listing, e.header))
+                else:
+                    num = known.get(eid)
+                    if num is None:
+                        by_id.append((eid, *e.listing, e.header))
+                    else:
+                        by_num.append((num, e.header))
+            UPSERT_EXECUTION.run(conn, listed)
+            UPSERT_HEADER.run(conn, by_id)
+            UPDATE_HEADER.run(conn, by_num)
             nums = self._nums_of(conn, batch)
             UPSERT_RUN.run(
                 conn,
