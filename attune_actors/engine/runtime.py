@@ -53,12 +53,14 @@ _ACTIVE_BYTES = 1024
 class _Saved:
     """What `Runtime.save_step` keeps of one execution between its steps."""
 
-    __slots__ = ("active", "base", "conductor", "stamp")
+    __slots__ = ("active", "base", "conductor", "owner", "version")
 
-    def __init__(self, conductor: Conductor, base: HeaderBase, stamp: tuple[int, str | None]) -> None:
+    def __init__(self, conductor: Conductor, base: HeaderBase, version: int, owner: str | None) -> None:
         self.conductor = conductor  # a restored execution's new conductor starts afresh
         self.base = base
-        self.stamp = stamp  # the masker's version and the owner `base` was built with
+        # The masker's version and the owner `base` was built with (a change of either: built again).
+        self.version = version
+        self.owner = owner
         # Run id -> encoded record, for the active runs the header carries.
         self.active: dict[str, bytes] = {}
 
@@ -294,13 +296,18 @@ class Runtime:
         vars, errors), except what recovery must send again (inputs, secret parameters), which is
         encrypted with the data dir's secret key.
         """
+        masker = self.masker
         saved = self._saved.get(conductor.id)
-        if saved is None or saved.conductor is not conductor or saved.stamp != self._stamp():
+        if (
+            saved is None
+            or saved.conductor is not conductor
+            or saved.version != masker.version
+            or saved.owner != self.owner
+        ):
             saved = self._start_saving(conductor)
             changed = {run.id for run in runs}
             runs = runs + [conductor.runs[r] for r in conductor.active if r not in changed]
-        masker = self.masker
-        mask, seal = masker.mask, self._seal_if_secret
+        mask, seal = (masker.mask, self._seal_if_secret) if masker else (None, None)
         active, rows = saved.active, []
         for run in runs:
             blob = encode(run.record(mask, seal))
@@ -315,22 +322,20 @@ class Runtime:
                 active.pop(rid, None)
                 rows.append((rid, run.seq, run.task, run.status, blob))
         step = conductor.header_step()
-        if masker:
+        if mask is not None:
             for key in ("vars", "output", "error"):
                 step[key] = mask(step[key])
         base = saved.base
+        status = step["status"]
         self.store.save_encoded(
             conductor.id,
             base.record(step, active.values()),
-            base.listing(step),
+            (status, step["started_at"], step["ended_at"], base.parent_id, base.ref),
             rows,
             [((run_id, idx), encode(it.to_record(mask, seal))) for run_id, idx, it in items],
         )
-        if step["status"] in TERMINAL:
+        if status in TERMINAL:
             self._saved.pop(conductor.id, None)
-
-    def _stamp(self) -> tuple[int, str | None]:
-        return self.masker.version, self.owner
 
     def _start_saving(self, conductor: Conductor) -> _Saved:
         """What `save_step` keeps of `conductor` between steps, built again: the part of its
@@ -348,7 +353,7 @@ class Runtime:
         kept.pop(conductor.id, None)
         if len(kept) >= _SAVED_KEPT:
             del kept[next(iter(kept))]  # the oldest: parked executions make way for busy ones
-        saved = kept[conductor.id] = _Saved(conductor, HeaderBase(fields), self._stamp())
+        saved = kept[conductor.id] = _Saved(conductor, HeaderBase(fields), self.masker.version, self.owner)
         return saved
 
     def shown_parameters(self, conductor: Conductor) -> dict[str, Any]:

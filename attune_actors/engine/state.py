@@ -21,6 +21,7 @@ _VIEW_KEYS = ("status", "result", "error", "attempts", "started_at", "ended_at")
 
 
 _last_second: tuple[int, str] = (0, "1970-01-01T00:00:00")
+_last_iso: tuple[float, str] = (math.nan, "")
 #: Status members by value (`Status(value)` goes through the enum machinery: ~0.5 µs).
 STATUSES: dict[str, Status] = {s.value: s for s in Status}
 
@@ -31,11 +32,15 @@ def iso(ts: float | None) -> str | None:
     The same text as `datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")`: the
     fraction is rounded to microseconds the way datetime rounds it, then truncated to milliseconds.
     The date-and-time part of the last second is kept, because a with_items document formats
-    hundreds of thousands of times that mostly fall within the same few seconds.
+    hundreds of thousands of times that mostly fall within the same few seconds; and so is the
+    last text, because in a chain a run starts at the time the previous one ended.
     """
-    global _last_second
+    global _last_second, _last_iso
     if ts is None:
         return None
+    last = _last_iso
+    if last[0] == ts:
+        return last[1]
     frac, whole = math.modf(ts)
     micros = round(frac * 1e6)
     if micros >= 1_000_000:
@@ -46,11 +51,9 @@ def iso(ts: float | None) -> str | None:
     cached = _last_second
     if cached[0] != second:
         cached = _last_second = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
-    return f"{cached[1]}.{micros // 1000:03d}Z"
-
-
-def _same(value: Any) -> Any:
-    return value
+    text = f"{cached[1]}.{micros // 1000:03d}Z"
+    _last_iso = (ts, text)
+    return text
 
 
 NO_TIME = math.nan  # an item's time that is not set (None in records and documents)
@@ -91,22 +94,28 @@ class Items:
         return len(self.status)
 
     def record(
-        self, idx: int, mask: Callable[[Any], Any] = _same, seal: Callable[[Any], Any] = _same
+        self, idx: int, mask: Callable[[Any], Any] | None = None, seal: Callable[[Any], Any] | None = None
     ) -> list[Any]:
         """Item `idx`'s stored form, a plain array in the order `load` reads.
 
         `mask` is applied to the result and error, `seal` to the input (what a snapshot must not
         hold in clear), while the record is built: a with_items step stores thousands of these.
+        None: nothing to mask.
         """
         started, ended, deadline = self.started_at[idx], self.ended_at[idx], self.deadline[idx]
+        result, error, inp = self.result[idx], self.error[idx], self.input.get(idx)
+        if mask is not None:
+            result, error = mask(result), mask(error)
+        if seal is not None and inp is not None:
+            inp = seal(inp)
         return [
             self.status[idx],
-            mask(self.result[idx]),
-            mask(self.error[idx]),
+            result,
+            error,
             self.attempts[idx],
             None if started != started else started,  # NaN: not set
             None if ended != ended else ended,
-            seal(self.input.get(idx)),
+            inp,
             None if deadline != deadline else deadline,
         ]
 
@@ -177,7 +186,9 @@ class ItemRun:
     def deadline(self) -> float | None:
         return _time(self.items.deadline[self.index])
 
-    def to_record(self, mask: Callable[[Any], Any] = _same, seal: Callable[[Any], Any] = _same) -> list[Any]:
+    def to_record(
+        self, mask: Callable[[Any], Any] | None = None, seal: Callable[[Any], Any] | None = None
+    ) -> list[Any]:
         return self.items.record(self.index, mask, seal)
 
 
@@ -249,29 +260,24 @@ class TaskRun(Mapping[str, Any]):
     def terminal(self) -> bool:
         return self.status in TERMINAL
 
-    def record(self, mask: Callable[[Any], Any] = _same, seal: Callable[[Any], Any] = _same) -> list[Any]:
+    def record(
+        self, mask: Callable[[Any], Any] | None = None, seal: Callable[[Any], Any] | None = None
+    ) -> list[Any]:
         """The stored form (`RUN_FIELDS`' order): `mask` applied to the result and error, `seal`
-        to the input (kept only while the run is active, for recovery to send it again)."""
+        to the input (kept only while the run is active, for recovery to send it again); None:
+        nothing to mask (a step saves two of these: no call is made then)."""
+        result, error = self.result, self.error
+        status = self.status
+        inp = None if status in TERMINAL else self.input
+        if mask is not None:
+            result, error = mask(result), mask(error)
+        if seal is not None and inp is not None:
+            inp = seal(inp)
         items = self.item_state
         return [
-            self.id,
-            self.seq,
-            self.task,
-            self.status,
-            mask(self.result),
-            mask(self.error),
-            self.attempts,
-            self.started_at,
-            self.ended_at,
-            self.group,
-            None if self.status in TERMINAL else seal(self.input),
-            self.deadline,
-            self.inquiry_id,
-            self.child_id,
-            None if items is None else len(items),
-            self.next_item,
-            self.pending_subs,
-            self.handled,
+            self.id, self.seq, self.task, status, result, error, self.attempts, self.started_at,
+            self.ended_at, self.group, inp, self.deadline, self.inquiry_id, self.child_id,
+            None if items is None else len(items), self.next_item, self.pending_subs, self.handled,
             self.fired,
         ]
 

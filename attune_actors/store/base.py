@@ -78,21 +78,20 @@ class HeaderBase:
 
     def __init__(self, fields: dict[str, Any]) -> None:
         self.count = len(fields)
-        self.entries = bytes(_entries(encode(fields)))
+        self.entries = _entries(encode(fields))
         self.parent_id: str | None = fields.get("parent_id")
         self.ref: str | None = fields.get("ref")
 
     def record(self, step: dict[str, Any], active: Collection[bytes] = ()) -> bytes:
         """The header record of this base, `step`'s fields (no key in both) and `active`, the
         encoded records of the active runs it carries (`ACTIVE_RUNS`)."""
-        packed = encode(step)
         count = self.count + len(step)
         if not active:
-            return b"".join((_map_start(count), self.entries, _entries(packed)))
+            return b"".join((_map_start(count), self.entries, _entries(encode(step))))
         n = len(active)
-        runs = (0x90 | n).to_bytes(1, "big") if n < 16 else b"\xdc" + n.to_bytes(2, "big")
+        runs = _ARRAY_STARTS[n] if n < 16 else b"\xdc" + n.to_bytes(2, "big")
         return b"".join(
-            (_map_start(count + 1), self.entries, _entries(packed), _ACTIVE_KEY, runs, *active)
+            (_map_start(count + 1), self.entries, _entries(encode(step)), _ACTIVE_KEY, runs, *active)
         )
 
     def listing(self, step: dict[str, Any]) -> Listing:
@@ -120,17 +119,23 @@ def encode_step(
     )
 
 
+_MAP_STARTS = [(0x80 | n).to_bytes(1, "big") for n in range(16)] + [
+    b"\xde" + n.to_bytes(2, "big") for n in range(16, 64)
+]
+_ARRAY_STARTS = [(0x90 | n).to_bytes(1, "big") for n in range(16)]
+
+
 def _map_start(count: int) -> bytes:
-    if count < 16:
-        return (0x80 | count).to_bytes(1, "big")
+    """msgpack's start of a map of `count` entries."""
+    if count < 64:
+        return _MAP_STARTS[count]
     return b"\xde" + count.to_bytes(2, "big") if count < 0x10000 else b"\xdf" + count.to_bytes(4, "big")
 
 
-def _entries(packed_map: bytes) -> memoryview:
+def _entries(packed_map: bytes) -> bytes:
     """The entries of an encoded map, without the count before them."""
     first = packed_map[0]
-    skip = 1 if 0x80 <= first <= 0x8F else 3 if first == 0xDE else 5  # fixmap, map 16, map 32
-    return memoryview(packed_map)[skip:]
+    return packed_map[1:] if first < 0x90 else packed_map[3:] if first == 0xDE else packed_map[5:]
 
 
 def decode_header(blob: bytes) -> tuple[dict[str, Any], list[Any]]:
