@@ -172,16 +172,16 @@ class _Upsert:
 
     def run(self, conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> None:
         params: list[Any] = []
-        n = 0
         for row in rows:
-            params.extend(row)
-            n += 1
-            if n == _MAX_ROWS:
-                conn.execute(self.sql(n), params)
-                params, n = [], 0
-        width, start = self.width, 0
+            params += row
+        self.run_flat(conn, params)
+
+    def run_flat(self, conn: sqlite3.Connection, params: list[Any]) -> None:
+        """`run` with the rows' parameters one after the other in one list."""
+        width = self.width
+        n, start = len(params) // width, 0
         while n:
-            size = 1 << (n.bit_length() - 1)  # the largest power of two <= n
+            size = _MAX_ROWS if n >= _MAX_ROWS else 1 << (n.bit_length() - 1)  # else a power of two
             conn.execute(self.sql(size), params[start : start + size * width])
             start += size * width
             n -= size
@@ -548,36 +548,41 @@ class SQLiteStore(Store):
                 )
             execs = batch.execs.items()
             known = self._nums
-            listed, by_id, by_num = [], [], []
+            listed: list[Any] = []
+            by_id: list[Any] = []
+            by_num: list[Any] = []
+            missing = []  # executions whose num to read: their runs' key, and for later headers
             for eid, e in execs:
+                num = known.get(eid)
                 if e.listed:
-                    listed.append((eid, *e.listing, e.header))
+                    listed += (eid, *e.listing, e.header)
+                elif num is None:
+                    by_id += (eid, *e.listing, e.header)
                 else:
-                    num = known.get(eid)
-                    if num is None:
-                        by_id.append((eid, *e.listing, e.header))
-                    else:
-                        by_num.append((num, e.header))
-            UPSERT_EXECUTION.run(conn, listed)
-            UPSERT_HEADER.run(conn, by_id)
-            UPDATE_HEADER.run(conn, by_num)
-            nums = self._nums_of(conn, batch)
-            UPSERT_RUN.run(
-                conn,
-                (
-                    (nums[eid], rid, seq, task, status, rec)
-                    for eid, e in execs
-                    for rid, seq, task, status, rec in e.runs.values()
-                ),
-            )
-            UPSERT_ITEM.run(
-                conn,
-                (
-                    (nums[eid], rid, idx, rec)
-                    for eid, e in execs
-                    for (rid, idx), rec in e.items.items()
-                ),
-            )
+                    by_num += (num, e.header)
+                if num is None and (e.listed or e.runs or e.items):
+                    missing.append(eid)
+            UPSERT_EXECUTION.run_flat(conn, listed)
+            UPSERT_HEADER.run_flat(conn, by_id)
+            UPDATE_HEADER.run_flat(conn, by_num)
+            # The nums of new executions, read after their rows were inserted (their runs' key).
+            found = dict(
+                conn.execute(
+                    f"SELECT id, num FROM workflow_execution WHERE id IN {_IDS}", (json.dumps(missing),)
+                ).fetchall()
+            ) if missing else {}
+            runs: list[Any] = []
+            items: list[Any] = []
+            for eid, e in execs:
+                if e.runs or e.items:
+                    num = known.get(eid) or found[eid]
+                    for row in e.runs.values():
+                        runs.append(num)
+                        runs += row
+                    for (rid, idx), rec in e.items.items():
+                        items += (num, rid, idx, rec)
+            UPSERT_RUN.run_flat(conn, runs)
+            UPSERT_ITEM.run_flat(conn, items)
             conn.execute("COMMIT")
         except Exception as e:  # sqlite3.Error, OSError, a bad value: all mean "not written"
             try:
@@ -586,37 +591,14 @@ class SQLiteStore(Store):
             except sqlite3.Error:
                 pass  # the next BEGIN will say what is wrong
             return StoreError(f"cannot write to the store {self.path}: {e}")
-        known = self._nums
         for eid, ex in execs:
             if ex.listing[0] in self._terminal:
                 known.pop(eid, None)
-            elif eid in nums and eid not in known:
+            elif eid in found:
                 if len(known) >= _NUMS_KEPT:
                     del known[next(iter(known))]  # the oldest: a parked execution, likely
-                known[eid] = nums[eid]
+                known[eid] = found[eid]
         return None
-
-    def _nums_of(self, conn: sqlite3.Connection, batch: _Batch) -> dict[str, int]:
-        """The `num` of each execution of `batch` with runs or items (their rows' key), read in the
-        commit's transaction after its executions were upserted."""
-        known = self._nums
-        nums: dict[str, int] = {}
-        missing = []
-        for eid, e in batch.execs.items():
-            if e.runs or e.items:
-                num = known.get(eid)
-                if num is None:
-                    missing.append(eid)
-                else:
-                    nums[eid] = num
-        if missing:
-            nums.update(
-                conn.execute(
-                    f"SELECT id, num FROM workflow_execution WHERE id IN {_IDS}",
-                    (json.dumps(missing),),
-                ).fetchall()
-            )
-        return nums
 
     # -- reads: pending batches, then the file ---------------------------------------------------
 
