@@ -309,31 +309,32 @@ class Runtime:
             runs = runs + [conductor.runs[r] for r in conductor.active if r not in changed]
         mask, seal = (masker.mask, self._seal_if_secret) if masker else (None, None)
         active, rows = saved.active, []
-        for run in runs:
-            blob = encode(run.record(mask, seal))
-            rid = run.id
-            if (
-                run.status not in TERMINAL
-                and len(blob) <= _ACTIVE_BYTES
-                and (rid in active or len(active) < _ACTIVE_KEPT)
-            ):
-                active[rid] = blob
-            else:
-                active.pop(rid, None)
-                rows.append((rid, run.seq, run.task, run.status, blob))
-        step = conductor.header_step()
-        if mask is not None:
-            for key in ("vars", "output", "error"):
-                step[key] = mask(step[key])
-        base = saved.base
+        try:
+            for run in runs:
+                blob = encode(run.record(mask, seal))
+                rid = run.id
+                if (
+                    run.status not in TERMINAL
+                    and len(blob) <= _ACTIVE_BYTES
+                    and (rid in active or len(active) < _ACTIVE_KEPT)
+                ):
+                    active[rid] = blob
+                else:
+                    active.pop(rid, None)
+                    rows.append((rid, run.seq, run.task, run.status, blob))
+            step = conductor.header_step()
+            if mask is not None:
+                for key in ("vars", "output", "error"):
+                    step[key] = mask(step[key])
+            base = saved.base
+            header = base.record(step, active.values())
+            item_rows = [((run_id, idx), encode(it.to_record(mask, seal))) for run_id, idx, it in items]
+        except BaseException:  # a value that cannot be encoded: `active` is no longer what is stored
+            self._saved.pop(conductor.id, None)
+            raise
         status = step["status"]
-        self.store.save_encoded(
-            conductor.id,
-            base.record(step, active.values()),
-            (status, step["started_at"], step["ended_at"], base.parent_id, base.ref),
-            rows,
-            [((run_id, idx), encode(it.to_record(mask, seal))) for run_id, idx, it in items],
-        )
+        listing = (status, step["started_at"], step["ended_at"], base.parent_id, base.ref)
+        self.store.save_encoded(conductor.id, header, listing, rows, item_rows)
         if status in TERMINAL:
             self._saved.pop(conductor.id, None)
 
