@@ -481,7 +481,7 @@ class WorkflowSupervisor(AsyncioActor):
         self._send_dispatches()
         self._done = True
         c = self._c
-        self._rt.executions.ended(c.id, lambda: self._rt.end_execution(c))
+        self._rt.executions.ended(c.id, lambda: self._rt.execution(c))
         if self._link is not None:
             message = (c.error or {}).get("message") if c.error else None
             try:
