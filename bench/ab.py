@@ -102,9 +102,8 @@ def child(shape: str, store: str, rounds: int, counting: bool = False) -> None:
             callgrind(True)
             await one()
             callgrind(False)
-            rounds = 0
         cpu = []
-        for _ in range(rounds):
+        for _ in range(0 if counting else rounds):
             gc.collect()
             began = time.process_time()
             await one()
