@@ -492,4 +492,4 @@ class WorkflowSupervisor(AsyncioActor):
                 )
             except ActorDeadError:
                 pass
-        self.actor_ref.stop(block=False)
+        self.stop()  # nobody awaits it: no reply futures
