@@ -134,8 +134,8 @@ def child(shapes: list[str], rounds: int) -> None:
     result: dict[str, Any] = {"source": str(Path(attune_actors.__file__).parent)}
     for shape in shapes:
         problems: list[Any] = []
-        spec = load_workflow_text(texts[shape], pack="peers", file=f"{shape}.yaml", default_ref=f"peers.{shape}",
-                                  problems=problems)
+        spec = load_workflow_text(texts[shape], pack="peers", file=f"{shape}.yaml",
+                                  default_ref=f"peers.{shape}", problems=problems)
         if spec is None or problems:
             raise SystemExit(f"{shape}: {problems}")
         graph = TaskGraph.build(spec)
@@ -159,8 +159,9 @@ def run_side(tree: Path | None, shapes: list[str], rounds: int) -> dict[str, flo
         os.environ["PYTHONPATH"] = str(tree)
         os.environ["ATTUNE_AB_BASELINE"] = "1"
     try:
-        got = common.run_child([sys.executable, __file__, "--child", ",".join(shapes), "--rounds", str(rounds)],
-                               timeout=600)
+        got = common.run_child(
+            [sys.executable, __file__, "--child", ",".join(shapes), "--rounds", str(rounds)], timeout=600
+        )
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -205,7 +206,8 @@ def main() -> None:
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True, check=False).stdout.strip()
     print(f"The conductor alone: CPU µs, median of {args.alternations} alternated children x {args.rounds} "
-          f"rounds; baseline {args.baseline}, this tree at {head}; load average {common.load_average() or 0:.1f}\n")
+          f"rounds; baseline {args.baseline}, this tree at {head}; "
+          f"load average {common.load_average() or 0:.1f}\n")
     print(common.table(["shape", "baseline", "this tree", "speed-up"], rows, markdown=args.markdown,
                        right=[False, True, True, True]))
 

@@ -38,7 +38,14 @@ from attune_actors.engine.graphdoc import RunMark
 from attune_actors.engine.state import NO_TIME, ItemRun, Items, TaskRun, iso
 from attune_actors.errors import AttuneError, ParameterError, TemplateError
 from attune_actors.spec.graph import TaskGraph
-from attune_actors.spec.model import ENGINE_COMMANDS, ActionSpec, RetryPolicy, TaskSpec, Transition, WorkflowSpec
+from attune_actors.spec.model import (
+    ENGINE_COMMANDS,
+    ActionSpec,
+    RetryPolicy,
+    TaskSpec,
+    Transition,
+    WorkflowSpec,
+)
 from attune_actors.spec.params import apply_params
 from attune_actors.statuses import (
     ABANDONED,
@@ -171,7 +178,9 @@ class _Edge:
         # The statuses that make an `on_success`-like condition true (None: render `when`).
         self.statuses = _STATUS_CONDITIONS.get(tr.when) if tr.when is not None else None
         self.where = f"{where} next[{index}].when"
-        self.publish = tuple((name, value, f"{where} next[{index}].publish.{name}") for name, value in tr.publish)
+        self.publish = tuple(
+            (name, value, f"{where} next[{index}].publish.{name}") for name, value in tr.publish
+        )
         self.do = tr.do
         self.retry = "retry" in tr.do
         # Any entry that fires handles a failure, except one that only asks for a retry that will
