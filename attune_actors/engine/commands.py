@@ -50,8 +50,11 @@ class TimerKey(NamedTuple):
         return cls(kind, rec[1] if len(rec) > 1 else None)
 
 
-@dataclass(frozen=True, slots=True)
-class Dispatch:
+# `Dispatch` and `RunEnded`, made on every transition, are named tuples: as immutable as the frozen
+# dataclasses, built ~4x faster (a frozen dataclass's `__init__` calls `object.__setattr__` per field).
+
+
+class Dispatch(NamedTuple):
     """Run one attempt of an action (an item of it, for with_items) through the run's task actor."""
 
     run_id: str
@@ -121,8 +124,7 @@ class ControlChild:
     force: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class RunEnded:
+class RunEnded(NamedTuple):
     """A task run reached a terminal status; its task actor may stop."""
 
     run_id: str

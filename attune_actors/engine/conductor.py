@@ -361,7 +361,7 @@ class Conductor:
         self.seq = 0
         self.now = 0.0
         self._out: list[Command] = []
-        self._dirty_runs: dict[str, None] = {}
+        self._dirty_runs: dict[str, TaskRun] = {}  # run id -> the run
         # run id -> indices of its changed items: dicts of ints, which the collector does not track
         self._dirty_items: dict[str, dict[int, None]] = {}
         # `system.timestamp` is formatted when a template reads it, not on every event.
@@ -417,7 +417,7 @@ class Conductor:
         """An action attempt, nested workflow or inquiry ended. Stale or duplicate reports are ignored."""
         self._step(now)
         run = self.runs.get(run_id)
-        if run is None or run.terminal:
+        if run is None or run.status in TERMINAL:
             return self._flush()
         if item is None:
             current, attempts = run.status, run.attempts
@@ -663,10 +663,14 @@ class Conductor:
     def take_changes(self) -> tuple[list[TaskRun], dict[str, dict[int, None]]]:
         """Runs changed since the last call, in start order, and the indices of changed items by
         run id (`item_views` makes them what a snapshot step saves)."""
-        runs = [self.runs[r] for r in self._dirty_runs]
-        if len(runs) > 1:
-            runs.sort(key=_by_seq)
-        self._dirty_runs.clear()
+        dirty = self._dirty_runs
+        if not dirty:
+            runs: list[TaskRun] = []
+        else:
+            runs = list(dirty.values())
+            if len(runs) > 1:
+                runs.sort(key=_by_seq)
+            dirty.clear()
         items, self._dirty_items = self._dirty_items, {}
         return runs, items
 
@@ -909,7 +913,7 @@ class Conductor:
         # list included) per item would make big item lists quadratic. The run's counters are
         # derived from its items again on restore.
         if idx is None:
-            self._dirty_runs[run.id] = None
+            self._dirty_runs[run.id] = run
         else:
             dirty = self._dirty_items.get(run.id)
             if dirty is None:
@@ -936,7 +940,7 @@ class Conductor:
         self.runs[run_id] = run
         self.latest[name] = run
         self.active[run_id] = None
-        self._dirty_runs[run_id] = None
+        self._dirty_runs[run_id] = run
         if task.delay:
             run.status = DELAYED
             self._set_timer(TimerKey(TimerKind.DELAY, run.id), self.now + task.delay)
@@ -978,7 +982,7 @@ class Conductor:
         task = self._plans[run.task].task
         run.status = RUNNING
         run.started_at = self.now
-        self._dirty_runs[run.id] = None
+        self._dirty_runs[run.id] = run
         if task.type == "parallel":
             run.pending_subs = len(task.tasks)
             for sub in task.tasks:
@@ -1176,7 +1180,7 @@ class Conductor:
             return
         run.ended_at = self.now
         run.input = None
-        self._touch(run)
+        self._dirty_runs[run.id] = run
         self._run_ended(run)
 
     def _item_ended(
