@@ -348,10 +348,10 @@ class Conductor:
         self.started_at: float | None = None
         self.ended_at: float | None = None
         self.runs: dict[str, TaskRun] = {}  # every run, in the order created (= seq order)
-        # task name -> its latest run (`task.<name>`; a task that has not run reads as nulls)
         plan: _SpecPlan = _shared(_spec_plans, spec, lambda: _SpecPlan(spec, graph))
         self._plan = plan
         self._plans = plan.tasks  # task name -> its _TaskPlan, read on every transition
+        # task name -> its latest run (`task.<name>`; a task that has not run reads as nulls)
         self.latest = TaskViews(plan.find)
         # Dicts as ordered sets: an emptied dict drops its table, an emptied set keeps ~200 bytes.
         self.active: dict[str, None] = {}  # runs not terminal
@@ -372,7 +372,8 @@ class Conductor:
         # run id -> indices of its changed items: dicts of ints, which the collector does not track
         self._dirty_items: dict[str, dict[int, None]] = {}
         # `system.timestamp` is formatted when a template reads it, not on every event.
-        self.system = _SystemScope({k: v for k, v in system.items() if k != "timestamp"})
+        self.system = _SystemScope(system)
+        self.system.pop("timestamp", None)
         self.system.conductor = self
         self.secret_parameters = plan.secrets
         # Scopes show keys only: `vars.items` is a variable or undefined, never a method (SPEC 7).
