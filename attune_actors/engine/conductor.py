@@ -394,7 +394,7 @@ class Conductor:
 
     def start(self, now: float) -> list[Command]:
         """Begin the execution: render `vars`, arm the workflow timeout, launch the start tasks."""
-        self._step(now)
+        self.now = now
         if self.started_at is not None or self.status in TERMINAL or self.ending is not None:
             return self._flush()
         if self.status == REQUESTED:
@@ -423,7 +423,7 @@ class Conductor:
         now: float,
     ) -> list[Command]:
         """An action attempt, nested workflow or inquiry ended. Stale or duplicate reports are ignored."""
-        self._step(now)
+        self.now = now
         run = self.runs.get(run_id)
         if run is None or run.status in TERMINAL:
             return self._flush()
@@ -445,7 +445,7 @@ class Conductor:
 
     def on_timer(self, key: TimerKey, now: float) -> list[Command]:
         """A timer set by a SetTimer command fired; timers that became moot are ignored."""
-        self._step(now)
+        self.now = now
         if self.timers.pop(key, None) is None or self.status in TERMINAL:
             return self._flush()
         kind = key.kind
@@ -479,7 +479,7 @@ class Conductor:
         A paused child no longer keeps its parent `pausing`; a parent whose only work in flight
         is children waiting on inquiries is `pending` itself.
         """
-        self._step(now)
+        self.now = now
         run = self.runs.get(run_id)
         if run is not None and run.child_id is not None and run.attempts == attempt and not run.terminal:
             if status in (PAUSED, PENDING):
@@ -491,7 +491,7 @@ class Conductor:
 
     def answer_inquiry(self, run_id: str, inquiry_id: str, response: Any, now: float) -> list[Command]:
         """A validated response arrived: it becomes the run's result."""
-        self._step(now)
+        self.now = now
         run = self.runs.get(run_id)
         if run is not None and run.status == PENDING and run.inquiry_id == inquiry_id:
             self.timers.pop(TimerKey(TimerKind.INQUIRY, run_id, None, inquiry_id), None)
@@ -501,7 +501,7 @@ class Conductor:
 
     def pause(self, now: float) -> list[Command]:
         """Stop dispatching; `paused` once in-flight attempts end. Idempotent."""
-        self._step(now)
+        self.now = now
         if self.status in (RUNNING, PENDING, REQUESTED) and self.ending is None:
             self.status = PAUSING
             for child in self._children():
@@ -511,7 +511,7 @@ class Conductor:
 
     def resume(self, now: float) -> list[Command]:
         """Dispatch what was staged while paused. Idempotent."""
-        self._step(now)
+        self.now = now
         if self.status in (PAUSING, PAUSED):
             self.status = RUNNING if self.started_at is not None else REQUESTED
             # Resumed children report again; one waiting on an inquiry stays so.
@@ -528,7 +528,7 @@ class Conductor:
 
     def cancel(self, now: float, *, force: bool = False) -> list[Command]:
         """Cancel: nothing new starts; under `cancel_running` (or `force`) running runs are stopped."""
-        self._step(now)
+        self.now = now
         if self.status not in TERMINAL and self.ending is None:
             stop = force or self.spec.cancellation_policy == "cancel_running"
             self._end_with(CANCELED, stop_running=stop, force=force)
@@ -538,7 +538,7 @@ class Conductor:
     def fail(self, message: str, now: float) -> list[Command]:
         """Fail from outside the workflow (its store cannot keep it): nothing new starts, and the
         execution ends failed with `message` once the attempts already running have ended."""
-        self._step(now)
+        self.now = now
         if self.status not in TERMINAL:
             if self.status == REQUESTED:
                 self.status = RUNNING  # never started: it ends at once
@@ -555,7 +555,7 @@ class Conductor:
         snapshot that could not be encoded), and every run is marked changed, since the
         interrupted step's changes may not have been saved.
         """
-        self._step(now)
+        self.now = now
         self._out = []
         if self.status in TERMINAL:
             return []
@@ -611,7 +611,7 @@ class Conductor:
         and their results stay. A with_items task keeps its succeeded items and runs only the
         others, unless `reset_items`. The workflow then carries on through the transitions.
         """
-        self._step(now)
+        self.now = now
         if tasks is None:
             tasks = [
                 name
@@ -790,7 +790,7 @@ class Conductor:
         """
         if self.started_at is None:
             return self.start(now)  # accepted, then stopped before its first step: start it now
-        self._step(now)
+        self.now = now
         for key, at in self.timers.items():
             self._out.append(SetTimer(key, at))
         for run_id in sorted(self.active, key=lambda r: self.runs[r].seq):
@@ -859,9 +859,6 @@ class Conductor:
         return [RunMark(run.task, run.status, run.fired) for run in self.runs.values()]
 
     # ------------------------------------------------------------------ internals
-
-    def _step(self, now: float) -> None:
-        self.now = now
 
     def _flush(self) -> list[Command]:
         # A copy, and the list kept: a new list kept per event until the next one outlives the
