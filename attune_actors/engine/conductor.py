@@ -233,9 +233,9 @@ class _TaskPlan:
 class _SpecPlan:
     """A workflow definition's task plans and fixed strings, shared by all its executions."""
 
-    __slots__ = ("feeders", "find", "output_where", "secrets", "tasks", "vars_where")
+    __slots__ = ("find", "output_where", "secrets", "tasks", "vars_where")
 
-    def __init__(self, spec: WorkflowSpec, graph: TaskGraph) -> None:
+    def __init__(self, spec: WorkflowSpec) -> None:
         self.tasks: dict[str, _TaskPlan] = {}
         for top in spec.tasks:  # what `spec.task` finds first: a top-level task, then sub-tasks
             self.tasks.setdefault(top.name, _TaskPlan(spec.ref, top))
@@ -246,13 +246,6 @@ class _SpecPlan:
         self.secrets = frozenset(p.name for p in spec.parameters if p.secret) or _NO_SECRETS
         self.vars_where = f"{spec.ref} vars"
         self.output_where = f"{spec.ref} output_map"
-        # Top-level task -> the tasks whose runs may still lead to it, itself included (the
-        # inverse of `graph.can_reach`): a join's source is lost when none of them is active.
-        feeders: dict[str, set[str]] = {name: {name} for name in graph.reach}
-        for source, reached in graph.reach.items():
-            for name in reached:
-                feeders.setdefault(name, {name}).add(source)
-        self.feeders = {name: frozenset(names) for name, names in feeders.items()}
 
 
 def _constant(value: Any) -> bool:
@@ -348,7 +341,7 @@ class Conductor:
         self.started_at: float | None = None
         self.ended_at: float | None = None
         self.runs: dict[str, TaskRun] = {}  # every run, in the order created (= seq order)
-        plan: _SpecPlan = _shared(_spec_plans, spec, lambda: _SpecPlan(spec, graph))
+        plan: _SpecPlan = _shared(_spec_plans, spec, lambda: _SpecPlan(spec))
         self._plan = plan
         self._plans = plan.tasks  # task name -> its _TaskPlan, read on every transition
         # task name -> its latest run (`task.<name>`; a task that has not run reads as nulls)
@@ -1502,17 +1495,15 @@ class Conductor:
         """
         if self.failing or self.ending is not None:
             return
-        graph, feeders, runs = self.graph, self._plan.feeders, self.runs
-        # A sub-task run counts as its group: the group's transitions are what reach on.
-        active = set()
-        for run_id in self.active:
-            run = runs[run_id]
-            active.add(run.task if run.group is None else runs[run.group].task)
+        graph = self.graph
+        live: set[str] | None = None  # the tasks that may still run: the active ones and what they reach
         for target, barrier in self.barriers.items():
             if barrier.fired or not barrier.arrivals:
                 continue
+            if live is None:
+                live = self._live_tasks()
             missing = graph.inbound[target] - barrier.arrivals.keys()
-            lost = sorted(m for m in missing if feeders[m].isdisjoint(active))
+            lost = sorted(missing - live)
             if self._task_spec(target).join == "all":
                 need = len(missing)
             else:
@@ -1524,6 +1515,18 @@ class Conductor:
                     target,
                 )
                 return
+
+    def _live_tasks(self) -> set[str]:
+        """The top-level tasks of active runs (a sub-task run counts as its group: the group's
+        transitions are what reach on), and every task those can reach (`graph.can_reach`)."""
+        runs, reach = self.runs, self.graph.reach
+        live = set()
+        for run_id in self.active:
+            run = runs[run_id]
+            live.add(run.task if run.group is None else runs[run.group].task)
+        for name in list(live):
+            live |= reach.get(name, frozenset())
+        return live
 
     def _finish(self) -> None:
         status = self.ending or (FAILED if self.failing else SUCCEEDED)
