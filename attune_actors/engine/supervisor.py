@@ -88,16 +88,17 @@ class WorkflowSupervisor(AsyncioActor):
         self._c = conductor
         self._link = parent
         self._tasks: dict[str, ActorRef[Any]] = {}  # run id -> task actor
-        self._idle: list[ActorRef[Any]] = []  # released task actors, ready for the next run
-        self._ending: list[ActorRef[Any]] = []  # their run ended in this burst: to release
+        self._idle: list[ActorRef[Any]] = []  # task actors between runs, ready for the next run
+        self._unreleased = 0  # the last ones of _idle: their run ended in this burst, not yet released
         # Attempts dispatched by the messages handled since the inbox last ran empty, by run id:
         # told to the task actors once it does (`_send_dispatches`); None while empty (a parked
         # execution keeps no dict).
         self._outbox: dict[str, list[ActionRun]] | None = None
         self._clock = runtime.clock
-        self._timers: dict[TimerKey, TimerHandle] = {}
+        # Created when first needed: most parked executions have no timer and nobody listening.
+        self._timers: dict[TimerKey, TimerHandle] | None = None
         self._last_status = conductor.status
-        self._emitted: dict[str, tuple[str, int]] = {}  # run id -> (status, attempts) last published
+        self._emitted: dict[str, tuple[str, int]] | None = None  # run id -> (status, attempts) published
         self._done = False
         self._new_attempts = False  # recovered embedded: attempts in flight died with the engine
         self._store_failed: StoreError | None = None  # the first failed save: the execution fails
@@ -105,8 +106,9 @@ class WorkflowSupervisor(AsyncioActor):
         # (ints in dicts: a burst of 1,000 item outcomes keeps no object per item alive until it
         # is saved, for the collector to promote; records are built when saved).
         self._unsaved = False
-        self._unsaved_runs: dict[str, TaskRun] = {}
-        self._unsaved_items: dict[str, dict[int, None]] = {}
+        # None while nothing is unsaved (a parked execution keeps no dicts).
+        self._unsaved_runs: dict[str, TaskRun] | None = None
+        self._unsaved_items: dict[str, dict[int, None]] | None = None
         self._obs = ExecutionObserver(
             runtime, conductor, parent.trace if parent is not None else None, self._flush_progress_at
         )
@@ -163,7 +165,8 @@ class WorkflowSupervisor(AsyncioActor):
                 now,
             )
         elif isinstance(message, TimerFired):
-            self._timers.pop(message.key, None)
+            if self._timers is not None:
+                self._timers.pop(message.key, None)
             cmds = c.on_timer(message.key, now)
         elif isinstance(message, GetDocument):
             return c.document()
@@ -200,9 +203,10 @@ class WorkflowSupervisor(AsyncioActor):
     def on_child_failure(self, child: ActorRef[Any], error: BaseException) -> Directive:
         # A task actor crashed (a bug, not an action failure): its attempts will never report,
         # so the execution fails rather than waiting forever.
-        for spare in (self._idle, self._ending):
-            if child in spare:
-                spare.remove(child)
+        if child in self._idle:
+            if self._idle.index(child) >= len(self._idle) - self._unreleased:
+                self._unreleased -= 1
+            self._idle.remove(child)
         for run_id, ref in list(self._tasks.items()):
             if ref is child:
                 del self._tasks[run_id]
@@ -225,19 +229,18 @@ class WorkflowSupervisor(AsyncioActor):
     def on_drained(self) -> None:
         self._save()
         self._send_dispatches()
-        if self._ending:  # not taken by a run of this burst
-            for ref in self._ending:
+        if self._unreleased:  # not taken by a run of this burst
+            for ref in self._idle[-self._unreleased :]:
                 ref.tell(RELEASE)
-            self._idle += self._ending
-            self._ending.clear()
+            self._unreleased = 0
 
     def on_stop(self) -> None:
         self._save()
         if not self._done:
             self._obs.stopped()
-        for handle in self._timers.values():
+        for handle in (self._timers or {}).values():
             handle.cancel()
-        self._timers.clear()
+        self._timers = None
 
     # ------------------------------------------------------------------ commands
 
@@ -297,6 +300,8 @@ class WorkflowSupervisor(AsyncioActor):
         self._unsaved = True
         if runs:
             unsaved_runs = self._unsaved_runs
+            if unsaved_runs is None:
+                unsaved_runs = self._unsaved_runs = {}
             for run in runs:
                 unsaved_runs[run.id] = run
         if items:
@@ -320,10 +325,13 @@ class WorkflowSupervisor(AsyncioActor):
             # A workflow's own change frames its tasks': `running` before them, an end after them.
             if changed and c.status not in TERMINAL:
                 self._publish_status(root)
+            emitted = self._emitted
+            if emitted is None:
+                emitted = self._emitted = {}
             for run in runs:
                 key = (run.status, run.attempts)
-                if self._emitted.get(run.id) != key:
-                    self._emitted[run.id] = key
+                if emitted.get(run.id) != key:
+                    emitted[run.id] = key
                     doc = run.document()
                     doc.pop("items")
                     if run.item_state is not None:
@@ -348,8 +356,7 @@ class WorkflowSupervisor(AsyncioActor):
             self._unsaved = False
             runs = sorted(self._unsaved_runs.values(), key=_by_seq) if self._unsaved_runs else []
             items = c.item_views(self._unsaved_items) if self._unsaved_items else []
-            self._unsaved_items = {}
-            self._unsaved_runs.clear()
+            self._unsaved_items = self._unsaved_runs = None
             try:
                 self._rt.save_step(c, runs, items)  # buffered even when it raises
             except StoreError as exc:
@@ -400,10 +407,11 @@ class WorkflowSupervisor(AsyncioActor):
         ref = self._tasks.get(run_id)
         release = False
         if ref is None:
-            if self._ending:  # its run ended in this burst: released by this same message
-                ref, release = self._ending.pop(), True
-            elif self._idle:
+            if self._idle:
                 ref = self._idle.pop()
+                if self._unreleased:  # its run ended in this burst: released by this same message
+                    self._unreleased -= 1
+                    release = True
             else:
                 ref = self.spawn(TaskActor, self.actor_ref, self._rt.transport, self._rt.attempts)
             self._tasks[run_id] = ref
@@ -421,8 +429,9 @@ class WorkflowSupervisor(AsyncioActor):
         # quarter of a transition. A few are kept, for parallel branches; the rest stop. The
         # release waits for the end of the burst (on_drained): a run dispatched meanwhile takes
         # the actor with it, in its first message.
-        if len(self._idle) + len(self._ending) < _IDLE_TASK_ACTORS:
-            self._ending.append(ref)
+        if len(self._idle) < _IDLE_TASK_ACTORS:
+            self._idle.append(ref)
+            self._unreleased += 1
         else:
             ref.stop(block=False)
 
@@ -430,10 +439,13 @@ class WorkflowSupervisor(AsyncioActor):
         self._clock.call_at(at, self._tell_self, FLUSH_PROGRESS)
 
     def _set_timer(self, key: TimerKey, at: float) -> None:
-        old = self._timers.pop(key, None)
+        timers = self._timers
+        if timers is None:
+            timers = self._timers = {}
+        old = timers.pop(key, None)
         if old is not None:
             old.cancel()
-        self._timers[key] = self._clock.call_at(at, self._fire, key)
+        timers[key] = self._clock.call_at(at, self._fire, key)
 
     def _fire(self, key: TimerKey) -> None:
         self._tell_self(TimerFired(key))
@@ -490,4 +502,4 @@ class WorkflowSupervisor(AsyncioActor):
                 )
             except ActorDeadError:
                 pass
-        self.actor_ref.stop(block=False)
+        self.stop()  # nobody awaits it: no reply futures
