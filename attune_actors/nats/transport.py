@@ -227,7 +227,7 @@ class NatsTransport(Transport):
         # resumed after an engine died, whose attempt that engine may have left queued) waits for
         # the server's answer, so that a refusal is handled at once, before a worker takes the copy.
         self._live: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self._publisher = Publisher(nc)
+        self._publisher = Publisher(nc, ack_delay=0.05, ack_hold=True)
         self._puller = Puller(
             nc, subjects.results_stream, self._consumer, self._on_results, lambda: 512,
             ensure=self._ensure, min_batch=256,
