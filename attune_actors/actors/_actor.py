@@ -240,8 +240,7 @@ class AsyncioActor(Actor):
 
     def _start_actor_loop(self) -> None:
         _live.add(self)
-        inbox = self.actor_inbox
-        inbox.loop.call_soon(self._begin, context=inbox.context)
+        self.actor_inbox.run(self._begin)
 
     # -- starting --------------------------------------------------------------------------------
 

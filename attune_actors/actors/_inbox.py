@@ -13,6 +13,7 @@ import asyncio
 import contextvars
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from pykka import ActorDeadError
@@ -32,13 +33,27 @@ _get_ident = threading.get_ident
 # a variable reset it before they return (`logctx` does).
 _local = threading.local()
 
+# How many actors may be handed a message at once, one inside the other, by `put()` (see there).
+_HANDOVER_DEPTH = 2
 
-def _thread_context() -> contextvars.Context:
+
+class _LoopThread:
+    """Per loop thread: the handlers' context, whether a reader runs in it now, and how deep."""
+
+    __slots__ = ("context", "depth", "inside")
+
+    def __init__(self) -> None:
+        self.context = contextvars.Context()
+        self.inside = False  # a reader's _drain is on this thread's stack (in `context`)
+        self.depth = 0  # readers run by put() inside a sender's _drain, on the stack now
+
+
+def _loop_thread() -> _LoopThread:
     try:
-        context: contextvars.Context = _local.context
+        state: _LoopThread = _local.state
     except AttributeError:
-        context = _local.context = contextvars.Context()
-    return context
+        state = _local.state = _LoopThread()
+    return state
 
 
 def reject(envelope: Envelope[Any], owner: object) -> None:
@@ -70,12 +85,12 @@ class AsyncioInbox:
     raise it, tells that arrive from other threads are dropped.
     """
 
-    __slots__ = ("_closed", "_context", "_items", "_loop", "_owner", "_reader", "_thread_id")
+    __slots__ = ("_closed", "_items", "_loop", "_owner", "_reader", "_thread", "_thread_id")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, owner: object = "actor") -> None:
         self._loop = loop
         self._thread_id = _get_ident()  # created on the loop's thread (it runs the loop)
-        self._context = _thread_context()
+        self._thread = _loop_thread()
         self._items: list[Envelope[Any]] = []
         self._reader: Reader | None = None  # parked: wake it with the next envelope
         self._closed = False
@@ -89,7 +104,7 @@ class AsyncioInbox:
     @property
     def context(self) -> contextvars.Context:
         """The context the reader's callbacks run in (one per loop thread, shared by its actors)."""
-        return self._context
+        return self._thread.context
 
     def put(self, envelope: Envelope[Any], /) -> None:
         """Queue an envelope from any thread; never blocks."""
@@ -106,7 +121,41 @@ class AsyncioInbox:
         reader = self._reader
         if reader is not None:
             self._reader = None
-            self._loop.call_soon(reader._drain, context=self._context)
+            thread = self._thread
+            if thread.inside and thread.depth < _HANDOVER_DEPTH:
+                # Sent by another actor's handler: the reader is idle, so nothing of it is on the
+                # stack, and it handles the message now instead of a loop turn later (a turn costs
+                # more than most handlers). Only from inside a handler: what arrives from callbacks
+                # (transports, timers) still waits for the turn, so that a burst of them reaches
+                # the reader as one burst.
+                thread.depth += 1
+                try:
+                    reader._drain()
+                finally:
+                    thread.depth -= 1
+            else:
+                self._loop.call_soon(self._wake, reader, context=thread.context)
+
+    def _wake(self, reader: Reader) -> None:
+        """Run the reader's `_drain` as a loop callback (in the thread's handler context)."""
+        thread = self._thread
+        inside, thread.inside = thread.inside, True
+        try:
+            reader._drain()
+        finally:
+            thread.inside = inside
+
+    def run(self, callback: Callable[[], None]) -> None:
+        """Schedule `callback` on the loop as the reader's own code (how an actor begins)."""
+        self._loop.call_soon(self._enter, callback, context=self._thread.context)
+
+    def _enter(self, callback: Callable[[], None]) -> None:
+        thread = self._thread
+        inside, thread.inside = thread.inside, True
+        try:
+            callback()
+        finally:
+            thread.inside = inside
 
     def _deliver(self, envelope: Envelope[Any]) -> None:
         """`put()` for envelopes from other threads, run on the loop thread."""
@@ -117,7 +166,7 @@ class AsyncioInbox:
         reader = self._reader
         if reader is not None:
             self._reader = None
-            self._context.run(reader._drain)  # already a callback on the loop
+            self._thread.context.run(self._wake, reader)  # already a callback on the loop
 
     def _refuse(self, envelope: Envelope[Any]) -> None:
         if envelope.reply_to is None:

@@ -87,9 +87,13 @@ class GetGraph:
 
 @dataclass(frozen=True, slots=True)
 class DispatchAttempts:
-    """Submit these attempts of the task actor's run to the transport."""
+    """Submit these attempts of the task actor's run to the transport.
+
+    `release`: the actor's previous run ended; release it first (a `Release` and the next run's
+    first attempts in one message)."""
 
     runs: tuple[ActionRun, ...]
+    release: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,6 +89,7 @@ class WorkflowSupervisor(AsyncioActor):
         self._link = parent
         self._tasks: dict[str, ActorRef[Any]] = {}  # run id -> task actor
         self._idle: list[ActorRef[Any]] = []  # released task actors, ready for the next run
+        self._ending: list[ActorRef[Any]] = []  # their run ended in this burst: to release
         # Attempts dispatched by the messages handled since the inbox last ran empty, by run id:
         # told to the task actors once it does (`_send_dispatches`); None while empty (a parked
         # execution keeps no dict).
@@ -199,8 +200,9 @@ class WorkflowSupervisor(AsyncioActor):
     def on_child_failure(self, child: ActorRef[Any], error: BaseException) -> Directive:
         # A task actor crashed (a bug, not an action failure): its attempts will never report,
         # so the execution fails rather than waiting forever.
-        if child in self._idle:
-            self._idle.remove(child)
+        for spare in (self._idle, self._ending):
+            if child in spare:
+                spare.remove(child)
         for run_id, ref in list(self._tasks.items()):
             if ref is child:
                 del self._tasks[run_id]
@@ -223,6 +225,11 @@ class WorkflowSupervisor(AsyncioActor):
     def on_drained(self) -> None:
         self._save()
         self._send_dispatches()
+        if self._ending:  # not taken by a run of this burst
+            for ref in self._ending:
+                ref.tell(RELEASE)
+            self._idle += self._ending
+            self._ending.clear()
 
     def on_stop(self) -> None:
         self._save()
@@ -391,9 +398,16 @@ class WorkflowSupervisor(AsyncioActor):
 
     def _tell_attempts(self, run_id: str, runs: list[ActionRun]) -> None:
         ref = self._tasks.get(run_id)
+        release = False
         if ref is None:
-            ref = self._tasks[run_id] = self._task_actor()
-        ref.tell(DispatchAttempts(tuple(runs)))
+            if self._ending:  # its run ended in this burst: released by this same message
+                ref, release = self._ending.pop(), True
+            elif self._idle:
+                ref = self._idle.pop()
+            else:
+                ref = self.spawn(TaskActor, self.actor_ref, self._rt.transport, self._rt.attempts)
+            self._tasks[run_id] = ref
+        ref.tell(DispatchAttempts(tuple(runs), release))
 
     def _end_task_actor(self, run_id: str) -> None:
         if self._outbox is not None:
@@ -404,17 +418,13 @@ class WorkflowSupervisor(AsyncioActor):
         if ref is None:
             return
         # Released actors serve the next runs: starting and stopping an actor per run cost a
-        # quarter of a transition. A few are kept, for parallel branches; the rest stop.
-        if len(self._idle) < _IDLE_TASK_ACTORS:
-            ref.tell(RELEASE)
-            self._idle.append(ref)
+        # quarter of a transition. A few are kept, for parallel branches; the rest stop. The
+        # release waits for the end of the burst (on_drained): a run dispatched meanwhile takes
+        # the actor with it, in its first message.
+        if len(self._idle) + len(self._ending) < _IDLE_TASK_ACTORS:
+            self._ending.append(ref)
         else:
             ref.stop(block=False)
-
-    def _task_actor(self) -> ActorRef[Any]:
-        if self._idle:
-            return self._idle.pop()
-        return self.spawn(TaskActor, self.actor_ref, self._rt.transport, self._rt.attempts)
 
     def _flush_progress_at(self, at: float) -> None:
         self._clock.call_at(at, self._tell_self, FLUSH_PROGRESS)

@@ -51,6 +51,8 @@ class TaskActor(AsyncioActor):
         if isinstance(message, RunOutcome):
             self._outcome(message)
         elif isinstance(message, DispatchAttempts):
+            if message.release:
+                self._release()
             # The action runs started here inherit these: their log records name execution and task.
             tokens = (logctx.execution_id.set(message.runs[0].execution_id),
                       logctx.task.set(message.runs[0].task))

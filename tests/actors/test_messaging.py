@@ -234,3 +234,59 @@ async def test_handlers_run_in_the_loop_context_not_the_senders() -> None:
     finally:
         _who.reset(token)
     await ref.stop(block=False)
+
+
+class Relay(AsyncioActor):
+    """Forwards every message to `next` (if any), noting what it handled and what was handled
+    downstream before its own handler went on."""
+
+    def __init__(self, log: list[str], name: str, next_ref: pykka.ActorRef[Any] | None = None) -> None:
+        super().__init__()
+        self.log, self.name, self.next = log, name, next_ref
+
+    def on_receive(self, message: Any) -> Any:
+        self.log.append(f"{self.name} got {message}")
+        if self.next is not None:
+            self.next.tell(message)
+        self.log.append(f"{self.name} done {message}")
+
+
+async def test_an_idle_actor_told_from_a_handler_handles_it_before_the_handler_goes_on() -> None:
+    log: list[str] = []
+    c = Relay.start(log, "c")
+    b = Relay.start(log, "b", c)
+    a = Relay.start(log, "a", b)
+    await asyncio.gather(*(ref.ask("ready", block=False) for ref in (a, b, c)))  # all idle now
+    log.clear()
+    a.tell(1)  # from plain code: a runs on the next loop turn
+    await eventually(lambda: len(log) == 6, "the message to reach c")
+    # a's tell hands the message to idle b at once, b's to idle c: no loop turn in between.
+    assert log == ["a got 1", "b got 1", "c got 1", "c done 1", "b done 1", "a done 1"]
+
+
+async def test_a_long_chain_of_forwarding_actors_does_not_nest_handlers_without_bound() -> None:
+    # Handing messages over inside the sender's handler stops after a few levels: 600 actors
+    # deep would otherwise be far past the interpreter's recursion limit.
+    log: list[str] = []
+    last = Relay.start(log, "last")
+    ref = last
+    for i in range(600):
+        ref = Relay.start(log, str(i), ref)
+    await ref.ask("ready", block=False)
+    await eventually(lambda: "last got ready" in log, "the chain to start")
+    log.clear()
+    ref.tell("go")
+    await eventually(lambda: "last done go" in log, "the message to reach the end")
+    assert log.count("last got go") == 1
+
+
+async def test_messages_told_from_callbacks_reach_an_idle_actor_as_one_burst() -> None:
+    ref = Batcher.start()
+    assert await ref.ask("ready", block=False) == 1
+    loop = asyncio.get_running_loop()
+    for i in range(3):  # e.g. a transport's outcomes, each its own loop callback
+        loop.call_soon(ref.tell, i)
+    asked: asyncio.Future[Any] = loop.create_future()
+    loop.call_soon(lambda: asked.set_result(ref.ask("last", block=False)))
+    assert await (await asked) == 6
+    assert await ref.proxy().log == ["ready", "|", 0, 1, 2, "last", "|", "|"]
