@@ -7,6 +7,7 @@ publisher and a continuous pull consumer.
 - `Publisher`: JetStream publishes, pipelined, each re-sent with the same `Nats-Msg-Id` until the
   server stores it (the server keeps one copy); and `send`s, which ask for no reply (the owner
   finds out another way whether they were stored, and re-publishes those it cannot confirm).
+  Written from synchronous code (`write_commands`), acknowledgements of consumed messages with them.
 - `Puller`: keeps pull requests out for as many messages as its owner has room for.
 """
 
@@ -220,8 +221,8 @@ class Publisher:
     reconnect). `send` publishes once, asking for no reply. `ack` acknowledges consumed messages
     with the next write.
 
-    Writes go to the socket from the caller's code (`write_commands`): no writer task, no turn of
-    nats-py's flusher task (two of a hop's loop turns each side).
+    Writes go to the socket from the caller's code (`write_commands`): no writer task to wake, no
+    turn of nats-py's flusher task.
     """
 
     def __init__(

@@ -524,10 +524,9 @@ class Worker:
 
     async def _flush_now(self) -> None:
         """After the last dispatch of a delivery: its reports leave at once, from this task (the
-        batching turn and the publisher's writer turn saved: a quarter of a worker's turns a run)."""
+        batching turn saved)."""
         if self._flush_handle is not None:
             self._flush()
-            self._publisher.write()
 
     def _flush(self) -> None:
         if self._flush_handle is not None:
@@ -554,6 +553,7 @@ class Worker:
                 size += len(data)
             if batch:
                 self._send(subject, head, parts, batch)
+        self._publisher.write()  # the reports, and the acknowledgements waiting: one write
 
     def _send(self, subject: str, head: bytes, parts: list[bytes], batch: list[_Event]) -> None:
         self._batch_seq += 1
