@@ -243,6 +243,7 @@ class Publisher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._soon: asyncio.Handle | None = None  # the end-of-turn write, once scheduled
+        self._refused: set[asyncio.Future[None]] = set()  # on_done callbacks of messages too large
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
@@ -375,11 +376,15 @@ class Publisher:
         size = 0
         now = time.monotonic()
         inbox = self._inbox
+        limit = self._nc.max_payload
         for out in self._queue:
             out.queued = False
+            if out.token and out.token not in self._inflight:
+                continue  # acknowledged while it waited to be re-sent
+            if limit and len(out.payload) > limit:  # the server would close the connection
+                self._refuse(out, f"{len(out.payload)} bytes, more than the server's max_payload {limit}")
+                continue
             if out.token:
-                if out.token not in self._inflight:
-                    continue  # acknowledged while it waited to be re-sent
                 out.sent = now
                 out.tries += 1
             headers = {MSG_ID: out.msg_id} if out.headers is None else {**out.headers, MSG_ID: out.msg_id}
@@ -388,6 +393,17 @@ class Publisher:
             size += len(out.payload)
         self._queue.clear()
         return size
+
+    def _refuse(self, out: _Out, reason: str) -> None:
+        log.error("not published to %s: %s", out.subject, reason)
+        if not out.token or self._inflight.pop(out.token, None) is None:
+            return
+        if not self._inflight:
+            self._idle.set()
+        assert out.on_done is not None
+        task: asyncio.Future[None] = asyncio.ensure_future(out.on_done(PublishError(reason)))
+        self._refused.add(task)
+        task.add_done_callback(self._refused.discard)
 
     async def _on_reply(self, msg: Msg) -> None:
         out = self._inflight.get(msg.subject[self._prefix_len :])

@@ -135,3 +135,27 @@ async def test_the_newest_acknowledgement_held_back_goes_after_the_delay(nc: Cli
         await until(lambda: left(nc, 0), "all three acknowledged, nothing else written")
     finally:
         await publisher.close()
+
+
+async def test_a_message_larger_than_the_server_takes_is_refused_and_the_connection_kept(
+    nc: Client,
+) -> None:
+    publisher = Publisher(nc)
+    await publisher.start()
+    done: list[PublishError | None] = []
+
+    async def stored(error: PublishError | None) -> None:
+        done.append(error)
+
+    try:
+        publisher.publish("pubtest.big", b"x" * (nc.max_payload + 1), "big", stored)
+        publisher.publish("pubtest.small", b"x", "small", stored)
+        await until(lambda: len(done) == 2, "both answered")
+        refused, accepted = (done if done[0] is not None else done[::-1])
+        assert refused is not None
+        assert "max_payload" in str(refused)
+        assert accepted is None
+        assert nc.is_connected
+        assert await messages(nc) == 1
+    finally:
+        await publisher.close()
