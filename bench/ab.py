@@ -3,11 +3,17 @@
     .venv/bin/python bench/ab.py                      # against main, both stores, 3 alternations
     .venv/bin/python bench/ab.py --baseline beaeed3 --stores sqlite --rounds 5
     .venv/bin/python bench/ab.py --markdown           # the table as Markdown
+    .venv/bin/python bench/ab.py --instructions       # instructions per transition (valgrind)
 
 The baseline's `attune_actors` is taken with `git archive` into a temporary directory; every
 (shape, store, side) measurement runs in a fresh child process pinned to one CPU, baseline and
 this tree alternating, so load that comes and goes hits both alike. Figures are CPU time
 (`process_time`: the SQLite writer thread included), the median of the children's medians.
+
+`--instructions` counts instead the instructions one measured round executes, under valgrind's
+callgrind (counting only from the round's start to its end): the same count on a busy machine as on a
+quiet one, within ~0.5 %, so small changes show while other jobs run. It is no timing: cache misses,
+system calls and waiting for the disk do not count, and the process runs ~50 times slower.
 
 Shapes, each through `Engine.execute` / `Engine.wait` with `core.noop` tasks, as bench/peers runs
 them (its pack, bench/peers/sys_attune.py):
@@ -51,7 +57,13 @@ TRANSITIONS = {"concurrent-1000": 10_000, "concurrent-200": 2_000, "fanout-4": 1
 # -- child -----------------------------------------------------------------------------------------
 
 
-def child(shape: str, store: str, rounds: int) -> None:
+def callgrind(on: bool) -> None:
+    """Start or stop counting instructions in this process (it runs under callgrind)."""
+    subprocess.run(["callgrind_control", "-i", "on" if on else "off", str(os.getpid())],
+                   capture_output=True, check=True)
+
+
+def child(shape: str, store: str, rounds: int, counting: bool = False) -> None:
     common.pin_to_cpu(common.default_cpu())
     sys.path.append(str(ROOT))  # for `bench.peers`; last, so a baseline on PYTHONPATH comes first
     from bench.peers.sys_attune import PACK, write_pack
@@ -85,6 +97,12 @@ def child(shape: str, store: str, rounds: int) -> None:
                     raise SystemExit(f"{shape}: an execution did not succeed")
 
         await one()  # warm-up
+        if counting:
+            gc.collect()
+            callgrind(True)
+            await one()
+            callgrind(False)
+            rounds = 0
         cpu = []
         for _ in range(rounds):
             gc.collect()
@@ -95,7 +113,8 @@ def child(shape: str, store: str, rounds: int) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         import attune_actors
 
-        return {"cpu_s": common.median(cpu), "source": str(Path(attune_actors.__file__).parent)}
+        source = str(Path(attune_actors.__file__).parent)
+        return {"cpu_s": common.median(cpu) if cpu else 0.0, "source": source}
 
     common.emit(asyncio.run(main()))
 
@@ -112,23 +131,39 @@ def baseline_tree(ref: str) -> Path:
     return out
 
 
-def run_side(tree: Path | None, shape: str, store: str, rounds: int) -> float:
+def run_side(tree: Path | None, shape: str, store: str, rounds: int, counting: bool = False) -> float:
+    """CPU seconds of a round, or (`counting`) the instructions it executed."""
     saved = dict(os.environ)
     if tree is not None:  # the baseline first on the path, before the editable install of this tree
         os.environ["PYTHONPATH"] = str(tree)
         os.environ["ATTUNE_AB_BASELINE"] = "1"
+    command = [sys.executable, __file__, "--child", shape, "--store", store, "--rounds", str(rounds)]
+    counts = Path(tempfile.mkdtemp(prefix="attune-ab-callgrind-")) / "out"
+    if counting:
+        command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={counts}",
+                   *command, "--count"]
     try:
-        got = common.run_child([sys.executable, __file__, "--child", shape, "--store", store,
-                                "--rounds", str(rounds)], timeout=600)
+        got = common.run_child(command, timeout=3600)
+        if counting and "error" not in got:
+            got["instructions"] = instructions(counts)
     finally:
         os.environ.clear()
         os.environ.update(saved)
+        shutil.rmtree(counts.parent, ignore_errors=True)
     if "error" in got:
         raise SystemExit(f"{shape} on {store} ({'baseline' if tree else 'this tree'}): {got['error']}")
     expected = str(tree / "attune_actors") if tree is not None else str(ROOT / "attune_actors")
     if got["source"] != expected:
         raise SystemExit(f"the child imported {got['source']}, not {expected}")
-    return float(got["cpu_s"])
+    return float(got["instructions"] if counting else got["cpu_s"])
+
+
+def instructions(out: Path) -> int:
+    """The instruction count in a callgrind output file."""
+    for line in out.read_text().splitlines():
+        if line.startswith("totals:"):
+            return int(line.split()[1])
+    raise SystemExit(f"no instruction count in {out}")
 
 
 def main() -> None:
@@ -139,12 +174,19 @@ def main() -> None:
     parser.add_argument("--alternations", type=int, default=3, help="baseline/tree pairs per figure")
     parser.add_argument("--rounds", type=int, default=5, help="measured rounds in each child")
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--instructions", action="store_true",
+                        help="count instructions per transition under valgrind instead of timing")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--count", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--store", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.store, args.rounds)
+        child(args.child, args.store, args.rounds, args.count)
         return
+    if args.instructions and shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind (apt install valgrind)")
+    counting = args.instructions
+    alternations = 1 if counting else args.alternations  # a count does not vary with the load
     tree = baseline_tree(args.baseline)
     rows = []
     try:
@@ -152,11 +194,16 @@ def main() -> None:
             for store in args.stores.split(","):
                 base: list[float] = []
                 mine: list[float] = []
-                for _ in range(args.alternations):
-                    base.append(run_side(tree, shape, store, args.rounds))
-                    mine.append(run_side(None, shape, store, args.rounds))
+                for _ in range(alternations):
+                    base.append(run_side(tree, shape, store, args.rounds, counting))
+                    mine.append(run_side(None, shape, store, args.rounds, counting))
                 b, m = common.median(base), common.median(mine)
                 n = TRANSITIONS[shape]
+                if counting:
+                    b, m = b / n, m / n
+                    common.progress(f"{shape} {store}: baseline {b:,.0f}, this tree {m:,.0f} instructions")
+                    rows.append([shape, store, f"{b / 1e3:,.1f}k", f"{m / 1e3:,.1f}k", f"{b / m:.2f}x"])
+                    continue
                 common.progress(f"{shape} {store}: baseline {b * 1e3:.1f} ms, this tree {m * 1e3:.1f} ms")
                 rows.append([shape, store, f"{b * 1e3:,.1f} ms ({n / b / 1e3:,.1f}k/s)",
                              f"{m * 1e3:,.1f} ms ({n / m / 1e3:,.1f}k/s)", f"{b / m:.2f}x"])
@@ -164,9 +211,13 @@ def main() -> None:
         shutil.rmtree(tree, ignore_errors=True)
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True, check=False).stdout.strip()
-    print(f"CPU time per round (transitions per CPU second), median of {args.alternations} alternated "
-          f"children x {args.rounds} rounds; baseline {args.baseline}, this tree at {head}; "
-          f"load average {common.load_average() or 0:.1f}\n")
+    if counting:
+        print(f"Instructions per transition (callgrind, one measured round after a warm-up); baseline "
+              f"{args.baseline}, this tree at {head}\n")
+    else:
+        print(f"CPU time per round (transitions per CPU second), median of {args.alternations} alternated "
+              f"children x {args.rounds} rounds; baseline {args.baseline}, this tree at {head}; "
+              f"load average {common.load_average() or 0:.1f}\n")
     print(common.table(["shape", "store", "baseline", "this tree", "speed-up"], rows, markdown=args.markdown,
                        right=[False, False, True, True, True]))
 

@@ -240,7 +240,7 @@ class AsyncioActor(Actor):
 
     def _start_actor_loop(self) -> None:
         _live.add(self)
-        self.actor_inbox.run(self._begin)
+        self.actor_inbox.begin(self._begin)
 
     # -- starting --------------------------------------------------------------------------------
 
@@ -255,6 +255,12 @@ class AsyncioActor(Actor):
         cls, parent: ActorRef[Any] | None, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> ActorRef[Self]:
         # pykka's Actor.start(), plus the parent and the registry opt-out.
+        actor = cls._create(parent, args, kwargs)
+        actor._start_actor_loop()
+        return actor.actor_ref
+
+    @classmethod
+    def _create(cls, parent: ActorRef[Any] | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Self:
         actor = cls(*args, **kwargs)
         if getattr(actor, "_actor_ref", None) is None:
             msg = f"{cls.__name__}.__init__() must call super().__init__()"
@@ -264,8 +270,7 @@ class AsyncioActor(Actor):
         if cls.use_actor_registry:
             ActorRegistry.register(actor.actor_ref)
             actor._registered = True
-        actor._start_actor_loop()
-        return actor.actor_ref
+        return actor
 
     def spawn(self, actor_class: type[C], /, *args: Any, **kwargs: Any) -> ActorRef[C]:
         """Start `actor_class(*args, **kwargs)` as a child of this actor and return its ref.
@@ -284,11 +289,13 @@ class AsyncioActor(Actor):
         return self._spawn_spec(spec)
 
     def _spawn_spec(self, spec: ChildSpec) -> ActorRef[Any]:
-        ref: ActorRef[Any] = spec.actor_class._launch(self.actor_ref, spec.args, spec.kwargs)
+        child = spec.actor_class._create(self.actor_ref, spec.args, spec.kwargs)
+        ref: ActorRef[Any] = child.actor_ref
         children = self._children
         if children is None:
             children = self._children = {}
-        children[ref] = spec
+        children[ref] = spec  # before it begins: it may begin (and end) before spawn() returns
+        child._start_actor_loop()
         return ref
 
     @property

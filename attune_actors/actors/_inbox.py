@@ -145,9 +145,18 @@ class AsyncioInbox:
         finally:
             thread.inside = inside
 
-    def run(self, callback: Callable[[], None]) -> None:
-        """Schedule `callback` on the loop as the reader's own code (how an actor begins)."""
-        self._loop.call_soon(self._enter, callback, context=self._thread.context)
+    def begin(self, callback: Callable[[], None]) -> None:
+        """Run `callback`, the reader's beginning, as its own code: now if another actor's handler
+        starts it (as `put()` hands a message over), else on the next loop turn."""
+        thread = self._thread
+        if thread.inside and thread.depth < _HANDOVER_DEPTH:
+            thread.depth += 1
+            try:
+                callback()
+            finally:
+                thread.depth -= 1
+        else:
+            self._loop.call_soon(self._enter, callback, context=thread.context)
 
     def _enter(self, callback: Callable[[], None]) -> None:
         thread = self._thread

@@ -6,10 +6,10 @@ supervisor actor carries them out (dispatch through task actors, timers, child s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+from attune_actors.frozen import frozen
 from attune_actors.spec.model import ActionSpec
 
 
@@ -50,7 +50,7 @@ class TimerKey(NamedTuple):
         return cls(kind, rec[1] if len(rec) > 1 else None)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Dispatch:
     """Run one attempt of an action (an item of it, for with_items) through the run's task actor."""
 
@@ -63,7 +63,7 @@ class Dispatch:
     deadline: float | None  # epoch seconds at which the attempt times out
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class StartChild:
     """Start a nested workflow execution for one attempt of a task run."""
 
@@ -75,7 +75,7 @@ class StartChild:
     input: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class OpenInquiry:
     """Record a pending inquiry; the run stays `pending` until it is answered or expires."""
 
@@ -86,7 +86,7 @@ class OpenInquiry:
     expires_at: float | None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class CloseInquiry:
     """The inquiry ended without an answer (expired, canceled): it is no longer answerable."""
 
@@ -94,7 +94,7 @@ class CloseInquiry:
     status: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class SetTimer:
     """Call back `on_timer(key)` at epoch time `at` (timers that became moot are ignored there)."""
 
@@ -102,7 +102,7 @@ class SetTimer:
     at: float
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class StopRun:
     """Tell whatever runs this attempt to stop (action run, item, or nested workflow)."""
 
@@ -112,7 +112,7 @@ class StopRun:
     child_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ControlChild:
     """Cascade pause/resume/cancel to a nested workflow."""
 
@@ -121,14 +121,14 @@ class ControlChild:
     force: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RunEnded:
     """A task run reached a terminal status; its task actor may stop."""
 
     run_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Finished:
     """The workflow reached a terminal status; output and error are set on the conductor."""
 

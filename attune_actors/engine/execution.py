@@ -6,15 +6,16 @@ CLI `--json`, NATS control service); these classes are that document with attrib
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
+from attune_actors.frozen import frozen
 from attune_actors.statuses import Status
 
 __all__ = ["Execution", "Status", "TaskRunInfo"]
 
 
-@dataclass(frozen=True)
+@frozen
 class TaskRunInfo:
     """One task run of an execution (a with_items run lists its per-item runs in `items`)."""
 
@@ -59,7 +60,7 @@ class TaskRunInfo:
         }
 
 
-@dataclass(frozen=True)
+@frozen
 class Execution:
     """One workflow execution, as it was when this object was made."""
 

@@ -7,14 +7,14 @@ To a WorkflowSupervisor: `Start`, `AttemptEnded`, `TimerFired`, `Control`, `Chil
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from attune_actors.engine.commands import TimerKey
-from attune_actors.transport.base import ActionRun
+from attune_actors.frozen import frozen
+from attune_actors.transport.base import ActionRun, RunOutcome
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Start:
     """Begin the execution (or, after a restart, resume it from its snapshot).
 
@@ -26,24 +26,18 @@ class Start:
     new_attempts: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptEnded:
-    """An attempt of a task run (action, item, nested workflow) ended."""
-
-    run_id: str
-    item: int | None
-    attempt: int
-    status: str
-    result: Any = None
-    error: str | None = None
+# An attempt of a task run (action, item, nested workflow) ended. The transport's own outcome: a
+# task actor relays it as it is (a copy per transition would cost more than the relay itself),
+# and a nested execution's end or a refused start is told in the same shape.
+AttemptEnded = RunOutcome
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TimerFired:
     key: TimerKey
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Control:
     """pause | resume | cancel (with `force`: stop running runs whatever the policy)."""
 
@@ -51,7 +45,7 @@ class Control:
     force: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ChildStatus:
     """A nested execution paused or resumed (its parent may now be `paused`)."""
 
@@ -60,14 +54,14 @@ class ChildStatus:
     status: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class AnswerInquiry:
     run_id: str
     inquiry_id: str
     response: Any
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Rerun:
     """Run a failed or canceled execution again from its failed tasks (or the named ones)."""
 
@@ -75,17 +69,17 @@ class Rerun:
     reset_items: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class GetDocument:
     """Ask: the execution document as it is now."""
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class GetGraph:
     """Ask: the execution's graph document (engine.graphdoc) as it is now."""
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class DispatchAttempts:
     """Submit these attempts of the task actor's run to the transport.
 
@@ -96,7 +90,7 @@ class DispatchAttempts:
     release: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Release:
     """The task actor's run ended: stop whatever is still in flight; the actor may serve another run."""
 
@@ -104,7 +98,7 @@ class Release:
 RELEASE = Release()
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class CancelAttempt:
     """Stop one attempt (cancel_running, workflow timeout)."""
 

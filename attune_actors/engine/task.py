@@ -2,7 +2,7 @@
 
 It handles `DispatchAttempts` (submit each attempt), `CancelAttempt` (ask the transport to stop one)
 and `Release` (its run ended: stop what is still out), and relays the transport's `RunOutcome`s to
-its supervisor as `AttemptEnded`. Its only state is the attempts it has in flight. A with_items run's
+its supervisor (an `AttemptEnded`). Its only state is the attempts it has in flight. A with_items run's
 items all go through their run's one task actor. A released actor serves the next task run of the
 same execution: an actor per task run while it runs, without paying for a new actor per run.
 """
@@ -15,7 +15,7 @@ from pykka import ActorDeadError, ActorRef
 
 from attune_actors import logctx
 from attune_actors.actors import AsyncioActor
-from attune_actors.engine.messages import AttemptEnded, CancelAttempt, DispatchAttempts, Release
+from attune_actors.engine.messages import CancelAttempt, DispatchAttempts, Release
 from attune_actors.transport.base import ActionRun, RunOutcome, Transport
 
 
@@ -102,16 +102,7 @@ class TaskActor(AsyncioActor):
             return  # canceled or duplicate: the supervisor already moved on
         self._attempts.count -= 1
         try:
-            self._supervisor.tell(
-                AttemptEnded(
-                    outcome.run_id,
-                    outcome.item,
-                    outcome.attempt,
-                    outcome.status,
-                    outcome.result,
-                    outcome.error,
-                )
-            )
+            self._supervisor.tell(outcome)  # an AttemptEnded
         except ActorDeadError:
             pass  # the execution ended meanwhile (canceled, timed out); nothing waits for this
 

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from attune_actors.frozen import frozen
 
 if TYPE_CHECKING:
     from attune_actors.observability.metrics import EngineMetrics
     from attune_actors.observability.tracing import Tracing
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ActionRun:
     """One attempt of one action run, as a worker needs it."""
 
@@ -39,7 +40,7 @@ class ActionRun:
         return f"{self.run_id}/{'' if self.item is None else self.item}/{self.attempt}"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RunOutcome:
     """How an attempt ended: status is succeeded, failed, timeout, canceled or abandoned."""
 
