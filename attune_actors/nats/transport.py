@@ -573,6 +573,10 @@ class NatsTransport(Transport):
                     engine_id=self.engine_id, worker_id=worker,
                 )
                 continue
+            if attempt.worker is None:
+                # its outcome came without a `started` before it (a noop's, a quick one's): taken all
+                # the same
+                self._taken(attempt)
             self._finish(key, event[3], result, error)
         self._publisher.ack(msg)  # with the next dispatch: an outcome applied twice is ignored
 
@@ -587,11 +591,7 @@ class NatsTransport(Transport):
             self._workers[attempt.worker].keys.discard(key)
         attempt.worker = worker
         self._unconfirmed.pop(key, None)  # a worker took it: it was stored
-        execution = attempt.run.execution_id
-        if execution not in self._live:
-            self._live[execution] = None
-            if len(self._live) > LIVE_EXECUTIONS:
-                self._live.popitem(last=False)  # its next dispatch just asks for the server's answer
+        self._taken(attempt)
         seen = self._workers.get(worker)
         if seen is None:
             seen = self._workers[worker] = _WorkerSeen(now)
@@ -599,6 +599,14 @@ class NatsTransport(Transport):
         self._missing.pop(key, None)
         if attempt.cancel:
             self._send_cancel(attempt)
+
+    def _taken(self, attempt: _Attempt) -> None:
+        """A worker took this attempt from this transport: its execution is live."""
+        execution = attempt.run.execution_id
+        if execution not in self._live:
+            self._live[execution] = None
+            if len(self._live) > LIVE_EXECUTIONS:
+                self._live.popitem(last=False)  # its next dispatch just asks for the server's answer
 
     def _keep_orphan(self, key: str, status: str, result: Any, error: str | None) -> None:
         self._orphans[key] = (time.monotonic(), status, result, error)

@@ -290,14 +290,16 @@ async def test_a_submit_while_the_server_is_down_is_sent_once_it_is_back(rig: Ri
 # ------------------------------------------------- dispatches sent without waiting for the server's ack
 
 
-async def make_live(rig: Rig) -> None:
-    """Run one attempt of execution ex1 through the rig: a worker started one of its attempts, so
-    the transport sends its next dispatches without waiting for the server's acknowledgement."""
+async def make_live(rig: Rig, *, started: bool = True) -> None:
+    """Run one attempt of execution ex1 through the rig: a worker took one of its attempts (reported
+    `started`, or only its outcome: a noop's), so the transport sends its next dispatches without
+    waiting for the server's acknowledgement."""
     first = attempt("ex1.0")
     rig.submit(first)
     await rig.take()
     now = time.time()
-    await rig.report("w", ["s", first.key, now], ["e", first.key, now, "succeeded", None, None])
+    ended = ["e", first.key, now, "succeeded", None, None]
+    await rig.report("w", *([["s", first.key, now], ended] if started else [ended]))
     await rig.outcome()
     rig.outcomes.clear()
 
@@ -329,11 +331,12 @@ async def test_a_dispatch_the_server_dropped_is_published_again_and_stored_once(
     assert (await js.stream_info(S.runs_stream)).state.messages == 0
 
 
+@pytest.mark.parametrize("started", [True, False], ids=["started-reported", "outcome-only"])
 async def test_a_dispatch_no_worker_takes_in_time_stays_queued_once(
-    rig: Rig, caplog: pytest.LogCaptureFixture
+    rig: Rig, caplog: pytest.LogCaptureFixture, started: bool
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="attune_actors.nats.transport")
-    await make_live(rig)
+    await make_live(rig, started=started)
     rig.transport.confirm_after = 0.1
     js = rig.nc.jetstream()
     run = attempt()
