@@ -537,9 +537,9 @@ class Engine:
             raise
         ref_ = WorkflowSupervisor.start(rt, conductor)
         rt.executions.add(conductor.id, ref_)
-        doc = conductor.document(self.masker.mask)
+        started = rt.execution(conductor)  # before Start: as it was accepted
         ref_.tell(Start())
-        return Execution.from_dict(doc)
+        return started
 
     def _action_workflow(self, action: ActionSpec, extra: tuple[str, ...]) -> ActionSpec:
         """A one-task workflow running `action`: what executing an action runs.

@@ -329,8 +329,9 @@ class Runtime:
         doc["parameters"] = self.shown_parameters(conductor)
         return doc
 
-    def end_execution(self, conductor: Conductor) -> Execution:
-        """`end_document` as the masked `Execution` that `Engine.wait` returns."""
+    def execution(self, conductor: Conductor) -> Execution:
+        """`end_document` as the masked `Execution` that `Engine.execute` and `Engine.wait` return
+        (built directly when no secret is known)."""
         if self.masker:  # secrets known: mask the document as a whole, as `Engine.get` does
             return Execution.from_dict(self.masker.mask(self.end_document(conductor)))
         c = conductor

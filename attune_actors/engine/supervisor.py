@@ -88,8 +88,8 @@ class WorkflowSupervisor(AsyncioActor):
         self._c = conductor
         self._link = parent
         self._tasks: dict[str, ActorRef[Any]] = {}  # run id -> task actor
-        self._idle: list[ActorRef[Any]] = []  # released task actors, ready for the next run
-        self._ending: list[ActorRef[Any]] = []  # their run ended in this burst: to release
+        self._idle: list[ActorRef[Any]] = []  # task actors between runs, ready for the next run
+        self._unreleased = 0  # the last ones of _idle: their run ended in this burst, not yet released
         # Attempts dispatched by the messages handled since the inbox last ran empty, by run id:
         # told to the task actors once it does (`_send_dispatches`); None while empty (a parked
         # execution keeps no dict).
@@ -200,9 +200,10 @@ class WorkflowSupervisor(AsyncioActor):
     def on_child_failure(self, child: ActorRef[Any], error: BaseException) -> Directive:
         # A task actor crashed (a bug, not an action failure): its attempts will never report,
         # so the execution fails rather than waiting forever.
-        for spare in (self._idle, self._ending):
-            if child in spare:
-                spare.remove(child)
+        if child in self._idle:
+            if self._idle.index(child) >= len(self._idle) - self._unreleased:
+                self._unreleased -= 1
+            self._idle.remove(child)
         for run_id, ref in list(self._tasks.items()):
             if ref is child:
                 del self._tasks[run_id]
@@ -225,11 +226,10 @@ class WorkflowSupervisor(AsyncioActor):
     def on_drained(self) -> None:
         self._save()
         self._send_dispatches()
-        if self._ending:  # not taken by a run of this burst
-            for ref in self._ending:
+        if self._unreleased:  # not taken by a run of this burst
+            for ref in self._idle[-self._unreleased :]:
                 ref.tell(RELEASE)
-            self._idle += self._ending
-            self._ending.clear()
+            self._unreleased = 0
 
     def on_stop(self) -> None:
         self._save()
@@ -400,10 +400,11 @@ class WorkflowSupervisor(AsyncioActor):
         ref = self._tasks.get(run_id)
         release = False
         if ref is None:
-            if self._ending:  # its run ended in this burst: released by this same message
-                ref, release = self._ending.pop(), True
-            elif self._idle:
+            if self._idle:
                 ref = self._idle.pop()
+                if self._unreleased:  # its run ended in this burst: released by this same message
+                    self._unreleased -= 1
+                    release = True
             else:
                 ref = self.spawn(TaskActor, self.actor_ref, self._rt.transport, self._rt.attempts)
             self._tasks[run_id] = ref
@@ -421,8 +422,9 @@ class WorkflowSupervisor(AsyncioActor):
         # quarter of a transition. A few are kept, for parallel branches; the rest stop. The
         # release waits for the end of the burst (on_drained): a run dispatched meanwhile takes
         # the actor with it, in its first message.
-        if len(self._idle) + len(self._ending) < _IDLE_TASK_ACTORS:
-            self._ending.append(ref)
+        if len(self._idle) < _IDLE_TASK_ACTORS:
+            self._idle.append(ref)
+            self._unreleased += 1
         else:
             ref.stop(block=False)
 
@@ -481,7 +483,7 @@ class WorkflowSupervisor(AsyncioActor):
         self._send_dispatches()
         self._done = True
         c = self._c
-        self._rt.executions.ended(c.id, lambda: self._rt.end_execution(c))
+        self._rt.executions.ended(c.id, lambda: self._rt.execution(c))
         if self._link is not None:
             message = (c.error or {}).get("message") if c.error else None
             try:
@@ -490,4 +492,4 @@ class WorkflowSupervisor(AsyncioActor):
                 )
             except ActorDeadError:
                 pass
-        self.actor_ref.stop(block=False)
+        self.stop()  # nobody awaits it: no reply futures
