@@ -14,7 +14,8 @@ Engine side (`NatsTransport`, behind the `Transport` interface):
   it was a fifth of a hop's CPU): the worker's `started` (or its heartbeat, or the outcome) says the
   dispatch was stored. Not the first of an execution here: an execution resumed after its engine
   died may have its attempt queued still, and the refusal must be handled (below) before a worker
-  takes that copy; once a worker started one of its attempts for this transport, it is live. A
+  takes that copy; once a worker took one of its attempts from this transport (reported it
+  started, or only its outcome), it is live. A
   dispatch that nothing confirms within `confirm_after` seconds (lost in a server restart or a
   disconnect, refused: too large for the stream, no stream, queued already), and every one after
   a reconnect, is published again the acknowledged way, same `Nats-Msg-Id` (so a copy that was
