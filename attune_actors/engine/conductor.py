@@ -38,7 +38,14 @@ from attune_actors.engine.graphdoc import RunMark
 from attune_actors.engine.state import NO_TIME, ItemRun, Items, TaskRun, iso
 from attune_actors.errors import AttuneError, ParameterError, TemplateError
 from attune_actors.spec.graph import TaskGraph
-from attune_actors.spec.model import ENGINE_COMMANDS, ActionSpec, RetryPolicy, TaskSpec, WorkflowSpec
+from attune_actors.spec.model import (
+    ENGINE_COMMANDS,
+    ActionSpec,
+    RetryPolicy,
+    TaskSpec,
+    Transition,
+    WorkflowSpec,
+)
 from attune_actors.spec.params import apply_params
 from attune_actors.statuses import (
     ABANDONED,
@@ -104,6 +111,7 @@ class Gate(Enum):
 # these are read on every transition.
 _BEGIN, _ITEMS, _RETRY = Work.BEGIN, Work.ITEMS, Work.RETRY
 _OPEN, _STAGE, _CLOSED = Gate.OPEN, Gate.STAGE, Gate.CLOSED
+_STAGING = frozenset((PAUSING, PAUSED, REQUESTED))  # statuses in which new work waits for resume
 
 
 class Barrier:
@@ -145,7 +153,7 @@ class _SystemScope(dict[str, Any]):
 
 _NO_SECRETS: frozenset[str] = frozenset()
 _pack_scopes: dict[int, tuple[object, Any]] = {}  # id(pack config) -> it, its `pack` scope
-_task_finders: dict[int, tuple[object, Any]] = {}  # id(workflow spec) -> it, its `task` bound method
+_spec_plans: dict[int, tuple[object, Any]] = {}  # id(workflow spec) -> it, its `_SpecPlan`
 
 
 def _shared(cache: dict[int, tuple[object, Any]], owner: object, make: Callable[[], T]) -> T:
@@ -157,6 +165,95 @@ def _shared(cache: dict[int, tuple[object, Any]], owner: object, make: Callable[
         found = cache[id(owner)] = (owner, make())
     value: T = found[1]
     return value
+
+
+class _Edge:
+    """One `next` entry of a task, with what following it needs worked out once per definition."""
+
+    __slots__ = ("do", "handles", "index", "publish", "retry", "statuses", "when", "where")
+
+    def __init__(self, where: str, index: int, tr: Transition) -> None:
+        self.index = index
+        self.when = tr.when
+        # The statuses that make an `on_success`-like condition true (None: render `when`).
+        self.statuses = _STATUS_CONDITIONS.get(tr.when) if tr.when is not None else None
+        self.where = f"{where} next[{index}].when"
+        self.publish = tuple(
+            (name, value, f"{where} next[{index}].publish.{name}") for name, value in tr.publish
+        )
+        self.do = tr.do
+        self.retry = "retry" in tr.do
+        # Any entry that fires handles a failure, except one that only asks for a retry that will
+        # not happen (attempts exhausted).
+        self.handles = not self.retry or any(t != "retry" for t in tr.do)
+
+
+class _TaskPlan:
+    """What a transition of one task needs, worked out once per workflow definition."""
+
+    __slots__ = ("checked", "edges", "input", "input_where", "items_where", "publish", "retry_where", "task")
+
+    def __init__(self, ref: str, task: TaskSpec) -> None:
+        where = f"{ref} task {task.name}"
+        self.task = task
+        # The input when it holds no template at all: each attempt gets a copy, nothing rendered.
+        self.input = task.input if all(_constant(v) for v in task.input.values()) else None
+        self.input_where = f"{where} input"
+        self.items_where = f"{where} with_items"
+        self.retry_where = f"{where} retry.when"
+        self.publish = tuple((name, value, f"{where} publish.{name}") for name, value in task.publish)
+        self.edges = tuple(_Edge(where, i, tr) for i, tr in enumerate(task.next))
+        # A constant input checked against an action's declarations: id(action) -> the action,
+        # the input with its defaults, or why it does not fit (the same on every attempt).
+        self.checked: dict[int, tuple[ActionSpec, dict[str, Any] | None, str | None]] = {}
+
+    def check(self, action: ActionSpec) -> tuple[dict[str, Any] | None, str | None]:
+        """The constant input as `action` takes it (`apply_params`), or the error it gives."""
+        found = self.checked.get(id(action))
+        if found is None or found[0] is not action:
+            if len(self.checked) >= 8:  # actions replaced (packs reloaded): forget the old
+                self.checked.clear()
+            try:
+                found = (action, self.apply(action, self.input), None)
+            except ParameterError as exc:
+                found = (action, None, exc.message)
+            self.checked[id(action)] = found
+        return found[1], found[2]
+
+    def apply(self, action: ActionSpec, inp: dict[str, Any] | None) -> dict[str, Any]:
+        """The action's own declarations: defaults filled in, types and enums checked."""
+        return apply_params(
+            action.parameters,
+            inp,
+            owner=f"task '{self.task.name}' (action {action.ref})",
+            allow_extra=action.additional_parameters,
+        )
+
+
+class _SpecPlan:
+    """A workflow definition's task plans and fixed strings, shared by all its executions."""
+
+    __slots__ = ("find", "output_where", "secrets", "tasks", "vars_where")
+
+    def __init__(self, spec: WorkflowSpec) -> None:
+        self.tasks: dict[str, _TaskPlan] = {}
+        for top in spec.tasks:  # what `spec.task` finds first: a top-level task, then sub-tasks
+            self.tasks.setdefault(top.name, _TaskPlan(spec.ref, top))
+        for top in spec.tasks:
+            for sub in top.tasks:
+                self.tasks.setdefault(sub.name, _TaskPlan(spec.ref, sub))
+        self.find = spec.task
+        self.secrets = frozenset(p.name for p in spec.parameters if p.secret) or _NO_SECRETS
+        self.vars_where = f"{spec.ref} vars"
+        self.output_where = f"{spec.ref} output_map"
+
+
+def _constant(value: Any) -> bool:
+    """A scalar that renders to itself (containers are rendered, which copies them)."""
+    tp = type(value)
+    if tp is str:
+        return not ("{{" in value or "{%" in value or "{#" in value)
+    return tp is int or tp is float or tp is bool or value is None
 
 
 class Conductor:
@@ -171,6 +268,8 @@ class Conductor:
         "_dirty_items",
         "_dirty_runs",
         "_out",
+        "_plan",
+        "_plans",
         "_renderer",
         "active",
         "barriers",
@@ -242,8 +341,11 @@ class Conductor:
         self.started_at: float | None = None
         self.ended_at: float | None = None
         self.runs: dict[str, TaskRun] = {}  # every run, in the order created (= seq order)
+        plan: _SpecPlan = _shared(_spec_plans, spec, lambda: _SpecPlan(spec))
+        self._plan = plan
+        self._plans = plan.tasks  # task name -> its _TaskPlan, read on every transition
         # task name -> its latest run (`task.<name>`; a task that has not run reads as nulls)
-        self.latest = TaskViews(_shared(_task_finders, spec, lambda: spec.task))
+        self.latest = TaskViews(plan.find)
         # Dicts as ordered sets: an emptied dict drops its table, an emptied set keeps ~200 bytes.
         self.active: dict[str, None] = {}  # runs not terminal
         self.in_flight = 0  # attempts dispatched (actions, nested workflows) and not ended
@@ -259,13 +361,14 @@ class Conductor:
         self.seq = 0
         self.now = 0.0
         self._out: list[Command] = []
-        self._dirty_runs: dict[str, None] = {}
+        self._dirty_runs: dict[str, TaskRun] = {}  # run id -> the run
         # run id -> indices of its changed items: dicts of ints, which the collector does not track
         self._dirty_items: dict[str, dict[int, None]] = {}
         # `system.timestamp` is formatted when a template reads it, not on every event.
-        self.system = _SystemScope({k: v for k, v in system.items() if k != "timestamp"})
+        self.system = _SystemScope(system)
+        self.system.pop("timestamp", None)
         self.system.conductor = self
-        self.secret_parameters = frozenset(p.name for p in spec.parameters if p.secret) or _NO_SECRETS
+        self.secret_parameters = plan.secrets
         # Scopes show keys only: `vars.items` is a variable or undefined, never a method (SPEC 7).
         self._ctx: dict[str, Any] = {
             "task": Scope(self.latest),
@@ -284,14 +387,14 @@ class Conductor:
 
     def start(self, now: float) -> list[Command]:
         """Begin the execution: render `vars`, arm the workflow timeout, launch the start tasks."""
-        self._step(now)
+        self.now = now
         if self.started_at is not None or self.status in TERMINAL or self.ending is not None:
             return self._flush()
         if self.status == REQUESTED:
             self.status = RUNNING  # paused before it started: it starts paused, all staged
         self.started_at = now
         try:
-            self.vars.update(self._render(self.spec.vars, "vars"))
+            self.vars.update(self._render(self.spec.vars, self._plan.vars_where))
         except TemplateError as exc:
             self._fail(str(exc), None)
         if self.spec.timeout is not None:
@@ -313,9 +416,9 @@ class Conductor:
         now: float,
     ) -> list[Command]:
         """An action attempt, nested workflow or inquiry ended. Stale or duplicate reports are ignored."""
-        self._step(now)
+        self.now = now
         run = self.runs.get(run_id)
-        if run is None or run.terminal:
+        if run is None or run.status in TERMINAL:
             return self._flush()
         if item is None:
             current, attempts = run.status, run.attempts
@@ -335,7 +438,7 @@ class Conductor:
 
     def on_timer(self, key: TimerKey, now: float) -> list[Command]:
         """A timer set by a SetTimer command fired; timers that became moot are ignored."""
-        self._step(now)
+        self.now = now
         if self.timers.pop(key, None) is None or self.status in TERMINAL:
             return self._flush()
         kind = key.kind
@@ -369,7 +472,7 @@ class Conductor:
         A paused child no longer keeps its parent `pausing`; a parent whose only work in flight
         is children waiting on inquiries is `pending` itself.
         """
-        self._step(now)
+        self.now = now
         run = self.runs.get(run_id)
         if run is not None and run.child_id is not None and run.attempts == attempt and not run.terminal:
             if status in (PAUSED, PENDING):
@@ -381,7 +484,7 @@ class Conductor:
 
     def answer_inquiry(self, run_id: str, inquiry_id: str, response: Any, now: float) -> list[Command]:
         """A validated response arrived: it becomes the run's result."""
-        self._step(now)
+        self.now = now
         run = self.runs.get(run_id)
         if run is not None and run.status == PENDING and run.inquiry_id == inquiry_id:
             self.timers.pop(TimerKey(TimerKind.INQUIRY, run_id, None, inquiry_id), None)
@@ -391,7 +494,7 @@ class Conductor:
 
     def pause(self, now: float) -> list[Command]:
         """Stop dispatching; `paused` once in-flight attempts end. Idempotent."""
-        self._step(now)
+        self.now = now
         if self.status in (RUNNING, PENDING, REQUESTED) and self.ending is None:
             self.status = PAUSING
             for child in self._children():
@@ -401,7 +504,7 @@ class Conductor:
 
     def resume(self, now: float) -> list[Command]:
         """Dispatch what was staged while paused. Idempotent."""
-        self._step(now)
+        self.now = now
         if self.status in (PAUSING, PAUSED):
             self.status = RUNNING if self.started_at is not None else REQUESTED
             # Resumed children report again; one waiting on an inquiry stays so.
@@ -418,7 +521,7 @@ class Conductor:
 
     def cancel(self, now: float, *, force: bool = False) -> list[Command]:
         """Cancel: nothing new starts; under `cancel_running` (or `force`) running runs are stopped."""
-        self._step(now)
+        self.now = now
         if self.status not in TERMINAL and self.ending is None:
             stop = force or self.spec.cancellation_policy == "cancel_running"
             self._end_with(CANCELED, stop_running=stop, force=force)
@@ -428,7 +531,7 @@ class Conductor:
     def fail(self, message: str, now: float) -> list[Command]:
         """Fail from outside the workflow (its store cannot keep it): nothing new starts, and the
         execution ends failed with `message` once the attempts already running have ended."""
-        self._step(now)
+        self.now = now
         if self.status not in TERMINAL:
             if self.status == REQUESTED:
                 self.status = RUNNING  # never started: it ends at once
@@ -445,7 +548,7 @@ class Conductor:
         snapshot that could not be encoded), and every run is marked changed, since the
         interrupted step's changes may not have been saved.
         """
-        self._step(now)
+        self.now = now
         self._out = []
         if self.status in TERMINAL:
             return []
@@ -501,7 +604,7 @@ class Conductor:
         and their results stay. A with_items task keeps its succeeded items and runs only the
         others, unless `reset_items`. The workflow then carries on through the transitions.
         """
-        self._step(now)
+        self.now = now
         if tasks is None:
             tasks = [
                 name
@@ -561,10 +664,14 @@ class Conductor:
     def take_changes(self) -> tuple[list[TaskRun], dict[str, dict[int, None]]]:
         """Runs changed since the last call, in start order, and the indices of changed items by
         run id (`item_views` makes them what a snapshot step saves)."""
-        runs = [self.runs[r] for r in self._dirty_runs]
-        if len(runs) > 1:
-            runs.sort(key=_by_seq)
-        self._dirty_runs.clear()
+        dirty = self._dirty_runs
+        if not dirty:
+            runs: list[TaskRun] = []
+        else:
+            runs = list(dirty.values())
+            if len(runs) > 1:
+                runs.sort(key=_by_seq)
+            dirty.clear()
         items, self._dirty_items = self._dirty_items, {}
         return runs, items
 
@@ -594,7 +701,9 @@ class Conductor:
         }
 
     def header_step(self) -> dict[str, Any]:
-        """The header's fields a step may change."""
+        """The header's fields a step may change (a new dict: the snapshot masks some of its values)."""
+        # The collections are mostly empty: no comprehension (a function call each) for those.
+        children, barriers, timers, staged = self.children, self.barriers, self.timers, self.staged
         return {
             "status": self.status,
             "vars": self.vars,
@@ -604,18 +713,17 @@ class Conductor:
             "ended_at": self.ended_at,
             "seq": self.seq,
             "inflight": self.in_flight,
-            "paused_children": self._child_ids(PAUSED),
-            "waiting_children": self._child_ids(PENDING),
+            "paused_children": self._child_ids(PAUSED) if children else [],
+            "waiting_children": self._child_ids(PENDING) if children else [],
             "failing": self.failing,
             "ending": self.ending,
-            "barriers": {k: b.to_record() for k, b in self.barriers.items()},
-            "timers": [[k.to_record(), at] for k, at in self.timers.items()],
-            "staged": [[w.kind.value, w.run_id, w.item] for w in self.staged],
+            "barriers": {k: b.to_record() for k, b in barriers.items()} if barriers else {},
+            "timers": [[k.to_record(), at] for k, at in timers.items()] if timers else [],
+            "staged": [[w.kind.value, w.run_id, w.item] for w in staged] if staged else [],
         }
 
     def _child_ids(self, status: str) -> list[str]:
-        children = self.children
-        return sorted(k for k, v in children.items() if v == status) if children else []
+        return sorted(k for k, v in self.children.items() if v == status)
 
     def restore(
         self,
@@ -675,7 +783,7 @@ class Conductor:
         """
         if self.started_at is None:
             return self.start(now)  # accepted, then stopped before its first step: start it now
-        self._step(now)
+        self.now = now
         for key, at in self.timers.items():
             self._out.append(SetTimer(key, at))
         for run_id in sorted(self.active, key=lambda r: self.runs[r].seq):
@@ -745,9 +853,6 @@ class Conductor:
 
     # ------------------------------------------------------------------ internals
 
-    def _step(self, now: float) -> None:
-        self.now = now
-
     def _flush(self) -> list[Command]:
         # A copy, and the list kept: a new list kept per event until the next one outlives the
         # young collections meanwhile (1,000 executions interleave) and the collector promotes it.
@@ -766,19 +871,21 @@ class Conductor:
         ]
 
     def _task_spec(self, name: str) -> TaskSpec:
-        spec = self.graph.tasks.get(name) or self.spec.task(name)
-        assert spec is not None, name
-        return spec
+        plan = self._plans.get(name)
+        assert plan is not None, name
+        return plan.task
 
     def _render(self, value: Any, where: str, *, item: Any = None, index: int | None = None) -> Any:
-        if index is not None:
-            self._ctx["item"] = item
-            self._ctx["index"] = index
+        """Render `value`; `where` names it in errors, the workflow's ref first (the plans' strings)."""
+        if index is None:
+            return self._renderer.render(value, self._ctx, where=where)
+        ctx = self._ctx
+        ctx["item"] = item
+        ctx["index"] = index
         try:
-            return self._renderer.render(value, self._ctx, where=f"{self.spec.ref} {where}")
+            return self._renderer.render(value, ctx, where=where)
         finally:
-            if index is not None:
-                del self._ctx["item"], self._ctx["index"]
+            del ctx["item"], ctx["index"]
 
     def _truthy(self, source: str | None, where: str) -> bool:
         if source is None:
@@ -786,12 +893,12 @@ class Conductor:
         statuses = _STATUS_CONDITIONS.get(source)
         if statuses is not None:  # what `succeeded()` & co. answer from the context, without a render
             return getattr(self._ctx[LAST_RUN], "status", None) in statuses
-        return self._renderer.truthy(source, self._ctx, where=f"{self.spec.ref} {where}")
+        return self._renderer.truthy(source, self._ctx, where=where)
 
     def _gate(self) -> Gate:
         if self.failing or self.ending is not None:
             return _CLOSED
-        if self.status in (PAUSING, PAUSED, REQUESTED):
+        if self.status in _STAGING:
             return _STAGE
         return _OPEN
 
@@ -804,7 +911,7 @@ class Conductor:
         # list included) per item would make big item lists quadratic. The run's counters are
         # derived from its items again on restore.
         if idx is None:
-            self._dirty_runs[run.id] = None
+            self._dirty_runs[run.id] = run
         else:
             dirty = self._dirty_items.get(run.id)
             if dirty is None:
@@ -814,7 +921,7 @@ class Conductor:
     # -- creating and starting runs ------------------------------------------------------------
 
     def _new_run(self, name: str, group: str | None = None) -> None:
-        task = self._task_spec(name)
+        task = self._plans[name].task
         if group is None:  # a parallel group's runs are counted when the group is created
             limit = self.limits.max_task_runs
             total = len(self.runs) + 1 + len(task.tasks)
@@ -825,12 +932,13 @@ class Conductor:
                     name,
                 )
                 return
-        self.seq += 1
-        run = TaskRun(f"{self.id}.{self.seq}", name, self.seq, group)
-        self.runs[run.id] = run
+        seq = self.seq = self.seq + 1
+        run_id = f"{self.id}.{seq}"
+        run = TaskRun(run_id, name, seq, group)
+        self.runs[run_id] = run
         self.latest[name] = run
-        self.active[run.id] = None
-        self._touch(run)
+        self.active[run_id] = None
+        self._dirty_runs[run_id] = run
         if task.delay:
             run.status = DELAYED
             self._set_timer(TimerKey(TimerKind.DELAY, run.id), self.now + task.delay)
@@ -839,14 +947,13 @@ class Conductor:
 
     def _gated(self, run: TaskRun, idx: int | None, kind: Work) -> None:
         """Do `kind` for the run now, stage it for resume, or drop it, as the gate says."""
-        gate = self._gate()
-        if gate is _STAGE:
-            work = Staged(kind, run.id, idx)
-            if work not in self.staged:
-                self.staged.append(work)
-            return
-        if gate is _CLOSED:
-            self._abort(run, idx, kind)
+        if self.failing or self.ending is not None or self.status in _STAGING:
+            if self._gate() is _STAGE:
+                work = Staged(kind, run.id, idx)
+                if work not in self.staged:
+                    self.staged.append(work)
+            else:
+                self._abort(run, idx, kind)
             return
         if kind is _BEGIN:
             self._begin(run)
@@ -870,18 +977,18 @@ class Conductor:
             self._maybe_finish_items(run)
 
     def _begin(self, run: TaskRun) -> None:
-        task = self._task_spec(run.task)
+        task = self._plans[run.task].task
         run.status = RUNNING
         run.started_at = self.now
-        self._touch(run)
-        if task.is_parallel:
+        self._dirty_runs[run.id] = run
+        if task.type == "parallel":
             run.pending_subs = len(task.tasks)
             for sub in task.tasks:
                 self._new_run(sub.name, group=run.id)
             return
         if task.with_items is not None:
             try:
-                items = self._render(task.with_items, f"task {task.name} with_items")
+                items = self._render(task.with_items, self._plans[task.name].items_where)
             except TemplateError as exc:
                 self._template_failure(run, exc)
                 return
@@ -939,27 +1046,30 @@ class Conductor:
 
     def _attempt(self, run: TaskRun, idx: int | None) -> None:
         """Dispatch the next attempt of the run (or of one of its items)."""
-        task = self._task_spec(run.task)
+        plan = self._plans[run.task]
+        task = plan.task
         assert task.action is not None
         try:
             action = self._actions(task.action)
         except AttuneError as exc:
             self._template_failure(run, exc)
             return
-        try:
-            if idx is None:
-                inp = self._render(task.input, f"task {task.name} input")
-            else:
-                assert run.input is not None
-                inp = self._render(
-                    task.input, f"task {task.name} input", item=run.input["items"][idx], index=idx
-                )
-        except TemplateError as exc:
-            if idx is None:
-                self._template_failure(run, exc)
-            else:
-                self._item_failure(run, idx, exc)
-            return
+        constant = plan.input
+        if constant is not None:
+            inp = constant.copy()  # no template in it: what rendering would give
+        else:
+            try:
+                if idx is None:
+                    inp = self._renderer.render(task.input, self._ctx, where=plan.input_where)
+                else:
+                    assert run.input is not None
+                    inp = self._render(task.input, plan.input_where, item=run.input["items"][idx], index=idx)
+            except TemplateError as exc:
+                if idx is None:
+                    self._template_failure(run, exc)
+                else:
+                    self._item_failure(run, idx, exc)
+                return
         state = run.item_state
         if idx is None:
             run.attempts += 1
@@ -974,17 +1084,20 @@ class Conductor:
             if isnan(state.started_at[idx]):
                 state.started_at[idx] = self.now
         self._touch(run, idx)
-        if action.runner_type != "workflow":
-            # The action's own declarations: defaults filled in, types and enums checked.
-            try:
-                inp = apply_params(
-                    action.parameters,
-                    inp,
-                    owner=f"task '{task.name}' (action {action.ref})",
-                    allow_extra=action.additional_parameters,
-                )
-            except ParameterError as exc:
-                self._attempt_ended(run, idx, FAILED, None, exc.message, retry=False)
+        # The action's own declarations: defaults filled in, types and enums checked. An action
+        # that declares nothing and takes anything takes the input as it is (a new dict already).
+        if action.runner_type != "workflow" and (action.parameters or not action.additional_parameters):
+            if constant is not None:  # checked once per action: the same answer every attempt
+                checked, problem = plan.check(action)
+                if checked is not None:
+                    inp = checked.copy()
+            else:
+                try:
+                    inp, problem = plan.apply(action, inp), None
+                except ParameterError as exc:
+                    problem = exc.message
+            if problem is not None:
+                self._attempt_ended(run, idx, FAILED, None, problem, retry=False)
                 return
         if idx is None:
             run.input = inp
@@ -1065,7 +1178,7 @@ class Conductor:
             return
         run.ended_at = self.now
         run.input = None
-        self._touch(run)
+        self._dirty_runs[run.id] = run
         self._run_ended(run)
 
     def _item_ended(
@@ -1109,7 +1222,7 @@ class Conductor:
             return False
         if policy.when is not None:
             try:
-                return self._truthy(policy.when, f"task {task.name} retry.when")
+                return self._truthy(policy.when, self._plans[task.name].retry_where)
             except TemplateError as exc:
                 self._fail(str(exc), task.name)
                 return False
@@ -1166,32 +1279,38 @@ class Conductor:
 
     def _transitions(self, run: TaskRun) -> None:
         """Publish and follow the run's `next` entries (SPEC sections 3 and 7)."""
-        task = self._task_spec(run.task)
-        self._ctx[LAST_RUN] = run
-        where = f"task {task.name}"
-        failed = run.status != SUCCEEDED
+        plan = self._plans[run.task]
+        task = plan.task
+        ctx = self._ctx
+        ctx[LAST_RUN] = run
+        status = run.status
+        failed = status != SUCCEEDED
         run.handled = False  # for a failed run: whether a transition handled it
         targets: list[str] = []
         taken: list[int] = []
         try:
-            if not failed:
-                self._publish(task.publish, f"{where} publish")
+            if not failed and plan.publish:
+                self._publish(plan.publish)
             # In order: each entry's `when` sees what the entries before it published.
-            for i, tr in enumerate(task.next):
-                if not self._truthy(tr.when, f"{where} next[{i}].when"):
-                    continue
-                if failed and "retry" in tr.do and run.item_state is None and not self.failing:
+            for edge in plan.edges:
+                if edge.when is not None:
+                    statuses = edge.statuses
+                    if statuses is not None:  # `succeeded()` & co.: the ended run's status, no render
+                        if status not in statuses:
+                            continue
+                    elif not self._renderer.truthy(edge.when, ctx, where=edge.where):
+                        continue
+                if failed and edge.retry and run.item_state is None and not self.failing:
                     limit = task.retry.count if task.retry else _COMMAND_RETRY_COUNT
                     if run.attempts <= limit:
                         self._reopen(run)
                         return
-                self._publish(tr.publish, f"{where} next[{i}].publish")
-                taken.append(i)
-                # Any entry that fires handles a failure, except one that only asks for a retry
-                # that will not happen (attempts exhausted).
-                if failed and ("retry" not in tr.do or any(t != "retry" for t in tr.do)):
+                if edge.publish:
+                    self._publish(edge.publish)
+                taken.append(edge.index)
+                if failed and edge.handles:
                     run.handled = True
-                targets += tr.do
+                targets += edge.do
         except TemplateError as exc:
             self._fail(exc.message, task.name)
             return
@@ -1228,9 +1347,11 @@ class Conductor:
         else:
             self._gated(run, None, _RETRY)
 
-    def _publish(self, pairs: tuple[tuple[str, Any], ...], where: str) -> None:
-        for name, value in pairs:
-            self.vars[name] = self._render(value, f"{where}.{name}")
+    def _publish(self, pairs: tuple[tuple[str, Any, str], ...]) -> None:
+        """Render each (name, value, where) into `vars`, in order: later ones see earlier ones."""
+        render, ctx, variables = self._renderer.render, self._ctx, self.vars
+        for name, value, where in pairs:
+            variables[name] = render(value, ctx, where=where)
 
     def _arrive(self, source: str, target: str) -> None:
         """A run of `source` arrives at the join task `target`: run it when its barrier is met."""
@@ -1375,13 +1496,14 @@ class Conductor:
         if self.failing or self.ending is not None:
             return
         graph = self.graph
-        # A sub-task run counts as its group: the group's transitions are what reach on.
-        active = {self._top_task(self.runs[r]) for r in self.active}
+        live: set[str] | None = None  # the tasks that may still run: the active ones and what they reach
         for target, barrier in self.barriers.items():
             if barrier.fired or not barrier.arrivals:
                 continue
+            if live is None:
+                live = self._live_tasks()
             missing = graph.inbound[target] - barrier.arrivals.keys()
-            lost = sorted(m for m in missing if not any(graph.can_reach(a, m) for a in active))
+            lost = sorted(missing - live)
             if self._task_spec(target).join == "all":
                 need = len(missing)
             else:
@@ -1394,15 +1516,24 @@ class Conductor:
                 )
                 return
 
-    def _top_task(self, run: TaskRun) -> str:
-        return self.runs[run.group].task if run.group is not None else run.task
+    def _live_tasks(self) -> set[str]:
+        """The top-level tasks of active runs (a sub-task run counts as its group: the group's
+        transitions are what reach on), and every task those can reach (`graph.can_reach`)."""
+        runs, reach = self.runs, self.graph.reach
+        live = set()
+        for run_id in self.active:
+            run = runs[run_id]
+            live.add(run.task if run.group is None else runs[run.group].task)
+        for name in list(live):
+            live |= reach.get(name, frozenset())
+        return live
 
     def _finish(self) -> None:
         status = self.ending or (FAILED if self.failing else SUCCEEDED)
         self._ctx[LAST_RUN] = None
         if self.spec.output_map is not None:
             try:
-                self.output = self._render(self.spec.output_map, "output_map")
+                self.output = self._render(self.spec.output_map, self._plan.output_where)
             except TemplateError as exc:
                 if self.error is None:
                     self.error = {"message": exc.message, "task": None}

@@ -95,9 +95,10 @@ class WorkflowSupervisor(AsyncioActor):
         # execution keeps no dict).
         self._outbox: dict[str, list[ActionRun]] | None = None
         self._clock = runtime.clock
-        self._timers: dict[TimerKey, TimerHandle] = {}
+        # Created when first needed: most parked executions have no timer and nobody listening.
+        self._timers: dict[TimerKey, TimerHandle] | None = None
         self._last_status = conductor.status
-        self._emitted: dict[str, tuple[str, int]] = {}  # run id -> (status, attempts) last published
+        self._emitted: dict[str, tuple[str, int]] | None = None  # run id -> (status, attempts) published
         self._done = False
         self._new_attempts = False  # recovered embedded: attempts in flight died with the engine
         self._store_failed: StoreError | None = None  # the first failed save: the execution fails
@@ -105,8 +106,9 @@ class WorkflowSupervisor(AsyncioActor):
         # (ints in dicts: a burst of 1,000 item outcomes keeps no object per item alive until it
         # is saved, for the collector to promote; records are built when saved).
         self._unsaved = False
-        self._unsaved_runs: dict[str, TaskRun] = {}
-        self._unsaved_items: dict[str, dict[int, None]] = {}
+        # None while nothing is unsaved (a parked execution keeps no dicts).
+        self._unsaved_runs: dict[str, TaskRun] | None = None
+        self._unsaved_items: dict[str, dict[int, None]] | None = None
         self._obs = ExecutionObserver(
             runtime, conductor, parent.trace if parent is not None else None, self._flush_progress_at
         )
@@ -163,7 +165,8 @@ class WorkflowSupervisor(AsyncioActor):
                 now,
             )
         elif isinstance(message, TimerFired):
-            self._timers.pop(message.key, None)
+            if self._timers is not None:
+                self._timers.pop(message.key, None)
             cmds = c.on_timer(message.key, now)
         elif isinstance(message, GetDocument):
             return c.document()
@@ -235,9 +238,9 @@ class WorkflowSupervisor(AsyncioActor):
         self._save()
         if not self._done:
             self._obs.stopped()
-        for handle in self._timers.values():
+        for handle in (self._timers or {}).values():
             handle.cancel()
-        self._timers.clear()
+        self._timers = None
 
     # ------------------------------------------------------------------ commands
 
@@ -297,6 +300,8 @@ class WorkflowSupervisor(AsyncioActor):
         self._unsaved = True
         if runs:
             unsaved_runs = self._unsaved_runs
+            if unsaved_runs is None:
+                unsaved_runs = self._unsaved_runs = {}
             for run in runs:
                 unsaved_runs[run.id] = run
         if items:
@@ -320,10 +325,13 @@ class WorkflowSupervisor(AsyncioActor):
             # A workflow's own change frames its tasks': `running` before them, an end after them.
             if changed and c.status not in TERMINAL:
                 self._publish_status(root)
+            emitted = self._emitted
+            if emitted is None:
+                emitted = self._emitted = {}
             for run in runs:
                 key = (run.status, run.attempts)
-                if self._emitted.get(run.id) != key:
-                    self._emitted[run.id] = key
+                if emitted.get(run.id) != key:
+                    emitted[run.id] = key
                     doc = run.document()
                     doc.pop("items")
                     if run.item_state is not None:
@@ -348,8 +356,7 @@ class WorkflowSupervisor(AsyncioActor):
             self._unsaved = False
             runs = sorted(self._unsaved_runs.values(), key=_by_seq) if self._unsaved_runs else []
             items = c.item_views(self._unsaved_items) if self._unsaved_items else []
-            self._unsaved_items = {}
-            self._unsaved_runs.clear()
+            self._unsaved_items = self._unsaved_runs = None
             try:
                 self._rt.save_step(c, runs, items)  # buffered even when it raises
             except StoreError as exc:
@@ -432,10 +439,13 @@ class WorkflowSupervisor(AsyncioActor):
         self._clock.call_at(at, self._tell_self, FLUSH_PROGRESS)
 
     def _set_timer(self, key: TimerKey, at: float) -> None:
-        old = self._timers.pop(key, None)
+        timers = self._timers
+        if timers is None:
+            timers = self._timers = {}
+        old = timers.pop(key, None)
         if old is not None:
             old.cancel()
-        self._timers[key] = self._clock.call_at(at, self._fire, key)
+        timers[key] = self._clock.call_at(at, self._fire, key)
 
     def _fire(self, key: TimerKey) -> None:
         self._tell_self(TimerFired(key))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -10,13 +11,19 @@ import pytest
 from attune_actors.engine.commands import Dispatch, Finished, SetTimer, StopRun, TimerKey, TimerKind
 from attune_actors.engine.conductor import Conductor
 from attune_actors.spec.graph import TaskGraph
+from attune_actors.spec.model import ActionSpec, ParamSpec
 from attune_actors.spec.packs import load_packs, load_workflow_text
 from attune_actors.templates import Renderer
 
 CATALOG, _ = load_packs([])
 
 
-def conductor(yaml_text: str, parameters: dict[str, Any] | None = None) -> Conductor:
+def conductor(
+    yaml_text: str,
+    parameters: dict[str, Any] | None = None,
+    *,
+    actions: Callable[[str], ActionSpec] = CATALOG.action,
+) -> Conductor:
     problems: list[Any] = []
     spec = load_workflow_text(
         textwrap.dedent(yaml_text), pack="t", file="t.yaml", default_ref="t.wf", problems=problems
@@ -27,7 +34,7 @@ def conductor(yaml_text: str, parameters: dict[str, Any] | None = None) -> Condu
         execution_id="e1",
         spec=spec,
         graph=TaskGraph.build(spec),
-        actions=CATALOG.action,
+        actions=actions,
         renderer=Renderer(),
         parameters=parameters or {},
         pack_config={},
@@ -306,3 +313,67 @@ def test_snapshots_from_before_typed_keys_and_counted_joins_restore() -> None:
     assert dispatches(second.on_attempt_ended("e1.3", None, 2, "succeeded", None, None, now=9.0)) == [
         ("e1.4", "j", None, 1)
     ]
+
+
+def typed_action(ref: str, **types: str) -> ActionSpec:
+    """An action declaring `types` (name -> parameter type), `m` with a default besides."""
+    declared = tuple(ParamSpec(name, type=tp) for name, tp in types.items())
+    defaulted = ParamSpec("m", default=[1])
+    return ActionSpec(ref, "x", ref.split(".")[1], "python", parameters=(*declared, defaulted))
+
+
+def test_a_constant_input_is_checked_against_the_action_as_a_rendered_one_is() -> None:
+    # A constant input is not rendered: the action's declarations still check it on every
+    # attempt, with the same error, and the action as it is at that attempt (packs reloaded).
+    actions = {"x.typed": typed_action("x.typed", n="string")}
+    c = conductor(
+        """
+        tasks:
+          - name: a
+            action: x.typed
+            input: {n: "3"}
+            retry: {count: 1}
+    """,
+        actions=actions.__getitem__,
+    )
+    [first] = [x for x in c.start(now=1.0) if isinstance(x, Dispatch)]
+    assert first.input == {"n": "3", "m": [1]}
+    first.input["n"] = "changed by the action"
+    actions["x.typed"] = typed_action("x.typed", n="integer")
+    cmds = c.on_attempt_ended("e1.1", None, 1, "failed", None, "boom", now=2.0)
+    assert dispatches(cmds) == []
+    assert [x for x in cmds if isinstance(x, Finished)] == [Finished("failed")]
+    [run] = c.runs.values()
+    assert (run.status, run.attempts) == ("failed", 2)
+    assert run.error == "task 'a' (action x.typed): parameter 'n' must be of type integer, got string '3'"
+    assert c.error == {"message": f"task 'a' failed: {run.error}", "task": "a"}
+
+
+def test_constant_item_inputs_are_new_dicts_and_a_wrong_one_fails_the_item() -> None:
+    actions = {"x.typed": typed_action("x.typed", n="string")}
+    source = """
+        tasks:
+          - name: a
+            action: x.typed
+            with_items: "{{ [1, 2] }}"
+            batch_size: 1
+            input: {n: "3"}
+    """
+    c = conductor(source, actions=actions.__getitem__)
+    [first] = [x for x in c.start(now=1.0) if isinstance(x, Dispatch)]
+    first.input["n"] = "changed by the action"
+    cmds = c.on_attempt_ended("e1.1", 0, 1, "succeeded", 1, None, now=2.0)
+    [second] = [x for x in cmds if isinstance(x, Dispatch)]
+    assert (second.item, second.input) == (1, {"n": "3", "m": [1]})
+
+    actions["x.typed"] = typed_action("x.typed", n="integer")
+    c = conductor(source, actions=actions.__getitem__)
+    cmds = c.start(now=1.0)
+    assert dispatches(cmds) == []
+    [run] = c.runs.values()
+    assert run.status == "failed"
+    assert run.error == (
+        "item 0: task 'a' (action x.typed): parameter 'n' must be of type integer, got string '3'"
+    )
+    assert run.item_state is not None
+    assert run.item_state.status == ["failed", "canceled"]
