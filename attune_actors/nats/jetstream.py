@@ -7,6 +7,7 @@ publisher and a continuous pull consumer.
 - `Publisher`: JetStream publishes, pipelined, each re-sent with the same `Nats-Msg-Id` until the
   server stores it (the server keeps one copy); and `send`s, which ask for no reply (the owner
   finds out another way whether they were stored, and re-publishes those it cannot confirm).
+  Written from synchronous code (`write_commands`), acknowledgements of consumed messages with them.
 - `Puller`: keeps pull requests out for as many messages as its owner has room for.
 """
 
@@ -17,6 +18,7 @@ import collections
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -143,6 +145,56 @@ class PublishError:
 
 DoneCallback = Callable[[PublishError | None], Awaitable[None]]
 
+_HEADER_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
+
+
+def pub_command(subject: str, reply: str, payload: bytes, headers: dict[str, str] | None) -> bytes:
+    """The client protocol's PUB (HPUB with headers) for a message, as nats-py writes it."""
+    space = " " if reply else ""
+    if not headers:
+        return f"PUB {subject} {reply}{space}{len(payload)}\r\n".encode() + payload + b"\r\n"
+    lines = ["NATS/1.0\r\n"]
+    for key, value in headers.items():
+        key = key.strip()
+        if _HEADER_KEY.fullmatch(key):  # (ours, and a trace context's: a bad one is left out)
+            lines.append(f"{key}: {value.strip().translate(_HEADER_VALUE_NEWLINES)}\r\n")
+    lines.append("\r\n")
+    head = "".join(lines).encode()
+    return (f"HPUB {subject} {reply}{space}{len(head)} {len(head) + len(payload)}\r\n".encode()
+            + head + payload + b"\r\n")
+
+
+def write_commands(nc: Client, commands: list[bytes], count: int, size: int) -> bool:
+    """Write protocol commands (`count` messages of `size` payload bytes) to the connection now, from
+    synchronous code: no turn of nats-py's flusher task. After what nats-py has buffered, if anything
+    (its own order kept). False when not connected: nothing was written.
+
+    nats-py (pinned) has no synchronous publish; this uses its buffer and transport the way its own
+    `_flusher` does. What a dropped connection swallows is lost as it would be from nats-py's buffer:
+    the callers re-send (a message id) or re-publish what nothing confirmed."""
+    if not nc.is_connected:
+        return False
+    stats = nc.stats
+    stats["out_msgs"] += count
+    stats["out_bytes"] += size
+    pending: list[bytes] = nc._pending
+    if pending:  # nats-py's flusher writes them, after its own, at its next turn
+        pending.extend(commands)
+        nc._pending_data_size += sum(len(c) for c in commands)
+        kick = nc._flush_queue
+        if kick is not None and kick.empty():
+            kick.put_nowait(asyncio.get_running_loop().create_future())
+        return True
+    transport = nc._transport
+    assert transport is not None
+    try:
+        transport.writelines(commands)
+    except Exception as exc:  # a transport closing under us: as if the connection dropped
+        log.debug("write failed (%s)", describe(exc))
+        return False
+    return True
+
 
 @dataclass(slots=True, eq=False)
 class _Out:
@@ -161,19 +213,25 @@ class _Out:
 class Publisher:
     """JetStream publishes, pipelined, each re-sent (same `Nats-Msg-Id`) until the server stores it.
 
-    `publish` only queues; a writer task sends while connected. `on_done(None)` runs once the
-    message is stored (or recognised as a duplicate), `on_done(error)` when the server refuses it for
-    good (too large, an expectation in its headers that does not hold, ...). An unavailable server
-    or a missing stream is waited out: the owner calls `sweep()` periodically (and
-    `sweep(resend_all=True)` + `kick()` after a reconnect). `send` publishes once, asking for no
-    reply. `ack` acknowledges consumed messages with the next write. `flush()` writes what is
-    queued from the caller's task, for an owner that is awake anyway.
+    `publish` queues a message, written at the end of the loop turn (or at once by `write()`, for an
+    owner that is done for now); `on_done(None)` runs once the message is stored (or recognised as
+    a duplicate), `on_done(error)` when the server refuses it for good (too large, an expectation
+    in its headers that does not hold, ...). An unavailable server or a missing stream is waited
+    out: the owner calls `sweep()` periodically (and `sweep(resend_all=True)` + `kick()` after a
+    reconnect). `send` publishes once, asking for no reply. `ack` acknowledges consumed messages
+    with the next write.
+
+    Writes go to the socket from the caller's code (`write_commands`): no writer task to wake, no
+    turn of nats-py's flusher task.
     """
 
-    def __init__(self, nc: Client, *, ack_timeout: float = 2.0, ack_delay: float = 0.002) -> None:
+    def __init__(
+        self, nc: Client, *, ack_timeout: float = 2.0, ack_delay: float = 0.002, ack_hold: bool = False
+    ) -> None:
         self._nc = nc
         self._ack_timeout = ack_timeout
         self._ack_delay = ack_delay
+        self._ack_hold = ack_hold
         self._acks: list[str] = []  # reply subjects of consumed messages, acknowledged with the next write
         self._ack_timer: asyncio.TimerHandle | None = None
         self._queue: collections.deque[_Out] = collections.deque()
@@ -182,26 +240,25 @@ class Publisher:
         self._inbox = ""
         self._prefix_len = 0
         self._sub: Subscription | None = None
-        self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._writer: asyncio.Task[None] | None = None
+        self._soon: asyncio.Handle | None = None  # the end-of-turn write, once scheduled
+        self._refused: set[asyncio.Future[None]] = set()  # on_done callbacks of messages too large
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._inbox = self._nc.new_inbox()
         self._prefix_len = len(self._inbox) + 1
         self._sub = await self._nc.subscribe(
             self._inbox + ".*", cb=self._on_reply, pending_msgs_limit=-1, pending_bytes_limit=-1
         )
-        self._writer = asyncio.get_running_loop().create_task(self._write(), name="nats publisher")
 
     async def close(self) -> None:
-        await self._send_acks()
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
-            self._writer = None
+        self.write(messages=False, held=True)  # (messages not written yet are dropped: the owner closes)
+        if self._soon is not None:
+            self._soon.cancel()
+            self._soon = None
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
@@ -226,15 +283,13 @@ class Publisher:
         msg_id: str,
         on_done: DoneCallback,
         headers: dict[str, str] | None = None,
-        *,
-        write: bool = True,
     ) -> None:
-        """Queue a message; the writer task sends it (`write=False`: the caller awaits `flush()` next)."""
+        """Queue a message, written at the end of this loop turn (or by the caller's `write()`)."""
         self._seq += 1
         out = _Out(subject, payload, msg_id, on_done, str(self._seq), time.monotonic(), headers)
         self._inflight[out.token] = out
         self._idle.clear()
-        self._enqueue(out, wake=write)
+        self._enqueue(out)
 
     def send(self, subject: str, payload: bytes, msg_id: str, headers: dict[str, str] | None = None) -> None:
         """Publish once, without asking for the server's acknowledgement (one wake-up less for this
@@ -248,29 +303,29 @@ class Publisher:
         An acknowledgement on its own costs a write (a system call, a wake-up of the server) per
         message; riding along with the next publish, it costs nothing more. Until it arrives the
         server keeps the message, and delivers it again only after the consumer's ack_wait.
+
+        With `ack_hold`, the newest acknowledgement waits for a newer one (or `ack_delay`): a
+        stream whose last message is acknowledged is empty, and nats-server's file store then
+        deletes the block file and creates a new one, a fifth of the server's CPU in a chain of
+        tasks. One message kept back keeps the block.
         """
         if msg.reply:
             self._acks.append(msg.reply)
             if self._ack_timer is None:
-                self._ack_timer = asyncio.get_running_loop().call_later(self._ack_delay, self._wake.set)
+                loop = self._loop or asyncio.get_running_loop()
+                self._ack_timer = loop.call_later(self._ack_delay, self._acks_due)
 
-    async def _send_acks(self) -> None:
-        if self._ack_timer is not None:
-            self._ack_timer.cancel()
-            self._ack_timer = None
-        acks, self._acks = self._acks, []
-        for reply in acks:
-            try:
-                await self._nc.publish(reply)
-            except Exception as exc:  # not acknowledged: the server delivers it again after ack_wait
-                log.debug("acknowledgement not sent (%s)", describe(exc))
+    def _acks_due(self) -> None:
+        self._ack_timer = None
+        self.write(held=True)
 
-    def _enqueue(self, out: _Out, *, wake: bool = True) -> None:
+    def _enqueue(self, out: _Out) -> None:
         if not out.queued:
             out.queued = True
             self._queue.append(out)
-            if wake:
-                self._wake.set()
+            if self._soon is None:
+                loop = self._loop or asyncio.get_running_loop()
+                self._soon = loop.call_soon(self.write)
 
     def sweep(self, *, resend_all: bool = False) -> None:
         """Re-send what was not acknowledged in time (everything sent, after a reconnect)."""
@@ -285,37 +340,70 @@ class Publisher:
 
     def kick(self) -> None:
         """Resume sending (after the connection came back)."""
-        if self._queue:
-            self._wake.set()
+        if self._queue or self._acks:
+            self.write(held=True)
 
-    async def _write(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            await self.flush()
-
-    async def flush(self) -> None:
-        """Send what is queued (and the acknowledgements waiting) now, from the caller's task: the
-        writer task's turn is saved when the caller is awake anyway."""
+    def write(self, *, messages: bool = True, held: bool = False) -> None:
+        """Write what is queued (`messages`) and the acknowledgements waiting (the one held back
+        too: `held`), now, in one write."""
+        if messages and self._soon is not None:
+            self._soon.cancel()
+            self._soon = None
         nc = self._nc
-        while self._queue and nc.is_connected:
-            out = self._queue.popleft()
+        if not nc.is_connected:
+            return  # kept: `kick()` writes it once the connection is back
+        commands: list[bytes] = []
+        size = self._commands(commands) if messages else 0
+        count = len(commands)
+        acks = self._acks
+        if acks:
+            keep = 1 if self._ack_hold and not held else 0
+            if len(acks) > keep:
+                commands.extend(f"PUB {reply} 0\r\n\r\n".encode() for reply in acks[: len(acks) - keep])
+                count += len(acks) - keep
+                del acks[: len(acks) - keep]
+            if not acks and self._ack_timer is not None:
+                self._ack_timer.cancel()
+                self._ack_timer = None
+        if commands and not write_commands(nc, commands, count, size):
+            # not written (the connection dropped meanwhile): the sweep re-sends what asked for a
+            # reply, the owner re-publishes what it cannot confirm, and unacknowledged messages
+            # are delivered again after ack_wait
+            log.debug("%d message(s) not written: connection lost", count)
+
+    def _commands(self, commands: list[bytes]) -> int:
+        """The queued messages' commands appended to `commands`; their payload bytes."""
+        size = 0
+        now = time.monotonic()
+        inbox = self._inbox
+        limit = self._nc.max_payload
+        for out in self._queue:
             out.queued = False
+            if out.token and out.token not in self._inflight:
+                continue  # acknowledged while it waited to be re-sent
+            if limit and len(out.payload) > limit:  # the server would close the connection
+                self._refuse(out, f"{len(out.payload)} bytes, more than the server's max_payload {limit}")
+                continue
             if out.token:
-                if out.token not in self._inflight:
-                    continue  # acknowledged while it waited to be re-sent
-                out.sent = time.monotonic()
+                out.sent = now
                 out.tries += 1
-            try:
-                await nc.publish(
-                    out.subject, out.payload, reply=f"{self._inbox}.{out.token}" if out.token else "",
-                    headers={MSG_ID: out.msg_id} if out.headers is None
-                    else {**out.headers, MSG_ID: out.msg_id},
-                )
-            except Exception as exc:  # buffer full while reconnecting, closed: the sweep re-sends
-                log.debug("publish to %s failed (%s); will retry", out.subject, describe(exc))
-        if self._acks and nc.is_connected:
-            await self._send_acks()
+            headers = {MSG_ID: out.msg_id} if out.headers is None else {**out.headers, MSG_ID: out.msg_id}
+            commands.append(pub_command(out.subject, f"{inbox}.{out.token}" if out.token else "",
+                                        out.payload, headers))
+            size += len(out.payload)
+        self._queue.clear()
+        return size
+
+    def _refuse(self, out: _Out, reason: str) -> None:
+        log.error("not published to %s: %s", out.subject, reason)
+        if not out.token or self._inflight.pop(out.token, None) is None:
+            return
+        if not self._inflight:
+            self._idle.set()
+        assert out.on_done is not None
+        task: asyncio.Future[None] = asyncio.ensure_future(out.on_done(PublishError(reason)))
+        self._refused.add(task)
+        task.add_done_callback(self._refused.discard)
 
     async def _on_reply(self, msg: Msg) -> None:
         out = self._inflight.get(msg.subject[self._prefix_len :])

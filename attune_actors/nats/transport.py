@@ -8,13 +8,14 @@ Engine side (`NatsTransport`, behind the `Transport` interface):
   restarting) is re-sent with the same id until it is stored, and the server keeps one copy. (The
   incarnation is random per transport: an engine that restarts and recovers an execution
   re-dispatches its unfinished attempt for real, instead of having it dropped as a duplicate of the
-  copy a worker may already have taken and lost.) `submit` never waits: a writer task pipelines the
-  publishes.
+  copy a worker may already have taken and lost.) `submit` never waits: what it publishes is
+  written to the socket at the end of the loop turn, with the others of that turn.
 - Most dispatches ask the server for no acknowledgement (`Publisher.send`: the engine's wake-up for
   it was a fifth of a hop's CPU): the worker's `started` (or its heartbeat, or the outcome) says the
   dispatch was stored. Not the first of an execution here: an execution resumed after its engine
   died may have its attempt queued still, and the refusal must be handled (below) before a worker
-  takes that copy; once a worker started one of its attempts for this transport, it is live. A
+  takes that copy; once a worker took one of its attempts from this transport (reported it
+  started, or only its outcome), it is live. A
   dispatch that nothing confirms within `confirm_after` seconds (lost in a server restart or a
   disconnect, refused: too large for the stream, no stream, queued already), and every one after
   a reconnect, is published again the acknowledged way, same `Nats-Msg-Id` (so a copy that was
@@ -31,9 +32,11 @@ Engine side (`NatsTransport`, behind the `Transport` interface):
 - Workers report `started` and `ended` events, batched, on `Subjects.results(engine_id)`; the results
   stream keeps them until this engine's durable consumer has taken and acknowledged them, so an
   outcome survives a disconnect of the engine or of the worker, and a server restart. An outcome is
-  acknowledged once applied, with the next dispatch (or within 2 ms): until then the server keeps
-  it, and one delivered again (after `ack_wait`) is ignored. `start` returns once what was waiting
-  there has been taken.
+  acknowledged once applied, with the next dispatch after a newer outcome came (or within 50 ms):
+  until then the server keeps it, and one delivered again (after `ack_wait`) is ignored. (The
+  newest is kept back so that the results stream is not emptied after every outcome: nats-server's
+  file store replaces the block file of a stream it empties, a fifth of its CPU in a chain.)
+  `start` returns once what was waiting there has been taken.
 - Outcomes are applied once: an event for an attempt this engine does not have in flight (finished,
   abandoned, duplicate) is ignored. A real outcome (not `canceled`/`abandoned`) that arrives before
   its attempt is submitted (an engine restarted with the same id) is kept a minute and applied at
@@ -227,7 +230,7 @@ class NatsTransport(Transport):
         # resumed after an engine died, whose attempt that engine may have left queued) waits for
         # the server's answer, so that a refusal is handled at once, before a worker takes the copy.
         self._live: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self._publisher = Publisher(nc)
+        self._publisher = Publisher(nc, ack_delay=0.05, ack_hold=True)
         self._puller = Puller(
             nc, subjects.results_stream, self._consumer, self._on_results, lambda: 512,
             ensure=self._ensure, min_batch=256,
@@ -571,6 +574,10 @@ class NatsTransport(Transport):
                     engine_id=self.engine_id, worker_id=worker,
                 )
                 continue
+            if attempt.worker is None:
+                # its outcome came without a `started` before it (a noop's, a quick one's): taken all
+                # the same
+                self._taken(attempt)
             self._finish(key, event[3], result, error)
         self._publisher.ack(msg)  # with the next dispatch: an outcome applied twice is ignored
 
@@ -585,11 +592,7 @@ class NatsTransport(Transport):
             self._workers[attempt.worker].keys.discard(key)
         attempt.worker = worker
         self._unconfirmed.pop(key, None)  # a worker took it: it was stored
-        execution = attempt.run.execution_id
-        if execution not in self._live:
-            self._live[execution] = None
-            if len(self._live) > LIVE_EXECUTIONS:
-                self._live.popitem(last=False)  # its next dispatch just asks for the server's answer
+        self._taken(attempt)
         seen = self._workers.get(worker)
         if seen is None:
             seen = self._workers[worker] = _WorkerSeen(now)
@@ -597,6 +600,14 @@ class NatsTransport(Transport):
         self._missing.pop(key, None)
         if attempt.cancel:
             self._send_cancel(attempt)
+
+    def _taken(self, attempt: _Attempt) -> None:
+        """A worker took this attempt from this transport: its execution is live."""
+        execution = attempt.run.execution_id
+        if execution not in self._live:
+            self._live[execution] = None
+            if len(self._live) > LIVE_EXECUTIONS:
+                self._live.popitem(last=False)  # its next dispatch just asks for the server's answer
 
     def _keep_orphan(self, key: str, status: str, result: Any, error: str | None) -> None:
         self._orphans[key] = (time.monotonic(), status, result, error)

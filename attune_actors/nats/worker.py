@@ -524,12 +524,11 @@ class Worker:
 
     async def _flush_now(self) -> None:
         """After the last dispatch of a delivery: its reports leave at once, from this task (the
-        batching turn and the publisher's writer turn saved: a quarter of a worker's turns a run)."""
+        batching turn saved)."""
         if self._flush_handle is not None:
-            self._flush(write=False)
-            await self._publisher.flush()
+            self._flush()
 
-    def _flush(self, *, write: bool = True) -> None:
+    def _flush(self) -> None:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -547,15 +546,16 @@ class Worker:
                     result_binding(engine, self.worker_id, event.key) if event.sealed else b"",
                 )
                 if batch and size + len(data) > limit:
-                    self._send(subject, head, parts, batch, write)
+                    self._send(subject, head, parts, batch)
                     parts, batch, size = [], [], len(head) + 5
                 parts.append(data)
                 batch.append(event)
                 size += len(data)
             if batch:
-                self._send(subject, head, parts, batch, write)
+                self._send(subject, head, parts, batch)
+        self._publisher.write()  # the reports, and the acknowledgements waiting: one write
 
-    def _send(self, subject: str, head: bytes, parts: list[bytes], batch: list[_Event], write: bool) -> None:
+    def _send(self, subject: str, head: bytes, parts: list[bytes], batch: list[_Event]) -> None:
         self._batch_seq += 1
         payload = results_message(head, parts)
 
@@ -573,7 +573,7 @@ class Worker:
                 await self._puller.top_up()
 
         self._publisher.publish(
-            subject, payload, f"{self.worker_id}:{self._boot}:{self._batch_seq}", stored, write=write
+            subject, payload, f"{self.worker_id}:{self._boot}:{self._batch_seq}", stored
         )
 
 

@@ -290,14 +290,16 @@ async def test_a_submit_while_the_server_is_down_is_sent_once_it_is_back(rig: Ri
 # ------------------------------------------------- dispatches sent without waiting for the server's ack
 
 
-async def make_live(rig: Rig) -> None:
-    """Run one attempt of execution ex1 through the rig: a worker started one of its attempts, so
-    the transport sends its next dispatches without waiting for the server's acknowledgement."""
+async def make_live(rig: Rig, *, started: bool = True) -> None:
+    """Run one attempt of execution ex1 through the rig: a worker took one of its attempts (reported
+    `started`, or only its outcome: a noop's), so the transport sends its next dispatches without
+    waiting for the server's acknowledgement."""
     first = attempt("ex1.0")
     rig.submit(first)
     await rig.take()
     now = time.time()
-    await rig.report("w", ["s", first.key, now], ["e", first.key, now, "succeeded", None, None])
+    ended = ["e", first.key, now, "succeeded", None, None]
+    await rig.report("w", *([["s", first.key, now], ended] if started else [ended]))
     await rig.outcome()
     rig.outcomes.clear()
 
@@ -329,11 +331,12 @@ async def test_a_dispatch_the_server_dropped_is_published_again_and_stored_once(
     assert (await js.stream_info(S.runs_stream)).state.messages == 0
 
 
+@pytest.mark.parametrize("started", [True, False], ids=["started-reported", "outcome-only"])
 async def test_a_dispatch_no_worker_takes_in_time_stays_queued_once(
-    rig: Rig, caplog: pytest.LogCaptureFixture
+    rig: Rig, caplog: pytest.LogCaptureFixture, started: bool
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="attune_actors.nats.transport")
-    await make_live(rig)
+    await make_live(rig, started=started)
     rig.transport.confirm_after = 0.1
     js = rig.nc.jetstream()
     run = attempt()
@@ -355,6 +358,45 @@ async def test_a_dispatch_no_worker_takes_in_time_stays_queued_once(
                      ["e", later.key, time.time(), "succeeded", None, None])
     await rig.outcome(2)
     assert [o.status for o in rig.outcomes] == ["succeeded", "succeeded"]
+
+
+async def test_a_dispatch_written_just_before_a_server_restart_is_stored_and_run_once(
+    rig: Rig, nats_server: Any
+) -> None:
+    await make_live(rig)
+    rig.transport.confirm_after = 0.2
+    run = attempt()
+    written = rig.nc.stats["out_msgs"]
+    rig.submit(run)  # written from the submitting code, asking for no acknowledgement
+    await until(lambda: rig.nc.stats["out_msgs"] > written, "the dispatch to be written")
+    await asyncio.to_thread(nats_server.restart)
+    await until(lambda: rig.nc.is_connected, "the reconnect", timeout=20)
+    js = rig.nc.jetstream()
+
+    async def stored() -> bool:
+        return (await js.stream_info(S.runs_stream)).state.messages > 0
+
+    await until(stored, "the dispatch to be stored", timeout=20)
+    msgs = await rig.take(3)
+    assert [decode_dispatch(m.data).run.run_id for m in msgs] == ["ex1.1"]
+    await rig.report("w", ["e", run.key, time.time(), "succeeded", None, None])
+    assert (await rig.outcome()).status == "succeeded"
+    await rig.transport.close()  # nothing is re-sent after this
+    assert (await js.stream_info(S.runs_stream)).state.messages == 0
+
+
+async def test_an_applied_outcome_is_acknowledged_though_no_dispatch_follows(rig: Rig) -> None:
+    run = attempt()
+    rig.submit(run)
+    await rig.take()
+    await rig.report("w", ["e", run.key, time.time(), "succeeded", None, None])
+    await rig.outcome()
+    js = rig.nc.jetstream()
+
+    async def acknowledged() -> bool:
+        return (await js.stream_info(S.results_stream)).state.messages == 0
+
+    await until(acknowledged, "the outcome to be acknowledged")
 
 
 async def test_a_dispatch_the_stream_refuses_fails_with_the_server_s_reason(nats_server: Any) -> None:
