@@ -240,7 +240,7 @@ class AsyncioActor(Actor):
 
     def _start_actor_loop(self) -> None:
         _live.add(self)
-        self.actor_inbox.begin(self._begin)
+        self.actor_inbox.run_reader(self._begin)
 
     # -- starting --------------------------------------------------------------------------------
 

@@ -3,8 +3,9 @@
 Senders call `put()` (through pykka's `ActorRef.tell/ask`) from any thread; the actor is the only
 reader. All inbox state is touched on the actor's loop thread only: a sender on another thread
 hands its envelope over with `loop.call_soon_threadsafe`, which keeps each sender's messages in order.
-An idle actor has no task waiting on its inbox: the inbox holds it as its *reader* and schedules
-the reader's `_drain()` on the loop when the next envelope arrives.
+An idle actor has no task waiting on its inbox: the inbox holds it as its *reader* and runs the
+reader's `_drain()` when the next envelope arrives: at once when another actor's handler sent it
+(a hand-over, `run_reader`), else as a loop callback.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def reject(envelope: Envelope[Any], owner: object) -> None:
 
 
 class Reader(Protocol):
-    """What an inbox wakes: `_drain()` runs on the loop, as a callback, when envelopes wait."""
+    """What an inbox wakes: `_drain()` runs on the loop thread when envelopes wait."""
 
     def _drain(self) -> None: ...
 
@@ -79,8 +80,8 @@ class AsyncioInbox:
     """An asyncio queue of pykka envelopes for one actor (implements pykka's `ActorInbox` protocol).
 
     Unbounded; `put()` never blocks. The reader (the actor) takes all queued envelopes at once
-    with `take()` and, when there are none, `park()`s itself: the next `put()` schedules its
-    `_drain()` on the loop (once; the reader parks again when it has drained). After `close()`
+    with `take()` and, when there are none, `park()`s itself: the next `put()` runs its
+    `_drain()` (once; the reader parks again when it has drained). After `close()`
     every new envelope is rejected at once: asks get `ActorDeadError`, tells from the loop thread
     raise it, tells that arrive from other threads are dropped.
     """
@@ -121,33 +122,17 @@ class AsyncioInbox:
         reader = self._reader
         if reader is not None:
             self._reader = None
-            thread = self._thread
-            if thread.inside and thread.depth < _HANDOVER_DEPTH:
-                # Sent by another actor's handler: the reader is idle, so nothing of it is on the
-                # stack, and it handles the message now instead of a loop turn later (a turn costs
-                # more than most handlers). Only from inside a handler: what arrives from callbacks
-                # (transports, timers) still waits for the turn, so that a burst of them reaches
-                # the reader as one burst.
-                thread.depth += 1
-                try:
-                    reader._drain()
-                finally:
-                    thread.depth -= 1
-            else:
-                self._loop.call_soon(self._wake, reader, context=thread.context)
+            self.run_reader(reader._drain)
 
-    def _wake(self, reader: Reader) -> None:
-        """Run the reader's `_drain` as a loop callback (in the thread's handler context)."""
-        thread = self._thread
-        inside, thread.inside = thread.inside, True
-        try:
-            reader._drain()
-        finally:
-            thread.inside = inside
+    def run_reader(self, callback: Callable[[], None]) -> None:
+        """Run `callback`, the reader's code (its `_drain`, or how it begins).
 
-    def begin(self, callback: Callable[[], None]) -> None:
-        """Run `callback`, the reader's beginning, as its own code: now if another actor's handler
-        starts it (as `put()` hands a message over), else on the next loop turn."""
+        From inside another actor's handler it runs now: the reader is idle, so nothing of it is
+        on the stack, and a message is handed over at once instead of a loop turn later (a turn
+        costs more than most handlers); at most `_HANDOVER_DEPTH` readers deep. Otherwise, and
+        from callbacks (transports, timers), it runs on the next loop turn, so that a burst of
+        messages sent meanwhile reaches the reader as one burst.
+        """
         thread = self._thread
         if thread.inside and thread.depth < _HANDOVER_DEPTH:
             thread.depth += 1
@@ -159,6 +144,7 @@ class AsyncioInbox:
             self._loop.call_soon(self._enter, callback, context=thread.context)
 
     def _enter(self, callback: Callable[[], None]) -> None:
+        """A loop callback running the reader's code, in the thread's handler context."""
         thread = self._thread
         inside, thread.inside = thread.inside, True
         try:
@@ -175,7 +161,7 @@ class AsyncioInbox:
         reader = self._reader
         if reader is not None:
             self._reader = None
-            self._thread.context.run(self._wake, reader)  # already a callback on the loop
+            self._thread.context.run(self._enter, reader._drain)  # already a callback on the loop
 
     def _refuse(self, envelope: Envelope[Any]) -> None:
         if envelope.reply_to is None:
