@@ -102,11 +102,6 @@ class AsyncioInbox:
         """The event loop that runs the reader."""
         return self._loop
 
-    @property
-    def context(self) -> contextvars.Context:
-        """The context the reader's callbacks run in (one per loop thread, shared by its actors)."""
-        return self._thread.context
-
     def put(self, envelope: Envelope[Any], /) -> None:
         """Queue an envelope from any thread; never blocks."""
         if _get_ident() != self._thread_id:

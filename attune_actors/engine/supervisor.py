@@ -204,9 +204,10 @@ class WorkflowSupervisor(AsyncioActor):
         # A task actor crashed (a bug, not an action failure): its attempts will never report,
         # so the execution fails rather than waiting forever.
         if child in self._idle:
-            if self._idle.index(child) >= len(self._idle) - self._unreleased:
+            at = self._idle.index(child)
+            if at >= len(self._idle) - self._unreleased:  # one of those not yet released
                 self._unreleased -= 1
-            self._idle.remove(child)
+            del self._idle[at]
         for run_id, ref in list(self._tasks.items()):
             if ref is child:
                 del self._tasks[run_id]
