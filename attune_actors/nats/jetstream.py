@@ -126,6 +126,91 @@ async def ensure_consumer(nc: Client, stream: str, config: ConsumerConfig) -> No
         ) from None
 
 
+# ----------------------------------------------------------------------------------------- delivery
+
+# A message handler run from the client's read loop; what it returns (if anything) is awaited before
+# the next message of the subscription is handled.
+MessageHandler = Callable[[Msg], Awaitable[None] | None]
+
+
+class _Inline(asyncio.Queue[Msg]):
+    """Stands in for nats-py's per-subscription queue: a message is handled as it is parsed.
+
+    nats-py (pinned) hands every message of a callback subscription to a task of its own through an
+    `asyncio.Queue`: a loop turn, a task switch and a queue round per message, on every hop of a
+    chain. Here `put_nowait`, which nats-py's `_process_msg` calls, runs the handler at once. When
+    the handler returns an awaitable (the rare paths that must wait: a nak, a dead letter), the
+    messages after it are queued, as nats-py would, and handled in order by a task once it is done;
+    `qsize()`, `join()` and `Subscription.drain()` keep their meaning. A handler's exception is
+    logged: it must not reach nats-py's parser, which would drop the connection.
+    """
+
+    def __init__(self, handler: MessageHandler) -> None:
+        super().__init__()
+        self._handler = handler
+        self._behind: asyncio.Task[None] | None = None  # handles what waits behind an awaitable
+
+    def put_nowait(self, item: Msg) -> None:
+        if self._behind is not None:
+            super().put_nowait(item)
+            return
+        pending = self._run(item)
+        if pending is not None:
+            self._behind = asyncio.get_running_loop().create_task(self._catch_up(pending))
+
+    def _run(self, msg: Msg) -> Awaitable[None] | None:
+        try:
+            return self._handler(msg)
+        except Exception:
+            log.exception("message handler failed on %s", msg.subject)
+            return None
+
+    async def _catch_up(self, pending: Awaitable[None]) -> None:
+        queued = False  # whether `pending` is the handling of a message taken from the queue
+        try:
+            while True:
+                try:
+                    await pending
+                except Exception:
+                    log.exception("message handler failed")
+                if queued:
+                    self.task_done()
+                while True:
+                    if self.empty():
+                        return
+                    later = self._run(self.get_nowait())
+                    if later is not None:
+                        pending, queued = later, True
+                        break
+                    self.task_done()
+        finally:
+            self._behind = None
+
+
+async def subscribe_inline(nc: Client, subject: str, handler: MessageHandler) -> Subscription:
+    """A subscription whose messages go to `handler` from the client's read loop (`_Inline`).
+
+    Uses nats-py's `Subscription._pending_queue` and `_wait_for_msgs_task` (pinned nats-py): the
+    queue is replaced and the task that read the old one is stopped before any message arrives
+    (the SUB is written after this returns, at the flusher's next turn)."""
+
+    async def unused(msg: Msg) -> None:  # nats-py wants a coroutine function; never called
+        raise AssertionError("inline subscription")
+
+    sub = await nc.subscribe(subject, cb=unused, pending_msgs_limit=-1, pending_bytes_limit=-1)
+    sub._pending_queue = _Inline(handler)
+    task = sub._wait_for_msgs_task
+    if task is not None:
+        task.cancel()
+    return sub
+
+
+def parsed_all(nc: Client) -> bool:
+    """Whether nats-py's parser has handed out everything it read (called from an inline handler:
+    this message is the last of what arrived together). Reads its buffer (pinned nats-py)."""
+    return not nc._ps.buf
+
+
 # ---------------------------------------------------------------------------------------- publisher
 
 # JetStream's error code for a publish whose `Nats-Expected-Last-Subject-Sequence` does not hold
@@ -143,7 +228,8 @@ class PublishError:
         return self.description
 
 
-DoneCallback = Callable[[PublishError | None], Awaitable[None]]
+# May return something to await (a coroutine function's call does): messages after it wait for it.
+DoneCallback = Callable[[PublishError | None], Awaitable[None] | None]
 
 _HEADER_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HEADER_VALUE_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
@@ -250,9 +336,7 @@ class Publisher:
         self._loop = asyncio.get_running_loop()
         self._inbox = self._nc.new_inbox()
         self._prefix_len = len(self._inbox) + 1
-        self._sub = await self._nc.subscribe(
-            self._inbox + ".*", cb=self._on_reply, pending_msgs_limit=-1, pending_bytes_limit=-1
-        )
+        self._sub = await subscribe_inline(self._nc, self._inbox + ".*", self._on_reply)
 
     async def close(self) -> None:
         self.write(messages=False, held=True)  # (messages not written yet are dropped: the owner closes)
@@ -401,17 +485,19 @@ class Publisher:
         if not self._inflight:
             self._idle.set()
         assert out.on_done is not None
-        task: asyncio.Future[None] = asyncio.ensure_future(out.on_done(PublishError(reason)))
-        self._refused.add(task)
-        task.add_done_callback(self._refused.discard)
+        pending = out.on_done(PublishError(reason))
+        if pending is not None:
+            task: asyncio.Future[None] = asyncio.ensure_future(pending)
+            self._refused.add(task)
+            task.add_done_callback(self._refused.discard)
 
-    async def _on_reply(self, msg: Msg) -> None:
+    def _on_reply(self, msg: Msg) -> Awaitable[None] | None:
         out = self._inflight.get(msg.subject[self._prefix_len :])
         if out is None:
-            return  # a reply to a re-sent message that was acknowledged already
+            return None  # a reply to a re-sent message that was acknowledged already
         headers = msg.headers
         if headers and headers.get("Status") == "503":
-            return  # no stream (yet): the sweep re-sends after the timeout
+            return None  # no stream (yet): the sweep re-sends after the timeout
         error: PublishError | None = None
         data = msg.data
         if b'"error"' in data:
@@ -425,27 +511,23 @@ class Publisher:
                 code, error = 500, PublishError(f"unreadable reply {data[:200]!r}")
             if code >= 500:
                 log.debug("transient publish error on %s: %s", out.subject, error)
-                return  # the sweep re-sends
+                return None  # the sweep re-sends
         del self._inflight[out.token]
         if not self._inflight:
             self._idle.set()
         assert out.on_done is not None
-        try:
-            await out.on_done(error)
-        except Exception:
-            log.exception("publish callback failed")
+        return out.on_done(error)  # (an exception is logged by the subscription's delivery)
 
 
 # ------------------------------------------------------------------------------------------- puller
-
-MessageHandler = Callable[[Msg], Awaitable[None]]
 
 
 class Puller:
     """A continuous pull consumer: keeps pull requests out for as many messages as `free()` allows.
 
-    Delivered messages go to `handler` one at a time, and `on_drained()` follows the last of those
-    that arrived together (nothing more is waiting to be handled). Credits: every delivered message
+    Delivered messages go to `handler` one at a time, from the client's read loop (`subscribe_inline`:
+    what it returns is awaited before the next), and `on_drained()` follows the last of those that
+    arrived together (nothing more is waiting to be handled). Credits: every delivered message
     uses one (of the oldest request: the server serves requests in order); a request that expires
     (408) or is refused (409, 503) gives back what it did not deliver. After a reconnect, or when
     `ensure` re-creates a missing consumer, the accounting starts over (the server forgot our
@@ -463,7 +545,7 @@ class Puller:
         ensure: Callable[[], Awaitable[None]],
         expires: float = 5.0,
         min_batch: int = 1,
-        on_drained: Callable[[], Awaitable[None]] | None = None,
+        on_drained: Callable[[], None] | None = None,
     ) -> None:
         self._nc = nc
         self._next = f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
@@ -487,10 +569,8 @@ class Puller:
     async def start(self) -> None:
         self._inbox = self._nc.new_inbox()
         self._prefix_len = len(self._inbox) + 1
-        self._sub = await self._nc.subscribe(
-            self._inbox + ".*", cb=self._on_msg, pending_msgs_limit=-1, pending_bytes_limit=-1
-        )
-        await self.top_up()
+        self._sub = await subscribe_inline(self._nc, self._inbox + ".*", self._on_msg)
+        self.top_up()
 
     async def close(self) -> None:
         if self._sub is not None:
@@ -518,8 +598,8 @@ class Puller:
         self._credits = 0
         self._requests.clear()
 
-    async def top_up(self) -> None:
-        """Ask for more messages if free slots exceed what is already asked for."""
+    def top_up(self) -> None:
+        """Ask for more messages if free slots exceed what is already asked for (written now)."""
         if self.paused or self._sub is None or self._broken_since is not None or not self._nc.is_connected:
             return
         want = self._free() - self._credits
@@ -529,11 +609,10 @@ class Puller:
         token = str(self._seq)
         self._requests[token] = [want, time.monotonic() + self._expires]
         self._credits += want
-        request = {"batch": want, "expires": int(self._expires * 1e9)}
-        try:
-            await self._nc.publish(self._next, json.dumps(request).encode(), reply=f"{self._inbox}.{token}")
-        except Exception as exc:
-            log.debug("pull request failed: %s", describe(exc))
+        request = json.dumps({"batch": want, "expires": int(self._expires * 1e9)}).encode()
+        command = pub_command(self._next, f"{self._inbox}.{token}", request, None)
+        if not write_commands(self._nc, [command], 1, len(request)):
+            log.debug("pull request not written: connection lost")
             self._end_request(token, None)
 
     async def maintain(self, *, reconnected: bool = False) -> None:
@@ -555,7 +634,7 @@ class Puller:
                 log.info("consumer available again")
                 self._broken_since = None
                 self.reset()
-        await self.top_up()
+        self.top_up()
 
     def _end_request(self, token: str, unused: int | None) -> None:
         entry = self._requests.pop(token, None)
@@ -563,11 +642,11 @@ class Puller:
             unused = int(entry[0]) if entry is not None else 0
         self._credits = max(0, self._credits - unused)
 
-    async def _on_msg(self, msg: Msg) -> None:
+    def _on_msg(self, msg: Msg) -> Awaitable[None] | None:
         headers = msg.headers
         if headers is not None and not msg.reply and "Status" in headers:
-            await self._on_status(msg, headers)
-            return
+            self._on_status(msg, headers)
+            return None
         if self._credits > 0:
             self._credits -= 1
         if self._requests:
@@ -576,19 +655,33 @@ class Puller:
             if entry[0] <= 0:
                 del self._requests[token]
         try:
-            await self._handler(msg)
+            pending = self._handler(msg)
         except Exception:
             log.exception("message handler failed on %s", msg.subject)
+            pending = None
+        if pending is not None:
+            return self._handled_after(pending)
+        self._handled()
+        return None
+
+    async def _handled_after(self, pending: Awaitable[None]) -> None:
+        try:
+            await pending
+        except Exception:
+            log.exception("message handler failed")
+        self._handled()
+
+    def _handled(self) -> None:
         if self._free() - self._credits >= self._min_batch:
-            await self.top_up()
+            self.top_up()
         sub = self._sub
-        if self._on_drained is not None and sub is not None and not sub.pending_msgs:
+        if self._on_drained is not None and sub is not None and not sub.pending_msgs and parsed_all(self._nc):
             try:
-                await self._on_drained()  # the last of what arrived together: answer them now
+                self._on_drained()  # the last of what arrived together: answer them now
             except Exception:
                 log.exception("after-delivery hook failed")
 
-    async def _on_status(self, msg: Msg, headers: dict[str, str]) -> None:
+    def _on_status(self, msg: Msg, headers: dict[str, str]) -> None:
         status = headers.get("Status", "")
         if status == "100":
             return  # idle heartbeat / flow control
@@ -606,6 +699,6 @@ class Puller:
                 self._broken_since = time.monotonic()
                 self._next_ensure = time.monotonic() + 0.25
         elif status in ("404", "408"):
-            await self.top_up()
+            self.top_up()
         elif status != "409":  # 409s (limits, leadership change, shutdown): the next maintain tops up
             log.warning("unexpected pull status %s %s", status, description)

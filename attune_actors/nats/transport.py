@@ -75,7 +75,7 @@ import heapq
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,6 +120,16 @@ from attune_actors.transport.attempt import outcome
 from attune_actors.transport.base import ActionRun, OutcomeCallback, RunOutcome, Transport
 
 log = logging.getLogger("attune_actors.nats.transport")
+
+
+async def _quietly(pending: Awaitable[None]) -> None:
+    with contextlib.suppress(Exception):
+        await pending
+
+
+async def _in_turn(pending: Iterable[Awaitable[None]]) -> None:
+    for each in pending:
+        await each
 
 # Stored only if the subject (one per attempt) holds no message: the attempt is not queued already.
 EXPECT_NONE_QUEUED = "Nats-Expected-Last-Subject-Sequence"
@@ -416,13 +426,13 @@ class NatsTransport(Transport):
                 self._publisher.send(subject, payload, msg_id, headers)
                 return
 
-        async def sent(error: PublishError | None) -> None:
+        def sent(error: PublishError | None) -> Awaitable[None] | None:
             if error is None:
-                return
+                return None
             if error.err_code == WRONG_LAST_SEQUENCE:
-                await self._queued_before(attempt, subject, payload)
-            else:
-                self._finish(key, "failed", None, f"cannot dispatch {attempt.run.action}: {error}")
+                return self._queued_before(attempt, subject, payload)
+            self._finish(key, "failed", None, f"cannot dispatch {attempt.run.action}: {error}")
+            return None
 
         self._publisher.publish(subject, payload, msg_id, sent, headers)
 
@@ -520,17 +530,18 @@ class NatsTransport(Transport):
         except Exception:  # one bad callback must not lose the other outcomes of a batch
             log.exception("outcome callback failed for %s", key)
 
-    async def _on_results(self, msg: Msg) -> None:
+    def _on_results(self, msg: Msg) -> Awaitable[None] | None:
+        """Apply a batch of events (from the client's read loop: nothing here waits, but the rare
+        dead letters and a nak, returned to be awaited before the next message)."""
         if self._owned is not None and not self._owned():
-            with contextlib.suppress(Exception):
-                await msg.nak()
-            return
+            return _quietly(msg.nak())
+        reports: list[Awaitable[None]] = []  # dead letters, sent after the batch is applied
         try:
             worker, events = decode_results(msg.data)
         except BadMessage as exc:
-            await report_bad_input(
+            reports.append(report_bad_input(
                 self._nc, self.subjects, msg, "bad_result", exc.reason, engine_id=self.engine_id
-            )
+            ))
             events = []
             worker = ""
         now = time.monotonic()
@@ -548,11 +559,11 @@ class NatsTransport(Transport):
                 continue
             if attempt.worker is not None and attempt.worker != worker:
                 # Only the worker that took the attempt reports on it: anyone else is refused.
-                await report_bad_input(
+                reports.append(report_bad_input(
                     self._nc, self.subjects, msg, "refused_result",
                     f"worker {worker} reported on {key}, which worker {attempt.worker} took",
                     engine_id=self.engine_id, worker_id=worker,
-                )
+                ))
                 continue
             if not attempt.measured:
                 attempt.measured = True
@@ -569,10 +580,10 @@ class NatsTransport(Transport):
                 if attempt.sealed and event[0] == ENDED and not (event[3] == "failed" and result is None):
                     raise BadMessage(f"an outcome in clear for {key}, which was sent encrypted")
             except BadMessage as exc:
-                await report_bad_input(
+                reports.append(report_bad_input(
                     self._nc, self.subjects, msg, "refused_result", exc.reason,
                     engine_id=self.engine_id, worker_id=worker,
-                )
+                ))
                 continue
             if attempt.worker is None:
                 # its outcome came without a `started` before it (a noop's, a quick one's): taken all
@@ -580,6 +591,7 @@ class NatsTransport(Transport):
                 self._taken(attempt)
             self._finish(key, event[3], result, error)
         self._publisher.ack(msg)  # with the next dispatch: an outcome applied twice is ignored
+        return _in_turn(reports) if reports else None
 
     def _open(self, event: list[Any], worker: str) -> tuple[Any, str | None]:
         """(result, error) of an outcome event; BadMessage when it is sealed and does not open."""

@@ -47,7 +47,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -405,16 +405,15 @@ class Worker:
 
     # ------------------------------------------------------------------ attempts
 
-    async def _on_dispatch(self, msg: Msg) -> None:
+    def _on_dispatch(self, msg: Msg) -> Awaitable[None] | None:
+        """Take an attempt (from the client's read loop: what must wait, a nak, an ack of a message
+        not run, a dead letter, is returned to be awaited before the next message)."""
         if self._draining:
-            with contextlib.suppress(Exception):
-                await msg.nak()  # straight back to the queue for another worker
-            return
+            return _quietly(msg.nak())  # straight back to the queue for another worker
         try:
             dispatch = decode_dispatch(msg.data, self._cipher)
         except BadMessage as exc:
-            await self._reject(msg, exc)
-            return
+            return self._reject(msg, exc)
         engine, run = dispatch.engine, dispatch.run
         for secret in dispatch.secrets:
             self._masker.add(secret)
@@ -425,9 +424,7 @@ class Worker:
             # attempt it still runs: its reports stand. (The same attempt sent again as a new message
             # after it ended here, by an engine that restarted, runs again.)
             log.info("attempt %s delivered again; already taken here", key)
-            with contextlib.suppress(Exception):
-                await msg.ack()
-            return
+            return _quietly(msg.ack())
         if seq:
             self._recent[seq] = None
             if len(self._recent) > RECENT_MESSAGES:
@@ -441,12 +438,12 @@ class Worker:
             action = self._catalog.action(run.action)
         except AttuneError as exc:
             self._ended(engine, key, at, "failed", None, f"{exc.message} (on worker {self.worker_id})", msg)
-            return
+            return None
         known = immediate_outcome(run, action)
         if known is not None:  # like the in-process transport: no task to start
             self._account_attempt(run, known.status, 0.0, known.error, logging.DEBUG)
             self._ended(engine, key, at, known.status, known.result, known.error, msg)
-            return
+            return None
         self._actions[key] = action.ref
         trace = carrier_from_headers(msg.headers)
         if trace is not None:
@@ -460,6 +457,7 @@ class Worker:
                 self._execute(engine, run, action, at), name=f"run {key}"
             )
         self._report(engine, _Event(STARTED, key, at, msgs=[msg]))
+        return None
 
     async def _reject(self, msg: Msg, exc: BadMessage) -> None:
         await report_bad_input(
@@ -522,7 +520,7 @@ class Worker:
         if self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
 
-    async def _flush_now(self) -> None:
+    def _flush_now(self) -> None:
         """After the last dispatch of a delivery: its reports leave at once, from this task (the
         batching turn saved)."""
         if self._flush_handle is not None:
@@ -559,7 +557,7 @@ class Worker:
         self._batch_seq += 1
         payload = results_message(head, parts)
 
-        async def stored(error: PublishError | None) -> None:
+        def stored(error: PublishError | None) -> None:
             if error is not None:  # refused for good: the engine will notice the attempts are gone
                 log.error("results for %s refused by the server: %s", subject, error)
             for event in batch:
@@ -570,11 +568,16 @@ class Worker:
                     self._actions.pop(event.key, None)
                     self._sealed.discard(event.key)
             if not self._draining:
-                await self._puller.top_up()
+                self._puller.top_up()
 
         self._publisher.publish(
             subject, payload, f"{self.worker_id}:{self._boot}:{self._batch_seq}", stored
         )
+
+
+async def _quietly(pending: Awaitable[None]) -> None:
+    with contextlib.suppress(Exception):
+        await pending
 
 
 def _stream_seq(msg: Msg) -> int:
