@@ -235,20 +235,39 @@ _HEADER_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HEADER_VALUE_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
 
 
-def pub_command(subject: str, reply: str, payload: bytes, headers: dict[str, str] | None) -> bytes:
-    """The client protocol's PUB (HPUB with headers) for a message, as nats-py writes it."""
+_header_keys: dict[str, str | None] = {}  # a header name -> as written (None: left out)
+
+
+def pub_command(
+    subject: str, reply: str, payload: bytes, headers: dict[str, str] | None, msg_id: str = ""
+) -> bytes:
+    """The client protocol's PUB (HPUB with headers) for a message, as nats-py writes it;
+    `msg_id` goes as its `Nats-Msg-Id` header, after `headers`."""
     space = " " if reply else ""
-    if not headers:
+    if not headers and not msg_id:
         return f"PUB {subject} {reply}{space}{len(payload)}\r\n".encode() + payload + b"\r\n"
     lines = ["NATS/1.0\r\n"]
-    for key, value in headers.items():
-        key = key.strip()
-        if _HEADER_KEY.fullmatch(key):  # (ours, and a trace context's: a bad one is left out)
-            lines.append(f"{key}: {value.strip().translate(_HEADER_VALUE_NEWLINES)}\r\n")
+    for key, value in (headers or {}).items():
+        name = _header_keys.get(key)
+        if name is None and key not in _header_keys:
+            stripped = key.strip()
+            # (ours, and a trace context's: a bad one is left out)
+            name = stripped if _HEADER_KEY.fullmatch(stripped) else None
+            if len(_header_keys) < 256:
+                _header_keys[key] = name
+        if name is not None:
+            lines.append(f"{name}: {_header_value(value)}\r\n")
+    if msg_id:
+        lines.append(f"{MSG_ID}: {_header_value(msg_id)}\r\n")
     lines.append("\r\n")
     head = "".join(lines).encode()
     return (f"HPUB {subject} {reply}{space}{len(head)} {len(head) + len(payload)}\r\n".encode()
             + head + payload + b"\r\n")
+
+
+def _header_value(value: str) -> str:
+    value = value.strip()
+    return value.translate(_HEADER_VALUE_NEWLINES) if "\r" in value or "\n" in value else value
 
 
 def write_commands(nc: Client, commands: list[bytes], count: int, size: int) -> bool:
@@ -471,9 +490,8 @@ class Publisher:
             if out.token:
                 out.sent = now
                 out.tries += 1
-            headers = {MSG_ID: out.msg_id} if out.headers is None else {**out.headers, MSG_ID: out.msg_id}
             commands.append(pub_command(out.subject, f"{inbox}.{out.token}" if out.token else "",
-                                        out.payload, headers))
+                                        out.payload, out.headers, out.msg_id))
             size += len(out.payload)
         self._queue.clear()
         return size

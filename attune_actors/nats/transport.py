@@ -133,6 +133,7 @@ async def _in_turn(pending: Iterable[Awaitable[None]]) -> None:
 
 # Stored only if the subject (one per attempt) holds no message: the attempt is not queued already.
 EXPECT_NONE_QUEUED = "Nats-Expected-Last-Subject-Sequence"
+_EXPECT_NONE_QUEUED = {EXPECT_NONE_QUEUED: "0"}  # (shared: never changed)
 
 
 @dataclass(slots=True, eq=False)
@@ -407,9 +408,9 @@ class NatsTransport(Transport):
     ) -> None:
         # Only if no message of this attempt is queued: one a previous run of this engine (or the
         # partition's previous owner) dispatched and no worker has taken yet is refused, not doubled.
-        headers = {EXPECT_NONE_QUEUED: "0"}
+        headers = _EXPECT_NONE_QUEUED
         if attempt.run.trace:  # the task span's trace context: the worker's attempt span is its child
-            headers.update(attempt.run.trace)
+            headers = {**headers, **attempt.run.trace}
         key = attempt.run.key
         msg_id = f"{key}@{self._incarnation}"
         if (

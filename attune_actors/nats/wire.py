@@ -17,6 +17,7 @@ an `error` event on `Subjects.service_events` (JSON, the control service's forma
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -42,7 +43,6 @@ MSG_ID = "Nats-Msg-Id"
 MAX_MSG_SIZE = 1024 * 1024  # bytes; the stream's max_msg_size and the default server max_payload
 DEAD_LETTER_SAMPLE = 1024
 STARTED, ENDED, SEALED_END = "s", "e", "x"
-RUN_FIELDS = ("execution_id", "run_id", "item", "attempt", "task", "action", "parameters", "deadline")
 
 
 class BadMessage(Exception):
@@ -159,7 +159,10 @@ def decode_dispatch(data: bytes, cipher: PayloadCipher | None = None) -> Dispatc
     ]
     if problems:
         raise BadMessage(f"dispatch with a missing or mistyped {', '.join(problems)}", engine=engine, key=key)
-    attempt = ActionRun(**{name: run[name] for name in RUN_FIELDS})
+    attempt = ActionRun(
+        run["execution_id"], run["run_id"], run["item"], run["attempt"], run["task"], run["action"],
+        run["parameters"], run["deadline"],
+    )
     sealed = body.get("sealed")
     if sealed is None:
         return Dispatch(engine, attempt)
@@ -184,7 +187,7 @@ def decode_dispatch(data: bytes, cipher: PayloadCipher | None = None) -> Dispatc
     secrets = inner.get("secrets") if isinstance(inner, dict) else None
     if not isinstance(parameters, dict) or not isinstance(secrets, list):
         raise BadMessage("sealed parameters of the wrong shape", engine=engine, key=key)
-    run_open = ActionRun(**{**{name: run[name] for name in RUN_FIELDS}, "parameters": parameters})
+    run_open = dataclasses.replace(attempt, parameters=parameters)
     return Dispatch(engine, run_open, True, tuple(str(s) for s in secrets))
 
 

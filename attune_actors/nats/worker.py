@@ -217,6 +217,8 @@ class Worker:
         self._outbox: dict[str, dict[str, _Event]] = {}
         self._flush_handle: asyncio.Handle | None = None
         self._batch_seq = 0
+        self._head = results_head(self.worker_id)
+        self._results_subjects: dict[str, str] = {}  # engine id -> its results subject
         self._publisher = Publisher(nc)
         self._puller = Puller(
             nc, subjects.runs_stream, self.consumer, self._on_dispatch, self._free,
@@ -532,9 +534,14 @@ class Worker:
             self._flush_handle = None
         outbox, self._outbox = self._outbox, {}
         limit = min(self._streams.max_msg_size, self._nc.max_payload or MAX_MSG_SIZE) - 4096
-        head = results_head(self.worker_id)
+        head = self._head
+        subjects = self._results_subjects
         for engine, events in outbox.items():
-            subject = self.subjects.results(engine)
+            subject = subjects.get(engine)
+            if subject is None:
+                if len(subjects) >= 1024:  # (engine ids come with the dispatches: bounded)
+                    subjects.clear()
+                subject = subjects[engine] = self.subjects.results(engine)
             parts: list[bytes] = []
             batch: list[_Event] = []
             size = len(head) + 5
