@@ -122,6 +122,11 @@ from attune_actors.transport.base import ActionRun, OutcomeCallback, RunOutcome,
 log = logging.getLogger("attune_actors.nats.transport")
 
 
+def _soon(callback: Callable[..., object], *args: Any) -> None:
+    # (not looked up on the way of a dispatch: in Python 3.11 `get_running_loop` makes a getpid call)
+    asyncio.get_running_loop().call_soon(callback, *args)
+
+
 async def _quietly(pending: Awaitable[None]) -> None:
     with contextlib.suppress(Exception):
         await pending
@@ -348,23 +353,22 @@ class NatsTransport(Transport):
     # -- the Transport interface
 
     def submit(self, run: ActionRun, on_outcome: OutcomeCallback) -> None:
-        loop = asyncio.get_running_loop()
         key = run.key
         if self._owned is not None and not self._owned():
             log.warning("%s not dispatched: this engine may no longer own %s", key, self.engine_id)
             return  # the engine is about to be closed; the partition's owner resumes the execution
         if self._closed:
-            loop.call_soon(on_outcome, outcome(run, "failed", error="the NATS transport is closed"))
+            _soon(on_outcome, outcome(run, "failed", error="the NATS transport is closed"))
             return
         try:
             action = self._actions(run.action)
         except AttuneError as exc:
-            loop.call_soon(on_outcome, outcome(run, "failed", error=exc.message))
+            _soon(on_outcome, outcome(run, "failed", error=exc.message))
             return
         orphan = self._orphans.pop(key, None)
         if orphan is not None:  # ended before we (re)submitted it: an engine restart
             self._attempts[key] = _Attempt(run, on_outcome, time.time(), measured=True)
-            loop.call_soon(self._finish, key, *orphan[1:])
+            _soon(self._finish, key, *orphan[1:])
             return
         held = self._foreign.pop(key, None)
         if held is not None and time.monotonic() - held[1] <= self.heartbeat_timeout:
@@ -379,7 +383,7 @@ class NatsTransport(Transport):
                 "nats.payload_key (ATTUNE_NATS__PAYLOAD_KEY, the same on the engine and the workers) "
                 "NATS would carry it in clear"
             )
-            loop.call_soon(on_outcome, outcome(run, "failed", error=error))
+            _soon(on_outcome, outcome(run, "failed", error=error))
             return
         try:
             payload = encode_dispatch(
@@ -387,11 +391,11 @@ class NatsTransport(Transport):
             )
         except AttuneError as exc:
             error = f"cannot send {run.action}: {exc.message}"
-            loop.call_soon(on_outcome, outcome(run, "failed", error=error))
+            _soon(on_outcome, outcome(run, "failed", error=error))
             return
         limit = min(self._streams.max_msg_size, self._nc.max_payload or MAX_MSG_SIZE) - 1024
         if len(payload) > limit:
-            loop.call_soon(
+            _soon(
                 on_outcome,
                 outcome(run, "failed", error=f"the parameters of {run.action} are too large to send to a "
                          f"worker: {len(payload)} bytes (limit {limit})"),

@@ -216,6 +216,7 @@ class Worker:
         self._recent: collections.OrderedDict[int, None] = collections.OrderedDict()
         self._outbox: dict[str, dict[str, _Event]] = {}
         self._flush_handle: asyncio.Handle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # (get_running_loop costs a getpid call)
         self._batch_seq = 0
         self._head = results_head(self.worker_id)
         self._results_subjects: dict[str, str] = {}  # engine id -> its results subject
@@ -248,7 +249,7 @@ class Worker:
         if self._started:
             raise RuntimeError("a Worker runs once")
         self._started = True
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         tasks: list[asyncio.Task[None]] = []
         try:
             await self._ensure()
@@ -520,7 +521,7 @@ class Worker:
     def _report(self, engine: str, event: _Event) -> None:
         self._outbox.setdefault(engine, {})[event.key] = event
         if self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+            self._flush_handle = (self._loop or asyncio.get_running_loop()).call_soon(self._flush)
 
     def _flush_now(self) -> None:
         """After the last dispatch of a delivery: its reports leave at once, from this task (the
