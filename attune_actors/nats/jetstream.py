@@ -386,13 +386,16 @@ class Publisher:
         msg_id: str,
         on_done: DoneCallback,
         headers: dict[str, str] | None = None,
+        *,
+        soon: bool = True,
     ) -> None:
-        """Queue a message, written at the end of this loop turn (or by the caller's `write()`)."""
+        """Queue a message, written at the end of this loop turn (`soon`) or by the caller's
+        `write()` before it returns to the loop."""
         self._seq += 1
         out = _Out(subject, payload, msg_id, on_done, str(self._seq), time.monotonic(), headers)
         self._inflight[out.token] = out
         self._idle.clear()
-        self._enqueue(out)
+        self._enqueue(out, soon)
 
     def send(self, subject: str, payload: bytes, msg_id: str, headers: dict[str, str] | None = None) -> None:
         """Publish once, without asking for the server's acknowledgement (one wake-up less for this
@@ -422,11 +425,11 @@ class Publisher:
         self._ack_timer = None
         self.write(held=True)
 
-    def _enqueue(self, out: _Out) -> None:
+    def _enqueue(self, out: _Out, soon: bool = True) -> None:
         if not out.queued:
             out.queued = True
             self._queue.append(out)
-            if self._soon is None:
+            if soon and self._soon is None:
                 loop = self._loop or asyncio.get_running_loop()
                 self._soon = loop.call_soon(self.write)
 
@@ -544,10 +547,11 @@ class Puller:
     """A continuous pull consumer: keeps pull requests out for as many messages as `free()` allows.
 
     Delivered messages go to `handler` one at a time, from the client's read loop (`subscribe_inline`:
-    what it returns is awaited before the next), and `on_drained()` follows the last of those that
-    arrived together (nothing more is waiting to be handled). Credits: every delivered message
-    uses one (of the oldest request: the server serves requests in order); a request that expires
-    (408) or is refused (409, 503) gives back what it did not deliver. After a reconnect, or when
+    what it returns is awaited before the next), each followed by `on_handled(drained)`: `drained`
+    after the last of those that arrived together (nothing more is waiting to be handled).
+    Credits: every delivered message uses one (of the oldest request: the server serves requests
+    in order); a request that expires (408) or is refused (409, 503) gives back what it did not
+    deliver. After a reconnect, or when
     `ensure` re-creates a missing consumer, the accounting starts over (the server forgot our
     requests).
     """
@@ -563,7 +567,7 @@ class Puller:
         ensure: Callable[[], Awaitable[None]],
         expires: float = 5.0,
         min_batch: int = 1,
-        on_drained: Callable[[], None] | None = None,
+        on_handled: Callable[[bool], None] | None = None,
     ) -> None:
         self._nc = nc
         self._next = f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
@@ -572,7 +576,7 @@ class Puller:
         self._ensure = ensure
         self._expires = expires
         self._min_batch = max(1, min_batch)
-        self._on_drained = on_drained
+        self._on_handled = on_handled
         self._credits = 0
         # token -> [messages still due, expires at (monotonic)], oldest first
         self._requests: collections.OrderedDict[str, list[float]] = collections.OrderedDict()
@@ -692,10 +696,10 @@ class Puller:
     def _handled(self) -> None:
         if self._free() - self._credits >= self._min_batch:
             self.top_up()
-        sub = self._sub
-        if self._on_drained is not None and sub is not None and not sub.pending_msgs and parsed_all(self._nc):
+        if self._on_handled is not None:
+            sub = self._sub
             try:
-                self._on_drained()  # the last of what arrived together: answer them now
+                self._on_handled(sub is not None and not sub.pending_msgs and parsed_all(self._nc))
             except Exception:
                 log.exception("after-delivery hook failed")
 

@@ -216,6 +216,7 @@ class Worker:
         self._recent: collections.OrderedDict[int, None] = collections.OrderedDict()
         self._outbox: dict[str, dict[str, _Event]] = {}
         self._flush_handle: asyncio.Handle | None = None
+        self._delivering = False  # in `_on_dispatch` (until `_on_handled`): reports wait for its end
         self._loop: asyncio.AbstractEventLoop | None = None  # (get_running_loop costs a getpid call)
         self._batch_seq = 0
         self._head = results_head(self.worker_id)
@@ -223,7 +224,7 @@ class Worker:
         self._publisher = Publisher(nc)
         self._puller = Puller(
             nc, subjects.runs_stream, self.consumer, self._on_dispatch, self._free,
-            ensure=self._ensure, min_batch=max(1, concurrency // 4), on_drained=self._flush_now,
+            ensure=self._ensure, min_batch=max(1, concurrency // 4), on_handled=self._on_handled,
         )
         self._cancel_sub: Subscription | None = None
         self._draining = False
@@ -411,6 +412,7 @@ class Worker:
     def _on_dispatch(self, msg: Msg) -> Awaitable[None] | None:
         """Take an attempt (from the client's read loop: what must wait, a nak, an ack of a message
         not run, a dead letter, is returned to be awaited before the next message)."""
+        self._delivering = True
         if self._draining:
             return _quietly(msg.nak())  # straight back to the queue for another worker
         try:
@@ -520,14 +522,18 @@ class Worker:
 
     def _report(self, engine: str, event: _Event) -> None:
         self._outbox.setdefault(engine, {})[event.key] = event
-        if self._flush_handle is None:
+        if self._flush_handle is None and not self._delivering:
             self._flush_handle = (self._loop or asyncio.get_running_loop()).call_soon(self._flush)
 
-    def _flush_now(self) -> None:
-        """After the last dispatch of a delivery: its reports leave at once, from this task (the
-        batching turn saved)."""
-        if self._flush_handle is not None:
-            self._flush()
+    def _on_handled(self, drained: bool) -> None:
+        """After each dispatch: the reports leave at once after the last of a delivery (from the
+        client's read loop: no batching turn), else at the end of the loop turn, together."""
+        self._delivering = False
+        if self._outbox:
+            if drained:
+                self._flush()
+            elif self._flush_handle is None:
+                self._flush_handle = (self._loop or asyncio.get_running_loop()).call_soon(self._flush)
 
     def _flush(self) -> None:
         if self._flush_handle is not None:
@@ -578,8 +584,8 @@ class Worker:
             if not self._draining:
                 self._puller.top_up()
 
-        self._publisher.publish(
-            subject, payload, f"{self.worker_id}:{self._boot}:{self._batch_seq}", stored
+        self._publisher.publish(  # (`_flush` writes it)
+            subject, payload, f"{self.worker_id}:{self._boot}:{self._batch_seq}", stored, soon=False
         )
 
 
