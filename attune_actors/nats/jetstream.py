@@ -145,8 +145,9 @@ class _Inline(asyncio.Queue[Msg]):
     logged: it must not reach nats-py's parser, which would drop the connection.
     """
 
-    def __init__(self, handler: MessageHandler) -> None:
+    def __init__(self, sub: Subscription, handler: MessageHandler) -> None:
         super().__init__()
+        self._sub = sub
         self._handler = handler
         self._behind: asyncio.Task[None] | None = None  # handles what waits behind an awaitable
 
@@ -159,6 +160,7 @@ class _Inline(asyncio.Queue[Msg]):
             self._behind = asyncio.get_running_loop().create_task(self._catch_up(pending))
 
     def _run(self, msg: Msg) -> Awaitable[None] | None:
+        self._sub._pending_size -= len(msg.data)  # (nats-py counted it in; its task took it out)
         try:
             return self._handler(msg)
         except Exception:
@@ -198,11 +200,18 @@ async def subscribe_inline(nc: Client, subject: str, handler: MessageHandler) ->
         raise AssertionError("inline subscription")
 
     sub = await nc.subscribe(subject, cb=unused, pending_msgs_limit=-1, pending_bytes_limit=-1)
-    sub._pending_queue = _Inline(handler)
+    sub._pending_queue = _Inline(sub, handler)
     task = sub._wait_for_msgs_task
     if task is not None:
         task.cancel()
     return sub
+
+
+async def quietly(pending: Awaitable[None]) -> None:
+    """Await `pending`, ignoring its failure (a nak or an ack of a message the server redelivers
+    anyway)."""
+    with contextlib.suppress(Exception):
+        await pending
 
 
 def parsed_all(nc: Client) -> bool:
@@ -551,9 +560,8 @@ class Puller:
     after the last of those that arrived together (nothing more is waiting to be handled).
     Credits: every delivered message uses one (of the oldest request: the server serves requests
     in order); a request that expires (408) or is refused (409, 503) gives back what it did not
-    deliver. After a reconnect, or when
-    `ensure` re-creates a missing consumer, the accounting starts over (the server forgot our
-    requests).
+    deliver. After a reconnect, or when `ensure` re-creates a missing consumer, the accounting
+    starts over (the server forgot our requests).
     """
 
     def __init__(

@@ -95,6 +95,7 @@ from attune_actors.nats.jetstream import (
     StreamOptions,
     ensure_consumer,
     ensure_streams,
+    quietly,
 )
 from attune_actors.nats.payload import PayloadCipher
 from attune_actors.nats.subjects import Subjects
@@ -122,23 +123,19 @@ from attune_actors.transport.base import ActionRun, OutcomeCallback, RunOutcome,
 log = logging.getLogger("attune_actors.nats.transport")
 
 
+# Stored only if the subject (one per attempt) holds no message: the attempt is not queued already.
+EXPECT_NONE_QUEUED = "Nats-Expected-Last-Subject-Sequence"
+_EXPECT_NONE_QUEUED = {EXPECT_NONE_QUEUED: "0"}  # (shared: never changed)
+
+
 def _soon(callback: Callable[..., object], *args: Any) -> None:
     # (not looked up on the way of a dispatch: in Python 3.11 `get_running_loop` makes a getpid call)
     asyncio.get_running_loop().call_soon(callback, *args)
 
 
-async def _quietly(pending: Awaitable[None]) -> None:
-    with contextlib.suppress(Exception):
-        await pending
-
-
 async def _in_turn(pending: Iterable[Awaitable[None]]) -> None:
     for each in pending:
         await each
-
-# Stored only if the subject (one per attempt) holds no message: the attempt is not queued already.
-EXPECT_NONE_QUEUED = "Nats-Expected-Last-Subject-Sequence"
-_EXPECT_NONE_QUEUED = {EXPECT_NONE_QUEUED: "0"}  # (shared: never changed)
 
 
 @dataclass(slots=True, eq=False)
@@ -539,7 +536,7 @@ class NatsTransport(Transport):
         """Apply a batch of events (from the client's read loop: nothing here waits, but the rare
         dead letters and a nak, returned to be awaited before the next message)."""
         if self._owned is not None and not self._owned():
-            return _quietly(msg.nak())
+            return quietly(msg.nak())
         reports: list[Awaitable[None]] = []  # dead letters, sent after the batch is applied
         try:
             worker, events = decode_results(msg.data)

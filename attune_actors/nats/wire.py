@@ -174,8 +174,8 @@ def decode_dispatch(data: bytes, cipher: PayloadCipher | None = None) -> Dispatc
             raise BadMessage(f"dispatch with a missing or mistyped {', '.join(problems)}", engine=engine,
                              key=key)
     attempt = ActionRun(
-        run["execution_id"], run["run_id"], run["item"], run["attempt"], run["task"], run["action"],
-        run["parameters"], run["deadline"],
+        run["execution_id"], run["run_id"], run.get("item"), run["attempt"], run["task"], run["action"],
+        run["parameters"], run.get("deadline"),
     )
     sealed = body.get("sealed")
     if sealed is None:

@@ -70,6 +70,7 @@ from attune_actors.nats.jetstream import (
     StreamOptions,
     ensure_consumer,
     ensure_streams,
+    quietly,
 )
 from attune_actors.nats.payload import PayloadCipher
 from attune_actors.nats.subjects import Subjects, token
@@ -414,7 +415,7 @@ class Worker:
         not run, a dead letter, is returned to be awaited before the next message)."""
         self._delivering = True
         if self._draining:
-            return _quietly(msg.nak())  # straight back to the queue for another worker
+            return quietly(msg.nak())  # straight back to the queue for another worker
         try:
             dispatch = decode_dispatch(msg.data, self._cipher)
         except BadMessage as exc:
@@ -429,7 +430,7 @@ class Worker:
             # attempt it still runs: its reports stand. (The same attempt sent again as a new message
             # after it ended here, by an engine that restarted, runs again.)
             log.info("attempt %s delivered again; already taken here", key)
-            return _quietly(msg.ack())
+            return quietly(msg.ack())
         if seq:
             self._recent[seq] = None
             if len(self._recent) > RECENT_MESSAGES:
@@ -587,11 +588,6 @@ class Worker:
         self._publisher.publish(  # (`_flush` writes it)
             subject, payload, f"{self.worker_id}:{self._boot}:{self._batch_seq}", stored, soon=False
         )
-
-
-async def _quietly(pending: Awaitable[None]) -> None:
-    with contextlib.suppress(Exception):
-        await pending
 
 
 def _stream_seq(msg: Msg) -> int:
