@@ -324,8 +324,12 @@ class SQLiteStore(Store):
             else:
                 return
             fut = self._waiters.add(target)
-            self._requested = self._force = True
-            self._cond.notify()
+            self._force = True
+            # Saved in this loop turn: the turn's end asks for the commit. Every execute() of a
+            # burst then rides in one commit (one fsync), not the first few in one of their own.
+            if self._turn_loop is not asyncio.get_running_loop():
+                self._requested = True
+                self._cond.notify()
         await fut
 
     async def close(self) -> None:
@@ -455,10 +459,10 @@ class SQLiteStore(Store):
         with self._cond:
             self._turn_loop = None
             self._requested = True
-            # Only a writer waiting for a request is woken: one pacing or retrying wakes by itself
-            # and sees the request. Each needless wake cost the loop thread a futex call and the
-            # interpreter lock a hand-over (a tenth of the loop's time, one execution at a time).
-            if self._idle:
+            # Only a writer waiting for a request, or one a flush() waits for, is woken: one
+            # pacing or retrying wakes by itself and sees the request. A needless wake costs the
+            # loop thread a futex call, and the interpreter lock a hand-over to the writer.
+            if self._idle or self._force:
                 self._cond.notify()
 
     def _wait_for_request(self) -> None:
