@@ -14,8 +14,9 @@ and only reads the conductor's state, never changes it):
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from pykka import ActorDeadError, ActorRef
 
 from attune_actors.engine.commands import Command, SetTimer, TimerKey, TimerKind
 from attune_actors.engine.conductor import Conductor
@@ -39,6 +40,13 @@ class FlushProgress:
 
 
 FLUSH_PROGRESS = FlushProgress()
+
+
+def _tell(ref: ActorRef[Any], message: Any) -> None:
+    try:
+        ref.tell(message)
+    except ActorDeadError:  # the execution ended meanwhile
+        pass
 
 _OK, _BAD = 1, 2  # per-item marks of what was counted as done
 
@@ -71,14 +79,16 @@ class ExecutionObserver:
         runtime: Runtime,
         conductor: Conductor,
         parent_trace: Carrier | None,
-        flush_at: Callable[[float], None],
+        supervisor: ActorRef[Any],
     ) -> None:
         self._rt = runtime
         self._c = conductor
         self._metrics = runtime.metrics
         self._tracing = runtime.tracing
         self._parent_trace = parent_trace
-        self._flush_at = flush_at
+        # Told FLUSH_PROGRESS when progress is due. The ref, not a bound method of the actor: the
+        # ref holds its actor weakly, so the supervisor and its observer are no reference cycle.
+        self._supervisor = supervisor
         self._flush_due = False
         self._span: Span | None = None
         self._run_spans: dict[str, tuple[Span, Carrier]] = {}
@@ -237,7 +247,9 @@ class ExecutionObserver:
             self._publish_progress(run_id, progress, now)
         elif not self._flush_due:
             self._flush_due = True
-            self._flush_at(progress.published_at + PROGRESS_INTERVAL)
+            self._rt.clock.call_at(
+                progress.published_at + PROGRESS_INTERVAL, _tell, self._supervisor, FLUSH_PROGRESS
+            )
 
     def _publish_progress(self, run_id: str, progress: _Progress, now: float) -> None:
         run = self._c.runs[run_id]

@@ -11,7 +11,6 @@ one loop turn writes the header once, not once per outcome. Nothing else touches
 from __future__ import annotations
 
 import logging
-from functools import partial
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +18,7 @@ from pykka import ActorDeadError, ActorRef
 
 from attune_actors import logctx
 from attune_actors.actors import AsyncioActor, Directive
-from attune_actors.clock import Clock, TimerHandle
+from attune_actors.clock import TimerHandle
 from attune_actors.engine.commands import (
     CloseInquiry,
     Command,
@@ -63,17 +62,6 @@ log = logging.getLogger("attune_actors.engine")
 
 _IDLE_TASK_ACTORS = 4  # released task actors a supervisor keeps for its next runs
 _by_seq = attrgetter("seq")
-
-
-def _tell(ref: ActorRef[Any], message: Any) -> None:
-    try:
-        ref.tell(message)
-    except ActorDeadError:
-        pass
-
-
-def _flush_progress_at(clock: Clock, ref: ActorRef[Any], at: float) -> None:
-    clock.call_at(at, _tell, ref, FLUSH_PROGRESS)
 
 
 class ParentLink:
@@ -121,13 +109,8 @@ class WorkflowSupervisor(AsyncioActor):
         # None while nothing is unsaved (a parked execution keeps no dicts).
         self._unsaved_runs: dict[str, TaskRun] | None = None
         self._unsaved_items: dict[str, dict[int, None]] | None = None
-        # The observer's timer tells the ref (it holds its actor weakly), not a bound method: the
-        # supervisor and its observer would otherwise be a cycle, left for the cyclic collector.
         self._obs = ExecutionObserver(
-            runtime,
-            conductor,
-            parent.trace if parent is not None else None,
-            partial(_flush_progress_at, self._clock, self.actor_ref),
+            runtime, conductor, parent.trace if parent is not None else None, self.actor_ref
         )
 
     @property
@@ -466,7 +449,10 @@ class WorkflowSupervisor(AsyncioActor):
         self._tell_self(TimerFired(key))
 
     def _tell_self(self, message: Any) -> None:
-        _tell(self.actor_ref, message)
+        try:
+            self.actor_ref.tell(message)
+        except ActorDeadError:
+            pass
 
     def _start_child(self, cmd: StartChild) -> None:
         """Start the nested execution of a run's attempt, or pick it up again after a restart."""

@@ -59,6 +59,9 @@ class CommitWaiters:
         except RuntimeError:
             here = None
         keep = []
+        # One wake-up per other loop, not per waiter: a burst of 1,000 execute() is one commit,
+        # and a call_soon_threadsafe each was a write to the loop's wake-up socket each.
+        elsewhere: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
         for waiter in self._waiters:
             target, loop, fut = waiter
             if gen is not None and target > gen:
@@ -66,11 +69,13 @@ class CommitWaiters:
             elif loop is here:
                 _settle(fut, error)
             else:
-                try:
-                    loop.call_soon_threadsafe(_settle, fut, error)
-                except RuntimeError:  # that loop is closed: nobody waits any more
-                    pass
+                elsewhere.setdefault(loop, []).append(fut)
         self._waiters = keep
+        for loop, futs in elsewhere.items():
+            try:
+                loop.call_soon_threadsafe(_settle_all, futs, error)
+            except RuntimeError:  # that loop is closed: nobody waits any more
+                pass
 
 
 def _settle(fut: asyncio.Future[None], error: StoreError | None) -> None:
@@ -80,6 +85,11 @@ def _settle(fut: asyncio.Future[None], error: StoreError | None) -> None:
         fut.set_result(None)
     else:
         fut.set_exception(StoreError(error.message))
+
+
+def _settle_all(futs: list[asyncio.Future[None]], error: StoreError | None) -> None:
+    for fut in futs:
+        _settle(fut, error)
 
 
 __all__ = ["Backoff", "CommitWaiters"]

@@ -78,6 +78,23 @@ _RETRY_MAX = 2.0  # ...up to this
 _WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes of WAL kept after a checkpoint
 _NUMS_KEPT = 4096  # executions whose num the writer remembers (the busy ones; others: read again)
 
+
+def _bind_as_is(kind: type, identity: Callable[[Any], Any]) -> None:
+    """Have sqlite3 bind values of `kind` as they are, found in its adapter registry at once.
+
+    sqlite3 binds int, float, str and bytearray directly; any other value (bytes, None) first goes
+    through its adaptation protocol, whose failed `__adapt__` lookup formats and discards an
+    AttributeError: ~200 ns a value, with the interpreter lock held, three times per snapshot row.
+    An identity adapter binds the same value, so other users of sqlite3 see no change; one that
+    someone else registered is left alone.
+    """
+    if (kind, sqlite3.PrepareProtocol) not in sqlite3.adapters:
+        sqlite3.register_adapter(kind, identity)
+
+
+_bind_as_is(bytes, bytes.__bytes__)  # b.__bytes__() is b itself (a method, cheaper than bytes(b))
+_bind_as_is(type(None), {}.get)  # {}.get(None) is None: a builtin, so no Python frame per value
+
 _T = TypeVar("_T")
 
 
@@ -324,8 +341,12 @@ class SQLiteStore(Store):
             else:
                 return
             fut = self._waiters.add(target)
-            self._requested = self._force = True
-            self._cond.notify()
+            self._force = True
+            # Saved in this loop turn: the turn's end asks for the commit. Every execute() of a
+            # burst then rides in one commit (one fsync), not the first few in one of their own.
+            if self._turn_loop is not asyncio.get_running_loop():
+                self._requested = True
+                self._cond.notify()
         await fut
 
     async def close(self) -> None:
@@ -455,10 +476,10 @@ class SQLiteStore(Store):
         with self._cond:
             self._turn_loop = None
             self._requested = True
-            # Only a writer waiting for a request is woken: one pacing or retrying wakes by itself
-            # and sees the request. Each needless wake cost the loop thread a futex call and the
-            # interpreter lock a hand-over (a tenth of the loop's time, one execution at a time).
-            if self._idle:
+            # Only a writer waiting for a request, or one a flush() waits for, is woken: one
+            # pacing or retrying wakes by itself and sees the request. A needless wake costs the
+            # loop thread a futex call, and the interpreter lock a hand-over to the writer.
+            if self._idle or self._force:
                 self._cond.notify()
 
     def _wait_for_request(self) -> None:
