@@ -702,14 +702,14 @@ class Puller:
         self._handled()
 
     def _handled(self) -> None:
-        if self._free() - self._credits >= self._min_batch:
-            self.top_up()
-        if self._on_handled is not None:
+        if self._on_handled is not None:  # (first: the owner's answers before a pull request)
             sub = self._sub
             try:
                 self._on_handled(sub is not None and not sub.pending_msgs and parsed_all(self._nc))
             except Exception:
                 log.exception("after-delivery hook failed")
+        if self._free() - self._credits >= self._min_batch:
+            self.top_up()
 
     def _on_status(self, msg: Msg, headers: dict[str, str]) -> None:
         status = headers.get("Status", "")
