@@ -381,6 +381,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
                    f"{sealed_us:.1f} us sealed (+{sealed_us - clear_us:.1f} us)")
     if "sealed" in results:
         for name in ("lanes", "payload"):
+            if name not in nats:  # (not among --scenarios)
+                continue
             clear, sealed = nats[name], results["sealed"][name]
             out.append(f"sealed / clear ({name}): runs/s x{sealed['runs_per_s'] / clear['runs_per_s']:.2f}, "
                        f"engine CPU x{sealed['engine_cpu_s'] / clear['engine_cpu_s']:.2f}, "
