@@ -9,6 +9,8 @@ publisher and a continuous pull consumer.
   finds out another way whether they were stored, and re-publishes those it cannot confirm).
   Written from synchronous code (`write_commands`), acknowledgements of consumed messages with them.
 - `Puller`: keeps pull requests out for as many messages as its owner has room for.
+- `subscribe_inline`: a subscription whose messages are handled from the client's read loop, in
+  order, without nats-py's task per subscription (the publisher's replies and the pullers use it).
 """
 
 from __future__ import annotations
