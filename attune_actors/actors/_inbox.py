@@ -5,7 +5,7 @@ reader. All inbox state is touched on the actor's loop thread only: a sender on 
 hands its envelope over with `loop.call_soon_threadsafe`, which keeps each sender's messages in order.
 An idle actor has no task waiting on its inbox: the inbox holds it as its *reader* and runs the
 reader's `_drain()` when the next envelope arrives: at once when another actor's handler sent it
-(a hand-over, `run_reader`), else as a loop callback.
+(a hand-over, `run_reader`), at the end of a `deliver_burst`, else as a loop callback.
 """
 
 from __future__ import annotations
@@ -15,13 +15,15 @@ import contextvars
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pykka import ActorDeadError
 from pykka._envelope import Envelope
 from pykka.messages import _ActorStop
 
-__all__ = ["AsyncioInbox", "Reader"]
+__all__ = ["AsyncioInbox", "Reader", "deliver_burst"]
+
+T = TypeVar("T")
 
 logger = logging.getLogger("attune_actors.actors")
 
@@ -41,12 +43,14 @@ _HANDOVER_DEPTH = 2
 class _LoopThread:
     """Per loop thread: the handlers' context, whether a reader runs in it now, and how deep."""
 
-    __slots__ = ("context", "depth", "inside")
+    __slots__ = ("context", "depth", "inside", "woken")
 
     def __init__(self) -> None:
         self.context = contextvars.Context()
         self.inside = False  # a reader's _drain is on this thread's stack (in `context`)
         self.depth = 0  # readers run by put() inside a sender's _drain, on the stack now
+        # Inside `deliver_burst`: the readers its calls woke, run once they all returned.
+        self.woken: list[tuple[AsyncioInbox, Callable[[], None]]] | None = None
 
 
 def _loop_thread() -> _LoopThread:
@@ -55,6 +59,43 @@ def _loop_thread() -> _LoopThread:
     except AttributeError:
         state = _local.state = _LoopThread()
     return state
+
+
+def deliver_burst(call: Callable[[T], object], args: list[T]) -> None:
+    """`call(arg)` for each of `args` (a loop callback's work: outcomes from a transport), then the
+    actors those calls woke, at once rather than a loop turn later.
+
+    Each actor gets everything the calls sent it as one burst, as it would on the next turn: the
+    turn is what is saved (for a chain of quick tasks, one of the two a transition took). Inside
+    an actor's handler, the calls' messages are handed over as any other (`run_reader`).
+    """
+    thread = _loop_thread()
+    if thread.inside or thread.woken is not None:
+        for arg in args:
+            call(arg)
+        return
+    woken: list[tuple[AsyncioInbox, Callable[[], None]]] = []
+    thread.woken = woken
+    try:
+        for arg in args:
+            call(arg)
+    except BaseException:
+        _later(woken, thread)  # a reader not run stays parked forever: never drop one
+        raise
+    finally:
+        thread.woken = None
+    enter = thread.context.run
+    for at, (inbox, reader) in enumerate(woken):
+        try:
+            enter(inbox._enter, reader)
+        except BaseException:
+            _later(woken[at + 1 :], thread)
+            raise
+
+
+def _later(woken: list[tuple[AsyncioInbox, Callable[[], None]]], thread: _LoopThread) -> None:
+    for inbox, reader in woken:
+        inbox._loop.call_soon(inbox._enter, reader, context=thread.context)
 
 
 def reject(envelope: Envelope[Any], owner: object) -> None:
@@ -135,6 +176,8 @@ class AsyncioInbox:
                 callback()
             finally:
                 thread.depth -= 1
+        elif thread.woken is not None and not thread.inside:  # in deliver_burst: after its calls
+            thread.woken.append((self, callback))
         else:
             self._loop.call_soon(self._enter, callback, context=thread.context)
 

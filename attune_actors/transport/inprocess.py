@@ -13,12 +13,13 @@ import asyncio
 import contextvars
 from collections.abc import Callable
 
+from attune_actors.actors import deliver_burst
 from attune_actors.clock import Clock, RealClock
 from attune_actors.errors import ActionError, AttuneError
 from attune_actors.runners import RunnerSet, sleep_seconds
 from attune_actors.spec.model import ActionSpec
 from attune_actors.transport.attempt import immediate_outcome, outcome, run_attempt
-from attune_actors.transport.base import ActionRun, OutcomeCallback, Transport
+from attune_actors.transport.base import ActionRun, OutcomeCallback, RunOutcome, Transport
 
 
 class InProcessTransport(Transport):
@@ -40,6 +41,7 @@ class InProcessTransport(Transport):
         self._running: dict[str, asyncio.Task[None]] = {}
         self._sleeping: dict[str, asyncio.TimerHandle] = {}
         self._slots = asyncio.Semaphore(max_inflight)
+        self._known: list[tuple[OutcomeCallback, RunOutcome]] = []  # delivered on the next turn
 
     @property
     def in_flight(self) -> int:
@@ -63,18 +65,31 @@ class InProcessTransport(Transport):
         try:
             action = self._actions(run.action)
         except AttuneError as exc:
-            loop.call_soon(on_outcome, outcome(run, "failed", error=exc.message))
+            self._deliver_later(loop, on_outcome, outcome(run, "failed", error=exc.message))
             return
-        # Outcomes known at submit are delivered on the next loop turn, never re-entrantly.
         known = immediate_outcome(run, action)
         if known is not None:
-            loop.call_soon(on_outcome, known)
+            self._deliver_later(loop, on_outcome, known)
             return
         if action.runner_type == "sleep" and self.tracing is None:
             self._sleep(loop, run, action, on_outcome)
             return
         key = run.key
         self._running[key] = loop.create_task(self._execute(run, action, on_outcome), name=f"run {key}")
+
+    def _deliver_later(
+        self, loop: asyncio.AbstractEventLoop, on_outcome: OutcomeCallback, known: RunOutcome
+    ) -> None:
+        """Outcomes known at submit are delivered on the next loop turn, never re-entrantly: all
+        of a turn's in one callback, which also runs the actors they wake (`deliver_burst`)."""
+        pending = self._known
+        if not pending:
+            loop.call_soon(self._deliver_known, context=_NO_VARS)
+        pending.append((on_outcome, known))
+
+    def _deliver_known(self) -> None:
+        pending, self._known = self._known, []
+        deliver_burst(_call, pending)
 
     def _sleep(
         self, loop: asyncio.AbstractEventLoop, run: ActionRun, action: ActionSpec, on_outcome: OutcomeCallback
@@ -113,9 +128,13 @@ class InProcessTransport(Transport):
         on_outcome(result)
 
 
-# What a sleep's timer runs in: its callback reads no context variable, and a copy of the
-# submitter's context per parked sleep would cost one more object each.
+# What a sleep's timer and the known outcomes' delivery run in: they read no context variable, and
+# a copy of the submitter's context per parked sleep would cost one more object each.
 _NO_VARS = contextvars.Context()
+
+
+def _call(pending: tuple[OutcomeCallback, RunOutcome]) -> None:
+    pending[0](pending[1])
 
 
 def _slept(

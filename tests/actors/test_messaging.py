@@ -10,7 +10,7 @@ import pykka
 import pytest
 from helpers import eventually
 
-from attune_actors.actors import AsyncioActor, AsyncioFuture
+from attune_actors.actors import AsyncioActor, AsyncioFuture, deliver_burst
 
 
 class Counter(AsyncioActor):
@@ -290,3 +290,47 @@ async def test_messages_told_from_callbacks_reach_an_idle_actor_as_one_burst() -
     loop.call_soon(lambda: asked.set_result(ref.ask("last", block=False)))
     assert await (await asked) == 6
     assert await ref.proxy().log == ["ready", "|", 0, 1, 2, "last", "|", "|"]
+
+
+async def _parked_batcher() -> tuple[Any, list[Any]]:
+    """A Batcher that has handled a first message and waits for the next; its log, live."""
+    ref = Batcher.start()
+    await ref.ask("ready", block=False)
+    log: list[Any] = await ref.proxy().log  # the actor's own list: it grows as it handles
+    log.clear()
+    return ref, log
+
+
+async def test_a_delivered_burst_is_handled_as_one_before_the_callback_returns() -> None:
+    (odd, odd_log), (even, even_log) = await _parked_batcher(), await _parked_batcher()
+    seen: list[tuple[list[Any], list[Any]]] = []
+
+    def delivered() -> None:  # a loop callback, e.g. a transport's outcomes of one turn
+        deliver_burst(lambda m: (odd if m % 2 else even).tell(m), [1, 2, 3, 4, 5])
+        # Each actor handled its messages before deliver_burst returned, as one burst.
+        seen.append((list(odd_log), list(even_log)))
+
+    asyncio.get_running_loop().call_soon(delivered)
+    await eventually(lambda: bool(seen), "the callback to run")
+    assert seen == [([1, 3, 5, "|"], [2, 4, "|"])]
+
+
+async def test_a_failing_call_in_a_burst_still_wakes_the_actors_it_reached() -> None:
+    ref, log = await _parked_batcher()
+    failed: list[BaseException] = []
+
+    def send(message: int) -> None:
+        if message == 3:
+            raise RuntimeError("this transport broke")
+        ref.tell(message)
+
+    def delivered() -> None:
+        try:
+            deliver_burst(send, [1, 2, 3, 4])
+        except RuntimeError as exc:
+            failed.append(exc)
+
+    asyncio.get_running_loop().call_soon(delivered)
+    await eventually(lambda: bool(failed), "the callback to run")
+    await eventually(lambda: log == [1, 2, "|"], "the messages sent before the failure")  # not parked forever
+    assert [str(e) for e in failed] == ["this transport broke"]
