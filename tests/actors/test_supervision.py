@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import pykka
 import pytest
+from helpers import eventually
 from pykka import ActorRef
 
 from attune_actors.actors import AsyncioActor, Directive, wait_all_stopped
@@ -333,3 +334,61 @@ async def test_grandchildren_failures_go_to_their_own_parent(
     assert (kind, failed) == ("failed", leaf)
     assert middle.is_alive()
     assert await root.proxy().children == [middle]
+
+
+class Slow(AsyncioActor):
+    """A child whose handler and `on_stop` wait for the test to let them go on."""
+
+    use_actor_registry = False
+
+    def __init__(self, log: list[str], gate: asyncio.Event) -> None:
+        super().__init__()
+        self.log = log
+        self.gate = gate
+
+    async def on_receive(self, message: Any) -> Any:
+        self.log.append(f"slow:{message}")
+        await self.gate.wait()
+        self.log.append(f"slow:{message}:done")
+
+    async def on_stop(self) -> None:
+        await self.gate.wait()
+        self.log.append("slow:stop")
+
+
+class Parent(Supervisor):
+    def spawn_slow(self, gate: asyncio.Event) -> ActorRef[Slow]:
+        return self.spawn(Slow, self.log, gate)
+
+
+async def test_a_parent_stops_only_after_an_idle_child_s_async_on_stop(
+    events: asyncio.Queue[tuple[Any, ...]],
+) -> None:
+    log: list[str] = []
+    gate = asyncio.Event()
+    root = Parent.start(log, events)
+    child = await root.proxy().spawn_slow(gate)
+    stopping = root.stop(block=False)
+    await asyncio.sleep(0)  # one turn: the child's on_stop began and waits, so does its parent
+    assert not root.is_alive()
+    assert "supervisor:stop" not in log
+    gate.set()
+    assert await stopping is True
+    assert log == ["slow:stop", "supervisor:stop"]
+    assert not child.is_alive()
+
+
+async def test_a_busy_child_finishes_its_message_before_its_parent_stops_it(
+    events: asyncio.Queue[tuple[Any, ...]],
+) -> None:
+    log: list[str] = []
+    gate = asyncio.Event()
+    root = Parent.start(log, events)
+    child = await root.proxy().spawn_slow(gate)
+    child.tell("work")
+    await eventually(lambda: "slow:work" in log, "the handler to begin (it then waits)")
+    stopping = root.stop(block=False)
+    gate.set()
+    assert await stopping is True
+    assert log == ["slow:work", "slow:work:done", "slow:stop", "supervisor:stop"]
+    assert not child.is_alive()
