@@ -48,6 +48,7 @@ def _tell(ref: ActorRef[Any], message: Any) -> None:
     except ActorDeadError:  # the execution ended meanwhile
         pass
 
+
 _OK, _BAD = 1, 2  # per-item marks of what was counted as done
 
 

@@ -84,7 +84,7 @@ def _bind_as_is(kind: type, identity: Callable[[Any], Any]) -> None:
 
     sqlite3 binds int, float, str and bytearray directly; any other value (bytes, None) first goes
     through its adaptation protocol, whose failed `__adapt__` lookup formats and discards an
-    AttributeError: ~200 ns a value, with the interpreter lock held, three times per snapshot row.
+    AttributeError: ~200 ns a value, with the interpreter lock held, up to three per snapshot row.
     An identity adapter binds the same value, so other users of sqlite3 see no change; one that
     someone else registered is left alone.
     """

@@ -361,13 +361,19 @@ class Parent(Supervisor):
         return self.spawn(Slow, self.log, gate)
 
 
-async def test_a_parent_stops_only_after_an_idle_child_s_async_on_stop(
+async def _parent_of_slow(
     events: asyncio.Queue[tuple[Any, ...]],
-) -> None:
+) -> tuple[ActorRef[Parent], ActorRef[Slow], list[str], asyncio.Event]:
     log: list[str] = []
     gate = asyncio.Event()
     root = Parent.start(log, events)
-    child = await root.proxy().spawn_slow(gate)
+    return root, await root.proxy().spawn_slow(gate), log, gate
+
+
+async def test_a_parent_stops_only_after_an_idle_child_s_async_on_stop(
+    events: asyncio.Queue[tuple[Any, ...]],
+) -> None:
+    root, child, log, gate = await _parent_of_slow(events)
     stopping = root.stop(block=False)
     await eventually(lambda: not root.is_alive(), "the parent to begin stopping")
     gate.set()  # the child's on_stop may go on; its parent's comes after it
@@ -379,10 +385,7 @@ async def test_a_parent_stops_only_after_an_idle_child_s_async_on_stop(
 async def test_a_busy_child_finishes_its_message_before_its_parent_stops_it(
     events: asyncio.Queue[tuple[Any, ...]],
 ) -> None:
-    log: list[str] = []
-    gate = asyncio.Event()
-    root = Parent.start(log, events)
-    child = await root.proxy().spawn_slow(gate)
+    root, child, log, gate = await _parent_of_slow(events)
     child.tell("work")
     await eventually(lambda: "slow:work" in log, "the handler to begin (it then waits)")
     stopping = root.stop(block=False)
