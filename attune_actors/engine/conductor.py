@@ -143,8 +143,8 @@ class Barrier:
 class _SystemScope(dict[str, Any]):
     """`system.*`: the execution's fixed values, and `timestamp`, the time of the current event."""
 
-    # A weak reference: a strong one would make every conductor a reference cycle, which only the
-    # cyclic collector frees (its collections were a tenth of the loop's time at 20k transitions/s).
+    # A weak reference: a strong one made every conductor a reference cycle, so each ended
+    # execution (~46 objects) waited for a full collection instead of being freed at once.
     __slots__ = ("conductor",)
     conductor: weakref.ReferenceType[Conductor]
 

@@ -118,7 +118,6 @@ def _header_name(name: bytes) -> str | None:
     return None if any(c.isspace() for c in key) else key
 
 
-
 def describe(exc: BaseException) -> str:
     """One line for an error nats-py raised (JetStream API errors carry a `description`)."""
     description = getattr(exc, "description", None)
