@@ -21,7 +21,7 @@ import httpx
 import pytest
 import schemathesis
 from api_support import TOKENS, token_settings
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -101,6 +101,9 @@ def test_serve_http_runs_an_embedded_engine_and_stops_on_sigterm(served: Served)
         assert client.get("/whoami").json()["identity"] == "otto"
 
 
+_FRAMING = {"content-length", "transfer-encoding", "host", "connection"}
+
+
 def test_fuzzing_the_openapi_schema_finds_no_server_error(served: Served) -> None:
     schema = schemathesis.openapi.from_url(f"{served.url}/openapi.json")
     headers = {"Authorization": f"Bearer {TOKENS['admin'][0]}"}
@@ -118,6 +121,9 @@ def test_fuzzing_the_openapi_schema_finds_no_server_error(served: Served) -> Non
             @given(case=operation.as_strategy(generation_mode=mode))
             @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
             def check(case: schemathesis.Case) -> None:
+                # Headers that frame the HTTP message belong to the HTTP server, not the API: a
+                # garbled Content-Length gets uvicorn's own plain-text 400 before the app runs.
+                assume(not _FRAMING.intersection(k.lower() for k in case.headers or {}))
                 response = case.call(base_url=served.url, headers=headers, timeout=30)
                 case.validate_response(response, checks=checks, headers=headers)
 
