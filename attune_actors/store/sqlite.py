@@ -292,6 +292,7 @@ class SQLiteStore(Store):
         self._failure: StoreError | None = None  # the last commit failed; cleared by a success
         self._backoff = Backoff(_RETRY_FIRST, _RETRY_MAX)
         self._paced_until = 0.0  # time.monotonic() before which only flush() starts a commit
+        self._pace_timer: asyncio.TimerHandle | None = None  # wakes an idle writer after pacing
         self._waiters = CommitWaiters()
         self._closing = False
         self._final_attempted = False
@@ -478,8 +479,23 @@ class SQLiteStore(Store):
             self._requested = True
             # Only a writer waiting for a request, or one a flush() waits for, is woken: one
             # pacing or retrying wakes by itself and sees the request. A needless wake costs the
-            # loop thread a futex call, and the interpreter lock a hand-over to the writer.
-            if self._idle or self._force:
+            # loop thread a futex call, and the interpreter lock hand-overs to the writer while
+            # the loop runs. So an idle writer still inside its pacing interval is woken when
+            # the interval ends, by a timer on this loop, unless a flush() wakes it first.
+            if self._force:
+                self._cond.notify()
+            elif self._idle:
+                wait = self._paced_until - time.monotonic()
+                if wait <= 0:
+                    self._cond.notify()
+                elif self._pace_timer is None:
+                    loop = asyncio.get_running_loop()
+                    self._pace_timer = loop.call_later(wait, self._pace_ended)
+
+    def _pace_ended(self) -> None:
+        with self._cond:
+            self._pace_timer = None
+            if self._idle and self._requested:
                 self._cond.notify()
 
     def _wait_for_request(self) -> None:

@@ -346,6 +346,21 @@ async def test_runs_of_executions_whose_num_the_writer_forgot_land_on_their_exec
         await reopened.close()
 
 
+async def test_a_save_right_after_a_commit_is_committed_without_a_flush(store: SQLiteStore) -> None:
+    """Within the pacing interval after a commit, an idle writer is not woken at once: a timer on
+    the loop wakes it when the interval ends, so the save is still committed on its own."""
+    store.save("a", header("a"), [], [])
+    await store.flush()
+    store.save("b", header("b"), [run("r", 1, "succeeded")], [])
+    await eventually(lambda: store.stats().commits == 2)
+    reopened = SQLiteStore(store.path)
+    try:
+        snap = reopened.load("b")
+        assert snap is not None and snap.runs["r"]["status"] == "succeeded"
+    finally:
+        await reopened.close()
+
+
 async def test_one_commit_per_turn_and_columns_filled(store: SQLiteStore, db: Path) -> None:
     for i in range(50):
         store.save(f"e{i}", header(f"e{i}", parent_id="root", started_at=float(i)),
