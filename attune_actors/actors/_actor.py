@@ -19,6 +19,7 @@ from types import CoroutineType
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar, cast
 
 from pykka import Actor, ActorDeadError, ActorRef, ActorRegistry
+from pykka._envelope import Envelope
 from pykka.messages import ProxyCall, ProxyGetAttr, ProxySetAttr, _ActorStop
 
 from attune_actors.actors._future import AsyncioFuture
@@ -448,9 +449,13 @@ class AsyncioActor(Actor):
                         continue
                 inbox.park(self)
                 return None
-            for index, envelope in enumerate(items):
-                message = envelope.message
-                reply_to = envelope.reply_to
+            for index, item in enumerate(items):
+                if type(item) is Envelope:
+                    message = item.message
+                    reply_to = item.reply_to
+                else:  # told as is (`AsyncioActorRef.tell`)
+                    message = item
+                    reply_to = None
                 try:
                     kind = type(message)
                     if kind not in _SPECIAL:
@@ -577,8 +582,8 @@ class AsyncioActor(Actor):
         if self._registered:
             self._registered = False
             ActorRegistry.unregister(self.actor_ref)
-        for envelope in self.actor_inbox.close():
-            reject(envelope, self.actor_ref)
+        for item in self.actor_inbox.close():
+            reject(item, self.actor_ref)
 
     async def _stop_children(self) -> None:
         children = self._children

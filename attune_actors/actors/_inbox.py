@@ -1,10 +1,13 @@
 """AsyncioInbox: where messages for one AsyncioActor wait, and how senders on other threads get in.
 
-Senders call `put()` (through pykka's `ActorRef.tell/ask`) from any thread; the actor is the only
-reader. All inbox state is touched on the actor's loop thread only: a sender on another thread
-hands its envelope over with `loop.call_soon_threadsafe`, which keeps each sender's messages in order.
-An idle actor has no task waiting on its inbox: the inbox holds it as its *reader* and runs the
-reader's `_drain()` when the next envelope arrives: at once when another actor's handler sent it
+Senders call `put()` (through pykka's `ActorRef.ask`, `AsyncioActorRef.tell`) from any thread; the
+actor is the only reader. A told message is queued as it is, an ask in pykka's `Envelope` with its
+reply future: an envelope per tell was one more object per message for the garbage collector to
+track, and a thousand outcomes queued at once outlived its young collections. All inbox state is
+touched on the actor's loop thread only: a sender on another thread hands its message over with
+`loop.call_soon_threadsafe`, which keeps each sender's messages in order. An idle actor has no
+task waiting on its inbox: the inbox holds it as its *reader* and runs the reader's `_drain()`
+when the next message arrives: at once when another actor's handler sent it
 (a hand-over, `run_reader`), at the end of a `deliver_burst`, else as a loop callback.
 """
 
@@ -14,14 +17,14 @@ import asyncio
 import contextvars
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol, TypeVar
 
 from pykka import ActorDeadError
 from pykka._envelope import Envelope
 from pykka.messages import _ActorStop
 
-__all__ = ["AsyncioInbox", "Reader", "deliver_burst"]
+__all__ = ["AsyncioInbox", "Reader", "deliver_burst", "opened"]
 
 T = TypeVar("T")
 
@@ -61,7 +64,7 @@ def _loop_thread() -> _LoopThread:
     return state
 
 
-def deliver_burst(call: Callable[[T], object], args: list[T]) -> None:
+def deliver_burst(call: Callable[[T], object], args: Iterable[T]) -> None:
     """`call(arg)` for each of `args` (a loop callback's work: outcomes from a transport), then the
     actors those calls woke, at once rather than a loop turn later.
 
@@ -98,13 +101,20 @@ def _later(woken: list[tuple[AsyncioInbox, Callable[[], None]]], thread: _LoopTh
         inbox._loop.call_soon(inbox._enter, reader, context=thread.context)
 
 
-def reject(envelope: Envelope[Any], owner: object) -> None:
-    """Answer an envelope the actor will never handle: a stop request gets `None` (it is stopped),
-    any other ask `ActorDeadError`; a tell is dropped."""
-    reply_to = envelope.reply_to
+def opened(item: Any) -> tuple[Any, Any]:
+    """(message, reply future or None) of a queued item: an `Envelope`, or a told message as is."""
+    if type(item) is Envelope:
+        return item.message, item.reply_to
+    return item, None
+
+
+def reject(item: Any, owner: object) -> None:
+    """Answer a queued item the actor will never handle: a stop request gets `None` (it is
+    stopped), any other ask `ActorDeadError`; a tell is dropped."""
+    message, reply_to = opened(item)
     if reply_to is None:
-        logger.debug("Dropped message to stopped %s: %r", owner, envelope.message)
-    elif isinstance(envelope.message, _ActorStop):
+        logger.debug("Dropped message to stopped %s: %r", owner, message)
+    elif isinstance(message, _ActorStop):
         reply_to.set(None)
     else:
         error = ActorDeadError(f"{owner} stopped before handling the message")
@@ -118,9 +128,10 @@ class Reader(Protocol):
 
 
 class AsyncioInbox:
-    """An asyncio queue of pykka envelopes for one actor (implements pykka's `ActorInbox` protocol).
+    """An asyncio queue of messages for one actor (implements pykka's `ActorInbox` protocol): asks
+    in pykka envelopes, tells as they are (`opened()` tells them apart).
 
-    Unbounded; `put()` never blocks. The reader (the actor) takes all queued envelopes at once
+    Unbounded; `put()` never blocks. The reader (the actor) takes all queued items at once
     with `take()` and, when there are none, `park()`s itself: the next `put()` runs its
     `_drain()` (once; the reader parks again when it has drained). After `close()`
     every new envelope is rejected at once: asks get `ActorDeadError`, tells from the loop thread
@@ -133,7 +144,7 @@ class AsyncioInbox:
         self._loop = loop
         self._thread_id = _get_ident()  # created on the loop's thread (it runs the loop)
         self._thread = _loop_thread()
-        self._items: list[Envelope[Any]] = []
+        self._items: list[Any] = []  # envelopes and told messages
         self._reader: Reader | None = None  # parked: wake it with the next envelope
         self._closed = False
         self._owner = owner  # names the actor in errors; the actor sets its URN (no extra string)
@@ -143,8 +154,9 @@ class AsyncioInbox:
         """The event loop that runs the reader."""
         return self._loop
 
-    def put(self, envelope: Envelope[Any], /) -> None:
-        """Queue an envelope from any thread; never blocks."""
+    def put(self, envelope: Any, /) -> None:
+        """Queue an envelope, or a told message as is (never an `Envelope` itself: a tell of one
+        is put in an envelope of its own), from any thread; never blocks."""
         if _get_ident() != self._thread_id:
             try:
                 self._loop.call_soon_threadsafe(self._deliver, envelope)
@@ -190,7 +202,7 @@ class AsyncioInbox:
         finally:
             thread.inside = inside
 
-    def _deliver(self, envelope: Envelope[Any]) -> None:
+    def _deliver(self, envelope: Any) -> None:
         """`put()` for envelopes from other threads, run on the loop thread."""
         if self._closed:
             reject(envelope, self._owner)
@@ -201,15 +213,16 @@ class AsyncioInbox:
             self._reader = None
             self._thread.context.run(self._enter, reader._drain)  # already a callback on the loop
 
-    def _refuse(self, envelope: Envelope[Any]) -> None:
-        if envelope.reply_to is None:
+    def _refuse(self, envelope: Any) -> None:
+        if opened(envelope)[1] is None:
             msg = f"{self._owner} not found"
             raise ActorDeadError(msg)
         reject(envelope, self._owner)
 
     def get(self) -> Envelope[Any]:
         """Remove and return the oldest envelope (pykka protocol; never blocks; `IndexError` if empty)."""
-        return self._items.pop(0)
+        message, reply_to = opened(self._items.pop(0))
+        return Envelope(message, reply_to)
 
     def empty(self) -> bool:
         """Whether no envelope is queued."""
@@ -220,15 +233,15 @@ class AsyncioInbox:
 
     # -- reader side (the actor, on the loop thread) ---------------------------------------------
 
-    def take(self) -> list[Envelope[Any]]:
-        """Remove and return every queued envelope, oldest first."""
+    def take(self) -> list[Any]:
+        """Remove and return every queued item (see `opened()`), oldest first."""
         items = self._items
         if items:
             self._items = []
         return items
 
-    def unshift(self, envelopes: list[Envelope[Any]]) -> None:
-        """Put envelopes taken but not handled back in front of the queue."""
+    def unshift(self, envelopes: list[Any]) -> None:
+        """Put items taken but not handled back in front of the queue."""
         if envelopes:
             self._items[:0] = envelopes
 
@@ -237,8 +250,8 @@ class AsyncioInbox:
         found nothing, and handles nothing until then."""
         self._reader = reader
 
-    def close(self) -> list[Envelope[Any]]:
-        """Refuse every later envelope and return the ones still queued."""
+    def close(self) -> list[Any]:
+        """Refuse every later item and return the ones still queued."""
         self._closed = True
         self._reader = None
         items, self._items = self._items, []

@@ -1,8 +1,9 @@
 """AsyncioActorRef: pykka's `ActorRef`, with a `stop()` whose future can be awaited.
 
-`tell()`, `ask()`, `proxy()` and `is_alive()` are pykka's own. Only `stop()` changes: pykka converts
-the stop reply with a blocking get hook, which an event loop cannot wait on; here the conversion is
-a done callback, so `await ref.stop(block=False)` parks only the awaiting task.
+`ask()`, `proxy()` and `is_alive()` are pykka's own. `stop()` changes: pykka converts the stop reply
+with a blocking get hook, which an event loop cannot wait on; here the conversion is a done
+callback, so `await ref.stop(block=False)` parks only the awaiting task. And `tell()` queues the
+message without pykka's envelope (see `AsyncioInbox`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 from pykka import ActorDeadError, ActorRef
+from pykka._envelope import Envelope
 from pykka.messages import _ActorStop
 
 from attune_actors.actors._future import AsyncioFuture
@@ -43,6 +45,13 @@ class _StopResult:
 
 class AsyncioActorRef(ActorRef[A]):
     """Reference to an `AsyncioActor`; safe to pass around and to use from any thread."""
+
+    def tell(self, message: Any) -> None:
+        """Send `message` without waiting for anything; `ActorDeadError` if the actor is gone."""
+        if self.actor_stopped.is_set():
+            msg = f"{self} not found"
+            raise ActorDeadError(msg)
+        self.actor_inbox.put(Envelope(message) if type(message) is Envelope else message)
 
     @overload
     def stop(self, *, block: Literal[True], timeout: float | None = None) -> bool: ...

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from enum import Enum, StrEnum
 from math import isnan
 from operator import attrgetter
@@ -664,7 +664,7 @@ class Conductor:
     def take_dirty(self) -> tuple[list[TaskRun], list[tuple[str, int, ItemRun]]]:
         """Runs and items changed since the last call (the snapshot delta besides the header)."""
         runs, items = self.take_changes()
-        return runs, self.item_views(items)
+        return runs, list(self.item_views(items))
 
     def take_changes(self) -> tuple[list[TaskRun], dict[str, dict[int, None]]]:
         """Runs changed since the last call, in start order, and the indices of changed items by
@@ -680,13 +680,14 @@ class Conductor:
         items, self._dirty_items = self._dirty_items, {}
         return runs, items
 
-    def item_views(self, items: Mapping[str, Iterable[int]]) -> list[tuple[str, int, ItemRun]]:
-        views = []
+    def item_views(self, items: Mapping[str, Iterable[int]]) -> Iterator[tuple[str, int, ItemRun]]:
+        """A view of each item in `items`, one at a time: a list of a burst's thousand views
+        would outlive young garbage collections, and a full collection follows every few."""
         for run_id, indices in items.items():
             state = self.runs[run_id].item_state
             if state is not None:
-                views += [(run_id, idx, ItemRun(state, idx)) for idx in indices]
-        return views
+                for idx in indices:
+                    yield run_id, idx, ItemRun(state, idx)
 
     def header(self) -> dict[str, Any]:
         """The execution-level record: everything but runs and items."""

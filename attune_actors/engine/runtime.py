@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from attune_actors.clock import Clock, RealClock
@@ -284,7 +284,7 @@ class Runtime:
     # -- steps and ends --------------------------------------------------------------------------
 
     def save_step(
-        self, conductor: Conductor, runs: list[TaskRun], items: list[tuple[str, int, ItemRun]]
+        self, conductor: Conductor, runs: list[TaskRun], items: Iterable[tuple[str, int, ItemRun]]
     ) -> None:
         """Save a step's snapshot delta: the header and the runs and items that changed.
 

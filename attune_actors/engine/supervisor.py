@@ -356,7 +356,7 @@ class WorkflowSupervisor(AsyncioActor):
         while self._unsaved:
             self._unsaved = False
             runs = sorted(self._unsaved_runs.values(), key=_by_seq) if self._unsaved_runs else []
-            items = c.item_views(self._unsaved_items) if self._unsaved_items else []
+            items = c.item_views(self._unsaved_items) if self._unsaved_items else ()
             self._unsaved_items = self._unsaved_runs = None
             try:
                 self._rt.save_step(c, runs, items)  # buffered even when it raises

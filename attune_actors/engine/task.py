@@ -62,7 +62,7 @@ class TaskActor(AsyncioActor):
             try:
                 for attempt in message.runs:
                     inflight[(attempt.run_id, attempt.item, attempt.attempt)] = attempt
-                    self._transport.submit(attempt, self._deliver)
+                    self._transport.submit(attempt, self)
             finally:
                 self._submitting = False
                 self._attempts.count += len(inflight) - before
@@ -79,8 +79,9 @@ class TaskActor(AsyncioActor):
             return super().on_receive(message)
         return None
 
-    def _deliver(self, outcome: RunOutcome) -> None:
-        """Transport callback: relay the outcome now, without a trip through the inbox.
+    def __call__(self, outcome: RunOutcome) -> None:
+        """The transport's outcome callback (`submit(run, self)`: no bound method to build, and
+        later collect, per attempt): relay the outcome now, without a trip through the inbox.
 
         Transports call it on the loop's thread, so never in the middle of one of this actor's
         handlers (none of them awaits): its state is between two messages, as a handler would find

@@ -41,7 +41,10 @@ class InProcessTransport(Transport):
         self._running: dict[str, asyncio.Task[None]] = {}
         self._sleeping: dict[str, asyncio.TimerHandle] = {}
         self._slots = asyncio.Semaphore(max_inflight)
-        self._known: list[tuple[OutcomeCallback, RunOutcome]] = []  # delivered on the next turn
+        # Outcomes known at submit, delivered on the next turn: callbacks and outcomes side by
+        # side, not paired in a tuple each, which would outlive young garbage collections.
+        self._known_to: list[OutcomeCallback] = []
+        self._known: list[RunOutcome] = []
 
     @property
     def in_flight(self) -> int:
@@ -85,11 +88,13 @@ class InProcessTransport(Transport):
         pending = self._known
         if not pending:
             loop.call_soon(self._deliver_known, context=_NO_VARS)
-        pending.append((on_outcome, known))
+        pending.append(known)
+        self._known_to.append(on_outcome)
 
     def _deliver_known(self) -> None:
-        pending, self._known = self._known, []
-        deliver_burst(_call, pending)
+        to, self._known_to = self._known_to, []
+        outcomes, self._known = self._known, []
+        deliver_burst(_call, zip(to, outcomes, strict=True))
 
     def _sleep(
         self, loop: asyncio.AbstractEventLoop, run: ActionRun, action: ActionSpec, on_outcome: OutcomeCallback

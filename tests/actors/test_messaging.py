@@ -53,6 +53,19 @@ async def test_tells_are_handled_in_order() -> None:
     assert await ref.proxy().seen == list(range(100))
 
 
+async def test_any_message_is_told_as_sent_even_a_pykka_envelope() -> None:
+    """Tells are queued without an envelope; one that *is* an envelope still arrives as sent."""
+    from pykka._envelope import Envelope
+
+    ref = Counter.start()
+    odd = Envelope("inner")
+    for message in (None, ("a", 1), odd, "last"):
+        ref.tell(message)
+    seen = await ref.proxy().seen
+    assert seen == [None, ("a", 1), odd, "last"]
+    assert seen[2] is odd
+
+
 async def test_proxy_method_calls_are_awaitable() -> None:
     proxy = Counter.start().proxy()
     assert await proxy.add() == 1
