@@ -356,7 +356,8 @@ async def test_a_save_right_after_a_commit_is_committed_without_a_flush(store: S
     reopened = SQLiteStore(store.path)
     try:
         snap = reopened.load("b")
-        assert snap is not None and snap.runs["r"]["status"] == "succeeded"
+        assert snap is not None
+        assert snap.runs["r"]["status"] == "succeeded"
     finally:
         await reopened.close()
 
