@@ -4,9 +4,11 @@
     .venv/bin/python bench/ab.py --baseline beaeed3 --stores sqlite --rounds 5
     .venv/bin/python bench/ab.py --markdown           # the table as Markdown
     .venv/bin/python bench/ab.py --instructions       # instructions per transition (valgrind)
+    .venv/bin/python bench/ab.py --unpinned --stores sqlite   # children on every CPU
 
 The baseline's `attune_actors` is taken with `git archive` into a temporary directory; every
-(shape, store, side) measurement runs in a fresh child process pinned to one CPU, baseline and
+(shape, store, side) measurement runs in a fresh child process pinned to one CPU (`--unpinned`:
+not pinned, so the SQLite writer thread runs beside the loop as it does in production), baseline and
 this tree alternating, so load that comes and goes hits both alike. Figures are CPU time
 (`process_time`: the SQLite writer thread included), the median of the children's medians.
 
@@ -63,8 +65,9 @@ def callgrind(on: bool) -> None:
                    capture_output=True, check=True)
 
 
-def child(shape: str, store: str, rounds: int, counting: bool = False) -> None:
-    common.pin_to_cpu(common.default_cpu())
+def child(shape: str, store: str, rounds: int, counting: bool = False, pinned: bool = True) -> None:
+    if pinned:
+        common.pin_to_cpu(common.default_cpu())
     sys.path.append(str(ROOT))  # for `bench.peers`; last, so a baseline on PYTHONPATH comes first
     from bench.peers.sys_attune import PACK, write_pack
 
@@ -130,13 +133,17 @@ def baseline_tree(ref: str) -> Path:
     return out
 
 
-def run_side(tree: Path | None, shape: str, store: str, rounds: int, counting: bool = False) -> float:
+def run_side(
+    tree: Path | None, shape: str, store: str, rounds: int, counting: bool = False, pinned: bool = True
+) -> float:
     """CPU seconds of a round, or (`counting`) the instructions it executed."""
     saved = dict(os.environ)
     if tree is not None:  # the baseline first on the path, before the editable install of this tree
         os.environ["PYTHONPATH"] = str(tree)
         os.environ["ATTUNE_AB_BASELINE"] = "1"
     command = [sys.executable, __file__, "--child", shape, "--store", store, "--rounds", str(rounds)]
+    if not pinned:
+        command.append("--unpinned")
     counts = Path(tempfile.mkdtemp(prefix="attune-ab-callgrind-")) / "out"
     if counting:
         command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={counts}",
@@ -175,12 +182,15 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--instructions", action="store_true",
                         help="count instructions per transition under valgrind instead of timing")
+    parser.add_argument("--unpinned", action="store_true",
+                        help="let each child use every CPU (the SQLite writer thread then runs beside the "
+                             "loop, as in production, and its wake-ups and hand-overs show)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--count", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--store", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.store, args.rounds, args.count)
+        child(args.child, args.store, args.rounds, args.count, not args.unpinned)
         return
     if args.instructions and shutil.which("valgrind") is None:
         raise SystemExit("--instructions needs valgrind (apt install valgrind)")
@@ -194,8 +204,8 @@ def main() -> None:
                 base: list[float] = []
                 mine: list[float] = []
                 for _ in range(alternations):
-                    base.append(run_side(tree, shape, store, args.rounds, counting))
-                    mine.append(run_side(None, shape, store, args.rounds, counting))
+                    base.append(run_side(tree, shape, store, args.rounds, counting, not args.unpinned))
+                    mine.append(run_side(None, shape, store, args.rounds, counting, not args.unpinned))
                 b, m = common.median(base), common.median(mine)
                 n = TRANSITIONS[shape]
                 if counting:
@@ -215,8 +225,8 @@ def main() -> None:
               f"{args.baseline}, this tree at {head}\n")
     else:
         print(f"CPU time per round (transitions per CPU second), median of {args.alternations} alternated "
-              f"children x {args.rounds} rounds; baseline {args.baseline}, this tree at {head}; "
-              f"load average {common.load_average() or 0:.1f}\n")
+              f"children x {args.rounds} rounds{', unpinned' if args.unpinned else ''}; baseline "
+              f"{args.baseline}, this tree at {head}; load average {common.load_average() or 0:.1f}\n")
     print(common.table(["shape", "store", "baseline", "this tree", "speed-up"], rows, markdown=args.markdown,
                        right=[False, False, True, True, True]))
 
