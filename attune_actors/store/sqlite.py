@@ -13,7 +13,8 @@ key-value datastore keeps its `kv` table in the same file). Threads and what the
   loop goes on filling the next batch, so a commit carries every turn since the previous one and
   the number of fsyncs per second, not of saves, is what the disk bounds.
   Commits start at most every `COMMIT_INTERVAL` (2 ms) unless `flush()` asks: a lone busy
-  execution would otherwise pay a commit every few steps.
+  execution would otherwise pay a commit every few steps. A write inside that interval leaves an
+  idle writer asleep and sets a timer on the loop for the interval's end, which wakes it.
 - Reads (`load`, `headers`, `unfinished`, `definitions`, `get_source`) run on the caller's thread:
   first the batch being committed and the open batch, then SQLite through a reader connection of
   their own (WAL lets it read while the writer writes). A batch leaves memory only once committed,
