@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import uuid
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -91,7 +91,7 @@ class Runtime:
         self._digests: dict[int, tuple[WorkflowSpec, str]] = {}  # id(spec) -> it, its digest
         # Ids of new executions (nested ones too): a cluster's partition engines name their
         # partition in them (`attune_actors.nats.cluster`).
-        self.new_id: Callable[[], str] = new_id or (lambda: uuid.uuid4().hex)
+        self.new_id: Callable[[], str] = new_id or _random_id
         self.renderer = renderer
         self.transport = transport
         self.store = store
@@ -464,3 +464,9 @@ def rerun_snapshot(snap: Snapshot, execution_id: str, now: float) -> Snapshot:
 
 
 __all__ = ["InquiryRecord", "Runtime", "document_from_snapshot", "rerun_snapshot"]
+
+
+def _random_id() -> str:
+    """128 random bits in hex (the length of a UUID's hex): `uuid.uuid4().hex` took 2.2 µs, this
+    0.3 µs, of an execution's ~250."""
+    return os.urandom(16).hex()
