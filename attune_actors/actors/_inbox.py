@@ -24,7 +24,7 @@ from pykka import ActorDeadError
 from pykka._envelope import Envelope
 from pykka.messages import _ActorStop
 
-__all__ = ["AsyncioInbox", "Reader", "deliver_burst", "opened"]
+__all__ = ["AsyncioInbox", "Reader", "deliver_burst"]
 
 T = TypeVar("T")
 

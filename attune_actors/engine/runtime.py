@@ -463,10 +463,10 @@ def rerun_snapshot(snap: Snapshot, execution_id: str, now: float) -> Snapshot:
     return Snapshot(h, dict(snap.runs), dict(snap.items))
 
 
-__all__ = ["InquiryRecord", "Runtime", "document_from_snapshot", "rerun_snapshot"]
-
-
 def _random_id() -> str:
     """128 random bits in hex (the length of a UUID's hex): `uuid.uuid4().hex` took 2.2 µs, this
     0.3 µs, of an execution's ~250."""
     return os.urandom(16).hex()
+
+
+__all__ = ["InquiryRecord", "Runtime", "document_from_snapshot", "rerun_snapshot"]
