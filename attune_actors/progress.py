@@ -10,6 +10,7 @@ import time
 from typing import TextIO
 
 from attune_actors.engine.execution import Execution, TaskRunInfo
+from attune_actors.statuses import Status
 
 _SYMBOL = {
     "succeeded": "✔",
@@ -61,15 +62,20 @@ class Progress:
         self.live = self.stream.isatty()
         self._seen: dict[str, tuple[str, int]] = {}
         self._drawn = 0
-        self._status = ""
+        self._status: Status | None = None
 
     def update(self, execution: Execution) -> None:
         if self.live:
             self._redraw(execution)
             return
+        # The execution's line frames its tasks' as the events do: a start or pause before the
+        # task lines of the same update, an end after them (its last task ended first).
+        status = None
         if execution.status != self._status:
-            self._status = execution.status
-            self.stream.write(f"{execution.ref} {execution.id}: {execution.status}\n")
+            self._status = status = execution.status
+        ended = status is not None and status.terminal
+        if status is not None and not ended:
+            self.stream.write(f"{execution.ref} {execution.id}: {status}\n")
         for run in execution.tasks:
             key = (run.status.value, run.attempts)
             if self._seen.get(run.id) != key:
@@ -77,6 +83,8 @@ class Progress:
                 self.stream.write(
                     f"  {run.name:<24} {run.status.value:<10} {_duration(run)}{_describe(run)}\n"
                 )
+        if ended:
+            self.stream.write(f"{execution.ref} {execution.id}: {status}\n")
         self.stream.flush()
 
     def pause(self) -> None:

@@ -451,6 +451,20 @@ def test_run_without_json_ends_with_the_status_and_output(tmp_path: Path) -> Non
     assert "task3" in proc.stderr  # progress goes to stderr
 
 
+def test_run_progress_shows_the_end_after_the_last_task_ended(tmp_path: Path) -> None:
+    """On stderr (not a terminal): the execution's start line comes first, and its end comes
+    after the line of the task that ended it, as the events happened."""
+    proc = cli(
+        "run", "examples.sequential", "--packs", EXAMPLES, "--data-dir", tmp_path / "data", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    header = r"examples\.sequential [0-9a-f]{32}: "
+    assert re.fullmatch(header + "running", lines[0])
+    assert re.fullmatch(header + "succeeded", lines[-1])
+    assert re.fullmatch(r"  task3 +succeeded +\d+\.\d\ds", lines[-2])
+
+
 def test_no_command_prints_help(tmp_path: Path) -> None:
     proc = cli(cwd=tmp_path)
     assert proc.returncode == 2
