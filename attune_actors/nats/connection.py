@@ -56,8 +56,12 @@ def connect_options(settings: NatsSettings, *, name: str) -> dict[str, Any]:
 async def connect(settings: NatsSettings, *, name: str) -> Client:
     """A connected client; TransportError (one line) when the server cannot be reached or refuses."""
 
+    connected = False
+
     async def error_cb(exc: Exception) -> None:
-        log.warning("nats (%s): %s", name, exc)
+        # Before the first connection, a failed attempt is what connect() raises, in one line:
+        # logging each attempt too only repeated it, as a cryptic socket error.
+        log.log(logging.WARNING if connected else logging.DEBUG, "nats (%s): %s", name, exc)
 
     async def disconnected_cb() -> None:
         log.info("nats (%s): disconnected from %s", name, settings.url)
@@ -77,6 +81,7 @@ async def connect(settings: NatsSettings, *, name: str) -> Client:
     except Exception as exc:  # nats-py raises many unrelated types for "cannot connect"
         reason = str(exc) or type(exc).__name__
         raise TransportError(f"cannot connect to NATS at {settings.url}: {reason}") from None
+    connected = True
     # A server restart is an outage to wait out: from now on, reconnect without limit.
     nc.options["max_reconnect_attempts"] = -1
     # nats-py (pinned) parses every message's headers with this; ours gives the same dicts, faster.

@@ -180,3 +180,30 @@ async def test_the_kv_ledger_claims_once_across_engines(nats_server: NatsServer)
     finally:
         await one.close()
         await two.close()
+
+
+async def test_without_nats_the_rule_waits_and_says_so_in_one_clear_line(
+    tmp_path: Path, caplog: Any
+) -> None:
+    """NATS unreachable: core.nats shows `retrying: ...`, everything else is served, and the log
+    has the rules service's line (what waits, for what), not the client's socket errors."""
+    settings = Settings(
+        packs=(str(PACKS / "rt"),),
+        data_dir=str(tmp_path / "data"),
+        nats=NatsSettings(url="nats://127.0.0.1:1", subject_prefix="rt", connect_timeout=0.3),
+    )
+    caplog.set_level("DEBUG", logger="attune_actors")
+    async with Engine(settings=settings) as e:
+
+        async def waiting() -> Any:
+            (t,) = [t for t in await e.list_triggers() if t["type"] == "core.nats"]
+            return t if str(t["status"]).startswith("retrying: ") else None
+
+        trigger = await until(waiting)
+        assert "cannot connect to NATS at nats://127.0.0.1:1" in trigger["status"]
+        final = await e.wait((await e.execute("rt.record", {"tag": "still served"})).id, timeout=30)
+        assert final.status == "succeeded"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings, "the wait for NATS is not logged"
+    clear = "core.nats rules are waiting for NATS (cannot connect"
+    assert all(m.startswith(clear) for m in warnings), warnings
