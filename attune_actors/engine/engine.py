@@ -145,12 +145,16 @@ class Engine:
         new_id: Callable[[], str] | None = None,
         tracer_provider: Any = None,
         rules: bool = True,
+        partition: tuple[int, int] | None = None,
     ) -> None:
         """`recover`: on start, adopt and continue every unfinished execution that no live process
         owns (the default, for long-lived engines); with False, only what this engine is asked to
         run (and `adopt`, `resume`, `cancel`, ... of a named one) runs here. `tracer_provider`: an
         OpenTelemetry `TracerProvider` for this engine's spans (default: as the OTEL_* variables
-        configure it, or the application's global one; else no tracing)."""
+        configure it, or the application's global one; else no tracing). `partition`: (this
+        engine's partition, of how many), for the engines of a cluster's partitions: rules then run
+        each timer and sensor in one partition's engine of the deployment, and start executions
+        that belong to the partition that started them (`attune_actors.rules`)."""
         overrides: dict[str, Any] = {}
         if packs is not None:
             overrides["packs"] = [str(p) for p in packs]
@@ -187,6 +191,7 @@ class Engine:
         self.metrics = EngineMetrics()
         self._tracing = resolve_tracing(tracer_provider)
         self._rules_wanted = rules
+        self._partition = partition
         self._rules: RulesService | None = None  # rules, triggers, sensors (attune_actors.rules)
 
     # ------------------------------------------------------------------ lifecycle
@@ -259,7 +264,7 @@ class Engine:
         if self._owners is not None:
             self._sweeper = asyncio.get_running_loop().create_task(self._housekeeping())
         if self._rules_wanted:
-            self._rules = await start_rules(self, problems)
+            self._rules = await start_rules(self, problems, partition=self._partition)
 
     def in_process_transport(self) -> InProcessTransport:
         """The transport this engine runs actions on by default: in-process, with its settings.

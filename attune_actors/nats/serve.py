@@ -354,7 +354,8 @@ async def serve_cluster(
             store = NatsStore(nc, subjects, partition=(p, settings.cluster.partitions), owner=engine_id,
                               close_timeout=5.0)
             return _engine_on_nats(partition, nc, subjects, subjects.partition_engine_id(p), store,
-                                   new_id=lambda: new_execution_id(p), owned=lambda: member.owns(p))
+                                   new_id=lambda: new_execution_id(p), owned=lambda: member.owns(p),
+                                   partition=(p, settings.cluster.partitions))
 
         host = PartitionHost(nc, subjects, build=build, engine_id=engine_id)
         host.bind()
@@ -487,6 +488,7 @@ def _engine_on_nats(
     settings: Settings, nc: Client, subjects: Subjects, engine_id: str, store: NatsStore | None,
     new_id: Callable[[], str] | None = None,
     owned: Callable[[], bool] | None = None,
+    partition: tuple[int, int] | None = None,
 ) -> tuple[Engine, NatsTransport]:
     def action(ref: str) -> ActionSpec:
         return engine.catalog.action(ref)  # engine.start() loads the catalog: look it up late
@@ -499,7 +501,7 @@ def _engine_on_nats(
         cipher=PayloadCipher.from_settings(settings.nats), secrets_in=secrets_in, owned=owned,
         ack_wait=PARTITION_ACK_WAIT if owned is not None else 30.0,
     )
-    engine = Engine(settings=settings, store=store, transport=transport, new_id=new_id)
+    engine = Engine(settings=settings, store=store, transport=transport, new_id=new_id, partition=partition)
     return engine, transport
 
 

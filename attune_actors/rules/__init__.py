@@ -19,8 +19,11 @@ if TYPE_CHECKING:
     from attune_actors.spec.packs import Catalog
 
 
-async def start_rules(engine: Engine, problems: list[AttuneError]) -> RulesService:
-    """The rules service of a starting engine: its ledger in the engine's store, its invalid rules."""
+async def start_rules(
+    engine: Engine, problems: list[AttuneError], *, partition: tuple[int, int] | None = None
+) -> RulesService:
+    """The rules service of a starting engine: its ledger in the engine's store, its invalid rules,
+    and its partition in a cluster (see `RulesService`)."""
     settings = engine.settings
     ledger: RuleLedger
     has_rules = any(pack.rules or pack.sensors for pack in engine.catalog.packs.values())
@@ -42,6 +45,7 @@ async def start_rules(engine: Engine, problems: list[AttuneError]) -> RulesServi
         settings,
         clock=engine.clock,
         invalid=_invalid_rules(engine.catalog, problems),
+        partition=partition,
     )
     await service.start()
     return service

@@ -13,6 +13,13 @@ before anything starts; a matched rule's record carries the execution id it will
 from the record id), so a redelivered instance, or the same timer fire seen twice, starts nothing
 new: the existing record is found, and the engine is only asked to make sure its execution exists.
 A rule disabled at run time is skipped from the next instance on, and its timer stops.
+
+In a cluster every partition's engine runs a rules service (`partition`). Each timer rule and each
+sensor then runs in one of them only, the engine of the partition its ref hashes to (and so on
+the partition's next owner when an engine dies): run in every one, each fire or event was a
+trigger instance per partition, with ids of their own, so as many executions. A rule's execution
+is named after the partition whose engine claimed its record (`p<n>-<record id>`), so the cluster
+finds it there; a claim found made by another partition's engine is left to that partition.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import dataclasses
 import logging
 import time
 import uuid
+import zlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -87,6 +95,7 @@ class RulesService:
         clock: Clock | None = None,
         invalid: Mapping[str, list[AttuneError]] | None = None,
         backoff: Backoff | None = None,
+        partition: tuple[int, int] | None = None,
     ) -> None:
         self.catalog = catalog
         self.renderer = renderer
@@ -96,6 +105,7 @@ class RulesService:
         self.clock: Clock = clock or RealClock()
         self.backoff = backoff or Backoff()
         self.invalid = dict(invalid or {})
+        self._partition = partition  # (this engine's, of how many) in a cluster
         self._rules: dict[str, _Rule] = {}
         self._types = trigger_types(catalog)
         self._timers: dict[str, ActorRef[Any]] = {}
@@ -124,13 +134,13 @@ class RulesService:
                     pack.config,
                 )
         for rule in self._rules.values():
-            if rule.enabled and rule.spec.trigger_type in TIMER_TRIGGERS:
+            if rule.enabled and rule.spec.trigger_type in TIMER_TRIGGERS and self._runs_here(rule.spec.ref):
                 await self._start_timer(rule)
         sensors = [
             (SensorState(s), self.catalog.packs[s.pack].config)
             for p in self.catalog.packs.values()
             for s in p.sensors
-            if s.enabled
+            if s.enabled and self._runs_here(s.ref)
         ]
         if sensors:
             self._sensor_states = [state for state, _ in sensors]
@@ -324,14 +334,34 @@ class RulesService:
             record = new_record(
                 instance, rule.spec.ref, matched, error=error, start=params is not None, now=now
             )
+            if self._partition is not None and record.execution_id is not None:
+                record = record._replace(execution_id=f"p{self._partition[0]}-{record.execution_id}")
             planned.append((record, rule, params))
         claimed = await self.ledger.claim([p[0] for p in planned])
         out: list[Enforcement] = []
         for (_, rule, params), (stored, fresh) in zip(planned, claimed, strict=True):
-            if stored.execution_id is not None and params is not None and stored.error is None:
+            if (
+                stored.execution_id is not None
+                and params is not None
+                and stored.error is None
+                and (fresh or self._claimed_here(stored.execution_id))
+            ):
                 stored = await self._start(stored, rule, params, fresh)
             out.append(stored)
         return out
+
+    def _runs_here(self, ref: str) -> bool:
+        """Whether the timer rule or sensor `ref` runs in this engine (in a cluster: in one)."""
+        if self._partition is None:
+            return True
+        mine, partitions = self._partition
+        return zlib.crc32(ref.encode()) % partitions == mine
+
+    def _claimed_here(self, execution_id: str) -> bool:
+        """Whether a rule's execution someone claimed before belongs to this engine: always, but
+        in a cluster only if this partition's engine claimed it (its id says which); the others
+        would start a copy in their own partition, where the cluster does not look for it."""
+        return self._partition is None or execution_id.startswith(f"p{self._partition[0]}-")
 
     async def _start(
         self, record: Enforcement, rule: _Rule, params: dict[str, Any], fresh: bool
@@ -396,7 +426,7 @@ class RulesService:
         rule.enabled = enabled
         await self.ledger.put_state(ref, "enabled", enabled)
         if rule.spec.trigger_type in TIMER_TRIGGERS:
-            if enabled and ref not in self._timers:
+            if enabled and ref not in self._timers and self._runs_here(ref):
                 await self._start_timer(rule)
             elif not enabled:
                 self._stop_timer(ref)

@@ -8,6 +8,7 @@ its key to a file, so "no action runs twice" is read from what the workers actua
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import signal
 import socket
@@ -16,6 +17,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -417,5 +419,89 @@ async def test_the_http_api_and_metrics_of_a_cluster_engine(
                 if line.startswith('attune_executions_total{ref="testpack.steps",status="succeeded"}'):
                     ended += float(line.split()[-1])
         assert ended == len(ids)
+    finally:
+        await nc.close()
+
+
+
+ONCE_SENSOR_YAML = """\
+name: once
+entry_point: once.py
+class_name: Once
+trigger_types:
+  - name: ping
+"""
+ONCE_SENSOR_PY = """\
+import asyncio
+from pathlib import Path
+
+
+class Once:
+    def __init__(self, config):
+        pass
+
+    async def run(self, emit):
+        with open(Path(__file__).parent / "starts.log", "a") as f:
+            f.write("started\\n")
+        await emit("ping", {"n": 1})
+        await asyncio.Event().wait()
+"""
+RULES = {
+    "on_ping": """\
+ref: testpack.on_ping
+trigger: {type: testpack.ping}
+action: testpack.steps
+parameters: {log: "LOG", name: "ping"}
+""",
+    "every": """\
+ref: testpack.every
+trigger: {type: core.interval, parameters: {seconds: 1}}
+action: testpack.steps
+parameters: {log: "LOG", name: "tick"}
+""",
+}
+
+
+@pytest.mark.timeout(120)
+async def test_timers_and_sensors_run_once_in_a_cluster_not_once_per_partition(
+    nats_server: Any, cluster_packs: Path, tmp_path: Path, served: list[Served]
+) -> None:
+    """One engine serves all six partitions (six engines in one process). The sensor and the
+    interval rule run in one partition's engine, so an event or a fire starts one execution (they
+    started six), and the cluster finds the executions rules started by their ids."""
+    pack = cluster_packs / "testpack"
+    (pack / "sensors").mkdir()
+    (pack / "sensors" / "once.yaml").write_text(ONCE_SENSOR_YAML, encoding="utf-8")
+    (pack / "sensors" / "once.py").write_text(ONCE_SENSOR_PY, encoding="utf-8")
+    (pack / "rules").mkdir(exist_ok=True)
+    log = tmp_path / "runs.log"
+    for name, text in RULES.items():
+        (pack / "rules" / f"{name}.yaml").write_text(text.replace("LOG", str(log)), encoding="utf-8")
+    cluster = Cluster(nats_server.url, cluster_packs, tmp_path, served)
+    cluster.worker("w1")
+    await cluster.engine("alpha")
+    nc = await nats.connect(nats_server.url)
+    try:
+        await settled(nc, 1)  # every partition's engine has started (and its rules with it)
+
+        async def enforced(rule: str, at_least: int) -> list[Any] | None:
+            found: list[Any] = (await request(nc, "enforcements.list", {"rule": rule, "limit": 100}))[
+                "enforcements"]
+            return found if len(found) >= at_least else None
+
+        pings = await eventually(lambda: enforced("testpack.on_ping", 1), 30, "the sensor's event enforced")
+        assert len(pings) == 1, pings  # (one per partition before)
+        ping = pings[0]
+        ticks = await eventually(lambda: enforced("testpack.every", 3), 30, "three fires of the timer")
+        docs = await all_done(nc, [ping["execution_id"], *(t["execution_id"] for t in ticks)])
+        assert {d["status"] for d in docs.values()} == {"succeeded"}
+        assert (pack / "sensors" / "starts.log").read_text().split() == ["started"]
+        assert len(await enforced("testpack.on_ping", 1) or []) == 1
+        # One timer keeps one phase: its fires are whole seconds apart (six had six phases).
+        # (an instance id is `core.interval:<rule>:<scheduled time, ISO 8601>`)
+        fired = sorted(datetime.fromisoformat(t["trigger_instance_id"].split(":", 2)[2]) for t in ticks)
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(fired)]
+        assert all(g >= 1 and g == round(g) for g in gaps), fired
+        assert Counter(log.read_text().split())["ping-three"] == 1
     finally:
         await nc.close()
