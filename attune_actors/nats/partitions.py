@@ -44,7 +44,10 @@ _BY_ID = frozenset(
     {"executions.get", "executions.tasks", "executions.graph", "executions.pause", "executions.resume",
      "executions.cancel", "executions.rerun"}
 )
-_EVERYWHERE = frozenset({"workflows.put", "workflows.delete", "inquiries.respond"})
+# Every partition's engine holds these (its own copy of the definitions, its rules' state).
+_EVERYWHERE = frozenset(
+    {"workflows.put", "workflows.delete", "inquiries.respond", "rules.enable", "rules.disable"}
+)
 
 
 class PartitionHost:
@@ -138,6 +141,14 @@ class PartitionHost:
             await self.drop(p)
 
 
+def _merged_triggers(replies: list[Any]) -> list[dict[str, Any]]:
+    """The trigger types as one partition's engine lists them, with each sensor's state taken from
+    the engine that runs it (one per deployment)."""
+    listed: list[dict[str, Any]] = replies[0]["triggers"]
+    states = {t["type"]: t["sensor"] for reply in replies for t in reply["triggers"] if "sensor" in t}
+    return [{**t, "sensor": states[t["type"]]} if t["type"] in states else t for t in listed]
+
+
 class ClusterRouter:
     """Sends each control request to the owner of its partition; see the module doc."""
 
@@ -161,6 +172,8 @@ class ClusterRouter:
             return {"inquiries": [i for reply in found for i in reply["inquiries"]]}
         if operation in _EVERYWHERE:
             return (await self._everywhere(operation, body, first=True))[0]
+        if operation == "triggers.list":
+            return {"triggers": _merged_triggers(await self._everywhere(operation, body))}
         return await self.forward(random.randrange(self.partitions), operation, body)  # workflows
 
     async def _list(self, body: dict[str, Any]) -> Any:

@@ -503,5 +503,13 @@ async def test_timers_and_sensors_run_once_in_a_cluster_not_once_per_partition(
         gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(fired)]
         assert all(g >= 1 and g == round(g) for g in gaps), fired
         assert Counter(log.read_text().split())["ping-three"] == 1
+
+        # Whichever partition's engine answers: the sensor's state, and a rule disabled everywhere.
+        for _ in range(3):
+            listed = (await request(nc, "triggers.list", {}))["triggers"]
+            assert "sensor" in next(t for t in listed if t["type"] == "testpack.ping")
+        await request(nc, "rules.disable", {"ref": "testpack.every"})
+        seen = [(await request(nc, "rules.get", {"ref": "testpack.every"}))["enabled"] for _ in range(12)]
+        assert seen == [False] * 12  # (each on a partition picked at random)
     finally:
         await nc.close()
