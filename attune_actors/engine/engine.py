@@ -68,6 +68,7 @@ _ACTION_PROBLEM = re.compile(r"action '([^']+)': ")  # the problems load_packs f
 _PARAMETER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 _ACTION_WORKFLOWS_KEPT = 256  # one-task workflows of actions, by action and extra parameter names
 _REQUEST_POLL = 0.1  # seconds between looks for other processes' requests
+_SOURCES_POLL = 10  # request polls between tries to take the timers and sensors over (~1 s)
 _ASK_TIMEOUT = 10.0  # seconds another process's owner has to answer a request
 _REMOTE_ERRORS: dict[str, type[AttuneError]] = {
     cls.__name__: cls
@@ -264,7 +265,10 @@ class Engine:
         if self._owners is not None:
             self._sweeper = asyncio.get_running_loop().create_task(self._housekeeping())
         if self._rules_wanted:
-            self._rules = await start_rules(self, problems, partition=self._partition)
+            # On a shared data dir, one process runs the timer rules and sensors (`_housekeeping`
+            # takes them over when that process ends).
+            leads = self._owners is None or self._owners.lead_sources()
+            self._rules = await start_rules(self, problems, partition=self._partition, run_sources=leads)
 
     def in_process_transport(self) -> InProcessTransport:
         """The transport this engine runs actions on by default: in-process, with its settings.
@@ -409,9 +413,11 @@ class Engine:
         return True
 
     async def _housekeeping(self) -> None:
-        """Carry out other processes' requests on executions run here."""
+        """Carry out other processes' requests on executions run here; take the timer rules and
+        sensors over when the process that ran them has ended."""
         assert self._owners is not None
         owners = self._owners
+        turns = 0
         while True:
             await asyncio.sleep(_REQUEST_POLL)  # other processes write files: nothing to await
             rt = self._rt
@@ -419,6 +425,16 @@ class Engine:
                 return
             for token, execution_id, request in owners.requests(rt.executions.__contains__):
                 owners.reply(token, await self._serve_request(execution_id, request))
+            turns += 1
+            rules = self._rules
+            if (
+                rules is not None
+                and not rules.sources_running
+                and turns % _SOURCES_POLL == 0
+                and owners.lead_sources()
+            ):
+                log.info("this process runs the timer rules and sensors of %s now", self.settings.data_path)
+                await rules.start_sources()
 
     async def _serve_request(self, execution_id: str, request: dict[str, Any]) -> dict[str, Any]:
         """One request from another process (see `Owners.ask`): a document, or an error."""

@@ -20,10 +20,14 @@ if TYPE_CHECKING:
 
 
 async def start_rules(
-    engine: Engine, problems: list[AttuneError], *, partition: tuple[int, int] | None = None
+    engine: Engine,
+    problems: list[AttuneError],
+    *,
+    partition: tuple[int, int] | None = None,
+    run_sources: bool = True,
 ) -> RulesService:
     """The rules service of a starting engine: its ledger in the engine's store, its invalid rules,
-    and its partition in a cluster (see `RulesService`)."""
+    its partition in a cluster, and whether it runs the timers and sensors now (see `RulesService`)."""
     settings = engine.settings
     ledger: RuleLedger
     has_rules = any(pack.rules or pack.sensors for pack in engine.catalog.packs.values())
@@ -46,6 +50,7 @@ async def start_rules(
         clock=engine.clock,
         invalid=_invalid_rules(engine.catalog, problems),
         partition=partition,
+        run_sources=run_sources,
     )
     await service.start()
     return service

@@ -96,6 +96,7 @@ class RulesService:
         invalid: Mapping[str, list[AttuneError]] | None = None,
         backoff: Backoff | None = None,
         partition: tuple[int, int] | None = None,
+        run_sources: bool = True,
     ) -> None:
         self.catalog = catalog
         self.renderer = renderer
@@ -106,6 +107,8 @@ class RulesService:
         self.backoff = backoff or Backoff()
         self.invalid = dict(invalid or {})
         self._partition = partition  # (this engine's, of how many) in a cluster
+        self._run_sources = run_sources  # run timers and sensors from start() (else: start_sources)
+        self.sources_running = False
         self._rules: dict[str, _Rule] = {}
         self._types = trigger_types(catalog)
         self._timers: dict[str, ActorRef[Any]] = {}
@@ -133,6 +136,25 @@ class RulesService:
                     spec.enabled if override is None else bool(override),
                     pack.config,
                 )
+        if self._run_sources:
+            await self.start_sources()
+        if self._nats_subjects():
+            self._nats_status = "connecting"
+            self._nats_task = asyncio.create_task(self._run_nats(), name="attune-rules-nats")
+        if self._rules:
+            log.info(
+                "rules: %d loaded (%d enabled), %d invalid",
+                len(self._rules),
+                sum(r.enabled for r in self._rules.values()),
+                len(self.invalid),
+            )
+
+    async def start_sources(self) -> None:
+        """Start the timer rules and the sensors that run here (once): at start, or when this
+        process takes them over from another on a shared data dir (`Owners.lead_sources`)."""
+        if self.sources_running or self._stopping:
+            return
+        self.sources_running = True
         for rule in self._rules.values():
             if rule.enabled and rule.spec.trigger_type in TIMER_TRIGGERS and self._runs_here(rule.spec.ref):
                 await self._start_timer(rule)
@@ -145,16 +167,6 @@ class RulesService:
         if sensors:
             self._sensor_states = [state for state, _ in sensors]
             self._sensors = SensorSupervisor.start(sensors, self._sensor_emit, self.clock, self.backoff)
-        if self._nats_subjects():
-            self._nats_status = "connecting"
-            self._nats_task = asyncio.create_task(self._run_nats(), name="attune-rules-nats")
-        if self._rules:
-            log.info(
-                "rules: %d loaded (%d enabled), %d invalid",
-                len(self._rules),
-                sum(r.enabled for r in self._rules.values()),
-                len(self.invalid),
-            )
 
     async def stop(self) -> None:
         for ref in list(self._timers):
@@ -426,7 +438,7 @@ class RulesService:
         rule.enabled = enabled
         await self.ledger.put_state(ref, "enabled", enabled)
         if rule.spec.trigger_type in TIMER_TRIGGERS:
-            if enabled and ref not in self._timers and self._runs_here(ref):
+            if enabled and ref not in self._timers and self.sources_running and self._runs_here(ref):
                 await self._start_timer(rule)
             elif not enabled:
                 self._stop_timer(ref)

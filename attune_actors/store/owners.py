@@ -12,6 +12,10 @@ Adopting such executions (taking them over) happens under the data dir's claim l
 second finds the first's token in the header once the first has saved it. Locks are `flock` locks, local
 to one host: a data dir is for processes of one machine (SQLite itself asks for that).
 
+The packs' timer rules and sensors run in one process of a data dir: the one holding
+`owners/sources.lock` (`lead_sources`); the others try to take it over now and then, so they run
+again within a second or so of that process's death.
+
 Another process asks the owner to act on one of its executions (cancel, pause, resume, answer an
 inquiry) through request files in `owners/requests/`: the owner polls that folder, carries out
 each request addressed to an execution it runs and writes the reply beside it. Files are written
@@ -58,6 +62,7 @@ class Owners:
         self._requests = self.folder / "requests"
         self.token: str | None = None
         self._fd: int | None = None
+        self._sources_fd: int | None = None
         self._me = Owner(os.getpid(), socket.gethostname(), time.time())
         if hold:
             self.token = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
@@ -73,8 +78,21 @@ class Owners:
             raise ValueError(f"not an owner token: {token!r}")
         return self.folder / f"{token}.lock"
 
+    def lead_sources(self) -> bool:
+        """Whether this process runs the data dir's timer rules and sensors: it holds, or has just
+        taken, `owners/sources.lock` (each process would run its own copy of each, and start an
+        execution per fire or event)."""
+        if self._sources_fd is None:
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._sources_fd = _locked(self.folder / "sources.lock", blocking=False)
+        return self._sources_fd is not None
+
     def close(self) -> None:
         """Give up the token: executions recorded under it have no live owner from now on."""
+        sources, self._sources_fd = self._sources_fd, None
+        if sources is not None:
+            _unlink(self.folder / "sources.lock")  # before unlocking: see `_locked`
+            os.close(sources)
         fd, self._fd = self._fd, None
         if fd is None or self.token is None:
             return
