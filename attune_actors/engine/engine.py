@@ -434,7 +434,10 @@ class Engine:
                 and owners.lead_sources()
             ):
                 log.info("this process runs the timer rules and sensors of %s now", self.settings.data_path)
-                await rules.start_sources()
+                try:
+                    await rules.start_sources()
+                except Exception:  # the requests above must still be served
+                    log.exception("starting the timer rules and sensors failed")
 
     async def _serve_request(self, execution_id: str, request: dict[str, Any]) -> dict[str, Any]:
         """One request from another process (see `Owners.ask`): a document, or an error."""
