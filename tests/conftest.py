@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import textwrap
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,14 @@ async def engine_factory(packs_dir: Path, tmp_path: Path) -> AsyncIterator[Calla
     yield make  # type: ignore[misc]
     for engine in engines:
         await engine.close()
+
+
+@pytest.fixture
+def background() -> Iterator[list[subprocess.Popen[str]]]:
+    """Processes a test starts in the background: killed, if still running, when it ends."""
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,16 +100,6 @@ def packs(tmp_path: Path) -> Path:
           - {name: last, action: core.noop}
         """)
     return root
-
-
-@pytest.fixture
-def background() -> Iterator[list[subprocess.Popen[str]]]:
-    procs: list[subprocess.Popen[str]] = []
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
 
 
 def runs_log(tmp_path: Path) -> list[str]:

@@ -9,13 +9,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
+from helpers import eventually
 
 DEADLINE = 30.0  # seconds any awaited state may take on a loaded machine
 
@@ -46,16 +45,6 @@ def packs(tmp_path: Path) -> Path:
     return tmp_path / "packs"
 
 
-@pytest.fixture
-def engines() -> Iterator[list[subprocess.Popen[str]]]:
-    procs: list[subprocess.Popen[str]] = []
-    yield procs
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-        p.communicate()
-
-
 def start(packs: Path, data: Path, procs: list[subprocess.Popen[str]]) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATTUNE_")}
     proc = subprocess.Popen([sys.executable, "-c", ENGINE, str(packs), str(data)], env=env, text=True,
@@ -64,16 +53,6 @@ def start(packs: Path, data: Path, procs: list[subprocess.Popen[str]]) -> subpro
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready", proc.stderr.read() if proc.stderr else ""
     return proc
-
-
-def eventually(what: str, probe: Callable[[], Any]) -> Any:
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        value = probe()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)  # deliberate: polling other processes' state with a deadline
 
 
 def fires(data: Path) -> list[datetime]:
@@ -99,13 +78,13 @@ def one_timer(found: list[datetime]) -> bool:
     return all(g >= 1 and g == round(g) for g in gaps)
 
 
-def test_one_process_runs_the_timers_and_another_takes_them_over_when_it_dies(
-    packs: Path, tmp_path: Path, engines: list[subprocess.Popen[str]]
+async def test_one_process_runs_the_timers_and_another_takes_them_over_when_it_dies(
+    packs: Path, tmp_path: Path, background: list[subprocess.Popen[str]]
 ) -> None:
     data = tmp_path / "data"
-    first = start(packs, data, engines)
-    start(packs, data, engines)
-    before = eventually("three fires", at_least(data, 3))
+    first = start(packs, data, background)
+    start(packs, data, background)
+    before = await eventually(at_least(data, 3), "three fires", DEADLINE)
     assert one_timer(before), before
     with sqlite3.connect(data / "attune.db") as db:
         started = db.execute("SELECT count(*) FROM workflow_execution WHERE ref = 'tick.noop'").fetchone()[0]
@@ -113,5 +92,5 @@ def test_one_process_runs_the_timers_and_another_takes_them_over_when_it_dies(
 
     first.send_signal(signal.SIGKILL)
     first.wait()
-    after = eventually("three fires more", at_least(data, len(before) + 3))
+    after = await eventually(at_least(data, len(before) + 3), "three fires more", DEADLINE)
     assert one_timer(after), after
