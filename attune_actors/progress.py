@@ -70,12 +70,12 @@ class Progress:
             return
         # The execution's line frames its tasks' as the events do: a start or pause before the
         # task lines of the same update, an end after them (its last task ended first).
-        status = None
+        line = ""
         if execution.status != self._status:
-            self._status = status = execution.status
-        ended = status is not None and status.terminal
-        if status is not None and not ended:
-            self.stream.write(f"{execution.ref} {execution.id}: {status}\n")
+            self._status = execution.status
+            line = f"{execution.ref} {execution.id}: {execution.status}\n"
+        before, after = ("", line) if execution.status.terminal else (line, "")
+        self.stream.write(before)
         for run in execution.tasks:
             key = (run.status.value, run.attempts)
             if self._seen.get(run.id) != key:
@@ -83,8 +83,7 @@ class Progress:
                 self.stream.write(
                     f"  {run.name:<24} {run.status.value:<10} {_duration(run)}{_describe(run)}\n"
                 )
-        if ended:
-            self.stream.write(f"{execution.ref} {execution.id}: {status}\n")
+        self.stream.write(after)
         self.stream.flush()
 
     def pause(self) -> None:

@@ -107,6 +107,8 @@ class RulesService:
         self.backoff = backoff or Backoff()
         self.invalid = dict(invalid or {})
         self._partition = partition  # (this engine's, of how many) in a cluster
+        # How a cluster names a partition's executions (`attune_actors.nats.cluster.partition_of`).
+        self._id_prefix = "" if partition is None else f"p{partition[0]}-"
         self._run_sources = run_sources  # run timers and sensors from start() (else: start_sources)
         self.sources_running = False
         self._rules: dict[str, _Rule] = {}
@@ -346,8 +348,8 @@ class RulesService:
             record = new_record(
                 instance, rule.spec.ref, matched, error=error, start=params is not None, now=now
             )
-            if self._partition is not None and record.execution_id is not None:
-                record = record._replace(execution_id=f"p{self._partition[0]}-{record.execution_id}")
+            if self._id_prefix and record.execution_id is not None:
+                record = record._replace(execution_id=self._id_prefix + record.execution_id)
             planned.append((record, rule, params))
         claimed = await self.ledger.claim([p[0] for p in planned])
         out: list[Enforcement] = []
@@ -373,7 +375,7 @@ class RulesService:
         """Whether a rule's execution someone claimed before belongs to this engine: always, but
         in a cluster only if this partition's engine claimed it (its id says which); the others
         would start a copy in their own partition, where the cluster does not look for it."""
-        return self._partition is None or execution_id.startswith(f"p{self._partition[0]}-")
+        return execution_id.startswith(self._id_prefix)
 
     async def _start(
         self, record: Enforcement, rule: _Rule, params: dict[str, Any], fresh: bool
