@@ -68,7 +68,9 @@ _ACTION_PROBLEM = re.compile(r"action '([^']+)': ")  # the problems load_packs f
 _PARAMETER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 _ACTION_WORKFLOWS_KEPT = 256  # one-task workflows of actions, by action and extra parameter names
 _REQUEST_POLL = 0.1  # seconds between looks for other processes' requests
-_SOURCES_POLL = 10  # request polls between tries to take the timers and sensors over (~1 s)
+# Request polls (~1 s) between looks at the rules other processes changed, and tries to take
+# the timers and sensors over.
+_RULES_POLL = 10
 _ASK_TIMEOUT = 10.0  # seconds another process's owner has to answer a request
 _REMOTE_ERRORS: dict[str, type[AttuneError]] = {
     cls.__name__: cls
@@ -413,8 +415,8 @@ class Engine:
         return True
 
     async def _housekeeping(self) -> None:
-        """Carry out other processes' requests on executions run here; take the timer rules and
-        sensors over when the process that ran them has ended."""
+        """Carry out other processes' requests on executions run here; take up the rules they
+        enabled or disabled, and the timer rules and sensors when the process that ran them ended."""
         assert self._owners is not None
         owners = self._owners
         turns = 0
@@ -427,17 +429,16 @@ class Engine:
                 owners.reply(token, await self._serve_request(execution_id, request))
             turns += 1
             rules = self._rules
-            if (
-                rules is not None
-                and not rules.sources_running
-                and turns % _SOURCES_POLL == 0
-                and owners.lead_sources()
-            ):
-                log.info("this process runs the timer rules and sensors of %s now", self.settings.data_path)
-                try:
+            if rules is None or turns % _RULES_POLL:
+                continue
+            data = self.settings.data_path
+            try:
+                await rules.refresh()
+                if not rules.sources_running and owners.lead_sources():
+                    log.info("this process runs the timer rules and sensors of %s now", data)
                     await rules.start_sources()
-                except Exception:  # the requests above must still be served
-                    log.exception("starting the timer rules and sensors failed")
+            except Exception:  # the requests above must still be served
+                log.exception("taking up the rules of %s failed", data)
 
     async def _serve_request(self, execution_id: str, request: dict[str, Any]) -> dict[str, Any]:
         """One request from another process (see `Owners.ask`): a document, or an error."""

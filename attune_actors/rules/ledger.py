@@ -86,6 +86,15 @@ class RuleLedger(abc.ABC):
     async def put_state(self, rule: str, key: str, value: Any) -> None:
         """Store a rule's state value (None deletes it); durable when this returns."""
 
+    async def states(self, rules: Sequence[str], key: str) -> dict[str, Any]:
+        """`key`'s stored value for each of `rules` that has one."""
+        found = {}
+        for rule in rules:
+            value = await self.get_state(rule, key)
+            if value is not None:
+                found[rule] = value
+        return found
+
 
 class MemoryLedger(RuleLedger):
     """Records in a dict: gone with the process."""
@@ -301,6 +310,11 @@ class SQLiteLedger(RuleLedger):
     async def get_state(self, rule: str, key: str) -> Any:
         rows = await self._read("SELECT value FROM rule_state WHERE rule = ? AND key = ?", (rule, key))
         return json.loads(rows[0][0]) if rows else None
+
+    async def states(self, rules: Sequence[str], key: str) -> dict[str, Any]:
+        wanted = set(rules)
+        rows = await self._read("SELECT rule, value FROM rule_state WHERE key = ?", (key,))
+        return {rule: json.loads(value) for rule, value in rows if rule in wanted}
 
 
 def new_record(

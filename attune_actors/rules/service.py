@@ -122,6 +122,7 @@ class RulesService:
         self._nats_source: Any = None
         self._nc: Any = None
         self._stopping = False
+        self._changing = asyncio.Lock()  # set_enabled and refresh, one at a time
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -437,15 +438,36 @@ class RulesService:
             if ref in self.invalid:
                 raise ParameterError(f"rule '{ref}' is invalid and cannot be enabled: {self.invalid[ref][0]}")
             raise NotFoundError(f"no rule '{ref}'")
+        async with self._changing:
+            await self.ledger.put_state(ref, "enabled", enabled)
+            await self._set_enabled(rule, enabled)
+        log.info("rule %s %s", ref, "enabled" if enabled else "disabled")
+        return self.describe(ref)
+
+    async def refresh(self) -> None:
+        """Take up what other processes sharing the ledger enabled or disabled.
+
+        `set_enabled` changes this process's rules and the ledger; on a shared data dir the
+        engine calls this about once a second, so the process running the timers stops a rule
+        disabled through another process's API, and every process matches events alike.
+        """
+        async with self._changing:  # not between another set_enabled's write and its change
+            stored = await self.ledger.states(list(self._rules), "enabled")
+            for ref, rule in self._rules.items():
+                value = stored.get(ref)
+                enabled = rule.spec.enabled if value is None else bool(value)
+                if enabled != rule.enabled:
+                    await self._set_enabled(rule, enabled)
+                    log.info("rule %s %s (by another process)", ref, "enabled" if enabled else "disabled")
+
+    async def _set_enabled(self, rule: _Rule, enabled: bool) -> None:
         rule.enabled = enabled
-        await self.ledger.put_state(ref, "enabled", enabled)
+        ref = rule.spec.ref
         if rule.spec.trigger_type in TIMER_TRIGGERS:
             if enabled and ref not in self._timers and self.sources_running and self._runs_here(ref):
                 await self._start_timer(rule)
             elif not enabled:
                 self._stop_timer(ref)
-        log.info("rule %s %s", ref, "enabled" if enabled else "disabled")
-        return self.describe(ref)
 
     def triggers(self) -> list[dict[str, Any]]:
         sensors = {t.ref: s for s in self._sensor_states for t in s.spec.trigger_types}

@@ -9,12 +9,16 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import eventually
+
+from attune_actors import Engine
 
 DEADLINE = 30.0  # seconds any awaited state may take on a loaded machine
 
@@ -72,6 +76,19 @@ def at_least(data: Path, count: int) -> Callable[[], list[datetime] | None]:
     return probe
 
 
+def quiet_for(data: Path, seconds: float) -> Callable[[], list[datetime] | None]:
+    """A probe that holds once no fire was recorded for `seconds` (the rule fires every second)."""
+    last: list[Any] = [None, time.monotonic()]
+
+    def probe() -> list[datetime] | None:
+        found = fires(data)
+        if found != last[0]:
+            last[:] = [found, time.monotonic()]
+        return found if time.monotonic() - last[1] >= seconds else None
+
+    return probe
+
+
 def one_timer(found: list[datetime]) -> bool:
     """One phase, one fire each: the fires are whole seconds apart (two timers had two phases)."""
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(found)]
@@ -94,3 +111,17 @@ async def test_one_process_runs_the_timers_and_another_takes_them_over_when_it_d
     first.wait()
     after = await eventually(at_least(data, len(before) + 3), "three fires more", DEADLINE)
     assert one_timer(after), after
+
+
+async def test_a_rule_disabled_through_another_process_stops_where_the_timers_run(
+    packs: Path, tmp_path: Path, background: list[subprocess.Popen[str]]
+) -> None:
+    data = tmp_path / "data"
+    start(packs, data, background)  # takes the timers: it holds the data dir's sources lock
+    await eventually(at_least(data, 2), "two fires", DEADLINE)
+    async with Engine(packs=[str(packs)], data_dir=data) as engine:
+        assert (await engine.disable_rule("tick.every"))["enabled"] is False
+        stopped = await eventually(quiet_for(data, 3.0), "the fires to stop", DEADLINE)
+        assert (await engine.enable_rule("tick.every"))["enabled"] is True
+        again = await eventually(at_least(data, len(stopped) + 2), "two fires more", DEADLINE)
+    assert (again[len(stopped)] - stopped[-1]).total_seconds() >= 3
