@@ -33,7 +33,8 @@ from nats.js import api
 
 log = logging.getLogger("attune_actors.rules.nats")
 
-Handle = Callable[[dict[str, Any], str], Awaitable[None]]  # (instance, the rule subject)
+# (instance, the rule subject) -> False when the message must go back for another engine
+Handle = Callable[[dict[str, Any], str], Awaitable[bool]]
 
 DUPLICATE_WINDOW = 120.0
 MAX_AGE = 7 * 86400.0  # events nobody consumed are kept a week
@@ -190,8 +191,12 @@ class NatsTriggerSource:
     async def _one(self, msg: Msg, subject: str, stream: str, slots: asyncio.Semaphore) -> None:
         try:
             instance = message_instance(msg, stream)
-            await self.handle(instance, subject)
-            await msg.ack()
+            if await self.handle(instance, subject):
+                await msg.ack()
+            else:
+                # Back to the consumer, which hands it to the next engine fetching: soon at first,
+                # so it reaches the one it is meant for after a few, then no more than every 2 s.
+                await msg.nak(delay=min(0.05 * msg.metadata.num_delivered, 2.0))
         except Exception as exc:
             # Not acknowledged: JetStream redelivers it after ack_wait; the records dedupe the retry.
             log.error("trigger message on %s not handled: %s", msg.subject, exc)

@@ -289,8 +289,12 @@ class RulesService:
         }
         return instance["id"], await self.dispatch(instance)
 
-    async def _nats_handle(self, instance: dict[str, Any], subject: str) -> None:
-        await self.dispatch(instance, subject=subject)
+    async def _nats_handle(self, instance: dict[str, Any], subject: str) -> bool:
+        """Whether the message is done with here. In a cluster, not when another partition's
+        engine claimed an execution for it, and then (or its successor, if it died before
+        starting it) must start it: only that engine stores executions with that id."""
+        records = await self.dispatch(instance, subject=subject)
+        return all(r.execution_id is None or self._claimed_here(r.execution_id) for r in records)
 
     async def _sensor_emit(self, trigger_type: str, payload: Any, sensor: SensorSpec) -> str:
         full = trigger_type if "." in trigger_type else f"{sensor.pack}.{trigger_type}"

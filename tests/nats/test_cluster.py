@@ -513,3 +513,73 @@ async def test_timers_and_sensors_run_once_in_a_cluster_not_once_per_partition(
         assert seen == [False] * 12  # (each on a partition picked at random)
     finally:
         await nc.close()
+
+
+ON_PUSH_RULE = """\
+ref: testpack.on_push
+trigger: {type: core.nats, parameters: {subject: t.push}}
+action: testpack.steps
+parameters: {log: "LOG", name: "{{ trigger.payload.n }}"}
+"""
+
+
+@pytest.mark.timeout(120)
+async def test_a_core_nats_event_claimed_by_a_partition_that_died_is_started_by_its_successor(
+    nats_server: Any, cluster_packs: Path, tmp_path: Path, served: list[Served]
+) -> None:
+    """An engine claimed the record (its partition in the execution id) and died before starting
+    the execution, so JetStream redelivers the message. Whichever partition's engine fetches it
+    must give it back until the engine now serving that partition starts the execution (only that
+    one stores it); the others used to acknowledge it, and the execution never started."""
+    from attune_actors.config import NatsSettings
+    from attune_actors.rules.kv_ledger import KVLedger
+    from attune_actors.rules.ledger import Enforcement, enforcement_id
+
+    pack = cluster_packs / "testpack"
+    (pack / "rules").mkdir(exist_ok=True)
+    log = tmp_path / "runs.log"
+    (pack / "rules" / "on_push.yaml").write_text(ON_PUSH_RULE.replace("LOG", str(log)), encoding="utf-8")
+    rule = "testpack.on_push"
+    claims = {f"push-{p}": f"p{p}-{enforcement_id(f'push-{p}', rule)}" for p in (1, 3, 5)}
+    ledger = KVLedger(NatsSettings(url=nats_server.url))
+    await ledger.open()
+    try:
+        await ledger.claim([
+            Enforcement(enforcement_id(i, rule), rule, i, "core.nats", True, e, None)
+            for i, e in claims.items()
+        ])
+    finally:
+        await ledger.close()
+    cluster = Cluster(nats_server.url, cluster_packs, tmp_path, served)
+    cluster.worker("w1")
+    await cluster.engine("alpha")
+    nc = await nats.connect(nats_server.url)
+    try:
+        await settled(nc, 1)
+
+        async def reading() -> bool:
+            listed = (await request(nc, "triggers.list", {}))["triggers"]
+            return next(t for t in listed if t["type"] == "core.nats")["status"] == "running"
+
+        await eventually(reading, 30, "core.nats read")
+        js = nc.jetstream()
+        for n, instance in enumerate(claims):
+            await js.publish("t.push", json.dumps({"n": f"e{n}"}).encode(), headers={"Nats-Msg-Id": instance})
+
+        async def started() -> bool:
+            for execution_id in claims.values():
+                msg = await nc.request("attune.api.executions.get", json.dumps({"id": execution_id}).encode(),
+                                       timeout=30)
+                if isinstance(json.loads(msg.data).get("error"), dict):
+                    return False
+            return True
+
+        await eventually(started, 30, "the three executions started")
+        docs = await all_done(nc, list(claims.values()))
+        assert {d["status"] for d in docs.values()} == {"succeeded"}
+        assert Counter(log.read_text().split()) == {
+            f"e{n}-{step}": 1 for n in range(len(claims)) for step in ("one", "two", "three")}
+        records = (await request(nc, "enforcements.list", {"rule": rule}))["enforcements"]
+        assert sorted(r["execution_id"] for r in records) == sorted(claims.values())
+    finally:
+        await nc.close()
