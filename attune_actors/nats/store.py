@@ -357,8 +357,9 @@ class NatsStore(Store):
         self._state = "open"
         self._writer = self._loop.create_task(self._writer_main(), name=f"attune-nats-store:{self.bucket}")
         log.info(
-            "nats store %s: %d keys, %d executions read in %.2f s",
-            self.bucket, self.loaded_keys, self._mirror.count(), self.load_seconds,
+            "nats store %s%s: %d keys, %d executions read in %.2f s",
+            self.bucket, f" ({self.namespace[:-1]})" if self.namespace else "",
+            self.loaded_keys, self._mirror.count(), self.load_seconds,
         )
 
     async def flush(self) -> None:

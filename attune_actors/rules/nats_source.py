@@ -128,7 +128,6 @@ class NatsTriggerSource:
             self._tasks.append(
                 asyncio.create_task(self._consume(sub, subject, stream), name=f"trigger {subject}")
             )
-        log.info("reading %d NATS trigger subject(s) through JetStream", len(self.subjects))
 
     async def _ensure_stream(self, js: Any, name: str, subjects: list[str]) -> None:
         try:

@@ -145,7 +145,10 @@ class RulesService:
             self._nats_status = "connecting"
             self._nats_task = asyncio.create_task(self._run_nats(), name="attune-rules-nats")
         if self._rules:
-            log.info(
+            # A cluster's partition engines all load the same rules: said once per partition
+            # adopted would be noise.
+            log.log(
+                logging.DEBUG if self._partition else logging.INFO,
                 "rules: %d loaded (%d enabled), %d invalid",
                 len(self._rules),
                 sum(r.enabled for r in self._rules.values()),
@@ -211,6 +214,10 @@ class RulesService:
                     self._nc, self.settings.nats.subject_prefix, self._nats_subjects(), self._nats_handle
                 )
                 await source.start()
+                log.log(
+                    logging.DEBUG if self._partition else logging.INFO,
+                    "reading %d NATS trigger subject(s) through JetStream", len(source.subjects),
+                )
                 self._nats_source = source
                 self._nats_status = "running"
                 return
