@@ -33,8 +33,7 @@ from nats.js import api
 
 log = logging.getLogger("attune_actors.rules.nats")
 
-# (instance, the rule subject) -> False when the message must go back for another engine
-Handle = Callable[[dict[str, Any], str], Awaitable[bool]]
+Handle = Callable[[dict[str, Any], str], Awaitable[None]]  # (instance, the rule subject)
 
 DUPLICATE_WINDOW = 120.0
 MAX_AGE = 7 * 86400.0  # events nobody consumed are kept a week
@@ -46,9 +45,10 @@ def stream_name(prefix: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in prefix).upper() + "_TRIGGERS"
 
 
-def durable_name(prefix: str, subject: str) -> str:
+def durable_name(prefix: str, subject: str, partition: int | None = None) -> str:
+    """The consumer of `subject`'s messages: one shared by the engines, or a cluster partition's."""
     digest = hashlib.sha256(subject.encode()).hexdigest()[:16]
-    return f"{stream_name(prefix).lower()}_{digest}"
+    return f"{stream_name(prefix).lower()}_{digest}" + ("" if partition is None else f"_p{partition}")
 
 
 def message_instance(msg: Msg, stream: str) -> dict[str, Any]:
@@ -73,11 +73,14 @@ def message_instance(msg: Msg, stream: str) -> dict[str, Any]:
 class NatsTriggerSource:
     """Durable consumers for a set of subjects; `start()` then `stop()`."""
 
-    def __init__(self, nc: Client, prefix: str, subjects: list[str], handle: Handle) -> None:
+    def __init__(
+        self, nc: Client, prefix: str, subjects: list[str], handle: Handle, *, partition: int | None = None
+    ) -> None:
         self.nc = nc
         self.prefix = prefix
         self.subjects = sorted(set(subjects))
         self.handle = handle
+        self.partition = partition  # a cluster partition's engine reads through its own consumers
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
@@ -113,7 +116,7 @@ class NatsTriggerSource:
             stream = streams.get(subject)
             if stream is None:
                 continue
-            durable = durable_name(self.prefix, subject)
+            durable = durable_name(self.prefix, subject, self.partition)
             config = api.ConsumerConfig(
                 durable_name=durable,
                 filter_subject=subject,
@@ -124,10 +127,23 @@ class NatsTriggerSource:
                 # hold years of history that a new rule must not replay.
                 deliver_policy=api.DeliverPolicy.ALL if stream == ours else api.DeliverPolicy.NEW,
             )
+            if self.partition is not None:
+                await self._continue_shared(js, stream, subject, config)
             sub = await js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
             self._tasks.append(
                 asyncio.create_task(self._consume(sub, subject, stream), name=f"trigger {subject}")
             )
+
+    async def _continue_shared(self, js: Any, stream: str, subject: str, config: api.ConsumerConfig) -> None:
+        """A partition's consumer, when created, starts where the consumer the engines shared
+        (before a cluster's partitions had their own) stopped, not at the start of the stream:
+        replayed, a week of events would meet the rules added since."""
+        try:
+            shared = await js.consumer_info(stream, durable_name(self.prefix, subject))
+        except nats.js.errors.NotFoundError:
+            return
+        config.deliver_policy = api.DeliverPolicy.BY_START_SEQUENCE
+        config.opt_start_seq = (shared.ack_floor.stream_seq if shared.ack_floor else 0) + 1
 
     async def _ensure_stream(self, js: Any, name: str, subjects: list[str]) -> None:
         try:
@@ -190,12 +206,8 @@ class NatsTriggerSource:
     async def _one(self, msg: Msg, subject: str, stream: str, slots: asyncio.Semaphore) -> None:
         try:
             instance = message_instance(msg, stream)
-            if await self.handle(instance, subject):
-                await msg.ack()
-            else:
-                # Back to the consumer, which hands it to the next engine fetching: soon at first,
-                # so it reaches the one it is meant for after a few, then no more than every 2 s.
-                await msg.nak(delay=min(0.05 * msg.metadata.num_delivered, 2.0))
+            await self.handle(instance, subject)
+            await msg.ack()
         except Exception as exc:
             # Not acknowledged: JetStream redelivers it after ack_wait; the records dedupe the retry.
             log.error("trigger message on %s not handled: %s", msg.subject, exc)

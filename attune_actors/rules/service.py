@@ -211,7 +211,8 @@ class RulesService:
 
                 self._nc = await connect(self.settings.nats, name="attune-rules")
                 source = NatsTriggerSource(
-                    self._nc, self.settings.nats.subject_prefix, self._nats_subjects(), self._nats_handle
+                    self._nc, self.settings.nats.subject_prefix, self._nats_subjects(), self._nats_handle,
+                    partition=None if self._partition is None else self._partition[0],
                 )
                 await source.start()
                 log.log(
@@ -296,12 +297,13 @@ class RulesService:
         }
         return instance["id"], await self.dispatch(instance)
 
-    async def _nats_handle(self, instance: dict[str, Any], subject: str) -> bool:
-        """Whether the message is done with here. In a cluster, not when another partition's
-        engine claimed an execution for it, and then (or its successor, if it died before
-        starting it) must start it: only that engine stores executions with that id."""
-        records = await self.dispatch(instance, subject=subject)
-        return all(r.execution_id is None or self._claimed_here(r.execution_id) for r in records)
+    async def _nats_handle(self, instance: dict[str, Any], subject: str) -> None:
+        # In a cluster every partition's engine reads every message (a consumer each) and enforces
+        # those whose instance id hashes to its partition. So the same partition claims an event
+        # however often it is delivered, and when its engine dies between the claim and the start,
+        # the partition's next engine gets the message again from that consumer and starts it.
+        if self._runs_here(instance["id"]):
+            await self.dispatch(instance, subject=subject)
 
     async def _sensor_emit(self, trigger_type: str, payload: Any, sensor: SensorSpec) -> str:
         full = trigger_type if "." in trigger_type else f"{sensor.pack}.{trigger_type}"
@@ -376,12 +378,13 @@ class RulesService:
             out.append(stored)
         return out
 
-    def _runs_here(self, ref: str) -> bool:
-        """Whether the timer rule or sensor `ref` runs in this engine (in a cluster: in one)."""
+    def _runs_here(self, key: str) -> bool:
+        """Whether the timer rule or sensor `key` runs in this engine, or the `core.nats` instance
+        of that id is enforced here: always, but in a cluster in one partition's engine."""
         if self._partition is None:
             return True
         mine, partitions = self._partition
-        return zlib.crc32(ref.encode()) % partitions == mine
+        return zlib.crc32(key.encode()) % partitions == mine
 
     def _claimed_here(self, execution_id: str) -> bool:
         """Whether a rule's execution someone claimed before belongs to this engine: always, but

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -156,14 +157,34 @@ async def settled(nc: Any, members: int) -> dict[str, Any]:
     return found
 
 
+ENDED = ("succeeded", "failed", "canceled")
+
+
 async def all_done(nc: Any, ids: list[str], timeout: float = 40) -> dict[str, Any]:
     async def check() -> dict[str, Any] | None:
         docs = {i: await request(nc, "executions.get", {"id": i}) for i in ids}
-        if all(d["status"] in ("succeeded", "failed", "canceled") for d in docs.values()):
+        if all(d["status"] in ENDED for d in docs.values()):
             return docs
         return None
 
     found: dict[str, Any] = await eventually(check, timeout, "every execution ended")
+    return found
+
+
+async def started_and_done(nc: Any, ids: list[str], timeout: float = 40) -> dict[str, Any]:
+    """As `all_done`, for executions a rule starts: an id may name none for a while (the rule
+    records the enforcement, then starts the execution)."""
+
+    async def check() -> dict[str, Any] | None:
+        docs = {}
+        for i in ids:
+            msg = await nc.request("attune.api.executions.get", json.dumps({"id": i}).encode(), timeout=30)
+            docs[i] = json.loads(msg.data)
+            if isinstance(docs[i].get("error"), dict) or docs[i]["status"] not in ENDED:
+                return None
+        return docs
+
+    found: dict[str, Any] = await eventually(check, timeout, "the rules' executions started and ended")
     return found
 
 
@@ -493,7 +514,7 @@ async def test_timers_and_sensors_run_once_in_a_cluster_not_once_per_partition(
         assert len(pings) == 1, pings  # (one per partition before)
         ping = pings[0]
         ticks = await eventually(lambda: enforced("testpack.every", 3), 30, "three fires of the timer")
-        docs = await all_done(nc, [ping["execution_id"], *(t["execution_id"] for t in ticks)])
+        docs = await started_and_done(nc, [ping["execution_id"], *(t["execution_id"] for t in ticks)])
         assert {d["status"] for d in docs.values()} == {"succeeded"}
         assert (pack / "sensors" / "starts.log").read_text().split() == ["started"]
         assert len(await enforced("testpack.on_ping", 1) or []) == 1
@@ -527,10 +548,11 @@ parameters: {log: "LOG", name: "{{ trigger.payload.n }}"}
 async def test_a_core_nats_event_claimed_by_a_partition_that_died_is_started_by_its_successor(
     nats_server: Any, cluster_packs: Path, tmp_path: Path, served: list[Served]
 ) -> None:
-    """An engine claimed the record (its partition in the execution id) and died before starting
-    the execution, so JetStream redelivers the message. Whichever partition's engine fetches it
-    must give it back until the engine now serving that partition starts the execution (only that
-    one stores it); the others used to acknowledge it, and the execution never started."""
+    """A partition's engine claimed the records (its partition in the execution ids) and died
+    before starting the executions, so JetStream redelivers the messages. The engine now serving
+    that partition must get them and start the executions (only it stores executions with those
+    ids): the engine that happened to fetch a message used to acknowledge it, and the execution
+    never started."""
     from attune_actors.config import NatsSettings
     from attune_actors.rules.kv_ledger import KVLedger
     from attune_actors.rules.ledger import Enforcement, enforcement_id
@@ -540,13 +562,14 @@ async def test_a_core_nats_event_claimed_by_a_partition_that_died_is_started_by_
     log = tmp_path / "runs.log"
     (pack / "rules" / "on_push.yaml").write_text(ON_PUSH_RULE.replace("LOG", str(log)), encoding="utf-8")
     rule = "testpack.on_push"
-    claims = {f"push-{p}": f"p{p}-{enforcement_id(f'push-{p}', rule)}" for p in (1, 3, 5)}
+    instances = [f"push-{n}" for n in range(4)]
+    # A cluster enforces an instance in the partition its id hashes to (as timers and sensors).
+    claims = {i: f"p{zlib.crc32(i.encode()) % PARTITIONS}-{enforcement_id(i, rule)}" for i in instances}
     ledger = KVLedger(NatsSettings(url=nats_server.url))
     await ledger.open()
     try:
         await ledger.claim([
-            Enforcement(enforcement_id(i, rule), rule, i, "core.nats", True, e, None)
-            for i, e in claims.items()
+            Enforcement(enforcement_id(i, rule), rule, i, "core.nats", True, e) for i, e in claims.items()
         ])
     finally:
         await ledger.close()
@@ -563,23 +586,69 @@ async def test_a_core_nats_event_claimed_by_a_partition_that_died_is_started_by_
 
         await eventually(reading, 30, "core.nats read")
         js = nc.jetstream()
-        for n, instance in enumerate(claims):
+        for n, instance in enumerate(instances):
             await js.publish("t.push", json.dumps({"n": f"e{n}"}).encode(), headers={"Nats-Msg-Id": instance})
 
-        async def started() -> bool:
-            for execution_id in claims.values():
-                msg = await nc.request("attune.api.executions.get", json.dumps({"id": execution_id}).encode(),
-                                       timeout=30)
-                if isinstance(json.loads(msg.data).get("error"), dict):
-                    return False
-            return True
-
-        await eventually(started, 30, "the three executions started")
-        docs = await all_done(nc, list(claims.values()))
+        docs = await started_and_done(nc, list(claims.values()))
         assert {d["status"] for d in docs.values()} == {"succeeded"}
         assert Counter(log.read_text().split()) == {
-            f"e{n}-{step}": 1 for n in range(len(claims)) for step in ("one", "two", "three")}
+            f"e{n}-{step}": 1 for n in range(len(instances)) for step in ("one", "two", "three")}
         records = (await request(nc, "enforcements.list", {"rule": rule}))["enforcements"]
         assert sorted(r["execution_id"] for r in records) == sorted(claims.values())
     finally:
         await nc.close()
+
+
+@pytest.mark.timeout(120)
+async def test_a_cluster_after_a_single_engine_reads_core_nats_events_where_it_stopped(
+    nats_server: Any, cluster_packs: Path, tmp_path: Path, served: list[Served]
+) -> None:
+    """A single engine read the trigger stream through a consumer shared by every engine; a
+    cluster's partitions read it through consumers of their own, which start where the shared one
+    stopped: an event the single engine enforced is not met again by a rule added since."""
+    pack = cluster_packs / "testpack"
+    (pack / "rules").mkdir(exist_ok=True)
+    log = tmp_path / "runs.log"
+    (pack / "rules" / "on_push.yaml").write_text(ON_PUSH_RULE.replace("LOG", str(log)), encoding="utf-8")
+    cluster = Cluster(nats_server.url, cluster_packs, tmp_path, served)
+    cluster.worker("w1")
+    single = Served(["--nats", nats_server.url, "--packs", str(cluster_packs), "--store", "nats",
+                     "--no-cluster", "--engine-id", "single", "--data-dir", str(tmp_path / "single")],
+                    tmp_path, env=ENV)
+    served.append(single)
+    await wait_ready(nats_server.url, "single", single)
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+
+    async def enforced(rule: str, count: int) -> list[Any] | None:
+        found: list[Any] = (await request(nc, "enforcements.list", {"rule": rule}))["enforcements"]
+        return found if len(found) >= count else None
+
+    async def reading() -> bool:
+        listed = (await request(nc, "triggers.list", {}))["triggers"]
+        return next(t for t in listed if t["type"] == "core.nats")["status"] == "running"
+
+    try:
+        await eventually(reading, 30, "core.nats read by the single engine")
+        await js.publish("t.push", b'{"n": "before"}', headers={"Nats-Msg-Id": "before"})
+        first = await eventually(lambda: enforced("testpack.on_push", 1), 30, "the single engine enforced")
+        await started_and_done(nc, [first[0]["execution_id"]])
+        code, err = single.stop()
+        assert code == 0, err
+
+        (pack / "rules" / "also.yaml").write_text(
+            ON_PUSH_RULE.replace("on_push", "also").replace("LOG", str(log)), encoding="utf-8")
+        await cluster.engine("alpha")
+        await settled(nc, 1)
+        await eventually(reading, 30, "core.nats read by the cluster")
+        await js.publish("t.push", b'{"n": "after"}', headers={"Nats-Msg-Id": "after"})
+        also = await eventually(lambda: enforced("testpack.also", 1), 30, "the new rule's enforcement")
+        on_push = await eventually(lambda: enforced("testpack.on_push", 2), 30, "the event after")
+        await started_and_done(nc, [r["execution_id"] for r in [*also, *on_push]])
+        # (what a replay of the stream would have added: the new rule's enforcement of "before")
+        assert [r["trigger_instance_id"] for r in await enforced("testpack.also", 1) or []] == ["after"]
+    finally:
+        await nc.close()
+    runs = {"before": 1, "after": 2}  # (the single engine's rule, then both rules)
+    assert Counter(log.read_text().split()) == {
+        f"{n}-{step}": count for n, count in runs.items() for step in ("one", "two", "three")}
