@@ -7,6 +7,8 @@
    `core.nats` rule; time from the first publish until every instance has its enforcement record
    and its execution started (stored), on the SQLite store. Baseline in the same process: the same
    N instances through `Engine.emit` (no NATS), so the ratio is the cost of the JetStream path.
+   Then the same through a cluster's 16 partition engines in one process (each reads every
+   message through a consumer of its own and enforces the instances that hash to it).
 2. Rule evaluation: one instance against 1,000 rules listening on the same webhook (each with two
    criteria, none matching), with the in-memory ledger: microseconds per instance for criteria
    only, and for the full dispatch (criteria + 1,000 enforcement records claimed). Baseline: 1 rule.
@@ -59,27 +61,39 @@ def make_pack(root: Path, rules: int) -> Path:
     return pack.parent
 
 
-async def until_acknowledged(js: Any, n: int) -> None:
-    """Until the rule's consumer has acknowledged `n` messages: each one's enforcement recorded and its
-    execution started (the consumer acknowledges only then)."""
+PARTITIONS = 16  # a cluster's default
+
+
+async def until_acknowledged(js: Any, n: int, partitions: int | None = None) -> None:
+    """Until the rule's consumer (or each partition's) has acknowledged `n` messages: each one's
+    enforcement recorded and its execution started (a consumer acknowledges only then)."""
     stream = stream_name("bench")
-    while (await js.consumer_info(stream, durable_name("bench", "bench.ev"))).ack_floor.consumer_seq < n:  # noqa: ASYNC110
-        await asyncio.sleep(0.005)  # deliberate: polling the bench's end condition
+    for p in [None] if partitions is None else range(partitions):
+        durable = durable_name("bench", "bench.ev", p)
+        while (await js.consumer_info(stream, durable)).ack_floor.consumer_seq < n:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)  # deliberate: polling the bench's end condition
+
+
+async def _reading(engine: Engine) -> None:
+    while not any(  # noqa: ASYNC110 - polling the consumer's readiness
+        t["status"] == "running" for t in await engine.list_triggers() if t["type"] == "core.nats"
+    ):
+        await asyncio.sleep(0.01)  # deliberate: waiting for the consumer
 
 
 async def throughput(n: int, url: str, root: Path, packs: Path) -> dict[str, float]:
     out: dict[str, float] = {}
-    for label in ("emit", "nats"):
+    for label in ("emit", "nats", "cluster"):
         data = root / f"data-{label}"
         settings = Settings(
             packs=(str(packs),), data_dir=str(data), nats=NatsSettings(url=url, subject_prefix="bench")
         )
+        if label == "cluster":
+            out[label] = await _partitioned(n, url, settings)
+            continue
         async with Engine(settings=settings) as engine:
             if label == "nats":
-                while not any(  # noqa: ASYNC110 - polling the consumer's readiness
-                    t["status"] == "running" for t in await engine.list_triggers() if t["type"] == "core.nats"
-                ):
-                    await asyncio.sleep(0.01)  # deliberate: waiting for the consumer
+                await _reading(engine)
                 nc = await nats.connect(url)
                 js = nc.jetstream()
                 start = time.perf_counter()
@@ -104,6 +118,35 @@ async def throughput(n: int, url: str, root: Path, packs: Path) -> dict[str, flo
             for execution in await engine.list(limit=5):
                 await engine.wait(execution.id, timeout=60)
     return out
+
+
+async def _partitioned(n: int, url: str, settings: Settings) -> float:
+    """As the NATS row, read by a cluster's partition engines in one process (what one cluster
+    engine serving every partition runs): each reads every message through a consumer of its own
+    and enforces the instances that hash to its partition. Each has a data dir of its own here
+    (a cluster keeps them all in JetStream): the messages' path is what is measured."""
+    engines = [
+        Engine(settings=dataclasses.replace(settings, data_dir=f"{settings.data_dir}/p{p}"),
+               partition=(p, PARTITIONS))
+        for p in range(PARTITIONS)
+    ]
+    for engine in engines:
+        await engine.start()
+    try:
+        for engine in engines:
+            await _reading(engine)
+        nc = await nats.connect(url)
+        js = nc.jetstream()
+        start = time.perf_counter()
+        events = [(json.dumps({"kind": "go", "n": i}).encode(), {"Nats-Msg-Id": f"c{i}"}) for i in range(n)]
+        await asyncio.gather(*(js.publish("bench.ev", data, headers=headers) for data, headers in events))
+        await until_acknowledged(js, n, PARTITIONS)
+        rate = n / (time.perf_counter() - start)
+        await nc.close()
+    finally:
+        for engine in engines:
+            await engine.close()
+    return rate
 
 
 async def evaluation(packs: Path, rounds: int) -> dict[str, float]:
@@ -157,6 +200,9 @@ async def main() -> None:
     print(f"trigger instances -> started executions (SQLite store, {n} instances)")
     print(f"  Engine.emit (baseline)   {tp['emit']:8.0f} /s")
     print(f"  NATS JetStream           {tp['nats']:8.0f} /s   ratio {tp['nats'] / tp['emit']:.2f}")
+    cluster = tp["cluster"]
+    print(f"  NATS, {PARTITIONS} partitions      {cluster:8.0f} /s   ratio {cluster / tp['emit']:.2f}"
+          "   (every partition reads every message)")
     print("rule evaluation per instance (no rule matches)")
     for what in ("criteria", "dispatch"):
         one, many = ev[f"{what}_1"], ev[f"{what}_1000"]

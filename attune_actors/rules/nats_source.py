@@ -51,17 +51,22 @@ def durable_name(prefix: str, subject: str, partition: int | None = None) -> str
     return f"{stream_name(prefix).lower()}_{digest}" + ("" if partition is None else f"_p{partition}")
 
 
+def instance_id(msg: Msg, stream: str) -> str:
+    """The id of a message's trigger instance: its `Nats-Msg-Id`, else its place in the stream."""
+    msg_id = (msg.headers or {}).get("Nats-Msg-Id")
+    return msg_id or f"{stream}:{msg.metadata.sequence.stream}"
+
+
 def message_instance(msg: Msg, stream: str) -> dict[str, Any]:
     """The trigger instance of one JetStream message."""
     headers = dict(msg.headers or {})
     meta = msg.metadata
-    msg_id = headers.get("Nats-Msg-Id")
     try:
         payload: Any = json.loads(msg.data) if msg.data else None
     except (UnicodeDecodeError, ValueError):
         payload = msg.data.decode("utf-8", "replace")
     return {
-        "id": msg_id or f"{stream}:{meta.sequence.stream}",
+        "id": instance_id(msg, stream),
         "type": "core.nats",
         "payload": payload,
         "occurred_at": (meta.timestamp or datetime.now(UTC)).isoformat(),
@@ -74,13 +79,22 @@ class NatsTriggerSource:
     """Durable consumers for a set of subjects; `start()` then `stop()`."""
 
     def __init__(
-        self, nc: Client, prefix: str, subjects: list[str], handle: Handle, *, partition: int | None = None
+        self,
+        nc: Client,
+        prefix: str,
+        subjects: list[str],
+        handle: Handle,
+        *,
+        partition: tuple[int, Callable[[str], bool]] | None = None,
     ) -> None:
         self.nc = nc
         self.prefix = prefix
         self.subjects = sorted(set(subjects))
         self.handle = handle
-        self.partition = partition  # a cluster partition's engine reads through its own consumers
+        # A cluster partition's engine reads every message through consumers of its own, and
+        # handles those whose instance id the predicate says are its partition's.
+        self.partition = None if partition is None else partition[0]
+        self._owns = None if partition is None else partition[1]
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
@@ -193,7 +207,11 @@ class NatsTriggerSource:
                     log.warning("reading %s: %s", subject, exc)
                     await asyncio.sleep(0.5)  # deliberate: a broken fetch is retried, not spun
                     continue
+                owns = self._owns
                 for msg in msgs:
+                    if owns is not None and not owns(instance_id(msg, stream)):
+                        await msg.ack()  # another partition's: nothing to decode, no task
+                        continue
                     await slots.acquire()
                     task = asyncio.create_task(self._one(msg, subject, stream, slots))
                     running.add(task)

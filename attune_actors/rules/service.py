@@ -212,7 +212,12 @@ class RulesService:
                 self._nc = await connect(self.settings.nats, name="attune-rules")
                 source = NatsTriggerSource(
                     self._nc, self.settings.nats.subject_prefix, self._nats_subjects(), self._nats_handle,
-                    partition=None if self._partition is None else self._partition[0],
+                    # In a cluster every partition's engine reads every message (a consumer each)
+                    # and enforces those whose instance id hashes to its partition. So the same
+                    # partition claims an event however often it is delivered, and when its engine
+                    # dies between the claim and the start, the partition's next engine gets the
+                    # message again from that consumer and starts it.
+                    partition=None if self._partition is None else (self._partition[0], self._runs_here),
                 )
                 await source.start()
                 log.log(
@@ -298,12 +303,7 @@ class RulesService:
         return instance["id"], await self.dispatch(instance)
 
     async def _nats_handle(self, instance: dict[str, Any], subject: str) -> None:
-        # In a cluster every partition's engine reads every message (a consumer each) and enforces
-        # those whose instance id hashes to its partition. So the same partition claims an event
-        # however often it is delivered, and when its engine dies between the claim and the start,
-        # the partition's next engine gets the message again from that consumer and starts it.
-        if self._runs_here(instance["id"]):
-            await self.dispatch(instance, subject=subject)
+        await self.dispatch(instance, subject=subject)
 
     async def _sensor_emit(self, trigger_type: str, payload: Any, sensor: SensorSpec) -> str:
         full = trigger_type if "." in trigger_type else f"{sensor.pack}.{trigger_type}"
