@@ -114,6 +114,17 @@ class Cluster:
         await wait_ready(self.url, name, proc)
         return proc
 
+    async def single(self, name: str = "single") -> Served:
+        """An engine serving the prefix alone (`--no-cluster`), as before clusters."""
+        proc = Served(
+            ["--nats", self.url, "--packs", str(self.packs), "--store", "nats", "--no-cluster",
+             "--engine-id", name, "--data-dir", str(self.tmp / name)],
+            self.tmp, env=ENV,
+        )
+        self.served.append(proc)
+        await wait_ready(self.url, name, proc)
+        return proc
+
     def worker(self, name: str) -> Served:
         proc = Served(["--nats", self.url, "--packs", str(self.packs), "--worker-id", name], self.tmp,
                       "attune_actors.nats.worker")
@@ -321,11 +332,7 @@ async def test_executions_a_single_engine_stored_are_resumed_by_the_cluster(
 ) -> None:
     cluster = Cluster(nats_server.url, cluster_packs, tmp_path, served)
     cluster.worker("w1")
-    single = Served(["--nats", nats_server.url, "--packs", str(cluster_packs), "--store", "nats",
-                     "--no-cluster", "--engine-id", "single", "--data-dir", str(tmp_path / "single")],
-                    tmp_path, env=ENV)
-    served.append(single)
-    await wait_ready(nats_server.url, "single", single)
+    single = await cluster.single()
     log = tmp_path / "runs.log"
     nc = await nats.connect(nats_server.url)
     try:
@@ -467,19 +474,17 @@ class Once:
         await emit("ping", {"n": 1})
         await asyncio.Event().wait()
 """
+
+
+def rule_yaml(name: str, trigger: str, tag: str) -> str:
+    """A rule running testpack.steps, which appends `<tag>-one` .. `<tag>-three` to the file LOG."""
+    return (f"ref: testpack.{name}\ntrigger: {trigger}\naction: testpack.steps\n"
+            f'parameters: {{log: "LOG", name: "{tag}"}}\n')
+
+
 RULES = {
-    "on_ping": """\
-ref: testpack.on_ping
-trigger: {type: testpack.ping}
-action: testpack.steps
-parameters: {log: "LOG", name: "ping"}
-""",
-    "every": """\
-ref: testpack.every
-trigger: {type: core.interval, parameters: {seconds: 1}}
-action: testpack.steps
-parameters: {log: "LOG", name: "tick"}
-""",
+    "on_ping": rule_yaml("on_ping", "{type: testpack.ping}", "ping"),
+    "every": rule_yaml("every", "{type: core.interval, parameters: {seconds: 1}}", "tick"),
 }
 
 
@@ -536,12 +541,8 @@ async def test_timers_and_sensors_run_once_in_a_cluster_not_once_per_partition(
         await nc.close()
 
 
-ON_PUSH_RULE = """\
-ref: testpack.on_push
-trigger: {type: core.nats, parameters: {subject: t.push}}
-action: testpack.steps
-parameters: {log: "LOG", name: "{{ trigger.payload.n }}"}
-"""
+ON_PUSH_RULE = rule_yaml(
+    "on_push", "{type: core.nats, parameters: {subject: t.push}}", "{{ trigger.payload.n }}")
 
 
 @pytest.mark.timeout(120)
@@ -612,11 +613,7 @@ async def test_a_cluster_after_a_single_engine_reads_core_nats_events_where_it_s
     (pack / "rules" / "on_push.yaml").write_text(ON_PUSH_RULE.replace("LOG", str(log)), encoding="utf-8")
     cluster = Cluster(nats_server.url, cluster_packs, tmp_path, served)
     cluster.worker("w1")
-    single = Served(["--nats", nats_server.url, "--packs", str(cluster_packs), "--store", "nats",
-                     "--no-cluster", "--engine-id", "single", "--data-dir", str(tmp_path / "single")],
-                    tmp_path, env=ENV)
-    served.append(single)
-    await wait_ready(nats_server.url, "single", single)
+    single = await cluster.single()
     nc = await nats.connect(nats_server.url)
     js = nc.jetstream()
 
