@@ -210,7 +210,10 @@ class NatsTriggerSource:
                 owns = self._owns
                 for msg in msgs:
                     if owns is not None and not owns(instance_id(msg, stream)):
-                        await msg.ack()  # another partition's: nothing to decode, no task
+                        # Another partition's: nothing to decode, no task. (Not acknowledged,
+                        # it comes back after ack_wait and is acknowledged then.)
+                        with contextlib.suppress(Exception):
+                            await msg.ack()
                         continue
                     await slots.acquire()
                     task = asyncio.create_task(self._one(msg, subject, stream, slots))
