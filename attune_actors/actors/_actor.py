@@ -453,7 +453,7 @@ class AsyncioActor(Actor):
                 if type(item) is Envelope:
                     message = item.message
                     reply_to = item.reply_to
-                else:  # told as is (`AsyncioActorRef.tell`)
+                else:  # told as is (`AsyncioActorRef.tell`); `_inbox.opened()`, inlined per message
                     message = item
                     reply_to = None
                 try:

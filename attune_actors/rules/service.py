@@ -19,7 +19,9 @@ sensor then runs in one of them only, the engine of the partition its ref hashes
 the partition's next owner when an engine dies): run in every one, each fire or event was a
 trigger instance per partition, with ids of their own, so as many executions. A rule's execution
 is named after the partition whose engine claimed its record (`p<n>-<record id>`), so the cluster
-finds it there; a claim found made by another partition's engine is left to that partition.
+finds it there; a claim found made by another partition's engine is left to that partition. A
+`core.nats` instance is enforced by the partition its id hashes to, which reads every message
+through a consumer of its own (`NatsTriggerSource`): a redelivery reaches the same partition.
 """
 
 from __future__ import annotations
@@ -109,6 +111,9 @@ class RulesService:
         self._partition = partition  # (this engine's, of how many) in a cluster
         # How a cluster names a partition's executions (`attune_actors.nats.cluster.partition_of`).
         self._id_prefix = "" if partition is None else f"p{partition[0]}-"
+        # A cluster's partition engines all load the same rules and read the same subjects: their
+        # start-up lines, once per partition adopted, would be noise.
+        self._said = logging.INFO if partition is None else logging.DEBUG
         self._run_sources = run_sources  # run timers and sensors from start() (else: start_sources)
         self.sources_running = False
         self._rules: dict[str, _Rule] = {}
@@ -128,27 +133,22 @@ class RulesService:
 
     async def start(self) -> None:
         await self.ledger.open()
+        specs: dict[str, tuple[RuleSpec, Any]] = {}
         for pack in self.catalog.packs.values():
             for spec in pack.rules:
-                if spec.ref in self.invalid or spec.ref in self._rules:
-                    continue
-                override = await self.ledger.get_state(spec.ref, "enabled")
-                self._rules[spec.ref] = _Rule(
-                    spec,
-                    compile_criteria(spec.criteria),
-                    spec.enabled if override is None else bool(override),
-                    pack.config,
-                )
+                if spec.ref not in self.invalid:
+                    specs.setdefault(spec.ref, (spec, pack.config))
+        stored = await self.ledger.states(list(specs), "enabled")
+        for ref, (spec, config) in specs.items():
+            self._rules[ref] = _Rule(spec, compile_criteria(spec.criteria), _enabled(spec, stored), config)
         if self._run_sources:
             await self.start_sources()
         if self._nats_subjects():
             self._nats_status = "connecting"
             self._nats_task = asyncio.create_task(self._run_nats(), name="attune-rules-nats")
         if self._rules:
-            # A cluster's partition engines all load the same rules: said once per partition
-            # adopted would be noise.
             log.log(
-                logging.DEBUG if self._partition else logging.INFO,
+                self._said,
                 "rules: %d loaded (%d enabled), %d invalid",
                 len(self._rules),
                 sum(r.enabled for r in self._rules.values()),
@@ -220,10 +220,8 @@ class RulesService:
                     partition=None if self._partition is None else (self._partition[0], self._runs_here),
                 )
                 await source.start()
-                log.log(
-                    logging.DEBUG if self._partition else logging.INFO,
-                    "reading %d NATS trigger subject(s) through JetStream", len(source.subjects),
-                )
+                log.log(self._said, "reading %d NATS trigger subject(s) through JetStream",
+                        len(source.subjects))
                 self._nats_source = source
                 self._nats_status = "running"
                 return
@@ -468,8 +466,7 @@ class RulesService:
         async with self._changing:  # not between another set_enabled's write and its change
             stored = await self.ledger.states(list(self._rules), "enabled")
             for ref, rule in self._rules.items():
-                value = stored.get(ref)
-                enabled = rule.spec.enabled if value is None else bool(value)
+                enabled = _enabled(rule.spec, stored)
                 if enabled != rule.enabled:
                     await self._set_enabled(rule, enabled)
                     log.info("rule %s %s (by another process)", ref, "enabled" if enabled else "disabled")
@@ -511,6 +508,12 @@ class RulesService:
     ) -> list[dict[str, Any]]:
         found = await self.ledger.list(rule=rule, trigger_instance_id=trigger_instance_id, limit=limit)
         return [r.to_dict() for r in found]
+
+
+def _enabled(spec: RuleSpec, stored: Mapping[str, Any]) -> bool:
+    """Whether a rule is enabled: as enable/disable stored it, else as its file says."""
+    value = stored.get(spec.ref)
+    return spec.enabled if value is None else bool(value)
 
 
 def _iso(t: float | None) -> str | None:

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from helpers import eventually
@@ -78,13 +77,15 @@ def at_least(data: Path, count: int) -> Callable[[], list[datetime] | None]:
 
 def quiet_for(data: Path, seconds: float) -> Callable[[], list[datetime] | None]:
     """A probe that holds once no fire was recorded for `seconds` (the rule fires every second)."""
-    last: list[Any] = [None, time.monotonic()]
+    seen: list[datetime] | None = None
+    since = time.monotonic()
 
     def probe() -> list[datetime] | None:
+        nonlocal seen, since
         found = fires(data)
-        if found != last[0]:
-            last[:] = [found, time.monotonic()]
-        return found if time.monotonic() - last[1] >= seconds else None
+        if found != seen:
+            seen, since = found, time.monotonic()
+        return found if time.monotonic() - since >= seconds else None
 
     return probe
 
